@@ -1,0 +1,147 @@
+# warren: one non-recursive Makefile. Output goes to build/ (build/san/ with
+# SANITIZE=1); binaries to $(BUILD)/bin. Quiet unless V=1.
+#
+#   make            library, programs
+#   make check      install missing packages (as root), build, run every test
+#                   against a private RabbitMQ node (and PostgreSQL when needed)
+#   make check-unit unit tests only (no broker)
+#   make demo       the system working end to end, from a fresh machine
+#   make install / uninstall   PREFIX=/usr/local DESTDIR=
+
+VERSION    := 0.1.0
+SOVERSION  := 0
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+
+ifeq ($(SANITIZE),1)
+BUILD      ?= build/san
+SAN_FLAGS  := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else
+BUILD      ?= build
+SAN_FLAGS  :=
+endif
+
+CC         ?= cc
+OPT        ?= -O2 -g
+WARN       := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wwrite-strings -Wmissing-prototypes \
+              -Wno-unused-parameter -Wno-format-truncation -Werror
+# Warnings are added to the user's CFLAGS rather than replacing them.
+ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE $(OPT) $(WARN) $(SAN_FLAGS) -fPIC \
+              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers $(CFLAGS)
+DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium
+ALL_LDFLAGS:= $(SAN_FLAGS) -pthread $(LDFLAGS)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+PROG_SRC   := src/client/rpc-call.c src/workers/example-service.c
+LIB_SRC    := $(filter-out $(PROG_SRC),$(wildcard src/rpc/*.c src/client/*.c src/workers/*.c))
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/example-service
+STATIC_LIB := $(BUILD)/lib/libwarren.a
+SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
+IT_SRC     := $(wildcard tests/integration/it_*.c)
+IT_BIN     := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
+TEST_LIB_SRC := $(wildcard tests/lib/*.c)
+TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
+
+.PHONY: all check check-unit check-integration demo deps clean install uninstall tests style
+
+all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
+
+tests: all $(UNIT_BIN) $(IT_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared -Wl,-soname,libwarren.so.$(SOVERSION) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	$(Q)ln -sf libwarren.so.$(VERSION) $(BUILD)/lib/libwarren.so.$(SOVERSION)
+	$(Q)ln -sf libwarren.so.$(SOVERSION) $(BUILD)/lib/libwarren.so
+
+$(BUILD)/bin/%: $(BUILD)/obj/src/client/%.o $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+# Unit tests link the static library (internal symbols included). A test may
+# name rabbitmq-c functions to mock in WRAP_<test>.
+WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
+
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lcmocka
+
+, := ,
+
+deps:
+	$(Q)scripts/deps.sh
+
+check-unit: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)scripts/run-tests.sh unit $(BUILD)
+
+check-integration: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)scripts/run-tests.sh integration $(BUILD)
+
+check: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)scripts/run-tests.sh all $(BUILD)
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)scripts/demo.sh $(BUILD)
+
+style:
+	clang-format -i $(wildcard src/*/*.[ch] tests/*/*.[ch])
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/warren
+	install -m 755 $(BUILD)/bin/rpc-call $(DESTDIR)$(BINDIR)/
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION)
+	ln -sf libwarren.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libwarren.so
+	install -m 644 src/rpc/warren.h $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(LIBDIR)/libwarren.a \
+	      $(DESTDIR)$(LIBDIR)/libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION) \
+	      $(DESTDIR)$(LIBDIR)/libwarren.so $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/warren
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,648 @@
+/* client.c: the caller side. Calls are registered in the correlation table
+ * before their request is published, and leave it on every terminal path:
+ * reply, basic.return, nack, deadline, connection loss, shutdown. Everything
+ * below the public functions runs on the engine's I/O thread. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "config.h"
+#include "engine.h"
+#include "envelope.h"
+#include "log.h"
+#include "pending.h"
+#include "reply.h"
+
+enum reply_mode { REPLY_DIRECT, REPLY_QUEUE };
+
+/* What is needed only until the request is published. */
+struct outgoing {
+	struct envelope_meta meta;
+	void *body;
+	size_t len;
+};
+
+struct call {
+	struct engine_task task;    /* the publish, queued to the I/O thread */
+	struct pending_entry entry; /* in the table from publish to its end */
+	struct warren_client *client;
+	struct outgoing *out;       /* freed once published */
+	warren_done_fn done;
+	void *arg;
+	int64_t timeout_ms;
+	bool one_way;
+	bool in_table;
+	bool awaiting_confirm; /* the engine holds a pointer to this call */
+	bool finished;         /* done has run */
+};
+
+struct warren_client {
+	struct engine *engine;
+	struct pending table; /* I/O thread only */
+	enum reply_mode reply_mode;
+	char reply_queue[128];
+	char prefix[17]; /* this client's half of every correlation id */
+	char app_id[128];
+	int64_t default_timeout_ms;
+	size_t max_size;
+	atomic_bool closing; /* set by warren_client_free, read on the I/O thread */
+	bool first_connect_done;
+
+	pthread_mutex_t stats_mu;
+	warren_client_stats stats;
+};
+
+/* ------------------------------------------------------------ ids */
+
+static void random_hex(char *dst, size_t nbytes)
+{
+	unsigned char raw[32];
+
+	randombytes_buf(raw, nbytes);
+	sodium_bin2hex(dst, nbytes * 2 + 1, raw, nbytes);
+}
+
+/* 128 random bits as 32 hex digits; the first 16 are fixed per client, so a
+ * reply to an ended call (late) can be told from one that was never ours. */
+static void new_correlation_id(const warren_client *c, char *dst)
+{
+	memcpy(dst, c->prefix, 16);
+	random_hex(dst + 16, 8);
+}
+
+/* ------------------------------------------------------------ stats */
+
+#define STAT_ADD(c, field, n)                                                                      \
+	do {                                                                                       \
+		pthread_mutex_lock(&(c)->stats_mu);                                                \
+		(c)->stats.field += (n);                                                           \
+		pthread_mutex_unlock(&(c)->stats_mu);                                              \
+	} while (0)
+
+void warren_client_get_stats(warren_client *c, warren_client_stats *out)
+{
+	pthread_mutex_lock(&c->stats_mu);
+	*out = c->stats;
+	pthread_mutex_unlock(&c->stats_mu);
+}
+
+/* ------------------------------------------------------------ ending calls */
+
+static void call_release(struct call *call)
+{
+	if (call->out != NULL) {
+		free(call->out->body);
+		free(call->out);
+	}
+	free(call);
+}
+
+static void count_end(warren_client *c, warren_err err)
+{
+	pthread_mutex_lock(&c->stats_mu);
+	switch (err) {
+	case WARREN_OK:
+	case WARREN_ERR_REMOTE:
+		c->stats.replies++;
+		break;
+	case WARREN_ERR_TIMEOUT:
+		c->stats.timeouts++;
+		break;
+	case WARREN_ERR_UNROUTABLE:
+		c->stats.unroutable++;
+		break;
+	default:
+		c->stats.failed++;
+		break;
+	}
+	c->stats.in_flight--;
+	pthread_mutex_unlock(&c->stats_mu);
+}
+
+/* The one terminal path: leaves the table, runs done, frees the call unless
+ * the engine still holds it for a confirm. */
+static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
+	WARREN_PRINTF(4, 5);
+
+static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
+{
+	warren_client *c = call->client;
+	char msg[512] = "";
+	va_list ap;
+
+	if (call->finished) {
+		warren_reply_free(reply);
+		return;
+	}
+	if (call->in_table) {
+		pending_remove(&c->table, &call->entry);
+		call->in_table = false;
+	}
+	if (fmt != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+	}
+	call->finished = true;
+	count_end(c, err);
+	call->done(err, reply, msg, call->arg);
+	if (!call->awaiting_confirm) {
+		call_release(call);
+	}
+}
+
+/* A call whose connection went away: CLOSED when we are shutting down. */
+static warren_err lost_err(const warren_client *c)
+{
+	return atomic_load(&c->closing) ? WARREN_ERR_CLOSED : WARREN_ERR_TRANSPORT;
+}
+
+static void on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct call *call = ctx;
+	const char *method = call->out != NULL ? call->out->meta.method : "";
+
+	/* awaiting_confirm stays set across finish, so finish cannot free the call. */
+	if (outcome == ENGINE_NACK) {
+		finish(call, WARREN_ERR_BROKER, NULL, "the broker refused the request for %s (nack)",
+		       method);
+	} else if (outcome == ENGINE_LOST) {
+		finish(call, lost_err(call->client), NULL,
+		       "connection lost before the broker confirmed the request for %s", method);
+	} else if (call->one_way) {
+		finish(call, WARREN_OK, NULL, NULL);
+	}
+	call->awaiting_confirm = false;
+	if (call->finished) {
+		call_release(call);
+	} else if (call->out != NULL) {
+		/* Confirmed: the request is the broker's now. */
+		free(call->out->body);
+		free(call->out);
+		call->out = NULL;
+	}
+}
+
+/* ------------------------------------------------------------ publishing */
+
+static void publish_task(struct engine *e, struct engine_task *t)
+{
+	struct call *call = (struct call *)t;
+	warren_client *c = call->client;
+	struct envelope_props props;
+	warren_err err;
+	int rc;
+
+	if (!engine_connected(e)) {
+		finish(call, lost_err(c), NULL, "not connected to the broker");
+		return;
+	}
+	call->entry.deadline = engine_now() + call->timeout_ms;
+	rc = pending_insert(&c->table, &call->entry);
+	if (rc != 0) {
+		finish(call, rc == -1 ? WARREN_ERR_FULL : WARREN_ERR_INVALID, NULL,
+		       rc == -1 ? "too many calls in flight (client.max_in_flight)"
+		                : "duplicate correlation id");
+		return;
+	}
+	call->in_table = true;
+	envelope_request_props(&call->out->meta, &props);
+	err = engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
+	                     call->out->body, call->out->len, on_confirm, call);
+	if (err != WARREN_OK) {
+		finish(call, lost_err(c), NULL, "publish failed: connection lost");
+		return;
+	}
+	call->awaiting_confirm = true;
+}
+
+static warren_err fill_meta(warren_client *c, struct call *call, const char *method,
+                            const warren_call_opts *o, char *errstr, size_t errlen)
+{
+	struct envelope_meta *m = &call->out->meta;
+	size_t mlen = strlen(method);
+
+	if (mlen == 0 || mlen >= sizeof(m->method) || strchr(method, '.') == NULL) {
+		snprintf(errstr, errlen, "method \"%s\" must be SERVICE.NAME (at most 255 bytes)",
+		         method);
+		return WARREN_ERR_INVALID;
+	}
+	if (o->message_id != NULL && (o->message_id[0] == '\0' || strlen(o->message_id) > 64)) {
+		snprintf(errstr, errlen, "message_id must be 1 to 64 bytes");
+		return WARREN_ERR_INVALID;
+	}
+	memcpy(m->method, method, mlen + 1);
+	new_correlation_id(c, m->correlation_id);
+	snprintf(call->entry.id, sizeof(call->entry.id), "%s", m->correlation_id);
+	call->entry.id_len = strlen(call->entry.id);
+	if (o->message_id != NULL) {
+		snprintf(m->message_id, sizeof(m->message_id), "%s", o->message_id);
+	} else {
+		random_hex(m->message_id, 16);
+	}
+	snprintf(m->app_id, sizeof(m->app_id), "%s", c->app_id);
+	if (!call->one_way) {
+		snprintf(m->reply_to, sizeof(m->reply_to), "%s",
+		         c->reply_mode == REPLY_DIRECT ? ENVELOPE_DIRECT_REPLY_TO : c->reply_queue);
+	}
+	m->format = o->json ? ENVELOPE_FMT_JSON : ENVELOPE_FMT_MSGPACK;
+	m->persistent = !o->transient;
+	m->attempt = 1;
+	m->deadline_ms = warren_now_ms() + call->timeout_ms;
+	return WARREN_OK;
+}
+
+static warren_err encode_params(warren_client *c, struct call *call, const warren_value *params,
+                                char *errstr, size_t errlen)
+{
+	warren_value *empty = NULL;
+	warren_err err;
+
+	if (params == NULL) {
+		empty = warren_map();
+		if (empty == NULL) {
+			return WARREN_ERR_NOMEM;
+		}
+		params = empty;
+	}
+	err = envelope_encode_body(call->out->meta.format, params, &call->out->body,
+	                           &call->out->len, errstr, errlen);
+	warren_value_free(empty);
+	if (err == WARREN_OK && call->out->len > c->max_size) {
+		snprintf(errstr, errlen, "request of %zu bytes is larger than message.max_size (%zu)",
+		         call->out->len, c->max_size);
+		err = WARREN_ERR_INVALID;
+	}
+	return err;
+}
+
+static struct call *call_new(warren_client *c, const char *method, const warren_value *params,
+                             const warren_call_opts *opts, bool one_way, char *errstr,
+                             size_t errlen, warren_err *err)
+{
+	static const warren_call_opts defaults = {0};
+	const warren_call_opts *o = opts != NULL ? opts : &defaults;
+	struct call *call = calloc(1, sizeof(*call));
+
+	*err = WARREN_ERR_NOMEM;
+	if (call == NULL || (call->out = calloc(1, sizeof(*call->out))) == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		goto fail;
+	}
+	call->client = c;
+	call->one_way = one_way;
+	call->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : c->default_timeout_ms;
+	call->task.run = publish_task;
+	*err = fill_meta(c, call, method, o, errstr, errlen);
+	if (*err == WARREN_OK) {
+		*err = encode_params(c, call, params, errstr, errlen);
+	}
+	if (*err == WARREN_OK) {
+		return call;
+	}
+fail:
+	if (call != NULL) {
+		call_release(call);
+	}
+	return NULL;
+}
+
+static warren_err start_call(warren_client *c, const char *method, const warren_value *params,
+                             const warren_call_opts *opts, bool one_way, warren_done_fn done,
+                             void *arg, char *errstr, size_t errlen)
+{
+	warren_err err;
+	struct call *call;
+
+	if (c == NULL || method == NULL || done == NULL) {
+		snprintf(errstr, errlen, "client, method and callback are required");
+		return WARREN_ERR_INVALID;
+	}
+	call = call_new(c, method, params, opts, one_way, errstr, errlen, &err);
+	if (call == NULL) {
+		return err;
+	}
+	call->done = done;
+	call->arg = arg;
+	pthread_mutex_lock(&c->stats_mu);
+	c->stats.calls++;
+	c->stats.in_flight++;
+	pthread_mutex_unlock(&c->stats_mu);
+	if (!engine_submit(c->engine, &call->task)) {
+		pthread_mutex_lock(&c->stats_mu);
+		c->stats.calls--;
+		c->stats.in_flight--;
+		pthread_mutex_unlock(&c->stats_mu);
+		call_release(call);
+		snprintf(errstr, errlen, "the client is shutting down");
+		return WARREN_ERR_CLOSED;
+	}
+	return WARREN_OK;
+}
+
+warren_err warren_call_async(warren_client *c, const char *method, const warren_value *params,
+                             const warren_call_opts *opts, warren_done_fn done, void *arg,
+                             char *errstr, size_t errlen)
+{
+	return start_call(c, method, params, opts, false, done, arg, errstr, errlen);
+}
+
+/* ------------------------------------------------------------ blocking calls */
+
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	bool done;
+	warren_err err;
+	warren_reply *reply;
+	char msg[512];
+};
+
+static void wake_waiter(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct waiter *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	w->err = err;
+	w->reply = reply;
+	snprintf(w->msg, sizeof(w->msg), "%s", msg);
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static warren_err call_and_wait(warren_client *c, const char *method, const warren_value *params,
+                                const warren_call_opts *opts, bool one_way, warren_reply **reply,
+                                char *errstr, size_t errlen)
+{
+	struct waiter w = {.done = false};
+	warren_err err;
+
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	err = start_call(c, method, params, opts, one_way, wake_waiter, &w, errstr, errlen);
+	if (err == WARREN_OK) {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done) {
+			pthread_cond_wait(&w.cond, &w.mu);
+		}
+		pthread_mutex_unlock(&w.mu);
+		err = w.err;
+		if (err != WARREN_OK && err != WARREN_ERR_REMOTE) {
+			snprintf(errstr, errlen, "%s", w.msg);
+		}
+		if (reply != NULL) {
+			*reply = w.reply;
+		} else {
+			warren_reply_free(w.reply);
+		}
+	}
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cond);
+	return err;
+}
+
+warren_err warren_call(warren_client *c, const char *method, const warren_value *params,
+                       const warren_call_opts *opts, warren_reply **reply, char *errstr,
+                       size_t errlen)
+{
+	if (reply == NULL) {
+		snprintf(errstr, errlen, "reply is required");
+		return WARREN_ERR_INVALID;
+	}
+	*reply = NULL;
+	return call_and_wait(c, method, params, opts, false, reply, errstr, errlen);
+}
+
+warren_err warren_send(warren_client *c, const char *method, const warren_value *params,
+                       const warren_call_opts *opts, char *errstr, size_t errlen)
+{
+	return call_and_wait(c, method, params, opts, true, NULL, errstr, errlen);
+}
+
+/* ------------------------------------------------------------ engine hooks */
+
+static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
+{
+	warren_client *c = arg;
+	amqp_connection_state_t conn = engine_conn(e);
+	amqp_bytes_t queue = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
+
+	/* The same arguments as rabbitmq/definitions.json. */
+	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(ENVELOPE_EXCHANGE),
+	                          amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table) == NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(conn), "declaring exchange rpc", errstr,
+		                      errlen);
+		return -1;
+	}
+	if (c->reply_mode == REPLY_QUEUE) {
+		amqp_table_entry_t exp = {.key = amqp_cstring_bytes("x-expires"),
+		                          .value = {.kind = AMQP_FIELD_KIND_I64,
+		                                    .value.i64 = 300000}};
+		amqp_table_t args = {1, &exp};
+
+		queue = amqp_cstring_bytes(c->reply_queue);
+		if (amqp_queue_declare(conn, 1, queue, 0, 0, 0, 0, args) == NULL) {
+			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the reply queue",
+			                      errstr, errlen);
+			return -1;
+		}
+	}
+	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, 1, 0, amqp_empty_table) ==
+	    NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr, errlen);
+		return -1;
+	}
+	if (c->first_connect_done) {
+		STAT_ADD(c, reconnects, 1);
+	}
+	c->first_connect_done = true;
+	return 0;
+}
+
+static void count_stray(warren_client *c, const char *id)
+{
+	bool ours = strlen(id) == 32 && memcmp(id, c->prefix, 16) == 0;
+
+	if (ours) {
+		STAT_ADD(c, late_replies, 1);
+		log_debug("late reply dropped: correlation_id=%s", id);
+	} else {
+		STAT_ADD(c, unknown_replies, 1);
+		log_debug("unknown reply dropped: correlation_id=%s", id);
+	}
+}
+
+static void client_deliver(struct engine *e, void *arg, struct engine_delivery *d)
+{
+	warren_client *c = arg;
+	struct envelope_meta m;
+	struct pending_entry *entry;
+	char why[300];
+	warren_reply *reply;
+
+	if (envelope_read(&d->message.properties, &m, why, sizeof(why)) != WARREN_OK) {
+		log_warn("malformed reply dropped: %s", why);
+		STAT_ADD(c, unknown_replies, 1);
+		goto out;
+	}
+	entry = pending_find(&c->table, m.correlation_id, strlen(m.correlation_id));
+	if (entry == NULL) {
+		count_stray(c, m.correlation_id);
+		goto out;
+	}
+	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+	reply = reply_from_message(&m, d->message.body.bytes, d->message.body.len, c->max_size,
+	                           why, sizeof(why));
+	if (reply == NULL) {
+		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
+	} else {
+		finish(call, reply->status == WARREN_STATUS_OK ? WARREN_OK : WARREN_ERR_REMOTE,
+		       reply, NULL);
+	}
+out:
+	engine_delivery_free(d);
+}
+
+static void client_returned(struct engine *e, void *arg, const amqp_basic_properties_t *props,
+                            int code, const char *text)
+{
+	warren_client *c = arg;
+	char id[PENDING_ID_MAX + 1];
+	struct pending_entry *entry;
+
+	if (!(props->_flags & AMQP_BASIC_CORRELATION_ID_FLAG)) {
+		return;
+	}
+	envelope_copy(id, sizeof(id), props->correlation_id);
+	entry = pending_find(&c->table, id, strlen(id));
+	if (entry != NULL) {
+		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+		char method[256];
+
+		envelope_copy(method, sizeof(method), props->type);
+		finish(call, WARREN_ERR_UNROUTABLE, NULL,
+		       "no queue is bound for method %s (%d %s)", method, code, text);
+	}
+}
+
+static void client_lost(struct engine *e, void *arg, const char *why)
+{
+	warren_client *c = arg;
+	struct pending_entry *entry;
+
+	/* A named reply queue outlives the connection: its calls keep waiting
+	 * (to their deadlines) unless we are shutting down. */
+	if (c->reply_mode == REPLY_QUEUE && !atomic_load(&c->closing)) {
+		return;
+	}
+	while ((entry = pending_first(&c->table)) != NULL) {
+		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+
+		finish(call, lost_err(c), NULL, "reply path lost: %s", why);
+	}
+}
+
+static int64_t client_tick(struct engine *e, void *arg, int64_t now)
+{
+	warren_client *c = arg;
+	struct pending_entry *entry;
+
+	while ((entry = pending_pop_expired(&c->table, now)) != NULL) {
+		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+
+		call->in_table = false;
+		finish(call, WARREN_ERR_TIMEOUT, NULL, "no reply within %lld ms",
+		       (long long)call->timeout_ms);
+	}
+	entry = pending_first(&c->table);
+	return entry != NULL ? entry->deadline : INT64_MAX;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static warren_err client_init(warren_client *c, const warren_config *cfg, const char *app_id,
+                              char *errstr, size_t errlen)
+{
+	struct engine_config ec = {
+		.urls = config_str(cfg, CFG_BROKER_URL),
+		.vhost = config_str(cfg, CFG_BROKER_VHOST),
+		.password_file = config_str(cfg, CFG_BROKER_PASSWORD_FILE),
+		.name = app_id,
+		.heartbeat_s = (int)(config_int(cfg, CFG_BROKER_HEARTBEAT) / 1000),
+		.connect_timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT),
+		.reconnect_min_ms = config_int(cfg, CFG_BROKER_RECONNECT_MIN),
+		.reconnect_max_ms = config_int(cfg, CFG_BROKER_RECONNECT_MAX),
+	};
+	struct engine_hooks hooks = {.arg = c,
+	                             .setup = client_setup,
+	                             .deliver = client_deliver,
+	                             .returned = client_returned,
+	                             .lost = client_lost,
+	                             .tick = client_tick};
+
+	snprintf(c->app_id, sizeof(c->app_id), "%s", app_id);
+	random_hex(c->prefix, 8);
+	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id, c->prefix);
+	c->reply_mode = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1 ? REPLY_QUEUE : REPLY_DIRECT;
+	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
+	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
+	pthread_mutex_init(&c->stats_mu, NULL);
+	if (pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	c->engine = engine_new(&ec, &hooks, errstr, errlen);
+	return c->engine != NULL ? WARREN_OK : WARREN_ERR_CONFIG;
+}
+
+warren_err warren_client_new(const warren_config *cfg, const char *app_id, warren_client **out,
+                             char *errstr, size_t errlen)
+{
+	warren_client *c;
+	warren_err err;
+
+	if (cfg == NULL || out == NULL) {
+		snprintf(errstr, errlen, "config and out are required");
+		return WARREN_ERR_INVALID;
+	}
+	*out = NULL;
+	if (sodium_init() < 0) {
+		snprintf(errstr, errlen, "libsodium failed to initialise");
+		return WARREN_ERR_SYSTEM;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	err = client_init(c, cfg, app_id != NULL ? app_id : "warren", errstr, errlen);
+	if (err == WARREN_OK) {
+		err = engine_start(c->engine, errstr, errlen);
+	}
+	if (err != WARREN_OK) {
+		warren_client_free(c);
+		return err;
+	}
+	*out = c;
+	return WARREN_OK;
+}
+
+void warren_client_free(warren_client *c)
+{
+	if (c == NULL) {
+		return;
+	}
+	atomic_store(&c->closing, true);
+	if (c->engine != NULL) {
+		engine_free(c->engine);
+	}
+	pending_destroy(&c->table);
+	pthread_mutex_destroy(&c->stats_mu);
+	free(c);
+}

@@ -1,0 +1,294 @@
+/* rpc-call: call a warren method from the command line. PARAMS are JSON; the
+ * result is printed as JSON on stdout. Exit statuses (rpc-call(1)):
+ * 0 OK, 1 the service answered an error, 2 usage, 3 bad input,
+ * 4 unavailable or unroutable, 5 deadline exceeded, 6 internal. */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "log.h"
+#include "warren.h"
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_REMOTE = 1,
+	EXIT_USAGE = 2,
+	EXIT_INPUT = 3,
+	EXIT_UNAVAILABLE = 4,
+	EXIT_TIMEOUT = 5,
+	EXIT_INTERNAL = 6,
+};
+
+struct options {
+	struct cli_config cc;
+	int64_t timeout_ms;
+	const char *message_id;
+	bool json_wire;
+	bool one_way;
+	bool verbose;
+	const char *method;
+	const char *params; /* JSON text, "-" or "@FILE"; NULL: {} */
+};
+
+static void usage(FILE *to)
+{
+	fprintf(to, "usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]\n"
+	            "                [-j] [-1] [-v] METHOD [PARAMS | - | @FILE]\n");
+}
+
+static int fail(const char *method, const char *code, const char *msg, int status)
+{
+	fprintf(stderr, "rpc-call: %s: %s: %s\n", method, code, msg);
+	return status;
+}
+
+static bool parse_seconds(const char *text, int64_t *ms)
+{
+	char *end = NULL;
+	double s;
+
+	errno = 0;
+	s = strtod(text, &end);
+	if (errno != 0 || end == text || *end != '\0' || !(s > 0) || s > 86400.0 || isnan(s)) {
+		return false;
+	}
+	*ms = (int64_t)ceil(s * 1000.0);
+	return true;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	int opt;
+
+	while ((opt = getopt(argc, argv, "c:o:t:m:j1vhV")) != -1) {
+		switch (opt) {
+		case 'c':
+			o->cc.file = optarg;
+			break;
+		case 'o':
+			if (!cli_add_override(&o->cc, optarg)) {
+				fprintf(stderr, "rpc-call: too many -o options\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 't':
+			if (!parse_seconds(optarg, &o->timeout_ms)) {
+				fprintf(stderr,
+				        "rpc-call: -t \"%s\": expected a number of seconds from 0.001 to 86400\n",
+				        optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'm':
+			o->message_id = optarg;
+			break;
+		case 'j':
+			o->json_wire = true;
+			break;
+		case '1':
+			o->one_way = true;
+			break;
+		case 'v':
+			o->verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(EXIT_OK);
+		case 'V':
+			printf("rpc-call %s\n", WARREN_VERSION);
+			exit(EXIT_OK);
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (argc - optind < 1 || argc - optind > 2) {
+		fprintf(stderr, "rpc-call: %s\n",
+		        argc - optind < 1 ? "missing METHOD" : "too many arguments");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	o->method = argv[optind];
+	o->params = argc - optind == 2 ? argv[optind + 1] : NULL;
+	return EXIT_OK;
+}
+
+/* Reads all of f into a malloc'd, NUL-terminated buffer. */
+static char *slurp(FILE *f, size_t *len)
+{
+	size_t cap = 4096, n = 0;
+	char *buf = malloc(cap);
+
+	while (buf != NULL) {
+		size_t got = fread(buf + n, 1, cap - n - 1, f);
+
+		n += got;
+		if (got == 0) {
+			break;
+		}
+		if (cap - n - 1 == 0) {
+			char *grown = realloc(buf, cap * 2);
+
+			if (grown == NULL) {
+				free(buf);
+				return NULL;
+			}
+			buf = grown;
+			cap *= 2;
+		}
+	}
+	if (buf != NULL) {
+		buf[n] = '\0';
+		*len = n;
+	}
+	return buf;
+}
+
+static int read_params(const struct options *o, warren_value **out)
+{
+	const char *src = o->params;
+	char *text = NULL, why[300];
+	size_t len = 0;
+	int status = EXIT_OK;
+
+	*out = NULL;
+	if (src == NULL) {
+		return EXIT_OK;
+	}
+	if (strcmp(src, "-") == 0 || src[0] == '@') {
+		FILE *f = strcmp(src, "-") == 0 ? stdin : fopen(src + 1, "re");
+
+		if (f == NULL) {
+			fprintf(stderr, "rpc-call: %s: %s\n", src + 1, strerror(errno));
+			return EXIT_INPUT;
+		}
+		text = slurp(f, &len);
+		if (f != stdin) {
+			fclose(f);
+		}
+		src = text;
+	} else {
+		len = strlen(src);
+	}
+	if (src == NULL) {
+		fprintf(stderr, "rpc-call: out of memory reading PARAMS\n");
+		return EXIT_INTERNAL;
+	}
+	if (warren_value_from_json(src, len, out, why, sizeof(why)) != WARREN_OK) {
+		fprintf(stderr, "rpc-call: PARAMS is not valid JSON: %s\n", why);
+		status = EXIT_INPUT;
+	}
+	free(text);
+	return status;
+}
+
+static int exit_for(warren_err err)
+{
+	switch (err) {
+	case WARREN_OK:
+		return EXIT_OK;
+	case WARREN_ERR_REMOTE:
+		return EXIT_REMOTE;
+	case WARREN_ERR_INVALID:
+		return EXIT_INPUT;
+	case WARREN_ERR_CONFIG:
+		return EXIT_USAGE;
+	case WARREN_ERR_TRANSPORT:
+	case WARREN_ERR_BROKER:
+	case WARREN_ERR_UNROUTABLE:
+	case WARREN_ERR_CLOSED:
+		return EXIT_UNAVAILABLE;
+	case WARREN_ERR_TIMEOUT:
+		return EXIT_TIMEOUT;
+	case WARREN_ERR_NOMEM:
+	case WARREN_ERR_DECODE:
+	case WARREN_ERR_FULL:
+	case WARREN_ERR_SYSTEM:
+		return EXIT_INTERNAL;
+	}
+	return EXIT_INTERNAL;
+}
+
+static int print_result(const struct options *o, const warren_reply *reply)
+{
+	char *json = NULL, why[200];
+
+	if (warren_value_to_json(warren_reply_result(reply), &json, why, sizeof(why)) != WARREN_OK) {
+		return fail(o->method, "INTERNAL", why, EXIT_INTERNAL);
+	}
+	printf("%s\n", json);
+	free(json);
+	return EXIT_OK;
+}
+
+static int call(const struct options *o, warren_client *client, const warren_value *params)
+{
+	warren_call_opts opts = {.timeout_ms = o->timeout_ms,
+	                         .message_id = o->message_id,
+	                         .json = o->json_wire};
+	warren_reply *reply = NULL;
+	char why[600];
+	warren_err err;
+	int status;
+
+	if (o->one_way) {
+		err = warren_send(client, o->method, params, &opts, why, sizeof(why));
+		return err == WARREN_OK ? EXIT_OK
+		                        : fail(o->method, warren_status_name(warren_err_status(err)),
+		                               why, exit_for(err));
+	}
+	err = warren_call(client, o->method, params, &opts, &reply, why, sizeof(why));
+	if (err == WARREN_OK) {
+		status = print_result(o, reply);
+	} else if (err == WARREN_ERR_REMOTE) {
+		status = fail(o->method, warren_status_name(warren_reply_status(reply)),
+		              warren_reply_message(reply), EXIT_REMOTE);
+	} else {
+		status = fail(o->method, warren_status_name(warren_err_status(err)), why,
+		              exit_for(err));
+	}
+	warren_reply_free(reply);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o = {0};
+	warren_config *cfg = NULL;
+	warren_client *client = NULL;
+	warren_value *params = NULL;
+	char why[600];
+	int status;
+
+	log_set_program("rpc-call");
+	status = parse_args(argc, argv, &o);
+	if (status != EXIT_OK) {
+		return status;
+	}
+	log_set_level(o.verbose ? LOG_DEBUG : LOG_ERROR);
+	cfg = cli_build_config(&o.cc, "WARREN_URL", why, sizeof(why));
+	if (cfg == NULL) {
+		fprintf(stderr, "rpc-call: %s\n", why);
+		return EXIT_USAGE;
+	}
+	status = read_params(&o, &params);
+	if (status != EXIT_OK) {
+		goto out;
+	}
+	warren_err err = warren_client_new(cfg, "rpc-call", &client, why, sizeof(why));
+	if (err != WARREN_OK) {
+		status = fail(o.method, warren_status_name(warren_err_status(err)), why,
+		              exit_for(err));
+		goto out;
+	}
+	status = call(&o, client, params);
+out:
+	warren_client_free(client);
+	warren_value_free(params);
+	warren_config_free(cfg);
+	return status;
+}

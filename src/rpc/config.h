@@ -1,0 +1,57 @@
+/* config.h: the internal side of the configuration table: key ids and typed
+ * getters for the library's own modules. The public side is in warren.h. */
+#ifndef WARREN_CONFIG_H
+#define WARREN_CONFIG_H
+
+#include "warren.h"
+
+/* One id per key, in the order of config_keys[]. */
+typedef enum config_id {
+	CFG_BROKER_URL,             /* string: comma-separated amqp:// URLs */
+	CFG_BROKER_VHOST,           /* string: overrides the URL's vhost when set */
+	CFG_BROKER_PASSWORD_FILE,   /* string: path; its first line replaces the URL's password */
+	CFG_BROKER_HEARTBEAT,       /* duration, whole seconds 0..3600 (0 disables) */
+	CFG_BROKER_CONNECT_TIMEOUT, /* duration */
+	CFG_BROKER_RECONNECT_MIN,   /* duration: first back-off step */
+	CFG_BROKER_RECONNECT_MAX,   /* duration: back-off ceiling */
+	CFG_CLIENT_TIMEOUT,         /* duration: default call deadline */
+	CFG_CLIENT_REPLY_MODE,      /* enum: direct | queue */
+	CFG_CLIENT_MAX_IN_FLIGHT,   /* int: bound of the correlation table */
+	CFG_WORKER_SERVICE,         /* string: service name, [a-z0-9_-]+ */
+	CFG_WORKER_THREADS,         /* int 1..1024 */
+	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: the number of threads */
+	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */
+	CFG_LOG_LEVEL,              /* enum: error | warn | info | debug */
+	CFG__COUNT
+} config_id;
+
+typedef enum config_type {
+	CONFIG_STRING,
+	CONFIG_INT,
+	CONFIG_BOOL,
+	CONFIG_DURATION, /* text "250ms", "30s", "2m", "1h", or a bare number of seconds ("1.5"); stored in ms */
+	CONFIG_SIZE,     /* text "65536", "64k", "1M"; stored in bytes */
+	CONFIG_ENUM,     /* one of enum_values; stored as its index */
+} config_type;
+
+/* One row of the table: everything the parser, -o, errors and warren.conf(5) need. */
+struct config_def {
+	const char *key;                 /* "section.name" */
+	config_type type;
+	int64_t min, max;                /* inclusive range of the stored number */
+	const char *def;                 /* default, as text in the file's syntax */
+	bool reload;                     /* SIGHUP applies it */
+	const char *const *enum_values;  /* NULL-terminated, for CONFIG_ENUM */
+	const char *desc;                /* one sentence for the man page */
+};
+
+extern const struct config_def config_defs[CFG__COUNT];
+
+/* Typed getters; the id's type must match (asserted). */
+const char *config_str(const warren_config *cfg, config_id id);
+int64_t config_int(const warren_config *cfg, config_id id); /* INT, BOOL, DURATION (ms), SIZE, ENUM index */
+
+/* The id of "section.name", or -1. */
+int config_lookup(const char *key);
+
+#endif

@@ -1,0 +1,883 @@
+/* engine.c: the I/O thread that alone owns a rabbitmq-c connection (DESIGN.md
+ * section 3). It polls the socket and a wake-up eventfd together, runs the
+ * tasks other threads queue, reads frames, tracks publisher confirms and
+ * reconnects with jittered exponential back-off over the URL list. */
+#include "engine.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp_tcp_socket.h>
+#include <sodium.h>
+
+#include "log.h"
+
+#define CHANNEL 1
+#define FRAME_MAX 131072
+#define FRAMES_PER_TURN 256 /* so a flood of frames never starves the task queue */
+
+struct url {
+	char *buf; /* amqp_parse_url writes into it; info points into it */
+	struct amqp_connection_info info;
+};
+
+/* A publish waiting for its confirm; the ring is sorted by tag. */
+struct confirm_slot {
+	uint64_t tag;
+	engine_confirm_fn fn;
+	void *ctx;
+};
+
+enum start_state { START_PENDING, START_UP, START_FAILED };
+
+struct engine {
+	struct engine_hooks hooks;
+	struct url *urls;
+	size_t nurls, next_url, failed_in_round;
+	char *vhost, *password, *name;
+	int heartbeat_s;
+	int64_t connect_timeout_ms, reconnect_min_ms, reconnect_max_ms;
+
+	pthread_t thread;
+	bool thread_started;
+	int wakefd;
+
+	/* Shared with other threads, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct engine_task *head, *tail;
+	bool stopping;
+	enum start_state start;
+	char last_error[256];
+
+	/* The I/O thread's own. */
+	amqp_connection_state_t conn;
+	bool connected;
+	uint64_t generation;
+	uint64_t next_tag;
+	struct confirm_slot *ring;
+	size_t ring_cap, ring_head, ring_len;
+	int64_t backoff_ms, next_attempt;
+	bool fail_pending;
+	char fail_why[256];
+	bool gave_up; /* the first connection failed: engine_start is stopping us */
+	bool ever_connected;
+};
+
+int64_t engine_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void engine_delivery_free(struct engine_delivery *d)
+{
+	if (d == NULL) {
+		return;
+	}
+	amqp_destroy_message(&d->message);
+	free(d);
+}
+
+/* ------------------------------------------------------------ configuration */
+
+static int parse_urls(struct engine *e, const char *list, char *errstr, size_t errlen)
+{
+	char *copy = strdup(list), *save = NULL;
+	int rc = -1;
+
+	if (copy == NULL) {
+		return -1;
+	}
+	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		struct url *grown = realloc(e->urls, (e->nurls + 1) * sizeof(*grown));
+
+		if (grown == NULL) {
+			goto out;
+		}
+		e->urls = grown;
+		grown[e->nurls].buf = strdup(tok);
+		if (grown[e->nurls].buf == NULL) {
+			goto out;
+		}
+		amqp_default_connection_info(&grown[e->nurls].info);
+		if (amqp_parse_url(grown[e->nurls].buf, &grown[e->nurls].info) != AMQP_STATUS_OK) {
+			snprintf(errstr, errlen, "broker.url: cannot parse \"%s\"", tok);
+			free(grown[e->nurls].buf);
+			goto out;
+		}
+		e->nurls++;
+	}
+	rc = e->nurls > 0 ? 0 : -1;
+	if (rc != 0) {
+		snprintf(errstr, errlen, "broker.url: no URL given");
+	}
+out:
+	free(copy);
+	return rc;
+}
+
+static char *read_password(const char *path, char *errstr, size_t errlen)
+{
+	char line[1024];
+	FILE *f = fopen(path, "re");
+
+	if (f == NULL) {
+		snprintf(errstr, errlen, "broker.password_file: %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fgets(line, sizeof(line), f) == NULL) {
+		line[0] = '\0';
+	}
+	fclose(f);
+	line[strcspn(line, "\r\n")] = '\0';
+	return strdup(line);
+}
+
+struct engine *engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
+                          char *errstr, size_t errlen)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+
+	if (e == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return NULL;
+	}
+	e->hooks = *hooks;
+	e->wakefd = -1;
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_cond_init(&e->cond, NULL);
+	e->heartbeat_s = cfg->heartbeat_s;
+	e->connect_timeout_ms = cfg->connect_timeout_ms;
+	e->reconnect_min_ms = cfg->reconnect_min_ms;
+	e->reconnect_max_ms = cfg->reconnect_max_ms;
+	e->backoff_ms = cfg->reconnect_min_ms;
+	e->vhost = strdup(cfg->vhost != NULL ? cfg->vhost : "");
+	e->name = strdup(cfg->name != NULL ? cfg->name : "warren");
+	e->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (e->vhost == NULL || e->name == NULL || e->wakefd < 0) {
+		snprintf(errstr, errlen, "cannot create the engine: %s", strerror(errno));
+		goto fail;
+	}
+	if (parse_urls(e, cfg->urls, errstr, errlen) != 0) {
+		goto fail;
+	}
+	if (cfg->password_file != NULL && cfg->password_file[0] != '\0') {
+		e->password = read_password(cfg->password_file, errstr, errlen);
+		if (e->password == NULL) {
+			goto fail;
+		}
+	}
+	return e;
+fail:
+	engine_free(e);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ confirm ring */
+
+static int ring_push(struct engine *e, uint64_t tag, engine_confirm_fn fn, void *ctx)
+{
+	if (e->ring_len == e->ring_cap) {
+		size_t cap = e->ring_cap != 0 ? e->ring_cap * 2 : 256;
+		struct confirm_slot *r = malloc(cap * sizeof(*r));
+
+		if (r == NULL) {
+			return -1;
+		}
+		for (size_t i = 0; i < e->ring_len; i++) {
+			r[i] = e->ring[(e->ring_head + i) % e->ring_cap];
+		}
+		free(e->ring);
+		e->ring = r;
+		e->ring_cap = cap;
+		e->ring_head = 0;
+	}
+	e->ring[(e->ring_head + e->ring_len) % e->ring_cap] =
+		(struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
+	e->ring_len++;
+	return 0;
+}
+
+static struct confirm_slot *ring_at(struct engine *e, size_t i)
+{
+	return &e->ring[(e->ring_head + i) % e->ring_cap];
+}
+
+static void ring_pop_done(struct engine *e)
+{
+	while (e->ring_len > 0 && ring_at(e, 0)->fn == NULL) {
+		e->ring_head = (e->ring_head + 1) % e->ring_cap;
+		e->ring_len--;
+	}
+}
+
+static void fire(struct engine *e, struct confirm_slot *s, enum engine_confirm outcome)
+{
+	engine_confirm_fn fn = s->fn;
+
+	if (fn != NULL) {
+		s->fn = NULL;
+		fn(e, s->ctx, outcome);
+	}
+}
+
+/* Finds tag by binary search: tags are pushed in increasing order. */
+static struct confirm_slot *ring_find(struct engine *e, uint64_t tag)
+{
+	size_t lo = 0, hi = e->ring_len;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ring_at(e, mid)->tag < tag) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	return lo < e->ring_len && ring_at(e, lo)->tag == tag ? ring_at(e, lo) : NULL;
+}
+
+static void confirm(struct engine *e, uint64_t tag, bool multiple, enum engine_confirm outcome)
+{
+	if (multiple) {
+		for (size_t i = 0; i < e->ring_len && ring_at(e, i)->tag <= tag; i++) {
+			fire(e, ring_at(e, i), outcome);
+		}
+	} else {
+		struct confirm_slot *s = ring_find(e, tag);
+
+		if (s != NULL) {
+			fire(e, s, outcome);
+		}
+	}
+	ring_pop_done(e);
+}
+
+static void ring_fail_all(struct engine *e)
+{
+	for (size_t i = 0; i < e->ring_len; i++) {
+		fire(e, ring_at(e, i), ENGINE_LOST);
+	}
+	e->ring_len = 0;
+	e->ring_head = 0;
+}
+
+/* ------------------------------------------------------------ connecting */
+
+void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr, size_t errlen)
+{
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		snprintf(errstr, errlen, "%s: ok", what);
+		return;
+	case AMQP_RESPONSE_NONE:
+		snprintf(errstr, errlen, "%s: no reply from the broker", what);
+		return;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		snprintf(errstr, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+		return;
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		break;
+	}
+	if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+		amqp_connection_close_t *c = r.reply.decoded;
+
+		snprintf(errstr, errlen, "%s: %u %.*s", what, c->reply_code, (int)c->reply_text.len,
+		         (const char *)c->reply_text.bytes);
+	} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+		amqp_channel_close_t *c = r.reply.decoded;
+
+		snprintf(errstr, errlen, "%s: %u %.*s", what, c->reply_code, (int)c->reply_text.len,
+		         (const char *)c->reply_text.bytes);
+	} else {
+		snprintf(errstr, errlen, "%s: unexpected method 0x%08x", what, r.reply.id);
+	}
+}
+
+static amqp_rpc_reply_t login(struct engine *e, const struct url *u)
+{
+	amqp_table_entry_t caps[2], props[2];
+	const char *vhost = e->vhost[0] != '\0' ? e->vhost : u->info.vhost;
+	const char *password = e->password != NULL ? e->password : u->info.password;
+
+	caps[0].key = amqp_cstring_bytes("consumer_cancel_notify");
+	caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	caps[0].value.value.boolean = 1;
+	caps[1].key = amqp_cstring_bytes("connection.blocked");
+	caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+	caps[1].value.value.boolean = 1;
+	props[0].key = amqp_cstring_bytes("capabilities");
+	props[0].value.kind = AMQP_FIELD_KIND_TABLE;
+	props[0].value.value.table = (amqp_table_t){2, caps};
+	props[1].key = amqp_cstring_bytes("connection_name");
+	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
+	props[1].value.value.bytes = amqp_cstring_bytes(e->name);
+	amqp_table_t table = {2, props};
+	return amqp_login_with_properties(e->conn, vhost, 0, FRAME_MAX, e->heartbeat_s, &table,
+	                                  AMQP_SASL_METHOD_PLAIN, u->info.user, password);
+}
+
+static int open_channel(struct engine *e, char *errstr, size_t errlen)
+{
+	if (amqp_channel_open(e->conn, CHANNEL) == NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(e->conn), "channel.open", errstr, errlen);
+		return -1;
+	}
+	if (amqp_confirm_select(e->conn, CHANNEL) == NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(e->conn), "confirm.select", errstr, errlen);
+		return -1;
+	}
+	return 0;
+}
+
+static int open_connection(struct engine *e, const struct url *u, char *errstr, size_t errlen)
+{
+	struct timeval tv = {.tv_sec = e->connect_timeout_ms / 1000,
+	                     .tv_usec = (e->connect_timeout_ms % 1000) * 1000};
+	amqp_socket_t *sock;
+	amqp_rpc_reply_t r;
+	int st;
+
+	if (u->info.ssl) {
+		snprintf(errstr, errlen, "%s:%d: amqps:// is not supported by this build yet",
+		         u->info.host, u->info.port);
+		return -1;
+	}
+	e->conn = amqp_new_connection();
+	sock = e->conn != NULL ? amqp_tcp_socket_new(e->conn) : NULL;
+	if (sock == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return -1;
+	}
+	st = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &tv);
+	if (st != AMQP_STATUS_OK) {
+		snprintf(errstr, errlen, "cannot connect to %s:%d: %s", u->info.host, u->info.port,
+		         amqp_error_string2(st));
+		return -1;
+	}
+	amqp_set_handshake_timeout(e->conn, &tv);
+	/* Bounds every synchronous RPC (declares, cancel): expiry closes the socket. */
+	amqp_set_rpc_timeout(e->conn, &tv);
+	r = login(e, u);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "login to %s:%d", u->info.host, u->info.port);
+		engine_describe_reply(r, what, errstr, errlen);
+		return -1;
+	}
+	return open_channel(e, errstr, errlen);
+}
+
+static void set_start(struct engine *e, enum start_state s, const char *why)
+{
+	pthread_mutex_lock(&e->mu);
+	if (e->start == START_PENDING || s == START_UP) {
+		e->start = s;
+	}
+	if (why != NULL) {
+		snprintf(e->last_error, sizeof(e->last_error), "%s", why);
+	}
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void schedule_retry(struct engine *e)
+{
+	int64_t half = e->backoff_ms / 2;
+
+	/* Full jitter on the upper half: spreads a herd of reconnecting clients. */
+	e->next_attempt = engine_now() + half + (int64_t)randombytes_uniform((uint32_t)half + 1);
+	e->backoff_ms = e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms
+	                                                        : e->backoff_ms * 2;
+}
+
+static void destroy_conn(struct engine *e, bool graceful)
+{
+	if (e->conn == NULL) {
+		return;
+	}
+	if (graceful) {
+		amqp_channel_close(e->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+		amqp_connection_close(e->conn, AMQP_REPLY_SUCCESS);
+	}
+	amqp_destroy_connection(e->conn);
+	e->conn = NULL;
+}
+
+static void try_connect(struct engine *e)
+{
+	const struct url *u = &e->urls[e->next_url];
+	char why[512] = "";
+
+	e->next_url = (e->next_url + 1) % e->nurls;
+	if (open_connection(e, u, why, sizeof(why)) == 0) {
+		e->connected = true;
+		e->generation++;
+		e->next_tag = 1;
+		e->fail_pending = false;
+		if (e->hooks.setup(e, e->hooks.arg, why, sizeof(why)) == 0 && !e->fail_pending) {
+			log_info("connected to %s:%d", u->info.host, u->info.port);
+			e->backoff_ms = e->reconnect_min_ms;
+			e->failed_in_round = 0;
+			e->ever_connected = true;
+			set_start(e, START_UP, NULL);
+			return;
+		}
+		e->connected = false;
+		ring_fail_all(e);
+	}
+	destroy_conn(e, false);
+	log_warn("%s", why);
+	e->failed_in_round++;
+	if (!e->ever_connected && e->failed_in_round >= e->nurls) {
+		e->gave_up = true;
+	}
+	set_start(e, e->gave_up ? START_FAILED : START_PENDING, why);
+	schedule_retry(e);
+}
+
+static void disconnect(struct engine *e, const char *why, bool graceful)
+{
+	bool was = e->connected;
+
+	e->connected = false;
+	e->fail_pending = false;
+	ring_fail_all(e);
+	if (was) {
+		e->hooks.lost(e, e->hooks.arg, why);
+	}
+	destroy_conn(e, graceful);
+	schedule_retry(e);
+}
+
+void engine_fail(struct engine *e, const char *why)
+{
+	if (!e->fail_pending) {
+		e->fail_pending = true;
+		snprintf(e->fail_why, sizeof(e->fail_why), "%s", why);
+	}
+}
+
+/* ------------------------------------------------------------ frames */
+
+static void on_deliver(struct engine *e, const amqp_frame_t *f)
+{
+	const amqp_basic_deliver_t *m = f->payload.method.decoded;
+	struct engine_delivery *d = calloc(1, sizeof(*d));
+	amqp_rpc_reply_t r;
+	char why[300];
+
+	if (d == NULL) {
+		engine_fail(e, "out of memory reading a delivery");
+		return;
+	}
+	d->delivery_tag = m->delivery_tag;
+	d->redelivered = m->redelivered != 0;
+	d->generation = e->generation;
+	amqp_bytes_t rk = m->routing_key;
+	size_t n = rk.len < sizeof(d->routing_key) - 1 ? rk.len : sizeof(d->routing_key) - 1;
+	memcpy(d->routing_key, rk.bytes, n);
+	r = amqp_read_message(e->conn, f->channel, &d->message, 0);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		free(d);
+		engine_describe_reply(r, "reading a delivery", why, sizeof(why));
+		engine_fail(e, why);
+		return;
+	}
+	e->hooks.deliver(e, e->hooks.arg, d);
+}
+
+static void on_return(struct engine *e, const amqp_frame_t *f)
+{
+	const amqp_basic_return_t *m = f->payload.method.decoded;
+	int code = m->reply_code;
+	char text[256];
+	amqp_message_t msg;
+	amqp_rpc_reply_t r;
+
+	snprintf(text, sizeof(text), "%.*s", (int)m->reply_text.len,
+	         (const char *)m->reply_text.bytes);
+	/* The returned message's header and body frames follow: read them, or
+	 * the channel desynchronises. */
+	r = amqp_read_message(e->conn, f->channel, &msg, 0);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		engine_fail(e, "cannot read a returned message");
+		return;
+	}
+	e->hooks.returned(e, e->hooks.arg, &msg.properties, code, text);
+	amqp_destroy_message(&msg);
+}
+
+static void on_close(struct engine *e, const amqp_frame_t *f, bool channel)
+{
+	char why[400];
+
+	if (channel) {
+		const amqp_channel_close_t *c = f->payload.method.decoded;
+		amqp_channel_close_ok_t ok = {0};
+
+		snprintf(why, sizeof(why), "channel closed by the broker: %u %.*s", c->reply_code,
+		         (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+		amqp_send_method(e->conn, f->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+	} else {
+		const amqp_connection_close_t *c = f->payload.method.decoded;
+		amqp_connection_close_ok_t ok = {0};
+
+		snprintf(why, sizeof(why), "connection closed by the broker: %u %.*s",
+		         c->reply_code, (int)c->reply_text.len, (const char *)c->reply_text.bytes);
+		amqp_send_method(e->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+	}
+	engine_fail(e, why);
+}
+
+static void dispatch(struct engine *e, const amqp_frame_t *f)
+{
+	if (f->frame_type != AMQP_FRAME_METHOD) {
+		engine_fail(e, "unexpected content frame");
+		return;
+	}
+	switch (f->payload.method.id) {
+	case AMQP_BASIC_DELIVER_METHOD:
+		on_deliver(e, f);
+		break;
+	case AMQP_BASIC_ACK_METHOD: {
+		const amqp_basic_ack_t *a = f->payload.method.decoded;
+
+		confirm(e, a->delivery_tag, a->multiple, ENGINE_ACK);
+		break;
+	}
+	case AMQP_BASIC_NACK_METHOD: {
+		const amqp_basic_nack_t *n = f->payload.method.decoded;
+
+		confirm(e, n->delivery_tag, n->multiple, ENGINE_NACK);
+		break;
+	}
+	case AMQP_BASIC_RETURN_METHOD:
+		on_return(e, f);
+		break;
+	case AMQP_BASIC_CANCEL_METHOD:
+		engine_fail(e, "the broker cancelled the consumer (queue deleted or moved)");
+		break;
+	case AMQP_CHANNEL_CLOSE_METHOD:
+		on_close(e, f, true);
+		break;
+	case AMQP_CONNECTION_CLOSE_METHOD:
+		on_close(e, f, false);
+		break;
+	case AMQP_CONNECTION_BLOCKED_METHOD:
+		log_warn("the broker blocked this connection (resource alarm)");
+		break;
+	case AMQP_CONNECTION_UNBLOCKED_METHOD:
+		log_info("the broker unblocked this connection");
+		break;
+	default:
+		break;
+	}
+}
+
+static void read_frames(struct engine *e)
+{
+	for (int i = 0; i < FRAMES_PER_TURN && e->connected && !e->fail_pending; i++) {
+		struct timeval zero = {0, 0};
+		amqp_frame_t f;
+		int st = amqp_simple_wait_frame_noblock(e->conn, &f, &zero);
+
+		if (st == AMQP_STATUS_TIMEOUT) {
+			break;
+		}
+		if (st != AMQP_STATUS_OK) {
+			char why[200];
+
+			snprintf(why, sizeof(why), "connection lost: %s", amqp_error_string2(st));
+			engine_fail(e, why);
+			break;
+		}
+		dispatch(e, &f);
+	}
+	if (e->connected && !e->fail_pending) {
+		amqp_maybe_release_buffers(e->conn);
+	}
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static struct engine_task *take_tasks(struct engine *e)
+{
+	struct engine_task *list;
+
+	pthread_mutex_lock(&e->mu);
+	list = e->head;
+	e->head = NULL;
+	e->tail = NULL;
+	pthread_mutex_unlock(&e->mu);
+	return list;
+}
+
+static void run_tasks(struct engine *e)
+{
+	struct engine_task *t = take_tasks(e);
+
+	while (t != NULL) {
+		struct engine_task *next = t->next;
+
+		t->run(e, t);
+		t = next;
+	}
+}
+
+static bool is_stopping(struct engine *e)
+{
+	bool s;
+
+	pthread_mutex_lock(&e->mu);
+	s = e->stopping;
+	pthread_mutex_unlock(&e->mu);
+	return s;
+}
+
+static int poll_timeout(struct engine *e, int64_t now, int64_t next_tick)
+{
+	int64_t wait = e->heartbeat_s > 0 ? e->heartbeat_s * 1000 / 4 : 1000;
+
+	if (!e->connected && !e->gave_up && e->next_attempt - now < wait) {
+		wait = e->next_attempt - now;
+	}
+	if (next_tick - now < wait) {
+		wait = next_tick - now;
+	}
+	if (e->connected && (amqp_frames_enqueued(e->conn) || amqp_data_in_buffer(e->conn))) {
+		wait = 0;
+	}
+	return wait < 0 ? 0 : (int)wait;
+}
+
+static void wait_events(struct engine *e, int64_t next_tick)
+{
+	struct pollfd fds[2] = {{.fd = e->wakefd, .events = POLLIN}, {.fd = -1}};
+	int n = 1;
+	uint64_t count;
+
+	if (e->connected) {
+		fds[1].fd = amqp_get_sockfd(e->conn);
+		fds[1].events = POLLIN;
+		n = 2;
+	}
+	if (poll(fds, n, poll_timeout(e, engine_now(), next_tick)) > 0 && (fds[0].revents & POLLIN)) {
+		if (read(e->wakefd, &count, sizeof(count)) < 0) {
+			/* EAGAIN: another turn already drained it. */
+		}
+	}
+}
+
+static void turn(struct engine *e)
+{
+	int64_t next_tick;
+
+	if (!e->connected && !e->gave_up && engine_now() >= e->next_attempt) {
+		try_connect(e);
+	}
+	run_tasks(e);
+	if (e->connected && !e->fail_pending) {
+		read_frames(e);
+	}
+	if (e->fail_pending) {
+		log_warn("%s", e->fail_why);
+		disconnect(e, e->fail_why, false);
+	}
+	next_tick = e->hooks.tick(e, e->hooks.arg, engine_now());
+	wait_events(e, next_tick);
+}
+
+static void *io_main(void *arg)
+{
+	struct engine *e = arg;
+
+	while (!is_stopping(e)) {
+		turn(e);
+	}
+	/* Tasks accepted before the stop still run (they fail if not connected). */
+	run_tasks(e);
+	if (e->connected) {
+		disconnect(e, "shut down", true);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------ public side */
+
+warren_err engine_start(struct engine *e, char *errstr, size_t errlen)
+{
+	struct timespec until;
+
+	if (pthread_create(&e->thread, NULL, io_main, e) != 0) {
+		snprintf(errstr, errlen, "cannot start the I/O thread");
+		return WARREN_ERR_SYSTEM;
+	}
+	e->thread_started = true;
+	clock_gettime(CLOCK_REALTIME, &until);
+	/* Every URL gets one full connect_timeout, plus slack for the setup. */
+	int64_t ms = e->connect_timeout_ms * (int64_t)e->nurls + 1000;
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&e->mu);
+	while (e->start == START_PENDING) {
+		if (pthread_cond_timedwait(&e->cond, &e->mu, &until) != 0) {
+			break;
+		}
+	}
+	enum start_state s = e->start;
+	snprintf(errstr, errlen, "%s", s == START_PENDING ? "timed out connecting" : e->last_error);
+	pthread_mutex_unlock(&e->mu);
+	if (s != START_UP) {
+		engine_stop(e);
+		return WARREN_ERR_TRANSPORT;
+	}
+	return WARREN_OK;
+}
+
+void engine_stop(struct engine *e)
+{
+	if (e == NULL || !e->thread_started) {
+		return;
+	}
+	pthread_mutex_lock(&e->mu);
+	e->stopping = true;
+	pthread_mutex_unlock(&e->mu);
+	engine_wake(e);
+	pthread_join(e->thread, NULL);
+	e->thread_started = false;
+}
+
+void engine_free(struct engine *e)
+{
+	if (e == NULL) {
+		return;
+	}
+	engine_stop(e);
+	destroy_conn(e, false);
+	for (size_t i = 0; i < e->nurls; i++) {
+		free(e->urls[i].buf);
+	}
+	free(e->urls);
+	if (e->password != NULL) {
+		sodium_memzero(e->password, strlen(e->password));
+	}
+	free(e->password);
+	free(e->vhost);
+	free(e->name);
+	free(e->ring);
+	if (e->wakefd >= 0) {
+		close(e->wakefd);
+	}
+	pthread_mutex_destroy(&e->mu);
+	pthread_cond_destroy(&e->cond);
+	free(e);
+}
+
+void engine_wake(struct engine *e)
+{
+	uint64_t one = 1;
+
+	if (write(e->wakefd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, so the thread is awake anyway. */
+	}
+}
+
+bool engine_submit(struct engine *e, struct engine_task *t)
+{
+	bool was_empty;
+
+	t->next = NULL;
+	pthread_mutex_lock(&e->mu);
+	if (e->stopping) {
+		pthread_mutex_unlock(&e->mu);
+		return false;
+	}
+	was_empty = e->head == NULL;
+	if (e->tail != NULL) {
+		e->tail->next = t;
+	} else {
+		e->head = t;
+	}
+	e->tail = t;
+	pthread_mutex_unlock(&e->mu);
+	/* One wake per batch: the thread takes the whole list at once. */
+	if (was_empty) {
+		engine_wake(e);
+	}
+	return true;
+}
+
+warren_err engine_publish(struct engine *e, const char *exchange, const char *routing_key,
+                          bool mandatory, const amqp_basic_properties_t *props, const void *body,
+                          size_t len, engine_confirm_fn fn, void *ctx)
+{
+	amqp_bytes_t b = {.len = len, .bytes = (void *)body};
+	int st;
+
+	if (!e->connected || e->fail_pending) {
+		return WARREN_ERR_TRANSPORT;
+	}
+	st = amqp_basic_publish(e->conn, CHANNEL, amqp_cstring_bytes(exchange),
+	                        amqp_cstring_bytes(routing_key), mandatory, 0, props, b);
+	if (st != AMQP_STATUS_OK) {
+		char why[200];
+
+		snprintf(why, sizeof(why), "publish failed: %s", amqp_error_string2(st));
+		engine_fail(e, why);
+		return WARREN_ERR_TRANSPORT;
+	}
+	uint64_t tag = e->next_tag++;
+	if (fn != NULL && ring_push(e, tag, fn, ctx) != 0) {
+		engine_fail(e, "out of memory tracking confirms");
+		return WARREN_ERR_NOMEM;
+	}
+	return WARREN_OK;
+}
+
+void engine_ack(struct engine *e, uint64_t generation, uint64_t tag)
+{
+	if (e->connected && !e->fail_pending && generation == e->generation &&
+	    amqp_basic_ack(e->conn, CHANNEL, tag, 0) != AMQP_STATUS_OK) {
+		engine_fail(e, "basic.ack failed: connection lost");
+	}
+}
+
+void engine_reject(struct engine *e, uint64_t generation, uint64_t tag, bool requeue)
+{
+	if (e->connected && !e->fail_pending && generation == e->generation &&
+	    amqp_basic_reject(e->conn, CHANNEL, tag, requeue) != AMQP_STATUS_OK) {
+		engine_fail(e, "basic.reject failed: connection lost");
+	}
+}
+
+amqp_connection_state_t engine_conn(struct engine *e)
+{
+	return e->conn;
+}
+
+bool engine_connected(const struct engine *e)
+{
+	return e->connected && !e->fail_pending;
+}
+
+uint64_t engine_generation(const struct engine *e)
+{
+	return e->generation;
+}

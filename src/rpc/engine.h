@@ -1,0 +1,110 @@
+/* engine.h: the connection engine. One I/O thread owns one rabbitmq-c
+ * connection and alone touches it: frames, heartbeats, publishes, publisher
+ * confirms, acks, reconnects. Other threads hand it tasks through a queue and
+ * a wake-up eventfd. The client and the worker pool are both built on it. */
+#ifndef WARREN_ENGINE_H
+#define WARREN_ENGINE_H
+
+#include <amqp.h>
+#include <amqp_framing.h>
+
+#include "warren.h"
+
+struct engine;
+
+/* A unit of work run on the I/O thread. Embedded in the submitter's own
+ * struct, so submitting never allocates. */
+struct engine_task {
+	struct engine_task *next;
+	void (*run)(struct engine *e, struct engine_task *t);
+};
+
+/* The outcome of a publish, as the broker's confirm (or its absence) says. */
+enum engine_confirm { ENGINE_ACK, ENGINE_NACK, ENGINE_LOST };
+
+/* Runs on the I/O thread when the broker confirms (or the connection dies). */
+typedef void (*engine_confirm_fn)(struct engine *e, void *ctx, enum engine_confirm outcome);
+
+/* A delivery handed to the owner; the owner takes it and must call
+ * engine_delivery_free (from any thread). */
+struct engine_delivery {
+	uint64_t delivery_tag;
+	uint64_t generation; /* connection it came on (acks only make sense there) */
+	bool redelivered;
+	char routing_key[256];
+	amqp_message_t message; /* properties (own pool) and body (malloc) */
+};
+void engine_delivery_free(struct engine_delivery *d);
+
+/* What the owner does at each event; all run on the I/O thread. */
+struct engine_hooks {
+	void *arg;
+	/* After login, channel 1 open and confirm.select: declare, qos, consume.
+	 * Non-zero (with errstr set) drops the connection and retries later. */
+	int (*setup)(struct engine *e, void *arg, char *errstr, size_t errlen);
+	/* A basic.deliver, taken by the owner. */
+	void (*deliver)(struct engine *e, void *arg, struct engine_delivery *d);
+	/* A basic.return of a mandatory publish (its confirm still follows). */
+	void (*returned)(struct engine *e, void *arg, const amqp_basic_properties_t *props,
+	                 int reply_code, const char *reply_text);
+	/* The connection is gone (after every pending confirm got ENGINE_LOST). */
+	void (*lost)(struct engine *e, void *arg, const char *why);
+	/* Timers: called every loop turn with the monotonic clock; returns the
+	 * next monotonic ms it wants to run at, or INT64_MAX. */
+	int64_t (*tick)(struct engine *e, void *arg, int64_t now);
+};
+
+struct engine_config {
+	const char *urls;          /* comma-separated amqp:// URLs */
+	const char *vhost;         /* "" : the URL's */
+	const char *password_file; /* "" : the URL's password */
+	const char *name;          /* connection_name client property */
+	int heartbeat_s;
+	int64_t connect_timeout_ms;
+	int64_t reconnect_min_ms, reconnect_max_ms;
+};
+
+/* Creates an engine (not started). NULL with errstr on bad URLs or password file. */
+struct engine *engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
+                          char *errstr, size_t errlen);
+/* Starts the I/O thread and waits up to connect_timeout for the first
+ * connection (setup included). WARREN_ERR_TRANSPORT with the last reason if
+ * it did not come up; the thread is then stopped again. */
+warren_err engine_start(struct engine *e, char *errstr, size_t errlen);
+/* Stops the thread: pending confirms get ENGINE_LOST, hooks.lost runs with
+ * "shut down", the connection is closed. Idempotent. Not from the I/O thread. */
+void engine_stop(struct engine *e);
+void engine_free(struct engine *e); /* stops first; NULL-safe */
+
+/* Hands t to the I/O thread. Thread-safe. Returns false (and t will not run)
+ * once the engine is stopping. */
+bool engine_submit(struct engine *e, struct engine_task *t);
+
+/* ---- I/O thread only ---- */
+
+/* Publishes on channel 1. With fn, the broker's confirm is reported to it;
+ * otherwise the confirm is ignored. WARREN_ERR_TRANSPORT when not connected or
+ * the write failed (fn is then not called). */
+warren_err engine_publish(struct engine *e, const char *exchange, const char *routing_key,
+                          bool mandatory, const amqp_basic_properties_t *props, const void *body,
+                          size_t len, engine_confirm_fn fn, void *ctx);
+/* Acks or rejects a delivery of the current generation; a delivery from an
+ * older connection is silently skipped (the broker requeued it already). */
+void engine_ack(struct engine *e, uint64_t generation, uint64_t tag);
+void engine_reject(struct engine *e, uint64_t generation, uint64_t tag, bool requeue);
+/* The connection, for setup's declares. */
+amqp_connection_state_t engine_conn(struct engine *e);
+bool engine_connected(const struct engine *e);
+uint64_t engine_generation(const struct engine *e);
+/* Wakes the loop so tick runs again soon (thread-safe). */
+void engine_wake(struct engine *e);
+/* Drops the connection (it reconnects after back-off). */
+void engine_fail(struct engine *e, const char *why);
+
+/* Describes an rpc reply of rabbitmq-c ("404 NOT_FOUND - no queue 'x'"). */
+void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr, size_t errlen);
+
+/* Monotonic milliseconds. */
+int64_t engine_now(void);
+
+#endif

@@ -1,0 +1,404 @@
+/* envelope.c: requests and replies on the wire (DESIGN.md section 2): AMQP
+ * properties and headers to and from struct envelope_meta, bodies to and
+ * from warren_value, and the shape of an error reply's body. */
+#include "envelope.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec.h"
+
+bool envelope_copy(char *dst, size_t cap, amqp_bytes_t src)
+{
+	size_t n = src.len < cap - 1 ? src.len : cap - 1;
+
+	if (n > 0) {
+		memcpy(dst, src.bytes, n);
+	}
+	dst[n] = '\0';
+	return src.len < cap;
+}
+
+static amqp_bytes_t bytes_of(const char *s)
+{
+	return amqp_cstring_bytes(s);
+}
+
+static void header_int(amqp_table_entry_t *e, const char *key, int64_t v)
+{
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_I64;
+	e->value.value.i64 = v;
+}
+
+static void header_str(amqp_table_entry_t *e, const char *key, const char *v)
+{
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_UTF8;
+	e->value.value.bytes = amqp_cstring_bytes(v);
+}
+
+static const char *content_type_of(enum envelope_format fmt)
+{
+	return fmt == ENVELOPE_FMT_JSON ? ENVELOPE_JSON : ENVELOPE_MSGPACK;
+}
+
+void envelope_request_props(const struct envelope_meta *m, struct envelope_props *out)
+{
+	amqp_basic_properties_t *p = &out->props;
+	int n = 0;
+
+	memset(out, 0, sizeof(*out));
+	p->_flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+	            AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+	            AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_HEADERS_FLAG;
+	p->content_type = bytes_of(content_type_of(m->format));
+	p->delivery_mode = m->persistent ? 2 : 1;
+	p->correlation_id = bytes_of(m->correlation_id);
+	p->message_id = bytes_of(m->message_id);
+	p->type = bytes_of(m->method);
+	p->timestamp = (uint64_t)time(NULL);
+	if (m->reply_to[0] != '\0') {
+		p->_flags |= AMQP_BASIC_REPLY_TO_FLAG;
+		p->reply_to = bytes_of(m->reply_to);
+	}
+	if (m->app_id[0] != '\0') {
+		p->_flags |= AMQP_BASIC_APP_ID_FLAG;
+		p->app_id = bytes_of(m->app_id);
+	}
+	if (m->deadline_ms > 0) {
+		header_int(&out->headers[n++], "rpc-deadline", m->deadline_ms);
+	}
+	header_int(&out->headers[n++], "rpc-attempt", m->attempt > 0 ? m->attempt : 1);
+	if (m->traceparent[0] != '\0') {
+		header_str(&out->headers[n++], "traceparent", m->traceparent);
+	}
+	p->headers.num_entries = n;
+	p->headers.entries = out->headers;
+}
+
+void envelope_reply_props(const struct envelope_meta *m, struct envelope_props *out)
+{
+	amqp_basic_properties_t *p = &out->props;
+
+	memset(out, 0, sizeof(*out));
+	p->_flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
+	            AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+	p->content_type = bytes_of(content_type_of(m->format));
+	p->correlation_id = bytes_of(m->correlation_id);
+	/* A reply is worth nothing once its caller is gone: no need to persist it. */
+	p->delivery_mode = 1;
+	header_int(&out->headers[0], "rpc-status", m->status);
+	p->headers.num_entries = 1;
+	p->headers.entries = out->headers;
+}
+
+static const char *kind_name(uint8_t kind)
+{
+	switch (kind) {
+	case AMQP_FIELD_KIND_UTF8:
+		return "a string";
+	case AMQP_FIELD_KIND_BYTES:
+		return "bytes";
+	case AMQP_FIELD_KIND_TABLE:
+		return "a table";
+	case AMQP_FIELD_KIND_ARRAY:
+		return "an array";
+	case AMQP_FIELD_KIND_BOOLEAN:
+		return "a boolean";
+	case AMQP_FIELD_KIND_F32:
+	case AMQP_FIELD_KIND_F64:
+	case AMQP_FIELD_KIND_DECIMAL:
+		return "a non-integer number";
+	default:
+		return "another type";
+	}
+}
+
+/* 1 and *out set: an integer; 0: not an integer kind. */
+static int field_int(const amqp_field_value_t *v, int64_t *out)
+{
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_I8:
+		*out = v->value.i8;
+		return 1;
+	case AMQP_FIELD_KIND_U8:
+		*out = v->value.u8;
+		return 1;
+	case AMQP_FIELD_KIND_I16:
+		*out = v->value.i16;
+		return 1;
+	case AMQP_FIELD_KIND_U16:
+		*out = v->value.u16;
+		return 1;
+	case AMQP_FIELD_KIND_I32:
+		*out = v->value.i32;
+		return 1;
+	case AMQP_FIELD_KIND_U32:
+		*out = v->value.u32;
+		return 1;
+	case AMQP_FIELD_KIND_I64:
+		*out = v->value.i64;
+		return 1;
+	case AMQP_FIELD_KIND_U64:
+	case AMQP_FIELD_KIND_TIMESTAMP:
+		*out = (int64_t)v->value.u64;
+		return v->value.u64 <= INT64_MAX;
+	default:
+		return 0;
+	}
+}
+
+static const amqp_field_value_t *header_find(const amqp_basic_properties_t *p, const char *key)
+{
+	size_t klen = strlen(key);
+
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+		return NULL;
+	}
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+
+		if (e->key.len == klen && memcmp(e->key.bytes, key, klen) == 0) {
+			return &e->value;
+		}
+	}
+	return NULL;
+}
+
+/* WARREN_OK with *out set, or left alone when absent; DECODE when ill-typed
+ * or outside min..max. */
+static warren_err read_int_header(const amqp_basic_properties_t *p, const char *key, int64_t min,
+                                  int64_t max, int64_t *out, char *errstr, size_t errlen)
+{
+	const amqp_field_value_t *v = header_find(p, key);
+	int64_t n;
+
+	if (v == NULL) {
+		return WARREN_OK;
+	}
+	if (!field_int(v, &n)) {
+		snprintf(errstr, errlen, "header %s: expected an integer, got %s", key,
+		         kind_name(v->kind));
+		return WARREN_ERR_DECODE;
+	}
+	if (n < min || n > max) {
+		snprintf(errstr, errlen, "header %s: %lld is out of range %lld..%lld", key,
+		         (long long)n, (long long)min, (long long)max);
+		return WARREN_ERR_DECODE;
+	}
+	*out = n;
+	return WARREN_OK;
+}
+
+static warren_err read_str_header(const amqp_basic_properties_t *p, const char *key, char *dst,
+                                  size_t cap, char *errstr, size_t errlen)
+{
+	const amqp_field_value_t *v = header_find(p, key);
+
+	if (v == NULL) {
+		return WARREN_OK;
+	}
+	if (v->kind != AMQP_FIELD_KIND_UTF8 && v->kind != AMQP_FIELD_KIND_BYTES) {
+		snprintf(errstr, errlen, "header %s: expected a string, got %s", key,
+		         kind_name(v->kind));
+		return WARREN_ERR_DECODE;
+	}
+	if (!envelope_copy(dst, cap, v->value.bytes)) {
+		snprintf(errstr, errlen, "header %s: longer than %zu bytes", key, cap - 1);
+		return WARREN_ERR_DECODE;
+	}
+	return WARREN_OK;
+}
+
+static warren_err read_prop(const amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t b,
+                            const char *name, char *dst, size_t cap, char *errstr, size_t errlen)
+{
+	dst[0] = '\0';
+	if (!(p->_flags & flag)) {
+		return WARREN_OK;
+	}
+	if (!envelope_copy(dst, cap, b)) {
+		snprintf(errstr, errlen, "property %s: longer than %zu bytes", name, cap - 1);
+		return WARREN_ERR_DECODE;
+	}
+	return WARREN_OK;
+}
+
+static warren_err read_format(const amqp_basic_properties_t *p, enum envelope_format *fmt,
+                              char *errstr, size_t errlen)
+{
+	char ct[64];
+
+	*fmt = ENVELOPE_FMT_MSGPACK;
+	if (!(p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) || p->content_type.len == 0) {
+		return WARREN_OK;
+	}
+	envelope_copy(ct, sizeof(ct), p->content_type);
+	if (strcmp(ct, ENVELOPE_JSON) == 0) {
+		*fmt = ENVELOPE_FMT_JSON;
+		return WARREN_OK;
+	}
+	if (strcmp(ct, ENVELOPE_MSGPACK) == 0) {
+		return WARREN_OK;
+	}
+	snprintf(errstr, errlen, "unsupported content type \"%s\" (expected %s or %s)", ct,
+	         ENVELOPE_MSGPACK, ENVELOPE_JSON);
+	return WARREN_ERR_DECODE;
+}
+
+static warren_err read_props(const amqp_basic_properties_t *p, struct envelope_meta *m,
+                             char *errstr, size_t errlen)
+{
+	warren_err err = read_prop(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id,
+	                           "correlation_id", m->correlation_id,
+	                           sizeof(m->correlation_id), errstr, errlen);
+
+	if (err == WARREN_OK) {
+		err = read_prop(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to, "reply_to", m->reply_to,
+		                sizeof(m->reply_to), errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_prop(p, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id, "message_id",
+		                m->message_id, sizeof(m->message_id), errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_prop(p, AMQP_BASIC_TYPE_FLAG, p->type, "type", m->method,
+		                sizeof(m->method), errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_prop(p, AMQP_BASIC_APP_ID_FLAG, p->app_id, "app_id", m->app_id,
+		                sizeof(m->app_id), errstr, errlen);
+	}
+	return err;
+}
+
+static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope_meta *m,
+                               char *errstr, size_t errlen)
+{
+	int64_t attempt = 1, status = -1;
+	warren_err err;
+
+	err = read_int_header(p, "rpc-deadline", 0, INT64_MAX, &m->deadline_ms, errstr, errlen);
+	if (err == WARREN_OK) {
+		err = read_int_header(p, "rpc-attempt", 1, 1000000, &attempt, errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_int_header(p, "rpc-status", 0, 16, &status, errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_str_header(p, "traceparent", m->traceparent, sizeof(m->traceparent),
+		                      errstr, errlen);
+	}
+	m->attempt = (int)attempt;
+	m->status = (int)status;
+	return err;
+}
+
+warren_err envelope_read(const amqp_basic_properties_t *p, struct envelope_meta *m, char *errstr,
+                         size_t errlen)
+{
+	warren_err err;
+
+	memset(m, 0, sizeof(*m));
+	m->attempt = 1;
+	m->status = -1;
+	m->persistent = (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && p->delivery_mode == 2;
+	err = read_props(p, m, errstr, errlen);
+	if (err == WARREN_OK) {
+		err = read_headers(p, m, errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_format(p, &m->format, errstr, errlen);
+	}
+	return err;
+}
+
+warren_err envelope_decode_body(enum envelope_format fmt, const void *body, size_t len,
+                                size_t max_size, warren_value **out, char *errstr, size_t errlen)
+{
+	char why[200] = "";
+	warren_err err;
+
+	*out = NULL;
+	if (len > max_size) {
+		snprintf(errstr, errlen, "body of %zu bytes is larger than message.max_size (%zu)",
+		         len, max_size);
+		return WARREN_ERR_DECODE;
+	}
+	if (len == 0) {
+		*out = warren_nil();
+		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+	}
+	if (fmt == ENVELOPE_FMT_JSON) {
+		err = warren_value_from_json(body, len, out, why, sizeof(why));
+	} else {
+		err = codec_msgpack_decode(body, len, out, why, sizeof(why));
+	}
+	if (err != WARREN_OK && err != WARREN_ERR_NOMEM) {
+		snprintf(errstr, errlen, "undecodable %s body: %s",
+		         fmt == ENVELOPE_FMT_JSON ? "JSON" : "msgpack", why);
+		return WARREN_ERR_DECODE;
+	}
+	return err;
+}
+
+warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v, void **out,
+                                size_t *outlen, char *errstr, size_t errlen)
+{
+	warren_value *nil = NULL;
+	warren_err err;
+	char *text = NULL;
+
+	if (v == NULL) {
+		nil = warren_nil();
+		if (nil == NULL) {
+			return WARREN_ERR_NOMEM;
+		}
+		v = nil;
+	}
+	if (fmt == ENVELOPE_FMT_JSON) {
+		err = warren_value_to_json(v, &text, errstr, errlen);
+		*out = text;
+		*outlen = text != NULL ? strlen(text) : 0;
+	} else {
+		err = codec_msgpack_encode(v, out, outlen);
+		if (err != WARREN_OK) {
+			snprintf(errstr, errlen, "cannot encode msgpack: %s", warren_err_str(err));
+		}
+	}
+	warren_value_free(nil);
+	return err;
+}
+
+warren_value *envelope_error_value(int status, const char *message, warren_value *details)
+{
+	warren_value *m = warren_map();
+
+	if (warren_map_set(m, "code", warren_str(warren_status_name(status))) != WARREN_OK ||
+	    warren_map_set(m, "message", warren_str(message != NULL ? message : "")) != WARREN_OK) {
+		warren_value_free(m);
+		warren_value_free(details);
+		return NULL;
+	}
+	if (details != NULL && warren_map_set(m, "details", details) != WARREN_OK) {
+		warren_value_free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void envelope_error_parse(const warren_value *v, const char **message,
+                          const warren_value **details)
+{
+	size_t len;
+
+	*message = "";
+	*details = NULL;
+	if (!warren_value_get_str(warren_map_get(v, "message"), message, &len)) {
+		*message = "";
+	}
+	*details = warren_map_get(v, "details");
+}

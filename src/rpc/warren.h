@@ -1,0 +1,327 @@
+/* warren.h: the public API of libwarren, request-reply RPC over RabbitMQ.
+ *
+ * Conventions for every function below:
+ * - Ownership: "takes" means the callee owns the argument afterwards, even
+ *   when it fails; everything else stays the caller's.
+ * - errstr/errlen: optional (NULL/0); on failure a one-line, human-readable
+ *   reason is written there, NUL-terminated and truncated to errlen.
+ * - Errors are returned as warren_err, never through errno.
+ */
+#ifndef WARREN_H
+#define WARREN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WARREN_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define WARREN_API __attribute__((visibility("default")))
+#define WARREN_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define WARREN_API
+#define WARREN_PRINTF(f, a)
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+/* Local error classes. The numbers are part of the ABI: never renumbered. */
+typedef enum warren_err {
+	WARREN_OK = 0,
+	WARREN_ERR_INVALID = 1,    /* a bad argument or bad input from the caller */
+	WARREN_ERR_NOMEM = 2,      /* out of memory */
+	WARREN_ERR_CONFIG = 3,     /* a bad configuration key, value or file */
+	WARREN_ERR_DECODE = 4,     /* a message that cannot be decoded */
+	WARREN_ERR_TRANSPORT = 5,  /* the broker cannot be reached, or the connection was lost */
+	WARREN_ERR_BROKER = 6,     /* the broker refused (nack, channel or connection close) */
+	WARREN_ERR_UNROUTABLE = 7, /* no queue is bound for the method (basic.return) */
+	WARREN_ERR_TIMEOUT = 8,    /* the call's deadline passed */
+	WARREN_ERR_REMOTE = 9,     /* the service answered with a status other than OK */
+	WARREN_ERR_FULL = 10,      /* a bounded table or queue is full */
+	WARREN_ERR_CLOSED = 11,    /* the client or worker is shutting down */
+	WARREN_ERR_SYSTEM = 12,    /* an operating-system call failed */
+} warren_err;
+
+/* A static, lower-case description ("deadline exceeded"). Never NULL. */
+WARREN_API const char *warren_err_str(warren_err err);
+
+/* gRPC status codes, carried in a reply's rpc-status header. */
+typedef enum warren_status {
+	WARREN_STATUS_OK = 0,
+	WARREN_STATUS_CANCELLED = 1,
+	WARREN_STATUS_UNKNOWN = 2,
+	WARREN_STATUS_INVALID_ARGUMENT = 3,
+	WARREN_STATUS_DEADLINE_EXCEEDED = 4,
+	WARREN_STATUS_NOT_FOUND = 5,
+	WARREN_STATUS_ALREADY_EXISTS = 6,
+	WARREN_STATUS_PERMISSION_DENIED = 7,
+	WARREN_STATUS_RESOURCE_EXHAUSTED = 8,
+	WARREN_STATUS_FAILED_PRECONDITION = 9,
+	WARREN_STATUS_ABORTED = 10,
+	WARREN_STATUS_OUT_OF_RANGE = 11,
+	WARREN_STATUS_UNIMPLEMENTED = 12,
+	WARREN_STATUS_INTERNAL = 13,
+	WARREN_STATUS_UNAVAILABLE = 14,
+	WARREN_STATUS_DATA_LOSS = 15,
+	WARREN_STATUS_UNAUTHENTICATED = 16,
+} warren_status;
+
+/* "NOT_FOUND" for WARREN_STATUS_NOT_FOUND; "UNKNOWN" for a number out of range. */
+WARREN_API const char *warren_status_name(int status);
+/* Parses "NOT_FOUND" into *out; WARREN_ERR_INVALID for an unknown name. */
+WARREN_API warren_err warren_status_parse(const char *name, warren_status *out);
+/* The status a caller sees for a local error (TIMEOUT -> DEADLINE_EXCEEDED...). */
+WARREN_API warren_status warren_err_status(warren_err err);
+
+/* ------------------------------------------------------------------ values */
+
+/* A decoded message body: the common model of msgpack and JSON. A value is a
+ * tree; a container owns its children. Constructors return NULL when out of
+ * memory, and the container setters accept NULL (returning WARREN_ERR_NOMEM),
+ * so builders can nest calls without checking each one. */
+typedef struct warren_value warren_value;
+
+typedef enum warren_type {
+	WARREN_NIL = 0,
+	WARREN_BOOL = 1,
+	WARREN_INT = 2,   /* int64 */
+	WARREN_FLOAT = 3, /* double */
+	WARREN_STR = 4,   /* UTF-8, may hold NUL bytes; always NUL-terminated too */
+	WARREN_BIN = 5,   /* bytes (msgpack only: JSON has no form for them) */
+	WARREN_ARRAY = 6,
+	WARREN_MAP = 7,   /* string keys, unique, in insertion order */
+} warren_type;
+
+WARREN_API warren_value *warren_nil(void);
+WARREN_API warren_value *warren_bool(bool b);
+WARREN_API warren_value *warren_int(int64_t i);
+WARREN_API warren_value *warren_float(double d);
+WARREN_API warren_value *warren_str(const char *s); /* copies; NULL s -> NULL */
+WARREN_API warren_value *warren_strn(const char *s, size_t len);
+WARREN_API warren_value *warren_bin(const void *p, size_t len);
+WARREN_API warren_value *warren_array(void);
+WARREN_API warren_value *warren_map(void);
+
+/* Takes item (also on failure). WARREN_ERR_INVALID if arr is not an array. */
+WARREN_API warren_err warren_array_push(warren_value *arr, warren_value *item);
+/* Takes val (also on failure); replaces an existing key's value. */
+WARREN_API warren_err warren_map_set(warren_value *map, const char *key, warren_value *val);
+
+/* Frees v and all it holds. NULL-safe. */
+WARREN_API void warren_value_free(warren_value *v);
+/* A deep copy, or NULL when out of memory (or v is NULL). */
+WARREN_API warren_value *warren_value_copy(const warren_value *v);
+/* Deep equality (an INT never equals a FLOAT). */
+WARREN_API bool warren_value_equal(const warren_value *a, const warren_value *b);
+
+/* Accessors. A NULL v has type WARREN_NIL. The typed getters return false
+ * (leaving *out alone) when v is not of that type. Returned pointers live as
+ * long as v. */
+WARREN_API warren_type warren_value_type(const warren_value *v);
+WARREN_API const char *warren_type_name(warren_type t); /* "string", "map"... */
+WARREN_API bool warren_value_get_bool(const warren_value *v, bool *out);
+WARREN_API bool warren_value_get_int(const warren_value *v, int64_t *out);
+/* Accepts INT too, converted. */
+WARREN_API bool warren_value_get_float(const warren_value *v, double *out);
+WARREN_API bool warren_value_get_str(const warren_value *v, const char **out, size_t *len);
+WARREN_API bool warren_value_get_bin(const warren_value *v, const void **out, size_t *len);
+/* Number of items of an array or entries of a map; 0 for anything else. */
+WARREN_API size_t warren_value_len(const warren_value *v);
+/* NULL when out of range or not an array. */
+WARREN_API const warren_value *warren_array_at(const warren_value *arr, size_t i);
+/* NULL when absent or not a map. */
+WARREN_API const warren_value *warren_map_get(const warren_value *map, const char *key);
+/* The i-th entry in insertion order; false when out of range or not a map. */
+WARREN_API bool warren_map_at(const warren_value *map, size_t i, const char **key,
+                              const warren_value **val);
+
+/* JSON text -> value. Rejects duplicate keys, integers outside int64,
+ * invalid UTF-8 and trailing garbage; errstr says where ("line 1, column 7:
+ * ..."). On success *out is the caller's. */
+WARREN_API warren_err warren_value_from_json(const char *text, size_t len, warren_value **out,
+                                             char *errstr, size_t errlen);
+/* Value -> compact JSON text (malloc'd, the caller frees it). Keys keep their
+ * order. WARREN_ERR_INVALID for BIN, NaN or infinity, which JSON cannot hold. */
+WARREN_API warren_err warren_value_to_json(const warren_value *v, char **out, char *errstr,
+                                           size_t errlen);
+
+/* ------------------------------------------------------------- configuration */
+
+/* One table of keys drives the file parser, -o overrides and warren.conf(5).
+ * A config is not thread-safe; clients and workers copy what they need. */
+typedef struct warren_config warren_config;
+
+/* A config holding every key's default, or NULL when out of memory. */
+WARREN_API warren_config *warren_config_new(void);
+WARREN_API void warren_config_free(warren_config *cfg); /* NULL-safe */
+/* Reads an INI file ([section] then key = value; '#' or ';' comments). Stops
+ * at the first bad line: errstr is "FILE:LINE: MESSAGE". */
+WARREN_API warren_err warren_config_load(warren_config *cfg, const char *path, char *errstr,
+                                         size_t errlen);
+/* Sets "section.key" from text, validated against the table. */
+WARREN_API warren_err warren_config_set(warren_config *cfg, const char *key, const char *value,
+                                        char *errstr, size_t errlen);
+/* Parses "section.key=value", as given to -o. */
+WARREN_API warren_err warren_config_set_arg(warren_config *cfg, const char *arg, char *errstr,
+                                            size_t errlen);
+/* The current value in canonical text (durations in ms), or NULL for an
+ * unknown key. Valid until the key is next set or cfg is freed. */
+WARREN_API const char *warren_config_get(const warren_config *cfg, const char *key);
+
+/* -------------------------------------------------------------------- client */
+
+typedef struct warren_client warren_client;
+
+/* Starts a client: its I/O thread connects to the first reachable URL of
+ * broker.url and sets up the reply path. Waits for that first connection up
+ * to broker.connect_timeout: WARREN_ERR_TRANSPORT when none succeeds.
+ * cfg is only read during the call. app_id names the caller (NULL: "warren"). */
+WARREN_API warren_err warren_client_new(const warren_config *cfg, const char *app_id,
+                                        warren_client **out, char *errstr, size_t errlen);
+/* Ends every pending call with WARREN_ERR_CLOSED (their callbacks run before
+ * this returns), stops the I/O thread, closes the connection. NULL-safe.
+ * Must not be called from a completion callback. */
+WARREN_API void warren_client_free(warren_client *c);
+
+/* Per-call options; a NULL pointer or zeroed struct means the defaults. */
+typedef struct warren_call_opts {
+	int64_t timeout_ms;     /* 0: client.timeout */
+	const char *message_id; /* idempotency key; NULL: a fresh one per call */
+	bool json;              /* send application/json instead of msgpack */
+	bool transient;         /* delivery_mode=1: need not survive a broker restart */
+} warren_call_opts;
+
+/* A reply: its status and body. Owned by whoever received it. */
+typedef struct warren_reply warren_reply;
+WARREN_API warren_status warren_reply_status(const warren_reply *r);
+/* OK: the result. Otherwise: the error's details (often NULL). */
+WARREN_API const warren_value *warren_reply_result(const warren_reply *r);
+/* The error message of a non-OK reply; "" for OK. Never NULL. */
+WARREN_API const char *warren_reply_message(const warren_reply *r);
+WARREN_API const char *warren_reply_correlation_id(const warren_reply *r);
+WARREN_API void warren_reply_free(warren_reply *r); /* NULL-safe */
+
+/* A blocking call: publishes METHOD with params (NULL: an empty map), waits
+ * for the reply or the deadline. Returns:
+ *  WARREN_OK            *reply holds the result (status OK);
+ *  WARREN_ERR_REMOTE    *reply holds the service's status and message;
+ *  WARREN_ERR_TIMEOUT, _UNROUTABLE, _TRANSPORT, _BROKER, _FULL, _CLOSED,
+ *  _INVALID, _NOMEM     *reply is NULL, errstr says why.
+ * Thread-safe; must not be called from a completion callback. */
+WARREN_API warren_err warren_call(warren_client *c, const char *method, const warren_value *params,
+                                  const warren_call_opts *opts, warren_reply **reply,
+                                  char *errstr, size_t errlen);
+
+/* Completion of an asynchronous call. Runs exactly once, on the client's I/O
+ * thread; must not block and must not call warren_call or warren_client_free
+ * (warren_call_async is fine). err and reply as for warren_call; the callback
+ * owns reply. errmsg is never NULL ("" on success) and lives until it returns. */
+typedef void (*warren_done_fn)(warren_err err, warren_reply *reply, const char *errmsg, void *arg);
+
+/* Starts a call and returns at once. WARREN_OK: done will run later.
+ * Anything else: it will not run, and errstr says why. Thread-safe. */
+WARREN_API warren_err warren_call_async(warren_client *c, const char *method,
+                                        const warren_value *params, const warren_call_opts *opts,
+                                        warren_done_fn done, void *arg, char *errstr,
+                                        size_t errlen);
+
+/* A one-way call: no reply_to, no reply. Blocks until the broker confirmed
+ * the request (WARREN_OK) or refused it. Thread-safe. */
+WARREN_API warren_err warren_send(warren_client *c, const char *method, const warren_value *params,
+                                  const warren_call_opts *opts, char *errstr, size_t errlen);
+
+/* Counters since the client started; each read is a consistent snapshot. */
+typedef struct warren_client_stats {
+	uint64_t calls;          /* calls accepted */
+	uint64_t replies;        /* calls ended by a reply (any status) */
+	uint64_t timeouts;       /* calls ended at their deadline */
+	uint64_t unroutable;     /* calls ended by basic.return */
+	uint64_t failed;         /* calls ended by nack, connection loss or shutdown */
+	uint64_t late_replies;   /* replies for a call that had already ended */
+	uint64_t unknown_replies;/* replies whose correlation id was never ours */
+	uint64_t reconnects;     /* connections made after the first */
+	uint64_t in_flight;      /* calls not yet ended, now */
+} warren_client_stats;
+WARREN_API void warren_client_get_stats(warren_client *c, warren_client_stats *out);
+
+/* -------------------------------------------------------------------- worker */
+
+typedef struct warren_worker warren_worker;
+
+/* A request as a handler sees it; valid only during the handler call. */
+typedef struct warren_request warren_request;
+WARREN_API const char *warren_request_method(const warren_request *r);
+WARREN_API const warren_value *warren_request_params(const warren_request *r);
+WARREN_API const char *warren_request_correlation_id(const warren_request *r); /* "" if none */
+WARREN_API const char *warren_request_message_id(const warren_request *r);     /* "" if none */
+WARREN_API const char *warren_request_app_id(const warren_request *r);         /* "" if none */
+/* Unix ms; 0 when the caller set no deadline. */
+WARREN_API int64_t warren_request_deadline_ms(const warren_request *r);
+WARREN_API int warren_request_attempt(const warren_request *r);
+WARREN_API bool warren_request_redelivered(const warren_request *r);
+WARREN_API bool warren_request_one_way(const warren_request *r);
+/* The handler thread's own pointer, set by the thread_init hook (or NULL). */
+WARREN_API void *warren_request_thread_data(const warren_request *r);
+
+/* Sets the result of an OK reply (takes result; NULL: nil). */
+WARREN_API void warren_request_set_result(warren_request *r, warren_value *result);
+/* Records an error message (and optional details, taken) and returns status,
+ * so a handler can end with: return warren_request_fail(r, ...); */
+WARREN_API warren_status warren_request_fail(warren_request *r, warren_status status,
+                                             warren_value *details, const char *fmt, ...)
+	WARREN_PRINTF(4, 5);
+
+/* A method's handler. Runs on one of the pool's handler threads (never the
+ * I/O thread), so it may block, within the request's deadline. Returns the
+ * reply's status; OK with the result set by warren_request_set_result. */
+typedef warren_status (*warren_handler_fn)(warren_request *req, void *arg);
+
+/* Per-thread hooks, run on each handler thread as it starts and ends. */
+typedef void *(*warren_thread_init_fn)(int index, void *arg);
+typedef void (*warren_thread_fini_fn)(void *thread_data, void *arg);
+
+/* A worker for worker.service, not yet connected. */
+WARREN_API warren_err warren_worker_new(const warren_config *cfg, warren_worker **out,
+                                        char *errstr, size_t errlen);
+/* Registers METHOD ("user.get": it must start with the service's name and a
+ * dot). Only before warren_worker_start. */
+WARREN_API warren_err warren_worker_handle(warren_worker *w, const char *method,
+                                           warren_handler_fn fn, void *arg);
+WARREN_API warren_err warren_worker_on_thread(warren_worker *w, warren_thread_init_fn init,
+                                              warren_thread_fini_fn fini, void *arg);
+/* Starts the handler threads and the I/O thread, connects, declares the
+ * service's objects and consumes. Waits for the first connection up to
+ * broker.connect_timeout (WARREN_ERR_TRANSPORT when none succeeds). */
+WARREN_API warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen);
+/* Stops consuming, lets the handlers finish for up to grace_ms, replies to and
+ * acks what finished; what did not finish goes back to the queue when the
+ * connection closes. Returns WARREN_ERR_TIMEOUT if the grace ran out. */
+WARREN_API warren_err warren_worker_stop(warren_worker *w, int grace_ms);
+/* Stops if needed (grace 0) and frees. NULL-safe. */
+WARREN_API void warren_worker_free(warren_worker *w);
+
+typedef struct warren_worker_stats {
+	uint64_t received;      /* deliveries taken from the queue */
+	uint64_t replied;       /* replies confirmed by the broker */
+	uint64_t acked;         /* requests acked */
+	uint64_t expired;       /* dropped unexecuted: deadline passed */
+	uint64_t rejected;      /* dead-lettered: undecodable or unknown method */
+	uint64_t handler_errors;/* handlers that returned a status other than OK */
+	uint64_t reconnects;
+	uint64_t in_progress;   /* in a handler or waiting for one, now */
+	bool connected;         /* consuming now */
+} warren_worker_stats;
+WARREN_API void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out);
+
+/* Milliseconds since the Unix epoch, as used in rpc-deadline. */
+WARREN_API int64_t warren_now_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WARREN_H */

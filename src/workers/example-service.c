@@ -1,0 +1,143 @@
+/* example-service: a worker daemon serving the "example" service, so the
+ * whole path can be exercised before real services exist:
+ *   example.echo   returns its params
+ *   example.sleep  {"ms": N} sleeps N ms, returns {"slept_ms": N}
+ *   example.fail   {"code": "NOT_FOUND", "message": "..."} answers that status */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "log.h"
+#include "warren.h"
+
+#define GRACE_MS 10000
+
+static warren_status echo(warren_request *req, void *arg)
+{
+	warren_request_set_result(req, warren_value_copy(warren_request_params(req)));
+	return WARREN_STATUS_OK;
+}
+
+static warren_status sleep_ms(warren_request *req, void *arg)
+{
+	int64_t ms;
+	warren_value *result;
+
+	if (!warren_value_get_int(warren_map_get(warren_request_params(req), "ms"), &ms) || ms < 0 ||
+	    ms > 600000) {
+		return warren_request_fail(req, WARREN_STATUS_INVALID_ARGUMENT, NULL,
+		                           "field ms: expected an integer from 0 to 600000");
+	}
+	nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000}, NULL);
+	result = warren_map();
+	warren_map_set(result, "slept_ms", warren_int(ms));
+	warren_request_set_result(req, result);
+	return WARREN_STATUS_OK;
+}
+
+static warren_status fail(warren_request *req, void *arg)
+{
+	const warren_value *p = warren_request_params(req);
+	const char *code = NULL, *message = "failed on request";
+	warren_status status;
+	size_t len;
+
+	if (!warren_value_get_str(warren_map_get(p, "code"), &code, &len) ||
+	    warren_status_parse(code, &status) != WARREN_OK || status == WARREN_STATUS_OK) {
+		return warren_request_fail(req, WARREN_STATUS_INVALID_ARGUMENT, NULL,
+		                           "field code: expected a gRPC status name other than OK");
+	}
+	warren_value_get_str(warren_map_get(p, "message"), &message, &len);
+	return warren_request_fail(req, status, warren_value_copy(warren_map_get(p, "details")), "%s",
+	                           message);
+}
+
+static int parse_args(int argc, char **argv, struct cli_config *cc)
+{
+	int opt;
+
+	while ((opt = getopt(argc, argv, "c:o:hV")) != -1) {
+		switch (opt) {
+		case 'c':
+			cc->file = optarg;
+			break;
+		case 'o':
+			if (!cli_add_override(cc, optarg)) {
+				fprintf(stderr, "example-service: too many -o options\n");
+				return 2;
+			}
+			break;
+		case 'V':
+			printf("example-service %s\n", WARREN_VERSION);
+			exit(0);
+		default:
+			fprintf(stderr, "usage: example-service [-c FILE] [-o key=value]...\n");
+			return opt == 'h' ? 0 : 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "example-service: unexpected argument \"%s\"\n", argv[optind]);
+		return 2;
+	}
+	return -1;
+}
+
+static warren_worker *start(warren_config *cfg)
+{
+	warren_worker *w = NULL;
+	char why[512];
+
+	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK ||
+	    warren_worker_handle(w, "example.echo", echo, NULL) != WARREN_OK ||
+	    warren_worker_handle(w, "example.sleep", sleep_ms, NULL) != WARREN_OK ||
+	    warren_worker_handle(w, "example.fail", fail, NULL) != WARREN_OK ||
+	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
+		log_error("cannot start: %s", why);
+		warren_worker_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli_config cc = {0};
+	char why[512];
+	sigset_t sigs;
+	int sig = 0, status = parse_args(argc, argv, &cc);
+
+	if (status >= 0) {
+		return status;
+	}
+	log_set_program("example-service");
+	warren_config *cfg = cli_build_config(&cc, NULL, why, sizeof(why));
+	if (cfg == NULL) {
+		fprintf(stderr, "example-service: %s\n", why);
+		return 2;
+	}
+	if (strcmp(warren_config_get(cfg, "worker.service"), "") == 0) {
+		warren_config_set(cfg, "worker.service", "example", NULL, 0);
+	}
+	/* Signals are taken by sigwait in this thread only. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	warren_worker *w = start(cfg);
+	warren_config_free(cfg);
+	if (w == NULL) {
+		return 1;
+	}
+	log_info("serving example.echo, example.sleep, example.fail");
+	sigwait(&sigs, &sig);
+	log_info("signal %d: stopping, grace %d ms", sig, GRACE_MS);
+	status = warren_worker_stop(w, GRACE_MS) == WARREN_OK ? 0 : 1;
+	warren_worker_free(w);
+	return status;
+}

@@ -1,0 +1,78 @@
+/* worker_int.h: the worker pool's internals shared by worker.c (lifecycle and
+ * the I/O thread's side), job.c (the handler threads' side) and request.c. */
+#ifndef WARREN_WORKER_INT_H
+#define WARREN_WORKER_INT_H
+
+#include <pthread.h>
+
+#include "engine.h"
+#include "envelope.h"
+
+struct warren_request {
+	const struct envelope_meta *meta;
+	const warren_value *params;
+	bool redelivered;
+	void *thread_data;
+	warren_value *result;  /* set by the handler (OK) */
+	warren_value *details; /* set by the handler (errors) */
+	char message[512];
+};
+
+/* What the I/O thread does once a job's reply is ready. */
+enum job_action {
+	JOB_REPLY_THEN_ACK, /* publish the reply; ack when the broker confirms it */
+	JOB_REPLY_THEN_DEAD_LETTER, /* poison: publish the error reply, reject (no requeue) */
+	JOB_ACK,            /* one-way, or expired: nothing to send */
+};
+
+struct job {
+	struct engine_task task; /* the reply/ack step, queued to the I/O thread */
+	struct job *next;        /* in the handler queue */
+	struct warren_worker *worker;
+	struct engine_delivery *delivery;
+	struct envelope_meta meta;
+	enum job_action action;
+	void *reply_body;
+	size_t reply_len;
+	int status;
+};
+
+struct method {
+	char *name;
+	warren_handler_fn fn;
+	void *arg;
+};
+
+struct warren_worker {
+	struct engine *engine;
+	char service[65];
+	char queue[80], dlq[84], binding[70];
+	int threads, prefetch;
+	size_t max_size;
+	struct method *methods;
+	size_t nmethods;
+	warren_thread_init_fn thread_init;
+	warren_thread_fini_fn thread_fini;
+	void *thread_arg;
+
+	/* The handler queue and counters, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;      /* a job was queued, or quit */
+	pthread_cond_t idle_cond; /* in_progress fell */
+	struct job *head, *tail;
+	bool quit;
+	warren_worker_stats stats;
+
+	pthread_t *handler_threads;
+	int started_threads;
+	bool started, stopped;
+	bool stopping;   /* I/O thread: no more consuming */
+	char consumer_tag[256];
+};
+
+/* Handler thread: turns a delivery into a job ready for the I/O thread. */
+void job_process(struct warren_worker *w, struct job *j, void *thread_data);
+const struct method *worker_find_method(const struct warren_worker *w, const char *name);
+void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
+
+#endif

@@ -1,0 +1,375 @@
+/* it_call.c: the caller against a real broker and a real example-service
+ * process: round trips, error statuses, unroutable methods, deadlines, a
+ * 10,000-call async run, and a worker restarted while calls are in flight. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "testenv.h"
+
+static pid_t worker_pid;
+static warren_client *client;
+
+static int setup(void **state)
+{
+	warren_config *cfg = testenv_config(NULL);
+	char why[300];
+
+	worker_pid = testenv_spawn("example-service", (const char *const[]){"-o", "worker.threads=4", NULL}, true);
+	if (warren_client_new(cfg, "it_call", &client, why, sizeof(why)) != WARREN_OK) {
+		fprintf(stderr, "client: %s\n", why);
+		return -1;
+	}
+	warren_config_free(cfg);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	warren_client_free(client);
+	if (worker_pid > 0) {
+		testenv_stop(worker_pid, SIGTERM);
+	}
+	return 0;
+}
+
+static warren_value *json(const char *text)
+{
+	warren_value *v = NULL;
+
+	assert_int_equal(warren_value_from_json(text, strlen(text), &v, NULL, 0), WARREN_OK);
+	return v;
+}
+
+static void assert_json(const warren_value *v, const char *want)
+{
+	char *text = NULL;
+
+	assert_int_equal(warren_value_to_json(v, &text, NULL, 0), WARREN_OK);
+	assert_string_equal(text, want);
+	free(text);
+}
+
+static void test_echo_round_trip_returns_the_params(void **state)
+{
+	warren_value *p = json("{\"name\":\"Ada\",\"n\":[1,2.5,true,null],\"m\":{\"k\":\"v\"}}");
+	warren_reply *reply = NULL;
+	char why[300];
+
+	assert_int_equal(warren_call(client, "example.echo", p, NULL, &reply, why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_OK);
+	assert_true(warren_value_equal(warren_reply_result(reply), p));
+	assert_string_equal(warren_reply_message(reply), "");
+	warren_reply_free(reply);
+	warren_value_free(p);
+}
+
+static void test_json_on_the_wire_is_answered_in_json(void **state)
+{
+	warren_value *p = json("{\"text\":\"h\\u00e9llo\"}");
+	warren_call_opts o = {.json = true};
+	warren_reply *reply = NULL;
+
+	assert_int_equal(warren_call(client, "example.echo", p, &o, &reply, NULL, 0), WARREN_OK);
+	assert_json(warren_reply_result(reply), "{\"text\":\"h\xc3\xa9llo\"}");
+	warren_reply_free(reply);
+	warren_value_free(p);
+}
+
+static void test_handler_error_arrives_as_its_status_message_and_details(void **state)
+{
+	warren_value *p = json("{\"code\":\"NOT_FOUND\",\"message\":\"no user 42\",\"details\":{\"id\":42}}");
+	warren_reply *reply = NULL;
+
+	assert_int_equal(warren_call(client, "example.fail", p, NULL, &reply, NULL, 0),
+	                 WARREN_ERR_REMOTE);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_NOT_FOUND);
+	assert_string_equal(warren_reply_message(reply), "no user 42");
+	assert_json(warren_reply_result(reply), "{\"id\":42}");
+	warren_reply_free(reply);
+	warren_value_free(p);
+}
+
+static void test_invalid_params_are_invalid_argument(void **state)
+{
+	warren_value *p = json("{\"ms\":\"soon\"}");
+	warren_reply *reply = NULL;
+
+	assert_int_equal(warren_call(client, "example.sleep", p, NULL, &reply, NULL, 0),
+	                 WARREN_ERR_REMOTE);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_INVALID_ARGUMENT);
+	assert_string_equal(warren_reply_message(reply),
+	                    "field ms: expected an integer from 0 to 600000");
+	warren_reply_free(reply);
+	warren_value_free(p);
+}
+
+static void test_unknown_method_is_unimplemented(void **state)
+{
+	warren_reply *reply = NULL;
+
+	assert_int_equal(warren_call(client, "example.nosuch", NULL, NULL, &reply, NULL, 0),
+	                 WARREN_ERR_REMOTE);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_UNIMPLEMENTED);
+	assert_string_equal(warren_reply_message(reply), "unknown method example.nosuch");
+	warren_reply_free(reply);
+}
+
+static void test_method_without_a_queue_fails_at_once_not_at_the_deadline(void **state)
+{
+	warren_call_opts o = {.timeout_ms = 10000};
+	warren_reply *reply = NULL;
+	char why[300];
+	int64_t t0 = testenv_mono_ms();
+
+	assert_int_equal(warren_call(client, "nosuch.method", NULL, &o, &reply, why, sizeof(why)),
+	                 WARREN_ERR_UNROUTABLE);
+	assert_null(reply);
+	assert_string_equal(why, "no queue is bound for method nosuch.method (312 NO_ROUTE)");
+	assert_true(testenv_mono_ms() - t0 < 5000);
+}
+
+static void test_one_way_send_is_confirmed(void **state)
+{
+	char why[300];
+
+	assert_int_equal(warren_send(client, "example.echo", NULL, NULL, why, sizeof(why)), WARREN_OK);
+}
+
+static void test_bad_method_name_is_refused_locally(void **state)
+{
+	warren_reply *reply = NULL;
+	char why[300];
+
+	assert_int_equal(warren_call(client, "noservice", NULL, NULL, &reply, why, sizeof(why)),
+	                 WARREN_ERR_INVALID);
+	assert_string_equal(why, "method \"noservice\" must be SERVICE.NAME (at most 255 bytes)");
+}
+
+/* ---- many calls in flight ---- */
+
+#define ASYNC_CALLS 10000
+#define IN_FLIGHT 256
+
+struct run {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int in_flight, done, wrong, failed;
+	int64_t started[ASYNC_CALLS];
+	int64_t latency[ASYNC_CALLS];
+};
+
+struct slot {
+	struct run *run;
+	int i;
+};
+
+static void on_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct slot *s = arg;
+	struct run *r = s->run;
+	int64_t got = -1;
+
+	if (err == WARREN_OK) {
+		warren_value_get_int(warren_map_get(warren_reply_result(reply), "i"), &got);
+	}
+	pthread_mutex_lock(&r->mu);
+	r->latency[s->i] = testenv_mono_ms() - r->started[s->i];
+	if (err != WARREN_OK) {
+		r->failed++;
+	} else if (got != s->i) {
+		r->wrong++;
+	}
+	r->done++;
+	r->in_flight--;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	warren_reply_free(reply);
+	free(s);
+}
+
+static int cmp64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_10000_async_calls_256_in_flight_each_get_their_own_result(void **state)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	int64_t t0 = testenv_mono_ms();
+
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	for (int i = 0; i < ASYNC_CALLS; i++) {
+		struct slot *s = malloc(sizeof(*s));
+		warren_value *p = warren_map();
+		warren_call_opts o = {.timeout_ms = 30000};
+
+		warren_map_set(p, "i", warren_int(i));
+		*s = (struct slot){.run = r, .i = i};
+		pthread_mutex_lock(&r->mu);
+		while (r->in_flight >= IN_FLIGHT) {
+			pthread_cond_wait(&r->cond, &r->mu);
+		}
+		r->in_flight++;
+		r->started[i] = testenv_mono_ms();
+		pthread_mutex_unlock(&r->mu);
+		assert_int_equal(warren_call_async(client, "example.echo", p, &o, on_done, s, NULL, 0),
+		                 WARREN_OK);
+		warren_value_free(p);
+	}
+	pthread_mutex_lock(&r->mu);
+	while (r->done < ASYNC_CALLS) {
+		pthread_cond_wait(&r->cond, &r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
+	int64_t elapsed = testenv_mono_ms() - t0;
+	qsort(r->latency, ASYNC_CALLS, sizeof(int64_t), cmp64);
+	printf("# async: %d calls, %d in flight, %.0f calls/s, p50 %lld ms, p99 %lld ms\n",
+	       ASYNC_CALLS, IN_FLIGHT, ASYNC_CALLS * 1000.0 / (double)(elapsed > 0 ? elapsed : 1),
+	       (long long)r->latency[ASYNC_CALLS / 2], (long long)r->latency[ASYNC_CALLS * 99 / 100]);
+	assert_int_equal(r->failed, 0);
+	assert_int_equal(r->wrong, 0);
+	free(r);
+}
+
+/* ---- deadlines and a worker going away ---- */
+
+static void test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline(void **state)
+{
+	warren_call_opts o = {.timeout_ms = 1000};
+	warren_reply *reply = NULL;
+	char why[300];
+	int64_t t0, elapsed;
+
+	assert_int_equal(testenv_stop(worker_pid, SIGTERM), 0);
+	worker_pid = 0;
+	t0 = testenv_mono_ms();
+	assert_int_equal(warren_call(client, "example.echo", NULL, &o, &reply, why, sizeof(why)),
+	                 WARREN_ERR_TIMEOUT);
+	elapsed = testenv_mono_ms() - t0;
+	assert_string_equal(why, "no reply within 1000 ms");
+	printf("# deadline 1000 ms, ended after %lld ms\n", (long long)elapsed);
+	assert_true(elapsed >= 995);
+	assert_true(elapsed <= 1300);
+	worker_pid = testenv_spawn("example-service", NULL, true);
+}
+
+struct steady {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int started, ended, ok, timeouts, other, overdue;
+	int64_t worst_overrun;
+};
+
+struct steady_call {
+	struct steady *s;
+	int64_t deadline;
+};
+
+static void steady_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct steady_call *c = arg;
+	struct steady *s = c->s;
+	int64_t over = testenv_mono_ms() - c->deadline;
+
+	pthread_mutex_lock(&s->mu);
+	s->ended++;
+	s->ok += err == WARREN_OK;
+	s->timeouts += err == WARREN_ERR_TIMEOUT;
+	s->other += err != WARREN_OK && err != WARREN_ERR_TIMEOUT;
+	if (over > s->worst_overrun) {
+		s->worst_overrun = over;
+	}
+	s->overdue += over > 200;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->mu);
+	warren_reply_free(reply);
+	free(c);
+}
+
+static void start_steady_call(struct steady *s)
+{
+	struct steady_call *c = malloc(sizeof(*c));
+	warren_call_opts o = {.timeout_ms = 2000};
+
+	c->s = s;
+	c->deadline = testenv_mono_ms() + o.timeout_ms;
+	pthread_mutex_lock(&s->mu);
+	s->started++;
+	pthread_mutex_unlock(&s->mu);
+	assert_int_equal(warren_call_async(client, "example.echo", NULL, &o, steady_done, c, NULL, 0),
+	                 WARREN_OK);
+}
+
+static void restart_under_load(int sig)
+{
+	struct steady s = {.worst_overrun = INT64_MIN};
+
+	pthread_mutex_init(&s.mu, NULL);
+	pthread_cond_init(&s.cond, NULL);
+	for (int i = 0; i < 300; i++) {
+		start_steady_call(&s);
+		if (i == 100) {
+			testenv_stop(worker_pid, sig);
+			worker_pid = 0;
+		}
+		if (i == 200) {
+			worker_pid = testenv_spawn("example-service", NULL, false);
+		}
+		usleep(5000);
+	}
+	pthread_mutex_lock(&s.mu);
+	while (s.ended < s.started) {
+		pthread_cond_wait(&s.cond, &s.mu);
+	}
+	pthread_mutex_unlock(&s.mu);
+	printf("# restart (signal %d): %d calls, %d ok, %d timed out, %d other, worst end %lld ms "
+	       "after deadline\n",
+	       sig, s.started, s.ok, s.timeouts, s.other, (long long)s.worst_overrun);
+	assert_int_equal(s.ended, s.started);
+	assert_int_equal(s.overdue, 0);
+	assert_true(s.ok > 0);
+}
+
+static void test_worker_stopped_and_started_under_load_no_call_outlives_its_deadline(void **state)
+{
+	restart_under_load(SIGTERM);
+}
+
+static void test_worker_killed_and_started_under_load_no_call_outlives_its_deadline(void **state)
+{
+	restart_under_load(SIGKILL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_echo_round_trip_returns_the_params),
+		cmocka_unit_test(test_json_on_the_wire_is_answered_in_json),
+		cmocka_unit_test(test_handler_error_arrives_as_its_status_message_and_details),
+		cmocka_unit_test(test_invalid_params_are_invalid_argument),
+		cmocka_unit_test(test_unknown_method_is_unimplemented),
+		cmocka_unit_test(test_method_without_a_queue_fails_at_once_not_at_the_deadline),
+		cmocka_unit_test(test_one_way_send_is_confirmed),
+		cmocka_unit_test(test_bad_method_name_is_refused_locally),
+		cmocka_unit_test(test_10000_async_calls_256_in_flight_each_get_their_own_result),
+		cmocka_unit_test(test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline),
+		cmocka_unit_test(test_worker_stopped_and_started_under_load_no_call_outlives_its_deadline),
+		cmocka_unit_test(test_worker_killed_and_started_under_load_no_call_outlives_its_deadline),
+	};
+
+	return cmocka_run_group_tests_name("it_call", tests, setup, teardown);
+}

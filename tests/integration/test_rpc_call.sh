@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# test_rpc_call.sh: rpc-call as a user runs it against the private broker and
+# an example-service: its output on success, and for each class of failure the
+# exact message on stderr and its documented exit status.
+set -uo pipefail
+
+BIN=${WARREN_BIN:?run through scripts/run-tests.sh}
+URL=${WARREN_TEST_URL:?run through scripts/run-tests.sh}
+export WARREN_URL=$URL
+passed=0
+failed=0
+tmp=$(mktemp -d)
+worker_pid=
+
+cleanup() {
+	[ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# check NAME WANT_STATUS WANT_STDOUT WANT_STDERR -- COMMAND...
+check() {
+	local name=$1 want_status=$2 want_out=$3 want_err=$4
+	shift 5
+	local out err status
+	out=$("$@" 2>"$tmp/err")
+	status=$?
+	err=$(cat "$tmp/err")
+	if [ "$status" = "$want_status" ] && [ "$out" = "$want_out" ] && [ "$err" = "$want_err" ]; then
+		echo "ok - $name"
+		passed=$((passed + 1))
+	else
+		echo "not ok - $name"
+		echo "#   status: got $status, want $want_status"
+		echo "#   stdout: got [$out], want [$want_out]"
+		echo "#   stderr: got [$err], want [$want_err]"
+		failed=$((failed + 1))
+	fi
+}
+
+start_worker() {
+	"$BIN/example-service" -o "broker.url=$URL" -o log.level=warn &
+	worker_pid=$!
+	for _ in $(seq 1 100); do
+		"$BIN/rpc-call" -t 0.5 example.echo >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "example-service did not come up" >&2
+	return 1
+}
+
+start_worker
+
+check "prints the result as JSON" 0 '{"a":1,"b":[true,null,"x"]}' '' -- \
+	"$BIN/rpc-call" example.echo '{"a":1,"b":[true,null,"x"]}'
+check "no PARAMS sends an empty map" 0 '{}' '' -- "$BIN/rpc-call" example.echo
+check "PARAMS from stdin" 0 '{"from":"stdin"}' '' -- \
+	bash -c "echo '{\"from\":\"stdin\"}' | '$BIN/rpc-call' example.echo -"
+echo '{"from":"file"}' >"$tmp/params.json"
+check "PARAMS from @file" 0 '{"from":"file"}' '' -- "$BIN/rpc-call" example.echo "@$tmp/params.json"
+check "JSON on the wire with -j" 0 '[1,2,3]' '' -- "$BIN/rpc-call" -j example.echo '[1,2,3]'
+check "one-way call with -1 prints nothing" 0 '' '' -- "$BIN/rpc-call" -1 example.echo '{}'
+check "a remote error status exits 1" 1 '' 'rpc-call: example.fail: NOT_FOUND: no user 42' -- \
+	"$BIN/rpc-call" example.fail '{"code":"NOT_FOUND","message":"no user 42"}'
+check "an unknown method exits 1 with UNIMPLEMENTED" 1 '' \
+	'rpc-call: example.nosuch: UNIMPLEMENTED: unknown method example.nosuch' -- \
+	"$BIN/rpc-call" example.nosuch
+check "missing METHOD is a usage error" 2 '' "rpc-call: missing METHOD
+usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
+                [-j] [-1] [-v] METHOD [PARAMS | - | @FILE]" -- "$BIN/rpc-call"
+check "a bad -t is a usage error" 2 '' \
+	'rpc-call: -t "soon": expected a number of seconds from 0.001 to 86400' -- \
+	"$BIN/rpc-call" -t soon example.echo
+check "a bad -o value is a usage error" 2 '' \
+	'rpc-call: client.timeout: "forever" is not a duration (e.g. 250ms, 30s, 2m)' -- \
+	"$BIN/rpc-call" -o client.timeout=forever example.echo
+check "an unknown -o key is a usage error" 2 '' 'rpc-call: unknown key "client.timout"' -- \
+	"$BIN/rpc-call" -o client.timout=1s example.echo
+check "a missing config file is a usage error" 2 '' \
+	"rpc-call: $tmp/nope.conf: No such file or directory" -- \
+	"$BIN/rpc-call" -c "$tmp/nope.conf" example.echo
+check "bad JSON PARAMS is bad input" 3 '' \
+	"rpc-call: PARAMS is not valid JSON: line 1, column 5: string or '}' expected near end of file" -- \
+	"$BIN/rpc-call" example.echo '{"a"'
+check "a missing @file is bad input" 3 '' "rpc-call: $tmp/none.json: No such file or directory" -- \
+	"$BIN/rpc-call" example.echo "@$tmp/none.json"
+check "a method with no queue exits 4 at once" 4 '' \
+	'rpc-call: nosuch.method: UNAVAILABLE: no queue is bound for method nosuch.method (312 NO_ROUTE)' -- \
+	"$BIN/rpc-call" -t 30 nosuch.method
+check "an unreachable broker exits 4" 4 '' \
+	'rpc-call: example.echo: UNAVAILABLE: cannot connect to 127.0.0.1:1: a socket error occurred' -- \
+	env WARREN_URL=amqp://guest:guest@127.0.0.1:1/ "$BIN/rpc-call" -o broker.connect_timeout=1s example.echo
+check "a bad WARREN_URL is a usage error" 2 '' \
+	'rpc-call: WARREN_URL: broker.url: "http://x" is not an amqp:// or amqps:// URL' -- \
+	env WARREN_URL=http://x "$BIN/rpc-call" example.echo
+check "a deadline exceeded exits 5" 5 '' \
+	'rpc-call: example.sleep: DEADLINE_EXCEEDED: no reply within 300 ms' -- \
+	"$BIN/rpc-call" -t 0.3 example.sleep '{"ms":2000}'
+echo "password-from-file" >"$tmp/pw"
+check "a wrong password from a file is refused by the broker" 4 '' \
+	"rpc-call: example.echo: UNAVAILABLE: login to 127.0.0.1:${WARREN_TEST_PORT}: a socket error occurred" -- \
+	"$BIN/rpc-call" -o "broker.password_file=$tmp/pw" example.echo
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

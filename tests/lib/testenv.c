@@ -1,0 +1,217 @@
+/* testenv.c: processes and a plain AMQP client for the integration tests. */
+#include "testenv.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <amqp_tcp_socket.h>
+
+const char *testenv_url(void)
+{
+	const char *url = getenv("WARREN_TEST_URL");
+
+	if (url == NULL || url[0] == '\0') {
+		fprintf(stderr, "WARREN_TEST_URL is not set: run through scripts/run-tests.sh\n");
+		exit(77);
+	}
+	return url;
+}
+
+warren_config *testenv_config(const char *const *overrides)
+{
+	warren_config *cfg = warren_config_new();
+	char why[300];
+
+	if (cfg == NULL || warren_config_set(cfg, "broker.url", testenv_url(), why, sizeof(why)) != 0) {
+		abort();
+	}
+	for (int i = 0; overrides != NULL && overrides[i] != NULL; i++) {
+		if (warren_config_set_arg(cfg, overrides[i], why, sizeof(why)) != WARREN_OK) {
+			fprintf(stderr, "bad override %s: %s\n", overrides[i], why);
+			abort();
+		}
+	}
+	return cfg;
+}
+
+int64_t testenv_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool echo_answers(void)
+{
+	warren_config *cfg = testenv_config((const char *const[]){"broker.connect_timeout=1s", NULL});
+	warren_client *c = NULL;
+	warren_reply *reply = NULL;
+	warren_call_opts o = {.timeout_ms = 500};
+	bool ok = false;
+
+	if (warren_client_new(cfg, "testenv", &c, NULL, 0) == WARREN_OK) {
+		ok = warren_call(c, "example.echo", NULL, &o, &reply, NULL, 0) == WARREN_OK;
+	}
+	warren_reply_free(reply);
+	warren_client_free(c);
+	warren_config_free(cfg);
+	return ok;
+}
+
+pid_t testenv_spawn(const char *program, const char *const *args, bool wait)
+{
+	const char *bin = getenv("WARREN_BIN") != NULL ? getenv("WARREN_BIN") : "build/bin";
+	char path[512], url[512];
+	const char *argv[32] = {path, "-o", url};
+	int n = 3;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "%s/%s", bin, program);
+	snprintf(url, sizeof(url), "broker.url=%s", testenv_url());
+	for (int i = 0; args != NULL && args[i] != NULL && n < 31; i++) {
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	pid = fork();
+	if (pid == 0) {
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	for (int i = 0; wait && i < 100 && !echo_answers(); i++) {
+		usleep(100000);
+	}
+	return pid;
+}
+
+int testenv_stop(pid_t pid, int sig)
+{
+	int status = 0;
+
+	kill(pid, sig);
+	if (waitpid(pid, &status, 0) < 0) {
+		return -1;
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ------------------------------------------------------------ raw client */
+
+struct raw {
+	amqp_connection_state_t conn;
+	char url[512];
+};
+
+struct raw *raw_connect(void)
+{
+	struct raw *r = calloc(1, sizeof(*r));
+	struct amqp_connection_info info;
+
+	snprintf(r->url, sizeof(r->url), "%s", testenv_url());
+	if (amqp_parse_url(r->url, &info) != AMQP_STATUS_OK) {
+		abort();
+	}
+	r->conn = amqp_new_connection();
+	amqp_socket_t *s = amqp_tcp_socket_new(r->conn);
+	if (amqp_socket_open(s, info.host, info.port) != AMQP_STATUS_OK ||
+	    amqp_login(r->conn, info.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, info.user,
+	               info.password)
+	            .reply_type != AMQP_RESPONSE_NORMAL ||
+	    amqp_channel_open(r->conn, 1) == NULL || amqp_confirm_select(r->conn, 1) == NULL) {
+		fprintf(stderr, "raw_connect failed\n");
+		abort();
+	}
+	return r;
+}
+
+void raw_close(struct raw *r)
+{
+	if (r == NULL) {
+		return;
+	}
+	amqp_channel_close(r->conn, 1, AMQP_REPLY_SUCCESS);
+	amqp_connection_close(r->conn, AMQP_REPLY_SUCCESS);
+	amqp_destroy_connection(r->conn);
+	free(r);
+}
+
+int raw_consume_replies(struct raw *r)
+{
+	return amqp_basic_consume(r->conn, 1, amqp_cstring_bytes("amq.rabbitmq.reply-to"),
+	                          amqp_empty_bytes, 0, 1, 0, amqp_empty_table) != NULL
+	               ? 0
+	               : -1;
+}
+
+/* Reads frames until the publish's basic.ack; deliveries that arrive first
+ * are put back for raw_wait by the library. */
+static int await_ack(struct raw *r)
+{
+	for (;;) {
+		amqp_frame_t f;
+		struct timeval tv = {5, 0};
+
+		if (amqp_simple_wait_frame_noblock(r->conn, &f, &tv) != AMQP_STATUS_OK) {
+			return -1;
+		}
+		if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+			return 0;
+		}
+		if (f.frame_type == AMQP_FRAME_METHOD &&
+		    f.payload.method.id == AMQP_BASIC_DELIVER_METHOD) {
+			return -2; /* not expected before the ack in these tests */
+		}
+	}
+}
+
+int raw_publish(struct raw *r, const char *routing_key, const amqp_basic_properties_t *p,
+                const void *body, size_t len)
+{
+	amqp_bytes_t b = {.len = len, .bytes = (void *)body};
+
+	if (amqp_basic_publish(r->conn, 1, amqp_cstring_bytes("rpc"), amqp_cstring_bytes(routing_key),
+	                       0, 0, p, b) != AMQP_STATUS_OK) {
+		return -1;
+	}
+	return await_ack(r);
+}
+
+int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env)
+{
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+	amqp_rpc_reply_t rep;
+
+	amqp_maybe_release_buffers(r->conn);
+	rep = amqp_consume_message(r->conn, env, &tv, 0);
+	return rep.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+}
+
+long raw_queue_count(struct raw *r, const char *queue)
+{
+	amqp_queue_declare_ok_t *ok = amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0,
+	                                                 0, 0, amqp_empty_table);
+
+	return ok != NULL ? (long)ok->message_count : -1;
+}
+
+int raw_purge(struct raw *r, const char *queue)
+{
+	return amqp_queue_purge(r->conn, 1, amqp_cstring_bytes(queue)) != NULL ? 0 : -1;
+}
+
+long raw_await_count(struct raw *r, const char *queue, long want, int timeout_ms)
+{
+	int64_t until = testenv_mono_ms() + timeout_ms;
+	long n = raw_queue_count(r, queue);
+
+	while (n != want && testenv_mono_ms() < until) {
+		usleep(20000);
+		n = raw_queue_count(r, queue);
+	}
+	return n;
+}

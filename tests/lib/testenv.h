@@ -1,0 +1,43 @@
+/* testenv.h: what integration tests share: the private broker started by
+ * scripts/run-tests.sh (WARREN_TEST_URL), worker processes to start and
+ * stop, and a raw rabbitmq-c connection to play a plain AMQP client. */
+#ifndef WARREN_TESTENV_H
+#define WARREN_TESTENV_H
+
+#include <sys/types.h>
+
+#include <amqp.h>
+#include <amqp_framing.h>
+
+#include "warren.h"
+
+/* The broker URL; aborts the test program when the variable is missing. */
+const char *testenv_url(void);
+/* A config pointing at the test broker, with optional overrides (NULL-ended). */
+warren_config *testenv_config(const char *const *overrides);
+int64_t testenv_mono_ms(void);
+
+/* Starts $WARREN_BIN/PROGRAM with -o broker.url=... and extra args
+ * (NULL-ended), and waits until example.echo answers (when wait is true). */
+pid_t testenv_spawn(const char *program, const char *const *args, bool wait);
+/* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
+int testenv_stop(pid_t pid, int sig);
+
+/* A plain AMQP client. */
+struct raw;
+struct raw *raw_connect(void);
+void raw_close(struct raw *r);
+/* Consumes amq.rabbitmq.reply-to on the raw channel (no-ack). */
+int raw_consume_replies(struct raw *r);
+/* Publishes to exchange rpc (confirmed); 0 on success. */
+int raw_publish(struct raw *r, const char *routing_key, const amqp_basic_properties_t *p,
+                const void *body, size_t len);
+/* Waits for one delivery; 0 with *env filled (caller destroys), -1 on timeout. */
+int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env);
+/* Ready messages in a queue (-1 on error); purge empties it. */
+long raw_queue_count(struct raw *r, const char *queue);
+int raw_purge(struct raw *r, const char *queue);
+/* Polls raw_queue_count until it equals want or timeout_ms passes; returns the last count. */
+long raw_await_count(struct raw *r, const char *queue, long want, int timeout_ms);
+
+#endif

@@ -1,0 +1,140 @@
+/* test_engine.c: connection failures a live broker will not show on demand,
+ * reached by mocking rabbitmq-c with -Wl,--wrap (see WRAP_test_engine in the
+ * Makefile): each must end warren_client_new with a clear TRANSPORT error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+
+#include "warren.h"
+
+int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port,
+                                    const struct timeval *tv);
+amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,
+                                                   int channel_max, int frame_max, int heartbeat,
+                                                   const amqp_table_t *props,
+                                                   amqp_sasl_method_enum method, ...);
+
+int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port,
+                                    const struct timeval *tv)
+{
+	check_expected(port);
+	return mock_type(int);
+}
+
+static amqp_connection_close_t refusal = {
+	.reply_code = 403,
+	.reply_text = {.len = 14, .bytes = "ACCESS_REFUSED"},
+};
+
+amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,
+                                                   int channel_max, int frame_max, int heartbeat,
+                                                   const amqp_table_t *props,
+                                                   amqp_sasl_method_enum method, ...)
+{
+	amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION};
+
+	check_expected(heartbeat);
+	r.reply.id = AMQP_CONNECTION_CLOSE_METHOD;
+	r.reply.decoded = &refusal;
+	return r;
+}
+
+static warren_config *config(const char *urls)
+{
+	warren_config *cfg = warren_config_new();
+
+	assert_int_equal(warren_config_set(cfg, "broker.url", urls, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "broker.connect_timeout", "200ms", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "broker.heartbeat", "7s", NULL, 0), WARREN_OK);
+	return cfg;
+}
+
+static void test_unreachable_broker_fails_client_new_with_the_socket_error(void **state)
+{
+	warren_config *cfg = config("amqp://guest:guest@127.0.0.1:5999/");
+	warren_client *c = (warren_client *)1;
+	char why[300];
+
+	expect_value(__wrap_amqp_socket_open_noblock, port, 5999);
+	will_return(__wrap_amqp_socket_open_noblock, AMQP_STATUS_SOCKET_ERROR);
+	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_TRANSPORT);
+	assert_null(c);
+	assert_string_equal(why, "cannot connect to 127.0.0.1:5999: a socket error occurred");
+	warren_config_free(cfg);
+}
+
+static void test_every_url_of_the_list_is_tried_before_giving_up(void **state)
+{
+	warren_config *cfg = config("amqp://a:b@127.0.0.1:5998/,amqp://a:b@127.0.0.1:5997/");
+	warren_client *c = NULL;
+	char why[300];
+
+	expect_value(__wrap_amqp_socket_open_noblock, port, 5998);
+	will_return(__wrap_amqp_socket_open_noblock, AMQP_STATUS_SOCKET_ERROR);
+	expect_value(__wrap_amqp_socket_open_noblock, port, 5997);
+	will_return(__wrap_amqp_socket_open_noblock, AMQP_STATUS_TCP_ERROR);
+	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_TRANSPORT);
+	assert_string_equal(why, "cannot connect to 127.0.0.1:5997: a socket error occurred");
+	warren_config_free(cfg);
+}
+
+static void test_refused_login_names_the_broker_reply(void **state)
+{
+	warren_config *cfg = config("amqp://guest:wrong@127.0.0.1:5996/");
+	warren_client *c = NULL;
+	char why[300];
+
+	expect_value(__wrap_amqp_socket_open_noblock, port, 5996);
+	will_return(__wrap_amqp_socket_open_noblock, AMQP_STATUS_OK);
+	expect_value(__wrap_amqp_login_with_properties, heartbeat, 7);
+	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_TRANSPORT);
+	assert_string_equal(why, "login to 127.0.0.1:5996: 403 ACCESS_REFUSED");
+	warren_config_free(cfg);
+}
+
+static void test_amqps_is_refused_clearly_until_tls_is_built(void **state)
+{
+	warren_config *cfg = config("amqps://guest:guest@broker.example:5671/");
+	warren_client *c = NULL;
+	char why[300];
+
+	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_TRANSPORT);
+	assert_string_equal(why, "broker.example:5671: amqps:// is not supported by this build yet");
+	warren_config_free(cfg);
+}
+
+static void test_unreadable_password_file_is_a_config_error(void **state)
+{
+	warren_config *cfg = config("amqp://guest@127.0.0.1:5995/");
+	warren_client *c = NULL;
+	char why[300];
+
+	assert_int_equal(warren_config_set(cfg, "broker.password_file", "/nonexistent/pw", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_CONFIG);
+	assert_string_equal(why,
+	                    "broker.password_file: /nonexistent/pw: No such file or directory");
+	warren_config_free(cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_unreachable_broker_fails_client_new_with_the_socket_error),
+		cmocka_unit_test(test_every_url_of_the_list_is_tried_before_giving_up),
+		cmocka_unit_test(test_refused_login_names_the_broker_reply),
+		cmocka_unit_test(test_amqps_is_refused_clearly_until_tls_is_built),
+		cmocka_unit_test(test_unreadable_password_file_is_a_config_error),
+	};
+
+	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
+}
