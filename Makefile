@@ -30,8 +30,10 @@ OPT        ?= -O2 -g
 WARN       := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wwrite-strings -Wmissing-prototypes \
               -Wno-unused-parameter -Wno-format-truncation -Werror
 # Warnings are added to the user's CFLAGS rather than replacing them.
+PQ_CFLAGS  := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE $(OPT) $(WARN) $(SAN_FLAGS) -fPIC \
-              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers $(CFLAGS)
+              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers \
+              $(PQ_CFLAGS) $(CFLAGS)
 DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium
 ALL_LDFLAGS:= $(SAN_FLAGS) -pthread $(LDFLAGS)
 
@@ -44,7 +46,11 @@ endif
 PROG_SRC   := src/client/rpc-call.c src/workers/example-service.c
 LIB_SRC    := $(filter-out $(PROG_SRC),$(wildcard src/rpc/*.c src/client/*.c src/workers/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/example-service
+# The user service's own modules (its handlers and its PostgreSQL store) are
+# not part of libwarren.
+USER_SRC   := $(wildcard src/workers/user/*.c)
+USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
+PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/example-service $(BUILD)/bin/user-service
 STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
 
@@ -88,6 +94,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
+$(BUILD)/bin/user-service: $(USER_OBJ) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
+
 # Unit tests link the static library (internal symbols included). A test may
 # name rabbitmq-c functions to mock in WRAP_<test>.
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
@@ -103,6 +114,9 @@ $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ)
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lcmocka
 
 , := ,
+
+# Keep test objects: they are intermediate files of the pattern rules above.
+.SECONDARY:
 
 deps:
 	$(Q)scripts/deps.sh

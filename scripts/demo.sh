@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh: warren end to end on this machine: a private RabbitMQ node with the
-# topology of rabbitmq/definitions.json, a worker daemon, calls made with
-# rpc-call (results and errors), then a clean shutdown of everything.
+# topology of rabbitmq/definitions.json, a private PostgreSQL, the user-service
+# daemon, calls made with rpc-call (results and errors), then a clean shutdown.
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -9,54 +9,74 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/$BUILD/bin
 DIR=$(mktemp -d /tmp/warren-demo.XXXXXX)
 chmod 755 "$DIR"
-worker_pid=
+mkdir -p "$DIR/broker" "$DIR/pg"
+service_pid=
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@" || printf '(exit status %d)\n' "$?"; }
+run() {
+	printf '$ %s\n' "$*"
+	"$@" || printf '(exit status %d)\n' "$?"
+}
 
 cleanup() {
-	if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
-		kill -TERM "$worker_pid"
-		wait "$worker_pid" || true
+	if [ -n "$service_pid" ] && kill -0 "$service_pid" 2>/dev/null; then
+		kill -TERM "$service_pid"
+		wait "$service_pid" || true
 	fi
-	"$ROOT/tests/lib/broker.sh" stop "$DIR" >/dev/null 2>&1 || true
+	"$ROOT/tests/lib/broker.sh" stop "$DIR/broker" >/dev/null 2>&1 || true
+	"$ROOT/tests/lib/postgres.sh" stop "$DIR/pg" >/dev/null 2>&1 || true
+	rm -rf "$DIR"
 }
 trap cleanup EXIT
 
 say "starting a private RabbitMQ node and importing rabbitmq/definitions.json"
-"$ROOT/tests/lib/broker.sh" start "$DIR"
+"$ROOT/tests/lib/broker.sh" start "$DIR/broker"
 # shellcheck disable=SC1091
-. "$DIR/env"
+. "$DIR/broker/env"
 export WARREN_URL=$WARREN_TEST_URL
-echo "broker: $WARREN_URL"
 
-say "starting the example worker (4 handler threads)"
-"$BIN/example-service" -o "broker.url=$WARREN_URL" -o worker.threads=4 &
-worker_pid=$!
+say "starting a private PostgreSQL"
+"$ROOT/tests/lib/postgres.sh" start "$DIR/pg"
+# shellcheck disable=SC1091
+. "$DIR/pg/pgenv"
+# The connection string comes from a file, as under systemd (LoadCredential=).
+echo "host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE" >"$DIR/db"
+
+say "starting user-service (4 handler threads; it creates its schema)"
+"$BIN/user-service" -o "broker.url=$WARREN_URL" -o worker.threads=4 \
+	-o "db.conninfo_file=$DIR/db" &
+service_pid=$!
 for _ in $(seq 1 100); do
-	"$BIN/rpc-call" -t 0.5 example.echo >/dev/null 2>&1 && break
+	"$BIN/rpc-call" -t 0.5 user.list '{"limit": 1}' >/dev/null 2>&1 && break
 	sleep 0.1
 done
 
-say "calls that succeed"
-run "$BIN/rpc-call" example.echo '{"user": 42, "name": "Ada", "tags": ["admin"]}'
-run "$BIN/rpc-call" -j example.sleep '{"ms": 200}'
+say "creating users"
+run "$BIN/rpc-call" user.create '{"email": "ada@example.org", "name": "Ada Lovelace", "preferences": {"channel": "email", "digest": "daily"}}'
+run "$BIN/rpc-call" user.create '{"email": "alan@example.org", "name": "Alan Turing"}'
+run "$BIN/rpc-call" -j user.create '{"email": "grace@example.org", "name": "Grace Hopper"}'
 
-say "a service error comes back as its status (exit 1)"
-run "$BIN/rpc-call" example.fail '{"code": "NOT_FOUND", "message": "no user 42"}'
-say "an unknown method (UNIMPLEMENTED, exit 1; the request is dead-lettered)"
-run "$BIN/rpc-call" example.frobnicate '{}'
+say "fetching one, then listing them"
+run "$BIN/rpc-call" user.get '{"id": 1}'
+run "$BIN/rpc-call" user.list '{"limit": 2}'
+
+say "the same message id twice: one user, the same answer twice"
+run "$BIN/rpc-call" -m demo-once user.create '{"email": "edsger@example.org", "name": "Edsger Dijkstra"}'
+run "$BIN/rpc-call" -m demo-once user.create '{"email": "edsger@example.org", "name": "Edsger Dijkstra"}'
+
+say "errors come back as their status (exit 1)"
+run "$BIN/rpc-call" user.get '{"id": 999}'
+run "$BIN/rpc-call" user.create '{"email": "ada@example.org", "name": "Ada again"}'
+run "$BIN/rpc-call" user.create '{"email": "not-an-address", "name": "Nobody"}'
 say "a method no service serves fails at once (exit 4)"
 run "$BIN/rpc-call" billing.charge '{"amount": 10}'
-say "a call that outlives its deadline (exit 5)"
-run "$BIN/rpc-call" -t 0.5 example.sleep '{"ms": 3000}'
 
-say "stopping the worker with SIGTERM (finishes in-flight calls, then exits 0)"
-kill -TERM "$worker_pid"
-wait "$worker_pid" && echo "example-service exited 0"
-worker_pid=
+say "stopping user-service with SIGTERM (finishes in-flight calls, then exits 0)"
+kill -TERM "$service_pid"
+wait "$service_pid" && echo "user-service exited 0"
+service_pid=
 
-say "dead-letter queue after the demo"
-"$ROOT/tests/lib/broker.sh" ctl "$DIR" list_queues name type messages | grep -E '^(name|rpc\.)' || true
+say "queues after the demo"
+"$ROOT/tests/lib/broker.sh" ctl "$DIR/broker" list_queues name type messages | grep -E '^(name|rpc\.)' || true
 
-say "stopping the broker"
+say "stopping the broker and the database"

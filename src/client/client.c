@@ -531,21 +531,28 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 	}
 }
 
+/* Ends every call still in the table with the connection's loss. */
+static void fail_all(warren_client *c, const char *why)
+{
+	struct pending_entry *entry;
+
+	while ((entry = pending_first(&c->table)) != NULL) {
+		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+
+		finish(call, lost_err(c), NULL, "reply path lost: %s", why);
+	}
+}
+
 static void client_lost(struct engine *e, void *arg, const char *why)
 {
 	warren_client *c = arg;
-	struct pending_entry *entry;
 
 	/* A named reply queue outlives the connection: its calls keep waiting
 	 * (to their deadlines) unless we are shutting down. */
 	if (c->reply_mode == REPLY_QUEUE && !atomic_load(&c->closing)) {
 		return;
 	}
-	while ((entry = pending_first(&c->table)) != NULL) {
-		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
-
-		finish(call, lost_err(c), NULL, "reply path lost: %s", why);
-	}
+	fail_all(c, why);
 }
 
 static int64_t client_tick(struct engine *e, void *arg, int64_t now)
@@ -642,6 +649,9 @@ void warren_client_free(warren_client *c)
 	if (c->engine != NULL) {
 		engine_free(c->engine);
 	}
+	/* The I/O thread is gone, so this thread owns the table now. Calls still
+	 * in it (their connection was already down at shutdown) end here. */
+	fail_all(c, "the client is shutting down");
 	pending_destroy(&c->table);
 	pthread_mutex_destroy(&c->stats_mu);
 	free(c);

@@ -5,7 +5,7 @@
 
 #include "warren.h"
 
-/* One id per key, in the order of config_keys[]. */
+/* One id per key, in the order of config_defs[]. */
 typedef enum config_id {
 	CFG_BROKER_URL,             /* string: comma-separated amqp:// URLs */
 	CFG_BROKER_VHOST,           /* string: overrides the URL's vhost when set */
@@ -20,6 +20,9 @@ typedef enum config_id {
 	CFG_WORKER_SERVICE,         /* string: service name, [a-z0-9_-]+ */
 	CFG_WORKER_THREADS,         /* int 1..1024 */
 	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: the number of threads */
+	CFG_WORKER_GRACE,           /* duration: how long a stopping worker lets handlers finish */
+	CFG_DB_CONNINFO,            /* string: libpq connection string */
+	CFG_DB_CONNINFO_FILE,       /* string: path; its first line is the connection string */
 	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */
 	CFG_LOG_LEVEL,              /* enum: error | warn | info | debug */
 	CFG__COUNT

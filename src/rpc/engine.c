@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ struct engine {
 
 	pthread_t thread;
 	bool thread_started;
+	atomic_uint_fast64_t turns; /* loop turns: the thread is alive while this grows */
 	int wakefd;
 
 	/* Shared with other threads, under mu. */
@@ -697,6 +699,7 @@ static void turn(struct engine *e)
 		disconnect(e, e->fail_why, false);
 	}
 	next_tick = e->hooks.tick(e, e->hooks.arg, engine_now());
+	atomic_fetch_add(&e->turns, 1);
 	wait_events(e, next_tick);
 }
 
@@ -875,6 +878,11 @@ amqp_connection_state_t engine_conn(struct engine *e)
 bool engine_connected(const struct engine *e)
 {
 	return e->connected && !e->fail_pending;
+}
+
+uint64_t engine_turns(struct engine *e)
+{
+	return atomic_load(&e->turns);
 }
 
 uint64_t engine_generation(const struct engine *e)

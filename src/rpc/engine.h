@@ -76,6 +76,10 @@ warren_err engine_start(struct engine *e, char *errstr, size_t errlen);
 void engine_stop(struct engine *e);
 void engine_free(struct engine *e); /* stops first; NULL-safe */
 
+/* Turns of the I/O thread's loop so far (thread-safe): a watchdog sees the
+ * thread alive while this grows. */
+uint64_t engine_turns(struct engine *e);
+
 /* Hands t to the I/O thread. Thread-safe. Returns false (and t will not run)
  * once the engine is stopping. */
 bool engine_submit(struct engine *e, struct engine_task *t);

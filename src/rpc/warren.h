@@ -314,6 +314,9 @@ typedef struct warren_worker_stats {
 	uint64_t handler_errors;/* handlers that returned a status other than OK */
 	uint64_t reconnects;
 	uint64_t in_progress;   /* in a handler or waiting for one, now */
+	uint64_t completed;     /* handlers that returned (any status) */
+	uint64_t io_loops;      /* turns of the I/O thread's loop: it is alive while this grows */
+	int threads;            /* handler threads of the pool */
 	bool connected;         /* consuming now */
 } warren_worker_stats;
 WARREN_API void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out);

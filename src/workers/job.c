@@ -70,13 +70,6 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 	                                  req.details));
 }
 
-/* The method is the type property, or the routing key when a plain AMQP
- * caller left type out. */
-static const char *method_of(struct job *j)
-{
-	return j->meta.method[0] != '\0' ? j->meta.method : j->delivery->routing_key;
-}
-
 void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 {
 	const amqp_message_t *msg = &j->delivery->message;
@@ -88,6 +81,10 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, why);
 		return;
 	}
+	/* A plain AMQP caller may leave type out: the routing key names the method. */
+	if (j->meta.method[0] == '\0') {
+		snprintf(j->meta.method, sizeof(j->meta.method), "%s", j->delivery->routing_key);
+	}
 	if (j->meta.deadline_ms > 0 && warren_now_ms() > j->meta.deadline_ms) {
 		worker_count(w, &w->stats.expired, 1);
 		log_debug("dropped unexecuted, deadline passed: correlation_id=%s",
@@ -95,9 +92,9 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 		j->action = JOB_ACK;
 		return;
 	}
-	m = worker_find_method(w, method_of(j));
+	m = worker_find_method(w, j->meta.method);
 	if (m == NULL) {
-		snprintf(why, sizeof(why), "unknown method %s", method_of(j));
+		snprintf(why, sizeof(why), "unknown method %s", j->meta.method);
 		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, why);
 		return;
 	}

@@ -25,6 +25,8 @@ void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
 	pthread_mutex_lock(&w->mu);
 	*out = w->stats;
 	pthread_mutex_unlock(&w->mu);
+	out->io_loops = engine_turns(w->engine);
+	out->threads = w->threads;
 }
 
 const struct method *worker_find_method(const struct warren_worker *w, const char *name)
@@ -143,6 +145,7 @@ static void *handler_main(void *arg)
 	free(ts);
 	while ((j = next_job(w)) != NULL) {
 		job_process(w, j, data);
+		worker_count(w, &w->stats.completed, 1);
 		if (!engine_submit(w->engine, &j->task)) {
 			job_free(j); /* stopped: unacked, so the broker requeues it */
 		}

@@ -156,6 +156,161 @@ static void test_bad_method_name_is_refused_locally(void **state)
 	assert_string_equal(why, "method \"noservice\" must be SERVICE.NAME (at most 255 bytes)");
 }
 
+
+struct end_record {
+	int calls;
+	warren_err err;
+};
+
+static void record_end(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct end_record *r = arg;
+
+	r->calls++;
+	r->err = err;
+	warren_reply_free(reply);
+}
+
+/* ---- the client's own limits and reply paths ---- */
+
+static void free_reply_cb(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	warren_reply_free(reply);
+}
+
+static warren_value *sleep_params(int ms)
+{
+	warren_value *p = warren_map();
+
+	warren_map_set(p, "ms", warren_int(ms));
+	return p;
+}
+
+static void test_a_full_correlation_table_refuses_the_call_at_once(void **state)
+{
+	warren_config *cfg = testenv_config((const char *const[]){"client.max_in_flight=2", NULL});
+	warren_value *p = sleep_params(500);
+	warren_call_opts o = {.timeout_ms = 5000};
+	warren_client *small = NULL;
+	warren_reply *reply = NULL;
+	char why[300];
+
+	assert_int_equal(warren_client_new(cfg, "it_full", &small, why, sizeof(why)), WARREN_OK);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(warren_call_async(small, "example.sleep", p, &o, free_reply_cb, NULL,
+		                                   NULL, 0),
+		                 WARREN_OK);
+	}
+	assert_int_equal(warren_call(small, "example.echo", NULL, &o, &reply, why, sizeof(why)),
+	                 WARREN_ERR_FULL);
+	assert_string_equal(why, "too many calls in flight (client.max_in_flight)");
+	warren_client_free(small);
+	warren_value_free(p);
+	warren_config_free(cfg);
+}
+
+static void test_a_named_reply_queue_carries_replies_too(void **state)
+{
+	warren_config *cfg = testenv_config((const char *const[]){"client.reply_mode=queue", NULL});
+	warren_value *p = warren_map();
+	warren_client *qc = NULL;
+	warren_reply *reply = NULL;
+	char why[300];
+
+	warren_map_set(p, "via", warren_str("queue"));
+	assert_int_equal(warren_client_new(cfg, "it_queue", &qc, why, sizeof(why)), WARREN_OK);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(warren_call(qc, "example.echo", p, NULL, &reply, why, sizeof(why)),
+		                 WARREN_OK);
+		assert_true(warren_value_equal(warren_reply_result(reply), p));
+		warren_reply_free(reply);
+	}
+	warren_client_free(qc);
+	warren_value_free(p);
+	warren_config_free(cfg);
+}
+
+static void test_a_reply_after_the_deadline_is_dropped_and_counted_late(void **state)
+{
+	warren_value *p = sleep_params(300);
+	warren_call_opts o = {.timeout_ms = 100};
+	warren_client_stats before, after;
+	warren_reply *reply = NULL;
+
+	warren_client_get_stats(client, &before);
+	assert_int_equal(warren_call(client, "example.sleep", p, &o, &reply, NULL, 0),
+	                 WARREN_ERR_TIMEOUT);
+	assert_null(reply);
+	for (int i = 0; i < 100; i++) {
+		warren_client_get_stats(client, &after);
+		if (after.late_replies > before.late_replies) {
+			break;
+		}
+		usleep(20000);
+	}
+	assert_int_equal(after.late_replies - before.late_replies, 1);
+	assert_int_equal(after.timeouts - before.timeouts, 1);
+	warren_value_free(p);
+}
+
+/* A queue that refuses every message (max-length 0, reject-publish), so the
+ * broker nacks the publish. */
+static void declare_refusing_queue(struct raw *r)
+{
+	amqp_table_entry_t args[2] = {
+		{.key = amqp_cstring_bytes("x-max-length"),
+		 .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 0}},
+		{.key = amqp_cstring_bytes("x-overflow"),
+		 .value = {.kind = AMQP_FIELD_KIND_UTF8,
+		           .value.bytes = amqp_cstring_bytes("reject-publish")}},
+	};
+	amqp_connection_state_t conn = raw_conn(r);
+
+	assert_non_null(amqp_queue_declare(conn, 1, amqp_cstring_bytes("test-refusing"), 0, 0, 0, 1,
+	                                   (amqp_table_t){2, args}));
+	assert_non_null(amqp_queue_bind(conn, 1, amqp_cstring_bytes("test-refusing"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("refusing.#"),
+	                                amqp_empty_table));
+}
+
+static void test_a_request_the_broker_nacks_fails_at_once_as_unavailable(void **state)
+{
+	struct raw *r = raw_connect();
+	warren_call_opts o = {.timeout_ms = 10000};
+	warren_reply *reply = NULL;
+	int64_t t0 = testenv_mono_ms();
+	warren_err err;
+	char why[300];
+
+	declare_refusing_queue(r);
+	err = warren_call(client, "refusing.call", NULL, &o, &reply, why, sizeof(why));
+	assert_int_equal(err, WARREN_ERR_BROKER);
+	assert_int_equal(warren_err_status(err), WARREN_STATUS_UNAVAILABLE);
+	assert_string_equal(why, "the broker refused the request for refusing.call (nack)");
+	assert_true(testenv_mono_ms() - t0 < 5000);
+	raw_close(r);
+}
+
+static void test_freeing_the_client_ends_pending_calls_as_closed(void **state)
+{
+	warren_config *cfg = testenv_config(NULL);
+	warren_value *p = sleep_params(1000);
+	warren_call_opts o = {.timeout_ms = 10000};
+	warren_client *short_lived = NULL;
+	struct end_record run = {0};
+
+	assert_int_equal(warren_client_new(cfg, "it_closed", &short_lived, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(short_lived, "example.sleep", p, &o, record_end, &run,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	usleep(100000);
+	warren_client_free(short_lived);
+	assert_int_equal(run.calls, 1);
+	assert_int_equal(run.err, WARREN_ERR_CLOSED);
+	warren_value_free(p);
+	warren_config_free(cfg);
+}
+
 /* ---- many calls in flight ---- */
 
 #define ASYNC_CALLS 10000
@@ -365,6 +520,11 @@ int main(void)
 		cmocka_unit_test(test_method_without_a_queue_fails_at_once_not_at_the_deadline),
 		cmocka_unit_test(test_one_way_send_is_confirmed),
 		cmocka_unit_test(test_bad_method_name_is_refused_locally),
+		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),
+		cmocka_unit_test(test_a_named_reply_queue_carries_replies_too),
+		cmocka_unit_test(test_a_reply_after_the_deadline_is_dropped_and_counted_late),
+		cmocka_unit_test(test_a_request_the_broker_nacks_fails_at_once_as_unavailable),
+		cmocka_unit_test(test_freeing_the_client_ends_pending_calls_as_closed),
 		cmocka_unit_test(test_10000_async_calls_256_in_flight_each_get_their_own_result),
 		cmocka_unit_test(test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline),
 		cmocka_unit_test(test_worker_stopped_and_started_under_load_no_call_outlives_its_deadline),

@@ -47,24 +47,42 @@ int64_t testenv_mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool echo_answers(void)
+const char *testenv_db(void)
+{
+	const char *db = getenv("WARREN_TEST_DB");
+
+	if (db == NULL || db[0] == '\0') {
+		fprintf(stderr, "WARREN_TEST_DB is not set: run through scripts/run-tests.sh\n");
+		exit(77);
+	}
+	return db;
+}
+
+/* true once method answers anything at all (an error status included). */
+static bool answers(const char *method, const char *json)
 {
 	warren_config *cfg = testenv_config((const char *const[]){"broker.connect_timeout=1s", NULL});
 	warren_client *c = NULL;
 	warren_reply *reply = NULL;
+	warren_value *params = NULL;
 	warren_call_opts o = {.timeout_ms = 500};
-	bool ok = false;
+	warren_err err = WARREN_ERR_TRANSPORT;
 
+	if (json != NULL && warren_value_from_json(json, strlen(json), &params, NULL, 0) != WARREN_OK) {
+		abort();
+	}
 	if (warren_client_new(cfg, "testenv", &c, NULL, 0) == WARREN_OK) {
-		ok = warren_call(c, "example.echo", NULL, &o, &reply, NULL, 0) == WARREN_OK;
+		err = warren_call(c, method, params, &o, &reply, NULL, 0);
 	}
 	warren_reply_free(reply);
+	warren_value_free(params);
 	warren_client_free(c);
 	warren_config_free(cfg);
-	return ok;
+	return err == WARREN_OK || err == WARREN_ERR_REMOTE;
 }
 
-pid_t testenv_spawn(const char *program, const char *const *args, bool wait)
+pid_t testenv_spawn_probe(const char *program, const char *const *args, const char *probe,
+                          const char *probe_json)
 {
 	const char *bin = getenv("WARREN_BIN") != NULL ? getenv("WARREN_BIN") : "build/bin";
 	char path[512], url[512];
@@ -83,10 +101,15 @@ pid_t testenv_spawn(const char *program, const char *const *args, bool wait)
 		execv(path, (char *const *)argv);
 		_exit(127);
 	}
-	for (int i = 0; wait && i < 100 && !echo_answers(); i++) {
+	for (int i = 0; probe != NULL && i < 100 && !answers(probe, probe_json); i++) {
 		usleep(100000);
 	}
 	return pid;
+}
+
+pid_t testenv_spawn(const char *program, const char *const *args, bool wait)
+{
+	return testenv_spawn_probe(program, args, wait ? "example.echo" : NULL, NULL);
 }
 
 int testenv_stop(pid_t pid, int sig)
@@ -189,6 +212,11 @@ int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env)
 	amqp_maybe_release_buffers(r->conn);
 	rep = amqp_consume_message(r->conn, env, &tv, 0);
 	return rep.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+}
+
+amqp_connection_state_t raw_conn(struct raw *r)
+{
+	return r->conn;
 }
 
 long raw_queue_count(struct raw *r, const char *queue)

@@ -18,8 +18,14 @@ warren_config *testenv_config(const char *const *overrides);
 int64_t testenv_mono_ms(void);
 
 /* Starts $WARREN_BIN/PROGRAM with -o broker.url=... and extra args
- * (NULL-ended), and waits until example.echo answers (when wait is true). */
+ * (NULL-ended), and waits (up to 10 s) until a call of probe (with params
+ * probe_json) gets any reply; probe NULL: no wait. */
+pid_t testenv_spawn_probe(const char *program, const char *const *args, const char *probe,
+                          const char *probe_json);
+/* The same, probing example.echo when wait is true. */
 pid_t testenv_spawn(const char *program, const char *const *args, bool wait);
+/* The private PostgreSQL's connection string ($WARREN_TEST_DB); aborts when unset. */
+const char *testenv_db(void);
 /* Sends sig and waits for the exit; returns the exit status (or 128+signal). */
 int testenv_stop(pid_t pid, int sig);
 
@@ -34,6 +40,8 @@ int raw_publish(struct raw *r, const char *routing_key, const amqp_basic_propert
                 const void *body, size_t len);
 /* Waits for one delivery; 0 with *env filled (caller destroys), -1 on timeout. */
 int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env);
+/* The raw connection (channel 1), for declares a test needs. */
+amqp_connection_state_t raw_conn(struct raw *r);
 /* Ready messages in a queue (-1 on error); purge empties it. */
 long raw_queue_count(struct raw *r, const char *queue);
 int raw_purge(struct raw *r, const char *queue);

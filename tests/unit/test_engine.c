@@ -31,7 +31,7 @@ int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port
 
 static amqp_connection_close_t refusal = {
 	.reply_code = 403,
-	.reply_text = {.len = 14, .bytes = "ACCESS_REFUSED"},
+	.reply_text = {.len = 14, .bytes = (void *)"ACCESS_REFUSED"},
 };
 
 amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,

@@ -1,0 +1,760 @@
+/* config.c: the one table of configuration keys (DESIGN.md section 5) and all
+ * it drives: parsing and validating values, -o overrides, INI files read with
+ * libinih, and the canonical text warren_config_get returns. */
+#include "config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+#define SEC  INT64_C(1000)
+#define MIN  (60 * SEC)
+#define HOUR (60 * MIN)
+#define KIB  INT64_C(1024)
+#define MIB  (1024 * KIB)
+#define GIB  (1024 * MIB)
+
+/* ------------------------------------------------------------------- table */
+
+static const char *const reply_modes[] = {"direct", "queue", NULL};
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+/* Designated indexes keep each row at its config_id whatever the order here;
+ * a test checks that every id has a row. Columns: key, type, min, max,
+ * default, reloadable, enum values, description. */
+const struct config_def config_defs[CFG__COUNT] = {
+    [CFG_BROKER_URL] = {"broker.url", CONFIG_STRING, 0, 0, "amqp://guest:guest@localhost:5672/",
+                        false, NULL,
+                        "Comma-separated list of amqp:// or amqps:// broker URLs, tried in turn "
+                        "until one connects."},
+    [CFG_BROKER_VHOST] = {"broker.vhost", CONFIG_STRING, 0, 0, "", false, NULL,
+                          "Virtual host to use instead of the one in the URL; empty keeps the "
+                          "URL's."},
+    [CFG_BROKER_PASSWORD_FILE] = {"broker.password_file", CONFIG_STRING, 0, 0, "", false, NULL,
+                                  "File whose first line replaces the password of the URL, so "
+                                  "that no secret appears in a command line."},
+    [CFG_BROKER_HEARTBEAT] = {"broker.heartbeat", CONFIG_DURATION, 0, 3600 * SEC, "30s", false,
+                              NULL,
+                              "AMQP heartbeat interval in whole seconds; 0 disables heartbeats."},
+    [CFG_BROKER_CONNECT_TIMEOUT] = {"broker.connect_timeout", CONFIG_DURATION, 100, 10 * MIN, "5s",
+                                    false, NULL,
+                                    "How long one connection attempt, login included, may take."},
+    [CFG_BROKER_RECONNECT_MIN] = {"broker.reconnect_min", CONFIG_DURATION, 10, MIN, "500ms", false,
+                                  NULL,
+                                  "First delay before reconnecting; it doubles after each failed "
+                                  "attempt."},
+    [CFG_BROKER_RECONNECT_MAX] = {"broker.reconnect_max", CONFIG_DURATION, 100, HOUR, "30s", false,
+                                  NULL, "Longest delay between two reconnection attempts."},
+    [CFG_CLIENT_TIMEOUT] = {"client.timeout", CONFIG_DURATION, 1, 24 * HOUR, "30s", true, NULL,
+                            "Deadline of a call that does not set its own."},
+    [CFG_CLIENT_REPLY_MODE] = {"client.reply_mode", CONFIG_ENUM, 0, 1, "direct", false, reply_modes,
+                               "How replies come back: direct uses RabbitMQ's direct reply-to, "
+                               "queue an exclusive reply queue per client."},
+    [CFG_CLIENT_MAX_IN_FLIGHT] = {"client.max_in_flight", CONFIG_INT, 1, 10000000, "100000", false,
+                                  NULL,
+                                  "Most calls a client may have awaiting their replies; further "
+                                  "calls fail at once."},
+    [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
+                            "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
+                            "part of each of its methods."},
+    [CFG_WORKER_THREADS] = {"worker.threads", CONFIG_INT, 1, 1024, "4", false, NULL,
+                            "Number of handler threads of a worker."},
+    [CFG_WORKER_PREFETCH] = {"worker.prefetch", CONFIG_INT, 0, 65535, "0", false, NULL,
+                             "Most unacknowledged requests the broker hands a worker at once; 0 "
+                             "means the number of threads."},
+    [CFG_WORKER_GRACE] = {"worker.grace", CONFIG_DURATION, 0, HOUR, "10s", true, NULL,
+                          "How long a stopping worker lets its handlers finish before it exits "
+                          "and the broker requeues what is left."},
+    [CFG_DB_CONNINFO] = {"db.conninfo", CONFIG_STRING, 0, 0, "", false, NULL,
+                         "PostgreSQL connection string (libpq keywords or a postgresql:// URI) "
+                         "of a service that keeps its data in PostgreSQL."},
+    [CFG_DB_CONNINFO_FILE] = {"db.conninfo_file", CONFIG_STRING, 0, 0, "", false, NULL,
+                              "File whose first line is the PostgreSQL connection string, so "
+                              "that a password need not be in the configuration; wins over "
+                              "db.conninfo."},
+    [CFG_MESSAGE_MAX_SIZE] = {"message.max_size", CONFIG_SIZE, 1, 128 * MIB, "1M", false, NULL,
+                              "Largest message body sent or accepted, in bytes (k, M and G "
+                              "suffixes allowed)."},
+    [CFG_LOG_LEVEL] = {"log.level", CONFIG_ENUM, 0, 3, "info", true, log_levels,
+                       "Least severe kind of message that is logged."},
+};
+
+/* Checks that a row's type cannot express. They live beside the table, not in
+ * struct config_def, because every module includes that struct and none of
+ * them needs these. Each sets errstr and returns false on failure. */
+typedef bool (*config_check)(const struct config_def *d, const char *text, int64_t num,
+                             char *errstr, size_t errlen);
+
+static bool check_url_list(const struct config_def *d, const char *text, int64_t num, char *errstr,
+                           size_t errlen);
+static bool check_whole_seconds(const struct config_def *d, const char *text, int64_t num,
+                                char *errstr, size_t errlen);
+static bool check_service_name(const struct config_def *d, const char *text, int64_t num,
+                               char *errstr, size_t errlen);
+
+static const config_check config_checks[CFG__COUNT] = {
+    [CFG_BROKER_URL] = check_url_list,
+    [CFG_BROKER_HEARTBEAT] = check_whole_seconds,
+    [CFG_WORKER_SERVICE] = check_service_name,
+};
+
+/* Per key: the canonical text (what warren_config_get returns, and for
+ * strings what config_str returns) and the number config_int returns. */
+struct config_slot {
+	char *text;  /* owned; never NULL once the config is built */
+	int64_t num; /* ms, bytes, enum index, 0/1, or the integer; 0 for strings */
+};
+
+struct warren_config {
+	struct config_slot slot[CFG__COUNT]; /* indexed by config_id */
+};
+
+/* ----------------------------------------------------------------- helpers */
+
+static void say(char *errstr, size_t errlen, const char *fmt, ...) WARREN_PRINTF(3, 4);
+
+static void say(char *errstr, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errstr == NULL || errlen == 0) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(errstr, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* A unit suffix and how many stored units (ms or bytes) it stands for. */
+struct unit {
+	const char *name;
+	int64_t scale;
+};
+
+/* What the parsers accept; a bare number of seconds is a duration too. */
+static const struct unit duration_units[] = {
+    {"ms", 1}, {"s", SEC}, {"m", MIN}, {"h", HOUR}, {"", SEC}, {NULL, 0},
+};
+static const struct unit size_units[] = {
+    {"", 1}, {"k", KIB}, {"K", KIB}, {"M", MIB}, {"G", GIB}, {NULL, 0},
+};
+
+/* How limits are printed: largest first, the last one dividing anything. */
+static const struct unit duration_format[] = {{"h", HOUR}, {"m", MIN}, {"s", SEC}, {"ms", 1}};
+static const struct unit size_format[] = {{"G", GIB}, {"M", MIB}, {"k", KIB}, {"", 1}};
+
+static int64_t unit_scale(const struct unit *units, const char *name)
+{
+	for (const struct unit *u = units; u->name != NULL; u++) {
+		if (strcmp(u->name, name) == 0) {
+			return u->scale;
+		}
+	}
+	return 0;
+}
+
+/* v in the largest unit that holds it exactly ("24h", "100ms", "128M"), so
+ * that a range reads in the syntax the user writes. 0 is "0" in both. */
+static const char *format_scaled(int64_t v, const struct unit *units, char *buf, size_t len)
+{
+	const struct unit *u = units;
+
+	while (v != 0 && v % u->scale != 0) {
+		u++;
+	}
+	snprintf(buf, len, "%" PRId64 "%s", v / u->scale, v == 0 ? "" : u->name);
+	return buf;
+}
+
+/* Past this a number is out of every range; stopping there keeps the
+ * arithmetic far from overflow. */
+#define NUMBER_MAX INT64_C(1000000000000)
+
+/* Reads decimal digits into *out, setting *huge instead of passing
+ * NUMBER_MAX. Returns the first byte after them, or NULL when there is none. */
+static const char *read_digits(const char *s, int64_t *out, bool *huge)
+{
+	const char *p = s;
+
+	*out = 0;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (*out > NUMBER_MAX) {
+			*huge = true;
+		} else {
+			*out = *out * 10 + (*p - '0');
+		}
+	}
+	return p == s ? NULL : p;
+}
+
+/* Reads the digits after a decimal point as billionths into *out; digits
+ * past the ninth may only be zeros (*exact is cleared otherwise). Returns the
+ * first byte after them, or NULL when there is none. */
+static const char *read_fraction(const char *s, int64_t *out, bool *exact)
+{
+	int64_t pow = 1000000000;
+	const char *p = s;
+
+	*out = 0;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (pow > 1) {
+			pow /= 10;
+			*out += (*p - '0') * pow;
+		} else if (*p != '0') {
+			*exact = false;
+		}
+	}
+	return p == s ? NULL : p;
+}
+
+/* ------------------------------------------------------------------ values */
+
+static bool out_of_range(const struct config_def *d, const char *text, char *errstr, size_t errlen)
+{
+	const struct unit *units = d->type == CONFIG_DURATION ? duration_format : size_format;
+	char lo[32], hi[32];
+
+	if (d->type == CONFIG_INT) {
+		say(errstr, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, d->key, text,
+		    d->min, d->max);
+	} else {
+		say(errstr, errlen, "%s: \"%s\" is out of range %s..%s", d->key, text,
+		    format_scaled(d->min, units, lo, sizeof(lo)),
+		    format_scaled(d->max, units, hi, sizeof(hi)));
+	}
+	return false;
+}
+
+/* Decimal only: "010" is ten, "0x10" is refused rather than read as sixteen. */
+static bool parse_int(const struct config_def *d, const char *text, int64_t *num, char *errstr,
+                      size_t errlen)
+{
+	const char *p = text + (text[0] == '-' || text[0] == '+');
+	bool huge = false;
+	int64_t v;
+
+	p = read_digits(p, &v, &huge);
+	if (p == NULL || *p != '\0') {
+		say(errstr, errlen, "%s: \"%s\" is not an integer", d->key, text);
+		return false;
+	}
+	*num = text[0] == '-' ? -v : v;
+	if (huge || *num < d->min || *num > d->max) {
+		return out_of_range(d, text, errstr, errlen);
+	}
+	return true;
+}
+
+/* A fraction is allowed with any unit ("1.5", "0.5m") as long as the total is
+ * a whole number of milliseconds: nine fraction digits are finer than a
+ * millisecond even of an hour. */
+static bool parse_duration(const struct config_def *d, const char *text, int64_t *num, char *errstr,
+                           size_t errlen)
+{
+	int64_t whole, frac = 0, scale = 0;
+	bool huge = false, exact = true;
+	const char *p = read_digits(text, &whole, &huge);
+
+	if (p != NULL && *p == '.') {
+		p = read_fraction(p + 1, &frac, &exact);
+	}
+	if (p != NULL) {
+		scale = unit_scale(duration_units, p);
+	}
+	if (scale == 0) {
+		say(errstr, errlen, "%s: \"%s\" is not a duration (e.g. 250ms, 30s, 2m)", d->key,
+		    text);
+		return false;
+	}
+	if (!exact || frac * scale % 1000000000 != 0) {
+		say(errstr, errlen, "%s: \"%s\" must be a whole number of milliseconds", d->key,
+		    text);
+		return false;
+	}
+	if (huge || whole > d->max / scale) {
+		return out_of_range(d, text, errstr, errlen);
+	}
+	*num = whole * scale + frac * scale / 1000000000;
+	if (*num < d->min || *num > d->max) {
+		return out_of_range(d, text, errstr, errlen);
+	}
+	return true;
+}
+
+/* Whole numbers with an optional binary suffix: 64k is 65536 bytes. */
+static bool parse_size(const struct config_def *d, const char *text, int64_t *num, char *errstr,
+                       size_t errlen)
+{
+	bool huge = false;
+	int64_t v, scale = 0;
+	const char *p = read_digits(text, &v, &huge);
+
+	if (p != NULL) {
+		scale = unit_scale(size_units, p);
+	}
+	if (scale == 0) {
+		say(errstr, errlen, "%s: \"%s\" is not a size (e.g. 65536, 64k, 1M)", d->key, text);
+		return false;
+	}
+	if (huge || v > d->max / scale || v * scale < d->min) {
+		return out_of_range(d, text, errstr, errlen);
+	}
+	*num = v * scale;
+	return true;
+}
+
+static bool parse_bool(const struct config_def *d, const char *text, int64_t *num, char *errstr,
+                       size_t errlen)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(text, yes[i]) == 0 || strcasecmp(text, no[i]) == 0) {
+			*num = strcasecmp(text, yes[i]) == 0;
+			return true;
+		}
+	}
+	say(errstr, errlen, "%s: \"%s\" is not a boolean (true, false, yes, no, on, off, 1, 0)",
+	    d->key, text);
+	return false;
+}
+
+/* Case-sensitive: the names are printed back exactly as the table has them. */
+static bool parse_enum(const struct config_def *d, const char *text, int64_t *num, char *errstr,
+                       size_t errlen)
+{
+	char names[256] = "";
+
+	for (int64_t i = 0; d->enum_values[i] != NULL; i++) {
+		size_t used = strlen(names);
+
+		if (strcmp(text, d->enum_values[i]) == 0) {
+			*num = i;
+			return true;
+		}
+		snprintf(names + used, sizeof(names) - used, "%s%s", i > 0 ? ", " : "",
+		         d->enum_values[i]);
+	}
+	say(errstr, errlen, "%s: \"%s\" is not one of %s", d->key, text, names);
+	return false;
+}
+
+/* The row's type-level syntax and range; config_checks adds the rest. */
+static bool parse_value(const struct config_def *d, const char *text, int64_t *num, char *errstr,
+                        size_t errlen)
+{
+	*num = 0;
+	switch (d->type) {
+	case CONFIG_STRING:
+		return true;
+	case CONFIG_INT:
+		return parse_int(d, text, num, errstr, errlen);
+	case CONFIG_BOOL:
+		return parse_bool(d, text, num, errstr, errlen);
+	case CONFIG_DURATION:
+		return parse_duration(d, text, num, errstr, errlen);
+	case CONFIG_SIZE:
+		return parse_size(d, text, num, errstr, errlen);
+	case CONFIG_ENUM:
+		return parse_enum(d, text, num, errstr, errlen);
+	}
+	return false;
+}
+
+static bool has_prefix(const char *p, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return len >= n && strncmp(p, prefix, n) == 0;
+}
+
+/* Elements are taken exactly as the engine splits them, at each ',' with no
+ * trimming, so " amqp://b" is refused here rather than failing to connect. */
+static bool check_url_list(const struct config_def *d, const char *text, int64_t num, char *errstr,
+                           size_t errlen)
+{
+	const char *p = text;
+
+	if (text[0] == '\0') {
+		say(errstr, errlen, "%s: needs at least one amqp:// or amqps:// URL", d->key);
+		return false;
+	}
+	for (;;) {
+		size_t n = strcspn(p, ",");
+
+		if (!has_prefix(p, n, "amqp://") && !has_prefix(p, n, "amqps://")) {
+			say(errstr, errlen, "%s: \"%.*s\" is not an amqp:// or amqps:// URL",
+			    d->key, (int)n, p);
+			return false;
+		}
+		if (p[n] == '\0') {
+			return true;
+		}
+		p += n + 1;
+	}
+}
+
+static bool check_whole_seconds(const struct config_def *d, const char *text, int64_t num,
+                                char *errstr, size_t errlen)
+{
+	if (num % SEC != 0) {
+		say(errstr, errlen, "%s: \"%s\" must be a whole number of seconds", d->key, text);
+		return false;
+	}
+	return true;
+}
+
+/* The name becomes part of queue and exchange names, hence the narrow set.
+ * Empty means unset: only a worker needs it, and it checks. */
+static bool check_service_name(const struct config_def *d, const char *text, int64_t num,
+                               char *errstr, size_t errlen)
+{
+	size_t n = strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_-");
+
+	if (text[0] != '\0' && (text[n] != '\0' || n > 64)) {
+		say(errstr, errlen,
+		    "%s: \"%s\" may hold only a-z, 0-9, _ and - (1 to 64 characters)", d->key,
+		    text);
+		return false;
+	}
+	return true;
+}
+
+/* What warren_config_get shows: a form that parses back to the same number. */
+static char *canonical_text(const struct config_def *d, const char *text, int64_t num)
+{
+	char buf[32];
+
+	switch (d->type) {
+	case CONFIG_STRING:
+		return strdup(text);
+	case CONFIG_BOOL:
+		return strdup(num ? "true" : "false");
+	case CONFIG_ENUM:
+		return strdup(d->enum_values[num]);
+	case CONFIG_DURATION:
+		snprintf(buf, sizeof(buf), "%" PRId64 "ms", num);
+		return strdup(buf);
+	case CONFIG_INT:
+	case CONFIG_SIZE:
+		break;
+	}
+	snprintf(buf, sizeof(buf), "%" PRId64, num);
+	return strdup(buf);
+}
+
+/* ------------------------------------------------------------ set and get */
+
+/* Validates text for id and stores it; on failure the old value stays. */
+static warren_err set_id(warren_config *cfg, config_id id, const char *text, char *errstr,
+                         size_t errlen)
+{
+	const struct config_def *d = &config_defs[id];
+	int64_t num;
+	char *canon;
+
+	if (!parse_value(d, text, &num, errstr, errlen)) {
+		return WARREN_ERR_CONFIG;
+	}
+	if (config_checks[id] != NULL && !config_checks[id](d, text, num, errstr, errlen)) {
+		return WARREN_ERR_CONFIG;
+	}
+	canon = canonical_text(d, text, num);
+	if (canon == NULL) {
+		say(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	free(cfg->slot[id].text);
+	cfg->slot[id].text = canon;
+	cfg->slot[id].num = num;
+	return WARREN_OK;
+}
+
+/* The id of the key spelled by the first len bytes of key, or -1. */
+static int lookup_n(const char *key, size_t len)
+{
+	for (int i = 0; i < CFG__COUNT; i++) {
+		if (strncmp(config_defs[i].key, key, len) == 0 && config_defs[i].key[len] == '\0') {
+			return i;
+		}
+	}
+	return -1;
+}
+
+int config_lookup(const char *key)
+{
+	return key == NULL ? -1 : lookup_n(key, strlen(key));
+}
+
+const char *config_str(const warren_config *cfg, config_id id)
+{
+	assert((int)id >= 0 && id < CFG__COUNT && config_defs[id].type == CONFIG_STRING);
+	return cfg->slot[id].text;
+}
+
+int64_t config_int(const warren_config *cfg, config_id id)
+{
+	assert((int)id >= 0 && id < CFG__COUNT && config_defs[id].type != CONFIG_STRING);
+	return cfg->slot[id].num;
+}
+
+void warren_config_free(warren_config *cfg)
+{
+	if (cfg == NULL) {
+		return;
+	}
+	for (int i = 0; i < CFG__COUNT; i++) {
+		free(cfg->slot[i].text);
+	}
+	free(cfg);
+}
+
+/* Every default must pass its own row's validation; the assert says so for
+ * a table edited wrongly, and the tests build a config on every run. */
+warren_config *warren_config_new(void)
+{
+	warren_config *cfg = calloc(1, sizeof(*cfg));
+
+	if (cfg == NULL) {
+		return NULL;
+	}
+	for (int i = 0; i < CFG__COUNT; i++) {
+		char why[256];
+		warren_err err = set_id(cfg, (config_id)i, config_defs[i].def, why, sizeof(why));
+
+		assert(err != WARREN_ERR_CONFIG);
+		if (err != WARREN_OK) {
+			warren_config_free(cfg);
+			return NULL;
+		}
+	}
+	return cfg;
+}
+
+warren_err warren_config_set(warren_config *cfg, const char *key, const char *value, char *errstr,
+                             size_t errlen)
+{
+	int id;
+
+	if (cfg == NULL || key == NULL || value == NULL) {
+		say(errstr, errlen, "warren_config_set: config, key and value must not be NULL");
+		return WARREN_ERR_INVALID;
+	}
+	id = config_lookup(key);
+	if (id < 0) {
+		say(errstr, errlen, "unknown key \"%s\"", key);
+		return WARREN_ERR_CONFIG;
+	}
+	return set_id(cfg, (config_id)id, value, errstr, errlen);
+}
+
+/* The value is everything after the first '=', so it may hold '=' itself. */
+warren_err warren_config_set_arg(warren_config *cfg, const char *arg, char *errstr, size_t errlen)
+{
+	const char *eq;
+	int id;
+
+	if (cfg == NULL || arg == NULL) {
+		say(errstr, errlen, "warren_config_set_arg: config and argument must not be NULL");
+		return WARREN_ERR_INVALID;
+	}
+	eq = strchr(arg, '=');
+	if (eq == NULL) {
+		say(errstr, errlen, "-o \"%s\": expected key=value", arg);
+		return WARREN_ERR_CONFIG;
+	}
+	id = lookup_n(arg, (size_t)(eq - arg));
+	if (id < 0) {
+		say(errstr, errlen, "unknown key \"%.*s\"", (int)(eq - arg), arg);
+		return WARREN_ERR_CONFIG;
+	}
+	return set_id(cfg, (config_id)id, eq + 1, errstr, errlen);
+}
+
+const char *warren_config_get(const warren_config *cfg, const char *key)
+{
+	int id = config_lookup(key);
+
+	return cfg == NULL || id < 0 ? NULL : cfg->slot[id].text;
+}
+
+/* -------------------------------------------------------------- INI files */
+
+/* One load: lines go through read_line to inih, pairs come back to on_pair,
+ * which fills a scratch copy of the config. */
+struct load {
+	warren_config *scratch; /* replaces the caller's config only if all went well */
+	FILE *f;
+	char *line; /* getline's buffer */
+	size_t cap;
+	int lineno;     /* of the line last handed to inih; inih counts the same */
+	int read_errno; /* from a failed read, 0 at a clean end of file */
+	int bad_line;   /* the first line this file found bad, 0 when none */
+	warren_err err; /* and its error */
+	char why[512];  /* and its message */
+};
+
+static void load_reject(struct load *ld, warren_err err, const char *why)
+{
+	ld->bad_line = ld->lineno;
+	ld->err = err;
+	snprintf(ld->why, sizeof(ld->why), "%s", why);
+}
+
+/* inih's line reader, replaced for three reasons: it drops leading blanks, so
+ * that an indented key is a key and never an inih continuation line; it
+ * refuses a line longer than inih's buffer, which inih would cut or split;
+ * and it stops the parse at the first line on_pair refused. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load *ld = stream;
+	const char *start;
+	size_t len;
+
+	if (ld->bad_line != 0) {
+		return NULL;
+	}
+	if (getline(&ld->line, &ld->cap, ld->f) < 0) {
+		ld->read_errno = ferror(ld->f) ? errno : 0;
+		return NULL;
+	}
+	ld->lineno++;
+	start = ld->line + strspn(ld->line, " \t");
+	len = strcspn(start, "\n");
+	if (len + 2 > (size_t)num) {
+		char why[64];
+
+		snprintf(why, sizeof(why), "line is longer than %d characters", num - 2);
+		load_reject(ld, WARREN_ERR_CONFIG, why);
+		return NULL;
+	}
+	memcpy(str, start, len);
+	memcpy(str + len, "\n", 2);
+	return str;
+}
+
+/* Values may be wrapped in double quotes, which are dropped: that is how a
+ * file writes leading or trailing blanks, or makes an empty value visible.
+ * There are no escapes inside, and inih has already cut an inline comment
+ * (" ;" onwards) before this sees the value, quoted or not. */
+static char *unquote(const char *value)
+{
+	size_t len = strlen(value);
+
+	if (len >= 2 && value[0] == '"' && value[len - 1] == '"') {
+		return strndup(value + 1, len - 2);
+	}
+	return strdup(value);
+}
+
+static int on_pair(void *user, const char *section, const char *name, const char *value)
+{
+	struct load *ld = user;
+	char key[128], why[sizeof(ld->why)];
+	char *text;
+	warren_err err;
+
+	if (section[0] == '\0') {
+		snprintf(why, sizeof(why), "key \"%s\" is outside any [section]", name);
+		load_reject(ld, WARREN_ERR_CONFIG, why);
+		return 0;
+	}
+	if ((size_t)snprintf(key, sizeof(key), "%s.%s", section, name) >= sizeof(key)) {
+		snprintf(why, sizeof(why), "unknown key \"%s.%s\"", section, name);
+		load_reject(ld, WARREN_ERR_CONFIG, why);
+		return 0;
+	}
+	text = unquote(value);
+	err = text == NULL ? WARREN_ERR_NOMEM
+	                   : warren_config_set(ld->scratch, key, text, why, sizeof(why));
+	free(text);
+	if (err != WARREN_OK) {
+		load_reject(ld, err, err == WARREN_ERR_NOMEM ? "out of memory" : why);
+		return 0;
+	}
+	return 1;
+}
+
+static warren_config *config_copy(const warren_config *src)
+{
+	warren_config *cfg = calloc(1, sizeof(*cfg));
+
+	for (int i = 0; cfg != NULL && i < CFG__COUNT; i++) {
+		cfg->slot[i].num = src->slot[i].num;
+		cfg->slot[i].text = strdup(src->slot[i].text);
+		if (cfg->slot[i].text == NULL) {
+			warren_config_free(cfg);
+			cfg = NULL;
+		}
+	}
+	return cfg;
+}
+
+/* inih reports the first line it found bad (a syntax error, or a pair we
+ * refused) and on_pair recorded why it refused; the earlier of the two wins. */
+static warren_err load_result(const struct load *ld, int rc, const char *path, char *errstr,
+                              size_t errlen)
+{
+	if (rc == -2) {
+		say(errstr, errlen, "%s: out of memory", path);
+		return WARREN_ERR_NOMEM;
+	}
+	if (rc > 0 && (ld->bad_line == 0 || rc < ld->bad_line)) {
+		say(errstr, errlen, "%s:%d: expected [section] or key = value", path, rc);
+		return WARREN_ERR_CONFIG;
+	}
+	if (ld->bad_line != 0) {
+		say(errstr, errlen, "%s:%d: %s", path, ld->bad_line, ld->why);
+		return ld->err;
+	}
+	if (ld->read_errno != 0) {
+		say(errstr, errlen, "%s: %s", path, strerror(ld->read_errno));
+		return WARREN_ERR_CONFIG;
+	}
+	return WARREN_OK;
+}
+
+/* All or nothing: the file fills a copy, which replaces cfg only when every
+ * line was good, so a bad file (say at SIGHUP) leaves the running values. */
+warren_err warren_config_load(warren_config *cfg, const char *path, char *errstr, size_t errlen)
+{
+	struct load ld = {.err = WARREN_OK};
+	warren_err err;
+
+	if (cfg == NULL || path == NULL) {
+		say(errstr, errlen, "warren_config_load: config and path must not be NULL");
+		return WARREN_ERR_INVALID;
+	}
+	ld.f = fopen(path, "r");
+	if (ld.f == NULL) {
+		say(errstr, errlen, "%s: %s", path, strerror(errno));
+		return WARREN_ERR_CONFIG;
+	}
+	ld.scratch = config_copy(cfg);
+	if (ld.scratch == NULL) {
+		say(errstr, errlen, "out of memory");
+		err = WARREN_ERR_NOMEM;
+		goto out;
+	}
+	err =
+	    load_result(&ld, ini_parse_stream(read_line, &ld, on_pair, &ld), path, errstr, errlen);
+	if (err == WARREN_OK) {
+		struct warren_config old = *cfg;
+
+		*cfg = *ld.scratch;
+		*ld.scratch = old;
+	}
+out:
+	warren_config_free(ld.scratch);
+	free(ld.line);
+	fclose(ld.f);
+	return err;
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# broker.sh: a private RabbitMQ node for tests and the demo, beside any other
+# broker on the machine: its own node name, ports, epmd, cookie and data
+# directory, with rabbitmq/definitions.json imported.
+#
+#   broker.sh start DIR     start a node with its state in DIR; writes DIR/env
+#   broker.sh ctl DIR ARGS  rabbitmqctl against that node
+#   broker.sh stop DIR      stop the node and its epmd
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+RMQ=/usr/lib/rabbitmq/bin
+
+# A TCP port nothing listens on, from a range clear of the usual services.
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$((20000 + RANDOM % 20000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "broker.sh: no free port found" >&2
+	return 1
+}
+
+# Everything rabbitmq-server and rabbitmqctl need to find this node alone.
+node_env() {
+	local dir=$1
+	export HOME=$dir # the Erlang cookie lives in $HOME
+	export RABBITMQ_NODENAME=$WARREN_TEST_NODE
+	export RABBITMQ_NODE_PORT=$WARREN_TEST_PORT
+	export RABBITMQ_DIST_PORT=$WARREN_TEST_DIST_PORT
+	export ERL_EPMD_PORT=$WARREN_TEST_EPMD_PORT
+	export RABBITMQ_CONFIG_FILE=$dir/rabbitmq
+	export RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins
+	export RABBITMQ_MNESIA_BASE=$dir/mnesia
+	export RABBITMQ_LOG_BASE=$dir/log
+	export RABBITMQ_PID_FILE=$dir/rabbitmq.pid
+	export RABBITMQ_FEATURE_FLAGS_FILE=$dir/feature_flags
+	export RABBITMQ_ADVANCED_CONFIG_FILE=$dir/advanced.config
+	export RABBITMQ_CONF_ENV_FILE=$dir/rabbitmq-env.conf
+}
+
+ctl() {
+	local dir=$1
+	shift
+	# shellcheck disable=SC1091
+	. "$dir/env"
+	node_env "$dir"
+	"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" "$@"
+}
+
+start() {
+	local dir=$1 port
+	mkdir -p "$dir/mnesia" "$dir/log"
+	port=$(free_port)
+	cat >"$dir/env" <<-ENV
+		WARREN_TEST_PORT=$port
+		WARREN_TEST_DIST_PORT=$(free_port)
+		WARREN_TEST_EPMD_PORT=$(free_port)
+		WARREN_TEST_NODE=warren-$port@localhost
+		WARREN_TEST_URL=amqp://guest:guest@127.0.0.1:$port/
+		export WARREN_TEST_PORT WARREN_TEST_NODE WARREN_TEST_URL
+	ENV
+	# shellcheck disable=SC1091
+	. "$dir/env"
+	cat >"$dir/rabbitmq.conf" <<-CONF
+		listeners.tcp.default = 127.0.0.1:$port
+		loopback_users = none
+		log.console = false
+		log.file.level = info
+	CONF
+	echo "[]." >"$dir/enabled_plugins"
+	echo "[]." >"$dir/advanced.config"
+	: >"$dir/rabbitmq-env.conf"
+	node_env "$dir"
+	"$RMQ/rabbitmq-server" -detached >"$dir/log/startup.log" 2>&1
+	for _ in $(seq 1 120); do
+		if "$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q await_startup >/dev/null 2>&1; then
+			"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q import_definitions \
+				"$ROOT/rabbitmq/definitions.json"
+			echo "broker.sh: node $WARREN_TEST_NODE on 127.0.0.1:$port"
+			return 0
+		fi
+		sleep 0.5
+	done
+	echo "broker.sh: the node did not start; its logs are in $dir/log" >&2
+	tail -n 20 "$dir/log/startup.log" "$dir"/log/*.log >&2 || true
+	return 1
+}
+
+stop() {
+	local dir=$1
+	[ -f "$dir/env" ] || return 0
+	ctl "$dir" -q stop >/dev/null 2>&1 || true
+	epmd -port "$WARREN_TEST_EPMD_PORT" -kill >/dev/null 2>&1 || true
+}
+
+cmd=${1:-}
+dir=${2:-}
+if [ -z "$cmd" ] || [ -z "$dir" ]; then
+	echo "usage: broker.sh start|stop|ctl DIR [ARGS...]" >&2
+	exit 2
+fi
+shift 2
+case $cmd in
+start) start "$dir" ;;
+stop) stop "$dir" ;;
+ctl) ctl "$dir" "$@" ;;
+*)
+	echo "broker.sh: unknown command $cmd" >&2
+	exit 2
+	;;
+esac
