@@ -32,9 +32,9 @@ WARN       := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wwrite-strings -Wmissi
 # Warnings are added to the user's CFLAGS rather than replacing them.
 PQ_CFLAGS  := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE $(OPT) $(WARN) $(SAN_FLAGS) -fPIC \
-              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers \
+              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers -Itests/lib \
               $(PQ_CFLAGS) $(CFLAGS)
-DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium
+DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium -lm
 ALL_LDFLAGS:= $(SAN_FLAGS) -pthread $(LDFLAGS)
 
 ifeq ($(V),1)

@@ -310,7 +310,13 @@ void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr, s
 static amqp_rpc_reply_t login(struct engine *e, const struct url *u)
 {
 	amqp_table_entry_t caps[2], props[2];
+	/* broker.vhost wins; then the URL's path. "amqp://host/" names the
+	 * empty vhost, which RabbitMQ never has: it means the default "/". */
 	const char *vhost = e->vhost[0] != '\0' ? e->vhost : u->info.vhost;
+
+	if (vhost[0] == '\0') {
+		vhost = "/";
+	}
 	const char *password = e->password != NULL ? e->password : u->info.password;
 
 	caps[0].key = amqp_cstring_bytes("consumer_cancel_notify");

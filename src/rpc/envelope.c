@@ -3,6 +3,7 @@
  * from warren_value, and the shape of an error reply's body. */
 #include "envelope.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,12 @@ static warren_err read_format(const amqp_basic_properties_t *p, enum envelope_fo
 		return WARREN_OK;
 	}
 	envelope_copy(ct, sizeof(ct), p->content_type);
+	/* Media types are case-insensitive and may carry parameters
+	 * ("application/json; charset=utf-8"). */
+	ct[strcspn(ct, "; \t")] = '\0';
+	for (char *c = ct; *c != '\0'; c++) {
+		*c = (char)tolower((unsigned char)*c);
+	}
 	if (strcmp(ct, ENVELOPE_JSON) == 0) {
 		*fmt = ENVELOPE_FMT_JSON;
 		return WARREN_OK;
@@ -306,12 +313,19 @@ warren_err envelope_read(const amqp_basic_properties_t *p, struct envelope_meta 
 	m->attempt = 1;
 	m->status = -1;
 	m->persistent = (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) && p->delivery_mode == 2;
+	char fmt_why[200] = "";
+	warren_err fmt_err;
+
+	/* The ids first, so that even a bad request can be answered; the
+	 * format before the headers, so that the answer is in the caller's. */
 	err = read_props(p, m, errstr, errlen);
+	fmt_err = read_format(p, &m->format, fmt_why, sizeof(fmt_why));
 	if (err == WARREN_OK) {
 		err = read_headers(p, m, errstr, errlen);
 	}
-	if (err == WARREN_OK) {
-		err = read_format(p, &m->format, errstr, errlen);
+	if (err == WARREN_OK && fmt_err != WARREN_OK) {
+		snprintf(errstr, errlen, "%s", fmt_why);
+		err = fmt_err;
 	}
 	return err;
 }

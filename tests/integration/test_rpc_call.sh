@@ -80,7 +80,7 @@ check "a missing config file is a usage error" 2 '' \
 	"rpc-call: $tmp/nope.conf: No such file or directory" -- \
 	"$BIN/rpc-call" -c "$tmp/nope.conf" example.echo
 check "bad JSON PARAMS is bad input" 3 '' \
-	"rpc-call: PARAMS is not valid JSON: line 1, column 5: string or '}' expected near end of file" -- \
+	"rpc-call: PARAMS is not valid JSON: line 1, column 4: ':' expected near end of file" -- \
 	"$BIN/rpc-call" example.echo '{"a"'
 check "a missing @file is bad input" 3 '' "rpc-call: $tmp/none.json: No such file or directory" -- \
 	"$BIN/rpc-call" example.echo "@$tmp/none.json"
@@ -98,7 +98,7 @@ check "a deadline exceeded exits 5" 5 '' \
 	"$BIN/rpc-call" -t 0.3 example.sleep '{"ms":2000}'
 echo "password-from-file" >"$tmp/pw"
 check "a wrong password from a file is refused by the broker" 4 '' \
-	"rpc-call: example.echo: UNAVAILABLE: login to 127.0.0.1:${WARREN_TEST_PORT}: a socket error occurred" -- \
+	"rpc-call: example.echo: UNAVAILABLE: login to 127.0.0.1:${WARREN_TEST_PORT}: 403 ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile." -- \
 	"$BIN/rpc-call" -o "broker.password_file=$tmp/pw" example.echo
 
 echo "$passed passed, $failed failed"

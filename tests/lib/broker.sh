@@ -61,7 +61,7 @@ start() {
 		WARREN_TEST_DIST_PORT=$(free_port)
 		WARREN_TEST_EPMD_PORT=$(free_port)
 		WARREN_TEST_NODE=warren-$port@localhost
-		WARREN_TEST_URL=amqp://guest:guest@127.0.0.1:$port/
+		WARREN_TEST_URL=amqp://guest:guest@127.0.0.1:$port
 		export WARREN_TEST_PORT WARREN_TEST_NODE WARREN_TEST_URL
 	ENV
 	# shellcheck disable=SC1091

@@ -211,8 +211,8 @@ static void test_truncated_json_body_is_a_clear_error(void **state)
 	assert_int_equal(envelope_decode_body(ENVELOPE_FMT_JSON, "{\"a\":", 5, 1000, &v, why,
 	                                      sizeof(why)),
 	                 WARREN_ERR_DECODE);
-	assert_string_equal(why, "undecodable JSON body: line 1, column 5: '[', '{', or a "
-	                         "literal expected near end of file");
+	assert_string_equal(why, "undecodable JSON body: line 1, column 5: unexpected token "
+	                         "near end of file");
 }
 
 static void test_truncated_msgpack_body_is_a_clear_error(void **state)
@@ -224,7 +224,7 @@ static void test_truncated_msgpack_body_is_a_clear_error(void **state)
 	assert_int_equal(envelope_decode_body(ENVELOPE_FMT_MSGPACK, body, sizeof(body), 1000, &v,
 	                                      why, sizeof(why)),
 	                 WARREN_ERR_DECODE);
-	assert_non_null(strstr(why, "undecodable msgpack body: "));
+	assert_string_equal(why, "undecodable msgpack body: at byte 0: map of 2 entries but only 2 bytes remain");
 }
 
 static void test_empty_body_is_nil(void **state)
@@ -268,7 +268,7 @@ static void test_binary_result_cannot_be_encoded_as_json(void **state)
 
 	assert_int_equal(envelope_encode_body(ENVELOPE_FMT_JSON, v, &buf, &len, why, sizeof(why)),
 	                 WARREN_ERR_INVALID);
-	assert_string_equal(why, "binary data has no JSON form");
+	assert_string_equal(why, "binary data (2 bytes) has no JSON form");
 	warren_value_free(v);
 }
 

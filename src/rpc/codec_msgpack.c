@@ -1,0 +1,427 @@
+/* codec_msgpack.c: msgpack bodies to and from warren_value. Decoding is a
+ * single bounds-checked pass written here (msgpack-c 4.0's unpacker
+ * allocates from declared lengths before reading them, see
+ * shared/notes/dependencies.md 2.3); encoding uses msgpack-c's packer. */
+#include "codec.h"
+#include "utf8.h"
+#include "value_int.h"
+
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct reader {
+	const uint8_t *p;
+	size_t len, pos;
+	char *errstr;
+	size_t errlen;
+};
+
+/* Records "at byte AT: ..." and returns WARREN_ERR_DECODE. */
+static warren_err fail(struct reader *r, size_t at, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (r->errstr == NULL || r->errlen == 0) {
+		return WARREN_ERR_DECODE;
+	}
+	n = snprintf(r->errstr, r->errlen, "at byte %zu: ", at);
+	if (n >= 0 && (size_t)n < r->errlen) {
+		va_start(ap, fmt);
+		vsnprintf(r->errstr + n, r->errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return WARREN_ERR_DECODE;
+}
+
+static size_t remaining(const struct reader *r)
+{
+	return r->len - r->pos;
+}
+
+/* Reads an n-byte big-endian unsigned number (n <= 8). */
+static bool read_be(struct reader *r, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (remaining(r) < n) {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		v = v << 8 | r->p[r->pos + i];
+	}
+	r->pos += n;
+	*out = v;
+	return true;
+}
+
+static const char *format_kind(uint8_t b)
+{
+	if (b <= 0x7f || b >= 0xe0 || (b >= 0xcc && b <= 0xd3)) {
+		return "integer";
+	}
+	if (b <= 0x8f || b == 0xde || b == 0xdf) {
+		return "map";
+	}
+	if (b <= 0x9f || b == 0xdc || b == 0xdd) {
+		return "array";
+	}
+	if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb)) {
+		return "string";
+	}
+	switch (b) {
+	case 0xc0:
+		return "nil";
+	case 0xc2:
+	case 0xc3:
+		return "boolean";
+	case 0xc4:
+	case 0xc5:
+	case 0xc6:
+		return "binary";
+	case 0xca:
+	case 0xcb:
+		return "float";
+	default:
+		return "ext";
+	}
+}
+
+static warren_err decode_value(struct reader *r, int depth, warren_value **out);
+
+/* The length that follows a header byte: n bytes big-endian, or fixed. */
+static warren_err read_len(struct reader *r, size_t at, size_t n, uint64_t *out)
+{
+	if (!read_be(r, n, out)) {
+		return fail(r, r->len, "unexpected end of data in the header at byte %zu", at);
+	}
+	return WARREN_OK;
+}
+
+static warren_err decode_bytes(struct reader *r, size_t at, warren_type t, uint64_t n,
+                               warren_value **out)
+{
+	const char *what = t == WARREN_STR ? "string" : "binary";
+
+	if (n > remaining(r)) {
+		return fail(r, at, "%s of %llu bytes but only %zu remain", what,
+		            (unsigned long long)n, remaining(r));
+	}
+	if (t == WARREN_STR && !utf8_valid(r->p + r->pos, n)) {
+		return fail(r, at, "string is not valid UTF-8");
+	}
+	*out = t == WARREN_STR ? warren_strn((const char *)r->p + r->pos, n)
+	                       : warren_bin(r->p + r->pos, n);
+	r->pos += n;
+	return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+}
+
+static warren_err decode_array(struct reader *r, size_t at, int depth, uint64_t n,
+                               warren_value **out)
+{
+	warren_value *a;
+	warren_err err = WARREN_OK;
+
+	/* Every item takes at least one byte. */
+	if (n > remaining(r)) {
+		return fail(r, at, "array of %llu items but only %zu bytes remain",
+		            (unsigned long long)n, remaining(r));
+	}
+	a = warren_array();
+	if (a == NULL || value_reserve(a, n) != WARREN_OK) {
+		warren_value_free(a);
+		return WARREN_ERR_NOMEM;
+	}
+	for (uint64_t i = 0; i < n && err == WARREN_OK; i++) {
+		warren_value *item = NULL;
+		err = decode_value(r, depth + 1, &item);
+		if (err == WARREN_OK) {
+			err = warren_array_push(a, item);
+		}
+	}
+	if (err != WARREN_OK) {
+		warren_value_free(a);
+		return err;
+	}
+	*out = a;
+	return WARREN_OK;
+}
+
+/* A key quoted for an error message when it is short printable ASCII. */
+static const char *quoted_key(const warren_value *k, char *buf, size_t len)
+{
+	for (size_t i = 0; i < k->u.s.len; i++) {
+		if (k->u.s.p[i] < 0x20 || k->u.s.p[i] > 0x7e) {
+			return "";
+		}
+	}
+	if (k->u.s.len > 40) {
+		return "";
+	}
+	snprintf(buf, len, " \"%s\"", k->u.s.p);
+	return buf;
+}
+
+static warren_err decode_map(struct reader *r, size_t at, int depth, uint64_t n,
+                             warren_value **out)
+{
+	warren_value *m;
+	warren_err err = WARREN_OK;
+
+	/* Every entry takes at least two bytes. */
+	if (n > remaining(r) / 2) {
+		return fail(r, at, "map of %llu entries but only %zu bytes remain",
+		            (unsigned long long)n, remaining(r));
+	}
+	m = warren_map();
+	if (m == NULL || value_reserve(m, n) != WARREN_OK) {
+		warren_value_free(m);
+		return WARREN_ERR_NOMEM;
+	}
+	for (uint64_t i = 0; i < n && err == WARREN_OK; i++) {
+		size_t key_at = r->pos;
+		warren_value *key = NULL, *val = NULL;
+		char quoted[48];
+
+		if (remaining(r) > 0 && strcmp(format_kind(r->p[r->pos]), "string") != 0) {
+			err = fail(r, key_at, "map key is %s, expected string",
+			           format_kind(r->p[r->pos]));
+			break;
+		}
+		err = decode_value(r, depth + 1, &key);
+		if (err == WARREN_OK && memchr(key->u.s.p, '\0', key->u.s.len) != NULL) {
+			err = fail(r, key_at, "map key contains a NUL byte");
+		}
+		if (err == WARREN_OK) {
+			err = decode_value(r, depth + 1, &val);
+		}
+		if (err == WARREN_OK) {
+			err = value_map_add(m, key->u.s.p, key->u.s.len, val, false);
+			if (err == WARREN_ERR_INVALID) {
+				err = fail(r, key_at, "duplicate map key%s",
+				           quoted_key(key, quoted, sizeof(quoted)));
+			}
+		}
+		warren_value_free(key);
+	}
+	if (err != WARREN_OK) {
+		warren_value_free(m);
+		return err;
+	}
+	*out = m;
+	return WARREN_OK;
+}
+
+static warren_err decode_ext(struct reader *r, size_t at, uint64_t n)
+{
+	if (remaining(r) < 1) {
+		return fail(r, r->len, "unexpected end of data in the header at byte %zu", at);
+	}
+	return fail(r, at, "ext type %d is not supported", (int)(int8_t)r->p[r->pos]);
+}
+
+static warren_err decode_number(struct reader *r, size_t at, uint8_t b, warren_value **out)
+{
+	static const size_t width[] = {1, 2, 4, 8}; /* 0xcc..0xcf, 0xd0..0xd3 */
+	uint64_t u;
+
+	if (b == 0xca || b == 0xcb) {
+		if (!read_be(r, b == 0xca ? 4 : 8, &u)) {
+			return fail(r, r->len, "unexpected end of data in the float at byte %zu", at);
+		}
+		if (b == 0xca) {
+			uint32_t bits = (uint32_t)u;
+			float f;
+			memcpy(&f, &bits, sizeof(f));
+			*out = warren_float(f);
+		} else {
+			double d;
+			memcpy(&d, &u, sizeof(d));
+			*out = warren_float(d);
+		}
+		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+	}
+	size_t w = width[(b - 0xcc) & 3];
+	if (!read_be(r, w, &u)) {
+		return fail(r, r->len, "unexpected end of data in the integer at byte %zu", at);
+	}
+	if (b <= 0xcf) {
+		if (u > INT64_MAX) {
+			return fail(r, at, "integer %llu is out of the int64 range",
+			            (unsigned long long)u);
+		}
+		*out = warren_int((int64_t)u);
+	} else {
+		/* Sign-extend the w-byte two's complement value. */
+		int64_t i = w == 8 ? (int64_t)u : (int64_t)(u ^ (1ULL << (w * 8 - 1))) -
+		                                      (int64_t)(1ULL << (w * 8 - 1));
+		*out = warren_int(i);
+	}
+	return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+}
+
+static warren_err decode_value(struct reader *r, int depth, warren_value **out)
+{
+	size_t at = r->pos;
+	uint8_t b;
+	uint64_t n;
+	warren_err err;
+
+	if (remaining(r) == 0) {
+		return fail(r, at, "unexpected end of data");
+	}
+	b = r->p[r->pos++];
+	if (b <= 0x7f || b >= 0xe0) {
+		*out = warren_int(b <= 0x7f ? b : (int64_t)(int8_t)b);
+		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+	}
+	if ((b <= 0x9f || b == 0xdc || b == 0xdd || b == 0xde || b == 0xdf) &&
+	    depth >= CODEC_MAX_DEPTH) {
+		return fail(r, at, "nested deeper than %d levels", CODEC_MAX_DEPTH);
+	}
+	if (b <= 0x8f) {
+		return decode_map(r, at, depth, b & 0x0f, out);
+	}
+	if (b <= 0x9f) {
+		return decode_array(r, at, depth, b & 0x0f, out);
+	}
+	if (b <= 0xbf) {
+		return decode_bytes(r, at, WARREN_STR, b & 0x1f, out);
+	}
+	switch (b) {
+	case 0xc0:
+		*out = warren_nil();
+		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+	case 0xc1:
+		return fail(r, at, "byte 0xc1 is never used in msgpack");
+	case 0xc2:
+	case 0xc3:
+		*out = warren_bool(b == 0xc3);
+		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+	case 0xc4:
+	case 0xc5:
+	case 0xc6:
+		err = read_len(r, at, (size_t)1 << (b - 0xc4), &n);
+		return err != WARREN_OK ? err : decode_bytes(r, at, WARREN_BIN, n, out);
+	case 0xc7:
+	case 0xc8:
+	case 0xc9:
+		err = read_len(r, at, (size_t)1 << (b - 0xc7), &n);
+		return err != WARREN_OK ? err : decode_ext(r, at, n);
+	case 0xd4:
+	case 0xd5:
+	case 0xd6:
+	case 0xd7:
+	case 0xd8:
+		return decode_ext(r, at, (uint64_t)1 << (b - 0xd4));
+	case 0xd9:
+	case 0xda:
+	case 0xdb:
+		err = read_len(r, at, (size_t)1 << (b - 0xd9), &n);
+		return err != WARREN_OK ? err : decode_bytes(r, at, WARREN_STR, n, out);
+	case 0xdc:
+	case 0xdd:
+		err = read_len(r, at, b == 0xdc ? 2 : 4, &n);
+		return err != WARREN_OK ? err : decode_array(r, at, depth, n, out);
+	case 0xde:
+	case 0xdf:
+		err = read_len(r, at, b == 0xde ? 2 : 4, &n);
+		return err != WARREN_OK ? err : decode_map(r, at, depth, n, out);
+	default: /* 0xca..0xd3 */
+		return decode_number(r, at, b, out);
+	}
+}
+
+warren_err codec_msgpack_decode(const void *buf, size_t len, warren_value **out, char *errstr,
+                                size_t errlen)
+{
+	struct reader r = {.p = buf, .len = len, .errstr = errstr, .errlen = errlen};
+	warren_value *v = NULL;
+	warren_err err;
+
+	*out = NULL;
+	if (buf == NULL && len > 0) {
+		return fail(&r, 0, "no data");
+	}
+	err = decode_value(&r, 0, &v);
+	if (err != WARREN_OK) {
+		return err;
+	}
+	if (r.pos != len) {
+		warren_value_free(v);
+		return fail(&r, r.pos, "%zu trailing bytes after the value", len - r.pos);
+	}
+	*out = v;
+	return WARREN_OK;
+}
+
+/* ---------------------------------------------------------------- encoding */
+
+/* 0, -1 when the buffer cannot grow, ENCODE_TOO_DEEP. */
+#define ENCODE_TOO_DEEP (-2)
+
+static int encode_value(msgpack_packer *pk, const warren_value *v, int depth)
+{
+	int rc = 0;
+
+	switch (warren_value_type(v)) {
+	case WARREN_NIL:
+		return msgpack_pack_nil(pk);
+	case WARREN_BOOL:
+		return v->u.b ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+	case WARREN_INT:
+		return msgpack_pack_int64(pk, v->u.i);
+	case WARREN_FLOAT:
+		return msgpack_pack_double(pk, v->u.d);
+	case WARREN_STR:
+		return msgpack_pack_str_with_body(pk, v->u.s.p, v->u.s.len);
+	case WARREN_BIN:
+		return msgpack_pack_bin_with_body(pk, v->u.s.p, v->u.s.len);
+	case WARREN_ARRAY:
+		if (depth >= CODEC_MAX_DEPTH) {
+			return ENCODE_TOO_DEEP;
+		}
+		rc = msgpack_pack_array(pk, v->u.a.len);
+		for (size_t i = 0; i < v->u.a.len && rc == 0; i++) {
+			rc = encode_value(pk, v->u.a.items[i], depth + 1);
+		}
+		return rc;
+	case WARREN_MAP:
+		if (depth >= CODEC_MAX_DEPTH) {
+			return ENCODE_TOO_DEEP;
+		}
+		rc = msgpack_pack_map(pk, v->u.m.len);
+		for (size_t i = 0; i < v->u.m.len && rc == 0; i++) {
+			rc = msgpack_pack_str_with_body(pk, v->u.m.e[i].key, v->u.m.e[i].klen);
+			if (rc == 0) {
+				rc = encode_value(pk, v->u.m.e[i].val, depth + 1);
+			}
+		}
+		return rc;
+	}
+	return -1;
+}
+
+warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outlen)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int rc;
+
+	*out = NULL;
+	*outlen = 0;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	rc = encode_value(&pk, v, 0);
+	if (rc != 0) {
+		msgpack_sbuffer_destroy(&sb);
+		/* A tree nested deeper than any decoder here would accept. */
+		return rc == ENCODE_TOO_DEEP ? WARREN_ERR_INVALID : WARREN_ERR_NOMEM;
+	}
+	*out = sb.data;
+	*outlen = sb.size;
+	return WARREN_OK;
+}

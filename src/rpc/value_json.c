@@ -1,0 +1,335 @@
+/* value_json.c: JSON text to and from warren_value. Parsing is jansson's
+ * (strict: duplicate keys, int64 overflow, bad UTF-8 and trailing bytes are
+ * errors); writing is done here, straight from the tree, compact, keys in
+ * insertion order, floats in their shortest round-trip form. */
+#include "codec.h"
+#include "utf8.h"
+#include "value_int.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_err(char *errstr, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errstr == NULL || errlen == 0) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(errstr, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---------------------------------------------------------------- reading */
+
+static warren_err from_jansson(const json_t *j, int depth, warren_value **out, char *errstr,
+                               size_t errlen);
+
+static warren_err container_from_jansson(const json_t *j, int depth, warren_value **out,
+                                         char *errstr, size_t errlen)
+{
+	warren_value *c;
+	warren_err err = WARREN_OK;
+
+	if (depth >= CODEC_MAX_DEPTH) {
+		set_err(errstr, errlen, "nested deeper than %d levels", CODEC_MAX_DEPTH);
+		return WARREN_ERR_DECODE;
+	}
+	if (json_is_array(j)) {
+		c = warren_array();
+		if (c == NULL || value_reserve(c, json_array_size(j)) != WARREN_OK) {
+			warren_value_free(c);
+			return WARREN_ERR_NOMEM;
+		}
+		for (size_t i = 0; i < json_array_size(j) && err == WARREN_OK; i++) {
+			warren_value *item = NULL;
+			err = from_jansson(json_array_get(j, i), depth + 1, &item, errstr, errlen);
+			if (err == WARREN_OK) {
+				err = warren_array_push(c, item);
+			}
+		}
+	} else {
+		const char *key;
+		size_t klen;
+		json_t *val;
+
+		c = warren_map();
+		if (c == NULL || value_reserve(c, json_object_size(j)) != WARREN_OK) {
+			warren_value_free(c);
+			return WARREN_ERR_NOMEM;
+		}
+		json_object_keylen_foreach((json_t *)j, key, klen, val)
+		{
+			warren_value *item = NULL;
+			err = from_jansson(val, depth + 1, &item, errstr, errlen);
+			if (err == WARREN_OK) {
+				err = value_map_add(c, key, klen, item, false);
+			}
+			if (err != WARREN_OK) {
+				break;
+			}
+		}
+	}
+	if (err != WARREN_OK) {
+		warren_value_free(c);
+		return err;
+	}
+	*out = c;
+	return WARREN_OK;
+}
+
+static warren_err from_jansson(const json_t *j, int depth, warren_value **out, char *errstr,
+                               size_t errlen)
+{
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+	case JSON_ARRAY:
+		return container_from_jansson(j, depth, out, errstr, errlen);
+	case JSON_STRING:
+		*out = warren_strn(json_string_value(j), json_string_length(j));
+		break;
+	case JSON_INTEGER:
+		*out = warren_int(json_integer_value(j));
+		break;
+	case JSON_REAL:
+		*out = warren_float(json_real_value(j));
+		break;
+	case JSON_TRUE:
+		*out = warren_bool(true);
+		break;
+	case JSON_FALSE:
+		*out = warren_bool(false);
+		break;
+	default:
+		*out = warren_nil();
+		break;
+	}
+	return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+}
+
+warren_err warren_value_from_json(const char *text, size_t len, warren_value **out, char *errstr,
+                                  size_t errlen)
+{
+	json_error_t jerr;
+	json_t *j;
+	warren_err err;
+
+	if (out == NULL || (text == NULL && len > 0)) {
+		set_err(errstr, errlen, "no JSON text");
+		return WARREN_ERR_INVALID;
+	}
+	*out = NULL;
+	j = json_loadb(text != NULL ? text : "", len,
+	               JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+	if (j == NULL) {
+		if (len == 0) {
+			set_err(errstr, errlen, "empty JSON text");
+		} else {
+			set_err(errstr, errlen, "line %d, column %d: %s", jerr.line, jerr.column,
+			        jerr.text);
+		}
+		return WARREN_ERR_DECODE;
+	}
+	err = from_jansson(j, 0, out, errstr, errlen);
+	json_decref(j);
+	return err;
+}
+
+/* ---------------------------------------------------------------- writing */
+
+struct jbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void put(struct jbuf *b, const char *s, size_t n)
+{
+	if (b->oom) {
+		return;
+	}
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap != 0 ? b->cap : 64;
+		char *p;
+		while (cap < b->len + n + 1) {
+			cap *= 2;
+		}
+		p = realloc(b->p, cap);
+		if (p == NULL) {
+			b->oom = true;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void put_str(struct jbuf *b, const char *s)
+{
+	put(b, s, strlen(s));
+}
+
+/* A JSON string literal of n bytes (already checked to be UTF-8). */
+static void put_quoted(struct jbuf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t run = 0; /* start of the pending run of plain bytes */
+
+	put(b, "\"", 1);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[7];
+		size_t elen = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\') {
+			continue;
+		}
+		put(b, s + run, i - run);
+		run = i + 1;
+		esc[0] = '\\';
+		switch (c) {
+		case '"':
+		case '\\':
+			esc[1] = (char)c;
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		case '\b':
+			esc[1] = 'b';
+			break;
+		case '\f':
+			esc[1] = 'f';
+			break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			elen = 6;
+			break;
+		}
+		put(b, esc, elen);
+	}
+	put(b, s + run, n - run);
+	put(b, "\"", 1);
+}
+
+/* The shortest of %.15g..%.17g that reads back as d, always with a '.' or
+ * an exponent so that it reads back as a float. */
+static void put_float(struct jbuf *b, double d)
+{
+	char text[40];
+
+	for (int prec = 15; prec <= 17; prec++) {
+		snprintf(text, sizeof(text), "%.*g", prec, d);
+		if (strtod(text, NULL) == d) {
+			break;
+		}
+	}
+	put_str(b, text);
+	if (strpbrk(text, ".eE") == NULL) {
+		put(b, ".0", 2);
+	}
+}
+
+static warren_err to_json(const warren_value *v, struct jbuf *b, char *errstr, size_t errlen)
+{
+	char num[24];
+	warren_err err = WARREN_OK;
+
+	switch (warren_value_type(v)) {
+	case WARREN_NIL:
+		put(b, "null", 4);
+		break;
+	case WARREN_BOOL:
+		put_str(b, v->u.b ? "true" : "false");
+		break;
+	case WARREN_INT:
+		snprintf(num, sizeof(num), "%lld", (long long)v->u.i);
+		put_str(b, num);
+		break;
+	case WARREN_FLOAT:
+		if (!isfinite(v->u.d)) {
+			set_err(errstr, errlen, "the float %s has no JSON form",
+			        isnan(v->u.d) ? "NaN" : v->u.d > 0 ? "infinity" : "-infinity");
+			return WARREN_ERR_INVALID;
+		}
+		put_float(b, v->u.d);
+		break;
+	case WARREN_STR:
+		if (!utf8_valid(v->u.s.p, v->u.s.len)) {
+			set_err(errstr, errlen, "a string is not valid UTF-8");
+			return WARREN_ERR_INVALID;
+		}
+		put_quoted(b, v->u.s.p, v->u.s.len);
+		break;
+	case WARREN_BIN:
+		set_err(errstr, errlen, "binary data (%zu bytes) has no JSON form", v->u.s.len);
+		return WARREN_ERR_INVALID;
+	case WARREN_ARRAY:
+		put(b, "[", 1);
+		for (size_t i = 0; i < v->u.a.len && err == WARREN_OK; i++) {
+			if (i > 0) {
+				put(b, ",", 1);
+			}
+			err = to_json(v->u.a.items[i], b, errstr, errlen);
+		}
+		put(b, "]", 1);
+		break;
+	case WARREN_MAP:
+		put(b, "{", 1);
+		for (size_t i = 0; i < v->u.m.len && err == WARREN_OK; i++) {
+			const struct value_entry *e = &v->u.m.e[i];
+			if (!utf8_valid(e->key, e->klen)) {
+				set_err(errstr, errlen, "a map key is not valid UTF-8");
+				return WARREN_ERR_INVALID;
+			}
+			if (i > 0) {
+				put(b, ",", 1);
+			}
+			put_quoted(b, e->key, e->klen);
+			put(b, ":", 1);
+			err = to_json(e->val, b, errstr, errlen);
+		}
+		put(b, "}", 1);
+		break;
+	}
+	return err;
+}
+
+warren_err warren_value_to_json(const warren_value *v, char **out, char *errstr, size_t errlen)
+{
+	struct jbuf b = {0};
+	warren_err err;
+
+	if (out == NULL) {
+		set_err(errstr, errlen, "no output");
+		return WARREN_ERR_INVALID;
+	}
+	*out = NULL;
+	err = to_json(v, &b, errstr, errlen);
+	if (err == WARREN_OK && b.oom) {
+		set_err(errstr, errlen, "out of memory");
+		err = WARREN_ERR_NOMEM;
+	}
+	if (err != WARREN_OK) {
+		free(b.p);
+		return err;
+	}
+	*out = b.p;
+	return WARREN_OK;
+}
