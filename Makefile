@@ -7,6 +7,13 @@
 #   make check-unit unit tests only (no broker)
 #   make demo       the system working end to end, from a fresh machine
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
+#
+# Configuration goes to $(SYSCONFDIR)/warren, which is /etc/warren whatever
+# PREFIX is: that is where the units and the man pages look. The units are
+# installed with their paths (/usr/local/sbin, /etc/warren,
+# /usr/local/share/warren) rewritten to SBINDIR, SYSCONFDIR and DATADIR. A
+# configuration file already installed is kept, and uninstall removes one
+# only when it is still as shipped.
 
 VERSION    := 0.1.0
 SOVERSION  := 0
@@ -16,6 +23,9 @@ SBINDIR    ?= $(PREFIX)/sbin
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
+DATADIR    ?= $(PREFIX)/share
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 
 ifeq ($(SANITIZE),1)
 BUILD      ?= build/san
@@ -53,6 +63,13 @@ USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
 PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/example-service $(BUILD)/bin/user-service
 STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
+
+# What make install adds besides the library and programs.
+MAN_PAGES  := $(wildcard man/*.[1-9])
+CONF_FILES := config/warren.conf config/user-service.conf
+UNIT_FILES := config/user-service.service config/user-service@.service
+UNIT_PATHS := -e 's\#/usr/local/sbin/\#$(SBINDIR)/\#g' -e 's\#/etc/warren/\#$(SYSCONFDIR)/warren/\#g' \
+              -e 's\#/usr/local/share/warren/\#$(DATADIR)/warren/\#g'
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -148,12 +165,29 @@ install: all
 	ln -sf libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION)
 	ln -sf libwarren.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libwarren.so
 	install -m 644 src/rpc/warren.h $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/warren \
+	           $(DESTDIR)$(DATADIR)/warren
+	install -m 755 $(BUILD)/bin/user-service $(DESTDIR)$(SBINDIR)/
+	for p in $(MAN_PAGES); do d=$(DESTDIR)$(MANDIR)/man$${p##*.}; \
+	    install -d $$d && install -m 644 $$p $$d/ || exit 1; done
+	for f in $(CONF_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/warren/$${f##*/}; \
+	    test -e $$t || install -m 644 $$f $$t || exit 1; done
+	for u in $(UNIT_FILES); do t=$(DESTDIR)$(UNITDIR)/$${u##*/}; \
+	    sed $(UNIT_PATHS) $$u >$$t && chmod 644 $$t || exit 1; done
+	install -m 644 rabbitmq/definitions.json $(DESTDIR)$(DATADIR)/warren/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(LIBDIR)/libwarren.a \
 	      $(DESTDIR)$(LIBDIR)/libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION) \
 	      $(DESTDIR)$(LIBDIR)/libwarren.so $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/warren
+	rm -f $(DESTDIR)$(SBINDIR)/user-service
+	for p in $(MAN_PAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$${p##*/}; done
+	for f in $(CONF_FILES); do t=$(DESTDIR)$(SYSCONFDIR)/warren/$${f##*/}; \
+	    if cmp -s $$f $$t; then rm -f $$t; fi; done
+	rm -f $(foreach u,$(UNIT_FILES),$(DESTDIR)$(UNITDIR)/$(notdir $(u)))
+	rm -f $(DESTDIR)$(DATADIR)/warren/definitions.json
+	-rmdir $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(DATADIR)/warren
 
 clean:
 	rm -rf build

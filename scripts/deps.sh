@@ -9,6 +9,7 @@ PACKAGES=(
 	librabbitmq-dev libmsgpack-dev libsodium-dev libpq-dev libcmocka-dev
 	libjansson-dev libinih-dev libmicrohttpd-dev
 	rabbitmq-server postgresql mandoc amqp-tools
+	systemd # systemd-analyze, for tests/unit/test_units.sh
 )
 
 missing=()

@@ -14,6 +14,9 @@ BUILD=${2:?usage: run-tests.sh unit|integration|all BUILD}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 LOGS=$BUILD/test-logs
+# Shell tests that need the built programs (tests/unit/test_units.sh,
+# test_install.sh) find them here.
+export WARREN_BUILD=$BUILD
 mkdir -p "$LOGS"
 passed=0
 failed=0
@@ -67,6 +70,20 @@ run_script() {
 	record "$name" "$p" "$f" "$log"
 }
 
+# A test must stop every program it started: any left running (a daemon
+# whose test failed half-way, say) is killed and counted as one failure.
+reap_leftovers() {
+	local name=$1 pids
+	pids=$(pgrep -f "^$ROOT/$BUILD/bin/" || true)
+	if [ -n "$pids" ]; then
+		echo "$name left running: $(ps -o args= -p "${pids//$'\n'/,}" | tr '\n' ';')" \
+			>"$LOGS/$name.leftovers.log"
+		# shellcheck disable=SC2086 # one word per process
+		kill -9 $pids 2>/dev/null
+		record "$name (processes left running)" 0 1 "$LOGS/$name.leftovers.log"
+	fi
+}
+
 lint_man() {
 	local log=$LOGS/mandoc-lint.log
 	if mandoc -Tlint -Wwarning man/* >"$log" 2>&1; then
@@ -116,10 +133,10 @@ run_integration() {
 	export WARREN_TEST_PG_DIR=$SERVERS/pg
 	export WARREN_TEST_DB="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 	for t in "$BUILD"/tests/integration/it_*; do
-		[ -x "$t" ] && run_cmocka "$t"
+		[ -x "$t" ] && { run_cmocka "$t"; reap_leftovers "$(basename "$t")"; }
 	done
 	for s in tests/integration/*.sh; do
-		[ -f "$s" ] && run_script "$s"
+		[ -f "$s" ] && { run_script "$s"; reap_leftovers "$(basename "$s")"; }
 	done
 }
 

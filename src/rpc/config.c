@@ -52,7 +52,7 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   "attempt."},
     [CFG_BROKER_RECONNECT_MAX] = {"broker.reconnect_max", CONFIG_DURATION, 100, HOUR, "30s", false,
                                   NULL, "Longest delay between two reconnection attempts."},
-    [CFG_CLIENT_TIMEOUT] = {"client.timeout", CONFIG_DURATION, 1, 24 * HOUR, "30s", true, NULL,
+    [CFG_CLIENT_TIMEOUT] = {"client.timeout", CONFIG_DURATION, 1, 24 * HOUR, "30s", false, NULL,
                             "Deadline of a call that does not set its own."},
     [CFG_CLIENT_REPLY_MODE] = {"client.reply_mode", CONFIG_ENUM, 0, 1, "direct", false, reply_modes,
                                "How replies come back: direct uses RabbitMQ's direct reply-to, "

@@ -3,6 +3,7 @@
  * tasks other threads queue, reads frames, tracks publisher confirms and
  * reconnects with jittered exponential back-off over the URL list. */
 #include "engine.h"
+#include "secret.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -131,17 +132,11 @@ out:
 static char *read_password(const char *path, char *errstr, size_t errlen)
 {
 	char line[1024];
-	FILE *f = fopen(path, "re");
 
-	if (f == NULL) {
-		snprintf(errstr, errlen, "broker.password_file: %s: %s", path, strerror(errno));
+	if (secret_read_line("broker.password_file", path, line, sizeof(line), errstr, errlen) !=
+	    0) {
 		return NULL;
 	}
-	if (fgets(line, sizeof(line), f) == NULL) {
-		line[0] = '\0';
-	}
-	fclose(f);
-	line[strcspn(line, "\r\n")] = '\0';
 	return strdup(line);
 }
 

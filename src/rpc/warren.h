@@ -315,7 +315,8 @@ typedef struct warren_worker_stats {
 	uint64_t reconnects;
 	uint64_t in_progress;   /* in a handler or waiting for one, now */
 	uint64_t completed;     /* handlers that returned (any status) */
-	uint64_t io_loops;      /* turns of the I/O thread's loop: it is alive while this grows */
+	uint64_t io_loops;      /* turns of the I/O thread's loop; each reading of the stats
+	                         * wakes the thread, so an alive one has moved it by the next */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* consuming now */
 } warren_worker_stats;

@@ -27,6 +27,11 @@ void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
 	pthread_mutex_unlock(&w->mu);
 	out->io_loops = engine_turns(w->engine);
 	out->threads = w->threads;
+	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
+	 * the next reading however idle the connection is. */
+	if (w->engine != NULL) {
+		engine_wake(w->engine);
+	}
 }
 
 const struct method *worker_find_method(const struct warren_worker *w, const char *name)

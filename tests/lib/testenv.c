@@ -227,6 +227,14 @@ long raw_queue_count(struct raw *r, const char *queue)
 	return ok != NULL ? (long)ok->message_count : -1;
 }
 
+long raw_consumer_count(struct raw *r, const char *queue)
+{
+	amqp_queue_declare_ok_t *ok = amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0,
+	                                                 0, 0, amqp_empty_table);
+
+	return ok != NULL ? (long)ok->consumer_count : -1;
+}
+
 int raw_purge(struct raw *r, const char *queue)
 {
 	return amqp_queue_purge(r->conn, 1, amqp_cstring_bytes(queue)) != NULL ? 0 : -1;

@@ -44,6 +44,8 @@ int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env);
 amqp_connection_state_t raw_conn(struct raw *r);
 /* Ready messages in a queue (-1 on error); purge empties it. */
 long raw_queue_count(struct raw *r, const char *queue);
+/* Consumers of a queue, or -1. */
+long raw_consumer_count(struct raw *r, const char *queue);
 int raw_purge(struct raw *r, const char *queue);
 /* Polls raw_queue_count until it equals want or timeout_ms passes; returns the last count. */
 long raw_await_count(struct raw *r, const char *queue, long want, int timeout_ms);

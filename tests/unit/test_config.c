@@ -111,11 +111,11 @@ static void test_every_row_sits_at_its_id_and_is_documented(void **state)
 	}
 }
 
-static void test_only_the_call_timeout_grace_and_log_level_are_reloadable(void **state)
+static void test_only_the_grace_and_log_level_are_reloadable(void **state)
 {
 	for (int i = 0; i < CFG__COUNT; i++) {
 		assert_int_equal(config_defs[i].reload,
-		                 i == CFG_CLIENT_TIMEOUT || i == CFG_WORKER_GRACE || i == CFG_LOG_LEVEL);
+		                 i == CFG_WORKER_GRACE || i == CFG_LOG_LEVEL);
 	}
 }
 
@@ -589,7 +589,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_key_has_its_documented_default),
 	    cmocka_unit_test(test_every_row_sits_at_its_id_and_is_documented),
-	    cmocka_unit_test(test_only_the_call_timeout_grace_and_log_level_are_reloadable),
+	    cmocka_unit_test(test_only_the_grace_and_log_level_are_reloadable),
 	    cmocka_unit_test(test_typed_getters_return_ms_bytes_indexes_and_strings),
 	    cmocka_unit_test(test_durations_take_ms_s_m_h_or_bare_seconds),
 	    cmocka_unit_test(test_a_word_is_not_a_duration),

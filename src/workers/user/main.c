@@ -17,10 +17,12 @@
 #include "log.h"
 #include "methods.h"
 #include "sdnotify.h"
+#include "secret.h"
 #include "store.h"
 #include "warren.h"
 
 #define PROG "user-service"
+#define USAGE "usage: " PROG " [-c FILE] [-o key=value]...\n"
 
 enum { EXIT_FORCED = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3 };
 
@@ -43,7 +45,8 @@ static int parse_args(int argc, char **argv, struct cli_config *cc)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:o:hV")) != -1) {
+	/* The leading ':' lets us word the errors ourselves. */
+	while ((opt = getopt(argc, argv, ":c:o:hV")) != -1) {
 		switch (opt) {
 		case 'c':
 			cc->file = optarg;
@@ -55,13 +58,16 @@ static int parse_args(int argc, char **argv, struct cli_config *cc)
 			}
 			break;
 		case 'h':
-			printf("usage: " PROG " [-c FILE] [-o key=value]...\n");
+			printf(USAGE);
 			exit(0);
 		case 'V':
 			printf(PROG " %s\n", WARREN_VERSION);
 			exit(0);
+		case ':':
+			fprintf(stderr, PROG ": option -%c needs a value\n" USAGE, optopt);
+			return EXIT_USAGE;
 		default:
-			fprintf(stderr, "usage: " PROG " [-c FILE] [-o key=value]...\n");
+			fprintf(stderr, PROG ": unknown option -%c\n" USAGE, optopt);
 			return EXIT_USAGE;
 		}
 	}
@@ -69,32 +75,6 @@ static int parse_args(int argc, char **argv, struct cli_config *cc)
 		fprintf(stderr, PROG ": unexpected argument \"%s\"\n", argv[optind]);
 		return EXIT_USAGE;
 	}
-	return 0;
-}
-
-/* A relative db.conninfo_file is looked up in systemd's credentials
- * directory (LoadCredential=) when there is one. */
-static int read_conninfo_file(const char *path, char *dst, size_t cap, char *errstr,
-                              size_t errlen)
-{
-	const char *creds = getenv("CREDENTIALS_DIRECTORY");
-	char full[4096];
-	FILE *f;
-
-	if (path[0] != '/' && creds != NULL) {
-		snprintf(full, sizeof(full), "%s/%s", creds, path);
-		path = full;
-	}
-	f = fopen(path, "re");
-	if (f == NULL) {
-		snprintf(errstr, errlen, "db.conninfo_file: %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (fgets(dst, (int)cap, f) == NULL) {
-		dst[0] = '\0';
-	}
-	fclose(f);
-	dst[strcspn(dst, "\r\n")] = '\0';
 	return 0;
 }
 
@@ -116,7 +96,8 @@ static int load_config(struct daemon *d, char *errstr, size_t errlen)
 	}
 	file = config_str(d->cfg, CFG_DB_CONNINFO_FILE);
 	if (file[0] != '\0') {
-		if (read_conninfo_file(file, d->conninfo, sizeof(d->conninfo), errstr, errlen) != 0) {
+		if (secret_read_line("db.conninfo_file", file, d->conninfo, sizeof(d->conninfo),
+		                     errstr, errlen) != 0) {
 			return -1;
 		}
 	} else {
@@ -141,16 +122,31 @@ static int wait_signal(struct daemon *d, int64_t ms)
 }
 
 /* The schema must be there before any request is taken; the database may
- * come up after us, so wait for it (a signal ends the wait). */
+ * come up after us, so wait for it. SIGHUP reloads meanwhile; SIGTERM ends
+ * the wait (1: stop cleanly). A schema newer than this program is not
+ * waited out: -1. */
+static void reload(struct daemon *d);
+
 static int migrate(struct daemon *d)
 {
 	char why[512];
+	int rc;
 
-	while (store_migrate(d->conninfo, why, sizeof(why)) != 0) {
+	while ((rc = store_migrate(d->conninfo, why, sizeof(why))) != STORE_OK) {
+		int sig;
+
+		if (rc == STORE_PERMANENT) {
+			fprintf(stderr, PROG ": %s\n", why);
+			return -1;
+		}
 		log_warn("%s; retrying in 2 s", why);
 		sdnotify_sendf("STATUS=waiting for the database: %s", why);
-		if (wait_signal(d, 2000) != 0) {
-			return -1;
+		sig = wait_signal(d, 2000);
+		if (sig == SIGHUP) {
+			reload(d);
+		} else if (sig != 0) {
+			log_info("stopped while waiting for the database");
+			return 1;
 		}
 	}
 	return 0;
@@ -309,7 +305,12 @@ int main(int argc, char **argv)
 	sigaddset(&d.signals, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &d.signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (migrate(&d) != 0 || start_worker(&d) != 0) {
+	status = migrate(&d);
+	if (status != 0) {
+		warren_config_free(d.cfg);
+		return status < 0 ? EXIT_CONFIG : 0;
+	}
+	if (start_worker(&d) != 0) {
 		warren_worker_free(d.worker);
 		warren_config_free(d.cfg);
 		return EXIT_FORCED;

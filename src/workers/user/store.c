@@ -45,12 +45,23 @@ static const char *const migrations[] = {
 
 #define NMIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
 
+/* The server's notices ("relation already exists, skipping") go to the
+ * debug log, not raw to stderr. */
+static void on_notice(void *arg, const char *message)
+{
+	log_debug("database notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
 static PGconn *connect_db(const char *conninfo, const char *app_name)
 {
 	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
 	const char *vals[] = {conninfo, app_name, "5", NULL};
+	PGconn *db = PQconnectdbParams(keys, vals, 1);
 
-	return PQconnectdbParams(keys, vals, 1);
+	if (db != NULL) {
+		PQsetNoticeProcessor(db, on_notice, NULL);
+	}
+	return db;
 }
 
 /* The first line of libpq's message, which ends with a newline. */
@@ -106,9 +117,10 @@ static int migrate(PGconn *db, char *errstr, size_t errlen)
 	}
 	if (version > (int)NMIGRATIONS) {
 		snprintf(errstr, errlen,
-		         "schema version %d is newer than this user-service knows (%zu)", version,
-		         NMIGRATIONS);
-		return -1;
+		         "the database schema is at version %d, newer than this user-service knows "
+		         "(%zu): run a newer user-service",
+		         version, NMIGRATIONS);
+		return STORE_PERMANENT; /* PQfinish ends the transaction */
 	}
 	for (size_t i = (size_t)version; i < NMIGRATIONS; i++) {
 		snprintf(sql, sizeof(sql), "INSERT INTO user_service_schema VALUES (%zu)", i + 1);

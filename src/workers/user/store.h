@@ -15,8 +15,12 @@ struct outcome {
 	char message[256];     /* otherwise: the error message */
 };
 
+enum { STORE_OK = 0, STORE_RETRY = -1, STORE_PERMANENT = -2 };
+
 /* Creates or migrates the schema (versioned, idempotent, safe when several
- * daemons start at once). 0, or -1 with errstr. */
+ * daemons start at once). STORE_OK; STORE_RETRY with errstr when the
+ * database cannot be reached or fails (try again later); STORE_PERMANENT
+ * when the schema is newer than this program. */
 int store_migrate(const char *conninfo, char *errstr, size_t errlen);
 
 /* A store for one thread; it connects on first use. NULL when out of memory. */

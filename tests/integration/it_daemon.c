@@ -1,0 +1,462 @@
+/* it_daemon.c: user-service as systemd runs it: sd_notify readiness only
+ * once consuming, STATUS lines, a watchdog fed only while the I/O thread and
+ * the handler pool both move (a handler held on a PostgreSQL row lock stops
+ * it), SIGHUP reloading the reloadable keys (and refusing a bad file), the
+ * database connection string from a credentials directory, SIGTERM with
+ * STOPPING=1, and the start-up errors an operator sees. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testenv.h"
+#include "warren.h"
+
+static char dir[256];        /* this run's scratch directory */
+static char sock_path[300];  /* the NOTIFY_SOCKET we listen on */
+static int notify_fd = -1;
+static pid_t daemon_pid;     /* the daemon of the running test, killed after it */
+static char notes[65536];    /* every datagram received, one per line */
+
+static int setup(void **state)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+	snprintf(dir, sizeof(dir), "/tmp/it-daemon-%ld", (long)getpid());
+	if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+		return -1;
+	}
+	snprintf(sock_path, sizeof(sock_path), "%s/notify", dir);
+	unlink(sock_path);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (notify_fd < 0 || bind(notify_fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[300];
+
+	close(notify_fd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Starts user-service with args, the notify socket (and a watchdog of
+ * watchdog_ms when > 0) in its environment and its stderr in DIR/stderr. */
+static pid_t spawn_daemon(const char *const *args, int watchdog_ms, const char *creds)
+{
+	const char *bin = getenv("WARREN_BIN") != NULL ? getenv("WARREN_BIN") : "build/bin";
+	char path[512], url[600], err_path[300];
+	const char *argv[32] = {path, "-o", url};
+	int n = 3;
+	pid_t pid;
+
+	snprintf(path, sizeof(path), "%s/user-service", bin);
+	snprintf(url, sizeof(url), "broker.url=%s", testenv_url());
+	snprintf(err_path, sizeof(err_path), "%s/stderr", dir);
+	for (int i = 0; args != NULL && args[i] != NULL && n < 31; i++) {
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	notes[0] = '\0';
+	pid = fork();
+	if (pid == 0) {
+		char pidbuf[32], usec[32];
+		int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		dup2(fd, 2);
+		setenv("NOTIFY_SOCKET", sock_path, 1);
+		if (watchdog_ms > 0) {
+			snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
+			snprintf(usec, sizeof(usec), "%lld", (long long)watchdog_ms * 1000);
+			setenv("WATCHDOG_PID", pidbuf, 1);
+			setenv("WATCHDOG_USEC", usec, 1);
+		}
+		if (creds != NULL) {
+			setenv("CREDENTIALS_DIRECTORY", creds, 1);
+		}
+		execv(path, (char *const *)argv);
+		_exit(127);
+	}
+	daemon_pid = pid;
+	return pid;
+}
+
+/* After each test: a daemon a failed assertion left running is killed, so
+ * that it neither outlives the run nor serves the next test's calls. */
+static int kill_daemon(void **state)
+{
+	if (daemon_pid > 0 && kill(daemon_pid, 0) == 0) {
+		kill(daemon_pid, SIGKILL);
+		waitpid(daemon_pid, NULL, 0);
+	}
+	daemon_pid = 0;
+	return 0;
+}
+
+/* Receives datagrams for up to ms, appending them to notes; true as soon
+ * as one holds the line want (NULL: just collect for ms). */
+static bool await_note(const char *want, int ms)
+{
+	int64_t until = testenv_mono_ms() + ms;
+
+	for (;;) {
+		int64_t left = until - testenv_mono_ms();
+		struct pollfd p = {.fd = notify_fd, .events = POLLIN};
+		char buf[1024];
+		ssize_t len;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+			return false;
+		}
+		len = recv(notify_fd, buf, sizeof(buf) - 1, 0);
+		if (len <= 0) {
+			continue;
+		}
+		buf[len] = '\0';
+		strncat(notes, buf, sizeof(notes) - strlen(notes) - 2);
+		strcat(notes, "\n");
+		if (want == NULL) {
+			continue;
+		}
+		for (char *line = strtok(buf, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+			if (strcmp(line, want) == 0) {
+				return true;
+			}
+		}
+	}
+}
+
+/* How many datagrams in ms hold the line want. */
+static int count_notes(const char *want, int ms)
+{
+	char *p;
+	int n = 0;
+
+	notes[0] = '\0';
+	await_note(NULL, ms);
+	for (p = notes; (p = strstr(p, want)) != NULL; p += strlen(want)) {
+		n++;
+	}
+	return n;
+}
+
+static char *read_stderr(void)
+{
+	static char text[65536];
+	char path[300];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/stderr", dir);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	text[n] = '\0';
+	fclose(f);
+	return text;
+}
+
+static void write_file(const char *name, const char *text)
+{
+	char path[300];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static const char *conninfo_arg(void)
+{
+	static char arg[1024];
+
+	snprintf(arg, sizeof(arg), "db.conninfo=%s", testenv_db());
+	return arg;
+}
+
+static warren_client *client(void)
+{
+	warren_config *cfg = testenv_config(NULL);
+	warren_client *c = NULL;
+
+	assert_int_equal(warren_client_new(cfg, "it_daemon", &c, NULL, 0), WARREN_OK);
+	warren_config_free(cfg);
+	return c;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_ready_is_sent_only_once_consuming_then_status(void **state)
+{
+	pid_t pid = spawn_daemon((const char *const[]){"-o", conninfo_arg(), NULL}, 0, NULL);
+	struct raw *raw;
+
+	assert_true(await_note("READY=1", 20000));
+	raw = raw_connect();
+	assert_true(raw_consumer_count(raw, "rpc.user") >= 1);
+	raw_close(raw);
+	assert_true(await_note(NULL, 300) || strstr(notes, "STATUS=consuming;") != NULL);
+	assert_non_null(strstr(notes, "STATUS=consuming; "));
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+	/* STOPPING=1 came before the exit. */
+	await_note(NULL, 200);
+	assert_non_null(strstr(notes, "STOPPING=1"));
+}
+
+struct done {
+	atomic_int n;
+	atomic_int status;
+};
+
+static void on_done(warren_err err, warren_reply *reply, const char *errmsg, void *arg)
+{
+	struct done *d = arg;
+
+	atomic_store(&d->status, reply != NULL ? (int)warren_reply_status(reply) : -1);
+	warren_reply_free(reply);
+	atomic_fetch_add(&d->n, 1);
+}
+
+static void test_watchdog_stops_while_the_only_handler_is_stuck(void **state)
+{
+	pid_t pid = spawn_daemon(
+	    (const char *const[]){"-o", conninfo_arg(), "-o", "worker.threads=1", NULL}, 400, NULL);
+	warren_client *c = client();
+	warren_reply *reply = NULL;
+	warren_value *params = NULL;
+	struct done d = {0};
+	char email[64], json[256];
+	int64_t id = 0;
+	PGconn *db = PQconnectdb(testenv_db());
+	PGresult *res;
+
+	assert_true(await_note("READY=1", 20000));
+	/* Idle: the watchdog is fed (every 200 ms). */
+	assert_true(count_notes("WATCHDOG=1", 1000) >= 3);
+
+	snprintf(email, sizeof(email), "wd-%ld@example.org", (long)getpid());
+	snprintf(json, sizeof(json), "{\"email\":\"%s\",\"name\":\"Watch Dog\"}", email);
+	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call(c, "user.create", params, NULL, &reply, NULL, 0), WARREN_OK);
+	assert_true(warren_value_get_int(warren_map_get(warren_reply_result(reply), "id"), &id));
+	warren_reply_free(reply);
+	warren_value_free(params);
+
+	/* Hold the row: the one handler blocks in its UPDATE. */
+	assert_int_equal(PQstatus(db), CONNECTION_OK);
+	res = PQexec(db, "BEGIN");
+	PQclear(res);
+	snprintf(json, sizeof(json), "SELECT 1 FROM users WHERE id = %lld FOR UPDATE",
+	         (long long)id);
+	res = PQexec(db, json);
+	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+	PQclear(res);
+	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"Held\"}", (long long)id);
+	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(c, "user.update", params,
+	                                   &(warren_call_opts){.timeout_ms = 20000}, on_done, &d,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	warren_value_free(params);
+	count_notes("WATCHDOG=1", 500); /* what was already on its way */
+	assert_int_equal(count_notes("WATCHDOG=1", 1500), 0);
+	assert_int_equal(atomic_load(&d.n), 0);
+
+	/* Let go: the call ends OK and the watchdog is fed again. */
+	res = PQexec(db, "ROLLBACK");
+	PQclear(res);
+	for (int i = 0; i < 100 && atomic_load(&d.n) == 0; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&d.n), 1);
+	assert_int_equal(atomic_load(&d.status), WARREN_STATUS_OK);
+	assert_true(count_notes("WATCHDOG=1", 1000) >= 2);
+
+	PQfinish(db);
+	warren_client_free(c);
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+}
+
+static void test_sighup_reloads_the_log_level_and_refuses_a_bad_file(void **state)
+{
+	char conf[300], text[1200];
+	pid_t pid;
+
+	snprintf(conf, sizeof(conf), "%s/user.conf", dir);
+	snprintf(text, sizeof(text), "[db]\nconninfo = %s\n[log]\nlevel = error\n", testenv_db());
+	write_file("user.conf", text);
+	pid = spawn_daemon((const char *const[]){"-c", conf, NULL}, 0, NULL);
+	assert_true(await_note("READY=1", 20000));
+	/* At level error the info lines are not written. */
+	assert_null(strstr(read_stderr(), "level=info"));
+
+	snprintf(text, sizeof(text), "[db]\nconninfo = %s\n[log]\nlevel = info\n", testenv_db());
+	write_file("user.conf", text);
+	kill(pid, SIGHUP);
+	assert_true(await_note("READY=1", 5000));
+	assert_non_null(strstr(notes, "RELOADING=1"));
+	assert_non_null(strstr(read_stderr(), "level=info"));
+	assert_non_null(strstr(read_stderr(), "msg=\"configuration reloaded\""));
+
+	write_file("user.conf", "[log]\nlevel = loud\n");
+	kill(pid, SIGHUP);
+	assert_true(await_note("READY=1", 5000));
+	snprintf(text, sizeof(text),
+	         "msg=\"reload refused, keeping the running configuration: %s:2: log.level: "
+	         "\\\"loud\\\" is not one of error, warn, info, debug\"",
+	         conf);
+	assert_non_null(strstr(read_stderr(), text));
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+}
+
+static void test_the_connection_string_comes_from_the_credentials_directory(void **state)
+{
+	char creds[300], text[1100];
+	pid_t pid;
+
+	snprintf(creds, sizeof(creds), "%s/creds", dir);
+	mkdir(creds, 0700);
+	snprintf(text, sizeof(text), "%s\n", testenv_db());
+	write_file("creds/db-conninfo", text);
+	pid = spawn_daemon((const char *const[]){"-o", "db.conninfo_file=db-conninfo", NULL}, 0,
+	                   creds);
+	assert_true(await_note("READY=1", 20000));
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+	/* The connection string is a secret: it is never logged. */
+	assert_null(strstr(read_stderr(), testenv_db()));
+}
+
+/* Runs user-service to its exit; returns the status, stderr in *err. */
+static int run_to_exit(const char *const *args, const char *creds, char **err)
+{
+	pid_t pid = spawn_daemon(args, 0, creds);
+	int status = 0;
+
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	*err = read_stderr();
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void test_start_up_errors_are_clear_and_have_their_exit_status(void **state)
+{
+	char *err, want[600];
+
+	assert_int_equal(run_to_exit((const char *const[]){NULL}, NULL, &err), 3);
+	assert_string_equal(err, "user-service: no database: set db.conninfo_file or db.conninfo\n");
+
+	assert_int_equal(
+	    run_to_exit((const char *const[]){"-o", "db.conninfo_file=nope", NULL}, dir, &err), 3);
+	snprintf(want, sizeof(want),
+	         "user-service: db.conninfo_file: %s/nope: No such file or directory\n", dir);
+	assert_string_equal(err, want);
+
+	assert_int_equal(run_to_exit((const char *const[]){"-o", "worker.service=billing", NULL},
+	                             NULL, &err),
+	                 3);
+	assert_string_equal(err,
+	                    "user-service: worker.service: user-service serves \"user\", not "
+	                    "\"billing\"\n");
+
+	assert_int_equal(
+	    run_to_exit((const char *const[]){"-o", "worker.threads=0", NULL}, NULL, &err), 3);
+	assert_string_equal(err, "user-service: worker.threads: 0 is out of range 1..1024\n");
+
+	assert_int_equal(run_to_exit((const char *const[]){"extra", NULL}, NULL, &err), 2);
+	assert_string_equal(err, "user-service: unexpected argument \"extra\"\n");
+
+	assert_int_equal(run_to_exit((const char *const[]){"-x", NULL}, NULL, &err), 2);
+	assert_string_equal(err, "user-service: unknown option -x\n"
+	                         "usage: user-service [-c FILE] [-o key=value]...\n");
+
+	assert_int_equal(run_to_exit((const char *const[]){"-c", NULL}, NULL, &err), 2);
+	assert_string_equal(err, "user-service: option -c needs a value\n"
+	                         "usage: user-service [-c FILE] [-o key=value]...\n");
+
+	assert_int_equal(run_to_exit((const char *const[]){"-o", "nokey", NULL}, NULL, &err), 3);
+	assert_string_equal(err, "user-service: -o \"nokey\": expected key=value\n");
+}
+
+static void sql(const char *text)
+{
+	PGconn *db = PQconnectdb(testenv_db());
+	PGresult *res = PQexec(db, text);
+
+	assert_true(PQresultStatus(res) == PGRES_COMMAND_OK);
+	PQclear(res);
+	PQfinish(db);
+}
+
+static void test_a_schema_newer_than_the_daemon_stops_it_with_status_3(void **state)
+{
+	char *err;
+
+	sql("INSERT INTO user_service_schema VALUES (999)");
+	assert_int_equal(run_to_exit((const char *const[]){"-o", conninfo_arg(), NULL}, NULL, &err),
+	                 3);
+	assert_string_equal(err, "user-service: the database schema is at version 999, newer than "
+	                         "this user-service knows (1): run a newer user-service\n");
+}
+
+static int forget_schema_999(void **state)
+{
+	kill_daemon(state);
+	sql("DELETE FROM user_service_schema WHERE version = 999");
+	return 0;
+}
+
+static void test_sigterm_while_waiting_for_the_database_stops_cleanly(void **state)
+{
+	pid_t pid = spawn_daemon(
+	    (const char *const[]){"-o", "db.conninfo=host=127.0.0.1 port=1 connect_timeout=1", NULL},
+	    0, NULL);
+
+	assert_true(await_note("STATUS=waiting for the database: cannot connect to the database: "
+	                       "connection to server at \"127.0.0.1\", port 1 failed: Connection "
+	                       "refused",
+	                       10000));
+	kill(pid, SIGHUP); /* a reload does not end the wait */
+	usleep(300000);
+	assert_int_equal(kill(pid, 0), 0);
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_ready_is_sent_only_once_consuming_then_status, kill_daemon),
+		cmocka_unit_test_teardown(test_watchdog_stops_while_the_only_handler_is_stuck, kill_daemon),
+		cmocka_unit_test_teardown(test_sighup_reloads_the_log_level_and_refuses_a_bad_file, kill_daemon),
+		cmocka_unit_test_teardown(test_the_connection_string_comes_from_the_credentials_directory, kill_daemon),
+		cmocka_unit_test_teardown(test_start_up_errors_are_clear_and_have_their_exit_status, kill_daemon),
+		cmocka_unit_test_teardown(test_a_schema_newer_than_the_daemon_stops_it_with_status_3,
+		                          forget_schema_999),
+		cmocka_unit_test_teardown(test_sigterm_while_waiting_for_the_database_stops_cleanly, kill_daemon),
+	};
+
+	return cmocka_run_group_tests_name("daemon", tests, setup, teardown);
+}
