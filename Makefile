@@ -53,14 +53,15 @@ else
 Q := @
 endif
 
-PROG_SRC   := src/client/rpc-call.c src/workers/example-service.c
+PROG_SRC   := src/client/rpc-call.c src/client/notify-user.c src/workers/example-service.c
 LIB_SRC    := $(filter-out $(PROG_SRC),$(wildcard src/rpc/*.c src/client/*.c src/workers/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # The user service's own modules (its handlers and its PostgreSQL store) are
 # not part of libwarren.
 USER_SRC   := $(wildcard src/workers/user/*.c)
 USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
-PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/example-service $(BUILD)/bin/user-service
+PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/notify-user $(BUILD)/bin/example-service \
+              $(BUILD)/bin/user-service
 STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
 

@@ -2,6 +2,8 @@
  * stream), so lines from several threads never interleave. */
 #include "log.h"
 
+#include "config.h"
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -68,4 +70,14 @@ void log_event(enum log_level level, const char *extra, const char *fmt, ...)
 	fprintf(stderr, "level=%s time=%s.%03ldZ prog=%s msg=\"%s\"%s%s\n", level_names[level], stamp,
 	        ts.tv_nsec / 1000000, program, quoted, extra != NULL ? " " : "",
 	        extra != NULL ? extra : "");
+}
+
+void warren_log_configure(const warren_config *cfg, const char *program_name)
+{
+	if (program_name != NULL) {
+		log_set_program(program_name);
+	}
+	if (cfg != NULL) {
+		log_set_level((enum log_level)config_int(cfg, CFG_LOG_LEVEL));
+	}
 }

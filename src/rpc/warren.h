@@ -173,6 +173,12 @@ WARREN_API warren_err warren_config_set_arg(warren_config *cfg, const char *arg,
  * unknown key. Valid until the key is next set or cfg is freed. */
 WARREN_API const char *warren_config_get(const warren_config *cfg, const char *key);
 
+/* The library logs one logfmt line per event on stderr ("level=warn
+ * time=... prog=NAME msg=..."). This sets NAME (NULL: unchanged) and the
+ * lowest level written, from cfg's log.level (NULL: unchanged). The
+ * setting is process-wide. */
+WARREN_API void warren_log_configure(const warren_config *cfg, const char *program);
+
 /* -------------------------------------------------------------------- client */
 
 typedef struct warren_client warren_client;

@@ -7,8 +7,8 @@ set -uo pipefail
 BIN=${WARREN_BIN:?run through scripts/run-tests.sh}
 URL=${WARREN_TEST_URL:?run through scripts/run-tests.sh}
 export WARREN_URL=$URL
-passed=0
-failed=0
+# shellcheck source=tests/lib/check.sh
+. "$(dirname "$0")/../lib/check.sh"
 tmp=$(mktemp -d)
 worker_pid=
 
@@ -17,26 +17,6 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-# check NAME WANT_STATUS WANT_STDOUT WANT_STDERR -- COMMAND...
-check() {
-	local name=$1 want_status=$2 want_out=$3 want_err=$4
-	shift 5
-	local out err status
-	out=$("$@" 2>"$tmp/err")
-	status=$?
-	err=$(cat "$tmp/err")
-	if [ "$status" = "$want_status" ] && [ "$out" = "$want_out" ] && [ "$err" = "$want_err" ]; then
-		echo "ok - $name"
-		passed=$((passed + 1))
-	else
-		echo "not ok - $name"
-		echo "#   status: got $status, want $want_status"
-		echo "#   stdout: got [$out], want [$want_out]"
-		echo "#   stderr: got [$err], want [$want_err]"
-		failed=$((failed + 1))
-	fi
-}
 
 start_worker() {
 	"$BIN/example-service" -o "broker.url=$URL" -o log.level=warn &
@@ -101,5 +81,4 @@ check "a wrong password from a file is refused by the broker" 4 '' \
 	"rpc-call: example.echo: UNAVAILABLE: login to 127.0.0.1:${WARREN_TEST_PORT}: 403 ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile." -- \
 	"$BIN/rpc-call" -o "broker.password_file=$tmp/pw" example.echo
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary

@@ -1,0 +1,259 @@
+/* notify-user.c: the notification side of the user service, written only
+ * against the public API (<warren/warren.h>) as an example for library
+ * users: it asks user-service for a user (by id, by email, or every user
+ * page by page) and "sends" a message the way the user's preferences say,
+ * by printing what it would send.
+ *
+ *   notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a  MESSAGE
+ *
+ * Exit status: 0 sent (or skipped by the user's preferences), 1 the service
+ * answered with an error (NOT_FOUND...), 2 usage, 3 configuration, 4 the
+ * service is unavailable, 5 deadline exceeded. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "warren.h"
+
+#define PROG "notify-user"
+#define USAGE "usage: " PROG " [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE\n"
+
+enum { EXIT_SENT = 0, EXIT_REMOTE = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3, EXIT_UNAVAILABLE = 4,
+       EXIT_TIMEOUT = 5 };
+
+struct options {
+	const char *id, *email, *message;
+	bool all;
+	int64_t timeout_ms; /* 0: client.timeout */
+};
+
+/* ------------------------------------------------------------ arguments */
+
+static int parse_args(int argc, char **argv, warren_config *cfg, struct options *o)
+{
+	char why[512];
+	char *end;
+	int opt;
+
+	while ((opt = getopt(argc, argv, ":c:o:t:i:e:ah")) != -1) {
+		switch (opt) {
+		case 'c':
+			if (warren_config_load(cfg, optarg, why, sizeof(why)) != WARREN_OK) {
+				fprintf(stderr, PROG ": %s\n", why);
+				return EXIT_CONFIG;
+			}
+			break;
+		case 'o':
+			if (warren_config_set_arg(cfg, optarg, why, sizeof(why)) != WARREN_OK) {
+				fprintf(stderr, PROG ": %s\n", why);
+				return EXIT_CONFIG;
+			}
+			break;
+		case 't':
+			o->timeout_ms = (int64_t)(strtod(optarg, &end) * 1000);
+			if (*end != '\0' || end == optarg || o->timeout_ms <= 0) {
+				fprintf(stderr, PROG ": -t \"%s\": expected a number of seconds\n", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'i':
+			o->id = optarg;
+			break;
+		case 'e':
+			o->email = optarg;
+			break;
+		case 'a':
+			o->all = true;
+			break;
+		case 'h':
+			printf(USAGE);
+			exit(EXIT_SENT);
+		case ':':
+			fprintf(stderr, PROG ": option -%c needs a value\n" USAGE, optopt);
+			return EXIT_USAGE;
+		default:
+			fprintf(stderr, PROG ": unknown option -%c\n" USAGE, optopt);
+			return EXIT_USAGE;
+		}
+	}
+	if ((o->id != NULL) + (o->email != NULL) + o->all != 1) {
+		fprintf(stderr, PROG ": give exactly one of -i ID, -e EMAIL and -a\n" USAGE);
+		return EXIT_USAGE;
+	}
+	if (optind != argc - 1 || argv[optind][0] == '\0') {
+		fprintf(stderr, PROG ": give one MESSAGE to send\n" USAGE);
+		return EXIT_USAGE;
+	}
+	o->message = argv[optind];
+	return 0;
+}
+
+/* ------------------------------------------------------------ calls */
+
+/* The exit status for how a call ended. */
+static int exit_for(warren_err err)
+{
+	switch (err) {
+	case WARREN_OK:
+		return EXIT_SENT;
+	case WARREN_ERR_REMOTE:
+		return EXIT_REMOTE;
+	case WARREN_ERR_TIMEOUT:
+		return EXIT_TIMEOUT;
+	default:
+		return EXIT_UNAVAILABLE;
+	}
+}
+
+/* One blocking call. On success *result is the reply's result (owned by
+ * *reply, which the caller frees); otherwise the failure is printed. */
+static int call(warren_client *c, const struct options *o, const char *method,
+                const warren_value *params, warren_reply **reply)
+{
+	warren_call_opts opts = {.timeout_ms = o->timeout_ms};
+	char why[512] = "";
+	warren_err err = warren_call(c, method, params, &opts, reply, why, sizeof(why));
+
+	if (err == WARREN_ERR_REMOTE) {
+		/* The service answered: its status and message say why. */
+		fprintf(stderr, PROG ": %s: %s: %s\n", method,
+		        warren_status_name(warren_reply_status(*reply)), warren_reply_message(*reply));
+	} else if (err != WARREN_OK) {
+		/* No answer: the status a caller sees for the local error. */
+		fprintf(stderr, PROG ": %s: %s: %s\n", method,
+		        warren_status_name(warren_err_status(err)), why);
+	}
+	return exit_for(err);
+}
+
+static const char *str_field(const warren_value *user, const char *name, const char *dflt)
+{
+	const char *s;
+	size_t len;
+
+	return warren_value_get_str(warren_map_get(user, name), &s, &len) ? s : dflt;
+}
+
+/* "Sends" message to one user as their preferences say: the channel
+ * ("email" unless set) and whether they want messages at all. */
+static void send_to(const warren_value *user, const char *message)
+{
+	const warren_value *prefs = warren_map_get(user, "preferences");
+	const char *channel = str_field(prefs, "channel", "email");
+	bool muted = false;
+	int64_t id = 0;
+
+	warren_value_get_int(warren_map_get(user, "id"), &id);
+	if (warren_value_get_bool(warren_map_get(prefs, "muted"), &muted) && muted) {
+		printf("skipped user %lld: notifications muted\n", (long long)id);
+		return;
+	}
+	printf("sent to user %lld, %s <%s>, by %s: %s\n", (long long)id,
+	       str_field(user, "name", "?"), str_field(user, "email", "?"), channel, message);
+}
+
+/* user.get by id or email, then send. */
+static int notify_one(warren_client *c, const struct options *o)
+{
+	warren_value *params = warren_map();
+	warren_reply *reply = NULL;
+	char *end;
+	int status;
+
+	if (o->id != NULL) {
+		long long id = strtoll(o->id, &end, 10);
+		if (*end != '\0' || end == o->id) {
+			fprintf(stderr, PROG ": -i \"%s\": expected a user id (a number)\n", o->id);
+			warren_value_free(params);
+			return EXIT_USAGE;
+		}
+		warren_map_set(params, "id", warren_int(id));
+	} else {
+		warren_map_set(params, "email", warren_str(o->email));
+	}
+	status = call(c, o, "user.get", params, &reply);
+	if (status == EXIT_SENT) {
+		send_to(warren_reply_result(reply), o->message);
+	}
+	warren_reply_free(reply);
+	warren_value_free(params);
+	return status;
+}
+
+/* user.list page by page, following next_cursor until it is nil. */
+static int notify_all(warren_client *c, const struct options *o)
+{
+	char cursor[64] = "";
+	int status = EXIT_SENT;
+
+	do {
+		warren_value *params = warren_map();
+		warren_reply *reply = NULL;
+		const warren_value *page, *users;
+		const char *next;
+		size_t len;
+
+		warren_map_set(params, "limit", warren_int(100));
+		if (cursor[0] != '\0') {
+			warren_map_set(params, "cursor", warren_str(cursor));
+		}
+		status = call(c, o, "user.list", params, &reply);
+		warren_value_free(params);
+		if (status != EXIT_SENT) {
+			warren_reply_free(reply);
+			break;
+		}
+		page = warren_reply_result(reply);
+		users = warren_map_get(page, "users");
+		for (size_t i = 0; i < warren_value_len(users); i++) {
+			send_to(warren_array_at(users, i), o->message);
+		}
+		if (warren_value_get_str(warren_map_get(page, "next_cursor"), &next, &len)) {
+			snprintf(cursor, sizeof(cursor), "%s", next);
+		} else {
+			cursor[0] = '\0';
+		}
+		warren_reply_free(reply);
+	} while (cursor[0] != '\0');
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	warren_config *cfg = warren_config_new();
+	struct options o = {0};
+	warren_client *c = NULL;
+	const char *url = getenv("WARREN_URL");
+	char why[512];
+	int status;
+
+	if (cfg == NULL) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return EXIT_CONFIG;
+	}
+	/* Failures are reported on stderr by this program: the library's own
+	 * log lines only for errors, unless -c or -o say otherwise. */
+	warren_config_set(cfg, "log.level", "error", NULL, 0);
+	/* WARREN_URL first, so that -c and -o can override it. */
+	if (url != NULL && warren_config_set(cfg, "broker.url", url, why, sizeof(why)) != WARREN_OK) {
+		fprintf(stderr, PROG ": WARREN_URL: %s\n", why);
+		warren_config_free(cfg);
+		return EXIT_CONFIG;
+	}
+	status = parse_args(argc, argv, cfg, &o);
+	if (status != 0) {
+		warren_config_free(cfg);
+		return status;
+	}
+	warren_log_configure(cfg, PROG);
+	if (warren_client_new(cfg, PROG, &c, why, sizeof(why)) != WARREN_OK) {
+		fprintf(stderr, PROG ": %s\n", why);
+		warren_config_free(cfg);
+		return EXIT_UNAVAILABLE;
+	}
+	warren_config_free(cfg);
+	status = o.all ? notify_all(c, &o) : notify_one(c, &o);
+	warren_client_free(c);
+	return status;
+}

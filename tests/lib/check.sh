@@ -1,0 +1,33 @@
+# check.sh: sourced by the shell tests. check runs a command and compares
+# its exit status, stdout and stderr with what a user must see; summary
+# prints the "N passed, M failed" line scripts/run-tests.sh reads.
+passed=0
+failed=0
+CHECK_ERR=$(mktemp)
+
+# check NAME WANT_STATUS WANT_STDOUT WANT_STDERR -- COMMAND...
+check() {
+	local name=$1 want_status=$2 want_out=$3 want_err=$4
+	shift 5
+	local out err status
+	out=$("$@" 2>"$CHECK_ERR")
+	status=$?
+	err=$(cat "$CHECK_ERR")
+	if [ "$status" = "$want_status" ] && [ "$out" = "$want_out" ] && [ "$err" = "$want_err" ]; then
+		echo "ok - $name"
+		passed=$((passed + 1))
+	else
+		echo "not ok - $name"
+		echo "#   status: got $status, want $want_status"
+		echo "#   stdout: got [$out], want [$want_out]"
+		echo "#   stderr: got [$err], want [$want_err]"
+		failed=$((failed + 1))
+	fi
+}
+
+# summary: the last line of every shell test; fails when a check did.
+summary() {
+	rm -f "$CHECK_ERR"
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+}
