@@ -72,9 +72,10 @@ run_script() {
 
 # A test must stop every program it started: any left running (a daemon
 # whose test failed half-way, say) is killed and counted as one failure.
+# This run's daemons are the ones given this run's broker port.
 reap_leftovers() {
 	local name=$1 pids
-	pids=$(pgrep -f "^$ROOT/$BUILD/bin/" || true)
+	pids=$(pgrep -f "^$ROOT/$BUILD/bin/.*127\.0\.0\.1:$WARREN_TEST_PORT" || true)
 	if [ -n "$pids" ]; then
 		echo "$name left running: $(ps -o args= -p "${pids//$'\n'/,}" | tr '\n' ';')" \
 			>"$LOGS/$name.leftovers.log"

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "load.h"
 #include "log.h"
 #include "warren.h"
 
@@ -32,12 +33,14 @@ struct options {
 	bool verbose;
 	const char *method;
 	const char *params; /* JSON text, "-" or "@FILE"; NULL: {} */
+	int64_t count;      /* -n: load mode, this many calls; 0: one call */
+	int in_flight;      /* -P: calls outstanding at once in load mode */
 };
 
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]\n"
-	            "                [-j] [-1] [-v] METHOD [PARAMS | - | @FILE]\n");
+	            "                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]\n");
 }
 
 static int fail(const char *method, const char *code, const char *msg, int status)
@@ -60,11 +63,46 @@ static bool parse_seconds(const char *text, int64_t *ms)
 	return true;
 }
 
+/* A whole number from min to max. */
+static bool parse_count(const char *text, int64_t min, int64_t max, int64_t *out)
+{
+	char *end = NULL;
+	long long v;
+
+	errno = 0;
+	v = strtoll(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0' || v < min || v > max) {
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* The combinations of options that make no sense; EXIT_OK or EXIT_USAGE. */
+static int check_load_options(const struct options *o)
+{
+	const char *why = NULL;
+
+	if (o->in_flight > 0 && o->count == 0) {
+		why = "-P needs -n";
+	} else if (o->count > 0 && o->one_way) {
+		why = "-n and -1 cannot be combined: load mode makes calls";
+	} else if (o->count > 0 && o->message_id != NULL) {
+		why = "-n and -m cannot be combined: every call needs its own message id";
+	}
+	if (why != NULL) {
+		fprintf(stderr, "rpc-call: %s\n", why);
+		return EXIT_USAGE;
+	}
+	return EXIT_OK;
+}
+
 static int parse_args(int argc, char **argv, struct options *o)
 {
+	int64_t n;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:o:t:m:j1vhV")) != -1) {
+	while ((opt = getopt(argc, argv, "c:o:t:m:j1vn:P:hV")) != -1) {
 		switch (opt) {
 		case 'c':
 			o->cc.file = optarg;
@@ -95,6 +133,24 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'v':
 			o->verbose = true;
 			break;
+		case 'n':
+			if (!parse_count(optarg, 1, 100000000, &o->count)) {
+				fprintf(stderr,
+				        "rpc-call: -n \"%s\": expected a number of calls from 1 to 100000000\n",
+				        optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'P':
+			if (!parse_count(optarg, 1, 100000, &n)) {
+				fprintf(stderr,
+				        "rpc-call: -P \"%s\": expected a number of calls in flight from 1 to "
+				        "100000\n",
+				        optarg);
+				return EXIT_USAGE;
+			}
+			o->in_flight = (int)n;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(EXIT_OK);
@@ -114,7 +170,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	o->method = argv[optind];
 	o->params = argc - optind == 2 ? argv[optind + 1] : NULL;
-	return EXIT_OK;
+	return check_load_options(o);
 }
 
 /* Reads all of f into a malloc'd, NUL-terminated buffer. */
@@ -225,6 +281,23 @@ static int print_result(const struct options *o, const warren_reply *reply)
 	return EXIT_OK;
 }
 
+/* -n: the calls, then the figures on stdout; exits as the first failure. */
+static int load(const struct options *o, warren_client *client, const warren_value *params)
+{
+	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire};
+	int in_flight = o->in_flight > 0 ? o->in_flight : 1;
+	struct load_result r;
+	char why[300];
+	warren_err err = load_run(client, o->method, params, &opts, o->count, in_flight, &r, why,
+	                          sizeof(why));
+
+	if (err != WARREN_OK) {
+		return fail(o->method, warren_status_name(warren_err_status(err)), why, exit_for(err));
+	}
+	load_print(stdout, o->method, in_flight, &r);
+	return exit_for(r.first_err);
+}
+
 static int call(const struct options *o, warren_client *client, const warren_value *params)
 {
 	warren_call_opts opts = {.timeout_ms = o->timeout_ms,
@@ -285,7 +358,7 @@ int main(int argc, char **argv)
 		              exit_for(err));
 		goto out;
 	}
-	status = call(&o, client, params);
+	status = o.count > 0 ? load(&o, client, params) : call(&o, client, params);
 out:
 	warren_client_free(client);
 	warren_value_free(params);

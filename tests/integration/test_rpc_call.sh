@@ -47,7 +47,7 @@ check "an unknown method exits 1 with UNIMPLEMENTED" 1 '' \
 	"$BIN/rpc-call" example.nosuch
 check "missing METHOD is a usage error" 2 '' "rpc-call: missing METHOD
 usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
-                [-j] [-1] [-v] METHOD [PARAMS | - | @FILE]" -- "$BIN/rpc-call"
+                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]" -- "$BIN/rpc-call"
 check "a bad -t is a usage error" 2 '' \
 	'rpc-call: -t "soon": expected a number of seconds from 0.001 to 86400' -- \
 	"$BIN/rpc-call" -t soon example.echo
@@ -80,5 +80,36 @@ echo "password-from-file" >"$tmp/pw"
 check "a wrong password from a file is refused by the broker" 4 '' \
 	"rpc-call: example.echo: UNAVAILABLE: login to 127.0.0.1:${WARREN_TEST_PORT}: 403 ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile." -- \
 	"$BIN/rpc-call" -o "broker.password_file=$tmp/pw" example.echo
+
+# Load mode: the figures vary from run to run, so they are masked.
+mask='s/ [0-9]+\.[0-9]+/ X/g; s/: [0-9]+ calls\/s/: R calls\/s/'
+check "-n/-P runs the calls and prints throughput, latency and outcomes" 0 \
+	'example.echo: 500 calls, 16 in flight, X s: R calls/s
+latency ms: p50 X  p90 X  p99 X  p99.9 X  max X
+outcomes: 500 OK' '' -- bash -c "'$BIN/rpc-call' -n 500 -P 16 example.echo '{\"x\":1}' | sed -E '$mask'"
+check "load mode counts error statuses and exits as the first failure" 1 \
+	'example.fail: 20 calls, 4 in flight, X s: R calls/s
+latency ms: p50 X  p90 X  p99 X  p99.9 X  max X
+outcomes: 20 NOT_FOUND' '' -- bash -c "set -o pipefail; '$BIN/rpc-call' -n 20 -P 4 example.fail \
+	'{\"code\":\"NOT_FOUND\",\"message\":\"x\"}' | sed -E '$mask'"
+check "load mode counts calls that ran out of time" 5 \
+	'example.sleep: 4 calls, 4 in flight, X s: R calls/s
+latency ms: p50 X  p90 X  p99 X  p99.9 X  max X
+outcomes: 4 DEADLINE_EXCEEDED' '' -- bash -c "set -o pipefail; '$BIN/rpc-call' -t 0.2 -n 4 -P 4 \
+	example.sleep '{\"ms\":1000}' | sed -E '$mask'"
+check "a bad -n is a usage error" 2 '' \
+	'rpc-call: -n "many": expected a number of calls from 1 to 100000000' -- \
+	"$BIN/rpc-call" -n many example.echo
+check "a bad -P is a usage error" 2 '' \
+	'rpc-call: -P "0": expected a number of calls in flight from 1 to 100000' -- \
+	"$BIN/rpc-call" -n 5 -P 0 example.echo
+check "-P without -n is a usage error" 2 '' 'rpc-call: -P needs -n' -- \
+	"$BIN/rpc-call" -P 5 example.echo
+check "-n with -m is a usage error" 2 '' \
+	'rpc-call: -n and -m cannot be combined: every call needs its own message id' -- \
+	"$BIN/rpc-call" -n 5 -m same example.echo
+check "-n with -1 is a usage error" 2 '' \
+	'rpc-call: -n and -1 cannot be combined: load mode makes calls' -- \
+	"$BIN/rpc-call" -n 5 -1 example.echo
 
 summary
