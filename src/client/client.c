@@ -614,15 +614,11 @@ warren_err warren_client_new(const warren_config *cfg, const char *app_id, warre
 	warren_client *c;
 	warren_err err;
 
-	if (cfg == NULL || out == NULL) {
-		snprintf(errstr, errlen, "config and out are required");
-		return WARREN_ERR_INVALID;
+	err = engine_global_init(cfg != NULL && out != NULL, errstr, errlen);
+	if (err != WARREN_OK) {
+		return err;
 	}
 	*out = NULL;
-	if (sodium_init() < 0) {
-		snprintf(errstr, errlen, "libsodium failed to initialise");
-		return WARREN_ERR_SYSTEM;
-	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
 		snprintf(errstr, errlen, "out of memory");

@@ -2,6 +2,7 @@
  * daemons, so that they all read -c and -o the same way. */
 #include "cli.h"
 
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -44,4 +45,44 @@ warren_config *cli_build_config(const struct cli_config *cc, const char *url_env
 fail:
 	warren_config_free(cfg);
 	return NULL;
+}
+
+int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_config *cc)
+{
+	int opt;
+
+	/* The leading ':' lets us word the errors ourselves. */
+	while ((opt = getopt(argc, argv, ":c:o:hV")) != -1) {
+		switch (opt) {
+		case 'c':
+			cc->file = optarg;
+			break;
+		case 'o':
+			if (!cli_add_override(cc, optarg)) {
+				fprintf(stderr, "%s: too many -o options\n", prog);
+				return 2;
+			}
+			break;
+		case 'h':
+			printf("usage: %s [-c FILE] [-o key=value]...\n", prog);
+			exit(0);
+		case 'V':
+			printf("%s %s\n", prog, WARREN_VERSION);
+			exit(0);
+		case ':':
+			fprintf(stderr, "%s: option -%c needs a value\n", prog, optopt);
+			goto usage;
+		default:
+			fprintf(stderr, "%s: unknown option -%c\n", prog, optopt);
+			goto usage;
+		}
+	}
+	if (optind == argc) {
+		return 0;
+	}
+	fprintf(stderr, "%s: unexpected argument \"%s\"\n", prog, argv[optind]);
+	return 2;
+usage:
+	fprintf(stderr, "usage: %s [-c FILE] [-o key=value]...\n", prog);
+	return 2;
 }

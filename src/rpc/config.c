@@ -2,6 +2,7 @@
  * it drives: parsing and validating values, -o overrides, INI files read with
  * libinih, and the canonical text warren_config_get returns. */
 #include "config.h"
+#include "errstr.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -118,20 +119,6 @@ struct warren_config {
 
 /* ----------------------------------------------------------------- helpers */
 
-static void say(char *errstr, size_t errlen, const char *fmt, ...) WARREN_PRINTF(3, 4);
-
-static void say(char *errstr, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errstr == NULL || errlen == 0) {
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(errstr, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* A unit suffix and how many stored units (ms or bytes) it stands for. */
 struct unit {
 	const char *name;
@@ -222,10 +209,10 @@ static bool out_of_range(const struct config_def *d, const char *text, char *err
 	char lo[32], hi[32];
 
 	if (d->type == CONFIG_INT) {
-		say(errstr, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, d->key, text,
+		errstr_set(errstr, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, d->key, text,
 		    d->min, d->max);
 	} else {
-		say(errstr, errlen, "%s: \"%s\" is out of range %s..%s", d->key, text,
+		errstr_set(errstr, errlen, "%s: \"%s\" is out of range %s..%s", d->key, text,
 		    format_scaled(d->min, units, lo, sizeof(lo)),
 		    format_scaled(d->max, units, hi, sizeof(hi)));
 	}
@@ -242,7 +229,7 @@ static bool parse_int(const struct config_def *d, const char *text, int64_t *num
 
 	p = read_digits(p, &v, &huge);
 	if (p == NULL || *p != '\0') {
-		say(errstr, errlen, "%s: \"%s\" is not an integer", d->key, text);
+		errstr_set(errstr, errlen, "%s: \"%s\" is not an integer", d->key, text);
 		return false;
 	}
 	*num = text[0] == '-' ? -v : v;
@@ -269,12 +256,12 @@ static bool parse_duration(const struct config_def *d, const char *text, int64_t
 		scale = unit_scale(duration_units, p);
 	}
 	if (scale == 0) {
-		say(errstr, errlen, "%s: \"%s\" is not a duration (e.g. 250ms, 30s, 2m)", d->key,
+		errstr_set(errstr, errlen, "%s: \"%s\" is not a duration (e.g. 250ms, 30s, 2m)", d->key,
 		    text);
 		return false;
 	}
 	if (!exact || frac * scale % 1000000000 != 0) {
-		say(errstr, errlen, "%s: \"%s\" must be a whole number of milliseconds", d->key,
+		errstr_set(errstr, errlen, "%s: \"%s\" must be a whole number of milliseconds", d->key,
 		    text);
 		return false;
 	}
@@ -300,7 +287,7 @@ static bool parse_size(const struct config_def *d, const char *text, int64_t *nu
 		scale = unit_scale(size_units, p);
 	}
 	if (scale == 0) {
-		say(errstr, errlen, "%s: \"%s\" is not a size (e.g. 65536, 64k, 1M)", d->key, text);
+		errstr_set(errstr, errlen, "%s: \"%s\" is not a size (e.g. 65536, 64k, 1M)", d->key, text);
 		return false;
 	}
 	if (huge || v > d->max / scale || v * scale < d->min) {
@@ -322,7 +309,7 @@ static bool parse_bool(const struct config_def *d, const char *text, int64_t *nu
 			return true;
 		}
 	}
-	say(errstr, errlen, "%s: \"%s\" is not a boolean (true, false, yes, no, on, off, 1, 0)",
+	errstr_set(errstr, errlen, "%s: \"%s\" is not a boolean (true, false, yes, no, on, off, 1, 0)",
 	    d->key, text);
 	return false;
 }
@@ -343,7 +330,7 @@ static bool parse_enum(const struct config_def *d, const char *text, int64_t *nu
 		snprintf(names + used, sizeof(names) - used, "%s%s", i > 0 ? ", " : "",
 		         d->enum_values[i]);
 	}
-	say(errstr, errlen, "%s: \"%s\" is not one of %s", d->key, text, names);
+	errstr_set(errstr, errlen, "%s: \"%s\" is not one of %s", d->key, text, names);
 	return false;
 }
 
@@ -384,14 +371,14 @@ static bool check_url_list(const struct config_def *d, const char *text, int64_t
 	const char *p = text;
 
 	if (text[0] == '\0') {
-		say(errstr, errlen, "%s: needs at least one amqp:// or amqps:// URL", d->key);
+		errstr_set(errstr, errlen, "%s: needs at least one amqp:// or amqps:// URL", d->key);
 		return false;
 	}
 	for (;;) {
 		size_t n = strcspn(p, ",");
 
 		if (!has_prefix(p, n, "amqp://") && !has_prefix(p, n, "amqps://")) {
-			say(errstr, errlen, "%s: \"%.*s\" is not an amqp:// or amqps:// URL",
+			errstr_set(errstr, errlen, "%s: \"%.*s\" is not an amqp:// or amqps:// URL",
 			    d->key, (int)n, p);
 			return false;
 		}
@@ -406,7 +393,7 @@ static bool check_whole_seconds(const struct config_def *d, const char *text, in
                                 char *errstr, size_t errlen)
 {
 	if (num % SEC != 0) {
-		say(errstr, errlen, "%s: \"%s\" must be a whole number of seconds", d->key, text);
+		errstr_set(errstr, errlen, "%s: \"%s\" must be a whole number of seconds", d->key, text);
 		return false;
 	}
 	return true;
@@ -420,7 +407,7 @@ static bool check_service_name(const struct config_def *d, const char *text, int
 	size_t n = strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_-");
 
 	if (text[0] != '\0' && (text[n] != '\0' || n > 64)) {
-		say(errstr, errlen,
+		errstr_set(errstr, errlen,
 		    "%s: \"%s\" may hold only a-z, 0-9, _ and - (1 to 64 characters)", d->key,
 		    text);
 		return false;
@@ -469,7 +456,7 @@ static warren_err set_id(warren_config *cfg, config_id id, const char *text, cha
 	}
 	canon = canonical_text(d, text, num);
 	if (canon == NULL) {
-		say(errstr, errlen, "out of memory");
+		errstr_set(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
 	free(cfg->slot[id].text);
@@ -545,12 +532,12 @@ warren_err warren_config_set(warren_config *cfg, const char *key, const char *va
 	int id;
 
 	if (cfg == NULL || key == NULL || value == NULL) {
-		say(errstr, errlen, "warren_config_set: config, key and value must not be NULL");
+		errstr_set(errstr, errlen, "warren_config_set: config, key and value must not be NULL");
 		return WARREN_ERR_INVALID;
 	}
 	id = config_lookup(key);
 	if (id < 0) {
-		say(errstr, errlen, "unknown key \"%s\"", key);
+		errstr_set(errstr, errlen, "unknown key \"%s\"", key);
 		return WARREN_ERR_CONFIG;
 	}
 	return set_id(cfg, (config_id)id, value, errstr, errlen);
@@ -563,17 +550,17 @@ warren_err warren_config_set_arg(warren_config *cfg, const char *arg, char *errs
 	int id;
 
 	if (cfg == NULL || arg == NULL) {
-		say(errstr, errlen, "warren_config_set_arg: config and argument must not be NULL");
+		errstr_set(errstr, errlen, "warren_config_set_arg: config and argument must not be NULL");
 		return WARREN_ERR_INVALID;
 	}
 	eq = strchr(arg, '=');
 	if (eq == NULL) {
-		say(errstr, errlen, "-o \"%s\": expected key=value", arg);
+		errstr_set(errstr, errlen, "-o \"%s\": expected key=value", arg);
 		return WARREN_ERR_CONFIG;
 	}
 	id = lookup_n(arg, (size_t)(eq - arg));
 	if (id < 0) {
-		say(errstr, errlen, "unknown key \"%.*s\"", (int)(eq - arg), arg);
+		errstr_set(errstr, errlen, "unknown key \"%.*s\"", (int)(eq - arg), arg);
 		return WARREN_ERR_CONFIG;
 	}
 	return set_id(cfg, (config_id)id, eq + 1, errstr, errlen);
@@ -704,19 +691,19 @@ static warren_err load_result(const struct load *ld, int rc, const char *path, c
                               size_t errlen)
 {
 	if (rc == -2) {
-		say(errstr, errlen, "%s: out of memory", path);
+		errstr_set(errstr, errlen, "%s: out of memory", path);
 		return WARREN_ERR_NOMEM;
 	}
 	if (rc > 0 && (ld->bad_line == 0 || rc < ld->bad_line)) {
-		say(errstr, errlen, "%s:%d: expected [section] or key = value", path, rc);
+		errstr_set(errstr, errlen, "%s:%d: expected [section] or key = value", path, rc);
 		return WARREN_ERR_CONFIG;
 	}
 	if (ld->bad_line != 0) {
-		say(errstr, errlen, "%s:%d: %s", path, ld->bad_line, ld->why);
+		errstr_set(errstr, errlen, "%s:%d: %s", path, ld->bad_line, ld->why);
 		return ld->err;
 	}
 	if (ld->read_errno != 0) {
-		say(errstr, errlen, "%s: %s", path, strerror(ld->read_errno));
+		errstr_set(errstr, errlen, "%s: %s", path, strerror(ld->read_errno));
 		return WARREN_ERR_CONFIG;
 	}
 	return WARREN_OK;
@@ -730,17 +717,17 @@ warren_err warren_config_load(warren_config *cfg, const char *path, char *errstr
 	warren_err err;
 
 	if (cfg == NULL || path == NULL) {
-		say(errstr, errlen, "warren_config_load: config and path must not be NULL");
+		errstr_set(errstr, errlen, "warren_config_load: config and path must not be NULL");
 		return WARREN_ERR_INVALID;
 	}
 	ld.f = fopen(path, "r");
 	if (ld.f == NULL) {
-		say(errstr, errlen, "%s: %s", path, strerror(errno));
+		errstr_set(errstr, errlen, "%s: %s", path, strerror(errno));
 		return WARREN_ERR_CONFIG;
 	}
 	ld.scratch = config_copy(cfg);
 	if (ld.scratch == NULL) {
-		say(errstr, errlen, "out of memory");
+		errstr_set(errstr, errlen, "out of memory");
 		err = WARREN_ERR_NOMEM;
 		goto out;
 	}

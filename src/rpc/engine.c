@@ -890,3 +890,16 @@ uint64_t engine_generation(const struct engine *e)
 {
 	return e->generation;
 }
+
+warren_err engine_global_init(bool args_ok, char *errstr, size_t errlen)
+{
+	if (!args_ok) {
+		snprintf(errstr, errlen, "config and out are required");
+		return WARREN_ERR_INVALID;
+	}
+	if (sodium_init() < 0) {
+		snprintf(errstr, errlen, "libsodium failed to initialise");
+		return WARREN_ERR_SYSTEM;
+	}
+	return WARREN_OK;
+}

@@ -111,4 +111,10 @@ void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr, s
 /* Monotonic milliseconds. */
 int64_t engine_now(void);
 
+/* The start of warren_client_new and warren_worker_new: args_ok says their
+ * required arguments were given (else WARREN_ERR_INVALID); then what the
+ * process needs once before any engine (libsodium's random numbers). Safe
+ * to call again and from several threads. */
+warren_err engine_global_init(bool args_ok, char *errstr, size_t errlen);
+
 #endif

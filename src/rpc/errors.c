@@ -1,8 +1,12 @@
 /* errors.c: the texts and mappings of warren's two error spaces, the local
  * warren_err classes and the gRPC statuses a reply carries, and the clock
- * that rpc-deadline is measured by. */
+ * that rpc-deadline is measured by; and errstr_set, which fills an error
+ * buffer. */
+#include "errstr.h"
 #include "warren.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -124,4 +128,16 @@ int64_t warren_now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void errstr_set(char *errstr, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errstr == NULL || errlen == 0) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(errstr, errlen, fmt, ap);
+	va_end(ap);
 }

@@ -3,6 +3,7 @@
  * errors); writing is done here, straight from the tree, compact, keys in
  * insertion order, floats in their shortest round-trip form. */
 #include "codec.h"
+#include "errstr.h"
 #include "utf8.h"
 #include "value_int.h"
 
@@ -12,18 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *errstr, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (errstr == NULL || errlen == 0) {
-		return;
-	}
-	va_start(ap, fmt);
-	vsnprintf(errstr, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* ---------------------------------------------------------------- reading */
 
@@ -37,7 +26,7 @@ static warren_err container_from_jansson(const json_t *j, int depth, warren_valu
 	warren_err err = WARREN_OK;
 
 	if (depth >= CODEC_MAX_DEPTH) {
-		set_err(errstr, errlen, "nested deeper than %d levels", CODEC_MAX_DEPTH);
+		errstr_set(errstr, errlen, "nested deeper than %d levels", CODEC_MAX_DEPTH);
 		return WARREN_ERR_DECODE;
 	}
 	if (json_is_array(j)) {
@@ -120,7 +109,7 @@ warren_err warren_value_from_json(const char *text, size_t len, warren_value **o
 	warren_err err;
 
 	if (out == NULL || (text == NULL && len > 0)) {
-		set_err(errstr, errlen, "no JSON text");
+		errstr_set(errstr, errlen, "no JSON text");
 		return WARREN_ERR_INVALID;
 	}
 	*out = NULL;
@@ -128,9 +117,9 @@ warren_err warren_value_from_json(const char *text, size_t len, warren_value **o
 	               JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 	if (j == NULL) {
 		if (len == 0) {
-			set_err(errstr, errlen, "empty JSON text");
+			errstr_set(errstr, errlen, "empty JSON text");
 		} else {
-			set_err(errstr, errlen, "line %d, column %d: %s", jerr.line, jerr.column,
+			errstr_set(errstr, errlen, "line %d, column %d: %s", jerr.line, jerr.column,
 			        jerr.text);
 		}
 		return WARREN_ERR_DECODE;
@@ -264,7 +253,7 @@ static warren_err to_json(const warren_value *v, struct jbuf *b, char *errstr, s
 		break;
 	case WARREN_FLOAT:
 		if (!isfinite(v->u.d)) {
-			set_err(errstr, errlen, "the float %s has no JSON form",
+			errstr_set(errstr, errlen, "the float %s has no JSON form",
 			        isnan(v->u.d) ? "NaN" : v->u.d > 0 ? "infinity" : "-infinity");
 			return WARREN_ERR_INVALID;
 		}
@@ -272,13 +261,13 @@ static warren_err to_json(const warren_value *v, struct jbuf *b, char *errstr, s
 		break;
 	case WARREN_STR:
 		if (!utf8_valid(v->u.s.p, v->u.s.len)) {
-			set_err(errstr, errlen, "a string is not valid UTF-8");
+			errstr_set(errstr, errlen, "a string is not valid UTF-8");
 			return WARREN_ERR_INVALID;
 		}
 		put_quoted(b, v->u.s.p, v->u.s.len);
 		break;
 	case WARREN_BIN:
-		set_err(errstr, errlen, "binary data (%zu bytes) has no JSON form", v->u.s.len);
+		errstr_set(errstr, errlen, "binary data (%zu bytes) has no JSON form", v->u.s.len);
 		return WARREN_ERR_INVALID;
 	case WARREN_ARRAY:
 		put(b, "[", 1);
@@ -295,7 +284,7 @@ static warren_err to_json(const warren_value *v, struct jbuf *b, char *errstr, s
 		for (size_t i = 0; i < v->u.m.len && err == WARREN_OK; i++) {
 			const struct value_entry *e = &v->u.m.e[i];
 			if (!utf8_valid(e->key, e->klen)) {
-				set_err(errstr, errlen, "a map key is not valid UTF-8");
+				errstr_set(errstr, errlen, "a map key is not valid UTF-8");
 				return WARREN_ERR_INVALID;
 			}
 			if (i > 0) {
@@ -317,13 +306,13 @@ warren_err warren_value_to_json(const warren_value *v, char **out, char *errstr,
 	warren_err err;
 
 	if (out == NULL) {
-		set_err(errstr, errlen, "no output");
+		errstr_set(errstr, errlen, "no output");
 		return WARREN_ERR_INVALID;
 	}
 	*out = NULL;
 	err = to_json(v, &b, errstr, errlen);
 	if (err == WARREN_OK && b.oom) {
-		set_err(errstr, errlen, "out of memory");
+		errstr_set(errstr, errlen, "out of memory");
 		err = WARREN_ERR_NOMEM;
 	}
 	if (err != WARREN_OK) {

@@ -3,7 +3,6 @@
  *   example.echo   returns its params
  *   example.sleep  {"ms": N} sleeps N ms, returns {"slept_ms": N}
  *   example.fail   {"code": "NOT_FOUND", "message": "..."} answers that status */
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -57,36 +56,6 @@ static warren_status fail(warren_request *req, void *arg)
 	                           message);
 }
 
-static int parse_args(int argc, char **argv, struct cli_config *cc)
-{
-	int opt;
-
-	while ((opt = getopt(argc, argv, "c:o:hV")) != -1) {
-		switch (opt) {
-		case 'c':
-			cc->file = optarg;
-			break;
-		case 'o':
-			if (!cli_add_override(cc, optarg)) {
-				fprintf(stderr, "example-service: too many -o options\n");
-				return 2;
-			}
-			break;
-		case 'V':
-			printf("example-service %s\n", WARREN_VERSION);
-			exit(0);
-		default:
-			fprintf(stderr, "usage: example-service [-c FILE] [-o key=value]...\n");
-			return opt == 'h' ? 0 : 2;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, "example-service: unexpected argument \"%s\"\n", argv[optind]);
-		return 2;
-	}
-	return -1;
-}
-
 static warren_worker *start(warren_config *cfg)
 {
 	warren_worker *w = NULL;
@@ -109,9 +78,9 @@ int main(int argc, char **argv)
 	struct cli_config cc = {0};
 	char why[512];
 	sigset_t sigs;
-	int sig = 0, status = parse_args(argc, argv, &cc);
+	int sig = 0, status = cli_parse_daemon_args(argc, argv, "example-service", &cc);
 
-	if (status >= 0) {
+	if (status != 0) {
 		return status;
 	}
 	log_set_program("example-service");

@@ -362,15 +362,11 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	struct warren_worker *w;
 	warren_err err;
 
-	if (cfg == NULL || out == NULL) {
-		snprintf(errstr, errlen, "config and out are required");
-		return WARREN_ERR_INVALID;
+	err = engine_global_init(cfg != NULL && out != NULL, errstr, errlen);
+	if (err != WARREN_OK) {
+		return err;
 	}
 	*out = NULL;
-	if (sodium_init() < 0) {
-		snprintf(errstr, errlen, "libsodium failed to initialise");
-		return WARREN_ERR_SYSTEM;
-	}
 	w = calloc(1, sizeof(*w));
 	if (w == NULL) {
 		snprintf(errstr, errlen, "out of memory");

@@ -1,6 +1,8 @@
+# shellcheck shell=bash
 # check.sh: sourced by the shell tests. check runs a command and compares
-# its exit status, stdout and stderr with what a user must see; summary
-# prints the "N passed, M failed" line scripts/run-tests.sh reads.
+# its exit status, stdout and stderr with what a user must see; pass and
+# flunk record a result the test decided itself; summary prints the
+# "N passed, M failed" line scripts/run-tests.sh reads.
 passed=0
 failed=0
 CHECK_ERR=$(mktemp)
@@ -23,6 +25,18 @@ check() {
 		echo "#   stderr: got [$err], want [$want_err]"
 		failed=$((failed + 1))
 	fi
+}
+
+# pass NAME; flunk NAME [DETAILS]
+pass() {
+	passed=$((passed + 1))
+	echo "ok    $1"
+}
+
+flunk() {
+	failed=$((failed + 1))
+	echo "FAIL  $1"
+	[ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/    | /'
 }
 
 # summary: the last line of every shell test; fails when a check did.

@@ -10,19 +10,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
 TMP=$(mktemp -d /tmp/warren-install.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-passed=0
-failed=0
-
-pass() {
-	passed=$((passed + 1))
-	echo "ok    $1"
-}
-
-flunk() {
-	failed=$((failed + 1))
-	echo "FAIL  $1"
-	[ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/    | /'
-}
+# shellcheck source=tests/lib/check.sh
+. "$ROOT/tests/lib/check.sh"
 
 # The build directory the tests were built in: $WARREN_BUILD (the test
 # runner's), else the first one holding a built user-service.
@@ -161,5 +150,4 @@ else
 	flunk "make uninstall PREFIX=/opt/warren SYSCONFDIR=/etc/opt left files" "$left"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

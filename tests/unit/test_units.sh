@@ -13,19 +13,8 @@ INSTALLED_BIN=/usr/local/sbin/user-service
 MAX_EXPOSURE=2.0
 TMP=$(mktemp -d /tmp/warren-units.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-passed=0
-failed=0
-
-pass() {
-	passed=$((passed + 1))
-	echo "ok    $1"
-}
-
-flunk() {
-	failed=$((failed + 1))
-	echo "FAIL  $1"
-	[ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/    | /'
-}
+# shellcheck source=tests/lib/check.sh
+. "$ROOT/tests/lib/check.sh"
 
 # The built daemon: in $WARREN_BUILD (the test runner's build directory),
 # else $WARREN_BIN, else any build directory.
@@ -208,5 +197,4 @@ else
 	flunk "user-service@.service and user-service.service differ" "$d"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -2,7 +2,6 @@
  * PostgreSQL on a warren worker pool, in the foreground under systemd
  * (Type=notify, watchdog); SIGTERM drains, SIGHUP reloads. See user-service(8). */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -22,7 +21,6 @@
 #include "warren.h"
 
 #define PROG "user-service"
-#define USAGE "usage: " PROG " [-c FILE] [-o key=value]...\n"
 
 enum { EXIT_FORCED = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3 };
 
@@ -40,43 +38,6 @@ struct daemon {
 	atomic_bool stopped;
 	warren_err stop_result;
 };
-
-static int parse_args(int argc, char **argv, struct cli_config *cc)
-{
-	int opt;
-
-	/* The leading ':' lets us word the errors ourselves. */
-	while ((opt = getopt(argc, argv, ":c:o:hV")) != -1) {
-		switch (opt) {
-		case 'c':
-			cc->file = optarg;
-			break;
-		case 'o':
-			if (!cli_add_override(cc, optarg)) {
-				fprintf(stderr, PROG ": too many -o options\n");
-				return EXIT_USAGE;
-			}
-			break;
-		case 'h':
-			printf(USAGE);
-			exit(0);
-		case 'V':
-			printf(PROG " %s\n", WARREN_VERSION);
-			exit(0);
-		case ':':
-			fprintf(stderr, PROG ": option -%c needs a value\n" USAGE, optopt);
-			return EXIT_USAGE;
-		default:
-			fprintf(stderr, PROG ": unknown option -%c\n" USAGE, optopt);
-			return EXIT_USAGE;
-		}
-	}
-	if (optind != argc) {
-		fprintf(stderr, PROG ": unexpected argument \"%s\"\n", argv[optind]);
-		return EXIT_USAGE;
-	}
-	return 0;
-}
 
 static int load_config(struct daemon *d, char *errstr, size_t errlen)
 {
@@ -289,7 +250,7 @@ int main(int argc, char **argv)
 	int status;
 
 	log_set_program(PROG);
-	status = parse_args(argc, argv, &d.cc);
+	status = cli_parse_daemon_args(argc, argv, PROG, &d.cc);
 	if (status != 0) {
 		return status;
 	}
