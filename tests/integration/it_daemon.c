@@ -80,6 +80,10 @@ static pid_t spawn_daemon(const char *const *args, int watchdog_ms, const char *
 		argv[n++] = args[i];
 	}
 	argv[n] = NULL;
+	/* Forget what earlier daemons sent: their READY=1 is not this one's. */
+	while (recv(notify_fd, err_path, sizeof(err_path), MSG_DONTWAIT) > 0) {
+	}
+	snprintf(err_path, sizeof(err_path), "%s/stderr", dir);
 	notes[0] = '\0';
 	pid = fork();
 	if (pid == 0) {
@@ -209,6 +213,37 @@ static warren_client *client(void)
 	return c;
 }
 
+/* Creates a user and returns its id. */
+static int64_t create_user(warren_client *c, const char *tag)
+{
+	warren_reply *reply = NULL;
+	warren_value *params = NULL;
+	char json[256];
+	int64_t id = 0;
+
+	snprintf(json, sizeof(json), "{\"email\":\"%s-%ld@example.org\",\"name\":\"Someone\"}", tag,
+	         (long)getpid());
+	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call(c, "user.create", params, NULL, &reply, NULL, 0), WARREN_OK);
+	assert_true(warren_value_get_int(warren_map_get(warren_reply_result(reply), "id"), &id));
+	warren_reply_free(reply);
+	warren_value_free(params);
+	return id;
+}
+
+/* Holds user id's row in an open transaction on db. */
+static void hold_row(PGconn *db, int64_t id)
+{
+	char sql[128];
+	PGresult *res = PQexec(db, "BEGIN");
+
+	PQclear(res);
+	snprintf(sql, sizeof(sql), "SELECT 1 FROM users WHERE id = %lld FOR UPDATE", (long long)id);
+	res = PQexec(db, sql);
+	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+	PQclear(res);
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_ready_is_sent_only_once_consuming_then_status(void **state)
@@ -247,10 +282,9 @@ static void test_watchdog_stops_while_the_only_handler_is_stuck(void **state)
 	pid_t pid = spawn_daemon(
 	    (const char *const[]){"-o", conninfo_arg(), "-o", "worker.threads=1", NULL}, 400, NULL);
 	warren_client *c = client();
-	warren_reply *reply = NULL;
 	warren_value *params = NULL;
 	struct done d = {0};
-	char email[64], json[256];
+	char json[256];
 	int64_t id = 0;
 	PGconn *db = PQconnectdb(testenv_db());
 	PGresult *res;
@@ -259,23 +293,10 @@ static void test_watchdog_stops_while_the_only_handler_is_stuck(void **state)
 	/* Idle: the watchdog is fed (every 200 ms). */
 	assert_true(count_notes("WATCHDOG=1", 1000) >= 3);
 
-	snprintf(email, sizeof(email), "wd-%ld@example.org", (long)getpid());
-	snprintf(json, sizeof(json), "{\"email\":\"%s\",\"name\":\"Watch Dog\"}", email);
-	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
-	assert_int_equal(warren_call(c, "user.create", params, NULL, &reply, NULL, 0), WARREN_OK);
-	assert_true(warren_value_get_int(warren_map_get(warren_reply_result(reply), "id"), &id));
-	warren_reply_free(reply);
-	warren_value_free(params);
-
+	id = create_user(c, "wd");
 	/* Hold the row: the one handler blocks in its UPDATE. */
 	assert_int_equal(PQstatus(db), CONNECTION_OK);
-	res = PQexec(db, "BEGIN");
-	PQclear(res);
-	snprintf(json, sizeof(json), "SELECT 1 FROM users WHERE id = %lld FOR UPDATE",
-	         (long long)id);
-	res = PQexec(db, json);
-	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
-	PQclear(res);
+	hold_row(db, id);
 	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"Held\"}", (long long)id);
 	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
 	assert_int_equal(warren_call_async(c, "user.update", params,
@@ -300,6 +321,78 @@ static void test_watchdog_stops_while_the_only_handler_is_stuck(void **state)
 	PQfinish(db);
 	warren_client_free(c);
 	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+}
+
+/* A daemon told to stop while its only handler is held on a row lock:
+ * with signals SIGTERMs (1: the grace of 500 ms runs out; 2: the second
+ * ends it at once) it exits 1 without answering, and the request goes back
+ * to the queue: the next daemon answers it once the row is free. */
+static void stop_while_held(int signals)
+{
+	const char *grace = signals == 1 ? "worker.grace=500ms" : "worker.grace=1h";
+	pid_t pid = spawn_daemon((const char *const[]){"-o", conninfo_arg(), "-o", "worker.threads=1",
+	                                               "-o", grace, NULL},
+	                         0, NULL);
+	warren_client *c = client();
+	PGconn *db = PQconnectdb(testenv_db());
+	warren_value *params = NULL;
+	struct done d = {0};
+	char json[256];
+	int64_t id, t0;
+	int status = 0;
+	PGresult *res;
+
+	assert_true(await_note("READY=1", 20000));
+	id = create_user(c, signals == 1 ? "grace" : "twice");
+	hold_row(db, id);
+	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"After the restart\"}", (long long)id);
+	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(c, "user.update", params,
+	                                   &(warren_call_opts){.timeout_ms = 30000}, on_done, &d,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	warren_value_free(params);
+	usleep(500000); /* the handler is now waiting for the row */
+
+	t0 = testenv_mono_ms();
+	kill(pid, SIGTERM);
+	if (signals == 2) {
+		usleep(200000);
+		assert_int_equal(kill(pid, 0), 0); /* still draining */
+		kill(pid, SIGTERM);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	assert_true(testenv_mono_ms() - t0 < 5000);
+	assert_int_equal(atomic_load(&d.n), 0); /* not answered by the stopped daemon */
+
+	res = PQexec(db, "ROLLBACK");
+	PQclear(res);
+	pid = spawn_daemon((const char *const[]){"-o", conninfo_arg(), NULL}, 0, NULL);
+	for (int i = 0; i < 400 && atomic_load(&d.n) == 0; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&d.n), 1);
+	assert_int_equal(atomic_load(&d.status), WARREN_STATUS_OK);
+	snprintf(json, sizeof(json), "SELECT name FROM users WHERE id = %lld", (long long)id);
+	res = PQexec(db, json);
+	assert_string_equal(PQgetvalue(res, 0, 0), "After the restart");
+	PQclear(res);
+	PQfinish(db);
+	warren_client_free(c);
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+}
+
+static void test_grace_expired_exits_1_and_the_request_is_answered_by_the_next_daemon(void **state)
+{
+	stop_while_held(1);
+}
+
+static void test_a_second_sigterm_exits_1_and_the_request_is_answered_by_the_next_daemon(
+    void **state)
+{
+	stop_while_held(2);
 }
 
 static void test_sighup_reloads_the_log_level_and_refuses_a_bad_file(void **state)
@@ -450,6 +543,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_ready_is_sent_only_once_consuming_then_status, kill_daemon),
 		cmocka_unit_test_teardown(test_watchdog_stops_while_the_only_handler_is_stuck, kill_daemon),
+		cmocka_unit_test_teardown(test_grace_expired_exits_1_and_the_request_is_answered_by_the_next_daemon, kill_daemon),
+		cmocka_unit_test_teardown(test_a_second_sigterm_exits_1_and_the_request_is_answered_by_the_next_daemon, kill_daemon),
 		cmocka_unit_test_teardown(test_sighup_reloads_the_log_level_and_refuses_a_bad_file, kill_daemon),
 		cmocka_unit_test_teardown(test_the_connection_string_comes_from_the_credentials_directory, kill_daemon),
 		cmocka_unit_test_teardown(test_start_up_errors_are_clear_and_have_their_exit_status, kill_daemon),
