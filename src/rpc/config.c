@@ -73,6 +73,27 @@ const struct config_def config_defs[CFG__COUNT] = {
     [CFG_WORKER_GRACE] = {"worker.grace", CONFIG_DURATION, 0, HOUR, "10s", true, NULL,
                           "How long a stopping worker lets its handlers finish before it exits "
                           "and the broker requeues what is left."},
+    [CFG_WORKER_RETRY_ATTEMPTS] = {"worker.retry_attempts", CONFIG_INT, 1, 100, "5", false, NULL,
+                                   "Attempts a request gets when its handler fails with "
+                                   "UNAVAILABLE or RESOURCE_EXHAUSTED; after the last it is "
+                                   "dead-lettered. 1: no retry, the error is the answer."},
+    [CFG_WORKER_RETRY_DELAY] = {"worker.retry_delay", CONFIG_DURATION, 250, 32000, "250ms",
+                                false, NULL,
+                                "Delay before the first retry; each further retry waits twice "
+                                "as long, with random jitter up to the same again."},
+    [CFG_WORKER_CRASH_LIMIT] = {"worker.crash_limit", CONFIG_INT, 0, 100, "3", false, NULL,
+                                "Earlier deliveries (x-delivery-count) after which a request is "
+                                "dead-lettered unexecuted as one that crashes its worker; 0 "
+                                "leaves it to the broker's delivery-limit."},
+    [CFG_WORKER_BREAKER_THRESHOLD] = {"worker.breaker_threshold", CONFIG_INT, 0, 100000, "10",
+                                      false, NULL,
+                                      "Consecutive UNAVAILABLE or RESOURCE_EXHAUSTED failures "
+                                      "after which a worker stops consuming until a probe "
+                                      "succeeds; 0: never."},
+    [CFG_WORKER_BREAKER_PROBE] = {"worker.breaker_probe", CONFIG_DURATION, 100, HOUR, "5s", false,
+                                  NULL,
+                                  "How often a worker whose breaker is open probes its "
+                                  "dependency."},
     [CFG_DB_CONNINFO] = {"db.conninfo", CONFIG_STRING, 0, 0, "", false, NULL,
                          "PostgreSQL connection string (libpq keywords or a postgresql:// URI) "
                          "of a service that keeps its data in PostgreSQL."},

@@ -21,6 +21,11 @@ typedef enum config_id {
 	CFG_WORKER_THREADS,         /* int 1..1024 */
 	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: the number of threads */
 	CFG_WORKER_GRACE,           /* duration: how long a stopping worker lets handlers finish */
+	CFG_WORKER_RETRY_ATTEMPTS,  /* int: attempts of a request failing transiently */
+	CFG_WORKER_RETRY_DELAY,     /* duration: first retry's delay (doubles) */
+	CFG_WORKER_CRASH_LIMIT,     /* int: deliveries before crashed-worker dead-lettering */
+	CFG_WORKER_BREAKER_THRESHOLD, /* int: consecutive transient failures opening the breaker */
+	CFG_WORKER_BREAKER_PROBE,   /* duration: probe interval while open */
 	CFG_DB_CONNINFO,            /* string: libpq connection string */
 	CFG_DB_CONNINFO_FILE,       /* string: path; its first line is the connection string */
 	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */

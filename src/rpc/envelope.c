@@ -301,6 +301,13 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	}
 	m->attempt = (int)attempt;
 	m->status = (int)status;
+	/* The broker's own count of earlier deliveries (quorum queues): never
+	 * the caller's error, so an odd value is just ignored. */
+	const amqp_field_value_t *dc = header_find(p, "x-delivery-count");
+	int64_t count = 0;
+	if (dc != NULL && field_int(dc, &count) && count >= 0 && count <= INT32_MAX) {
+		m->delivery_count = (int)count;
+	}
 	return err;
 }
 

@@ -28,6 +28,7 @@ struct envelope_meta {
 	enum envelope_format format;
 	int64_t deadline_ms;      /* rpc-deadline, Unix ms; 0 = none */
 	int attempt;              /* rpc-attempt; 1 when absent */
+	int delivery_count;       /* x-delivery-count: earlier deliveries (quorum queues) */
 	int status;               /* rpc-status (replies); -1 when absent */
 	bool persistent;          /* delivery_mode 2 */
 };

@@ -316,7 +316,8 @@ typedef struct warren_worker_stats {
 	uint64_t replied;       /* replies confirmed by the broker */
 	uint64_t acked;         /* requests acked */
 	uint64_t expired;       /* dropped unexecuted: deadline passed */
-	uint64_t rejected;      /* dead-lettered: undecodable or unknown method */
+	uint64_t dead_lettered; /* poison, confirmed in the dead-letter queue */
+	uint64_t retried;       /* transient failures sent to wait for another attempt */
 	uint64_t handler_errors;/* handlers that returned a status other than OK */
 	uint64_t reconnects;
 	uint64_t in_progress;   /* in a handler or waiting for one, now */

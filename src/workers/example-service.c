@@ -2,7 +2,10 @@
  * whole path can be exercised before real services exist:
  *   example.echo   returns its params
  *   example.sleep  {"ms": N} sleeps N ms, returns {"slept_ms": N}
- *   example.fail   {"code": "NOT_FOUND", "message": "..."} answers that status */
+ *   example.fail   {"code": "NOT_FOUND", "message": "..."} answers that status
+ *   example.flaky  {"failures": N} fails UNAVAILABLE on its first N attempts,
+ *                  then returns {"attempt": the attempt that succeeded}
+ *   example.crash  aborts the process: a request that kills its worker */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,6 +59,30 @@ static warren_status fail(warren_request *req, void *arg)
 	                           message);
 }
 
+static warren_status flaky(warren_request *req, void *arg)
+{
+	int64_t failures = 0;
+	int attempt = warren_request_attempt(req);
+	warren_value *result;
+
+	warren_value_get_int(warren_map_get(warren_request_params(req), "failures"), &failures);
+	if (attempt <= failures) {
+		return warren_request_fail(req, WARREN_STATUS_UNAVAILABLE, NULL,
+		                           "flaky: attempt %d of %lld planned failures", attempt,
+		                           (long long)failures);
+	}
+	result = warren_map();
+	warren_map_set(result, "attempt", warren_int(attempt));
+	warren_request_set_result(req, result);
+	return WARREN_STATUS_OK;
+}
+
+static warren_status crash(warren_request *req, void *arg)
+{
+	log_warn("example.crash: aborting as asked");
+	abort();
+}
+
 static warren_worker *start(warren_config *cfg)
 {
 	warren_worker *w = NULL;
@@ -65,6 +92,8 @@ static warren_worker *start(warren_config *cfg)
 	    warren_worker_handle(w, "example.echo", echo, NULL) != WARREN_OK ||
 	    warren_worker_handle(w, "example.sleep", sleep_ms, NULL) != WARREN_OK ||
 	    warren_worker_handle(w, "example.fail", fail, NULL) != WARREN_OK ||
+	    warren_worker_handle(w, "example.flaky", flaky, NULL) != WARREN_OK ||
+	    warren_worker_handle(w, "example.crash", crash, NULL) != WARREN_OK ||
 	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
 		log_error("cannot start: %s", why);
 		warren_worker_free(w);
@@ -103,7 +132,7 @@ int main(int argc, char **argv)
 	if (w == NULL) {
 		return 1;
 	}
-	log_info("serving example.echo, example.sleep, example.fail");
+	log_info("serving example.echo, example.sleep, example.fail, example.flaky, example.crash");
 	sigwait(&sigs, &sig);
 	log_info("signal %d: stopping, grace %d ms", sig, GRACE_MS);
 	status = warren_worker_stop(w, GRACE_MS) == WARREN_OK ? 0 : 1;

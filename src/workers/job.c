@@ -1,13 +1,20 @@
 /* job.c: one request on a handler thread: read the envelope, drop it if its
  * deadline passed, find the method, decode the body, run the handler and
- * encode the reply, then hand the job back to the I/O thread. Poison
- * (undecodable, unknown method) is answered and dead-lettered. */
+ * encode the reply, then hand the job back to the I/O thread with what to
+ * do. Poison (a bad envelope, an undecodable body, an unknown method, a
+ * request that keeps crashing its worker, transient failures past the last
+ * attempt) is dead-lettered and its caller answered; a transient failure
+ * with attempts left waits in a delay tier for the next. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "deadletter.h"
 #include "log.h"
+#include "retry.h"
 #include "worker_int.h"
 
 static void encode_reply(struct job *j, int status, warren_value *body)
@@ -32,18 +39,52 @@ static void encode_reply(struct job *j, int status, warren_value *body)
 	warren_value_free(body);
 }
 
-static void poison(struct warren_worker *w, struct job *j, int status, const char *why)
+/* {"reason": R, "dlq": Q}: where a dead-lettered request went, and why. */
+static warren_value *dead_details(const struct warren_worker *w, const char *reason)
 {
-	log_warn("dead-lettering %s correlation_id=%s: %s", j->delivery->routing_key,
-	         j->meta.correlation_id, why);
-	worker_count(w, &w->stats.rejected, 1);
-	j->action = JOB_REPLY_THEN_DEAD_LETTER;
-	encode_reply(j, status, envelope_error_value(status, why, NULL));
+	warren_value *d = warren_map();
+
+	warren_map_set(d, "reason", warren_str(reason));
+	warren_map_set(d, "dlq", warren_str(w->dlq));
+	return d;
+}
+
+static void poison(struct warren_worker *w, struct job *j, int status, const char *reason,
+                   const char *why)
+{
+	j->action = JOB_DEAD_LETTER;
+	j->dead_reason = reason;
+	snprintf(j->dead_error, sizeof(j->dead_error), "%s", why);
+	encode_reply(j, status, envelope_error_value(status, why, dead_details(w, reason)));
 }
 
 static int clamp_status(warren_status s)
 {
 	return (int)s >= 0 && (int)s <= 16 ? (int)s : WARREN_STATUS_UNKNOWN;
+}
+
+/* A transient failure: another attempt after a wait, if attempts are left
+ * and the wait ends before the deadline; dead-lettered after the last one;
+ * otherwise the error is the answer. True when it took the job. */
+static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
+                             const char *message)
+{
+	char why[400];
+
+	if (j->meta.attempt < w->retry_attempts) {
+		j->retry_delay_ms = retry_delay_ms(w->retry_delay_ms, j->meta.attempt,
+		                                   randombytes_random());
+		if (j->meta.deadline_ms == 0 ||
+		    warren_now_ms() + j->retry_delay_ms < j->meta.deadline_ms) {
+			j->action = JOB_RETRY;
+			return true;
+		}
+		return false;
+	}
+	snprintf(why, sizeof(why), "%s (%s after %d attempts)", message, warren_status_name(status),
+	         j->meta.attempt);
+	poison(w, j, status, DL_R_RETRIES, why);
+	return true;
 }
 
 static void run_handler(struct warren_worker *w, struct job *j, const struct method *m,
@@ -54,6 +95,7 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 	                             .redelivered = j->delivery->redelivered,
 	                             .thread_data = thread_data};
 	int status = clamp_status(m->fn(&req, m->arg));
+	const char *message;
 
 	j->action = j->meta.reply_to[0] != '\0' ? JOB_REPLY_THEN_ACK : JOB_ACK;
 	if (status == WARREN_STATUS_OK) {
@@ -63,11 +105,12 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 	}
 	worker_count(w, &w->stats.handler_errors, 1);
 	warren_value_free(req.result);
-	encode_reply(j, status,
-	             envelope_error_value(status,
-	                                  req.message[0] != '\0' ? req.message
-	                                                         : warren_status_name(status),
-	                                  req.details));
+	message = req.message[0] != '\0' ? req.message : warren_status_name(status);
+	if (TRANSIENT(status) && retry_or_give_up(w, j, status, message)) {
+		warren_value_free(req.details);
+		return;
+	}
+	encode_reply(j, status, envelope_error_value(status, message, req.details));
 }
 
 void job_process(struct warren_worker *w, struct job *j, void *thread_data)
@@ -78,7 +121,7 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	char why[400];
 
 	if (envelope_read(&msg->properties, &j->meta, why, sizeof(why)) != WARREN_OK) {
-		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, why);
+		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_BAD_ENVELOPE, why);
 		return;
 	}
 	/* A plain AMQP caller may leave type out: the routing key names the method. */
@@ -92,15 +135,24 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 		j->action = JOB_ACK;
 		return;
 	}
+	/* Handed out this often without ever being answered: it takes its
+	 * worker down with it. Do not run it again. */
+	if (w->crash_limit > 0 && j->meta.delivery_count >= w->crash_limit) {
+		snprintf(why, sizeof(why),
+		         "delivered %d times without an answer: it may crash its worker",
+		         j->meta.delivery_count + 1);
+		poison(w, j, WARREN_STATUS_INTERNAL, DL_R_CRASHED, why);
+		return;
+	}
 	m = worker_find_method(w, j->meta.method);
 	if (m == NULL) {
 		snprintf(why, sizeof(why), "unknown method %s", j->meta.method);
-		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, why);
+		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, DL_R_UNKNOWN_METHOD, why);
 		return;
 	}
 	if (envelope_decode_body(j->meta.format, msg->body.bytes, msg->body.len, w->max_size,
 	                         &params, why, sizeof(why)) != WARREN_OK) {
-		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, why);
+		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
 		return;
 	}
 	run_handler(w, j, m, params, thread_data);

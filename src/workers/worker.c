@@ -6,11 +6,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "config.h"
+#include "deadletter.h"
+#include "forward.h"
 #include "log.h"
+#include "retry.h"
 #include "worker_int.h"
 
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
@@ -88,7 +92,92 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 	                      j->reply_len, fn, j);
 }
 
-/* Runs on the I/O thread once a handler thread is done with the job. */
+/* The dead letter is safe: now tell the caller, if one waits, then ack. */
+static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct job *j = ctx;
+	struct warren_worker *w = j->worker;
+
+	if (outcome == ENGINE_ACK) {
+		worker_count(w, &w->stats.dead_lettered, 1);
+		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL &&
+		    publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
+			return; /* on_reply_confirm acks and frees */
+		}
+		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		worker_count(w, &w->stats.acked, 1);
+	} else if (outcome == ENGINE_NACK) {
+		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
+	}
+	job_free(j);
+}
+
+static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct job *j = ctx;
+	struct warren_worker *w = j->worker;
+
+	if (outcome == ENGINE_ACK) {
+		worker_count(w, &w->stats.retried, 1);
+		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		worker_count(w, &w->stats.acked, 1);
+	} else if (outcome == ENGINE_NACK) {
+		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
+	}
+	job_free(j);
+}
+
+/* The request as it came, to rpc.dlx under its routing key, with why. */
+static warren_err publish_dead_letter(struct engine *e, struct job *j)
+{
+	const struct engine_delivery *d = j->delivery;
+	struct warren_worker *w = j->worker;
+	amqp_table_entry_t add[] = {
+	    forward_str(DL_H_REASON, j->dead_reason),
+	    forward_str(DL_H_ERROR, j->dead_error),
+	    forward_str(DL_H_WORKER, w->identity),
+	    forward_int(DL_H_TIME, warren_now_ms()),
+	    forward_str(DL_H_QUEUE, w->queue),
+	    forward_int("rpc-attempt", j->meta.attempt),
+	};
+	struct forward f;
+	warren_err err;
+
+	if (!forward_props(&f, &d->message.properties, add, (int)(sizeof(add) / sizeof(add[0])))) {
+		return WARREN_ERR_NOMEM;
+	}
+	log_warn("dead-lettering %s correlation_id=%s reason=%s: %s", d->routing_key,
+	         j->meta.correlation_id, j->dead_reason, j->dead_error);
+	err = engine_publish(e, DEADLETTER_EXCHANGE, d->routing_key, false, &f.props,
+	                     d->message.body.bytes, d->message.body.len, on_dead_letter_confirm, j);
+	forward_free(&f);
+	return err;
+}
+
+/* The request as it came, to the delay tier for its wait, one attempt on. */
+static warren_err publish_retry(struct engine *e, struct job *j)
+{
+	const struct engine_delivery *d = j->delivery;
+	amqp_table_entry_t add[] = {forward_int("rpc-attempt", j->meta.attempt + 1)};
+	const struct retry_tier *tier = retry_tier_for(j->retry_delay_ms);
+	struct forward f;
+	warren_err err;
+
+	if (!forward_props(&f, &d->message.properties, add, 1)) {
+		return WARREN_ERR_NOMEM;
+	}
+	forward_expire_after(&f, j->retry_delay_ms);
+	log_info("retrying %s correlation_id=%s attempt=%d in %lld ms", d->routing_key,
+	         j->meta.correlation_id, j->meta.attempt + 1, (long long)j->retry_delay_ms);
+	err = engine_publish(e, tier->name, d->routing_key, false, &f.props, d->message.body.bytes,
+	                     d->message.body.len, on_retry_confirm, j);
+	forward_free(&f);
+	return err;
+}
+
+/* Runs on the I/O thread once a handler thread is done with the job. A
+ * publish that cannot be made (no connection) leaves the request unacked:
+ * the broker delivers it again. */
 static void finish_task(struct engine *e, struct engine_task *t)
 {
 	struct job *j = (struct job *)t;
@@ -100,11 +189,15 @@ static void finish_task(struct engine *e, struct engine_task *t)
 			return; /* on_reply_confirm frees it */
 		}
 		break;
-	case JOB_REPLY_THEN_DEAD_LETTER:
-		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL) {
-			publish_reply(e, j, NULL);
+	case JOB_DEAD_LETTER:
+		if (publish_dead_letter(e, j) == WARREN_OK) {
+			return;
 		}
-		engine_reject(e, d->generation, d->delivery_tag, false);
+		break;
+	case JOB_RETRY:
+		if (publish_retry(e, j) == WARREN_OK) {
+			return;
+		}
 		break;
 	case JOB_ACK:
 		engine_ack(e, d->generation, d->delivery_tag);
@@ -224,17 +317,57 @@ static int bind_queue(amqp_connection_state_t conn, const char *queue, const cha
 	return -1;
 }
 
+/* A delay tier: a fanout exchange and a quorum queue that dead-letters what
+ * expires back to rpc, as rabbitmq/definitions.json declares them. */
+static int declare_delay_tier(amqp_connection_state_t conn, const char *name, char *errstr,
+                              size_t errlen)
+{
+	amqp_table_entry_t args[] = {
+	    {.key = amqp_cstring_bytes("x-queue-type"),
+	     .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}},
+	    {.key = amqp_cstring_bytes("x-dead-letter-exchange"),
+	     .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	               .value.bytes = amqp_cstring_bytes(ENVELOPE_EXCHANGE)}},
+	    {.key = amqp_cstring_bytes("x-dead-letter-strategy"),
+	     .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	               .value.bytes = amqp_cstring_bytes("at-least-once")}},
+	    {.key = amqp_cstring_bytes("x-overflow"),
+	     .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	               .value.bytes = amqp_cstring_bytes("reject-publish")}},
+	};
+	char what[128];
+
+	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"), 0,
+	                          1, 0, 0, amqp_empty_table) == NULL) {
+		snprintf(what, sizeof(what), "declaring exchange %s", name);
+		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+		return -1;
+	}
+	if (amqp_queue_declare(conn, 1, amqp_cstring_bytes(name), 0, 1, 0, 0,
+	                       (amqp_table_t){4, args}) == NULL) {
+		snprintf(what, sizeof(what), "declaring queue %s", name);
+		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+		return -1;
+	}
+	return bind_queue(conn, name, name, "", errstr, errlen);
+}
+
 /* The same objects and arguments as rabbitmq/definitions.json (its policy
  * adds the dead-lettering and the delivery limit). */
 static int declare_topology(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                             size_t errlen)
 {
+	for (int i = 0; i < RETRY_TIERS; i++) {
+		if (declare_delay_tier(conn, retry_tiers[i].name, errstr, errlen) != 0) {
+			return -1;
+		}
+	}
 	if (declare_exchange(conn, ENVELOPE_EXCHANGE, errstr, errlen) != 0 ||
-	    declare_exchange(conn, "rpc.dlx", errstr, errlen) != 0 ||
+	    declare_exchange(conn, DEADLETTER_EXCHANGE, errstr, errlen) != 0 ||
 	    declare_queue(conn, w->queue, errstr, errlen) != 0 ||
 	    declare_queue(conn, w->dlq, errstr, errlen) != 0 ||
 	    bind_queue(conn, w->queue, ENVELOPE_EXCHANGE, w->binding, errstr, errlen) != 0 ||
-	    bind_queue(conn, w->dlq, "rpc.dlx", w->binding, errstr, errlen) != 0) {
+	    bind_queue(conn, w->dlq, DEADLETTER_EXCHANGE, w->binding, errstr, errlen) != 0) {
 		return -1;
 	}
 	return 0;
@@ -352,6 +485,12 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 		w->prefetch = w->threads;
 	}
 	w->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
+	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
+	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
+	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
+	char host[128] = "?";
+	gethostname(host, sizeof(host) - 1);
+	snprintf(w->identity, sizeof(w->identity), "%s@%s:%ld", service, host, (long)getpid());
 	w->engine = engine_new(&ec, &hooks, errstr, errlen);
 	return w->engine != NULL ? WARREN_OK : WARREN_ERR_CONFIG;
 }

@@ -21,7 +21,10 @@ struct warren_request {
 /* What the I/O thread does once a job's reply is ready. */
 enum job_action {
 	JOB_REPLY_THEN_ACK, /* publish the reply; ack when the broker confirms it */
-	JOB_REPLY_THEN_DEAD_LETTER, /* poison: publish the error reply, reject (no requeue) */
+	JOB_DEAD_LETTER,    /* poison: publish it to rpc.dlx with why; once confirmed,
+	                     * reply the error (if anyone waits) and ack */
+	JOB_RETRY,          /* transient: publish it to a delay tier with rpc-attempt + 1;
+	                     * ack once confirmed */
 	JOB_ACK,            /* one-way, or expired: nothing to send */
 };
 
@@ -35,6 +38,9 @@ struct job {
 	void *reply_body;
 	size_t reply_len;
 	int status;
+	const char *dead_reason; /* JOB_DEAD_LETTER: a DL_R_* */
+	char dead_error[400];
+	int64_t retry_delay_ms;  /* JOB_RETRY */
 };
 
 struct method {
@@ -49,6 +55,9 @@ struct warren_worker {
 	char queue[80], dlq[84], binding[70];
 	int threads, prefetch;
 	size_t max_size;
+	char identity[200];        /* rpc-dead-worker: service@host:pid */
+	int retry_attempts, crash_limit;
+	int64_t retry_delay_ms;
 	struct method *methods;
 	size_t nmethods;
 	warren_thread_init_fn thread_init;
@@ -69,6 +78,10 @@ struct warren_worker {
 	bool stopping;   /* I/O thread: no more consuming */
 	char consumer_tag[256];
 };
+
+/* The two transient statuses: retried, and counted by the breaker. */
+#define TRANSIENT(status)                                                                  \
+	((status) == WARREN_STATUS_UNAVAILABLE || (status) == WARREN_STATUS_RESOURCE_EXHAUSTED)
 
 /* Handler thread: turns a delivery into a job ready for the I/O thread. */
 void job_process(struct warren_worker *w, struct job *j, void *thread_data);

@@ -110,6 +110,35 @@ static void expect_reply(const char *corr, int status, const char *content_type,
 	amqp_destroy_envelope(&env);
 }
 
+/* The one dead letter in rpc.example.dlq: the request as sent (its
+ * correlation id and body) with why, where and when in its headers. */
+static void expect_dead_letter(const char *corr, const void *body, size_t len, const char *reason,
+                               const char *error)
+{
+	amqp_message_t msg;
+	amqp_basic_properties_t *p = &msg.properties;
+	const char *h;
+
+	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", 1, 5000), 1);
+	assert_int_equal(raw_get(raw, "rpc.example.dlq", &msg), 0);
+	assert_int_equal((int)p->correlation_id.len, (int)strlen(corr));
+	assert_memory_equal(p->correlation_id.bytes, corr, strlen(corr));
+	assert_int_equal((int)msg.body.len, (int)len);
+	assert_memory_equal(msg.body.bytes, body, len);
+	assert_string_equal(raw_header(p, "rpc-dead-reason"), reason);
+	assert_string_equal(raw_header(p, "rpc-dead-error"), error);
+	assert_string_equal(raw_header(p, "rpc-dead-queue"), "rpc.example");
+	assert_string_equal(raw_header(p, "rpc-attempt"), "1");
+	h = raw_header(p, "rpc-dead-worker");
+	assert_non_null(h);
+	assert_memory_equal(h, "example@", 8);
+	h = raw_header(p, "rpc-dead-time");
+	assert_non_null(h);
+	assert_true(llabs(warren_now_ms() - atoll(h)) < 10000);
+	assert_int_equal(p->delivery_mode, 2);
+	amqp_destroy_message(&msg);
+}
+
 static void test_plain_amqp_client_json_request_gets_a_json_reply(void **state)
 {
 	amqp_basic_properties_t p = props("application/json", "c-json-1", true);
@@ -134,8 +163,13 @@ static void test_undecodable_body_is_answered_invalid_argument_and_dead_lettered
 	amqp_basic_properties_t p = props("application/json", "c-bad-1", true);
 
 	assert_int_equal(raw_publish(raw, "example.echo", &p, "{\"a\":", 5), 0);
-	expect_reply("c-bad-1", 3, "application/json", NULL);
-	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", 1, 5000), 1);
+	expect_reply("c-bad-1", 3, "application/json",
+	             "{\"code\":\"INVALID_ARGUMENT\",\"message\":\"undecodable JSON body: line 1, "
+	             "column 5: unexpected token near end of file\",\"details\":{\"reason\":"
+	             "\"undecodable\",\"dlq\":\"rpc.example.dlq\"}}");
+	expect_dead_letter("c-bad-1", "{\"a\":", 5, "undecodable",
+	                   "undecodable JSON body: line 1, column 5: unexpected token near end of "
+	                   "file");
 }
 
 static void test_hostile_msgpack_is_refused_without_a_crash(void **state)
@@ -145,7 +179,9 @@ static void test_hostile_msgpack_is_refused_without_a_crash(void **state)
 
 	assert_int_equal(raw_publish(raw, "example.echo", &p, bomb, sizeof(bomb)), 0);
 	expect_reply("c-bomb-1", 3, "application/msgpack", NULL);
-	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", 1, 5000), 1);
+	expect_dead_letter("c-bomb-1", bomb, sizeof(bomb), "undecodable",
+	                   "undecodable msgpack body: at byte 0: array of 67108864 items but only 0 "
+	                   "bytes remain");
 }
 
 static void test_unsupported_content_type_is_poison(void **state)
@@ -154,7 +190,9 @@ static void test_unsupported_content_type_is_poison(void **state)
 
 	assert_int_equal(raw_publish(raw, "example.echo", &p, "hi", 2), 0);
 	expect_reply("c-ct-1", 3, "application/msgpack", NULL);
-	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", 1, 5000), 1);
+	expect_dead_letter("c-ct-1", "hi", 2, "bad-envelope",
+	                   "unsupported content type \"text/plain\" (expected application/msgpack or "
+	                   "application/json)");
 }
 
 static void test_wrongly_typed_deadline_header_is_poison(void **state)
@@ -169,8 +207,10 @@ static void test_wrongly_typed_deadline_header_is_poison(void **state)
 	assert_int_equal(raw_publish(raw, "example.echo", &p, "{}", 2), 0);
 	expect_reply("c-hdr-1", 3, "application/json",
 	             "{\"code\":\"INVALID_ARGUMENT\",\"message\":\"header rpc-deadline: expected an "
-	             "integer, got a string\"}");
-	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", 1, 5000), 1);
+	             "integer, got a string\",\"details\":{\"reason\":\"bad-envelope\",\"dlq\":"
+	             "\"rpc.example.dlq\"}}");
+	expect_dead_letter("c-hdr-1", "{}", 2, "bad-envelope",
+	                   "header rpc-deadline: expected an integer, got a string");
 }
 
 static void test_unknown_method_is_answered_unimplemented_and_dead_lettered(void **state)
@@ -179,8 +219,9 @@ static void test_unknown_method_is_answered_unimplemented_and_dead_lettered(void
 
 	assert_int_equal(raw_publish(raw, "example.nope", &p, "{}", 2), 0);
 	expect_reply("c-unk-1", 12, "application/json",
-	             "{\"code\":\"UNIMPLEMENTED\",\"message\":\"unknown method example.nope\"}");
-	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", 1, 5000), 1);
+	             "{\"code\":\"UNIMPLEMENTED\",\"message\":\"unknown method example.nope\","
+	             "\"details\":{\"reason\":\"unknown-method\",\"dlq\":\"rpc.example.dlq\"}}");
+	expect_dead_letter("c-unk-1", "{}", 2, "unknown-method", "unknown method example.nope");
 }
 
 static void test_request_past_its_deadline_is_dropped_unexecuted_and_counted(void **state)
@@ -224,7 +265,7 @@ static void test_stats_count_what_happened(void **state)
 	warren_worker_get_stats(worker, &s);
 	assert_true(s.connected);
 	assert_true(s.received >= 9);
-	assert_int_equal(s.rejected, 5);
+	assert_int_equal(s.dead_lettered, 5);
 	assert_int_equal(s.in_progress, 0);
 }
 

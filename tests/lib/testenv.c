@@ -227,6 +227,48 @@ long raw_queue_count(struct raw *r, const char *queue)
 	return ok != NULL ? (long)ok->message_count : -1;
 }
 
+int raw_get(struct raw *r, const char *queue, amqp_message_t *msg)
+{
+	amqp_rpc_reply_t rep = amqp_basic_get(r->conn, 1, amqp_cstring_bytes(queue), 1);
+
+	if (rep.reply_type != AMQP_RESPONSE_NORMAL || rep.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+		return -1;
+	}
+	rep = amqp_read_message(r->conn, 1, msg, 0);
+	return rep.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+}
+
+const char *raw_header(const amqp_basic_properties_t *p, const char *key)
+{
+	static char buf[1024];
+
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+		return NULL;
+	}
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+		if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0) {
+			continue;
+		}
+		switch (e->value.kind) {
+		case AMQP_FIELD_KIND_UTF8:
+		case AMQP_FIELD_KIND_BYTES:
+			snprintf(buf, sizeof(buf), "%.*s", (int)e->value.value.bytes.len,
+			         (const char *)e->value.value.bytes.bytes);
+			return buf;
+		case AMQP_FIELD_KIND_I64:
+			snprintf(buf, sizeof(buf), "%lld", (long long)e->value.value.i64);
+			return buf;
+		case AMQP_FIELD_KIND_I32:
+			snprintf(buf, sizeof(buf), "%d", (int)e->value.value.i32);
+			return buf;
+		default:
+			return "(another type)";
+		}
+	}
+	return NULL;
+}
+
 long raw_consumer_count(struct raw *r, const char *queue)
 {
 	amqp_queue_declare_ok_t *ok = amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0,

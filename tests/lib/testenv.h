@@ -44,6 +44,12 @@ int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env);
 amqp_connection_state_t raw_conn(struct raw *r);
 /* Ready messages in a queue (-1 on error); purge empties it. */
 long raw_queue_count(struct raw *r, const char *queue);
+/* Takes (and acks) the first message of queue into *msg (destroy it with
+ * amqp_destroy_message); -1 when the queue is empty or on error. */
+int raw_get(struct raw *r, const char *queue, amqp_message_t *msg);
+/* A header's value as text (strings and integers), or NULL when absent.
+ * Points into a static buffer. */
+const char *raw_header(const amqp_basic_properties_t *p, const char *key);
 /* Consumers of a queue, or -1. */
 long raw_consumer_count(struct raw *r, const char *queue);
 int raw_purge(struct raw *r, const char *queue);

@@ -152,11 +152,11 @@ static void report(struct daemon *d)
 
 	warren_worker_get_stats(d->worker, &s);
 	sdnotify_sendf("STATUS=%s; %llu received, %llu acked, %llu in progress, %llu expired, "
-	               "%llu dead-lettered",
+	               "%llu retried, %llu dead-lettered",
 	               s.connected ? "consuming" : "reconnecting to the broker",
 	               (unsigned long long)s.received, (unsigned long long)s.acked,
 	               (unsigned long long)s.in_progress, (unsigned long long)s.expired,
-	               (unsigned long long)s.rejected);
+	               (unsigned long long)s.retried, (unsigned long long)s.dead_lettered);
 }
 
 /* SIGHUP: the reloadable keys (log.level, worker.grace) from the same

@@ -1,0 +1,321 @@
+/* it_poison.c: poison and transient failures end to end, with
+ * example-service run by a supervisor (this test, restarting it whenever it
+ * dies, as systemd would): transient failures that recover within the
+ * attempts succeed once; those that do not are dead-lettered and their
+ * caller told why at once; a request that crashes its worker every time is
+ * dead-lettered after worker.crash_limit deliveries while the queue keeps
+ * flowing; a mixed run ends with exactly its good replies and its poison in
+ * the dead-letter queue, each with its reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testenv.h"
+#include "warren.h"
+
+/* ------------------------------------------------------------ supervisor */
+
+static struct {
+	pthread_t thread;
+	atomic_bool stop;
+	atomic_int restarts; /* deaths other than the final stop */
+	atomic_int pid;
+} sup;
+
+static void *supervise(void *arg)
+{
+	const char *const *args = arg;
+
+	while (!atomic_load(&sup.stop)) {
+		pid_t pid = testenv_spawn("example-service", args, false);
+		int status;
+
+		atomic_store(&sup.pid, pid);
+		waitpid(pid, &status, 0);
+		if (!atomic_load(&sup.stop)) {
+			atomic_fetch_add(&sup.restarts, 1);
+			usleep(100000); /* as Restart= waits a little */
+		}
+	}
+	return NULL;
+}
+
+static const char *const service_args[] = {
+    "-o", "worker.threads=1", "-o", "worker.retry_attempts=3", "-o", "worker.crash_limit=2",
+    "-o", "log.level=error", NULL};
+
+static warren_client *client;
+static struct raw *raw;
+
+static int setup(void **state)
+{
+	warren_config *cfg = testenv_config(NULL);
+
+	raw = raw_connect();
+	raw_purge(raw, "rpc.example");
+	raw_purge(raw, "rpc.example.dlq");
+	pthread_create(&sup.thread, NULL, supervise, (void *)service_args);
+	if (warren_client_new(cfg, "it_poison", &client, NULL, 0) != WARREN_OK) {
+		return -1;
+	}
+	warren_config_free(cfg);
+	/* Up once it answers. */
+	for (int i = 0; i < 100; i++) {
+		warren_reply *r = NULL;
+		if (warren_call(client, "example.echo", NULL, &(warren_call_opts){.timeout_ms = 500},
+		                &r, NULL, 0) == WARREN_OK) {
+			warren_reply_free(r);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int teardown(void **state)
+{
+	atomic_store(&sup.stop, true);
+	kill(atomic_load(&sup.pid), SIGTERM);
+	pthread_join(sup.thread, NULL);
+	warren_client_free(client);
+	raw_close(raw);
+	return 0;
+}
+
+static int purge_dlq(void **state)
+{
+	raw_purge(raw, "rpc.example.dlq");
+	atomic_store(&sup.restarts, 0);
+	return 0;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static warren_value *json(const char *text)
+{
+	warren_value *v = NULL;
+
+	assert_int_equal(warren_value_from_json(text, strlen(text), &v, NULL, 0), WARREN_OK);
+	return v;
+}
+
+static char *to_json(const warren_value *v)
+{
+	char *text = NULL;
+
+	assert_int_equal(warren_value_to_json(v, &text, NULL, 0), WARREN_OK);
+	return text;
+}
+
+/* A blocking call; returns how it ended and the reply (caller frees). */
+static warren_err call(const char *method, const char *params, int timeout_ms,
+                       warren_reply **reply)
+{
+	warren_value *p = json(params);
+	warren_err err = warren_call(client, method, p,
+	                             &(warren_call_opts){.timeout_ms = timeout_ms}, reply, NULL, 0);
+
+	warren_value_free(p);
+	return err;
+}
+
+/* The reasons of every dead letter in rpc.example.dlq, taken, in order,
+ * separated by spaces. */
+static const char *take_reasons(long want)
+{
+	static char out[4096];
+	amqp_message_t msg;
+
+	out[0] = '\0';
+	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", want, 10000), want);
+	while (raw_get(raw, "rpc.example.dlq", &msg) == 0) {
+		const char *r = raw_header(&msg.properties, "rpc-dead-reason");
+		strncat(out, r != NULL ? r : "(none)", sizeof(out) - strlen(out) - 2);
+		strcat(out, " ");
+		amqp_destroy_message(&msg);
+	}
+	return out;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void test_transient_failures_that_recover_succeed_once(void **state)
+{
+	warren_reply *reply = NULL;
+	int64_t t0 = testenv_mono_ms();
+	char *text;
+
+	assert_int_equal(call("example.flaky", "{\"failures\":2}", 10000, &reply), WARREN_OK);
+	text = to_json(warren_reply_result(reply));
+	assert_string_equal(text, "{\"attempt\":3}");
+	/* Two waits in the broker: at least 250 ms, then 500 ms. */
+	assert_true(testenv_mono_ms() - t0 >= 750);
+	free(text);
+	warren_reply_free(reply);
+	assert_int_equal(raw_queue_count(raw, "rpc.example.dlq"), 0);
+}
+
+static void test_retries_that_run_out_are_dead_lettered_and_the_caller_told(void **state)
+{
+	warren_reply *reply = NULL;
+	char *text;
+
+	assert_int_equal(call("example.flaky", "{\"failures\":99}", 20000, &reply), WARREN_ERR_REMOTE);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_UNAVAILABLE);
+	assert_string_equal(warren_reply_message(reply),
+	                    "flaky: attempt 3 of 99 planned failures (UNAVAILABLE after 3 attempts)");
+	text = to_json(warren_reply_result(reply));
+	assert_string_equal(text, "{\"reason\":\"retries-exhausted\",\"dlq\":\"rpc.example.dlq\"}");
+	free(text);
+	warren_reply_free(reply);
+	assert_string_equal(take_reasons(1), "retries-exhausted ");
+}
+
+static void test_a_retry_that_cannot_end_before_the_deadline_is_not_made(void **state)
+{
+	warren_reply *reply = NULL;
+	int64_t t0 = testenv_mono_ms();
+
+	/* The first wait alone (250 ms or more) would pass the 200 ms deadline:
+	 * the error is the answer, at once. */
+	assert_int_equal(call("example.flaky", "{\"failures\":2}", 200, &reply), WARREN_ERR_REMOTE);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_UNAVAILABLE);
+	assert_string_equal(warren_reply_message(reply), "flaky: attempt 1 of 2 planned failures");
+	assert_true(testenv_mono_ms() - t0 < 200);
+	warren_reply_free(reply);
+	assert_int_equal(raw_queue_count(raw, "rpc.example.dlq"), 0);
+}
+
+struct tally {
+	atomic_int done, ok, other;
+	atomic_int crash_status;
+	char crash_message[200];
+	char crash_details[200];
+};
+
+static void on_echo(warren_err err, warren_reply *reply, const char *errmsg, void *arg)
+{
+	struct tally *t = arg;
+
+	atomic_fetch_add(err == WARREN_OK ? &t->ok : &t->other, 1);
+	atomic_fetch_add(&t->done, 1);
+	warren_reply_free(reply);
+}
+
+static void on_crash(warren_err err, warren_reply *reply, const char *errmsg, void *arg)
+{
+	struct tally *t = arg;
+	char *text = NULL;
+
+	atomic_store(&t->crash_status, reply != NULL ? (int)warren_reply_status(reply) : -1);
+	if (reply != NULL) {
+		snprintf(t->crash_message, sizeof(t->crash_message), "%s",
+		         warren_reply_message(reply));
+		if (warren_value_to_json(warren_reply_result(reply), &text, NULL, 0) == WARREN_OK) {
+			snprintf(t->crash_details, sizeof(t->crash_details), "%s", text);
+			free(text);
+		}
+	} else {
+		snprintf(t->crash_message, sizeof(t->crash_message), "%s: %s", warren_err_str(err),
+		         errmsg);
+	}
+	atomic_fetch_add(&t->done, 1);
+	warren_reply_free(reply);
+}
+
+static void test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows(
+    void **state)
+{
+	struct tally t = {0};
+	warren_call_opts o = {.timeout_ms = 30000};
+
+	assert_int_equal(warren_call_async(client, "example.crash", NULL, &o, on_crash, &t, NULL, 0),
+	                 WARREN_OK);
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(warren_call_async(client, "example.echo", NULL, &o, on_echo, &t, NULL, 0),
+		                 WARREN_OK);
+		usleep(20000);
+	}
+	for (int i = 0; i < 600 && atomic_load(&t.done) < 31; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&t.done), 31);
+	assert_int_equal(atomic_load(&t.ok), 30);
+	assert_int_equal(atomic_load(&t.other), 0);
+	/* Delivered, crashed; again, crashed; the third delivery is refused. */
+	assert_int_equal(atomic_load(&sup.restarts), 2);
+	assert_int_equal(atomic_load(&t.crash_status), WARREN_STATUS_INTERNAL);
+	assert_string_equal(t.crash_message,
+	                    "delivered 3 times without an answer: it may crash its worker");
+	assert_string_equal(t.crash_details,
+	                    "{\"reason\":\"crashed-worker\",\"dlq\":\"rpc.example.dlq\"}");
+	assert_string_equal(take_reasons(1), "crashed-worker ");
+}
+
+static void test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered(
+    void **state)
+{
+	struct tally t = {0};
+	warren_call_opts o = {.timeout_ms = 30000};
+	warren_value *flaky = json("{\"failures\":99}");
+	const int good = 100, unknown = 7, exhausted = 3;
+
+	for (int i = 0; i < good + unknown + exhausted; i++) {
+		const char *method = "example.echo";
+		const warren_value *p = NULL;
+		/* Every tenth call from the fourth is poison: first the unknown
+		 * methods, then the ones that keep failing. */
+		if (i % 10 == 3 && i / 10 < unknown) {
+			method = "example.nope";
+		} else if (i % 10 == 3 && i / 10 < unknown + exhausted) {
+			method = "example.flaky";
+			p = flaky;
+		}
+		assert_int_equal(warren_call_async(client, method, p, &o, on_echo, &t, NULL, 0),
+		                 WARREN_OK);
+	}
+	for (int i = 0; i < 600 && atomic_load(&t.done) < good + unknown + exhausted; i++) {
+		usleep(50000);
+	}
+	warren_value_free(flaky);
+	assert_int_equal(atomic_load(&t.ok), good);
+	assert_int_equal(atomic_load(&t.other), unknown + exhausted);
+	const char *reasons = take_reasons(unknown + exhausted);
+	int n_unknown = 0, n_exhausted = 0;
+	for (const char *p = reasons; (p = strstr(p, "unknown-method")) != NULL; p++) {
+		n_unknown++;
+	}
+	for (const char *p = reasons; (p = strstr(p, "retries-exhausted")) != NULL; p++) {
+		n_exhausted++;
+	}
+	assert_int_equal(n_unknown, unknown);
+	assert_int_equal(n_exhausted, exhausted);
+	assert_int_equal(atomic_load(&sup.restarts), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_transient_failures_that_recover_succeed_once, purge_dlq),
+		cmocka_unit_test_setup(test_retries_that_run_out_are_dead_lettered_and_the_caller_told,
+		                       purge_dlq),
+		cmocka_unit_test_setup(test_a_retry_that_cannot_end_before_the_deadline_is_not_made,
+		                       purge_dlq),
+		cmocka_unit_test_setup(
+		    test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows, purge_dlq),
+		cmocka_unit_test_setup(
+		    test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered, purge_dlq),
+	};
+
+	return cmocka_run_group_tests_name("poison", tests, setup, teardown);
+}
