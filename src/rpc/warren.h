@@ -300,6 +300,15 @@ WARREN_API warren_err warren_worker_handle(warren_worker *w, const char *method,
                                            warren_handler_fn fn, void *arg);
 WARREN_API warren_err warren_worker_on_thread(warren_worker *w, warren_thread_init_fn init,
                                               warren_thread_fini_fn fini, void *arg);
+/* The circuit breaker's probe: after worker.breaker_threshold consecutive
+ * UNAVAILABLE or RESOURCE_EXHAUSTED failures the worker stops consuming and,
+ * every worker.breaker_probe, runs fn on a handler thread (with that
+ * thread's data); OK means the dependency is back, and consuming resumes.
+ * Without a probe the worker simply tries again after the interval. Set
+ * before warren_worker_start. */
+typedef warren_status (*warren_probe_fn)(void *thread_data, void *arg);
+WARREN_API warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn fn, void *arg);
+
 /* Starts the handler threads and the I/O thread, connects, declares the
  * service's objects and consumes. Waits for the first connection up to
  * broker.connect_timeout (WARREN_ERR_TRANSPORT when none succeeds). */
@@ -324,8 +333,11 @@ typedef struct warren_worker_stats {
 	uint64_t completed;     /* handlers that returned (any status) */
 	uint64_t io_loops;      /* turns of the I/O thread's loop; each reading of the stats
 	                         * wakes the thread, so an alive one has moved it by the next */
+	uint64_t breaker_trips; /* times the circuit breaker opened */
 	int threads;            /* handler threads of the pool */
-	bool connected;         /* consuming now */
+	bool connected;         /* connected to the broker */
+	bool breaker_open;      /* not consuming: a dependency keeps failing */
+	char breaker_error[256];/* the failure that opened it */
 } warren_worker_stats;
 WARREN_API void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out);
 

@@ -99,6 +99,7 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 
 	j->action = j->meta.reply_to[0] != '\0' ? JOB_REPLY_THEN_ACK : JOB_ACK;
 	if (status == WARREN_STATUS_OK) {
+		breaker_record(w, status, "");
 		warren_value_free(req.details);
 		encode_reply(j, status, req.result);
 		return;
@@ -106,6 +107,7 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 	worker_count(w, &w->stats.handler_errors, 1);
 	warren_value_free(req.result);
 	message = req.message[0] != '\0' ? req.message : warren_status_name(status);
+	breaker_record(w, status, message);
 	if (TRANSIENT(status) && retry_or_give_up(w, j, status, message)) {
 		warren_value_free(req.details);
 		return;
@@ -115,10 +117,17 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 
 void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 {
-	const amqp_message_t *msg = &j->delivery->message;
+	const amqp_message_t *msg;
 	warren_value *params = NULL;
 	const struct method *m;
 	char why[400];
+
+	if (j->action == JOB_PROBE) {
+		breaker_probed(w, w->probe != NULL ? clamp_status(w->probe(thread_data, w->probe_arg))
+		                                   : WARREN_STATUS_OK);
+		return;
+	}
+	msg = &j->delivery->message;
 
 	if (envelope_read(&msg->properties, &j->meta, why, sizeof(why)) != WARREN_OK) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_BAD_ENVELOPE, why);

@@ -203,6 +203,8 @@ static void finish_task(struct engine *e, struct engine_task *t)
 		engine_ack(e, d->generation, d->delivery_tag);
 		worker_count(j->worker, &j->worker->stats.acked, 1);
 		break;
+	case JOB_PROBE:
+		break;
 	}
 	job_free(j);
 }
@@ -254,7 +256,7 @@ static void *handler_main(void *arg)
 	return NULL;
 }
 
-static void enqueue(struct warren_worker *w, struct job *j)
+void worker_enqueue(struct warren_worker *w, struct job *j)
 {
 	pthread_mutex_lock(&w->mu);
 	j->next = NULL;
@@ -264,7 +266,9 @@ static void enqueue(struct warren_worker *w, struct job *j)
 		w->head = j;
 	}
 	w->tail = j;
-	w->stats.received++;
+	if (j->delivery != NULL) {
+		w->stats.received++;
+	}
 	w->stats.in_progress++;
 	pthread_cond_signal(&w->cond);
 	pthread_mutex_unlock(&w->mu);
@@ -373,12 +377,44 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 	return 0;
 }
 
+static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
+                   size_t errlen)
+{
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue),
+	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+
+	if (ok == NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming", errstr, errlen);
+		return -1;
+	}
+	envelope_copy(w->consumer_tag, sizeof(w->consumer_tag), ok->consumer_tag);
+	return 0;
+}
+
+void worker_consume(struct warren_worker *w, struct engine *e)
+{
+	char why[300];
+
+	if (consume(w, engine_conn(e), why, sizeof(why)) != 0) {
+		engine_fail(e, why);
+	}
+}
+
+void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+{
+	if (engine_connected(e) && w->consumer_tag[0] != '\0' &&
+	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(w->consumer_tag)) == NULL) {
+		engine_fail(e, "basic.cancel failed");
+	}
+	w->consumer_tag[0] = '\0';
+}
+
 static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
 {
 	struct warren_worker *w = arg;
 	amqp_connection_state_t conn = engine_conn(e);
-	amqp_basic_consume_ok_t *ok;
 
+	w->consumer_tag[0] = '\0';
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -386,20 +422,25 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
 		return -1;
 	}
-	if (w->stopping) {
-		return 0;
-	}
-	ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue), amqp_empty_bytes, 0, 0, 0,
-	                        amqp_empty_table);
-	if (ok == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming", errstr, errlen);
-		return -1;
-	}
-	envelope_copy(w->consumer_tag, sizeof(w->consumer_tag), ok->consumer_tag);
 	pthread_mutex_lock(&w->mu);
 	w->stats.connected = true;
 	pthread_mutex_unlock(&w->mu);
-	return 0;
+	/* Stopping, or the breaker is open: connected, but not consuming. */
+	if (w->stopping || w->paused) {
+		return 0;
+	}
+	return consume(w, conn, errstr, errlen);
+}
+
+struct job *worker_job_new(struct warren_worker *w)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (j != NULL) {
+		j->worker = w;
+		j->task.run = finish_task;
+	}
+	return j;
 }
 
 static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *d)
@@ -413,16 +454,14 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		engine_delivery_free(d);
 		return;
 	}
-	j = calloc(1, sizeof(*j));
+	j = worker_job_new(w);
 	if (j == NULL) {
 		engine_reject(e, d->generation, d->delivery_tag, true);
 		engine_delivery_free(d);
 		return;
 	}
-	j->worker = w;
 	j->delivery = d;
-	j->task.run = finish_task;
-	enqueue(w, j);
+	worker_enqueue(w, j);
 }
 
 static void worker_returned(struct engine *e, void *arg, const amqp_basic_properties_t *props,
@@ -445,7 +484,7 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 
 static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
-	return INT64_MAX;
+	return breaker_tick(arg, e, now);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -488,6 +527,8 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
 	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
 	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
+	w->breaker_threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
+	w->probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
 	char host[128] = "?";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(w->identity, sizeof(w->identity), "%s@%s:%ld", service, host, (long)getpid());
@@ -545,6 +586,16 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	grown[w->nmethods].fn = fn;
 	grown[w->nmethods].arg = arg;
 	w->nmethods++;
+	return WARREN_OK;
+}
+
+warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn fn, void *arg)
+{
+	if (w == NULL || w->started) {
+		return WARREN_ERR_INVALID;
+	}
+	w->probe = fn;
+	w->probe_arg = arg;
 	return WARREN_OK;
 }
 
@@ -613,10 +664,7 @@ static void cancel_task(struct engine *e, struct engine_task *t)
 	struct warren_worker *w = ((struct cancel_req *)t)->w;
 
 	w->stopping = true;
-	if (engine_connected(e) && w->consumer_tag[0] != '\0' &&
-	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(w->consumer_tag)) == NULL) {
-		engine_fail(e, "basic.cancel failed");
-	}
+	worker_cancel_consumer(w, e);
 }
 
 /* Waits until no job is in progress or the deadline (monotonic ms) passes. */

@@ -26,13 +26,14 @@ enum job_action {
 	JOB_RETRY,          /* transient: publish it to a delay tier with rpc-attempt + 1;
 	                     * ack once confirmed */
 	JOB_ACK,            /* one-way, or expired: nothing to send */
+	JOB_PROBE,          /* the breaker's probe: no delivery, nothing to send */
 };
 
 struct job {
 	struct engine_task task; /* the reply/ack step, queued to the I/O thread */
 	struct job *next;        /* in the handler queue */
 	struct warren_worker *worker;
-	struct engine_delivery *delivery;
+	struct engine_delivery *delivery; /* NULL for a probe */
 	struct envelope_meta meta;
 	enum job_action action;
 	void *reply_body;
@@ -58,6 +59,17 @@ struct warren_worker {
 	char identity[200];        /* rpc-dead-worker: service@host:pid */
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
+
+	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
+	 * probe_queued, next_probe. I/O thread only: paused. */
+	int breaker_threshold;
+	int64_t probe_ms;
+	warren_probe_fn probe;
+	void *probe_arg;
+	int consecutive;      /* transient failures in a row */
+	bool probe_queued;
+	int64_t next_probe;   /* engine_now() ms */
+	bool paused;          /* consumer cancelled by the breaker */
 	struct method *methods;
 	size_t nmethods;
 	warren_thread_init_fn thread_init;
@@ -85,6 +97,22 @@ struct warren_worker {
 
 /* Handler thread: turns a delivery into a job ready for the I/O thread. */
 void job_process(struct warren_worker *w, struct job *j, void *thread_data);
+/* Handler thread: counts a handler's outcome for the breaker; opens it
+ * after breaker_threshold transient failures in a row. */
+void breaker_record(struct warren_worker *w, int status, const char *message);
+/* Handler thread: the probe's outcome; OK closes the breaker. */
+void breaker_probed(struct warren_worker *w, int status);
+/* I/O thread, every turn: pauses or resumes consuming as the breaker says
+ * and queues the probe when due. Returns when it wants to run next. */
+int64_t breaker_tick(struct warren_worker *w, struct engine *e, int64_t now);
+
+/* I/O thread: start and stop consuming the service queue. */
+void worker_consume(struct warren_worker *w, struct engine *e);
+void worker_cancel_consumer(struct warren_worker *w, struct engine *e);
+/* A job for w whose end runs on the I/O thread; NULL when out of memory. */
+struct job *worker_job_new(struct warren_worker *w);
+/* Hands a job to the handler threads (a probe is not counted as received). */
+void worker_enqueue(struct warren_worker *w, struct job *j);
 const struct method *worker_find_method(const struct warren_worker *w, const char *name);
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
 

@@ -395,6 +395,82 @@ static void test_a_second_sigterm_exits_1_and_the_request_is_answered_by_the_nex
 	stop_while_held(2);
 }
 
+static void pg(const char *what)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "tests/lib/postgres.sh %s '%s'", what,
+	         getenv("WARREN_TEST_PG_DIR"));
+	assert_int_equal(system(cmd), 0);
+}
+
+/* A database that stays down: after worker.breaker_threshold failures in a
+ * row the daemon stops consuming (and says so) instead of sending every
+ * request through its retries into the dead-letter queue; when the probe
+ * finds the database back it consumes again and every call is answered. */
+static void test_a_database_that_stays_down_pauses_consuming_instead_of_dead_lettering(
+    void **state)
+{
+	pid_t pid = spawn_daemon((const char *const[]){"-o", conninfo_arg(), "-o",
+	                                               "worker.breaker_threshold=3", "-o",
+	                                               "worker.breaker_probe=300ms", NULL},
+	                         0, NULL);
+	warren_client *c = client();
+	struct raw *raw = raw_connect();
+	struct done d = {0};
+	warren_value *params = NULL;
+
+	assert_true(await_note("READY=1", 20000));
+	raw_purge(raw, "rpc.user.dlq");
+	pg("stop");
+	assert_int_equal(warren_value_from_json("{\"limit\":1}", 11, &params, NULL, 0), WARREN_OK);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(warren_call_async(c, "user.list", params,
+		                                   &(warren_call_opts){.timeout_ms = 60000}, on_done, &d,
+		                                   NULL, 0),
+		                 WARREN_OK);
+	}
+	warren_value_free(params);
+	for (int i = 0; i < 100 && strstr(notes, "STATUS=paused, the database keeps failing") == NULL;
+	     i++) {
+		await_note(NULL, 100);
+	}
+	assert_non_null(strstr(notes, "STATUS=paused, the database keeps failing (UNAVAILABLE: "
+	                              "database unavailable: "));
+	assert_int_equal(raw_consumer_count(raw, "rpc.user"), 0);
+	usleep(1500000); /* several probes fail meanwhile */
+	assert_int_equal(raw_queue_count(raw, "rpc.user.dlq"), 0);
+	assert_int_equal(atomic_load(&d.n), 0);
+
+	pg("resume");
+	for (int i = 0; i < 400 && atomic_load(&d.n) < 10; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&d.n), 10);
+	assert_int_equal(atomic_load(&d.status), WARREN_STATUS_OK);
+	assert_true(raw_consumer_count(raw, "rpc.user") >= 1);
+	assert_int_equal(raw_queue_count(raw, "rpc.user.dlq"), 0);
+	assert_non_null(strstr(read_stderr(), "msg=\"circuit breaker closed: the probe succeeded; "
+	                                      "consuming again\""));
+	raw_close(raw);
+	warren_client_free(c);
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+}
+
+/* After the breaker test: the database is up whatever happened. */
+static int database_up(void **state)
+{
+	char cmd[600];
+
+	kill_daemon(state);
+	snprintf(cmd, sizeof(cmd), "tests/lib/postgres.sh resume '%s' >/dev/null 2>&1",
+	         getenv("WARREN_TEST_PG_DIR"));
+	if (system(cmd) != 0) {
+		/* Already running. */
+	}
+	return 0;
+}
+
 static void test_sighup_reloads_the_log_level_and_refuses_a_bad_file(void **state)
 {
 	char conf[300], text[1200];
@@ -545,6 +621,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_watchdog_stops_while_the_only_handler_is_stuck, kill_daemon),
 		cmocka_unit_test_teardown(test_grace_expired_exits_1_and_the_request_is_answered_by_the_next_daemon, kill_daemon),
 		cmocka_unit_test_teardown(test_a_second_sigterm_exits_1_and_the_request_is_answered_by_the_next_daemon, kill_daemon),
+		cmocka_unit_test_teardown(test_a_database_that_stays_down_pauses_consuming_instead_of_dead_lettering, database_up),
 		cmocka_unit_test_teardown(test_sighup_reloads_the_log_level_and_refuses_a_bad_file, kill_daemon),
 		cmocka_unit_test_teardown(test_the_connection_string_comes_from_the_credentials_directory, kill_daemon),
 		cmocka_unit_test_teardown(test_start_up_errors_are_clear_and_have_their_exit_status, kill_daemon),

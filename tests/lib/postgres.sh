@@ -4,6 +4,7 @@
 #
 #   postgres.sh start DIR   initdb + start; writes DIR/pgenv (PGHOST, PGPORT...)
 #   postgres.sh stop DIR    stop it
+#   postgres.sh resume DIR  start a stopped one again, as it was
 #   postgres.sh restart DIR stop and start again (fault tests)
 set -euo pipefail
 
@@ -49,7 +50,7 @@ start() {
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-	echo "usage: postgres.sh start|stop|restart DIR" >&2
+	echo "usage: postgres.sh start|stop|resume|restart DIR" >&2
 	exit 2
 fi
 case $cmd in
@@ -57,6 +58,12 @@ start) start "$dir" ;;
 stop)
 	[ -f "$dir/pgenv" ] || exit 0
 	as_owner "'$PGBIN/pg_ctl' -D '$dir/data' -m fast -w stop" >/dev/null 2>&1 || true
+	;;
+resume)
+	# A cluster stopped with "stop", started again on its port.
+	# shellcheck disable=SC1091
+	. "$dir/pgenv"
+	pg_start "$dir"
 	;;
 restart)
 	# shellcheck disable=SC1091

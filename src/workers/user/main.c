@@ -149,12 +149,19 @@ static bool making_progress(struct daemon *d)
 static void report(struct daemon *d)
 {
 	warren_worker_stats s;
+	char state[400];
 
 	warren_worker_get_stats(d->worker, &s);
+	if (s.breaker_open) {
+		snprintf(state, sizeof(state), "paused, the database keeps failing (%s); probing",
+		         s.breaker_error);
+	} else {
+		snprintf(state, sizeof(state), "%s",
+		         s.connected ? "consuming" : "reconnecting to the broker");
+	}
 	sdnotify_sendf("STATUS=%s; %llu received, %llu acked, %llu in progress, %llu expired, "
 	               "%llu retried, %llu dead-lettered",
-	               s.connected ? "consuming" : "reconnecting to the broker",
-	               (unsigned long long)s.received, (unsigned long long)s.acked,
+	               state, (unsigned long long)s.received, (unsigned long long)s.acked,
 	               (unsigned long long)s.in_progress, (unsigned long long)s.expired,
 	               (unsigned long long)s.retried, (unsigned long long)s.dead_lettered);
 }

@@ -198,6 +198,16 @@ static void thread_end(void *thread_data, void *arg)
 	store_close(thread_data);
 }
 
+/* The circuit breaker's probe: is the database back? */
+static warren_status probe(void *thread_data, void *arg)
+{
+	struct outcome out;
+
+	store_ping(thread_data, &out);
+	warren_value_free(out.result);
+	return out.status;
+}
+
 warren_err methods_register(warren_worker *w, const char *conninfo)
 {
 	static const struct {
@@ -214,6 +224,9 @@ warren_err methods_register(warren_worker *w, const char *conninfo)
 	};
 	warren_err err = warren_worker_on_thread(w, thread_start, thread_end, (void *)conninfo);
 
+	if (err == WARREN_OK) {
+		err = warren_worker_set_probe(w, probe, NULL);
+	}
 	for (size_t i = 0; err == WARREN_OK && i < sizeof(table) / sizeof(table[0]); i++) {
 		err = warren_worker_handle(w, table[i].name, table[i].fn, NULL);
 	}

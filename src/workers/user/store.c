@@ -309,6 +309,19 @@ static bool command(struct store *s, const char *sql, struct outcome *out)
 	return ok;
 }
 
+void store_ping(struct store *s, struct outcome *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->status = WARREN_STATUS_OK;
+	if (ensure_connected(s, out)) {
+		PGresult *r = PQexec(s->db, "SELECT 1");
+		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+			exec_failed(s, r, "SELECT 1", out);
+		}
+		PQclear(r);
+	}
+}
+
 static warren_value *row_to_user(const PGresult *r, int row)
 {
 	warren_value *u = warren_map(), *prefs = NULL;

@@ -29,6 +29,8 @@ void store_close(struct store *s); /* NULL-safe */
 
 /* Reads. */
 void store_get(struct store *s, int64_t id, const char *email, struct outcome *out);
+/* Whether the database answers (connecting if needed): OK or UNAVAILABLE. */
+void store_ping(struct store *s, struct outcome *out);
 void store_list(struct store *s, int64_t after_id, int64_t limit, struct outcome *out);
 
 /* A change to make exactly once per message_id: the arguments of one of the
