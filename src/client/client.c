@@ -1,7 +1,10 @@
 /* client.c: the caller side. Calls are registered in the correlation table
  * before their request is published, and leave it on every terminal path:
- * reply, basic.return, nack, deadline, connection loss, shutdown. Everything
- * below the public functions runs on the engine's I/O thread. */
+ * reply, basic.return, nack, deadline, connection loss, shutdown. A request
+ * the broker did not take (no route, nack, connection lost before the
+ * confirm) is published again after a back-off, with the same message_id,
+ * while client.retry_attempts and the deadline allow. Everything below the
+ * public functions runs on the engine's I/O thread. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -11,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "backoff.h"
 #include "config.h"
 #include "engine.h"
 #include "envelope.h"
@@ -30,6 +34,7 @@ struct outgoing {
 struct call {
 	struct engine_task task;    /* the publish, queued to the I/O thread */
 	struct pending_entry entry; /* in the table from publish to its end */
+	struct pending_entry retry; /* in c->retries while waiting to be published again */
 	struct warren_client *client;
 	struct outgoing *out;       /* freed once published */
 	warren_done_fn done;
@@ -39,11 +44,16 @@ struct call {
 	bool in_table;
 	bool awaiting_confirm; /* the engine holds a pointer to this call */
 	bool finished;         /* done has run */
+	bool waiting_retry;    /* in c->retries */
+	bool returned;         /* basic.return came for the current publish */
 };
 
 struct warren_client {
 	struct engine *engine;
 	struct pending table; /* I/O thread only */
+	struct pending retries; /* calls waiting to be published again, by due time */
+	int retry_attempts;
+	int64_t retry_delay_ms;
 	enum reply_mode reply_mode;
 	char reply_queue[128];
 	char prefix[17]; /* this client's half of every correlation id */
@@ -143,6 +153,10 @@ static void finish(struct call *call, warren_err err, warren_reply *reply, const
 		pending_remove(&c->table, &call->entry);
 		call->in_table = false;
 	}
+	if (call->waiting_retry) {
+		pending_remove(&c->retries, &call->retry);
+		call->waiting_retry = false;
+	}
 	if (fmt != NULL) {
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -162,25 +176,57 @@ static warren_err lost_err(const warren_client *c)
 	return atomic_load(&c->closing) ? WARREN_ERR_CLOSED : WARREN_ERR_TRANSPORT;
 }
 
+/* The broker did not take the request: publish it again after a back-off
+ * if attempts are left and the deadline allows, else end the call with err
+ * and what happened. */
+static void retry_or_finish(struct call *call, warren_err err, const char *what)
+{
+	warren_client *c = call->client;
+	struct envelope_meta *m = call->out != NULL ? &call->out->meta : NULL;
+	int64_t now = engine_now(), delay;
+
+	if (m != NULL && m->attempt < c->retry_attempts && !atomic_load(&c->closing)) {
+		delay = backoff_ms(c->retry_delay_ms, 60000, m->attempt, randombytes_random());
+		if (!call->in_table || now + delay < call->entry.deadline) {
+			call->retry.deadline = now + delay;
+			memcpy(call->retry.id, call->entry.id, sizeof(call->retry.id));
+			call->retry.id_len = call->entry.id_len;
+			if (pending_insert(&c->retries, &call->retry) == 0) {
+				call->waiting_retry = true;
+				log_debug("republishing %s correlation_id=%s in %lld ms: %s", m->method,
+				          m->correlation_id, (long long)delay, what);
+				return;
+			}
+		}
+	}
+	if (m != NULL && m->attempt > 1) {
+		finish(call, err, NULL, "%s, after %d attempts", what, m->attempt);
+	} else {
+		finish(call, err, NULL, "%s", what);
+	}
+}
+
 static void on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
 	struct call *call = ctx;
 	const char *method = call->out != NULL ? call->out->meta.method : "";
+	char what[400];
 
 	/* awaiting_confirm stays set across finish, so finish cannot free the call. */
 	if (outcome == ENGINE_NACK) {
-		finish(call, WARREN_ERR_BROKER, NULL, "the broker refused the request for %s (nack)",
-		       method);
+		snprintf(what, sizeof(what), "the broker refused the request for %s (nack)", method);
+		retry_or_finish(call, WARREN_ERR_BROKER, what);
 	} else if (outcome == ENGINE_LOST) {
-		finish(call, lost_err(call->client), NULL,
-		       "connection lost before the broker confirmed the request for %s", method);
-	} else if (call->one_way) {
+		snprintf(what, sizeof(what),
+		         "connection lost before the broker confirmed the request for %s", method);
+		retry_or_finish(call, lost_err(call->client), what);
+	} else if (call->one_way && !call->returned) {
 		finish(call, WARREN_OK, NULL, NULL);
 	}
 	call->awaiting_confirm = false;
 	if (call->finished) {
 		call_release(call);
-	} else if (call->out != NULL) {
+	} else if (call->out != NULL && !call->waiting_retry) {
 		/* Confirmed: the request is the broker's now. */
 		free(call->out->body);
 		free(call->out);
@@ -198,27 +244,55 @@ static void publish_task(struct engine *e, struct engine_task *t)
 	warren_err err;
 	int rc;
 
+	if (!call->in_table) {
+		call->entry.deadline = engine_now() + call->timeout_ms;
+		rc = pending_insert(&c->table, &call->entry);
+		if (rc != 0) {
+			finish(call, rc == -1 ? WARREN_ERR_FULL : WARREN_ERR_INVALID, NULL,
+			       rc == -1 ? "too many calls in flight (client.max_in_flight)"
+			                : "duplicate correlation id");
+			return;
+		}
+		call->in_table = true;
+	}
 	if (!engine_connected(e)) {
-		finish(call, lost_err(c), NULL, "not connected to the broker");
+		retry_or_finish(call, lost_err(c), "not connected to the broker");
 		return;
 	}
-	call->entry.deadline = engine_now() + call->timeout_ms;
-	rc = pending_insert(&c->table, &call->entry);
-	if (rc != 0) {
-		finish(call, rc == -1 ? WARREN_ERR_FULL : WARREN_ERR_INVALID, NULL,
-		       rc == -1 ? "too many calls in flight (client.max_in_flight)"
-		                : "duplicate correlation id");
-		return;
-	}
-	call->in_table = true;
+	call->returned = false;
 	envelope_request_props(&call->out->meta, &props);
 	err = engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
 	                     call->out->body, call->out->len, on_confirm, call);
 	if (err != WARREN_OK) {
-		finish(call, lost_err(c), NULL, "publish failed: connection lost");
+		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
 		return;
 	}
 	call->awaiting_confirm = true;
+}
+
+/* The calls whose wait is over are published again (one whose last publish
+ * is not confirmed yet waits for that confirm first). */
+static void republish_due(warren_client *c, struct engine *e, int64_t now)
+{
+	struct pending_entry *entry;
+
+	while ((entry = pending_pop_expired(&c->retries, now)) != NULL) {
+		struct call *call = (struct call *)((char *)entry - offsetof(struct call, retry));
+
+		call->waiting_retry = false;
+		if (call->awaiting_confirm) {
+			call->retry.deadline = now + 5;
+			if (pending_insert(&c->retries, &call->retry) == 0) {
+				call->waiting_retry = true;
+				continue;
+			}
+		}
+		call->out->meta.attempt++;
+		pthread_mutex_lock(&c->stats_mu);
+		c->stats.republished++;
+		pthread_mutex_unlock(&c->stats_mu);
+		publish_task(e, &call->task);
+	}
 }
 
 static warren_err fill_meta(warren_client *c, struct call *call, const char *method,
@@ -525,22 +599,51 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
 		char method[256];
 
+		char what[400];
+
 		envelope_copy(method, sizeof(method), props->type);
-		finish(call, WARREN_ERR_UNROUTABLE, NULL,
-		       "no queue is bound for method %s (%d %s)", method, code, text);
+		snprintf(what, sizeof(what), "no queue is bound for method %s (%d %s)", method, code,
+		         text);
+		call->returned = true;
+		retry_or_finish(call, WARREN_ERR_UNROUTABLE, what);
+	}
+}
+
+struct collect {
+	struct call **calls;
+	size_t *n;
+	bool all;
+};
+
+/* The calls a lost connection ends: those whose request the broker had
+ * confirmed (their reply path is gone); the others are not the broker's
+ * yet, and their confirm (LOST) or their retry decides. At shutdown, all. */
+static void collect_failing(struct pending_entry *entry, void *arg)
+{
+	struct collect *col = arg;
+	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+
+	if (col->all || (!call->awaiting_confirm && !call->waiting_retry)) {
+		col->calls[(*col->n)++] = call;
 	}
 }
 
 /* Ends every call still in the table with the connection's loss. */
 static void fail_all(warren_client *c, const char *why)
 {
-	struct pending_entry *entry;
+	size_t k = 0, n = pending_count(&c->table);
+	struct call **calls = malloc(sizeof(*calls) * (n > 0 ? n : 1));
+	struct collect col = {calls, &k, atomic_load(&c->closing)};
 
-	while ((entry = pending_first(&c->table)) != NULL) {
-		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
-
-		finish(call, lost_err(c), NULL, "reply path lost: %s", why);
+	if (calls == NULL) {
+		return;
 	}
+	/* Collected first, as finishing reshapes the table. */
+	pending_each(&c->table, collect_failing, &col);
+	for (size_t i = 0; i < k; i++) {
+		finish(calls[i], lost_err(c), NULL, "reply path lost: %s", why);
+	}
+	free(calls);
 }
 
 static void client_lost(struct engine *e, void *arg, const char *why)
@@ -567,8 +670,14 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 		finish(call, WARREN_ERR_TIMEOUT, NULL, "no reply within %lld ms",
 		       (long long)call->timeout_ms);
 	}
+	republish_due(c, e, now);
 	entry = pending_first(&c->table);
-	return entry != NULL ? entry->deadline : INT64_MAX;
+	int64_t next = entry != NULL ? entry->deadline : INT64_MAX;
+	entry = pending_first(&c->retries);
+	if (entry != NULL && entry->deadline < next) {
+		next = entry->deadline;
+	}
+	return next;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -600,7 +709,10 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
 	pthread_mutex_init(&c->stats_mu, NULL);
-	if (pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
+	c->retry_attempts = (int)config_int(cfg, CFG_CLIENT_RETRY_ATTEMPTS);
+	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);
+	if (pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
+	    pending_init(&c->retries, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
@@ -649,6 +761,7 @@ void warren_client_free(warren_client *c)
 	 * in it (their connection was already down at shutdown) end here. */
 	fail_all(c, "the client is shutting down");
 	pending_destroy(&c->table);
+	pending_destroy(&c->retries);
 	pthread_mutex_destroy(&c->stats_mu);
 	free(c);
 }

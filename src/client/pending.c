@@ -222,3 +222,11 @@ size_t pending_count(const struct pending *t)
 {
 	return t->count;
 }
+
+void pending_each(const struct pending *t, void (*fn)(struct pending_entry *e, void *arg),
+                  void *arg)
+{
+	for (size_t i = 0; i < t->count; i++) {
+		fn(t->heap[i], arg);
+	}
+}

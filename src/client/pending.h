@@ -40,5 +40,8 @@ struct pending_entry *pending_first(const struct pending *t);
 /* Removes and returns an entry whose deadline <= now, earliest first; NULL if none. */
 struct pending_entry *pending_pop_expired(struct pending *t, int64_t now);
 size_t pending_count(const struct pending *t);
+/* Calls fn for every entry, in no particular order; fn must not change t. */
+void pending_each(const struct pending *t, void (*fn)(struct pending_entry *e, void *arg),
+                  void *arg);
 
 #endif

@@ -62,6 +62,15 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   NULL,
                                   "Most calls a client may have awaiting their replies; further "
                                   "calls fail at once."},
+    [CFG_CLIENT_RETRY_ATTEMPTS] = {"client.retry_attempts", CONFIG_INT, 1, 20, "3", false, NULL,
+                                   "Publishes a call's request gets when the broker does not take "
+                                   "it (no queue bound yet, a nack, the connection lost before "
+                                   "the confirm), within the call's deadline. 1: no retry."},
+    [CFG_CLIENT_RETRY_DELAY] = {"client.retry_delay", CONFIG_DURATION, 10, 10 * SEC, "100ms",
+                                false, NULL,
+                                "Delay before a call's request is published again; each further "
+                                "retry waits twice as long, with random jitter up to the same "
+                                "again."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
                             "part of each of its methods."},

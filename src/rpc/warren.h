@@ -248,6 +248,7 @@ typedef struct warren_client_stats {
 	uint64_t timeouts;       /* calls ended at their deadline */
 	uint64_t unroutable;     /* calls ended by basic.return */
 	uint64_t failed;         /* calls ended by nack, connection loss or shutdown */
+	uint64_t republished;    /* requests published again (no route, nack, lost) */
 	uint64_t late_replies;   /* replies for a call that had already ended */
 	uint64_t unknown_replies;/* replies whose correlation id was never ours */
 	uint64_t reconnects;     /* connections made after the first */

@@ -1,6 +1,8 @@
 /* retry.c: exponential back-off with jitter onto the broker's delay tiers. */
 #include "retry.h"
 
+#include "backoff.h"
+
 const struct retry_tier retry_tiers[RETRY_TIERS] = {
     {250, "rpc.delay.250ms"}, {500, "rpc.delay.500ms"}, {1000, "rpc.delay.1s"},
     {2000, "rpc.delay.2s"},   {4000, "rpc.delay.4s"},   {8000, "rpc.delay.8s"},
@@ -9,16 +11,8 @@ const struct retry_tier retry_tiers[RETRY_TIERS] = {
 
 int64_t retry_delay_ms(int64_t base_ms, int attempt, uint32_t rnd)
 {
-	int64_t cap = retry_tiers[RETRY_TIERS - 1].ms;
-	int64_t d = base_ms > 0 ? base_ms : retry_tiers[0].ms;
-
-	for (int i = 1; i < attempt && d < cap; i++) {
-		d *= 2;
-	}
-	if (d > cap) {
-		d = cap;
-	}
-	return d + (int64_t)(rnd % (uint64_t)d);
+	return backoff_ms(base_ms > 0 ? base_ms : retry_tiers[0].ms, retry_tiers[RETRY_TIERS - 1].ms,
+	                  attempt, rnd);
 }
 
 const struct retry_tier *retry_tier_for(int64_t ms)

@@ -135,8 +135,70 @@ static void test_method_without_a_queue_fails_at_once_not_at_the_deadline(void *
 	assert_int_equal(warren_call(client, "nosuch.method", NULL, &o, &reply, why, sizeof(why)),
 	                 WARREN_ERR_UNROUTABLE);
 	assert_null(reply);
-	assert_string_equal(why, "no queue is bound for method nosuch.method (312 NO_ROUTE)");
-	assert_true(testenv_mono_ms() - t0 < 5000);
+	/* Published three times (client.retry_attempts) within 100 + 200 ms
+	 * of back-off and its jitter: long before the deadline. */
+	assert_string_equal(why, "no queue is bound for method nosuch.method (312 NO_ROUTE), after "
+	                         "3 attempts");
+	assert_true(testenv_mono_ms() - t0 < 2000);
+}
+
+static warren_status echo_attempt(warren_request *req, void *arg)
+{
+	warren_value *r = warren_map();
+
+	warren_map_set(r, "attempt", warren_int(warren_request_attempt(req)));
+	warren_request_set_result(req, r);
+	return WARREN_STATUS_OK;
+}
+
+/* The service's queue appears while the call is still retrying (a service
+ * being deployed): the call succeeds, with one request processed. */
+static void *start_late_service(void *arg)
+{
+	warren_worker **w = arg;
+	warren_config *cfg = testenv_config((const char *const[]){"worker.service=lateservice", NULL});
+
+	usleep(150000);
+	assert_int_equal(warren_worker_new(cfg, w, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_worker_handle(*w, "lateservice.echo", echo_attempt, NULL), WARREN_OK);
+	assert_int_equal(warren_worker_start(*w, NULL, 0), WARREN_OK);
+	warren_config_free(cfg);
+	return NULL;
+}
+
+static void test_a_request_is_published_again_until_its_queue_appears(void **state)
+{
+	warren_config *cfg = testenv_config((const char *const[]){"client.retry_attempts=10", NULL});
+	warren_call_opts o = {.timeout_ms = 10000};
+	warren_client *c = NULL;
+	warren_worker *w = NULL;
+	warren_reply *reply = NULL;
+	warren_client_stats st;
+	pthread_t t;
+	char why[300] = "";
+	int64_t attempt = 0;
+
+	assert_int_equal(warren_client_new(cfg, "it_call_late", &c, NULL, 0), WARREN_OK);
+	pthread_create(&t, NULL, start_late_service, &w);
+	assert_int_equal(warren_call(c, "lateservice.echo", NULL, &o, &reply, why, sizeof(why)),
+	                 WARREN_OK);
+	pthread_join(t, NULL);
+	/* The attempt the worker saw is the one that got through. */
+	assert_true(warren_value_get_int(warren_map_get(warren_reply_result(reply), "attempt"),
+	                                 &attempt));
+	assert_true(attempt >= 2);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.republished, (uint64_t)attempt - 1);
+	assert_int_equal(st.unroutable, 0);
+	warren_reply_free(reply);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(cfg);
+	/* Leave no service behind the test. */
+	struct raw *r = raw_connect();
+	amqp_queue_delete(raw_conn(r), 1, amqp_cstring_bytes("rpc.lateservice"), 0, 0);
+	amqp_queue_delete(raw_conn(r), 1, amqp_cstring_bytes("rpc.lateservice.dlq"), 0, 0);
+	raw_close(r);
 }
 
 static void test_one_way_send_is_confirmed(void **state)
@@ -286,7 +348,8 @@ static void test_a_request_the_broker_nacks_fails_at_once_as_unavailable(void **
 	err = warren_call(client, "refusing.call", NULL, &o, &reply, why, sizeof(why));
 	assert_int_equal(err, WARREN_ERR_BROKER);
 	assert_int_equal(warren_err_status(err), WARREN_STATUS_UNAVAILABLE);
-	assert_string_equal(why, "the broker refused the request for refusing.call (nack)");
+	assert_string_equal(why, "the broker refused the request for refusing.call (nack), after 3 "
+	                         "attempts");
 	assert_true(testenv_mono_ms() - t0 < 5000);
 	raw_close(r);
 }
@@ -518,6 +581,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_params_are_invalid_argument),
 		cmocka_unit_test(test_unknown_method_is_unimplemented),
 		cmocka_unit_test(test_method_without_a_queue_fails_at_once_not_at_the_deadline),
+		cmocka_unit_test(test_a_request_is_published_again_until_its_queue_appears),
 		cmocka_unit_test(test_one_way_send_is_confirmed),
 		cmocka_unit_test(test_bad_method_name_is_refused_locally),
 		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),

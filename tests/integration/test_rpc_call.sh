@@ -65,7 +65,7 @@ check "bad JSON PARAMS is bad input" 3 '' \
 check "a missing @file is bad input" 3 '' "rpc-call: $tmp/none.json: No such file or directory" -- \
 	"$BIN/rpc-call" example.echo "@$tmp/none.json"
 check "a method with no queue exits 4 at once" 4 '' \
-	'rpc-call: nosuch.method: UNAVAILABLE: no queue is bound for method nosuch.method (312 NO_ROUTE)' -- \
+	'rpc-call: nosuch.method: UNAVAILABLE: no queue is bound for method nosuch.method (312 NO_ROUTE), after 3 attempts' -- \
 	"$BIN/rpc-call" -t 30 nosuch.method
 check "an unreachable broker exits 4" 4 '' \
 	'rpc-call: example.echo: UNAVAILABLE: cannot connect to 127.0.0.1:1: a socket error occurred' -- \

@@ -78,6 +78,8 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"client.timeout", "30000ms"},
 	    {"client.reply_mode", "direct"},
 	    {"client.max_in_flight", "100000"},
+	    {"client.retry_attempts", "3"},
+	    {"client.retry_delay", "100ms"},
 	    {"worker.service", ""},
 	    {"worker.threads", "4"},
 	    {"worker.prefetch", "0"},
