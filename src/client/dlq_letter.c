@@ -232,9 +232,7 @@ static bool read_text(const amqp_field_value_t *v, const char *key, char *dst, s
 		return false;
 	}
 	if (!field_is_text(v)) {
-		note(l, "header %s is a%s %s, not a string", key,
-		     dlq_kind_name(v->kind)[0] == 'i' || dlq_kind_name(v->kind)[0] == 'a' ? "n" : "",
-		     dlq_kind_name(v->kind));
+		note(l, "header %s: expected a string, got %s", key, dlq_kind_name(v->kind));
 		return false;
 	}
 	dlq_printable(dst, cap, v->value.bytes.bytes, v->value.bytes.len);
@@ -251,9 +249,7 @@ static bool read_int(const amqp_basic_properties_t *p, const char *key, int64_t 
 		return false;
 	}
 	if (!field_int(v, out)) {
-		note(l, "header %s is a%s %s, not an integer", key,
-		     dlq_kind_name(v->kind)[0] == 'i' || dlq_kind_name(v->kind)[0] == 'a' ? "n" : "",
-		     dlq_kind_name(v->kind));
+		note(l, "header %s: expected an integer, got %s", key, dlq_kind_name(v->kind));
 		return false;
 	}
 	return true;
