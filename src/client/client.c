@@ -46,6 +46,10 @@ struct call {
 	bool finished;         /* done has run */
 	bool waiting_retry;    /* in c->retries */
 	bool returned;         /* basic.return came for the current publish */
+	/* Held while the broker blocks publishes: in c->held, since held_since. */
+	bool held;
+	struct call *held_prev, *held_next;
+	int64_t held_since;
 };
 
 struct warren_client {
@@ -54,6 +58,9 @@ struct warren_client {
 	struct pending retries; /* calls waiting to be published again, by due time */
 	int retry_attempts;
 	int64_t retry_delay_ms;
+	struct call *held_head, *held_tail; /* oldest first */
+	int64_t blocked_timeout_ms;
+	int64_t blocked_since; /* engine_now() when the tick first saw the block; 0: not blocked */
 	enum reply_mode reply_mode;
 	char reply_queue[128];
 	char prefix[17]; /* this client's half of every correlation id */
@@ -65,6 +72,13 @@ struct warren_client {
 
 	pthread_mutex_t stats_mu;
 	warren_client_stats stats;
+};
+
+/* Calls gathered from the table before ending them (ending reshapes it). */
+struct collect {
+	struct call **calls;
+	size_t *n;
+	bool all;
 };
 
 /* ------------------------------------------------------------ ids */
@@ -134,6 +148,36 @@ static void count_end(warren_client *c, warren_err err)
 	pthread_mutex_unlock(&c->stats_mu);
 }
 
+static void unhold(warren_client *c, struct call *call)
+{
+	if (call->held_prev != NULL) {
+		call->held_prev->held_next = call->held_next;
+	} else {
+		c->held_head = call->held_next;
+	}
+	if (call->held_next != NULL) {
+		call->held_next->held_prev = call->held_prev;
+	} else {
+		c->held_tail = call->held_prev;
+	}
+	call->held_prev = call->held_next = NULL;
+	call->held = false;
+}
+
+static void hold(warren_client *c, struct call *call)
+{
+	call->held = true;
+	call->held_since = engine_now();
+	call->held_next = NULL;
+	call->held_prev = c->held_tail;
+	if (c->held_tail != NULL) {
+		c->held_tail->held_next = call;
+	} else {
+		c->held_head = call;
+	}
+	c->held_tail = call;
+}
+
 /* The one terminal path: leaves the table, runs done, frees the call unless
  * the engine still holds it for a confirm. */
 static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
@@ -156,6 +200,9 @@ static void finish(struct call *call, warren_err err, warren_reply *reply, const
 	if (call->waiting_retry) {
 		pending_remove(&c->retries, &call->retry);
 		call->waiting_retry = false;
+	}
+	if (call->held) {
+		unhold(c, call);
 	}
 	if (fmt != NULL) {
 		va_start(ap, fmt);
@@ -259,6 +306,10 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		retry_or_finish(call, lost_err(c), "not connected to the broker");
 		return;
 	}
+	if (engine_blocked(e) != NULL) {
+		hold(c, call);
+		return;
+	}
 	call->returned = false;
 	envelope_request_props(&call->out->meta, &props);
 	err = engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
@@ -268,6 +319,70 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		return;
 	}
 	call->awaiting_confirm = true;
+}
+
+/* A request written just before the broker blocked the connection is not
+ * read (nor confirmed) until the alarm ends: its call fails like a held
+ * one after client.blocked_timeout (the request may still be delivered
+ * later; a retry with the same message_id is safe). */
+static void fail_unconfirmed(struct pending_entry *entry, void *arg)
+{
+	struct collect *col = arg;
+	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+
+	if (call->awaiting_confirm) {
+		col->calls[(*col->n)++] = call;
+	}
+}
+
+static void fail_blocked_unconfirmed(warren_client *c, const char *reason)
+{
+	size_t k = 0, n = pending_count(&c->table);
+	struct call **calls = malloc(sizeof(*calls) * (n > 0 ? n : 1));
+	struct collect col = {calls, &k, false};
+
+	if (calls == NULL) {
+		return;
+	}
+	pending_each(&c->table, fail_unconfirmed, &col);
+	for (size_t i = 0; i < k; i++) {
+		finish(calls[i], WARREN_ERR_BROKER, NULL,
+		       "the broker refuses publishes (%s): not confirmed within %lld ms "
+		       "(client.blocked_timeout)",
+		       reason, (long long)c->blocked_timeout_ms);
+	}
+	free(calls);
+}
+
+/* Held calls: published once the broker takes publishes again; failed
+ * when they have waited client.blocked_timeout. */
+static void release_held(warren_client *c, struct engine *e, int64_t now)
+{
+	const char *reason = engine_blocked(e);
+
+	if (reason == NULL) {
+		c->blocked_since = 0;
+	} else if (c->blocked_since == 0) {
+		c->blocked_since = now;
+	} else if (now - c->blocked_since >= c->blocked_timeout_ms) {
+		fail_blocked_unconfirmed(c, reason);
+	}
+
+	while (c->held_head != NULL) {
+		struct call *call = c->held_head;
+
+		if (reason == NULL && engine_connected(e)) {
+			unhold(c, call);
+			publish_task(e, &call->task);
+		} else if (now - call->held_since >= c->blocked_timeout_ms) {
+			finish(call, WARREN_ERR_BROKER, NULL,
+			       "the broker refuses publishes (%s): not sent within %lld ms "
+			       "(client.blocked_timeout)",
+			       reason != NULL ? reason : "not connected", (long long)c->blocked_timeout_ms);
+		} else {
+			break; /* the oldest is not due: none is */
+		}
+	}
 }
 
 /* The calls whose wait is over are published again (one whose last publish
@@ -609,21 +724,16 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 	}
 }
 
-struct collect {
-	struct call **calls;
-	size_t *n;
-	bool all;
-};
-
 /* The calls a lost connection ends: those whose request the broker had
  * confirmed (their reply path is gone); the others are not the broker's
- * yet, and their confirm (LOST) or their retry decides. At shutdown, all. */
+ * yet, and their confirm (LOST), their retry or their hold decides. At
+ * shutdown, all. */
 static void collect_failing(struct pending_entry *entry, void *arg)
 {
 	struct collect *col = arg;
 	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
 
-	if (col->all || (!call->awaiting_confirm && !call->waiting_retry)) {
+	if (col->all || (!call->awaiting_confirm && !call->waiting_retry && !call->held)) {
 		col->calls[(*col->n)++] = call;
 	}
 }
@@ -671,8 +781,15 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 		       (long long)call->timeout_ms);
 	}
 	republish_due(c, e, now);
+	release_held(c, e, now);
 	entry = pending_first(&c->table);
 	int64_t next = entry != NULL ? entry->deadline : INT64_MAX;
+	if (c->held_head != NULL && c->held_head->held_since + c->blocked_timeout_ms < next) {
+		next = c->held_head->held_since + c->blocked_timeout_ms;
+	}
+	if (c->blocked_since != 0 && c->blocked_since + c->blocked_timeout_ms < next) {
+		next = c->blocked_since + c->blocked_timeout_ms;
+	}
 	entry = pending_first(&c->retries);
 	if (entry != NULL && entry->deadline < next) {
 		next = entry->deadline;
@@ -711,6 +828,7 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	pthread_mutex_init(&c->stats_mu, NULL);
 	c->retry_attempts = (int)config_int(cfg, CFG_CLIENT_RETRY_ATTEMPTS);
 	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);
+	c->blocked_timeout_ms = config_int(cfg, CFG_CLIENT_BLOCKED_TIMEOUT);
 	if (pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
 	    pending_init(&c->retries, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
 		snprintf(errstr, errlen, "out of memory");

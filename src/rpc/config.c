@@ -71,6 +71,11 @@ const struct config_def config_defs[CFG__COUNT] = {
                                 "Delay before a call's request is published again; each further "
                                 "retry waits twice as long, with random jitter up to the same "
                                 "again."},
+    [CFG_CLIENT_BLOCKED_TIMEOUT] = {"client.blocked_timeout", CONFIG_DURATION, 0, HOUR, "5s",
+                                    false, NULL,
+                                    "How long a new call waits while the broker refuses "
+                                    "publishes (a memory or disk alarm) before it fails with "
+                                    "UNAVAILABLE."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
                             "part of each of its methods."},

@@ -41,6 +41,8 @@ enum start_state { START_PENDING, START_UP, START_FAILED };
 
 struct engine {
 	struct engine_hooks hooks;
+	bool blocked;               /* connection.blocked: a resource alarm */
+	char blocked_reason[128];
 	struct url *urls;
 	size_t nurls, next_url, failed_in_round;
 	char *vhost, *password, *name;
@@ -427,6 +429,7 @@ static void try_connect(struct engine *e)
 	e->next_url = (e->next_url + 1) % e->nurls;
 	if (open_connection(e, u, why, sizeof(why)) == 0) {
 		e->connected = true;
+		e->blocked = false;
 		e->generation++;
 		e->next_tag = 1;
 		e->fail_pending = false;
@@ -579,11 +582,19 @@ static void dispatch(struct engine *e, const amqp_frame_t *f)
 	case AMQP_CONNECTION_CLOSE_METHOD:
 		on_close(e, f, false);
 		break;
-	case AMQP_CONNECTION_BLOCKED_METHOD:
-		log_warn("the broker blocked this connection (resource alarm)");
+	case AMQP_CONNECTION_BLOCKED_METHOD: {
+		const amqp_connection_blocked_t *b = f->payload.method.decoded;
+
+		e->blocked = true;
+		snprintf(e->blocked_reason, sizeof(e->blocked_reason), "%.*s", (int)b->reason.len,
+		         (const char *)b->reason.bytes);
+		log_warn("the broker refuses publishes on this connection (%s): holding them",
+		         e->blocked_reason);
 		break;
+	}
 	case AMQP_CONNECTION_UNBLOCKED_METHOD:
-		log_info("the broker unblocked this connection");
+		e->blocked = false;
+		log_info("the broker takes publishes again");
 		break;
 	default:
 		break;
@@ -879,6 +890,11 @@ amqp_connection_state_t engine_conn(struct engine *e)
 bool engine_connected(const struct engine *e)
 {
 	return e->connected && !e->fail_pending;
+}
+
+const char *engine_blocked(const struct engine *e)
+{
+	return e->connected && e->blocked ? e->blocked_reason : NULL;
 }
 
 uint64_t engine_turns(struct engine *e)

@@ -80,6 +80,12 @@ void engine_free(struct engine *e); /* stops first; NULL-safe */
  * thread alive while this grows. */
 uint64_t engine_turns(struct engine *e);
 
+/* I/O thread: while the broker has this connection blocked (connection.blocked,
+ * a memory or disk alarm), the reason it gave; otherwise NULL. Owners hold
+ * their publishes meanwhile (a publish would stop the broker reading the
+ * connection at all) and make them from their tick once it is NULL. */
+const char *engine_blocked(const struct engine *e);
+
 /* Hands t to the I/O thread. Thread-safe. Returns false (and t will not run)
  * once the engine is stopping. */
 bool engine_submit(struct engine *e, struct engine_task *t);

@@ -177,12 +177,24 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 
 /* Runs on the I/O thread once a handler thread is done with the job. A
  * publish that cannot be made (no connection) leaves the request unacked:
- * the broker delivers it again. */
+ * the broker delivers it again. While the broker blocks publishes the job
+ * waits in w->held (see release_held). */
 static void finish_task(struct engine *e, struct engine_task *t)
 {
 	struct job *j = (struct job *)t;
 	const struct engine_delivery *d = j->delivery;
+	struct warren_worker *w = j->worker;
 
+	if (j->action != JOB_ACK && j->action != JOB_PROBE && engine_blocked(e) != NULL) {
+		j->held_next = NULL;
+		if (w->held_tail != NULL) {
+			w->held_tail->held_next = j;
+		} else {
+			w->held = j;
+		}
+		w->held_tail = j;
+		return;
+	}
 	switch (j->action) {
 	case JOB_REPLY_THEN_ACK:
 		if (publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
@@ -482,8 +494,28 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* Once the broker takes publishes again, the held jobs go on; a job from
+ * an older connection is dropped (the broker has requeued its request). */
+static void release_held(struct warren_worker *w, struct engine *e)
+{
+	while (w->held != NULL && engine_connected(e) && engine_blocked(e) == NULL) {
+		struct job *j = w->held;
+
+		w->held = j->held_next;
+		if (w->held == NULL) {
+			w->held_tail = NULL;
+		}
+		if (j->delivery != NULL && j->delivery->generation != engine_generation(e)) {
+			job_free(j);
+		} else {
+			finish_task(e, &j->task);
+		}
+	}
+}
+
 static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
+	release_held(arg, e);
 	return breaker_tick(arg, e, now);
 }
 
@@ -731,12 +763,21 @@ void warren_worker_free(warren_worker *w)
 	warren_worker_stop(w, 0);
 	stop_handlers(w);
 	engine_free(w->engine);
-	/* Jobs still queued were never acked: the broker has requeued them. */
+	/* Jobs still queued or held were never acked: the broker has requeued
+	 * them. */
 	while (w->head != NULL) {
 		struct job *j = w->head;
 
 		w->head = j->next;
 		engine_delivery_free(j->delivery);
+		free(j);
+	}
+	while (w->held != NULL) {
+		struct job *j = w->held;
+
+		w->held = j->held_next;
+		engine_delivery_free(j->delivery);
+		free(j->reply_body);
 		free(j);
 	}
 	for (size_t i = 0; i < w->nmethods; i++) {

@@ -42,6 +42,7 @@ struct job {
 	const char *dead_reason; /* JOB_DEAD_LETTER: a DL_R_* */
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
+	struct job *held_next;   /* in w->held while the broker blocks publishes */
 };
 
 struct method {
@@ -70,6 +71,10 @@ struct warren_worker {
 	bool probe_queued;
 	int64_t next_probe;   /* engine_now() ms */
 	bool paused;          /* consumer cancelled by the breaker */
+
+	/* I/O thread only: finished jobs whose publish waits for the broker to
+	 * take publishes again (connection.blocked). */
+	struct job *held, *held_tail;
 	struct method *methods;
 	size_t nmethods;
 	warren_thread_init_fn thread_init;

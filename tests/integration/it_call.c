@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,6 +355,86 @@ static void test_a_request_the_broker_nacks_fails_at_once_as_unavailable(void **
 	raw_close(r);
 }
 
+struct ended {
+	atomic_int n;
+	atomic_int err;
+};
+
+static void on_end(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct ended *d = arg;
+
+	atomic_store(&d->err, err);
+	warren_reply_free(reply);
+	atomic_fetch_add(&d->n, 1);
+}
+
+/* A memory alarm: the broker blocks publishers. A new call fails with
+ * UNAVAILABLE after client.blocked_timeout instead of waiting for its
+ * deadline; a call already made is answered (when its reply got through
+ * depends on when the broker blocked the worker's connection), and after
+ * the alarm new calls work again. */
+static void test_a_broker_alarm_fails_new_calls_after_the_blocked_timeout(void **state)
+{
+	warren_config *cfg = testenv_config((const char *const[]){"client.blocked_timeout=300ms",
+	                                                          NULL});
+	warren_client *c = NULL;
+	warren_reply *reply = NULL;
+	warren_value *p = NULL;
+	struct ended slow = {0};
+	char why[300] = "";
+	int64_t t0;
+	warren_err err;
+
+	assert_int_equal(warren_client_new(cfg, "it_call_alarm", &c, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_value_from_json("{\"ms\":300}", 10, &p, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(c, "example.sleep", p,
+	                                   &(warren_call_opts){.timeout_ms = 20000}, on_end, &slow,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	usleep(100000); /* the worker has it */
+	assert_int_equal(testenv_broker_ctl("set_vm_memory_high_watermark absolute 1"), 0);
+	usleep(500000);
+	t0 = testenv_mono_ms();
+	err = warren_call(c, "example.echo", NULL, &(warren_call_opts){.timeout_ms = 10000}, &reply,
+	                  why, sizeof(why));
+	/* The first publish is what the broker blocks the connection on: it
+	 * is written but not confirmed. */
+	assert_int_equal(err, WARREN_ERR_BROKER);
+	assert_int_equal(warren_err_status(err), WARREN_STATUS_UNAVAILABLE);
+	assert_string_equal(why, "the broker refuses publishes (low on memory): not confirmed "
+	                         "within 300 ms (client.blocked_timeout)");
+	assert_true(testenv_mono_ms() - t0 < 2000);
+	/* Later calls are held by the client, not written. */
+	t0 = testenv_mono_ms();
+	err = warren_call(c, "example.echo", NULL, &(warren_call_opts){.timeout_ms = 10000}, &reply,
+	                  why, sizeof(why));
+	assert_int_equal(err, WARREN_ERR_BROKER);
+	assert_string_equal(why, "the broker refuses publishes (low on memory): not sent within "
+	                         "300 ms (client.blocked_timeout)");
+	assert_true(testenv_mono_ms() - t0 < 2000);
+
+	assert_int_equal(testenv_broker_ctl("set_vm_memory_high_watermark 0.4"), 0);
+	for (int i = 0; i < 100 && atomic_load(&slow.n) == 0; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&slow.n), 1);
+	assert_int_equal(atomic_load(&slow.err), WARREN_OK);
+	assert_int_equal(warren_call(c, "example.echo", NULL, &(warren_call_opts){.timeout_ms = 5000},
+	                             &reply, why, sizeof(why)),
+	                 WARREN_OK);
+	warren_reply_free(reply);
+	warren_value_free(p);
+	warren_client_free(c);
+	warren_config_free(cfg);
+}
+
+static int clear_alarm(void **state)
+{
+	testenv_broker_ctl("set_vm_memory_high_watermark 0.4");
+	return 0;
+}
+
 static void test_freeing_the_client_ends_pending_calls_as_closed(void **state)
 {
 	warren_config *cfg = testenv_config(NULL);
@@ -582,6 +663,8 @@ int main(void)
 		cmocka_unit_test(test_unknown_method_is_unimplemented),
 		cmocka_unit_test(test_method_without_a_queue_fails_at_once_not_at_the_deadline),
 		cmocka_unit_test(test_a_request_is_published_again_until_its_queue_appears),
+		cmocka_unit_test_teardown(test_a_broker_alarm_fails_new_calls_after_the_blocked_timeout,
+		                          clear_alarm),
 		cmocka_unit_test(test_one_way_send_is_confirmed),
 		cmocka_unit_test(test_bad_method_name_is_refused_locally),
 		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),

@@ -293,3 +293,12 @@ long raw_await_count(struct raw *r, const char *queue, long want, int timeout_ms
 	}
 	return n;
 }
+
+int testenv_broker_ctl(const char *args)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "tests/lib/broker.sh ctl '%s' %s >/dev/null 2>&1",
+	         getenv("WARREN_TEST_BROKER_DIR"), args);
+	return system(cmd);
+}

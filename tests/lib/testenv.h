@@ -50,6 +50,8 @@ int raw_get(struct raw *r, const char *queue, amqp_message_t *msg);
 /* A header's value as text (strings and integers), or NULL when absent.
  * Points into a static buffer. */
 const char *raw_header(const amqp_basic_properties_t *p, const char *key);
+/* Runs rabbitmqctl ARGS against the private broker; its exit status. */
+int testenv_broker_ctl(const char *args);
 /* Consumers of a queue, or -1. */
 long raw_consumer_count(struct raw *r, const char *queue);
 int raw_purge(struct raw *r, const char *queue);

@@ -80,6 +80,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"client.max_in_flight", "100000"},
 	    {"client.retry_attempts", "3"},
 	    {"client.retry_delay", "100ms"},
+	    {"client.blocked_timeout", "5000ms"},
 	    {"worker.service", ""},
 	    {"worker.threads", "4"},
 	    {"worker.prefetch", "0"},
