@@ -5,6 +5,7 @@
 #   make check      install missing packages (as root), build, run every test
 #                   against a private RabbitMQ node (and PostgreSQL when needed)
 #   make check-unit unit tests only (no broker)
+#   make check-faults  the fault-injection kit, each fault under load for 30 s
 #   make demo       the system working end to end, from a fresh machine
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
 #
@@ -53,14 +54,16 @@ else
 Q := @
 endif
 
-PROG_SRC   := src/client/rpc-call.c src/client/notify-user.c src/workers/example-service.c
+PROG_SRC   := src/client/rpc-call.c src/client/rpc-dlq.c src/client/notify-user.c \
+              src/workers/example-service.c
 LIB_SRC    := $(filter-out $(PROG_SRC),$(wildcard src/rpc/*.c src/client/*.c src/workers/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # The user service's own modules (its handlers and its PostgreSQL store) are
 # not part of libwarren.
 USER_SRC   := $(wildcard src/workers/user/*.c)
 USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
-PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/notify-user $(BUILD)/bin/example-service \
+PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(BUILD)/bin/notify-user \
+              $(BUILD)/bin/example-service \
               $(BUILD)/bin/user-service
 STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
@@ -76,14 +79,16 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
 IT_SRC     := $(wildcard tests/integration/it_*.c)
 IT_BIN     := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
+FAULT_SRC  := $(wildcard tests/fault/*.c)
+FAULT_BIN  := $(FAULT_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
 TEST_LIB_SRC := $(wildcard tests/lib/*.c)
 TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all check check-unit check-integration demo deps clean install uninstall tests style
+.PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
 
-tests: all $(UNIT_BIN) $(IT_BIN)
+tests: all $(UNIT_BIN) $(IT_BIN) $(FAULT_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -126,6 +131,11 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
 
+$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
+
 $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
@@ -151,6 +161,11 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory tests
 	$(Q)scripts/run-tests.sh all $(BUILD)
 
+# The fault-injection kit at full length (make check runs a short version).
+check-faults: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)scripts/run-tests.sh faults $(BUILD)
+
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/demo.sh $(BUILD)
@@ -160,7 +175,7 @@ style:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/warren
-	install -m 755 $(BUILD)/bin/rpc-call $(DESTDIR)$(BINDIR)/
+	install -m 755 $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(DESTDIR)$(BINDIR)/
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION)
@@ -178,7 +193,7 @@ install: all
 	install -m 644 rabbitmq/definitions.json $(DESTDIR)$(DATADIR)/warren/
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(LIBDIR)/libwarren.a \
+	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(BINDIR)/rpc-dlq $(DESTDIR)$(LIBDIR)/libwarren.a \
 	      $(DESTDIR)$(LIBDIR)/libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION) \
 	      $(DESTDIR)$(LIBDIR)/libwarren.so $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/warren

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # run-tests.sh: runs warren's tests and adds up their results.
-#   run-tests.sh unit|integration|all BUILD
+#   run-tests.sh unit|integration|all|faults BUILD
 # unit: the cmocka unit tests, tests/unit/*.sh and the man page lint; no
 # servers.
 # integration: starts a private RabbitMQ node (tests/lib/broker.sh) with
 # rabbitmq/definitions.json imported and a private PostgreSQL
 # (tests/lib/postgres.sh), runs tests/integration/it_* and *.sh against them,
-# and stops both, whatever happened.
+# then the fault kit (tests/fault/test_faults.sh, short runs), and stops
+# both, whatever happened.
+# faults: only the fault kit, each scenario FAULT_SECONDS (default 30) long.
 set -uo pipefail
 
-MODE=${1:?usage: run-tests.sh unit|integration|all BUILD}
-BUILD=${2:?usage: run-tests.sh unit|integration|all BUILD}
+MODE=${1:?usage: run-tests.sh unit|integration|all|faults BUILD}
+BUILD=${2:?usage: run-tests.sh unit|integration|all|faults BUILD}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 2
 LOGS=$BUILD/test-logs
@@ -131,19 +133,29 @@ run_integration() {
 	# shellcheck disable=SC1091
 	. "$SERVERS/pg/pgenv"
 	export WARREN_BIN=$ROOT/$BUILD/bin WARREN_TEST_BROKER_DIR=$SERVERS/broker
+	export PGHOST PGPORT PGUSER PGDATABASE
 	export WARREN_TEST_PG_DIR=$SERVERS/pg
 	export WARREN_TEST_DB="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
-	for t in "$BUILD"/tests/integration/it_*; do
-		[ -x "$t" ] && { run_cmocka "$t"; reap_leftovers "$(basename "$t")"; }
-	done
-	for s in tests/integration/*.sh; do
-		[ -f "$s" ] && { run_script "$s"; reap_leftovers "$(basename "$s")"; }
-	done
+	if [ -z "${SKIP_OTHERS:-}" ]; then
+		for t in "$BUILD"/tests/integration/it_*; do
+			[ -x "$t" ] && { run_cmocka "$t"; reap_leftovers "$(basename "$t")"; }
+		done
+		for s in tests/integration/*.sh; do
+			[ -f "$s" ] && { run_script "$s"; reap_leftovers "$(basename "$s")"; }
+		done
+	fi
+	run_script tests/fault/test_faults.sh
+	reap_leftovers test_faults.sh
 }
 
 case $MODE in
 unit) run_unit ;;
 integration) run_integration ;;
+faults)
+	# The fault kit alone, each scenario at length.
+	export FAULT_SECONDS=${FAULT_SECONDS:-30}
+	SKIP_OTHERS=1 run_integration
+	;;
 all)
 	run_unit
 	run_integration

@@ -96,20 +96,23 @@ const amqp_field_value_t *dlq_header(const amqp_basic_properties_t *p, const cha
 
 /* ------------------------------------------------------------------ text */
 
-/* The length of the valid, printable UTF-8 character at p, or 0. */
+/* The length of the valid UTF-8 character at p, or 0. */
 static size_t char_len(const unsigned char *p, size_t left)
 {
 	unsigned char c = p[0];
-	size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-	                        : (c & 0xF8) == 0xF0 ? 4 : 0;
+	size_t n = c < 0x80             ? 1
+	           : (c & 0xE0) == 0xC0 ? 2
+	           : (c & 0xF0) == 0xE0 ? 3
+	           : (c & 0xF8) == 0xF0 ? 4
+	                                : 0;
 
-	if (n == 0 || n > left || !utf8_valid(p, n)) {
-		return 0;
-	}
-	if (c < 0x20 || c == 0x7f || (c == 0xC2 && p[1] < 0xA0)) {
-		return 0; /* C0 and C1 controls: a terminal would act on them */
-	}
-	return n;
+	return n > 0 && n <= left && utf8_valid(p, n) ? n : 0;
+}
+
+/* C0 and C1 controls and DEL: a terminal would act on them. */
+static bool is_control(const unsigned char *p, size_t n)
+{
+	return (n == 1 && (p[0] < 0x20 || p[0] == 0x7f)) || (n == 2 && p[0] == 0xC2 && p[1] < 0xA0);
 }
 
 void dlq_printable(char *dst, size_t cap, const void *src, size_t len)
@@ -122,15 +125,16 @@ void dlq_printable(char *dst, size_t cap, const void *src, size_t len)
 	}
 	for (size_t i = 0; i < len;) {
 		size_t n = char_len(p + i, len - i);
-		size_t out = n > 0 ? n : 1;
+		bool keep = n > 0 && !is_control(p + i, n);
+		size_t out = keep ? n : 1;
 
 		if (used + out >= cap) {
 			break;
 		}
-		if (n > 0) {
+		if (keep) {
 			memcpy(dst + used, p + i, n);
 		} else {
-			dst[used] = '?';
+			dst[used] = '?'; /* one for a whole character, or for each bad byte */
 		}
 		used += out;
 		i += n > 0 ? n : 1;
@@ -337,7 +341,8 @@ static void read_method(const amqp_basic_properties_t *p, const char *routing_ke
 
 	if ((p->_flags & AMQP_BASIC_TYPE_FLAG) && p->type.len > 0) {
 		m = p->type;
-	} else if (routing_key != NULL && routing_key[0] != '\0' && strcmp(routing_key, queue) != 0) {
+	} else if (routing_key != NULL && routing_key[0] != '\0' &&
+	           strcmp(routing_key, queue) != 0) {
 		m = amqp_cstring_bytes(routing_key);
 		note(l, "no type property: the method is taken from the routing key");
 	} else {
@@ -409,8 +414,8 @@ bool dlq_parse_duration(const char *text, int64_t *ms)
 	static const struct {
 		const char *suffix;
 		double ms;
-	} units[] = {{"", 1000}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
-	             {"d", 86400000}};
+	} units[] = {{"", 1000},   {"ms", 1},      {"s", 1000},
+	             {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
 	size_t num = strspn(text, "0123456789.");
 	char number[32];
 	double v;

@@ -46,7 +46,10 @@ struct dlq_filter {
 	int64_t newer_than_ms; /* dead less than this long ago; -1: no condition */
 };
 
-#define DLQ_FILTER_NONE {NULL, NULL, -1, -1}
+#define DLQ_FILTER_NONE                                                                            \
+	{                                                                                          \
+		NULL, NULL, -1, -1                                                                 \
+	}
 
 /* A dead letter whose time is unknown matches no time condition. */
 bool dlq_filter_match(const struct dlq_filter *f, const struct dlq_letter *l, int64_t now_ms);

@@ -53,11 +53,17 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   "attempt."},
     [CFG_BROKER_RECONNECT_MAX] = {"broker.reconnect_max", CONFIG_DURATION, 100, HOUR, "30s", false,
                                   NULL, "Longest delay between two reconnection attempts."},
+    [CFG_BROKER_CONSUMER_TIMEOUT] = {"broker.consumer_timeout", CONFIG_DURATION, SEC, 7 * 24 * HOUR,
+                                     "30m", false, NULL,
+                                     "The broker's delivery acknowledgement timeout "
+                                     "(consumer_timeout in rabbitmq.conf); a worker refuses to "
+                                     "start with a handler time limit that is not shorter."},
     [CFG_CLIENT_TIMEOUT] = {"client.timeout", CONFIG_DURATION, 1, 24 * HOUR, "30s", false, NULL,
                             "Deadline of a call that does not set its own."},
     [CFG_CLIENT_REPLY_MODE] = {"client.reply_mode", CONFIG_ENUM, 0, 1, "direct", false, reply_modes,
                                "How replies come back: direct uses RabbitMQ's direct reply-to, "
-                               "queue an exclusive reply queue per client."},
+                               "queue a reply queue of its own per client, which outlives a "
+                               "reconnect (it expires 5 minutes after its client is gone)."},
     [CFG_CLIENT_MAX_IN_FLIGHT] = {"client.max_in_flight", CONFIG_INT, 1, 10000000, "100000", false,
                                   NULL,
                                   "Most calls a client may have awaiting their replies; further "
@@ -108,6 +114,11 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   NULL,
                                   "How often a worker whose breaker is open probes its "
                                   "dependency."},
+    [CFG_WORKER_HANDLER_TIMEOUT] = {"worker.handler_timeout", CONFIG_DURATION, SEC, 7 * 24 * HOUR,
+                                    "5m", false, NULL,
+                                    "Time limit of a handler (a method may set its own): past it "
+                                    "the request is answered DEADLINE_EXCEEDED, dead-lettered and "
+                                    "acknowledged, whatever the handler still does."},
     [CFG_DB_CONNINFO] = {"db.conninfo", CONFIG_STRING, 0, 0, "", false, NULL,
                          "PostgreSQL connection string (libpq keywords or a postgresql:// URI) "
                          "of a service that keeps its data in PostgreSQL."},

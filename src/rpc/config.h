@@ -14,6 +14,7 @@ typedef enum config_id {
 	CFG_BROKER_CONNECT_TIMEOUT, /* duration */
 	CFG_BROKER_RECONNECT_MIN,   /* duration: first back-off step */
 	CFG_BROKER_RECONNECT_MAX,   /* duration: back-off ceiling */
+	CFG_BROKER_CONSUMER_TIMEOUT, /* duration: the broker's delivery acknowledgement timeout */
 	CFG_CLIENT_TIMEOUT,         /* duration: default call deadline */
 	CFG_CLIENT_REPLY_MODE,      /* enum: direct | queue */
 	CFG_CLIENT_MAX_IN_FLIGHT,   /* int: bound of the correlation table */
@@ -29,6 +30,7 @@ typedef enum config_id {
 	CFG_WORKER_CRASH_LIMIT,     /* int: deliveries before crashed-worker dead-lettering */
 	CFG_WORKER_BREAKER_THRESHOLD, /* int: consecutive transient failures opening the breaker */
 	CFG_WORKER_BREAKER_PROBE,   /* duration: probe interval while open */
+	CFG_WORKER_HANDLER_TIMEOUT, /* duration: a handler's time limit */
 	CFG_DB_CONNINFO,            /* string: libpq connection string */
 	CFG_DB_CONNINFO_FILE,       /* string: path; its first line is the connection string */
 	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */

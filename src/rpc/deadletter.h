@@ -19,7 +19,7 @@
 #define DL_H_QUEUE "rpc-dead-queue"   /* string: the queue it was taken from */
 /* rpc-attempt (int) then counts the attempts made, the last included. */
 
-/* Reasons. A worker writes the first five; a message the broker itself
+/* Reasons. A worker writes the first six; a message the broker itself
  * dead-lettered carries no rpc-dead-reason but x-first-death-reason
  * ("delivery_limit", "rejected", "expired", "maxlen"), which readers show
  * as "broker:<that reason>". */
@@ -28,5 +28,6 @@
 #define DL_R_UNKNOWN_METHOD "unknown-method" /* no handler for the method */
 #define DL_R_CRASHED "crashed-worker"        /* delivered worker.crash_limit times without an end */
 #define DL_R_RETRIES "retries-exhausted"     /* transient failures outlasted worker.retry_attempts */
+#define DL_R_HANDLER_TIMEOUT "handler-timeout" /* its handler ran past its time limit */
 
 #endif

@@ -16,7 +16,7 @@
 #include "errstr.h"
 #include "secret.h"
 
-#define CHANNEL 1
+#define CHANNEL   1
 #define FRAME_MAX 131072
 
 struct syncconn {
@@ -104,8 +104,8 @@ static warren_err reply_error(struct syncconn *sc, amqp_rpc_reply_t r, const cha
 			describe_close(r.reply.id, r.reply.decoded, what, errstr, errlen);
 			answer_close(sc, r.reply.id);
 			return r.reply.id == AMQP_CHANNEL_CLOSE_METHOD && sc->alive
-			               ? WARREN_ERR_BROKER
-			               : WARREN_ERR_TRANSPORT;
+			           ? WARREN_ERR_BROKER
+			           : WARREN_ERR_TRANSPORT;
 		}
 		errstr_set(errstr, errlen, "%s: unexpected method 0x%08x", what, r.reply.id);
 		break;
@@ -117,7 +117,8 @@ static warren_err reply_error(struct syncconn *sc, amqp_rpc_reply_t r, const cha
 static warren_err open_channel(struct syncconn *sc, char *errstr, size_t errlen)
 {
 	if (amqp_channel_open(sc->conn, CHANNEL) == NULL) {
-		return reply_error(sc, amqp_get_rpc_reply(sc->conn), "channel.open", errstr, errlen);
+		return reply_error(sc, amqp_get_rpc_reply(sc->conn), "channel.open", errstr,
+		                   errlen);
 	}
 	if (amqp_confirm_select(sc->conn, CHANNEL) == NULL) {
 		return reply_error(sc, amqp_get_rpc_reply(sc->conn), "confirm.select", errstr,
@@ -217,7 +218,8 @@ static warren_err connect_list(struct syncconn *sc, const char *list, const stru
 		return WARREN_ERR_NOMEM;
 	}
 	errstr_set(errstr, errlen, "broker.url: no URL given");
-	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = strtok_r(copy, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
 		char url[1024];
 		struct amqp_connection_info info;
 
@@ -350,6 +352,28 @@ warren_err syncconn_queue_count(struct syncconn *sc, const char *queue, bool *ex
 	return reply_error(sc, r, "queue.declare", errstr, errlen);
 }
 
+warren_err syncconn_await_count(struct syncconn *sc, const char *queue, uint32_t want, char *errstr,
+                                size_t errlen)
+{
+	int64_t deadline = now_ms() + sc->timeout_ms;
+	bool exists = true;
+	uint32_t n = 0;
+
+	for (;;) {
+		warren_err err = syncconn_queue_count(sc, queue, &exists, &n, errstr, errlen);
+
+		if (err != WARREN_OK || !exists || n >= want) {
+			return err;
+		}
+		if (now_ms() >= deadline) {
+			errstr_set(errstr, errlen, "%s: %u of %u messages back after %lld ms",
+			           queue, n, want, (long long)sc->timeout_ms);
+			return WARREN_ERR_TIMEOUT;
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 20 * 1000000}, NULL);
+	}
+}
+
 warren_err syncconn_get(struct syncconn *sc, const char *queue, struct syncconn_msg *out,
                         bool *empty, char *errstr, size_t errlen)
 {
@@ -375,8 +399,8 @@ warren_err syncconn_get(struct syncconn *sc, const char *queue, struct syncconn_
 	out->delivery_tag = ok->delivery_tag;
 	out->redelivered = ok->redelivered != 0;
 	/* The method lives in the connection's frame pool: copy what we keep. */
-	out->exchange = strndup(ok->exchange.bytes != NULL ? ok->exchange.bytes : "",
-	                        ok->exchange.len);
+	out->exchange =
+	    strndup(ok->exchange.bytes != NULL ? ok->exchange.bytes : "", ok->exchange.len);
 	out->routing_key = strndup(ok->routing_key.bytes != NULL ? ok->routing_key.bytes : "",
 	                           ok->routing_key.len);
 	r = amqp_read_message(sc->conn, CHANNEL, &out->message, 0);
@@ -419,11 +443,11 @@ warren_err syncconn_ack(struct syncconn *sc, uint64_t tag, char *errstr, size_t 
 	return err;
 }
 
-warren_err syncconn_requeue_upto(struct syncconn *sc, uint64_t tag, char *errstr, size_t errlen)
+warren_err syncconn_requeue(struct syncconn *sc, uint64_t tag, char *errstr, size_t errlen)
 {
 	warren_err err = check_usable(sc, errstr, errlen);
 
-	if (err == WARREN_OK && amqp_basic_nack(sc->conn, CHANNEL, tag, 1, 1) != AMQP_STATUS_OK) {
+	if (err == WARREN_OK && amqp_basic_nack(sc->conn, CHANNEL, tag, 0, 1) != AMQP_STATUS_OK) {
 		errstr_set(errstr, errlen, "basic.nack: the connection to the broker is lost");
 		sc->alive = false;
 		err = WARREN_ERR_TRANSPORT;
@@ -511,8 +535,8 @@ static warren_err await_confirm(struct syncconn *sc, uint64_t tag, enum syncconn
 		case AMQP_CONNECTION_CLOSE_METHOD:
 			describe_close(f.payload.method.id, f.payload.method.decoded,
 			               f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD
-			                       ? "the broker closed the channel"
-			                       : "the broker closed the connection",
+			                   ? "the broker closed the channel"
+			                   : "the broker closed the connection",
 			               errstr, errlen);
 			answer_close(sc, f.payload.method.id);
 			return sc->alive ? WARREN_ERR_BROKER : WARREN_ERR_TRANSPORT;

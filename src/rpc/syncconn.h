@@ -24,8 +24,8 @@ enum syncconn_outcome {
 struct syncconn_msg {
 	uint64_t delivery_tag;
 	bool redelivered;
-	char *exchange;      /* malloc'd, NUL-terminated */
-	char *routing_key;   /* malloc'd, NUL-terminated */
+	char *exchange;    /* malloc'd, NUL-terminated */
+	char *routing_key; /* malloc'd, NUL-terminated */
 	amqp_message_t message;
 };
 
@@ -55,6 +55,14 @@ warren_err syncconn_finish(struct syncconn *sc, char *errstr, size_t errlen);
 warren_err syncconn_queue_count(struct syncconn *sc, const char *queue, bool *exists,
                                 uint32_t *count, char *errstr, size_t errlen);
 
+/* Polls syncconn_queue_count until the queue has at least want ready
+ * messages: a quorum queue applies the nacks of a channel after the
+ * channel's close-ok, so a command that follows another at once would
+ * otherwise find some of them missing. WARREN_ERR_TIMEOUT when
+ * broker.connect_timeout passes first (someone else may be consuming). */
+warren_err syncconn_await_count(struct syncconn *sc, const char *queue, uint32_t want, char *errstr,
+                                size_t errlen);
+
 /* basic.get without auto-ack: *empty true when the queue had nothing ready;
  * otherwise *out holds the message until syncconn_msg_free. */
 warren_err syncconn_get(struct syncconn *sc, const char *queue, struct syncconn_msg *out,
@@ -63,9 +71,11 @@ void syncconn_msg_free(struct syncconn_msg *m); /* NULL-safe, leaves *m zeroed *
 
 /* basic.ack of one delivery. */
 warren_err syncconn_ack(struct syncconn *sc, uint64_t tag, char *errstr, size_t errlen);
-/* basic.nack (multiple, requeue) of every unacknowledged delivery up to tag:
- * they go back to their queue. */
-warren_err syncconn_requeue_upto(struct syncconn *sc, uint64_t tag, char *errstr, size_t errlen);
+/* basic.nack with requeue of one delivery: it goes back to its queue.
+ * RabbitMQ puts a message given back behind those still in the queue, in
+ * the order they are given back; a multiple nack has no such order once it
+ * covers more than a few dozen deliveries, so callers give back one by one. */
+warren_err syncconn_requeue(struct syncconn *sc, uint64_t tag, char *errstr, size_t errlen);
 
 /* Publishes with mandatory set and waits for the broker's answer: WARREN_OK
  * with *outcome set (errstr then holds the return's "312 NO_ROUTE" for

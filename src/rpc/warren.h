@@ -159,8 +159,8 @@ typedef struct warren_config warren_config;
 /* A config holding every key's default, or NULL when out of memory. */
 WARREN_API warren_config *warren_config_new(void);
 WARREN_API void warren_config_free(warren_config *cfg); /* NULL-safe */
-/* Reads an INI file ([section] then key = value; '#' or ';' comments). Stops
- * at the first bad line: errstr is "FILE:LINE: MESSAGE". */
+/* Reads an INI file ([section] then key = value; '#' or ';' comments). A
+ * file with a bad line changes nothing: errstr is "FILE:LINE: MESSAGE". */
 WARREN_API warren_err warren_config_load(warren_config *cfg, const char *path, char *errstr,
                                          size_t errlen);
 /* Sets "section.key" from text, validated against the table. */
@@ -217,15 +217,16 @@ WARREN_API void warren_reply_free(warren_reply *r); /* NULL-safe */
  *  WARREN_OK            *reply holds the result (status OK);
  *  WARREN_ERR_REMOTE    *reply holds the service's status and message;
  *  WARREN_ERR_TIMEOUT, _UNROUTABLE, _TRANSPORT, _BROKER, _FULL, _CLOSED,
- *  _INVALID, _NOMEM     *reply is NULL, errstr says why.
+ *  _INVALID, _NOMEM, _DECODE (a reply without rpc-status or with an
+ *  unreadable body)     *reply is NULL, errstr says why.
  * Thread-safe; must not be called from a completion callback. */
 WARREN_API warren_err warren_call(warren_client *c, const char *method, const warren_value *params,
                                   const warren_call_opts *opts, warren_reply **reply,
                                   char *errstr, size_t errlen);
 
 /* Completion of an asynchronous call. Runs exactly once, on the client's I/O
- * thread; must not block and must not call warren_call or warren_client_free
- * (warren_call_async is fine). err and reply as for warren_call; the callback
+ * thread; must not block and must not call warren_call, warren_send or
+ * warren_client_free (warren_call_async is fine). err and reply as for warren_call; the callback
  * owns reply. errmsg is never NULL ("" on success) and lives until it returns. */
 typedef void (*warren_done_fn)(warren_err err, warren_reply *reply, const char *errmsg, void *arg);
 
@@ -301,6 +302,14 @@ WARREN_API warren_err warren_worker_handle(warren_worker *w, const char *method,
                                            warren_handler_fn fn, void *arg);
 WARREN_API warren_err warren_worker_on_thread(warren_worker *w, warren_thread_init_fn init,
                                               warren_thread_fini_fn fini, void *arg);
+/* A method's own time limit (instead of worker.handler_timeout): past it
+ * the request is answered DEADLINE_EXCEEDED, dead-lettered and acked while
+ * the handler runs on; its result is dropped. Must be shorter than
+ * broker.consumer_timeout (warren_worker_start checks). Set after
+ * warren_worker_handle, before warren_worker_start. */
+WARREN_API warren_err warren_worker_set_timeout(warren_worker *w, const char *method,
+                                                int64_t timeout_ms);
+
 /* The circuit breaker's probe: after worker.breaker_threshold consecutive
  * UNAVAILABLE or RESOURCE_EXHAUSTED failures the worker stops consuming and,
  * every worker.breaker_probe, runs fn on a handler thread (with that

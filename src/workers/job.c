@@ -87,22 +87,33 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 	return true;
 }
 
-static void run_handler(struct warren_worker *w, struct job *j, const struct method *m,
-                        const warren_value *params, void *thread_data)
+/* Runs the handler within its time limit and prepares the answer; false
+ * when the limit passed first (the I/O thread has answered for it). Takes
+ * params. */
+static bool run_handler(struct warren_worker *w, struct job *j, const struct method *m,
+                        warren_value *params, void *thread_data)
 {
 	struct warren_request req = {.meta = &j->meta,
 	                             .params = params,
 	                             .redelivered = j->delivery->redelivered,
 	                             .thread_data = thread_data};
-	int status = clamp_status(m->fn(&req, m->arg));
+	int status;
 	const char *message;
 
+	timelimit_begin(w, j, m);
+	status = clamp_status(m->fn(&req, m->arg));
+	warren_value_free(params);
+	if (!timelimit_end(w, j)) {
+		warren_value_free(req.result);
+		warren_value_free(req.details);
+		return false;
+	}
 	j->action = j->meta.reply_to[0] != '\0' ? JOB_REPLY_THEN_ACK : JOB_ACK;
 	if (status == WARREN_STATUS_OK) {
 		breaker_record(w, status, "");
 		warren_value_free(req.details);
 		encode_reply(j, status, req.result);
-		return;
+		return true;
 	}
 	worker_count(w, &w->stats.handler_errors, 1);
 	warren_value_free(req.result);
@@ -110,12 +121,13 @@ static void run_handler(struct warren_worker *w, struct job *j, const struct met
 	breaker_record(w, status, message);
 	if (TRANSIENT(status) && retry_or_give_up(w, j, status, message)) {
 		warren_value_free(req.details);
-		return;
+		return true;
 	}
 	encode_reply(j, status, envelope_error_value(status, message, req.details));
+	return true;
 }
 
-void job_process(struct warren_worker *w, struct job *j, void *thread_data)
+bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 {
 	const amqp_message_t *msg;
 	warren_value *params = NULL;
@@ -125,13 +137,13 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	if (j->action == JOB_PROBE) {
 		breaker_probed(w, w->probe != NULL ? clamp_status(w->probe(thread_data, w->probe_arg))
 		                                   : WARREN_STATUS_OK);
-		return;
+		return true;
 	}
 	msg = &j->delivery->message;
 
 	if (envelope_read(&msg->properties, &j->meta, why, sizeof(why)) != WARREN_OK) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_BAD_ENVELOPE, why);
-		return;
+		return true;
 	}
 	/* A plain AMQP caller may leave type out: the routing key names the method. */
 	if (j->meta.method[0] == '\0') {
@@ -142,7 +154,7 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 		log_debug("dropped unexecuted, deadline passed: correlation_id=%s",
 		          j->meta.correlation_id);
 		j->action = JOB_ACK;
-		return;
+		return true;
 	}
 	/* Handed out this often without ever being answered: it takes its
 	 * worker down with it. Do not run it again. */
@@ -151,19 +163,18 @@ void job_process(struct warren_worker *w, struct job *j, void *thread_data)
 		         "delivered %d times without an answer: it may crash its worker",
 		         j->meta.delivery_count + 1);
 		poison(w, j, WARREN_STATUS_INTERNAL, DL_R_CRASHED, why);
-		return;
+		return true;
 	}
 	m = worker_find_method(w, j->meta.method);
 	if (m == NULL) {
 		snprintf(why, sizeof(why), "unknown method %s", j->meta.method);
 		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, DL_R_UNKNOWN_METHOD, why);
-		return;
+		return true;
 	}
 	if (envelope_decode_body(j->meta.format, msg->body.bytes, msg->body.len, w->max_size,
 	                         &params, why, sizeof(why)) != WARREN_OK) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
-		return;
+		return true;
 	}
-	run_handler(w, j, m, params, thread_data);
-	warren_value_free(params);
+	return run_handler(w, j, m, params, thread_data);
 }

@@ -50,10 +50,13 @@ const struct method *worker_find_method(const struct warren_worker *w, const cha
 
 /* ------------------------------------------------------------ job ends */
 
-static void job_free(struct job *j)
+void job_free(struct job *j)
 {
 	struct warren_worker *w = j->worker;
 
+	if (atomic_fetch_sub(&j->refs, 1) > 1) {
+		return; /* its other owner frees it */
+	}
 	engine_delivery_free(j->delivery);
 	free(j->reply_body);
 	free(j);
@@ -175,6 +178,13 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 	return err;
 }
 
+void worker_dead_letter(struct engine *e, struct job *j)
+{
+	if (publish_dead_letter(e, j) != WARREN_OK) {
+		job_free(j); /* unacked: the broker delivers it again */
+	}
+}
+
 /* Runs on the I/O thread once a handler thread is done with the job. A
  * publish that cannot be made (no connection) leaves the request unacked:
  * the broker delivers it again. While the broker blocks publishes the job
@@ -256,9 +266,12 @@ static void *handler_main(void *arg)
 
 	free(ts);
 	while ((j = next_job(w)) != NULL) {
-		job_process(w, j, data);
+		bool answer = job_process(w, j, data);
+
 		worker_count(w, &w->stats.completed, 1);
-		if (!engine_submit(w->engine, &j->task)) {
+		if (!answer) {
+			job_free(j); /* past its limit: the I/O thread answered */
+		} else if (!engine_submit(w->engine, &j->task)) {
 			job_free(j); /* stopped: unacked, so the broker requeues it */
 		}
 	}
@@ -451,6 +464,7 @@ struct job *worker_job_new(struct warren_worker *w)
 	if (j != NULL) {
 		j->worker = w;
 		j->task.run = finish_task;
+		atomic_init(&j->refs, 1);
 	}
 	return j;
 }
@@ -515,8 +529,12 @@ static void release_held(struct warren_worker *w, struct engine *e)
 
 static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
+	int64_t a, b;
+
 	release_held(arg, e);
-	return breaker_tick(arg, e, now);
+	a = timelimit_check(arg, e, now);
+	b = breaker_tick(arg, e, now);
+	return a < b ? a : b;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -559,6 +577,8 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
 	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
 	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
+	w->handler_timeout_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
+	w->consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
 	w->breaker_threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
 	w->probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
 	char host[128] = "?";
@@ -617,7 +637,44 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	}
 	grown[w->nmethods].fn = fn;
 	grown[w->nmethods].arg = arg;
+	grown[w->nmethods].timeout_ms = 0;
 	w->nmethods++;
+	return WARREN_OK;
+}
+
+warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64_t timeout_ms)
+{
+	struct method *m = w != NULL && method != NULL ? (struct method *)worker_find_method(w, method)
+	                                               : NULL;
+
+	if (m == NULL || w->started || timeout_ms <= 0) {
+		return WARREN_ERR_INVALID;
+	}
+	m->timeout_ms = timeout_ms;
+	return WARREN_OK;
+}
+
+/* Every handler must end (or be answered for) before the broker's
+ * consumer_timeout, which would close the whole channel. */
+static warren_err check_time_limits(const struct warren_worker *w, char *errstr, size_t errlen)
+{
+	if (w->handler_timeout_ms >= w->consumer_timeout_ms) {
+		snprintf(errstr, errlen,
+		         "worker.handler_timeout (%lld ms) must be shorter than "
+		         "broker.consumer_timeout (%lld ms)",
+		         (long long)w->handler_timeout_ms, (long long)w->consumer_timeout_ms);
+		return WARREN_ERR_CONFIG;
+	}
+	for (size_t i = 0; i < w->nmethods; i++) {
+		if (w->methods[i].timeout_ms >= w->consumer_timeout_ms) {
+			snprintf(errstr, errlen,
+			         "the time limit of %s (%lld ms) must be shorter than "
+			         "broker.consumer_timeout (%lld ms)",
+			         w->methods[i].name, (long long)w->methods[i].timeout_ms,
+			         (long long)w->consumer_timeout_ms);
+			return WARREN_ERR_CONFIG;
+		}
+	}
 	return WARREN_OK;
 }
 
@@ -675,6 +732,10 @@ warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen)
 	if (w->started) {
 		snprintf(errstr, errlen, "already started");
 		return WARREN_ERR_INVALID;
+	}
+	err = check_time_limits(w, errstr, errlen);
+	if (err != WARREN_OK) {
+		return err;
 	}
 	w->started = true;
 	err = start_handlers(w, errstr, errlen);

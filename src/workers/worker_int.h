@@ -4,6 +4,7 @@
 #define WARREN_WORKER_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "engine.h"
 #include "envelope.h"
@@ -40,6 +41,11 @@ struct job {
 	size_t reply_len;
 	int status;
 	const char *dead_reason; /* JOB_DEAD_LETTER: a DL_R_* */
+	atomic_int refs;         /* 1; 2 while a handler past its limit still runs */
+	int run_state;           /* under w->mu: RUN_* */
+	int64_t limit_at;        /* engine_now() ms its handler must end by */
+	int64_t limit_ms;
+	struct job *run_prev, *run_next; /* in w->running */
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
 	struct job *held_next;   /* in w->held while the broker blocks publishes */
@@ -49,7 +55,10 @@ struct method {
 	char *name;
 	warren_handler_fn fn;
 	void *arg;
+	int64_t timeout_ms; /* 0: worker.handler_timeout */
 };
+
+enum { RUN_WAITING, RUN_RUNNING, RUN_ABANDONED, RUN_DONE };
 
 struct warren_worker {
 	struct engine *engine;
@@ -60,6 +69,8 @@ struct warren_worker {
 	char identity[200];        /* rpc-dead-worker: service@host:pid */
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
+	int64_t handler_timeout_ms, consumer_timeout_ms;
+	struct job *running; /* under mu: jobs in a handler, for their time limits */
 
 	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
 	 * probe_queued, next_probe. I/O thread only: paused. */
@@ -100,8 +111,21 @@ struct warren_worker {
 #define TRANSIENT(status)                                                                  \
 	((status) == WARREN_STATUS_UNAVAILABLE || (status) == WARREN_STATUS_RESOURCE_EXHAUSTED)
 
-/* Handler thread: turns a delivery into a job ready for the I/O thread. */
-void job_process(struct warren_worker *w, struct job *j, void *thread_data);
+/* Handler thread: turns a delivery into a job ready for the I/O thread.
+ * false when its handler ran past its time limit and the I/O thread has
+ * answered for it: the job is then only to be released. */
+bool job_process(struct warren_worker *w, struct job *j, void *thread_data);
+/* Drops one reference to the job; the last frees it. */
+void job_free(struct job *j);
+
+/* Handler time limits (timelimit.c). Handler thread: begin before running
+ * the handler, end after (false: abandoned meanwhile). I/O thread: check
+ * answers for the handlers past their limit, returns the next limit. */
+void timelimit_begin(struct warren_worker *w, struct job *j, const struct method *m);
+bool timelimit_end(struct warren_worker *w, struct job *j);
+int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now);
+/* I/O thread: publishes a dead letter of the job, then replies and acks. */
+void worker_dead_letter(struct engine *e, struct job *j);
 /* Handler thread: counts a handler's outcome for the breaker; opens it
  * after breaker_threshold transient failures in a row. */
 void breaker_record(struct warren_worker *w, int status, const char *message);

@@ -429,6 +429,81 @@ static void test_a_broker_alarm_fails_new_calls_after_the_blocked_timeout(void *
 	warren_config_free(cfg);
 }
 
+/* Sends sig to the broker's Erlang VM (SIGSTOP freezes it, SIGCONT thaws
+ * it); -1 when its pid file cannot be read. */
+static int broker_signal(int sig)
+{
+	char path[512];
+	FILE *f;
+	long pid = 0;
+	int n;
+
+	snprintf(path, sizeof(path), "%s/rabbitmq.pid", getenv("WARREN_TEST_BROKER_DIR"));
+	f = fopen(path, "r");
+	if (f == NULL) {
+		return -1;
+	}
+	n = fscanf(f, "%ld", &pid);
+	fclose(f);
+	return n == 1 ? kill((pid_t)pid, sig) : -1;
+}
+
+/* A broker that stops answering (frozen, not closed: no FIN ever comes) is
+ * found dead by the heartbeats within two intervals: the call whose reply
+ * path it was ends then, not at its deadline; the client reconnects once
+ * the broker is back. */
+static void test_a_frozen_broker_is_found_dead_within_two_heartbeats(void **state)
+{
+	warren_config *cfg = testenv_config((const char *const[]){"broker.heartbeat=1s", NULL});
+	warren_client *c = NULL;
+	warren_reply *reply = NULL;
+	warren_value *p = NULL;
+	struct ended slow = {0};
+	warren_client_stats st;
+	int64_t t0;
+
+	assert_int_equal(warren_client_new(cfg, "it_call_frozen", &c, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_value_from_json("{\"ms\":2000}", 11, &p, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(c, "example.sleep", p,
+	                                   &(warren_call_opts){.timeout_ms = 30000}, on_end, &slow,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	usleep(300000);
+	assert_int_equal(broker_signal(SIGSTOP), 0);
+	t0 = testenv_mono_ms();
+	for (int i = 0; i < 200 && atomic_load(&slow.n) == 0; i++) {
+		usleep(20000);
+	}
+	int64_t found = testenv_mono_ms() - t0;
+	assert_int_equal(broker_signal(SIGCONT), 0);
+	printf("# frozen broker found dead after %lld ms (heartbeat 1000 ms)\n", (long long)found);
+	assert_int_equal(atomic_load(&slow.n), 1);
+	assert_int_equal(atomic_load(&slow.err), WARREN_ERR_TRANSPORT);
+	assert_true(found <= 2500);
+	/* Back: the client reconnects and calls work again. */
+	for (int i = 0; i < 100; i++) {
+		if (warren_call(c, "example.echo", NULL, &(warren_call_opts){.timeout_ms = 1000}, &reply,
+		                NULL, 0) == WARREN_OK) {
+			break;
+		}
+		warren_reply_free(reply);
+		reply = NULL;
+	}
+	assert_non_null(reply);
+	warren_reply_free(reply);
+	warren_client_get_stats(c, &st);
+	assert_true(st.reconnects >= 1);
+	warren_value_free(p);
+	warren_client_free(c);
+	warren_config_free(cfg);
+}
+
+static int thaw_broker(void **state)
+{
+	broker_signal(SIGCONT);
+	return 0;
+}
+
 static int clear_alarm(void **state)
 {
 	testenv_broker_ctl("set_vm_memory_high_watermark 0.4");
@@ -665,6 +740,8 @@ int main(void)
 		cmocka_unit_test(test_a_request_is_published_again_until_its_queue_appears),
 		cmocka_unit_test_teardown(test_a_broker_alarm_fails_new_calls_after_the_blocked_timeout,
 		                          clear_alarm),
+		cmocka_unit_test_teardown(test_a_frozen_broker_is_found_dead_within_two_heartbeats,
+		                          thaw_broker),
 		cmocka_unit_test(test_one_way_send_is_confirmed),
 		cmocka_unit_test(test_bad_method_name_is_refused_locally),
 		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),

@@ -566,6 +566,13 @@ static void test_start_up_errors_are_clear_and_have_their_exit_status(void **sta
 	assert_string_equal(err, "user-service: option -c needs a value\n"
 	                         "usage: user-service [-c FILE] [-o key=value]...\n");
 
+	assert_int_equal(run_to_exit((const char *const[]){"-o", conninfo_arg(), "-o",
+	                                                   "worker.handler_timeout=2h", NULL},
+	                             NULL, &err),
+	                 3);
+	assert_string_equal(err, "user-service: worker.handler_timeout (7200000 ms) must be shorter "
+	                         "than broker.consumer_timeout (1800000 ms)\n");
+
 	assert_int_equal(run_to_exit((const char *const[]){"-o", "nokey", NULL}, NULL, &err), 3);
 	assert_string_equal(err, "user-service: -o \"nokey\": expected key=value\n");
 }

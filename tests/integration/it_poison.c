@@ -53,7 +53,7 @@ static void *supervise(void *arg)
 
 static const char *const service_args[] = {
     "-o", "worker.threads=1", "-o", "worker.retry_attempts=3", "-o", "worker.crash_limit=2",
-    "-o", "log.level=error", NULL};
+    "-o", "worker.handler_timeout=1s", "-o", "log.level=error", NULL};
 
 static warren_client *client;
 static struct raw *raw;
@@ -303,6 +303,35 @@ static void test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lett
 	assert_int_equal(atomic_load(&sup.restarts), 0);
 }
 
+/* A handler past its time limit: its caller gets DEADLINE_EXCEEDED at the
+ * limit (not at the call's deadline), the request is dead-lettered and
+ * acked, and nothing more is sent when the handler finally returns. */
+static void test_a_handler_past_its_time_limit_is_answered_and_dead_lettered(void **state)
+{
+	warren_reply *reply = NULL;
+	int64_t t0 = testenv_mono_ms();
+	char *text;
+
+	assert_int_equal(call("example.sleep", "{\"ms\":2500}", 10000, &reply), WARREN_ERR_REMOTE);
+	assert_true(testenv_mono_ms() - t0 < 2000);
+	assert_int_equal(warren_reply_status(reply), WARREN_STATUS_DEADLINE_EXCEEDED);
+	assert_string_equal(warren_reply_message(reply),
+	                    "the handler of example.sleep ran past its time limit of 1000 ms");
+	text = to_json(warren_reply_result(reply));
+	assert_string_equal(text, "{\"reason\":\"handler-timeout\",\"dlq\":\"rpc.example.dlq\"}");
+	free(text);
+	warren_reply_free(reply);
+	assert_string_equal(take_reasons(1), "handler-timeout ");
+	/* The handler ends 1.5 s later: no second answer, nothing requeued,
+	 * and the one thread serves again. */
+	usleep(1800000);
+	assert_int_equal(raw_queue_count(raw, "rpc.example.dlq"), 0);
+	assert_int_equal(raw_queue_count(raw, "rpc.example"), 0);
+	assert_int_equal(call("example.echo", "{}", 5000, &reply), WARREN_OK);
+	warren_reply_free(reply);
+	assert_int_equal(atomic_load(&sup.restarts), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -315,6 +344,8 @@ int main(void)
 		    test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows, purge_dlq),
 		cmocka_unit_test_setup(
 		    test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered, purge_dlq),
+		cmocka_unit_test_setup(test_a_handler_past_its_time_limit_is_answered_and_dead_lettered,
+		                       purge_dlq),
 	};
 
 	return cmocka_run_group_tests_name("poison", tests, setup, teardown);

@@ -4,6 +4,12 @@
 # directory, with rabbitmq/definitions.json imported.
 #
 #   broker.sh start DIR     start a node with its state in DIR; writes DIR/env
+#   broker.sh start DIR PEER_DIR
+#                           start a node and join it to the cluster of the
+#                           node in PEER_DIR (same epmd and cookie); the
+#                           definitions come from the cluster
+#   broker.sh bare DIR      start a node without importing the definitions
+#                           (the first node of a cluster)
 #   broker.sh ctl DIR ARGS  rabbitmqctl against that node
 #   broker.sh stop DIR      stop the node and its epmd
 set -euo pipefail
@@ -53,13 +59,22 @@ ctl() {
 }
 
 start() {
-	local dir=$1 port
+	local dir=$1 peer=${2:-} definitions=${3:-yes} port epmd peer_node=
 	mkdir -p "$dir/mnesia" "$dir/log"
 	port=$(free_port)
+	epmd=$(free_port)
+	if [ -n "$peer" ]; then
+		# shellcheck disable=SC1091
+		epmd=$(. "$peer/env" && echo "$WARREN_TEST_EPMD_PORT")
+		# shellcheck disable=SC1091
+		peer_node=$(. "$peer/env" && echo "$WARREN_TEST_NODE")
+		cp "$peer/.erlang.cookie" "$dir/.erlang.cookie"
+		chmod 400 "$dir/.erlang.cookie"
+	fi
 	cat >"$dir/env" <<-ENV
 		WARREN_TEST_PORT=$port
 		WARREN_TEST_DIST_PORT=$(free_port)
-		WARREN_TEST_EPMD_PORT=$(free_port)
+		WARREN_TEST_EPMD_PORT=$epmd
 		WARREN_TEST_NODE=warren-$port@localhost
 		WARREN_TEST_URL=amqp://guest:guest@127.0.0.1:$port
 		export WARREN_TEST_PORT WARREN_TEST_NODE WARREN_TEST_URL
@@ -79,8 +94,15 @@ start() {
 	"$RMQ/rabbitmq-server" -detached >"$dir/log/startup.log" 2>&1
 	for _ in $(seq 1 120); do
 		if "$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q await_startup >/dev/null 2>&1; then
-			"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q import_definitions \
-				"$ROOT/rabbitmq/definitions.json"
+			if [ -n "$peer_node" ]; then
+				"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q stop_app
+				"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q reset
+				"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q join_cluster "$peer_node"
+				"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q start_app
+			elif [ "$definitions" = yes ]; then
+				"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" -q import_definitions \
+					"$ROOT/rabbitmq/definitions.json"
+			fi
 			echo "broker.sh: node $WARREN_TEST_NODE on 127.0.0.1:$port"
 			return 0
 		fi
@@ -101,12 +123,13 @@ stop() {
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-	echo "usage: broker.sh start|stop|ctl DIR [ARGS...]" >&2
+	echo "usage: broker.sh start|bare|stop|ctl DIR [ARGS...]" >&2
 	exit 2
 fi
 shift 2
 case $cmd in
-start) start "$dir" ;;
+start) start "$dir" "${1:-}" ;;
+bare) start "$dir" "" no ;;
 stop) stop "$dir" ;;
 ctl) ctl "$dir" "$@" ;;
 *)

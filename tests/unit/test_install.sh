@@ -49,7 +49,7 @@ BUILD=$(find_build) || {
 D=$TMP/default
 expected=$(
 	{
-		printf '%s\n' usr/local/bin/rpc-call usr/local/sbin/user-service \
+		printf '%s\n' usr/local/bin/rpc-call usr/local/bin/rpc-dlq usr/local/sbin/user-service \
 			usr/local/include/warren/warren.h usr/local/lib/libwarren.a \
 			usr/local/lib/libwarren.so usr/local/lib/libwarren.so.0 \
 			usr/local/lib/libwarren.so.0.1.0 \

@@ -113,6 +113,8 @@ static int migrate(struct daemon *d)
 	return 0;
 }
 
+/* 0; EXIT_CONFIG for a configuration the worker refuses; EXIT_FORCED when
+ * it cannot start (no broker). */
 static int start_worker(struct daemon *d)
 {
 	char why[512];
@@ -125,9 +127,13 @@ static int start_worker(struct daemon *d)
 	if (err == WARREN_OK) {
 		err = warren_worker_start(d->worker, why, sizeof(why));
 	}
+	if (err == WARREN_ERR_CONFIG) {
+		fprintf(stderr, PROG ": %s\n", why);
+		return EXIT_CONFIG;
+	}
 	if (err != WARREN_OK) {
 		log_error("cannot start: %s", why);
-		return -1;
+		return EXIT_FORCED;
 	}
 	return 0;
 }
@@ -278,10 +284,11 @@ int main(int argc, char **argv)
 		warren_config_free(d.cfg);
 		return status < 0 ? EXIT_CONFIG : 0;
 	}
-	if (start_worker(&d) != 0) {
+	status = start_worker(&d);
+	if (status != 0) {
 		warren_worker_free(d.worker);
 		warren_config_free(d.cfg);
-		return EXIT_FORCED;
+		return status;
 	}
 	status = serve(&d);
 	warren_config_free(d.cfg);
