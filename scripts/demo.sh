@@ -73,8 +73,19 @@ say "errors come back as their status (exit 1)"
 run "$BIN/rpc-call" user.get '{"id": 999}'
 run "$BIN/rpc-call" user.create '{"email": "ada@example.org", "name": "Ada again"}'
 run "$BIN/rpc-call" user.create '{"email": "not-an-address", "name": "Nobody"}'
-say "a method no service serves fails at once (exit 4)"
+say "a method no service serves fails quickly, after a few republishes (exit 4)"
 run "$BIN/rpc-call" billing.charge '{"amount": 10}'
+
+say "poison: a method the user service does not have is answered and dead-lettered"
+run "$BIN/rpc-call" user.rename '{"id": 1}'
+run "$BIN/rpc-dlq" list user
+say "the operator replays it (it fails again, so it is back in the queue: nothing is lost)"
+run "$BIN/rpc-dlq" replay user --method 'user.rename'
+sleep 1
+run "$BIN/rpc-dlq" list user
+
+say "load: 2000 lookups, 16 at a time"
+run "$BIN/rpc-call" -n 2000 -P 16 user.get '{"id": 1}'
 
 say "stopping user-service with SIGTERM (finishes in-flight calls, then exits 0)"
 kill -TERM "$service_pid"
