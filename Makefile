@@ -55,7 +55,7 @@ Q := @
 endif
 
 PROG_SRC   := src/client/rpc-call.c src/client/rpc-dlq.c src/client/notify-user.c \
-              src/workers/example-service.c
+              src/client/warren-key.c src/workers/example-service.c
 LIB_SRC    := $(filter-out $(PROG_SRC),$(wildcard src/rpc/*.c src/client/*.c src/workers/*.c))
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # The user service's own modules (its handlers and its PostgreSQL store) are
@@ -63,7 +63,7 @@ LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 USER_SRC   := $(wildcard src/workers/user/*.c)
 USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
 PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(BUILD)/bin/notify-user \
-              $(BUILD)/bin/example-service \
+              $(BUILD)/bin/warren-key $(BUILD)/bin/example-service \
               $(BUILD)/bin/user-service
 STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)

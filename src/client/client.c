@@ -21,6 +21,7 @@
 #include "log.h"
 #include "pending.h"
 #include "reply.h"
+#include "security.h"
 
 enum reply_mode { REPLY_DIRECT, REPLY_QUEUE };
 
@@ -29,6 +30,7 @@ struct outgoing {
 	struct envelope_meta meta;
 	void *body;
 	size_t len;
+	struct signature sig; /* when the client signs (security.scheme) */
 };
 
 struct call {
@@ -55,6 +57,7 @@ struct call {
 struct warren_client {
 	struct engine *engine;
 	struct pending table; /* I/O thread only */
+	struct security *sec; /* NULL: nothing signed */
 	struct pending retries; /* calls waiting to be published again, by due time */
 	int retry_attempts;
 	int64_t retry_delay_ms;
@@ -312,6 +315,10 @@ static void publish_task(struct engine *e, struct engine_task *t)
 	}
 	call->returned = false;
 	envelope_request_props(&call->out->meta, &props);
+	if (c->sec != NULL) {
+		const struct signature *sig = &call->out->sig;
+		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
+	}
 	err = engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
 	                     call->out->body, call->out->len, on_confirm, call);
 	if (err != WARREN_OK) {
@@ -490,6 +497,10 @@ static struct call *call_new(warren_client *c, const char *method, const warren_
 	*err = fill_meta(c, call, method, o, errstr, errlen);
 	if (*err == WARREN_OK) {
 		*err = encode_params(c, call, params, errstr, errlen);
+	}
+	if (*err == WARREN_OK && c->sec != NULL) {
+		security_sign_request(c->sec, &call->out->meta, call->out->body, call->out->len,
+		                      &call->out->sig);
 	}
 	if (*err == WARREN_OK) {
 		return call;
@@ -686,6 +697,13 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 		goto out;
 	}
 	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
+	if (c->sec != NULL &&
+	    security_check_reply(c->sec, &d->message.properties, &m, d->message.body.bytes,
+	                         d->message.body.len, why, sizeof(why)) != WARREN_STATUS_OK) {
+		log_warn("reply refused: correlation_id=%s: %s", m.correlation_id, why);
+		finish(call, WARREN_ERR_DECODE, NULL, "the reply is not trusted: %s", why);
+		goto out;
+	}
 	reply = reply_from_message(&m, d->message.body.bytes, d->message.body.len, c->max_size,
 	                           why, sizeof(why));
 	if (reply == NULL) {
@@ -834,6 +852,9 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
+	if (security_load(cfg, &c->sec, errstr, errlen) != 0) {
+		return WARREN_ERR_CONFIG;
+	}
 	c->engine = engine_new(&ec, &hooks, errstr, errlen);
 	return c->engine != NULL ? WARREN_OK : WARREN_ERR_CONFIG;
 }
@@ -880,6 +901,7 @@ void warren_client_free(warren_client *c)
 	fail_all(c, "the client is shutting down");
 	pending_destroy(&c->table);
 	pending_destroy(&c->retries);
+	security_free(c->sec);
 	pthread_mutex_destroy(&c->stats_mu);
 	free(c);
 }

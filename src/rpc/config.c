@@ -26,6 +26,7 @@
 
 static const char *const reply_modes[] = {"direct", "queue", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const schemes[] = {"none", "mac", "ed25519", NULL};
 
 /* Designated indexes keep each row at its config_id whatever the order here;
  * a test checks that every id has a row. Columns: key, type, min, max,
@@ -131,6 +132,26 @@ const struct config_def config_defs[CFG__COUNT] = {
                               "suffixes allowed)."},
     [CFG_LOG_LEVEL] = {"log.level", CONFIG_ENUM, 0, 3, "info", true, log_levels,
                        "Least severe kind of message that is logged."},
+    [CFG_SECURITY_SCHEME] = {"security.scheme", CONFIG_ENUM, 0, 2, "none", false, schemes,
+                             "How messages are signed: none, mac (a secret shared per service) "
+                             "or ed25519 (a key pair per caller and per service)."},
+    [CFG_SECURITY_KEY_ID] = {"security.key_id", CONFIG_STRING, 0, 0, "", false, NULL,
+                             "The id of this program's key, sent with each signature."},
+    [CFG_SECURITY_KEY_FILE] = {"security.key_file", CONFIG_STRING, 0, 0, "", false, NULL,
+                               "File holding this program's secret key in hex (mode 0600; a "
+                               "relative name is a systemd credential)."},
+    [CFG_SECURITY_KEYRING] = {"security.keyring", CONFIG_STRING, 0, 0, "", false, NULL,
+                              "Directory of the keys this program accepts signatures from, one "
+                              "file ID.key each: the shared secret (mac) or the public key "
+                              "(ed25519), in hex."},
+    [CFG_SECURITY_ALLOW] = {"security.allow", CONFIG_STRING, 0, 0, "", false, NULL,
+                            "Which keys may call which methods, as METHOD=ID+ID entries "
+                            "separated by commas (METHOD may end in * or be *); the first "
+                            "matching entry decides; empty: any key of the keyring."},
+    [CFG_SECURITY_WINDOW] = {"security.window", CONFIG_DURATION, SEC, 24 * HOUR, "5m", false,
+                             NULL,
+                             "How far from now a signature's time may be; message ids are "
+                             "remembered this long to refuse replays."},
 };
 
 /* Checks that a row's type cannot express. They live beside the table, not in

@@ -35,6 +35,12 @@ typedef enum config_id {
 	CFG_DB_CONNINFO_FILE,       /* string: path; its first line is the connection string */
 	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */
 	CFG_LOG_LEVEL,              /* enum: error | warn | info | debug */
+	CFG_SECURITY_SCHEME,        /* enum: none | mac | ed25519 */
+	CFG_SECURITY_KEY_ID,        /* string: our key's id */
+	CFG_SECURITY_KEY_FILE,      /* string: path of our secret key (hex) */
+	CFG_SECURITY_KEYRING,       /* string: directory of peers' keys, ID.key */
+	CFG_SECURITY_ALLOW,         /* string: "method=id+id,..." */
+	CFG_SECURITY_WINDOW,        /* duration: how far a signature's time may be from now */
 	CFG__COUNT
 } config_id;
 

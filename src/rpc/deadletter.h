@@ -19,7 +19,7 @@
 #define DL_H_QUEUE "rpc-dead-queue"   /* string: the queue it was taken from */
 /* rpc-attempt (int) then counts the attempts made, the last included. */
 
-/* Reasons. A worker writes the first six; a message the broker itself
+/* Reasons. A worker writes the first eight; a message the broker itself
  * dead-lettered carries no rpc-dead-reason but x-first-death-reason
  * ("delivery_limit", "rejected", "expired", "maxlen"), which readers show
  * as "broker:<that reason>". */
@@ -29,5 +29,7 @@
 #define DL_R_CRASHED "crashed-worker"        /* delivered worker.crash_limit times without an end */
 #define DL_R_RETRIES "retries-exhausted"     /* transient failures outlasted worker.retry_attempts */
 #define DL_R_HANDLER_TIMEOUT "handler-timeout" /* its handler ran past its time limit */
+#define DL_R_BAD_SIGNATURE "bad-signature" /* unsigned, badly signed, unknown or stale key */
+#define DL_R_NOT_ALLOWED "not-allowed"     /* the signing key may not call the method */
 
 #endif

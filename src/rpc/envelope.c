@@ -46,6 +46,28 @@ static const char *content_type_of(enum envelope_format fmt)
 	return fmt == ENVELOPE_FMT_JSON ? ENVELOPE_JSON : ENVELOPE_MSGPACK;
 }
 
+const char *envelope_content_type(enum envelope_format fmt)
+{
+	return content_type_of(fmt);
+}
+
+void envelope_add_signature(struct envelope_props *ep, const char *key_id, int64_t signed_at_ms,
+                            const unsigned char *sig, size_t len)
+{
+	amqp_table_t *h = &ep->props.headers;
+	int n = h->num_entries;
+
+	ep->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+	h->entries = ep->headers;
+	header_str(&ep->headers[n++], "rpc-key-id", key_id);
+	header_int(&ep->headers[n++], "rpc-signed-at", signed_at_ms);
+	ep->headers[n].key = amqp_cstring_bytes("rpc-signature");
+	ep->headers[n].value.kind = AMQP_FIELD_KIND_BYTES;
+	ep->headers[n].value.value.bytes = (amqp_bytes_t){.len = len, .bytes = (void *)sig};
+	n++;
+	h->num_entries = n;
+}
+
 void envelope_request_props(const struct envelope_meta *m, struct envelope_props *out)
 {
 	amqp_basic_properties_t *p = &out->props;

@@ -37,8 +37,15 @@ struct envelope_meta {
  * meta must outlive the publish. */
 struct envelope_props {
 	amqp_basic_properties_t props;
-	amqp_table_entry_t headers[4];
+	amqp_table_entry_t headers[8];
 };
+
+/* The content type of a format, as sent. */
+const char *envelope_content_type(enum envelope_format fmt);
+/* Adds rpc-key-id, rpc-signed-at and rpc-signature to props; they point
+ * into key_id and sig, which must outlive the publish. */
+void envelope_add_signature(struct envelope_props *ep, const char *key_id, int64_t signed_at_ms,
+                            const unsigned char *sig, size_t len);
 
 /* Fills out from a request's meta (type, ids, reply_to, app_id, timestamp,
  * delivery_mode, content_type, rpc-deadline, rpc-attempt, traceparent). */

@@ -344,6 +344,8 @@ typedef struct warren_worker_stats {
 	uint64_t io_loops;      /* turns of the I/O thread's loop; each reading of the stats
 	                         * wakes the thread, so an alive one has moved it by the next */
 	uint64_t breaker_trips; /* times the circuit breaker opened */
+	uint64_t unauthenticated; /* refused: unsigned, bad signature, or key not allowed */
+	uint64_t replays;       /* dropped: a signed message id seen again within the window */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

@@ -17,6 +17,14 @@
 #include "retry.h"
 #include "worker_int.h"
 
+void job_sign_reply(struct job *j)
+{
+	if (j->worker->sec != NULL && j->reply_body != NULL) {
+		security_sign_reply(j->worker->sec, &j->meta, j->status, j->reply_body, j->reply_len,
+		                    &j->sig);
+	}
+}
+
 static void encode_reply(struct job *j, int status, warren_value *body)
 {
 	char why[300];
@@ -37,6 +45,7 @@ static void encode_reply(struct job *j, int status, warren_value *body)
 		warren_value_free(err);
 	}
 	warren_value_free(body);
+	job_sign_reply(j);
 }
 
 /* {"reason": R, "dlq": Q}: where a dead-lettered request went, and why. */
@@ -148,6 +157,25 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	/* A plain AMQP caller may leave type out: the routing key names the method. */
 	if (j->meta.method[0] == '\0') {
 		snprintf(j->meta.method, sizeof(j->meta.method), "%s", j->delivery->routing_key);
+	}
+	/* Who sent it, before anything of its body is looked at. */
+	if (w->sec != NULL) {
+		int st = security_check_request(w->sec, &msg->properties, &j->meta, msg->body.bytes,
+		                                msg->body.len, j->delivery->redelivered, why,
+		                                sizeof(why));
+		if (st == WARREN_STATUS_ALREADY_EXISTS) {
+			log_warn("dropped: %s (correlation_id=%s)", why, j->meta.correlation_id);
+			worker_count(w, &w->stats.replays, 1);
+			j->action = JOB_ACK;
+			return true;
+		}
+		if (st != WARREN_STATUS_OK) {
+			worker_count(w, &w->stats.unauthenticated, 1);
+			poison(w, j, st,
+			       st == WARREN_STATUS_PERMISSION_DENIED ? DL_R_NOT_ALLOWED : DL_R_BAD_SIGNATURE,
+			       why);
+			return true;
+		}
 	}
 	if (j->meta.deadline_ms > 0 && warren_now_ms() > j->meta.deadline_ms) {
 		worker_count(w, &w->stats.expired, 1);

@@ -90,6 +90,10 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 
 	memcpy(rm.correlation_id, j->meta.correlation_id, sizeof(rm.correlation_id));
 	envelope_reply_props(&rm, &props);
+	if (j->worker->sec != NULL && j->sig.len > 0) {
+		envelope_add_signature(&props, j->sig.key_id, j->sig.signed_at_ms, j->sig.sig,
+		                       j->sig.len);
+	}
 	/* Not mandatory: a direct reply-to publish is always "returned" (DESIGN.md 2). */
 	return engine_publish(e, "", j->meta.reply_to, false, &props.props, j->reply_body,
 	                      j->reply_len, fn, j);
@@ -584,6 +588,9 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	char host[128] = "?";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(w->identity, sizeof(w->identity), "%s@%s:%ld", service, host, (long)getpid());
+	if (security_load(cfg, &w->sec, errstr, errlen) != 0) {
+		return WARREN_ERR_CONFIG;
+	}
 	w->engine = engine_new(&ec, &hooks, errstr, errlen);
 	return w->engine != NULL ? WARREN_OK : WARREN_ERR_CONFIG;
 }
@@ -846,6 +853,7 @@ void warren_worker_free(warren_worker *w)
 	}
 	free(w->methods);
 	free(w->handler_threads);
+	security_free(w->sec);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cond);
 	pthread_cond_destroy(&w->idle_cond);

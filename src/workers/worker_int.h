@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "envelope.h"
+#include "security.h"
 
 struct warren_request {
 	const struct envelope_meta *meta;
@@ -45,6 +46,7 @@ struct job {
 	int run_state;           /* under w->mu: RUN_* */
 	int64_t limit_at;        /* engine_now() ms its handler must end by */
 	int64_t limit_ms;
+	struct signature sig;    /* of the reply, when the worker signs */
 	struct job *run_prev, *run_next; /* in w->running */
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
@@ -70,6 +72,7 @@ struct warren_worker {
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
 	int64_t handler_timeout_ms, consumer_timeout_ms;
+	struct security *sec; /* NULL: nothing signed or checked */
 	struct job *running; /* under mu: jobs in a handler, for their time limits */
 
 	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
@@ -124,6 +127,8 @@ void job_free(struct job *j);
 void timelimit_begin(struct warren_worker *w, struct job *j, const struct method *m);
 bool timelimit_end(struct warren_worker *w, struct job *j);
 int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now);
+/* Signs the job's encoded reply when the worker signs (security.scheme). */
+void job_sign_reply(struct job *j);
 /* I/O thread: publishes a dead letter of the job, then replies and acks. */
 void worker_dead_letter(struct engine *e, struct job *j);
 /* Handler thread: counts a handler's outcome for the breaker; opens it

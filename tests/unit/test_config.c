@@ -96,6 +96,12 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"db.conninfo_file", ""},
 	    {"message.max_size", "1048576"},
 	    {"log.level", "info"},
+	    {"security.scheme", "none"},
+	    {"security.key_id", ""},
+	    {"security.key_file", ""},
+	    {"security.keyring", ""},
+	    {"security.allow", ""},
+	    {"security.window", "300000ms"},
 	};
 	warren_config *cfg = warren_config_new();
 

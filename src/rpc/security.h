@@ -1,0 +1,48 @@
+/* security.h: who may call what. From the [security] keys: our key, the
+ * peers' keys, the per-method allow list, the time window and the record of
+ * recent message ids that stops replays. Signs outgoing requests and
+ * replies; checks incoming ones before their body is even decoded. */
+#ifndef WARREN_SECURITY_H
+#define WARREN_SECURITY_H
+
+#include <amqp.h>
+
+#include "envelope.h"
+#include "sign.h"
+#include "warren.h"
+
+struct security;
+
+/* NULL in *out (and 0) when security.scheme is none; -1 with errstr on a
+ * bad key, keyring or allow list. */
+int security_load(const warren_config *cfg, struct security **out, char *errstr, size_t errlen);
+void security_free(struct security *s); /* NULL-safe */
+
+/* A signature to carry: filled by security_sign_*, added to a message's
+ * properties by envelope_add_signature. */
+struct signature {
+	char key_id[SIGN_KEY_ID_MAX + 1];
+	int64_t signed_at_ms;
+	unsigned char sig[SIGN_MAX_SIG];
+	size_t len;
+};
+
+void security_sign_request(const struct security *s, const struct envelope_meta *m,
+                           const void *body, size_t len, struct signature *out);
+void security_sign_reply(const struct security *s, const struct envelope_meta *m, int status,
+                         const void *body, size_t len, struct signature *out);
+
+/* Checks a delivered request: WARREN_STATUS_OK; UNAUTHENTICATED (no, bad or
+ * stale signature, unknown key); PERMISSION_DENIED (the key may not call
+ * this method); ALREADY_EXISTS for a replay (its message id was seen from
+ * this key within the window, and the broker did not mark it redelivered).
+ * why says which, never with the body. */
+int security_check_request(struct security *s, const amqp_basic_properties_t *p,
+                           const struct envelope_meta *m, const void *body, size_t len,
+                           bool redelivered, char *why, size_t whylen);
+/* Checks a reply: WARREN_STATUS_OK or UNAUTHENTICATED with why. */
+int security_check_reply(const struct security *s, const amqp_basic_properties_t *p,
+                         const struct envelope_meta *m, const void *body, size_t len, char *why,
+                         size_t whylen);
+
+#endif
