@@ -633,11 +633,12 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	amqp_connection_state_t conn = engine_conn(e);
 	amqp_bytes_t queue = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
 
-	/* The same arguments as rabbitmq/definitions.json. */
+	/* Only checked (a passive declare): a caller needs no right to create
+	 * it (rabbitmq/definitions.json, or any worker, does). */
 	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(ENVELOPE_EXCHANGE),
-	                          amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "declaring exchange rpc", errstr,
-		                      errlen);
+	                          amqp_cstring_bytes("topic"), 1, 1, 0, 0, amqp_empty_table) == NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(conn),
+		                      "exchange rpc (import rabbitmq/definitions.json)", errstr, errlen);
 		return -1;
 	}
 	if (c->reply_mode == REPLY_QUEUE) {
