@@ -8,7 +8,7 @@ PACKAGES=(
 	gcc make pkg-config
 	librabbitmq-dev libmsgpack-dev libsodium-dev libpq-dev libcmocka-dev
 	libjansson-dev libinih-dev libmicrohttpd-dev
-	rabbitmq-server postgresql mandoc amqp-tools
+	rabbitmq-server postgresql mandoc amqp-tools openssl
 	systemd # systemd-analyze, for tests/unit/test_units.sh
 )
 

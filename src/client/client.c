@@ -830,6 +830,10 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 		.connect_timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT),
 		.reconnect_min_ms = config_int(cfg, CFG_BROKER_RECONNECT_MIN),
 		.reconnect_max_ms = config_int(cfg, CFG_BROKER_RECONNECT_MAX),
+		.tls_ca = config_str(cfg, CFG_BROKER_TLS_CA),
+		.tls_cert = config_str(cfg, CFG_BROKER_TLS_CERT),
+		.tls_key = config_str(cfg, CFG_BROKER_TLS_KEY),
+		.tls_verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0,
 	};
 	struct engine_hooks hooks = {.arg = c,
 	                             .setup = client_setup,

@@ -45,6 +45,19 @@ const struct config_def config_defs[CFG__COUNT] = {
     [CFG_BROKER_HEARTBEAT] = {"broker.heartbeat", CONFIG_DURATION, 0, 3600 * SEC, "30s", false,
                               NULL,
                               "AMQP heartbeat interval in whole seconds; 0 disables heartbeats."},
+    [CFG_BROKER_TLS_CA] = {"broker.tls_ca", CONFIG_STRING, 0, 0, "", false, NULL,
+                           "PEM file of the certificate authorities an amqps broker's "
+                           "certificate must chain to; empty: the system's "
+                           "(/etc/ssl/certs/ca-certificates.crt)."},
+    [CFG_BROKER_TLS_CERT] = {"broker.tls_cert", CONFIG_STRING, 0, 0, "", false, NULL,
+                             "PEM client certificate to present to an amqps broker; empty: "
+                             "none."},
+    [CFG_BROKER_TLS_KEY] = {"broker.tls_key", CONFIG_STRING, 0, 0, "", false, NULL,
+                            "PEM private key of broker.tls_cert (mode 0600; a relative name is "
+                            "a systemd credential)."},
+    [CFG_BROKER_TLS_VERIFY] = {"broker.tls_verify", CONFIG_BOOL, 0, 1, "true", false, NULL,
+                               "Whether an amqps broker's certificate and host name are "
+                               "checked; turn off only to test."},
     [CFG_BROKER_CONNECT_TIMEOUT] = {"broker.connect_timeout", CONFIG_DURATION, 100, 10 * MIN, "5s",
                                     false, NULL,
                                     "How long one connection attempt, login included, may take."},

@@ -11,6 +11,10 @@ typedef enum config_id {
 	CFG_BROKER_VHOST,           /* string: overrides the URL's vhost when set */
 	CFG_BROKER_PASSWORD_FILE,   /* string: path; its first line replaces the URL's password */
 	CFG_BROKER_HEARTBEAT,       /* duration, whole seconds 0..3600 (0 disables) */
+	CFG_BROKER_TLS_CA,          /* string: PEM CA bundle for amqps:// */
+	CFG_BROKER_TLS_CERT,        /* string: PEM client certificate */
+	CFG_BROKER_TLS_KEY,         /* string: PEM client key */
+	CFG_BROKER_TLS_VERIFY,      /* bool: check the broker's certificate and name */
 	CFG_BROKER_CONNECT_TIMEOUT, /* duration */
 	CFG_BROKER_RECONNECT_MIN,   /* duration: first back-off step */
 	CFG_BROKER_RECONNECT_MAX,   /* duration: back-off ceiling */

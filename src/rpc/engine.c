@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <sodium.h>
 
@@ -46,6 +47,8 @@ struct engine {
 	struct url *urls;
 	size_t nurls, next_url, failed_in_round;
 	char *vhost, *password, *name;
+	char *tls_ca, *tls_cert, *tls_key;
+	bool tls_verify;
 	int heartbeat_s;
 	int64_t connect_timeout_ms, reconnect_min_ms, reconnect_max_ms;
 
@@ -161,9 +164,14 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->reconnect_max_ms = cfg->reconnect_max_ms;
 	e->backoff_ms = cfg->reconnect_min_ms;
 	e->vhost = strdup(cfg->vhost != NULL ? cfg->vhost : "");
+	e->tls_ca = strdup(cfg->tls_ca != NULL ? cfg->tls_ca : "");
+	e->tls_cert = strdup(cfg->tls_cert != NULL ? cfg->tls_cert : "");
+	e->tls_key = strdup(cfg->tls_key != NULL ? cfg->tls_key : "");
+	e->tls_verify = cfg->tls_verify;
 	e->name = strdup(cfg->name != NULL ? cfg->name : "warren");
 	e->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (e->vhost == NULL || e->name == NULL || e->wakefd < 0) {
+	if (e->vhost == NULL || e->name == NULL || e->wakefd < 0 || e->tls_ca == NULL ||
+	    e->tls_cert == NULL || e->tls_key == NULL) {
 		snprintf(errstr, errlen, "cannot create the engine: %s", strerror(errno));
 		goto fail;
 	}
@@ -346,6 +354,31 @@ static int open_channel(struct engine *e, char *errstr, size_t errlen)
 	return 0;
 }
 
+/* amqps://: the CAs the broker's certificate must chain to, our
+ * certificate if any, and whether its name is checked (on by default). */
+static int tls_setup(struct engine *e, amqp_socket_t *sock, char *errstr, size_t errlen)
+{
+	const char *ca = e->tls_ca[0] != '\0' ? e->tls_ca : "/etc/ssl/certs/ca-certificates.crt";
+	char key[4096];
+
+	amqp_ssl_socket_set_verify_peer(sock, e->tls_verify);
+	amqp_ssl_socket_set_verify_hostname(sock, e->tls_verify);
+	if (amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK) {
+		snprintf(errstr, errlen, "broker.tls_ca: %s: not a readable PEM file of certificates",
+		         ca);
+		return -1;
+	}
+	if (e->tls_cert[0] != '\0' &&
+	    amqp_ssl_socket_set_key(sock, e->tls_cert,
+	                            secret_resolve(e->tls_key, key, sizeof(key))) != AMQP_STATUS_OK) {
+		snprintf(errstr, errlen,
+		         "broker.tls_cert, broker.tls_key: %s and %s are not a certificate and its key",
+		         e->tls_cert, e->tls_key);
+		return -1;
+	}
+	return 0;
+}
+
 static int open_connection(struct engine *e, const struct url *u, char *errstr, size_t errlen)
 {
 	struct timeval tv = {.tv_sec = e->connect_timeout_ms / 1000,
@@ -354,15 +387,15 @@ static int open_connection(struct engine *e, const struct url *u, char *errstr, 
 	amqp_rpc_reply_t r;
 	int st;
 
-	if (u->info.ssl) {
-		snprintf(errstr, errlen, "%s:%d: amqps:// is not supported by this build yet",
-		         u->info.host, u->info.port);
-		return -1;
-	}
 	e->conn = amqp_new_connection();
-	sock = e->conn != NULL ? amqp_tcp_socket_new(e->conn) : NULL;
+	sock = e->conn == NULL  ? NULL
+	       : u->info.ssl ? amqp_ssl_socket_new(e->conn)
+	                     : amqp_tcp_socket_new(e->conn);
 	if (sock == NULL) {
 		snprintf(errstr, errlen, "out of memory");
+		return -1;
+	}
+	if (u->info.ssl && tls_setup(e, sock, errstr, errlen) != 0) {
 		return -1;
 	}
 	st = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &tv);
@@ -795,6 +828,9 @@ void engine_free(struct engine *e)
 	}
 	free(e->password);
 	free(e->vhost);
+	free(e->tls_ca);
+	free(e->tls_cert);
+	free(e->tls_key);
 	free(e->name);
 	free(e->ring);
 	if (e->wakefd >= 0) {

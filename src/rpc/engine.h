@@ -62,6 +62,9 @@ struct engine_config {
 	int heartbeat_s;
 	int64_t connect_timeout_ms;
 	int64_t reconnect_min_ms, reconnect_max_ms;
+	/* amqps:// */
+	const char *tls_ca, *tls_cert, *tls_key; /* "" : system CAs, no client certificate */
+	bool tls_verify;
 };
 
 /* Creates an engine (not started). NULL with errstr on bad URLs or password file. */

@@ -7,18 +7,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *secret_resolve(const char *path, char *buf, size_t cap)
+{
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+
+	if (path[0] != '/' && path[0] != '\0' && creds != NULL && creds[0] != '\0') {
+		snprintf(buf, cap, "%s/%s", creds, path);
+		return buf;
+	}
+	return path;
+}
+
 int secret_read_line(const char *key, const char *path, char *dst, size_t cap, char *errstr,
                      size_t errlen)
 {
-	const char *creds = getenv("CREDENTIALS_DIRECTORY");
 	char full[4096];
 	FILE *f;
 	size_t len;
 
-	if (path[0] != '/' && creds != NULL && creds[0] != '\0') {
-		snprintf(full, sizeof(full), "%s/%s", creds, path);
-		path = full;
-	}
+	path = secret_resolve(path, full, sizeof(full));
 	f = fopen(path, "re");
 	if (f == NULL) {
 		snprintf(errstr, errlen, "%s: %s: %s", key, path, strerror(errno));

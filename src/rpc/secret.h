@@ -12,4 +12,8 @@
 int secret_read_line(const char *key, const char *path, char *dst, size_t cap, char *errstr,
                      size_t errlen);
 
+/* The file a secret's path names: a relative one in $CREDENTIALS_DIRECTORY
+ * when that is set, else as given. Returns buf or path. */
+const char *secret_resolve(const char *path, char *buf, size_t cap);
+
 #endif

@@ -131,8 +131,8 @@ static int read_key(const char *what, const char *path, size_t want, struct sign
 int sign_load_secret(enum sign_scheme scheme, const char *id, const char *path,
                      struct sign_key *out, char *errstr, size_t errlen)
 {
-	const char *creds = getenv("CREDENTIALS_DIRECTORY");
 	char full[4096];
+	const char *file;
 	struct stat sb;
 
 	memset(out, 0, sizeof(*out));
@@ -142,14 +142,10 @@ int sign_load_secret(enum sign_scheme scheme, const char *id, const char *path,
 		return -1;
 	}
 	snprintf(out->id, sizeof(out->id), "%s", id);
-	if (path[0] != '/' && creds != NULL && creds[0] != '\0') {
-		snprintf(full, sizeof(full), "%s/%s", creds, path);
-	} else {
-		snprintf(full, sizeof(full), "%s", path);
-	}
-	if (stat(full, &sb) == 0 && (sb.st_mode & 077) != 0) {
+	file = secret_resolve(path, full, sizeof(full));
+	if (stat(file, &sb) == 0 && (sb.st_mode & 077) != 0) {
 		snprintf(errstr, errlen,
-		         "security.key_file: %s may be read by others (mode %04o): chmod 600 it", full,
+		         "security.key_file: %s may be read by others (mode %04o): chmod 600 it", file,
 		         (unsigned)(sb.st_mode & 07777));
 		return -1;
 	}

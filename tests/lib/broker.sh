@@ -58,6 +58,25 @@ ctl() {
 	"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" "$@"
 }
 
+# A CA, a server certificate for "localhost" and a client certificate, all
+# signed by the CA, in DIR (for the TLS listener and its tests).
+make_certs() {
+	local d=$1 name
+	mkdir -p "$d"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+		-keyout "$d/ca.key" -out "$d/ca.pem" -subj "/CN=warren test CA" 2>/dev/null
+	for name in server client; do
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-keyout "$d/$name.key" -out "$d/$name.csr" \
+			-subj "/CN=$([ $name = server ] && echo localhost || echo warren-caller)" 2>/dev/null
+		printf 'subjectAltName=DNS:%s\n' "$([ $name = server ] && echo localhost || echo warren-caller)" \
+			>"$d/$name.ext"
+		openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+			-CAcreateserial -days 7 -extfile "$d/$name.ext" -out "$d/$name.pem" 2>/dev/null
+	done
+	chmod 600 "$d"/*.key
+}
+
 start() {
 	local dir=$1 peer=${2:-} definitions=${3:-yes} port epmd peer_node=
 	mkdir -p "$dir/mnesia" "$dir/log"
@@ -71,18 +90,30 @@ start() {
 		cp "$peer/.erlang.cookie" "$dir/.erlang.cookie"
 		chmod 400 "$dir/.erlang.cookie"
 	fi
+	# A TLS listener too, with a certificate authority of its own.
+	local tls_port
+	tls_port=$(free_port)
+	make_certs "$dir/tls"
 	cat >"$dir/env" <<-ENV
+		WARREN_TEST_TLS_PORT=$tls_port
+		WARREN_TEST_TLS_DIR=$dir/tls
 		WARREN_TEST_PORT=$port
 		WARREN_TEST_DIST_PORT=$(free_port)
 		WARREN_TEST_EPMD_PORT=$epmd
 		WARREN_TEST_NODE=warren-$port@localhost
 		WARREN_TEST_URL=amqp://guest:guest@127.0.0.1:$port
-		export WARREN_TEST_PORT WARREN_TEST_NODE WARREN_TEST_URL
+		export WARREN_TEST_PORT WARREN_TEST_NODE WARREN_TEST_URL WARREN_TEST_TLS_PORT WARREN_TEST_TLS_DIR
 	ENV
 	# shellcheck disable=SC1091
 	. "$dir/env"
 	cat >"$dir/rabbitmq.conf" <<-CONF
 		listeners.tcp.default = 127.0.0.1:$port
+		listeners.ssl.default = 127.0.0.1:$tls_port
+		ssl_options.cacertfile = $dir/tls/ca.pem
+		ssl_options.certfile = $dir/tls/server.pem
+		ssl_options.keyfile = $dir/tls/server.key
+		ssl_options.verify = verify_peer
+		ssl_options.fail_if_no_peer_cert = false
 		loopback_users = none
 		log.console = false
 		log.file.level = info

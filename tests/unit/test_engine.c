@@ -127,14 +127,19 @@ static void test_refused_login_names_the_broker_reply(void **state)
 	warren_config_free(cfg);
 }
 
-static void test_amqps_is_refused_clearly_until_tls_is_built(void **state)
+static void test_an_unreadable_tls_ca_file_is_a_clear_error(void **state)
 {
 	warren_config *cfg = config("amqps://guest:guest@broker.example:5671/");
 	warren_client *c = NULL;
 	char why[300];
 
+	assert_int_equal(warren_config_set(cfg, "broker.tls_ca", "/nonexistent/ca.pem", NULL, 0),
+	                 WARREN_OK);
 	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_TRANSPORT);
-	assert_string_equal(why, "broker.example:5671: amqps:// is not supported by this build yet");
+	assert_string_equal(why,
+	                    "broker.tls_ca: /nonexistent/ca.pem: not a readable PEM file of certificates");
+	/* Refused before any connection was tried. */
+	assert_int_equal(script.opens, 0);
 	warren_config_free(cfg);
 }
 
@@ -158,7 +163,7 @@ int main(void)
 		cmocka_unit_test_setup(test_unreachable_broker_fails_client_new_with_the_socket_error, reset_script),
 		cmocka_unit_test_setup(test_every_url_of_the_list_is_tried_before_giving_up, reset_script),
 		cmocka_unit_test_setup(test_refused_login_names_the_broker_reply, reset_script),
-		cmocka_unit_test_setup(test_amqps_is_refused_clearly_until_tls_is_built, reset_script),
+		cmocka_unit_test_setup(test_an_unreadable_tls_ca_file_is_a_clear_error, reset_script),
 		cmocka_unit_test_setup(test_unreadable_password_file_is_a_config_error, reset_script),
 	};
 
