@@ -146,6 +146,19 @@ run_integration() {
 	fi
 	run_script tests/fault/test_faults.sh
 	reap_leftovers test_faults.sh
+	secrets_in_logs
+}
+
+# The secrets the tests use (the role passwords of test_roles.sh, the key
+# files of it_sign) must appear in no log of the run: every program takes
+# them from files and never prints them.
+secrets_in_logs() {
+	local log=$LOGS/secrets.log
+	if grep -rl 'pw-warren-' "$LOGS" --exclude=secrets.log >"$log" 2>&1; then
+		record "no secret in the logs" 0 1 "$log"
+	else
+		record "no secret in the logs" 1 0 "$log"
+	fi
 }
 
 case $MODE in
