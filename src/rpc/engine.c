@@ -4,6 +4,7 @@
  * reconnects with jittered exponential back-off over the URL list. */
 #include "engine.h"
 #include "secret.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -354,31 +355,6 @@ static int open_channel(struct engine *e, char *errstr, size_t errlen)
 	return 0;
 }
 
-/* amqps://: the CAs the broker's certificate must chain to, our
- * certificate if any, and whether its name is checked (on by default). */
-static int tls_setup(struct engine *e, amqp_socket_t *sock, char *errstr, size_t errlen)
-{
-	const char *ca = e->tls_ca[0] != '\0' ? e->tls_ca : "/etc/ssl/certs/ca-certificates.crt";
-	char key[4096];
-
-	amqp_ssl_socket_set_verify_peer(sock, e->tls_verify);
-	amqp_ssl_socket_set_verify_hostname(sock, e->tls_verify);
-	if (amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK) {
-		snprintf(errstr, errlen, "broker.tls_ca: %s: not a readable PEM file of certificates",
-		         ca);
-		return -1;
-	}
-	if (e->tls_cert[0] != '\0' &&
-	    amqp_ssl_socket_set_key(sock, e->tls_cert,
-	                            secret_resolve(e->tls_key, key, sizeof(key))) != AMQP_STATUS_OK) {
-		snprintf(errstr, errlen,
-		         "broker.tls_cert, broker.tls_key: %s and %s are not a certificate and its key",
-		         e->tls_cert, e->tls_key);
-		return -1;
-	}
-	return 0;
-}
-
 static int open_connection(struct engine *e, const struct url *u, char *errstr, size_t errlen)
 {
 	struct timeval tv = {.tv_sec = e->connect_timeout_ms / 1000,
@@ -395,7 +371,8 @@ static int open_connection(struct engine *e, const struct url *u, char *errstr, 
 		snprintf(errstr, errlen, "out of memory");
 		return -1;
 	}
-	if (u->info.ssl && tls_setup(e, sock, errstr, errlen) != 0) {
+	struct tls_options tls = {e->tls_ca, e->tls_cert, e->tls_key, e->tls_verify};
+	if (u->info.ssl && tls_setup(sock, &tls, errstr, errlen) != 0) {
 		return -1;
 	}
 	st = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &tv);

@@ -4,12 +4,14 @@
  * broker.connect_timeout, and a broker's channel.close or connection.close
  * is answered and turned into an error with its code and text. */
 #include "syncconn.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 
 #include "config.h"
@@ -30,6 +32,7 @@ struct syncconn {
 /* What one connection attempt needs, from the config. */
 struct target {
 	const char *vhost;    /* broker.vhost; "" for the URL's */
+	struct tls_options tls;
 	const char *password; /* from broker.password_file; NULL for the URL's */
 	const char *name;
 	struct timeval tv;
@@ -161,16 +164,17 @@ static warren_err connect_one(struct syncconn *sc, const struct amqp_connection_
 	warren_err err = WARREN_ERR_TRANSPORT;
 	int st;
 
-	if (u->ssl) {
-		errstr_set(errstr, errlen, "%s:%d: amqps:// is not supported by this build yet",
-		           u->host, u->port);
-		return WARREN_ERR_CONFIG;
-	}
 	sc->conn = amqp_new_connection();
-	sock = sc->conn != NULL ? amqp_tcp_socket_new(sc->conn) : NULL;
+	sock = sc->conn == NULL ? NULL
+	       : u->ssl         ? amqp_ssl_socket_new(sc->conn)
+	                        : amqp_tcp_socket_new(sc->conn);
 	if (sock == NULL) {
 		errstr_set(errstr, errlen, "out of memory");
 		err = WARREN_ERR_NOMEM;
+		goto fail;
+	}
+	if (u->ssl && tls_setup(sock, &t->tls, errstr, errlen) != 0) {
+		err = WARREN_ERR_CONFIG;
 		goto fail;
 	}
 	st = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
@@ -250,7 +254,12 @@ warren_err syncconn_open(const warren_config *cfg, const char *name, struct sync
 	struct syncconn *sc = calloc(1, sizeof(*sc));
 	const char *pwfile = config_str(cfg, CFG_BROKER_PASSWORD_FILE);
 	char password[1024];
-	struct target t = {.vhost = config_str(cfg, CFG_BROKER_VHOST), .name = name};
+	struct target t = {.vhost = config_str(cfg, CFG_BROKER_VHOST),
+	                   .name = name,
+	                   .tls = {.ca = config_str(cfg, CFG_BROKER_TLS_CA),
+	                           .cert = config_str(cfg, CFG_BROKER_TLS_CERT),
+	                           .key = config_str(cfg, CFG_BROKER_TLS_KEY),
+	                           .verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0}};
 	warren_err err;
 
 	*out = NULL;

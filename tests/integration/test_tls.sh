@@ -49,4 +49,9 @@ check "a CA file that is not PEM is refused" 4 '' \
 	"rpc-call: example.echo: UNAVAILABLE: broker.tls_ca: $T/client.csr.none: not a readable PEM file of certificates" -- \
 	"$BIN/rpc-call" -o "broker.url=amqps://guest:guest@localhost:$P" -o "broker.tls_ca=$T/client.csr.none" \
 	example.echo
+check "rpc-dlq over TLS too" 0 '' '' -- \
+	bash -c "'$BIN/rpc-dlq' -o 'broker.url=amqps://guest:guest@localhost:$P' -o 'broker.tls_ca=$T/ca.pem' list example >/dev/null"
+check "rpc-dlq checks the certificate as well" 4 '' \
+	"rpc-dlq: cannot connect to localhost:$P: SSL peer cert verification failed" -- \
+	"$BIN/rpc-dlq" -o "broker.url=amqps://guest:guest@localhost:$P" list example
 summary
