@@ -6,6 +6,7 @@
 #                   against a private RabbitMQ node (and PostgreSQL when needed)
 #   make check-unit unit tests only (no broker)
 #   make check-faults  the fault-injection kit, each fault under load for 30 s
+#   make fuzz       each libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (300)
 #   make demo       the system working end to end, from a fresh machine
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
 #
@@ -46,6 +47,12 @@ ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE $(OPT) $(WARN) $(SAN_FLAG
               -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers -Itests/lib \
               $(PQ_CFLAGS) $(CFLAGS)
 DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium -lm
+# The same dependencies for warren.pc (config/warren.pc.in): those with a
+# usable .pc file as Requires.private, the others (msgpack.pc has a wrong
+# libdir on Debian) and -pthread as Libs.private. test_install.sh checks that
+# pkg-config --static --libs warren names every library of DEP_LIBS.
+PC_REQUIRES:= librabbitmq jansson inih libsodium
+PC_LIBS    := -lmsgpackc -lm -pthread
 ALL_LDFLAGS:= $(SAN_FLAGS) -pthread $(LDFLAGS)
 
 ifeq ($(V),1)
@@ -74,6 +81,13 @@ CONF_FILES := config/warren.conf config/user-service.conf
 UNIT_FILES := config/user-service.service config/user-service@.service
 UNIT_PATHS := -e 's\#/usr/local/sbin/\#$(SBINDIR)/\#g' -e 's\#/etc/warren/\#$(SYSCONFDIR)/warren/\#g' \
               -e 's\#/usr/local/share/warren/\#$(DATADIR)/warren/\#g'
+# warren.pc names LIBDIR and INCLUDEDIR from ${prefix} when they are under
+# PREFIX, so that pkg-config --define-variable=prefix=... can move them
+# (set with =, not :=, so that the $$ survives until the recipe is expanded).
+PC_VARS     = -e 's\#@PREFIX@\#$(PREFIX)\#' -e 's\#@VERSION@\#$(VERSION)\#' \
+              -e 's\#@LIBDIR@\#$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))\#' \
+              -e 's\#@INCLUDEDIR@\#$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))\#' \
+              -e 's\#@PC_REQUIRES@\#$(PC_REQUIRES)\#' -e 's\#@PC_LIBS@\#$(PC_LIBS)\#'
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%)
@@ -84,11 +98,30 @@ FAULT_BIN  := $(FAULT_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
 TEST_LIB_SRC := $(wildcard tests/lib/*.c)
 TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style
+# libFuzzer targets (tests/fuzz/fuzz_NAME.c), built by clang with ASan and
+# UBSan into $(FUZZ_DIR) from the library sources they reach (FUZZ_LIB_SRC:
+# only those, so that a clang-only warning elsewhere cannot break make tests).
+# make tests builds them when clang and its libFuzzer runtime are installed;
+# when they are not, tests/fuzz/test_fuzz.sh fails and names the packages.
+FUZZ_CC    ?= clang
+FUZZ_DIR   := $(BUILD)/fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_RT    := $(if $(shell command -v $(FUZZ_CC) 2>/dev/null),$(wildcard \
+              $(shell $(FUZZ_CC) --print-runtime-dir 2>/dev/null)/libclang_rt.fuzzer*.a))
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS:= -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -O1 -g $(WARN) -Wno-unknown-warning-option \
+              $(FUZZ_SAN) -fsanitize=fuzzer-no-link -pthread -MMD -MP -Isrc/rpc -Itests/fuzz
+FUZZ_LIB_SRC := src/rpc/codec_msgpack.c src/rpc/config.c src/rpc/envelope.c src/rpc/errors.c \
+              src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c tests/fuzz/oracle.c
+FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style \
+        fuzz
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
 
-tests: all $(UNIT_BIN) $(IT_BIN) $(FAULT_BIN)
+tests: all $(UNIT_BIN) $(IT_BIN) $(FAULT_BIN) $(if $(FUZZ_RT),$(FUZZ_BIN))
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -143,6 +176,16 @@ $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ)
 
 , := ,
 
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CLANG   $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(DEP_LIBS)
+
 # Keep test objects: they are intermediate files of the pattern rules above.
 .SECONDARY:
 
@@ -166,6 +209,14 @@ check-faults: deps
 	$(Q)$(MAKE) --no-print-directory tests
 	$(Q)scripts/run-tests.sh faults $(BUILD)
 
+# Each fuzzer for FUZZ_SECONDS from a copy of its seeds in $(FUZZ_DIR)/corpus,
+# which grows from run to run; crashes are saved in $(FUZZ_DIR)/crashes.
+fuzz: deps
+	@test -n "$(FUZZ_RT)" || { echo "make fuzz: needs clang and libFuzzer:" \
+	    "apt-get install clang libclang-rt-14-dev" >&2; exit 1; }
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_BIN)
+	$(Q)tests/fuzz/fuzz.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/demo.sh $(BUILD)
@@ -175,12 +226,16 @@ style:
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/warren
-	install -m 755 $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(DESTDIR)$(BINDIR)/
+	install -m 755 $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(BUILD)/bin/warren-key \
+		$(DESTDIR)$(BINDIR)/
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION)
 	ln -sf libwarren.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libwarren.so
 	install -m 644 src/rpc/warren.h $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig
+	sed $(PC_VARS) config/warren.pc.in >$(DESTDIR)$(LIBDIR)/pkgconfig/warren.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/warren.pc
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/warren \
 	           $(DESTDIR)$(DATADIR)/warren
 	install -m 755 $(BUILD)/bin/user-service $(DESTDIR)$(SBINDIR)/
@@ -193,9 +248,11 @@ install: all
 	install -m 644 rabbitmq/definitions.json $(DESTDIR)$(DATADIR)/warren/
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(BINDIR)/rpc-dlq $(DESTDIR)$(LIBDIR)/libwarren.a \
+	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(BINDIR)/rpc-dlq $(DESTDIR)$(BINDIR)/warren-key \
+	      $(DESTDIR)$(LIBDIR)/libwarren.a \
 	      $(DESTDIR)$(LIBDIR)/libwarren.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libwarren.so.$(SOVERSION) \
-	      $(DESTDIR)$(LIBDIR)/libwarren.so $(DESTDIR)$(INCLUDEDIR)/warren/warren.h
+	      $(DESTDIR)$(LIBDIR)/libwarren.so $(DESTDIR)$(INCLUDEDIR)/warren/warren.h \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/warren.pc
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/warren
 	rm -f $(DESTDIR)$(SBINDIR)/user-service
 	for p in $(MAN_PAGES); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$${p##*/}; done
@@ -208,4 +265,4 @@ uninstall:
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)

@@ -10,6 +10,7 @@ PACKAGES=(
 	libjansson-dev libinih-dev libmicrohttpd-dev
 	rabbitmq-server postgresql mandoc amqp-tools openssl
 	systemd # systemd-analyze, for tests/unit/test_units.sh
+	clang libclang-rt-14-dev # the libFuzzer targets, tests/fuzz/
 )
 
 missing=()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run-tests.sh: runs warren's tests and adds up their results.
 #   run-tests.sh unit|integration|all|faults BUILD
-# unit: the cmocka unit tests, tests/unit/*.sh and the man page lint; no
-# servers.
+# unit: the cmocka unit tests, tests/unit/*.sh, a short run of the fuzzers
+# (tests/fuzz/test_fuzz.sh) and the man page lint; no servers.
 # integration: starts a private RabbitMQ node (tests/lib/broker.sh) with
 # rabbitmq/definitions.json imported and a private PostgreSQL
 # (tests/lib/postgres.sh), runs tests/integration/it_* and *.sh against them,
@@ -103,6 +103,7 @@ run_unit() {
 	for s in tests/unit/*.sh; do
 		[ -f "$s" ] && run_script "$s"
 	done
+	run_script tests/fuzz/test_fuzz.sh
 	lint_man
 }
 
@@ -167,7 +168,8 @@ integration) run_integration ;;
 faults)
 	# The fault kit alone, each scenario at length.
 	export FAULT_SECONDS=${FAULT_SECONDS:-30}
-	SKIP_OTHERS=1 run_integration
+	export SKIP_OTHERS=1
+	run_integration
 	;;
 all)
 	run_unit
