@@ -821,20 +821,7 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 static warren_err client_init(warren_client *c, const warren_config *cfg, const char *app_id,
                               char *errstr, size_t errlen)
 {
-	struct engine_config ec = {
-		.urls = config_str(cfg, CFG_BROKER_URL),
-		.vhost = config_str(cfg, CFG_BROKER_VHOST),
-		.password_file = config_str(cfg, CFG_BROKER_PASSWORD_FILE),
-		.name = app_id,
-		.heartbeat_s = (int)(config_int(cfg, CFG_BROKER_HEARTBEAT) / 1000),
-		.connect_timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT),
-		.reconnect_min_ms = config_int(cfg, CFG_BROKER_RECONNECT_MIN),
-		.reconnect_max_ms = config_int(cfg, CFG_BROKER_RECONNECT_MAX),
-		.tls_ca = config_str(cfg, CFG_BROKER_TLS_CA),
-		.tls_cert = config_str(cfg, CFG_BROKER_TLS_CERT),
-		.tls_key = config_str(cfg, CFG_BROKER_TLS_KEY),
-		.tls_verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0,
-	};
+	struct engine_config ec = engine_config_of(cfg, app_id);
 	struct engine_hooks hooks = {.arg = c,
 	                             .setup = client_setup,
 	                             .deliver = client_deliver,

@@ -3,6 +3,7 @@
  * tasks other threads queue, reads frames, tracks publisher confirms and
  * reconnects with jittered exponential back-off over the URL list. */
 #include "engine.h"
+#include "config.h"
 #include "secret.h"
 #include "tls.h"
 
@@ -144,6 +145,24 @@ static char *read_password(const char *path, char *errstr, size_t errlen)
 		return NULL;
 	}
 	return strdup(line);
+}
+
+struct engine_config engine_config_of(const warren_config *cfg, const char *name)
+{
+	return (struct engine_config){
+	    .urls = config_str(cfg, CFG_BROKER_URL),
+	    .vhost = config_str(cfg, CFG_BROKER_VHOST),
+	    .password_file = config_str(cfg, CFG_BROKER_PASSWORD_FILE),
+	    .name = name,
+	    .heartbeat_s = (int)(config_int(cfg, CFG_BROKER_HEARTBEAT) / 1000),
+	    .connect_timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT),
+	    .reconnect_min_ms = config_int(cfg, CFG_BROKER_RECONNECT_MIN),
+	    .reconnect_max_ms = config_int(cfg, CFG_BROKER_RECONNECT_MAX),
+	    .tls_ca = config_str(cfg, CFG_BROKER_TLS_CA),
+	    .tls_cert = config_str(cfg, CFG_BROKER_TLS_CERT),
+	    .tls_key = config_str(cfg, CFG_BROKER_TLS_KEY),
+	    .tls_verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0,
+	};
 }
 
 struct engine *engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,

@@ -67,6 +67,10 @@ struct engine_config {
 	bool tls_verify;
 };
 
+/* The broker.* keys of cfg; name is the connection's name. Points into
+ * cfg, which must outlive engine_new. */
+struct engine_config engine_config_of(const warren_config *cfg, const char *name);
+
 /* Creates an engine (not started). NULL with errstr on bad URLs or password file. */
 struct engine *engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
                           char *errstr, size_t errlen);

@@ -547,20 +547,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
                               size_t errlen)
 {
 	const char *service = config_str(cfg, CFG_WORKER_SERVICE);
-	struct engine_config ec = {
-		.urls = config_str(cfg, CFG_BROKER_URL),
-		.vhost = config_str(cfg, CFG_BROKER_VHOST),
-		.password_file = config_str(cfg, CFG_BROKER_PASSWORD_FILE),
-		.name = w->queue,
-		.heartbeat_s = (int)(config_int(cfg, CFG_BROKER_HEARTBEAT) / 1000),
-		.connect_timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT),
-		.reconnect_min_ms = config_int(cfg, CFG_BROKER_RECONNECT_MIN),
-		.reconnect_max_ms = config_int(cfg, CFG_BROKER_RECONNECT_MAX),
-		.tls_ca = config_str(cfg, CFG_BROKER_TLS_CA),
-		.tls_cert = config_str(cfg, CFG_BROKER_TLS_CERT),
-		.tls_key = config_str(cfg, CFG_BROKER_TLS_KEY),
-		.tls_verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0,
-	};
+	struct engine_config ec = engine_config_of(cfg, w->queue);
 	struct engine_hooks hooks = {.arg = w,
 	                             .setup = worker_setup,
 	                             .deliver = worker_deliver,

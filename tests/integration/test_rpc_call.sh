@@ -18,17 +18,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_worker() {
-	"$BIN/example-service" -o "broker.url=$URL" -o log.level=warn &
-	worker_pid=$!
-	for _ in $(seq 1 100); do
-		"$BIN/rpc-call" -t 0.5 example.echo >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "example-service did not come up" >&2
-	return 1
-}
-
 start_worker
 
 check "prints the result as JSON" 0 '{"a":1,"b":[true,null,"x"]}' '' -- \

@@ -39,6 +39,20 @@ flunk() {
 	[ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/    | /'
 }
 
+# start_worker: example-service on $URL in the background ($worker_pid),
+# once it answers; BIN and URL are the caller's.
+start_worker() {
+	"$BIN/example-service" -o "broker.url=$URL" -o log.level=warn &
+	# shellcheck disable=SC2034 # the caller stops it
+	worker_pid=$!
+	for _ in $(seq 1 100); do
+		"$BIN/rpc-call" -o "broker.url=$URL" -t 0.5 example.echo >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "example-service did not come up" >&2
+	return 1
+}
+
 # summary: the last line of every shell test; fails when a check did.
 summary() {
 	rm -f "$CHECK_ERR"
