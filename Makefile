@@ -247,6 +247,9 @@ install: all
 	for u in $(UNIT_FILES); do t=$(DESTDIR)$(UNITDIR)/$${u##*/}; \
 	    sed $(UNIT_PATHS) $$u >$$t && chmod 644 $$t || exit 1; done
 	install -m 644 rabbitmq/definitions.json $(DESTDIR)$(DATADIR)/warren/
+	install -d $(DESTDIR)$(DATADIR)/bash-completion/completions
+	install -m 644 config/rpc-call.bash $(DESTDIR)$(DATADIR)/bash-completion/completions/rpc-call
+	install -m 644 config/rpc-call.bash $(DESTDIR)$(DATADIR)/bash-completion/completions/rpc-dlq
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rpc-call $(DESTDIR)$(BINDIR)/rpc-dlq $(DESTDIR)$(BINDIR)/warren-key \
@@ -261,6 +264,8 @@ uninstall:
 	    if cmp -s $$f $$t; then rm -f $$t; fi; done
 	rm -f $(foreach u,$(UNIT_FILES),$(DESTDIR)$(UNITDIR)/$(notdir $(u)))
 	rm -f $(DESTDIR)$(DATADIR)/warren/definitions.json
+	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/rpc-call \
+	      $(DESTDIR)$(DATADIR)/bash-completion/completions/rpc-dlq
 	-rmdir $(DESTDIR)$(SYSCONFDIR)/warren $(DESTDIR)$(DATADIR)/warren
 
 clean:

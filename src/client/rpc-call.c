@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
+#include "config.h"
 #include "load.h"
 #include "log.h"
 #include "warren.h"
@@ -33,6 +35,7 @@ struct options {
 	bool verbose;
 	const char *method;
 	const char *params; /* JSON text, "-" or "@FILE"; NULL: {} */
+	bool batch;         /* -b: JSON lines of calls on stdin, results on stdout */
 	int64_t count;      /* -n: load mode, this many calls; 0: one call */
 	int in_flight;      /* -P: calls outstanding at once in load mode */
 };
@@ -40,7 +43,8 @@ struct options {
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]\n"
-	            "                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]\n");
+	            "                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]\n"
+	            "       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-v] -b\n");
 }
 
 static int fail(const char *method, const char *code, const char *msg, int status)
@@ -102,7 +106,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int64_t n;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:o:t:m:j1vn:P:hV")) != -1) {
+	while ((opt = getopt(argc, argv, "c:o:t:m:j1vbn:P:hVK")) != -1) {
 		switch (opt) {
 		case 'c':
 			o->cc.file = optarg;
@@ -133,6 +137,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'v':
 			o->verbose = true;
 			break;
+		case 'b':
+			o->batch = true;
+			break;
 		case 'n':
 			if (!parse_count(optarg, 1, 100000000, &o->count)) {
 				fprintf(stderr,
@@ -157,10 +164,25 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'V':
 			printf("rpc-call %s\n", WARREN_VERSION);
 			exit(EXIT_OK);
+		case 'K':
+			/* Every configuration key, for -o (and the shell's completion). */
+			for (int i = 0; i < CFG__COUNT; i++) {
+				printf("%s\n", config_defs[i].key);
+			}
+			exit(EXIT_OK);
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
 		}
+	}
+	if (o->batch) {
+		if (argc != optind || o->count > 0 || o->one_way || o->message_id != NULL) {
+			fprintf(stderr, "rpc-call: -b takes its calls from standard input: no METHOD, "
+			                "-n, -1 or -m\n");
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		return EXIT_OK;
 	}
 	if (argc - optind < 1 || argc - optind > 2) {
 		fprintf(stderr, "rpc-call: %s\n",
@@ -281,6 +303,82 @@ static int print_result(const struct options *o, const warren_reply *reply)
 	return EXIT_OK;
 }
 
+/* One JSON line of batch output: {"method", "status", "result" | "message"}. */
+static void batch_line(const char *method, const char *status, const warren_value *result,
+                       const char *message)
+{
+	warren_value *out = warren_map();
+	char *text = NULL;
+
+	warren_map_set(out, "method", warren_str(method));
+	warren_map_set(out, "status", warren_str(status));
+	if (result != NULL) {
+		warren_map_set(out, "result", warren_value_copy(result));
+	} else {
+		warren_map_set(out, "message", warren_str(message));
+	}
+	if (warren_value_to_json(out, &text, NULL, 0) == WARREN_OK) {
+		printf("%s\n", text);
+		fflush(stdout);
+	}
+	free(text);
+	warren_value_free(out);
+}
+
+/* -b: one call per line of standard input, {"method": M, "params": P},
+ * one line of result each on standard output, in order. Exits as the first
+ * failure (a malformed line counts as bad input). */
+static int batch(const struct options *o, warren_client *client)
+{
+	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire};
+	char *line = NULL, why[600], label[32];
+	size_t cap = 0;
+	ssize_t len;
+	int status = EXIT_OK, lineno = 0;
+
+	while ((len = getline(&line, &cap, stdin)) > 0) {
+		warren_value *v = NULL;
+		const char *method = NULL;
+		size_t mlen;
+		warren_reply *reply = NULL;
+		warren_err err;
+		int st = EXIT_OK;
+
+		lineno++;
+		snprintf(label, sizeof(label), "line %d", lineno);
+		if (len == 1 && line[0] == '\n') {
+			continue;
+		}
+		if (warren_value_from_json(line, (size_t)len, &v, why, sizeof(why)) != WARREN_OK) {
+			batch_line(label, "INVALID_ARGUMENT", NULL, why);
+			st = EXIT_INPUT;
+		} else if (!warren_value_get_str(warren_map_get(v, "method"), &method, &mlen)) {
+			batch_line(label, "INVALID_ARGUMENT", NULL,
+			           "expected {\"method\": \"SERVICE.NAME\", \"params\": ...}");
+			st = EXIT_INPUT;
+		} else {
+			err = warren_call(client, method, warren_map_get(v, "params"), &opts, &reply, why,
+			                  sizeof(why));
+			if (err == WARREN_OK) {
+				batch_line(method, "OK", warren_reply_result(reply), NULL);
+			} else if (reply != NULL) {
+				batch_line(method, warren_status_name(warren_reply_status(reply)), NULL,
+				           warren_reply_message(reply));
+			} else {
+				batch_line(method, warren_status_name(warren_err_status(err)), NULL, why);
+			}
+			st = exit_for(err);
+		}
+		if (status == EXIT_OK) {
+			status = st;
+		}
+		warren_reply_free(reply);
+		warren_value_free(v);
+	}
+	free(line);
+	return status;
+}
+
 /* -n: the calls, then the figures on stdout; exits as the first failure. */
 static int load(const struct options *o, warren_client *client, const warren_value *params)
 {
@@ -314,7 +412,18 @@ static int call(const struct options *o, warren_client *client, const warren_val
 		                        : fail(o->method, warren_status_name(warren_err_status(err)),
 		                               why, exit_for(err));
 	}
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
 	err = warren_call(client, o->method, params, &opts, &reply, why, sizeof(why));
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (o->verbose) {
+		fprintf(stderr, "rpc-call: %s: %s in %.2f ms%s%s%s\n", o->method,
+		        reply != NULL ? warren_status_name(warren_reply_status(reply))
+		                      : warren_status_name(warren_err_status(err)),
+		        (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6,
+		        reply != NULL ? " (correlation_id " : "",
+		        reply != NULL ? warren_reply_correlation_id(reply) : "", reply != NULL ? ")" : "");
+	}
 	if (err == WARREN_OK) {
 		status = print_result(o, reply);
 	} else if (err == WARREN_ERR_REMOTE) {
@@ -348,17 +457,21 @@ int main(int argc, char **argv)
 		fprintf(stderr, "rpc-call: %s\n", why);
 		return EXIT_USAGE;
 	}
-	status = read_params(&o, &params);
-	if (status != EXIT_OK) {
-		goto out;
+	if (!o.batch) {
+		status = read_params(&o, &params);
+		if (status != EXIT_OK) {
+			goto out;
+		}
 	}
 	warren_err err = warren_client_new(cfg, "rpc-call", &client, why, sizeof(why));
 	if (err != WARREN_OK) {
-		status = fail(o.method, warren_status_name(warren_err_status(err)), why,
+		status = fail(o.batch ? "-b" : o.method, warren_status_name(warren_err_status(err)), why,
 		              exit_for(err));
 		goto out;
 	}
-	status = o.count > 0 ? load(&o, client, params) : call(&o, client, params);
+	status = o.batch       ? batch(&o, client)
+	         : o.count > 0 ? load(&o, client, params)
+	                       : call(&o, client, params);
 out:
 	warren_client_free(client);
 	warren_value_free(params);

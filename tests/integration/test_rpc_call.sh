@@ -36,7 +36,8 @@ check "an unknown method exits 1 with UNIMPLEMENTED" 1 '' \
 	"$BIN/rpc-call" example.nosuch
 check "missing METHOD is a usage error" 2 '' "rpc-call: missing METHOD
 usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
-                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]" -- "$BIN/rpc-call"
+                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
+       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-v] -b" -- "$BIN/rpc-call"
 check "a bad -t is a usage error" 2 '' \
 	'rpc-call: -t "soon": expected a number of seconds from 0.001 to 86400' -- \
 	"$BIN/rpc-call" -t soon example.echo
@@ -100,5 +101,25 @@ check "-n with -m is a usage error" 2 '' \
 check "-n with -1 is a usage error" 2 '' \
 	'rpc-call: -n and -1 cannot be combined: load mode makes calls' -- \
 	"$BIN/rpc-call" -n 5 -1 example.echo
+
+# -v: the status and the time of the call on stderr.
+check "-v says the status, the time and the correlation id" 0 '{"v":1}' \
+	'rpc-call: example.echo: OK in X ms (correlation_id C)' -- \
+	bash -c "'$BIN/rpc-call' -v -o log.level=error example.echo '{\"v\":1}' 2> >(sed -E 's/ [0-9]+\.[0-9]+ ms/ X ms/; s/correlation_id [0-9a-f]{32}/correlation_id C/' | grep '^rpc-call' >&2)"
+
+# -b: JSON lines in, JSON lines out, in order.
+check "-b answers each line in order, errors included" 1 \
+	'{"method":"example.echo","status":"OK","result":{"a":1}}
+{"method":"example.fail","status":"NOT_FOUND","message":"no such"}
+{"method":"line 3","status":"INVALID_ARGUMENT","message":"line 1, column 3: invalid token near '"'"'not'"'"'"}
+{"method":"line 4","status":"INVALID_ARGUMENT","message":"expected {\"method\": \"SERVICE.NAME\", \"params\": ...}"}
+{"method":"example.echo","status":"OK","result":{}}' '' -- \
+	bash -c "printf '%s\n' '{\"method\":\"example.echo\",\"params\":{\"a\":1}}' \
+	'{\"method\":\"example.fail\",\"params\":{\"code\":\"NOT_FOUND\",\"message\":\"no such\"}}' \
+	'not json' '{\"params\":{}}' '{\"method\":\"example.echo\"}' | '$BIN/rpc-call' -b"
+check "-b with a METHOD is a usage error" 2 '' "rpc-call: -b takes its calls from standard input: no METHOD, -n, -1 or -m
+usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
+                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
+       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-v] -b" -- "$BIN/rpc-call" -b example.echo
 
 summary

@@ -58,7 +58,9 @@ expected=$(
 			etc/warren/warren.conf etc/warren/user-service.conf \
 			usr/local/lib/systemd/system/user-service.service \
 			usr/local/lib/systemd/system/user-service@.service \
-			usr/local/share/warren/definitions.json
+			usr/local/share/warren/definitions.json \
+			usr/local/share/bash-completion/completions/rpc-call \
+			usr/local/share/bash-completion/completions/rpc-dlq
 		for p in man/*.[1-9]; do
 			echo "usr/local/share/man/man${p##*.}/${p##*/}"
 		done
