@@ -22,6 +22,7 @@
 #include "pending.h"
 #include "reply.h"
 #include "security.h"
+#include "trace.h"
 
 enum reply_mode { REPLY_DIRECT, REPLY_QUEUE };
 
@@ -450,6 +451,7 @@ static warren_err fill_meta(warren_client *c, struct call *call, const char *met
 	m->persistent = !o->transient;
 	m->attempt = 1;
 	m->deadline_ms = warren_now_ms() + call->timeout_ms;
+	trace_child(o->traceparent, m->traceparent);
 	return WARREN_OK;
 }
 

@@ -200,6 +200,10 @@ typedef struct warren_call_opts {
 	const char *message_id; /* idempotency key; NULL: a fresh one per call */
 	bool json;              /* send application/json instead of msgpack */
 	bool transient;         /* delivery_mode=1: need not survive a broker restart */
+	/* W3C traceparent to continue: a handler passes
+	 * warren_request_traceparent(req) so that its nested call joins the
+	 * trace. NULL: the call starts a trace of its own. */
+	const char *traceparent;
 } warren_call_opts;
 
 /* A reply: its status and body. Owned by whoever received it. */
@@ -268,6 +272,8 @@ WARREN_API const warren_value *warren_request_params(const warren_request *r);
 WARREN_API const char *warren_request_correlation_id(const warren_request *r); /* "" if none */
 WARREN_API const char *warren_request_message_id(const warren_request *r);     /* "" if none */
 WARREN_API const char *warren_request_app_id(const warren_request *r);         /* "" if none */
+/* The request's W3C traceparent ("" if none), to pass on in nested calls. */
+WARREN_API const char *warren_request_traceparent(const warren_request *r);
 /* Unix ms; 0 when the caller set no deadline. */
 WARREN_API int64_t warren_request_deadline_ms(const warren_request *r);
 WARREN_API int warren_request_attempt(const warren_request *r);
@@ -321,7 +327,11 @@ WARREN_API warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn 
 
 /* Starts the handler threads and the I/O thread, connects, declares the
  * service's objects and consumes. Waits for the first connection up to
- * broker.connect_timeout (WARREN_ERR_TRANSPORT when none succeeds). */
+ * broker.connect_timeout (WARREN_ERR_TRANSPORT when none succeeds). When
+ * metrics.listen is set it then serves Prometheus metrics at /metrics on
+ * that HOST:PORT from a thread of its own (libmicrohttpd) until
+ * warren_worker_free; WARREN_ERR_CONFIG when the host does not resolve,
+ * WARREN_ERR_SYSTEM when the address cannot be bound (warren.conf(5)). */
 WARREN_API warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen);
 /* Stops consuming, lets the handlers finish for up to grace_ms, replies to and
  * acks what finished; what did not finish goes back to the queue when the

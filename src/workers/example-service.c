@@ -5,7 +5,8 @@
  *   example.fail   {"code": "NOT_FOUND", "message": "..."} answers that status
  *   example.flaky  {"failures": N} fails UNAVAILABLE on its first N attempts,
  *                  then returns {"attempt": the attempt that succeeded}
- *   example.crash  aborts the process: a request that kills its worker */
+ *   example.crash  aborts the process: a request that kills its worker
+ *   example.trace  returns {"traceparent": the request's} */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,6 +78,15 @@ static warren_status flaky(warren_request *req, void *arg)
 	return WARREN_STATUS_OK;
 }
 
+static warren_status trace(warren_request *req, void *arg)
+{
+	warren_value *result = warren_map();
+
+	warren_map_set(result, "traceparent", warren_str(warren_request_traceparent(req)));
+	warren_request_set_result(req, result);
+	return WARREN_STATUS_OK;
+}
+
 static warren_status crash(warren_request *req, void *arg)
 {
 	log_warn("example.crash: aborting as asked");
@@ -94,6 +104,7 @@ static warren_worker *start(warren_config *cfg)
 	    warren_worker_handle(w, "example.fail", fail, NULL) != WARREN_OK ||
 	    warren_worker_handle(w, "example.flaky", flaky, NULL) != WARREN_OK ||
 	    warren_worker_handle(w, "example.crash", crash, NULL) != WARREN_OK ||
+	    warren_worker_handle(w, "example.trace", trace, NULL) != WARREN_OK ||
 	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
 		log_error("cannot start: %s", why);
 		warren_worker_free(w);
@@ -132,7 +143,8 @@ int main(int argc, char **argv)
 	if (w == NULL) {
 		return 1;
 	}
-	log_info("serving example.echo, example.sleep, example.fail, example.flaky, example.crash");
+	log_info("serving example.echo, example.sleep, example.fail, example.flaky, example.crash, "
+	         "example.trace");
 	sigwait(&sigs, &sig);
 	log_info("signal %d: stopping, grace %d ms", sig, GRACE_MS);
 	status = warren_worker_stop(w, GRACE_MS) == WARREN_OK ? 0 : 1;

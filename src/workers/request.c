@@ -29,6 +29,11 @@ const char *warren_request_app_id(const warren_request *r)
 	return r->meta->app_id;
 }
 
+const char *warren_request_traceparent(const warren_request *r)
+{
+	return r->meta->traceparent;
+}
+
 int64_t warren_request_deadline_ms(const warren_request *r)
 {
 	return r->meta->deadline_ms;

@@ -202,6 +202,36 @@ static void test_a_request_is_published_again_until_its_queue_appears(void **sta
 	raw_close(r);
 }
 
+/* The traceparent a call carries: the caller's trace continued (same trace
+ * id and flags, a span of its own), or a new trace. */
+static void test_a_call_carries_its_trace_to_the_handler(void **state)
+{
+	const char *parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	warren_reply *reply = NULL;
+	const char *tp;
+	size_t len;
+
+	assert_int_equal(warren_call(client, "example.trace", NULL,
+	                             &(warren_call_opts){.timeout_ms = 5000, .traceparent = parent},
+	                             &reply, NULL, 0),
+	                 WARREN_OK);
+	assert_true(warren_value_get_str(warren_map_get(warren_reply_result(reply), "traceparent"),
+	                                 &tp, &len));
+	assert_int_equal(len, 55);
+	assert_memory_equal(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-", 36);
+	assert_memory_not_equal(tp + 36, "00f067aa0ba902b7", 16);
+	assert_string_equal(tp + 52, "-01");
+	warren_reply_free(reply);
+
+	assert_int_equal(warren_call(client, "example.trace", NULL, NULL, &reply, NULL, 0), WARREN_OK);
+	assert_true(warren_value_get_str(warren_map_get(warren_reply_result(reply), "traceparent"),
+	                                 &tp, &len));
+	assert_int_equal(len, 55);
+	assert_memory_equal(tp, "00-", 3);
+	assert_memory_not_equal(tp + 3, "4bf92f3577b34da6a3ce929d0e0e4736", 32);
+	warren_reply_free(reply);
+}
+
 static void test_one_way_send_is_confirmed(void **state)
 {
 	char why[300];
@@ -742,6 +772,7 @@ int main(void)
 		                          clear_alarm),
 		cmocka_unit_test_teardown(test_a_frozen_broker_is_found_dead_within_two_heartbeats,
 		                          thaw_broker),
+		cmocka_unit_test(test_a_call_carries_its_trace_to_the_handler),
 		cmocka_unit_test(test_one_way_send_is_confirmed),
 		cmocka_unit_test(test_bad_method_name_is_refused_locally),
 		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),
