@@ -46,13 +46,15 @@ PQ_CFLAGS  := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/inclu
 ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE $(OPT) $(WARN) $(SAN_FLAGS) -fPIC \
               -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers -Itests/lib \
               $(PQ_CFLAGS) $(CFLAGS)
-DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium -lm
+DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium -lmicrohttpd -lm
 # The same dependencies for warren.pc (config/warren.pc.in): those with a
 # usable .pc file as Requires.private, the others (msgpack.pc has a wrong
-# libdir on Debian) and -pthread as Libs.private. test_install.sh checks that
+# libdir on Debian; libmicrohttpd.pc's static libraries drag in GnuTLS's whole
+# tree, libunistring.a included, which Debian does not ship) and -pthread as
+# Libs.private. test_install.sh checks that
 # pkg-config --static --libs warren names every library of DEP_LIBS.
 PC_REQUIRES:= librabbitmq jansson inih libsodium
-PC_LIBS    := -lmsgpackc -lm -pthread
+PC_LIBS    := -lmsgpackc -lmicrohttpd -lm -pthread
 ALL_LDFLAGS:= $(SAN_FLAGS) -pthread $(LDFLAGS)
 
 ifeq ($(V),1)

@@ -165,6 +165,9 @@ const struct config_def config_defs[CFG__COUNT] = {
                              NULL,
                              "How far from now a signature's time may be; message ids are "
                              "remembered this long to refuse replays."},
+    [CFG_METRICS_LISTEN] = {"metrics.listen", CONFIG_STRING, 0, 0, "", false, NULL,
+                            "HOST:PORT on which a worker serves Prometheus metrics at "
+                            "/metrics over HTTP; empty: no metrics server."},
 };
 
 /* Checks that a row's type cannot express. They live beside the table, not in
@@ -179,11 +182,14 @@ static bool check_whole_seconds(const struct config_def *d, const char *text, in
                                 char *errstr, size_t errlen);
 static bool check_service_name(const struct config_def *d, const char *text, int64_t num,
                                char *errstr, size_t errlen);
+static bool check_listen(const struct config_def *d, const char *text, int64_t num, char *errstr,
+                         size_t errlen);
 
 static const config_check config_checks[CFG__COUNT] = {
     [CFG_BROKER_URL] = check_url_list,
     [CFG_BROKER_HEARTBEAT] = check_whole_seconds,
     [CFG_WORKER_SERVICE] = check_service_name,
+    [CFG_METRICS_LISTEN] = check_listen,
 };
 
 /* Per key: the canonical text (what warren_config_get returns, and for
@@ -490,6 +496,32 @@ static bool check_service_name(const struct config_def *d, const char *text, int
 		errstr_set(errstr, errlen,
 		    "%s: \"%s\" may hold only a-z, 0-9, _ and - (1 to 64 characters)", d->key,
 		    text);
+		return false;
+	}
+	return true;
+}
+
+/* HOST:PORT, split at the last ':' so that a bracketed IPv6 address works;
+ * whether HOST resolves is only known when the server starts. Empty: off. */
+static bool check_listen(const struct config_def *d, const char *text, int64_t num, char *errstr,
+                         size_t errlen)
+{
+	const char *colon = strrchr(text, ':');
+	char *end;
+	long port;
+
+	if (text[0] == '\0') {
+		return true;
+	}
+	if (colon == NULL || colon == text) {
+		errstr_set(errstr, errlen, "%s: \"%s\" is not HOST:PORT", d->key, text);
+		return false;
+	}
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	if (colon[1] < '0' || colon[1] > '9' || *end != '\0' || errno != 0 || port < 1 ||
+	    port > 65535) {
+		errstr_set(errstr, errlen, "%s: \"%s\": the port must be 1 to 65535", d->key, text);
 		return false;
 	}
 	return true;

@@ -328,10 +328,11 @@ WARREN_API warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn 
 /* Starts the handler threads and the I/O thread, connects, declares the
  * service's objects and consumes. Waits for the first connection up to
  * broker.connect_timeout (WARREN_ERR_TRANSPORT when none succeeds). When
- * metrics.listen is set it then serves Prometheus metrics at /metrics on
- * that HOST:PORT from a thread of its own (libmicrohttpd) until
- * warren_worker_free; WARREN_ERR_CONFIG when the host does not resolve,
- * WARREN_ERR_SYSTEM when the address cannot be bound (warren.conf(5)). */
+ * metrics.listen is set it first starts serving Prometheus metrics at
+ * /metrics on that HOST:PORT, from a thread of its own (libmicrohttpd), until
+ * warren_worker_free: WARREN_ERR_CONFIG when the host does not resolve,
+ * WARREN_ERR_SYSTEM when the address cannot be bound, and then nothing is
+ * started (warren.conf(5) lists the series). */
 WARREN_API warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen);
 /* Stops consuming, lets the handlers finish for up to grace_ms, replies to and
  * acks what finished; what did not finish goes back to the queue when the

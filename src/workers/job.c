@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -96,6 +97,14 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 	return true;
 }
 
+static void record_call(struct warren_worker *w, const struct method *m, int status,
+                        const struct timespec *t0, const struct timespec *t1)
+{
+	double seconds = (double)(t1->tv_sec - t0->tv_sec) + (double)(t1->tv_nsec - t0->tv_nsec) / 1e9;
+
+	metrics_record_call(w, m, status, seconds);
+}
+
 /* Runs the handler within its time limit and prepares the answer; false
  * when the limit passed first (the I/O thread has answered for it). Takes
  * params. */
@@ -108,15 +117,21 @@ static bool run_handler(struct warren_worker *w, struct job *j, const struct met
 	                             .thread_data = thread_data};
 	int status;
 	const char *message;
+	struct timespec t0, t1;
 
 	timelimit_begin(w, j, m);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	status = clamp_status(m->fn(&req, m->arg));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	warren_value_free(params);
 	if (!timelimit_end(w, j)) {
+		/* The I/O thread answered DEADLINE_EXCEEDED for it. */
+		record_call(w, m, WARREN_STATUS_DEADLINE_EXCEEDED, &t0, &t1);
 		warren_value_free(req.result);
 		warren_value_free(req.details);
 		return false;
 	}
+	record_call(w, m, status, &t0, &t1);
 	j->action = j->meta.reply_to[0] != '\0' ? JOB_REPLY_THEN_ACK : JOB_ACK;
 	if (status == WARREN_STATUS_OK) {
 		breaker_record(w, status, "");

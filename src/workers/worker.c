@@ -107,6 +107,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.dead_lettered, 1);
+		metrics_record_dead_letter(w, j->dead_reason);
 		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL &&
 		    publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
 			return; /* on_reply_confirm acks and frees */
@@ -576,6 +577,8 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
 	w->breaker_threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
 	w->probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
+	snprintf(w->metrics_listen, sizeof(w->metrics_listen), "%s",
+	         config_str(cfg, CFG_METRICS_LISTEN));
 	char host[128] = "?";
 	gethostname(host, sizeof(host) - 1);
 	snprintf(w->identity, sizeof(w->identity), "%s@%s:%ld", service, host, (long)getpid());
@@ -735,6 +738,14 @@ warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen)
 	if (err != WARREN_OK) {
 		return err;
 	}
+	/* Before anything is consumed: an address that cannot be bound must not
+	 * cost a request. */
+	if (w->metrics_listen[0] != '\0') {
+		err = metrics_start(w, w->metrics_listen, &w->metrics, errstr, errlen);
+		if (err != WARREN_OK) {
+			return err;
+		}
+	}
 	w->started = true;
 	err = start_handlers(w, errstr, errlen);
 	if (err == WARREN_OK) {
@@ -819,6 +830,8 @@ void warren_worker_free(warren_worker *w)
 	if (w == NULL) {
 		return;
 	}
+	metrics_stop(w->metrics); /* it reads the worker: first */
+	w->metrics = NULL;
 	warren_worker_stop(w, 0);
 	stop_handlers(w);
 	engine_free(w->engine);

@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "envelope.h"
+#include "metrics.h"
 #include "security.h"
 
 struct warren_request {
@@ -58,6 +59,7 @@ struct method {
 	warren_handler_fn fn;
 	void *arg;
 	int64_t timeout_ms; /* 0: worker.handler_timeout */
+	struct method_metrics metrics; /* under the worker's mu */
 };
 
 enum { RUN_WAITING, RUN_RUNNING, RUN_ABANDONED, RUN_DONE };
@@ -102,6 +104,10 @@ struct warren_worker {
 	struct job *head, *tail;
 	bool quit;
 	warren_worker_stats stats;
+	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
+
+	char metrics_listen[256]; /* metrics.listen; empty: no server */
+	void *metrics;            /* the running server (struct MHD_Daemon), or NULL */
 
 	pthread_t *handler_threads;
 	int started_threads;

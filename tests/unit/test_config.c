@@ -106,6 +106,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"security.keyring", ""},
 	    {"security.allow", ""},
 	    {"security.window", "300000ms"},
+	    {"metrics.listen", ""},
 	};
 	warren_config *cfg = warren_config_new();
 
@@ -314,6 +315,24 @@ static void test_worker_service_is_a_short_lower_case_name(void **state)
 	strcat(name, "a");
 	snprintf(want, sizeof(want), "worker.service: \"%s\" " SERVICE_RULE, name);
 	assert_set_fails("worker.service", name, want);
+}
+
+static void test_metrics_listen_is_host_and_port(void **state)
+{
+	assert_set_reads_back("metrics.listen", "", "");
+	assert_set_reads_back("metrics.listen", "127.0.0.1:9464", "127.0.0.1:9464");
+	assert_set_reads_back("metrics.listen", "[::1]:1", "[::1]:1");
+	assert_set_reads_back("metrics.listen", "localhost:65535", "localhost:65535");
+	assert_set_fails("metrics.listen", "nohost", "metrics.listen: \"nohost\" is not HOST:PORT");
+	assert_set_fails("metrics.listen", ":9464", "metrics.listen: \":9464\" is not HOST:PORT");
+	assert_set_fails("metrics.listen", "h:65536",
+	                 "metrics.listen: \"h:65536\": the port must be 1 to 65535");
+	assert_set_fails("metrics.listen", "h:0", "metrics.listen: \"h:0\": the port must be 1 to 65535");
+	assert_set_fails("metrics.listen", "h:", "metrics.listen: \"h:\": the port must be 1 to 65535");
+	assert_set_fails("metrics.listen", "h:-1",
+	                 "metrics.listen: \"h:-1\": the port must be 1 to 65535");
+	assert_set_fails("metrics.listen", "h:80x",
+	                 "metrics.listen: \"h:80x\": the port must be 1 to 65535");
 }
 
 static void test_strings_are_kept_as_given(void **state)
@@ -622,6 +641,7 @@ int main(void)
 	    cmocka_unit_test(test_enums_take_only_their_names),
 	    cmocka_unit_test(test_broker_url_takes_a_list_of_amqp_urls),
 	    cmocka_unit_test(test_worker_service_is_a_short_lower_case_name),
+	    cmocka_unit_test(test_metrics_listen_is_host_and_port),
 	    cmocka_unit_test(test_strings_are_kept_as_given),
 	    cmocka_unit_test(test_an_unknown_key_is_named_exactly),
 	    cmocka_unit_test(test_a_refused_value_leaves_the_old_one),

@@ -161,7 +161,9 @@ static warren_config *config_off_default(void)
 		switch (d->type) {
 		case CONFIG_STRING:
 			snprintf(text, sizeof(text), "%s",
-			         i == CFG_BROKER_URL ? "amqp://elsewhere:5673/" : "other");
+			         i == CFG_BROKER_URL       ? "amqp://elsewhere:5673/"
+			         : i == CFG_METRICS_LISTEN ? "other:1"
+			                                   : "other");
 			break;
 		case CONFIG_BOOL:
 			snprintf(text, sizeof(text), "%s", now ? "no" : "yes");
