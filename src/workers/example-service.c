@@ -129,6 +129,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "example-service: %s\n", why);
 		return 2;
 	}
+	warren_log_configure(cfg, NULL);
 	if (strcmp(warren_config_get(cfg, "worker.service"), "") == 0) {
 		warren_config_set(cfg, "worker.service", "example", NULL, 0);
 	}

@@ -105,6 +105,29 @@ static void record_call(struct warren_worker *w, const struct method *m, int sta
 	metrics_record_call(w, m, status, seconds);
 }
 
+/* One logfmt line per request handled, at debug level, with its trace id
+ * (the middle of its traceparent) so a request can be followed through
+ * the services it calls. */
+static void log_request(const struct job *j, int status, const struct timespec *t0,
+                        const struct timespec *t1)
+{
+	char extra[512], trace_id[33] = "";
+	double ms;
+
+	if (!log_enabled(LOG_DEBUG)) {
+		return;
+	}
+	if (strlen(j->meta.traceparent) >= 35) {
+		memcpy(trace_id, j->meta.traceparent + 3, 32);
+	}
+	ms = (double)(t1->tv_sec - t0->tv_sec) * 1e3 + (double)(t1->tv_nsec - t0->tv_nsec) / 1e6;
+	snprintf(extra, sizeof(extra),
+	         "method=%s correlation_id=%s status=%s duration_ms=%.3f trace_id=%s",
+	         j->meta.method, j->meta.correlation_id, warren_status_name(status), ms,
+	         trace_id[0] != '\0' ? trace_id : "-");
+	log_event(LOG_DEBUG, extra, "handled");
+}
+
 /* Runs the handler within its time limit and prepares the answer; false
  * when the limit passed first (the I/O thread has answered for it). Takes
  * params. */
@@ -132,6 +155,7 @@ static bool run_handler(struct warren_worker *w, struct job *j, const struct met
 		return false;
 	}
 	record_call(w, m, status, &t0, &t1);
+	log_request(j, status, &t0, &t1);
 	j->action = j->meta.reply_to[0] != '\0' ? JOB_REPLY_THEN_ACK : JOB_ACK;
 	if (status == WARREN_STATUS_OK) {
 		breaker_record(w, status, "");
