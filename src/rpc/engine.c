@@ -46,6 +46,8 @@ struct engine {
 	struct engine_hooks hooks;
 	bool blocked;               /* connection.blocked: a resource alarm */
 	char blocked_reason[128];
+	int64_t blocked_since;      /* engine_now() when it began */
+	atomic_int_fast64_t blocked_ms; /* time blocked, all connections */
 	struct url *urls;
 	size_t nurls, next_url, failed_in_round;
 	char *vhost, *password, *name;
@@ -458,6 +460,9 @@ static void try_connect(struct engine *e)
 	e->next_url = (e->next_url + 1) % e->nurls;
 	if (open_connection(e, u, why, sizeof(why)) == 0) {
 		e->connected = true;
+		if (e->blocked) {
+			atomic_fetch_add(&e->blocked_ms, engine_now() - e->blocked_since);
+		}
 		e->blocked = false;
 		e->generation++;
 		e->next_tag = 1;
@@ -614,6 +619,9 @@ static void dispatch(struct engine *e, const amqp_frame_t *f)
 	case AMQP_CONNECTION_BLOCKED_METHOD: {
 		const amqp_connection_blocked_t *b = f->payload.method.decoded;
 
+		if (!e->blocked) {
+			e->blocked_since = engine_now();
+		}
 		e->blocked = true;
 		snprintf(e->blocked_reason, sizeof(e->blocked_reason), "%.*s", (int)b->reason.len,
 		         (const char *)b->reason.bytes);
@@ -622,6 +630,9 @@ static void dispatch(struct engine *e, const amqp_frame_t *f)
 		break;
 	}
 	case AMQP_CONNECTION_UNBLOCKED_METHOD:
+		if (e->blocked) {
+			atomic_fetch_add(&e->blocked_ms, engine_now() - e->blocked_since);
+		}
 		e->blocked = false;
 		log_info("the broker takes publishes again");
 		break;
@@ -927,6 +938,11 @@ bool engine_connected(const struct engine *e)
 const char *engine_blocked(const struct engine *e)
 {
 	return e->connected && e->blocked ? e->blocked_reason : NULL;
+}
+
+int64_t engine_blocked_ms(struct engine *e)
+{
+	return (int64_t)atomic_load(&e->blocked_ms);
 }
 
 uint64_t engine_turns(struct engine *e)

@@ -92,6 +92,8 @@ uint64_t engine_turns(struct engine *e);
  * their publishes meanwhile (a publish would stop the broker reading the
  * connection at all) and make them from their tick once it is NULL. */
 const char *engine_blocked(const struct engine *e);
+/* Any thread: the time blocks have lasted so far (ended ones; ms). */
+int64_t engine_blocked_ms(struct engine *e);
 
 /* Hands t to the I/O thread. Thread-safe. Returns false (and t will not run)
  * once the engine is stopping. */

@@ -357,6 +357,8 @@ typedef struct warren_worker_stats {
 	uint64_t breaker_trips; /* times the circuit breaker opened */
 	uint64_t unauthenticated; /* refused: unsigned, bad signature, or key not allowed */
 	uint64_t replays;       /* dropped: a signed message id seen again within the window */
+	uint64_t redelivered;   /* deliveries the broker marked redelivered */
+	uint64_t blocked_ms;    /* time the broker has blocked this worker's publishes */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

@@ -195,6 +195,11 @@ static void put_stats(FILE *f, const struct warren_worker *w, const warren_worke
 	           st->unauthenticated);
 	put_scalar(f, w, "warren_worker_replays_total", "counter",
 	           "Signed requests dropped as replays.", st->replays);
+	put_scalar(f, w, "warren_worker_redelivered_total", "counter",
+	           "Deliveries the broker marked redelivered.", st->redelivered);
+	put_scalar(f, w, "warren_worker_blocked_seconds_total", "counter",
+	           "Time the broker blocked this worker's publishes (memory or disk alarm).",
+	           st->blocked_ms / 1000);
 }
 
 /* The whole exposition, malloc'd; NULL when out of memory. */

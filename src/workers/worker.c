@@ -30,6 +30,7 @@ void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
 	*out = w->stats;
 	pthread_mutex_unlock(&w->mu);
 	out->io_loops = engine_turns(w->engine);
+	out->blocked_ms = (uint64_t)engine_blocked_ms(w->engine);
 	out->threads = w->threads;
 	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
 	 * the next reading however idle the connection is. */
@@ -484,6 +485,9 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		engine_reject(e, d->generation, d->delivery_tag, true);
 		engine_delivery_free(d);
 		return;
+	}
+	if (d->redelivered) {
+		worker_count(w, &w->stats.redelivered, 1);
 	}
 	j = worker_job_new(w);
 	if (j == NULL) {

@@ -96,6 +96,8 @@ check "acked_total counts every delivery" 0 221 '' -- metric "warren_worker_acke
 check "the worker is connected" 0 1 '' -- metric "warren_worker_connected{$svc}"
 check "nothing is in flight" 0 0 '' -- metric "warren_worker_in_flight{$svc}"
 check "the breaker is closed" 0 0 '' -- metric "warren_worker_breaker_open{$svc}"
+check "nothing was redelivered" 0 0 '' -- metric "warren_worker_redelivered_total{$svc}"
+check "the broker never blocked the worker" 0 0 '' -- metric "warren_worker_blocked_seconds_total{$svc}"
 check "the content type is the text format 0.0.4" 0 \
 	'Content-Type: text/plain; version=0.0.4; charset=utf-8' '' -- \
 	bash -c "grep -i '^content-type:' '$tmp/headers' | tr -d '\r'"
