@@ -636,6 +636,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 		return WARREN_ERR_NOMEM;
 	}
 	w->methods = grown;
+	/* realloc leaves the new entry's counters uninitialised. */
+	memset(&grown[w->nmethods], 0, sizeof(grown[w->nmethods]));
 	grown[w->nmethods].name = strdup(method);
 	if (grown[w->nmethods].name == NULL) {
 		return WARREN_ERR_NOMEM;
