@@ -6,15 +6,18 @@
 _warren_methods="example.echo example.sleep example.fail example.flaky user.get user.list
 user.create user.update user.delete user.preferences.get user.preferences.set"
 
+# The configuration keys starting with $1, each followed by "=".
+_warren_keys() {
+	mapfile -t COMPREPLY < <(compgen -W "$(rpc-call -K 2>/dev/null | sed 's/$/=/')" -- "$1")
+	compopt -o nospace 2>/dev/null
+}
+
 _rpc_call() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
 	COMPREPLY=()
 	case $prev in
 	-o)
-		local keys
-		keys=$(rpc-call -K 2>/dev/null | sed 's/$/=/')
-		mapfile -t COMPREPLY < <(compgen -W "$keys" -- "$cur")
-		compopt -o nospace 2>/dev/null
+		_warren_keys "$cur"
 		return 0
 		;;
 	-c)
@@ -37,10 +40,7 @@ _rpc_dlq() {
 	COMPREPLY=()
 	case $prev in
 	-o)
-		local keys
-		keys=$(rpc-call -K 2>/dev/null | sed 's/$/=/')
-		mapfile -t COMPREPLY < <(compgen -W "$keys" -- "$cur")
-		compopt -o nospace 2>/dev/null
+		_warren_keys "$cur"
 		return 0
 		;;
 	list | show | replay | purge | export | import)
