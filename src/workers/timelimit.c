@@ -37,8 +37,16 @@ void timelimit_begin(struct warren_worker *w, struct job *j, const struct method
 		w->running->run_prev = j;
 	}
 	w->running = j;
+	/* The I/O thread only needs waking when this limit comes before the
+	 * one its timer already waits for: not on every request. */
+	bool sooner = j->limit_at < w->limit_known;
+	if (sooner) {
+		w->limit_known = j->limit_at;
+	}
 	pthread_mutex_unlock(&w->mu);
-	engine_wake(w->engine); /* so its tick knows the new limit */
+	if (sooner) {
+		engine_wake(w->engine);
+	}
 }
 
 bool timelimit_end(struct warren_worker *w, struct job *j)
@@ -100,6 +108,7 @@ int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now)
 			earliest = j->limit_at;
 		}
 	}
+	w->limit_known = earliest;
 	pthread_mutex_unlock(&w->mu);
 	while (overdue != NULL) {
 		struct job *j = overdue;

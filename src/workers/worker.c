@@ -578,6 +578,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
 	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
 	w->handler_timeout_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
+	w->limit_known = INT64_MAX;
 	w->consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
 	w->breaker_threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
 	w->probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);

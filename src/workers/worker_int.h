@@ -76,6 +76,7 @@ struct warren_worker {
 	int64_t handler_timeout_ms, consumer_timeout_ms;
 	struct security *sec; /* NULL: nothing signed or checked */
 	struct job *running; /* under mu: jobs in a handler, for their time limits */
+	int64_t limit_known; /* under mu: the earliest limit the I/O thread's timer knows */
 
 	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
 	 * probe_queued, next_probe. I/O thread only: paused. */

@@ -25,18 +25,8 @@ if ! command -v curl >/dev/null; then
 	exit
 fi
 
-# A TCP port nothing listens on.
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 20000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
+# shellcheck source=tests/lib/ports.sh
+. "$(dirname "$0")/../lib/ports.sh"
 
 port=$(free_port) || { flunk "found a free port"; summary; exit; }
 base=http://127.0.0.1:$port

@@ -17,19 +17,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RMQ=/usr/lib/rabbitmq/bin
 
-# A TCP port nothing listens on, from a range clear of the usual services.
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 20000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "broker.sh: no free port found" >&2
-	return 1
-}
+# shellcheck source=tests/lib/ports.sh
+. "$ROOT/tests/lib/ports.sh"
 
 # Everything rabbitmq-server and rabbitmqctl need to find this node alone.
 node_env() {
