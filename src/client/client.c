@@ -21,6 +21,7 @@
 #include "log.h"
 #include "pending.h"
 #include "reply.h"
+#include "seal.h"
 #include "security.h"
 #include "trace.h"
 
@@ -39,7 +40,8 @@ struct call {
 	struct pending_entry entry; /* in the table from publish to its end */
 	struct pending_entry retry; /* in c->retries while waiting to be published again */
 	struct warren_client *client;
-	struct outgoing *out;       /* freed once published */
+	struct outgoing *out;          /* freed once published */
+	const unsigned char *seal_key; /* security.encrypt: seals the request, opens the reply */
 	warren_done_fn done;
 	void *arg;
 	int64_t timeout_ms;
@@ -479,6 +481,33 @@ static warren_err encode_params(warren_client *c, struct call *call, const warre
 	return err;
 }
 
+/* Seals the encoded request when security.encrypt names its method. */
+static warren_err seal_request(warren_client *c, struct call *call, char *errstr, size_t errlen)
+{
+	struct outgoing *out = call->out;
+	void *sealed = NULL;
+	size_t len = 0;
+
+	if (security_request_key(c->sec, out->meta.method, &call->seal_key) != 0) {
+		snprintf(errstr, errlen,
+		         "security.encrypt: the entry for %s names no key of the keyring",
+		         out->meta.method);
+		return WARREN_ERR_INVALID;
+	}
+	if (call->seal_key == NULL) {
+		return WARREN_OK;
+	}
+	if (seal_body(call->seal_key, out->body, out->len, &sealed, &len) != 0) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	free(out->body);
+	out->body = sealed;
+	out->len = len;
+	out->meta.sealed = true;
+	return WARREN_OK;
+}
+
 static struct call *call_new(warren_client *c, const char *method, const warren_value *params,
                              const warren_call_opts *opts, bool one_way, char *errstr,
                              size_t errlen, warren_err *err)
@@ -499,6 +528,9 @@ static struct call *call_new(warren_client *c, const char *method, const warren_
 	*err = fill_meta(c, call, method, o, errstr, errlen);
 	if (*err == WARREN_OK) {
 		*err = encode_params(c, call, params, errstr, errlen);
+	}
+	if (*err == WARREN_OK && c->sec != NULL) {
+		*err = seal_request(c, call, errstr, errlen);
 	}
 	if (*err == WARREN_OK && c->sec != NULL) {
 		security_sign_request(c->sec, &call->out->meta, call->out->body, call->out->len,
@@ -681,6 +713,34 @@ static void count_stray(warren_client *c, const char *id)
 	}
 }
 
+/* The reply of a sealed call, opened into *opened (malloc'd; NULL bytes
+ * when the reply came in the clear). A call sent in the clear takes only
+ * clear replies; a sealed one takes sealed ones, and error replies in the
+ * clear (a worker that could not open the request answers so). 0, or -1
+ * with why. */
+static int open_reply(const struct call *call, const struct envelope_meta *m,
+                      const amqp_bytes_t *body, amqp_bytes_t *opened, char *why, size_t whylen)
+{
+	if (!m->sealed && (call->seal_key == NULL || m->status != WARREN_STATUS_OK)) {
+		return 0;
+	}
+	if (call->seal_key == NULL) {
+		snprintf(why, whylen, "the reply is encrypted but its request was not");
+		return -1;
+	}
+	if (!m->sealed) {
+		snprintf(why, whylen,
+		         "the reply is in the clear but its request was encrypted "
+		         "(security.encrypt)");
+		return -1;
+	}
+	if (seal_open(call->seal_key, body->bytes, body->len, &opened->bytes, &opened->len) != 0) {
+		snprintf(why, whylen, "the reply cannot be decrypted with the service's key");
+		return -1;
+	}
+	return 0;
+}
+
 static void client_deliver(struct engine *e, void *arg, struct engine_delivery *d)
 {
 	warren_client *c = arg;
@@ -688,6 +748,7 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 	struct pending_entry *entry;
 	char why[300];
 	warren_reply *reply;
+	amqp_bytes_t opened = {0};
 
 	if (envelope_read(&d->message.properties, &m, why, sizeof(why)) != WARREN_OK) {
 		log_warn("malformed reply dropped: %s", why);
@@ -707,8 +768,16 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 		finish(call, WARREN_ERR_DECODE, NULL, "the reply is not trusted: %s", why);
 		goto out;
 	}
-	reply = reply_from_message(&m, d->message.body.bytes, d->message.body.len, c->max_size,
-	                           why, sizeof(why));
+	if (open_reply(call, &m, &d->message.body, &opened, why, sizeof(why)) != 0) {
+		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
+		goto out;
+	}
+	reply =
+	    opened.bytes != NULL
+	        ? reply_from_message(&m, opened.bytes, opened.len, c->max_size, why, sizeof(why))
+	        : reply_from_message(&m, d->message.body.bytes, d->message.body.len, c->max_size,
+	                             why, sizeof(why));
+	free(opened.bytes);
 	if (reply == NULL) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
 	} else {
@@ -846,7 +915,9 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
-	if (security_load(cfg, &c->sec, errstr, errlen) != 0) {
+	if (security_load(cfg, &c->sec, errstr, errlen) != 0 ||
+	    security_check_encrypt(c->sec, warren_config_get(cfg, "security.keyring"), errstr,
+	                           errlen) != 0) {
 		return WARREN_ERR_CONFIG;
 	}
 	c->engine = engine_new(&ec, &hooks, errstr, errlen);

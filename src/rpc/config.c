@@ -165,6 +165,11 @@ const struct config_def config_defs[CFG__COUNT] = {
                              NULL,
                              "How far from now a signature's time may be; message ids are "
                              "remembered this long to refuse replays."},
+    [CFG_SECURITY_ENCRYPT] = {"security.encrypt", CONFIG_STRING, 0, 0, "", false, NULL,
+                              "Methods whose request and reply bodies are encrypted, as "
+                              "METHOD=ID entries separated by commas (METHOD may end in * or "
+                              "be *; ID: the service's key in security.keyring, optional with "
+                              "mac)."},
     [CFG_METRICS_LISTEN] = {"metrics.listen", CONFIG_STRING, 0, 0, "", false, NULL,
                             "HOST:PORT on which a worker serves Prometheus metrics at "
                             "/metrics over HTTP; empty: no metrics server."},

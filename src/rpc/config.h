@@ -45,6 +45,7 @@ typedef enum config_id {
 	CFG_SECURITY_KEYRING,       /* string: directory of peers' keys, ID.key */
 	CFG_SECURITY_ALLOW,         /* string: "method=id+id,..." */
 	CFG_SECURITY_WINDOW,        /* duration: how far a signature's time may be from now */
+	CFG_SECURITY_ENCRYPT,       /* string: "method[=id],...": methods whose bodies are sealed */
 	CFG_METRICS_LISTEN,         /* string: HOST:PORT of a worker's /metrics; empty: off */
 	CFG__COUNT
 } config_id;

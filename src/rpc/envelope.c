@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "codec.h"
+#include "seal.h"
 
 bool envelope_copy(char *dst, size_t cap, amqp_bytes_t src)
 {
@@ -68,6 +69,14 @@ void envelope_add_signature(struct envelope_props *ep, const char *key_id, int64
 	h->num_entries = n;
 }
 
+static void set_encoding(const struct envelope_meta *m, amqp_basic_properties_t *p)
+{
+	if (m->sealed) {
+		p->_flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
+		p->content_encoding = amqp_cstring_bytes(SEAL_ENCODING);
+	}
+}
+
 void envelope_request_props(const struct envelope_meta *m, struct envelope_props *out)
 {
 	amqp_basic_properties_t *p = &out->props;
@@ -83,6 +92,7 @@ void envelope_request_props(const struct envelope_meta *m, struct envelope_props
 	p->message_id = bytes_of(m->message_id);
 	p->type = bytes_of(m->method);
 	p->timestamp = (uint64_t)time(NULL);
+	set_encoding(m, p);
 	if (m->reply_to[0] != '\0') {
 		p->_flags |= AMQP_BASIC_REPLY_TO_FLAG;
 		p->reply_to = bytes_of(m->reply_to);
@@ -113,6 +123,7 @@ void envelope_reply_props(const struct envelope_meta *m, struct envelope_props *
 	p->correlation_id = bytes_of(m->correlation_id);
 	/* A reply is worth nothing once its caller is gone: no need to persist it. */
 	p->delivery_mode = 1;
+	set_encoding(m, p);
 	header_int(&out->headers[0], "rpc-status", m->status);
 	p->headers.num_entries = 1;
 	p->headers.entries = out->headers;
@@ -278,6 +289,26 @@ static warren_err read_format(const amqp_basic_properties_t *p, enum envelope_fo
 	return WARREN_ERR_DECODE;
 }
 
+/* No content_encoding, or a sealed body (seal.h); nothing else. */
+static warren_err read_encoding(const amqp_basic_properties_t *p, bool *sealed, char *errstr,
+                                size_t errlen)
+{
+	char enc[64];
+
+	*sealed = false;
+	if (!(p->_flags & AMQP_BASIC_CONTENT_ENCODING_FLAG) || p->content_encoding.len == 0) {
+		return WARREN_OK;
+	}
+	envelope_copy(enc, sizeof(enc), p->content_encoding);
+	if (strcmp(enc, SEAL_ENCODING) == 0) {
+		*sealed = true;
+		return WARREN_OK;
+	}
+	snprintf(errstr, errlen, "unsupported content encoding \"%s\" (expected none or %s)", enc,
+	         SEAL_ENCODING);
+	return WARREN_ERR_DECODE;
+}
+
 static warren_err read_props(const amqp_basic_properties_t *p, struct envelope_meta *m,
                              char *errstr, size_t errlen)
 {
@@ -349,6 +380,9 @@ warren_err envelope_read(const amqp_basic_properties_t *p, struct envelope_meta 
 	 * format before the headers, so that the answer is in the caller's. */
 	err = read_props(p, m, errstr, errlen);
 	fmt_err = read_format(p, &m->format, fmt_why, sizeof(fmt_why));
+	if (fmt_err == WARREN_OK) {
+		fmt_err = read_encoding(p, &m->sealed, fmt_why, sizeof(fmt_why));
+	}
 	if (err == WARREN_OK) {
 		err = read_headers(p, m, errstr, errlen);
 	}

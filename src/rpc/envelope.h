@@ -31,6 +31,7 @@ struct envelope_meta {
 	int delivery_count;       /* x-delivery-count: earlier deliveries (quorum queues) */
 	int status;               /* rpc-status (replies); -1 when absent */
 	bool persistent;          /* delivery_mode 2 */
+	bool sealed;              /* content_encoding x-warren-sealed (seal.h) */
 };
 
 /* Room for the properties of one outgoing message; points into meta, so
@@ -48,9 +49,11 @@ void envelope_add_signature(struct envelope_props *ep, const char *key_id, int64
                             const unsigned char *sig, size_t len);
 
 /* Fills out from a request's meta (type, ids, reply_to, app_id, timestamp,
- * delivery_mode, content_type, rpc-deadline, rpc-attempt, traceparent). */
+ * delivery_mode, content_type, content_encoding, rpc-deadline, rpc-attempt,
+ * traceparent). */
 void envelope_request_props(const struct envelope_meta *m, struct envelope_props *out);
-/* Fills out from a reply's meta (correlation_id, content_type, rpc-status). */
+/* Fills out from a reply's meta (correlation_id, content_type,
+ * content_encoding, rpc-status). */
 void envelope_reply_props(const struct envelope_meta *m, struct envelope_props *out);
 
 /* Reads properties into m, validating kinds and lengths. WARREN_ERR_DECODE

@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "seal.h"
 
 #define SEEN_SLOTS 65536 /* recent (key, message id) pairs; a power of two */
 #define SEEN_PROBES 16
@@ -23,11 +24,41 @@ struct security {
 	enum sign_scheme scheme;
 	struct sign_key ours;
 	struct sign_keyring ring;
-	char *allow; /* "pattern=id+id,..." or "" (any key of the keyring) */
+	char *allow;   /* "pattern=id+id,..." or "" (any key of the keyring) */
+	char *encrypt; /* "pattern[=id],...": methods whose bodies are sealed */
+	/* The key shared with each key of the ring (seal.h): by a worker with
+	 * its callers; by an ed25519 caller with its services. */
+	unsigned char (*pair)[SEAL_KEY_BYTES];
+	unsigned char own_pair[SEAL_KEY_BYTES]; /* mac: a caller's, from its secret */
 	int64_t window_ms;
 	pthread_mutex_t mu;
 	struct seen *seen;
 };
+
+/* The keys shared with each key of the ring, and a mac caller's own. */
+static int pair_keys(struct security *s, const char *ring, char *errstr, size_t errlen)
+{
+	bool mac = s->scheme == SIGN_MAC;
+
+	s->pair = calloc(s->ring.n + 1, sizeof(*s->pair));
+	if (s->pair == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < s->ring.n; i++) {
+		const struct sign_key *k = &s->ring.keys[i];
+		if (seal_pair_key(s->scheme, mac ? k : &s->ours, mac ? NULL : k, s->pair[i]) != 0) {
+			snprintf(errstr, errlen,
+			         "security.keyring: %s/%s.key: not an Ed25519 public key", ring,
+			         k->id);
+			return -1;
+		}
+	}
+	if (mac) {
+		seal_pair_key(SIGN_MAC, &s->ours, NULL, s->own_pair);
+	}
+	return 0;
+}
 
 int security_load(const warren_config *cfg, struct security **out, char *errstr, size_t errlen)
 {
@@ -36,6 +67,12 @@ int security_load(const warren_config *cfg, struct security **out, char *errstr,
 
 	*out = NULL;
 	if (scheme == SIGN_NONE) {
+		if (config_str(cfg, CFG_SECURITY_ENCRYPT)[0] != '\0') {
+			snprintf(errstr, errlen,
+			         "security.encrypt: needs security.scheme mac or ed25519 (the keys "
+			         "that encrypt are those that sign)");
+			return -1;
+		}
 		return 0;
 	}
 	if (sodium_init() < 0) {
@@ -44,7 +81,8 @@ int security_load(const warren_config *cfg, struct security **out, char *errstr,
 	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL || (s->seen = calloc(SEEN_SLOTS, sizeof(*s->seen))) == NULL ||
-	    (s->allow = strdup(config_str(cfg, CFG_SECURITY_ALLOW))) == NULL) {
+	    (s->allow = strdup(config_str(cfg, CFG_SECURITY_ALLOW))) == NULL ||
+	    (s->encrypt = strdup(config_str(cfg, CFG_SECURITY_ENCRYPT))) == NULL) {
 		snprintf(errstr, errlen, "out of memory");
 		security_free(s);
 		return -1;
@@ -59,6 +97,10 @@ int security_load(const warren_config *cfg, struct security **out, char *errstr,
 		security_free(s);
 		return -1;
 	}
+	if (pair_keys(s, config_str(cfg, CFG_SECURITY_KEYRING), errstr, errlen) != 0) {
+		security_free(s);
+		return -1;
+	}
 	*out = s;
 	return 0;
 }
@@ -69,8 +111,14 @@ void security_free(struct security *s)
 		return;
 	}
 	sodium_memzero(&s->ours, sizeof(s->ours));
+	if (s->pair != NULL) {
+		sodium_memzero(s->pair, (s->ring.n + 1) * sizeof(*s->pair));
+	}
+	sodium_memzero(s->own_pair, sizeof(s->own_pair));
+	free(s->pair);
 	sign_keyring_free(&s->ring);
 	free(s->allow);
+	free(s->encrypt);
 	free(s->seen);
 	free(s);
 }
@@ -97,6 +145,7 @@ static void fields_of(const struct envelope_meta *m, bool reply, int status,
 	                          .reply_to = reply ? "" : canonical_reply_to(m->reply_to),
 	                          .deadline_ms = reply ? 0 : m->deadline_ms,
 	                          .content_type = content_type,
+	                          .content_encoding = m->sealed ? SEAL_ENCODING : "",
 	                          .body = body,
 	                          .body_len = len};
 }
@@ -121,11 +170,12 @@ void security_sign_request(const struct security *s, const struct envelope_meta 
 }
 
 void security_sign_reply(const struct security *s, const struct envelope_meta *m, int status,
-                         const void *body, size_t len, struct signature *out)
+                         bool sealed, const void *body, size_t len, struct signature *out)
 {
 	struct sign_fields f;
 
 	fields_of(m, true, status, envelope_content_type(m->format), body, len, &f);
+	f.content_encoding = sealed ? SEAL_ENCODING : "";
 	sign_fields_now(s, &f, out);
 }
 
@@ -198,36 +248,59 @@ static const struct sign_key *check_signature(const struct security *s,
 	return key;
 }
 
+/* The next entry of a list "PATTERN[=VALUE],..." (spaces after a comma
+ * allowed) into pattern and value ("" without "="): false at its end.
+ * Entries too long for the buffers are cut. */
+static bool next_entry(const char **list, char *pattern, size_t pcap, char *value, size_t vcap)
+{
+	const char *p = *list + strspn(*list, " \t");
+	size_t n = strcspn(p, ","), plen = strcspn(p, ",=");
+
+	if (*p == '\0') {
+		*list = p;
+		return false;
+	}
+	snprintf(pattern, pcap, "%.*s", (int)plen, p);
+	snprintf(value, vcap, "%.*s", (int)(plen < n ? n - plen - 1 : 0), p + plen + (plen < n));
+	*list = p + n + (p[n] == ',');
+	return true;
+}
+
+/* The first entry of list whose pattern (fnmatch: "user.*", "*") matches
+ * method: true with its value. */
+static bool first_match(const char *list, const char *method, char *value, size_t cap)
+{
+	char pattern[256];
+
+	while (next_entry(&list, pattern, sizeof(pattern), value, cap)) {
+		if (fnmatch(pattern, method, 0) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Whether key may call method: the first entry of security.allow whose
- * pattern (fnmatch: "user.*", "*") matches decides; no list, any key. */
+ * pattern matches decides; no list, any key. */
 static bool allowed(const struct security *s, const char *method, const char *key_id)
 {
-	char *copy, *save = NULL;
-	bool ok = false, decided = false;
+	char ids[1024];
+	size_t n = strlen(key_id);
 
 	if (s->allow[0] == '\0') {
 		return true;
 	}
-	copy = strdup(s->allow);
-	for (char *entry = copy != NULL ? strtok_r(copy, ",", &save) : NULL;
-	     entry != NULL && !decided; entry = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(entry, '='), *isave = NULL;
-
-		if (eq == NULL) {
-			continue;
-		}
-		*eq = '\0';
-		if (fnmatch(entry, method, 0) != 0) {
-			continue;
-		}
-		decided = true;
-		for (char *id = strtok_r(eq + 1, "+", &isave); id != NULL;
-		     id = strtok_r(NULL, "+", &isave)) {
-			ok = ok || strcmp(id, key_id) == 0;
-		}
+	if (!first_match(s->allow, method, ids, sizeof(ids))) {
+		return false;
 	}
-	free(copy);
-	return ok;
+	for (const char *id = ids; *id != '\0';) {
+		size_t len = strcspn(id, "+");
+		if (len == n && memcmp(id, key_id, n) == 0) {
+			return true;
+		}
+		id += len + (id[len] == '+');
+	}
+	return false;
 }
 
 /* Records (key, message id) until the end of the window; false when it
@@ -265,13 +338,85 @@ static bool first_time(struct security *s, const char *key_id, const char *messa
 	return fresh;
 }
 
+/* The pair key shared with the ring's key id, or NULL. */
+static const unsigned char *pair_of(const struct security *s, const char *id)
+{
+	const struct sign_key *k = sign_keyring_find(&s->ring, id);
+
+	return k != NULL ? s->pair[k - s->ring.keys] : NULL;
+}
+
+int security_request_key(const struct security *s, const char *method, const unsigned char **key)
+{
+	char id[256];
+
+	*key = NULL;
+	if (s == NULL || !first_match(s->encrypt, method, id, sizeof(id))) {
+		return 0;
+	}
+	*key = s->scheme == SIGN_MAC ? s->own_pair : pair_of(s, id);
+	return *key != NULL ? 0 : -1;
+}
+
+int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,
+                           size_t errlen)
+{
+	const char *p = s != NULL ? s->encrypt : "";
+	char pattern[256], id[256];
+
+	while (s != NULL && s->scheme == SIGN_ED25519 &&
+	       next_entry(&p, pattern, sizeof(pattern), id, sizeof(id))) {
+		if (id[0] == '\0') {
+			snprintf(errstr, errlen,
+			         "security.encrypt: \"%s\": with ed25519 each entry is METHOD=ID, "
+			         "ID the "
+			         "service's key in security.keyring",
+			         pattern);
+			return -1;
+		}
+		if (pair_of(s, id) == NULL) {
+			snprintf(errstr, errlen, "security.encrypt: no key \"%s\" in %s", id,
+			         keyring);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A request's body, opened with the key shared with its signer; a request
+ * for a method of security.encrypt sent in the clear is refused. */
+static int open_request(const struct security *s, const struct envelope_meta *m,
+                        const struct sign_key *signer, const void *body, size_t len,
+                        struct opened *out, char *why, size_t whylen)
+{
+	char ignored[256];
+
+	if (!m->sealed) {
+		if (first_match(s->encrypt, m->method, ignored, sizeof(ignored))) {
+			snprintf(why, whylen, "%s must be encrypted (security.encrypt)", m->method);
+			return WARREN_STATUS_PERMISSION_DENIED;
+		}
+		return WARREN_STATUS_OK;
+	}
+	out->key = s->pair[signer - s->ring.keys];
+	if (seal_open(out->key, body, len, &out->body, &out->len) != 0) {
+		out->key = NULL;
+		snprintf(why, whylen,
+		         "the body cannot be decrypted with the key shared with \"%s\"",
+		         signer->id);
+		return WARREN_STATUS_UNAUTHENTICATED;
+	}
+	return WARREN_STATUS_OK;
+}
+
 int security_check_request(struct security *s, const amqp_basic_properties_t *p,
                            const struct envelope_meta *m, const void *body, size_t len,
-                           bool redelivered, char *why, size_t whylen)
+                           bool redelivered, struct opened *out, char *why, size_t whylen)
 {
 	struct sign_fields f;
 	const struct sign_key *key;
 
+	*out = (struct opened){0};
 	fields_of(m, false, 0, "", body, len, &f);
 	key = check_signature(s, p, &f, why, whylen);
 	if (key == NULL) {
@@ -287,7 +432,7 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 		         key->id);
 		return WARREN_STATUS_ALREADY_EXISTS;
 	}
-	return WARREN_STATUS_OK;
+	return open_request(s, m, key, body, len, out, why, whylen);
 }
 
 int security_check_reply(const struct security *s, const amqp_basic_properties_t *p,

@@ -29,17 +29,40 @@ struct signature {
 
 void security_sign_request(const struct security *s, const struct envelope_meta *m,
                            const void *body, size_t len, struct signature *out);
+/* sealed: the reply's body is sealed (for a sealed request). */
 void security_sign_reply(const struct security *s, const struct envelope_meta *m, int status,
-                         const void *body, size_t len, struct signature *out);
+                         bool sealed, const void *body, size_t len, struct signature *out);
+
+/* Encrypted bodies (security.encrypt, seal.h). A caller: *key is the key
+ * that seals requests for method (and opens their replies), or NULL when
+ * they go in the clear; it lives as long as s. -1 when the entry that
+ * matches names no key of the keyring. NULL-safe. */
+int security_request_key(const struct security *s, const char *method,
+                         const unsigned char **key);
+/* A caller at start (NULL-safe): -1 with errstr when an entry of
+ * security.encrypt names no key of the keyring (directory keyring). */
+int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,
+                           size_t errlen);
+
+/* A checked request's body: when it came sealed, body is the opened one
+ * (malloc'd, the caller frees it) and key the one to seal its reply with;
+ * otherwise both NULL. */
+struct opened {
+	void *body;
+	size_t len;
+	const unsigned char *key;
+};
 
 /* Checks a delivered request: WARREN_STATUS_OK; UNAUTHENTICATED (no, bad or
  * stale signature, unknown key); PERMISSION_DENIED (the key may not call
  * this method); ALREADY_EXISTS for a replay (its message id was seen from
- * this key within the window, and the broker did not mark it redelivered).
- * why says which, never with the body. */
+ * this key within the window, and the broker did not mark it redelivered);
+ * for a sealed body, UNAUTHENTICATED when it cannot be opened, and OK with
+ * the opened body in *out; for a method of security.encrypt sent in the
+ * clear, PERMISSION_DENIED. why says which, never with the body. */
 int security_check_request(struct security *s, const amqp_basic_properties_t *p,
                            const struct envelope_meta *m, const void *body, size_t len,
-                           bool redelivered, char *why, size_t whylen);
+                           bool redelivered, struct opened *out, char *why, size_t whylen);
 /* Checks a reply: WARREN_STATUS_OK or UNAUTHENTICATED with why. */
 int security_check_reply(const struct security *s, const amqp_basic_properties_t *p,
                          const struct envelope_meta *m, const void *body, size_t len, char *why,

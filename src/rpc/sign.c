@@ -59,6 +59,7 @@ static void digest(const struct sign_fields *f, unsigned char out[64])
 	put_num(&st, f->deadline_ms, f->deadline_ms > 0);
 	put_num(&st, f->signed_at_ms, true);
 	put_str(&st, f->content_type);
+	put_str(&st, f->content_encoding);
 	put_field(&st, f->body, f->body_len);
 	crypto_generichash_final(&st, out, 64);
 }

@@ -7,7 +7,7 @@
  *   its bytes: key id, kind ("request" or "reply"), method (requests) or
  *   status in decimal (replies), message_id, correlation_id, reply_to,
  *   rpc-deadline in decimal ("" when absent), rpc-signed-at in decimal,
- *   content_type, body.
+ *   content_type, content_encoding ("" when absent), body.
  *
  * Headers: rpc-key-id (string), rpc-signed-at (int64, Unix ms) and
  * rpc-signature (bytes). */
@@ -34,6 +34,7 @@ struct sign_fields {
 	int64_t deadline_ms;        /* 0: none */
 	int64_t signed_at_ms;
 	const char *content_type;
+	const char *content_encoding; /* NULL or "": none */
 	const void *body;
 	size_t body_len;
 };

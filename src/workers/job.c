@@ -16,13 +16,25 @@
 #include "deadletter.h"
 #include "log.h"
 #include "retry.h"
+#include "seal.h"
 #include "worker_int.h"
 
-void job_sign_reply(struct job *j)
+void job_wrap_reply(struct job *j)
 {
+	void *sealed = NULL;
+	size_t len = 0;
+
+	if (j->seal_key != NULL && j->reply_body != NULL) {
+		/* Out of memory: an empty body rather than one in the clear. */
+		seal_body(j->seal_key, j->reply_body, j->reply_len, &sealed, &len);
+		free(j->reply_body);
+		j->reply_body = sealed;
+		j->reply_len = len;
+		j->reply_sealed = sealed != NULL;
+	}
 	if (j->worker->sec != NULL && j->reply_body != NULL) {
-		security_sign_reply(j->worker->sec, &j->meta, j->status, j->reply_body, j->reply_len,
-		                    &j->sig);
+		security_sign_reply(j->worker->sec, &j->meta, j->status, j->reply_sealed,
+		                    j->reply_body, j->reply_len, &j->sig);
 	}
 }
 
@@ -46,7 +58,7 @@ static void encode_reply(struct job *j, int status, warren_value *body)
 		warren_value_free(err);
 	}
 	warren_value_free(body);
-	job_sign_reply(j);
+	job_wrap_reply(j);
 }
 
 /* {"reason": R, "dlq": Q}: where a dead-lettered request went, and why. */
@@ -175,11 +187,51 @@ static bool run_handler(struct warren_worker *w, struct job *j, const struct met
 	return true;
 }
 
+/* The checks between a trusted request and its handler: its deadline, its
+ * crash count, its method, its body (the opened one for a sealed request).
+ * WARREN_OK with *m and *params; anything else, the job says what to do. */
+static warren_err admit(struct warren_worker *w, struct job *j, const struct method **m,
+                        const void *body, size_t len, warren_value **params)
+{
+	char why[400];
+
+	if (j->meta.deadline_ms > 0 && warren_now_ms() > j->meta.deadline_ms) {
+		worker_count(w, &w->stats.expired, 1);
+		log_debug("dropped unexecuted, deadline passed: correlation_id=%s",
+		          j->meta.correlation_id);
+		j->action = JOB_ACK;
+		return WARREN_ERR_TIMEOUT;
+	}
+	/* Handed out this often without ever being answered: it takes its
+	 * worker down with it. Do not run it again. */
+	if (w->crash_limit > 0 && j->meta.delivery_count >= w->crash_limit) {
+		snprintf(why, sizeof(why),
+		         "delivered %d times without an answer: it may crash its worker",
+		         j->meta.delivery_count + 1);
+		poison(w, j, WARREN_STATUS_INTERNAL, DL_R_CRASHED, why);
+		return WARREN_ERR_REMOTE;
+	}
+	*m = worker_find_method(w, j->meta.method);
+	if (*m == NULL) {
+		snprintf(why, sizeof(why), "unknown method %s", j->meta.method);
+		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, DL_R_UNKNOWN_METHOD, why);
+		return WARREN_ERR_REMOTE;
+	}
+	if (envelope_decode_body(j->meta.format, body, len, w->max_size, params, why,
+	                         sizeof(why)) != WARREN_OK) {
+		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
+		return WARREN_ERR_DECODE;
+	}
+	return WARREN_OK;
+}
+
 bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 {
 	const amqp_message_t *msg;
 	warren_value *params = NULL;
 	const struct method *m;
+	struct opened body = {0};
+	warren_err err;
 	char why[400];
 
 	if (j->action == JOB_PROBE) {
@@ -200,7 +252,7 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	/* Who sent it, before anything of its body is looked at. */
 	if (w->sec != NULL) {
 		int st = security_check_request(w->sec, &msg->properties, &j->meta, msg->body.bytes,
-		                                msg->body.len, j->delivery->redelivered, why,
+		                                msg->body.len, j->delivery->redelivered, &body, why,
 		                                sizeof(why));
 		if (st == WARREN_STATUS_ALREADY_EXISTS) {
 			log_warn("dropped: %s (correlation_id=%s)", why, j->meta.correlation_id);
@@ -216,32 +268,16 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 			return true;
 		}
 	}
-	if (j->meta.deadline_ms > 0 && warren_now_ms() > j->meta.deadline_ms) {
-		worker_count(w, &w->stats.expired, 1);
-		log_debug("dropped unexecuted, deadline passed: correlation_id=%s",
-		          j->meta.correlation_id);
-		j->action = JOB_ACK;
+	/* From here on every answer is sealed when the request was. */
+	j->seal_key = body.key;
+	if (j->meta.sealed && body.key == NULL) {
+		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE,
+		       "the body is encrypted (" SEAL_ENCODING ") and this worker has no keys "
+		       "(security.scheme is none)");
 		return true;
 	}
-	/* Handed out this often without ever being answered: it takes its
-	 * worker down with it. Do not run it again. */
-	if (w->crash_limit > 0 && j->meta.delivery_count >= w->crash_limit) {
-		snprintf(why, sizeof(why),
-		         "delivered %d times without an answer: it may crash its worker",
-		         j->meta.delivery_count + 1);
-		poison(w, j, WARREN_STATUS_INTERNAL, DL_R_CRASHED, why);
-		return true;
-	}
-	m = worker_find_method(w, j->meta.method);
-	if (m == NULL) {
-		snprintf(why, sizeof(why), "unknown method %s", j->meta.method);
-		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, DL_R_UNKNOWN_METHOD, why);
-		return true;
-	}
-	if (envelope_decode_body(j->meta.format, msg->body.bytes, msg->body.len, w->max_size,
-	                         &params, why, sizeof(why)) != WARREN_OK) {
-		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
-		return true;
-	}
-	return run_handler(w, j, m, params, thread_data);
+	err = admit(w, j, &m, body.body != NULL ? body.body : msg->body.bytes,
+	            body.body != NULL ? body.len : msg->body.len, &params);
+	free(body.body);
+	return err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
 }

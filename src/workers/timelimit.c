@@ -86,7 +86,7 @@ static void abandon(struct engine *e, struct job *j)
 		j->reply_len = 0;
 	}
 	warren_value_free(body);
-	job_sign_reply(j);
+	job_wrap_reply(j);
 	worker_dead_letter(e, j);
 }
 

@@ -87,7 +87,8 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_fn fn)
 {
 	struct envelope_props props;
-	struct envelope_meta rm = {.status = j->status, .format = j->meta.format};
+	struct envelope_meta rm = {
+	    .status = j->status, .format = j->meta.format, .sealed = j->reply_sealed};
 
 	memcpy(rm.correlation_id, j->meta.correlation_id, sizeof(rm.correlation_id));
 	envelope_reply_props(&rm, &props);

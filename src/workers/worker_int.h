@@ -48,6 +48,8 @@ struct job {
 	int64_t limit_at;        /* engine_now() ms its handler must end by */
 	int64_t limit_ms;
 	struct signature sig;    /* of the reply, when the worker signs */
+	const unsigned char *seal_key; /* the request came sealed: seal the reply with it */
+	bool reply_sealed;       /* reply_body is sealed */
 	struct job *run_prev, *run_next; /* in w->running */
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
@@ -134,8 +136,9 @@ void job_free(struct job *j);
 void timelimit_begin(struct warren_worker *w, struct job *j, const struct method *m);
 bool timelimit_end(struct warren_worker *w, struct job *j);
 int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now);
-/* Signs the job's encoded reply when the worker signs (security.scheme). */
-void job_sign_reply(struct job *j);
+/* Seals the job's encoded reply when its request came sealed, then signs it
+ * when the worker signs (security.scheme). */
+void job_wrap_reply(struct job *j);
 /* I/O thread: publishes a dead letter of the job, then replies and acks. */
 void worker_dead_letter(struct engine *e, struct job *j);
 /* Handler thread: counts a handler's outcome for the breaker; opens it

@@ -4,7 +4,8 @@
  * N bytes of properties in AMQP wire form, then the body). Whatever the
  * input, the check must end with one of its four answers; and the same
  * message signed with a key of the keyring must pass (or be a replay of
- * its message id). */
+ * its message id), its body sealed first when the properties say it is
+ * (content_encoding x-warren-sealed), and then opened intact. */
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <stdio.h>
@@ -17,12 +18,13 @@
 
 #include "envelope.h"
 #include "oracle.h"
+#include "seal.h"
 #include "security.h"
 
 static struct security *sec;  /* checks with the keyring {app} */
 static struct security *app;  /* signs as app */
 
-static struct security *load(const char *dir, const char *id)
+static struct security *load(const char *dir, const char *id, const char *encrypt)
 {
 	warren_config *cfg = warren_config_new();
 	struct security *s = NULL;
@@ -34,6 +36,7 @@ static struct security *load(const char *dir, const char *id)
 	warren_config_set(cfg, "security.key_file", v, NULL, 0);
 	snprintf(v, sizeof(v), "%s/ring", dir);
 	warren_config_set(cfg, "security.keyring", v, NULL, 0);
+	warren_config_set(cfg, "security.encrypt", encrypt, NULL, 0);
 	if (security_load(cfg, &s, why, sizeof(why)) != 0 || s == NULL) {
 		fprintf(stderr, "fuzz_signature: %s\n", why);
 		abort();
@@ -64,8 +67,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fclose(f);
 		chmod(path, 0600);
 	}
-	sec = load(dir, "svc");
-	app = load(dir, "app");
+	sec = load(dir, "svc", "");
+	app = load(dir, "app", "*");
 	return 0;
 }
 
@@ -96,22 +99,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (amqp_decode_properties(AMQP_BASIC_CLASS, &pool, (amqp_bytes_t){plen, (void *)data},
 	                           (void **)&props) == AMQP_STATUS_OK &&
 	    envelope_read(props, &m, why, sizeof(why)) == WARREN_OK) {
-		int st = security_check_request(sec, props, &m, data + plen, size - plen, false, why,
-		                                sizeof(why));
+		struct opened op;
+		int st = security_check_request(sec, props, &m, data + plen, size - plen, false,
+		                                &op, why, sizeof(why));
 		ORACLE_CHECK(known(st), "security_check_request answered %d", st);
-		ORACLE_CHECK(st == WARREN_STATUS_OK || why[0] != '\0', "a refusal without a reason");
+		ORACLE_CHECK(st == WARREN_STATUS_OK || why[0] != '\0',
+		             "a refusal without a reason");
+		ORACLE_CHECK(st == WARREN_STATUS_OK || op.body == NULL, "a refusal with a body");
+		free(op.body);
 
-		/* The same request, signed as app: it passes. */
+		/* The same request (its body sealed by app when it says so),
+		 * signed as app: it passes, and opens to the same body. */
 		struct envelope_props ep;
 		struct signature sig;
+		const void *body = data + plen;
+		void *sealed = NULL;
+		size_t len = size - plen;
+		const unsigned char *key = NULL;
 
-		security_sign_request(app, &m, data + plen, size - plen, &sig);
+		if (m.sealed) {
+			ORACLE_CHECK(security_request_key(app, m.method, &key) == 0 && key != NULL,
+			             "no key to seal %s", m.method);
+			ORACLE_CHECK(seal_body(key, body, len, &sealed, &len) == 0,
+			             "seal_body failed");
+			body = sealed;
+		}
+		security_sign_request(app, &m, body, len, &sig);
 		envelope_request_props(&m, &ep);
 		envelope_add_signature(&ep, sig.key_id, sig.signed_at_ms, sig.sig, sig.len);
-		st = security_check_request(sec, &ep.props, &m, data + plen, size - plen, true, why,
+		st = security_check_request(sec, &ep.props, &m, body, len, true, &op, why,
 		                            sizeof(why));
-		ORACLE_CHECK(st == WARREN_STATUS_OK, "a request signed by a known key was refused: %s",
-		             why);
+		ORACLE_CHECK(st == WARREN_STATUS_OK,
+		             "a request signed by a known key was refused: %s", why);
+		ORACLE_CHECK(!m.sealed || (op.body != NULL && op.len == size - plen &&
+		                           memcmp(op.body, data + plen, op.len) == 0),
+		             "a sealed body did not open to what was sealed");
+		free(op.body);
+		free(sealed);
 	}
 	empty_amqp_pool(&pool);
 	return 0;

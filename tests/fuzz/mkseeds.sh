@@ -174,6 +174,18 @@ envelope "$E/reply-error" "$TMP/p" "$TMP/body.err"
 } >"$TMP/p"
 envelope "$E/request-signed" "$TMP/p" "$TMP/body.mp"
 
+# A request whose body is sealed (content_encoding x-warren-sealed); the
+# signature fuzzer seals it again before signing it properly.
+{
+	be16 $((0x8000 | 0x4000 | 0x2000 | 0x0400 | 0x0020))
+	shortstr application/msgpack
+	shortstr x-warren-sealed
+	table "$TMP/h"
+	shortstr c3
+	shortstr user.get
+} >"$TMP/p"
+envelope "$E/request-sealed" "$TMP/p" "$TMP/body.mp"
+
 # No properties at all and an empty body.
 be16 0 >"$TMP/p"
 envelope "$E/bare" "$TMP/p" "$TMP/empty"

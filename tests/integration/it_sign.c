@@ -1,9 +1,13 @@
-/* it_sign.c: signed calls against the private broker, for both schemes:
- * a signed call is answered (and its reply signed); an unsigned, badly
- * signed, unknown-key or stale request is never run and answered
- * UNAUTHENTICATED; a key the allow list does not name gets
+/* it_sign.c: signed and encrypted calls against the private broker, for
+ * both schemes: a signed call is answered (and its reply signed); an
+ * unsigned, badly signed, unknown-key or stale request is never run and
+ * answered UNAUTHENTICATED; a key the allow list does not name gets
  * PERMISSION_DENIED; a replayed request runs once; a caller refuses a
- * reply it cannot verify; and what signing costs, measured side by side. */
+ * reply it cannot verify. Encrypted bodies (security.encrypt): answered,
+ * unreadable on the broker both ways, refused in the clear, refused when
+ * sealed with another key or sent to a worker without keys; the client's
+ * configuration errors. And what signing and encryption cost, measured
+ * side by side. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +24,8 @@
 #include <sodium.h>
 
 #include "envelope.h"
+#include "seal.h"
+#include "security.h"
 #include "sign.h"
 #include "testenv.h"
 #include "warren.h"
@@ -93,19 +99,27 @@ static int teardown(void **state)
 	return system(cmd);
 }
 
-/* A config with the [security] keys for one side. */
-static warren_config *side(const char *scheme, const char *id, const char *key,
-                           const char *ring, const char *allow)
+/* A config with the [security] keys for one side, encrypting the
+ * methods of encrypt (NULL: none). */
+static warren_config *side_enc(const char *scheme, const char *id, const char *key,
+                               const char *ring, const char *allow, const char *encrypt)
 {
-	char k[200], r[200], a[300], i[100], s[100];
+	char k[200], r[200], a[300], i[100], s[100], e[200];
 
 	snprintf(s, sizeof(s), "security.scheme=%s", scheme);
 	snprintf(i, sizeof(i), "security.key_id=%s", id);
 	snprintf(k, sizeof(k), "security.key_file=%s/%s", dir, key);
 	snprintf(r, sizeof(r), "security.keyring=%s/%s", dir, ring);
 	snprintf(a, sizeof(a), "security.allow=%s", allow != NULL ? allow : "");
-	return testenv_config((const char *const[]){"worker.service=secure", s, i, k, r, a,
+	snprintf(e, sizeof(e), "security.encrypt=%s", encrypt != NULL ? encrypt : "");
+	return testenv_config((const char *const[]){"worker.service=secure", s, i, k, r, a, e,
 	                                            "log.level=error", NULL});
+}
+
+static warren_config *side(const char *scheme, const char *id, const char *key, const char *ring,
+                           const char *allow)
+{
+	return side_enc(scheme, id, key, ring, allow, NULL);
 }
 
 static warren_worker *start_worker(warren_config *cfg)
@@ -312,6 +326,247 @@ static void test_a_key_file_others_can_read_is_refused(void **state)
 	warren_config_free(cfg);
 }
 
+/* ------------------------------------------------------- encrypted bodies */
+
+static const char secret_params[] = "{\"email\":\"ada@example.org\"}";
+
+/* An encrypted call of secure.echo with secret_params comes back intact. */
+static void encrypted_calls_work(const char *scheme, const char *svc_key, const char *svc_ring,
+                                 const char *app_key, const char *app_ring, const char *encrypt)
+{
+	warren_config *wc = side_enc(scheme, "svc", svc_key, svc_ring, NULL, "secure.*");
+	warren_config *cc = side_enc(scheme, "app", app_key, app_ring, NULL, encrypt);
+	warren_worker *w = start_worker(wc);
+	warren_client *c = start_client(cc);
+	warren_value *params = NULL;
+	warren_reply *reply = NULL;
+	char why[300] = "", *json = NULL;
+
+	atomic_store(&runs, 0);
+	assert_int_equal(
+	    warren_value_from_json(secret_params, strlen(secret_params), &params, why, sizeof(why)),
+	    WARREN_OK);
+	assert_int_equal(warren_call(c, "secure.echo", params, &(warren_call_opts){.json = true},
+	                             &reply, why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(warren_value_to_json(warren_reply_result(reply), &json, why, sizeof(why)),
+	                 WARREN_OK);
+	assert_string_equal(json, secret_params);
+	assert_int_equal(atomic_load(&runs), 1);
+	free(json);
+	warren_reply_free(reply);
+	warren_value_free(params);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+static void test_an_encrypted_call_is_answered_with_mac(void **state)
+{
+	encrypted_calls_work("mac", "svc.mac", "mac-svc", "app.mac", "mac-app", "secure.*");
+}
+
+static void test_an_encrypted_call_is_answered_with_ed25519(void **state)
+{
+	encrypted_calls_work("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app", "secure.*=svc");
+}
+
+/* Publishes secure.echo with secret_params as app would (ed25519), sealed
+ * with key (NULL: unsealed), replies to the raw channel. */
+static void raw_sealed(struct raw *r, struct security *app, const char *corr,
+                       const unsigned char *key)
+{
+	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON, .attempt = 1, .persistent = true};
+	struct envelope_props ep;
+	struct signature sig;
+	const void *body = secret_params;
+	void *sealed = NULL;
+	size_t len = strlen(secret_params);
+
+	snprintf(m.method, sizeof(m.method), "secure.echo");
+	snprintf(m.correlation_id, sizeof(m.correlation_id), "%s", corr);
+	snprintf(m.message_id, sizeof(m.message_id), "m-%s", corr);
+	snprintf(m.reply_to, sizeof(m.reply_to), "%s", ENVELOPE_DIRECT_REPLY_TO);
+	if (key != NULL) {
+		assert_int_equal(seal_body(key, body, len, &sealed, &len), 0);
+		body = sealed;
+		m.sealed = true;
+	}
+	security_sign_request(app, &m, body, len, &sig);
+	envelope_request_props(&m, &ep);
+	envelope_add_signature(&ep, sig.key_id, sig.signed_at_ms, sig.sig, sig.len);
+	assert_int_equal(raw_publish(r, "secure.echo", &ep.props, body, len), 0);
+	free(sealed);
+}
+
+static struct security *load_security(warren_config *cfg)
+{
+	struct security *s = NULL;
+	char why[300] = "";
+
+	assert_int_equal(security_load(cfg, &s, why, sizeof(why)), 0);
+	assert_non_null(s);
+	return s;
+}
+
+static bool has_secret(const amqp_bytes_t *body)
+{
+	return memmem(body->bytes, body->len, "ada@example.org", 15) != NULL;
+}
+
+static bool is_sealed(const amqp_basic_properties_t *p)
+{
+	return (p->_flags & AMQP_BASIC_CONTENT_ENCODING_FLAG) &&
+	       p->content_encoding.len == strlen(SEAL_ENCODING) &&
+	       memcmp(p->content_encoding.bytes, SEAL_ENCODING, strlen(SEAL_ENCODING)) == 0;
+}
+
+/* What the broker holds of an encrypted call, both ways, has no trace of
+ * the body: the request (seen by taking it from the queue with no worker
+ * running) and the reply (to a raw caller, who opens it with the key it
+ * shares with the service). */
+static void test_encrypted_bodies_are_unreadable_on_the_broker(void **state)
+{
+	warren_config *wc = side_enc("ed25519", "svc", "svc.ed", "ed-svc", NULL, "secure.*");
+	warren_config *cc = side_enc("ed25519", "app", "app.ed", "ed-app", NULL, "secure.*=svc");
+	struct security *app = load_security(cc);
+	const unsigned char *key = NULL;
+	warren_worker *w;
+	warren_client *c = start_client(cc);
+	struct raw *r = raw_connect();
+	warren_value *params = NULL;
+	amqp_message_t msg;
+	amqp_envelope_t env;
+	void *opened = NULL;
+	size_t len = 0;
+	char why[300];
+
+	/* The request, as it waits in the service's queue. */
+	raw_purge(r, "rpc.secure");
+	assert_int_equal(
+	    warren_value_from_json(secret_params, strlen(secret_params), &params, why, sizeof(why)),
+	    WARREN_OK);
+	assert_int_equal(warren_send(c, "secure.echo", params, NULL, why, sizeof(why)), WARREN_OK);
+	assert_int_equal(raw_get(r, "rpc.secure", &msg), 0);
+	assert_true(is_sealed(&msg.properties));
+	assert_false(has_secret(&msg.body));
+	assert_int_equal(security_request_key(app, "secure.echo", &key), 0);
+	assert_non_null(key);
+	assert_int_equal(seal_open(key, msg.body.bytes, msg.body.len, &opened, &len), 0);
+	assert_non_null(memmem(opened, len, "ada@example.org", 15));
+	free(opened);
+	amqp_destroy_message(&msg);
+
+	/* The reply, as the worker sends it. */
+	w = start_worker(wc);
+	assert_int_equal(raw_consume_replies(r), 0);
+	raw_sealed(r, app, "t-sealed-reply", key);
+	assert_int_equal(raw_wait(r, 5000, &env), 0);
+	assert_string_equal(raw_header(&env.message.properties, "rpc-status"), "0");
+	assert_true(is_sealed(&env.message.properties));
+	assert_false(has_secret(&env.message.body));
+	assert_int_equal(
+	    seal_open(key, env.message.body.bytes, env.message.body.len, &opened, &len), 0);
+	assert_int_equal(len, strlen(secret_params));
+	assert_memory_equal(opened, secret_params, len);
+	free(opened);
+	amqp_destroy_envelope(&env);
+
+	raw_close(r);
+	warren_value_free(params);
+	warren_client_free(c);
+	warren_worker_free(w);
+	security_free(app);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+/* The answer of the worker to a raw request: its status and message. */
+static void raw_answer(struct raw *r, const char *status, const char *message)
+{
+	amqp_envelope_t env;
+
+	assert_int_equal(raw_wait(r, 5000, &env), 0);
+	assert_string_equal(raw_header(&env.message.properties, "rpc-status"), status);
+	assert_false(is_sealed(&env.message.properties));
+	assert_non_null(
+	    memmem(env.message.body.bytes, env.message.body.len, message, strlen(message)));
+	amqp_destroy_envelope(&env);
+}
+
+/* Refused, never run: a request for an encrypted method in the clear, one
+ * sealed with a key the worker does not share with its signer, and a
+ * sealed one to a worker without keys. */
+static void test_encryption_refusals_never_run_the_handler(void **state)
+{
+	warren_config *wc = side_enc("ed25519", "svc", "svc.ed", "ed-svc", NULL, "secure.*");
+	warren_config *cc = side("ed25519", "app", "app.ed", "ed-app", NULL);
+	warren_config *plain =
+	    testenv_config((const char *const[]){"worker.service=secure", "log.level=error", NULL});
+	struct security *app = load_security(cc);
+	unsigned char other[SEAL_KEY_BYTES];
+	warren_worker *w = start_worker(wc);
+	warren_client *c = start_client(cc);
+	struct raw *r = raw_connect();
+	char why[300];
+
+	atomic_store(&runs, 0);
+	assert_int_equal(call(c, "secure.echo", why, sizeof(why)), WARREN_STATUS_PERMISSION_DENIED);
+	assert_string_equal(why, "secure.echo must be encrypted (security.encrypt)");
+
+	assert_int_equal(raw_consume_replies(r), 0);
+	crypto_secretbox_keygen(other);
+	raw_sealed(r, app, "t-other-key", other);
+	raw_answer(r, "16", "the body cannot be decrypted with the key shared with \\\"app\\\"");
+	warren_worker_free(w);
+
+	w = start_worker(plain);
+	raw_sealed(r, app, "t-no-keys", other);
+	raw_answer(r, "3",
+	           "the body is encrypted (x-warren-sealed) and this worker has no keys "
+	           "(security.scheme is none)");
+	assert_int_equal(atomic_load(&runs), 0);
+	raw_purge(r, "rpc.secure.dlq");
+	raw_close(r);
+	warren_client_free(c);
+	warren_worker_free(w);
+	security_free(app);
+	warren_config_free(wc);
+	warren_config_free(cc);
+	warren_config_free(plain);
+}
+
+/* A client is not started with a security.encrypt it cannot follow. */
+static void test_a_client_refuses_an_encrypt_list_it_cannot_follow(void **state)
+{
+	struct {
+		const char *scheme, *encrypt, *want;
+	} cases[] = {
+	    {"ed25519", "secure.*",
+	     "security.encrypt: \"secure.*\": with ed25519 each entry is METHOD=ID, ID the "
+	     "service's key in security.keyring"},
+	    {"ed25519", "user.*=svc, secure.*=nokey",
+	     "security.encrypt: no key \"nokey\" in %s/ed-app"},
+	    {"none", "secure.*",
+	     "security.encrypt: needs security.scheme mac or ed25519 (the keys that encrypt are "
+	     "those that sign)"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		warren_config *cc =
+		    side_enc(cases[i].scheme, "app", "app.ed", "ed-app", NULL, cases[i].encrypt);
+		warren_client *c = NULL;
+		char why[300] = "", want[300];
+
+		snprintf(want, sizeof(want), cases[i].want, dir);
+		assert_int_equal(warren_client_new(cc, "it_sign", &c, why, sizeof(why)),
+		                 WARREN_ERR_CONFIG);
+		assert_string_equal(why, want);
+		warren_config_free(cc);
+	}
+}
+
 /* Calls per second for n calls, 64 in flight. */
 struct load {
 	atomic_int done, ok;
@@ -349,11 +604,13 @@ static double rate(warren_client *c, int n)
 	return n * 1000.0 / (double)(testenv_mono_ms() - t0 + 1);
 }
 
+/* encrypt: the client's security.encrypt (NULL: none). */
 static double measure(const char *scheme, const char *svc_key, const char *svc_ring,
-                      const char *app_key, const char *app_ring)
+                      const char *app_key, const char *app_ring, const char *encrypt)
 {
-	warren_config *wc = side(scheme, "svc", svc_key, svc_ring, NULL);
-	warren_config *cc = side(scheme, "app", app_key, app_ring, NULL);
+	warren_config *wc =
+	    side_enc(scheme, "svc", svc_key, svc_ring, NULL, encrypt != NULL ? "secure.*" : NULL);
+	warren_config *cc = side_enc(scheme, "app", app_key, app_ring, NULL, encrypt);
 	warren_worker *w = start_worker(wc);
 	warren_client *c = start_client(cc);
 	double r;
@@ -367,27 +624,37 @@ static double measure(const char *scheme, const char *svc_key, const char *svc_r
 	return r;
 }
 
-static void test_the_cost_of_signing(void **state)
+static void test_the_cost_of_signing_and_encryption(void **state)
 {
-	double none = measure("none", "svc.mac", "mac-svc", "app.mac", "mac-app");
-	double mac = measure("mac", "svc.mac", "mac-svc", "app.mac", "mac-app");
-	double ed = measure("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
+	double none = measure("none", "svc.mac", "mac-svc", "app.mac", "mac-app", NULL);
+	double mac = measure("mac", "svc.mac", "mac-svc", "app.mac", "mac-app", NULL);
+	double ed = measure("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app", NULL);
+	double mac_enc = measure("mac", "svc.mac", "mac-svc", "app.mac", "mac-app", "secure.*");
+	double ed_enc = measure("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app", "secure.*=svc");
 
 	printf("# signing, 3000 calls, 64 in flight: none %.0f calls/s, mac %.0f (%.2f of none), "
 	       "ed25519 %.0f (%.2f of none)\n",
 	       none, mac, mac / none, ed, ed / none);
+	printf("# signed and encrypted: mac %.0f calls/s (%.2f of none), ed25519 %.0f (%.2f of "
+	       "none)\n",
+	       mac_enc, mac_enc / none, ed_enc, ed_enc / none);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_a_signed_call_is_answered_with_mac),
-		cmocka_unit_test(test_a_signed_call_is_answered_with_ed25519),
-		cmocka_unit_test(test_refusals_never_run_the_handler),
-		cmocka_unit_test(test_tampered_stale_and_replayed_requests_do_not_run_twice),
-		cmocka_unit_test(test_a_caller_refuses_a_reply_it_cannot_verify),
-		cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
-		cmocka_unit_test(test_the_cost_of_signing),
+	    cmocka_unit_test(test_a_signed_call_is_answered_with_mac),
+	    cmocka_unit_test(test_a_signed_call_is_answered_with_ed25519),
+	    cmocka_unit_test(test_refusals_never_run_the_handler),
+	    cmocka_unit_test(test_tampered_stale_and_replayed_requests_do_not_run_twice),
+	    cmocka_unit_test(test_a_caller_refuses_a_reply_it_cannot_verify),
+	    cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
+	    cmocka_unit_test(test_an_encrypted_call_is_answered_with_mac),
+	    cmocka_unit_test(test_an_encrypted_call_is_answered_with_ed25519),
+	    cmocka_unit_test(test_encrypted_bodies_are_unreadable_on_the_broker),
+	    cmocka_unit_test(test_encryption_refusals_never_run_the_handler),
+	    cmocka_unit_test(test_a_client_refuses_an_encrypt_list_it_cannot_follow),
+	    cmocka_unit_test(test_the_cost_of_signing_and_encryption),
 	};
 
 	return cmocka_run_group_tests_name("sign", tests, setup, teardown);

@@ -106,6 +106,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"security.keyring", ""},
 	    {"security.allow", ""},
 	    {"security.window", "300000ms"},
+	    {"security.encrypt", ""},
 	    {"metrics.listen", ""},
 	};
 	warren_config *cfg = warren_config_new();

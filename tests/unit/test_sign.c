@@ -59,7 +59,7 @@ static void check_scheme(enum sign_scheme scheme, const struct sign_key *secret,
 	sign_make(scheme, secret, &f, sig, &len);
 	assert_true(len == (scheme == SIGN_MAC ? 32u : 64u));
 	assert_true(sign_check(scheme, verify, &f, sig, len));
-	for (int field = 0; field < 10; field++) {
+	for (int field = 0; field < 11; field++) {
 		g = f;
 		switch (field) {
 		case 0: g.key_id = "other"; break;
@@ -72,6 +72,7 @@ static void check_scheme(enum sign_scheme scheme, const struct sign_key *secret,
 		case 7: g.content_type = "application/msgpack"; break;
 		case 8: g.body = "{\"id\":2}"; break;
 		case 9: g.reply = true; break;
+		case 10: g.content_encoding = "x-warren-sealed"; break;
 		}
 		assert_false(sign_check(scheme, verify, &g, sig, len));
 	}
