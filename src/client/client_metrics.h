@@ -17,7 +17,7 @@
  * under method="_other" (no real method has that name: it has no dot), so
  * that a caller of arbitrary names cannot grow the scrape without bound. */
 #define CLIENT_METRICS_MAX_METHODS 1000
-#define CLIENT_METRICS_OTHER "_other"
+#define CLIENT_METRICS_OTHER       "_other"
 
 /* One method's counts; under the metrics' mu. Never freed before the client. */
 struct client_method {
@@ -28,10 +28,10 @@ struct client_method {
 
 struct client_metrics {
 	pthread_mutex_t mu;
-	bool on;                       /* client.metrics_listen is set */
-	struct hsearch_data index;     /* name -> struct client_method; under mu */
+	bool on;                        /* client.metrics_listen is set */
+	struct hsearch_data index;      /* name -> struct client_method; under mu */
 	struct client_method **methods; /* first sighting first; the last may be _other */
-	size_t n;                      /* under mu */
+	size_t n;                       /* under mu */
 	struct metrics_http *server;
 };
 

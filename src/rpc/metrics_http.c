@@ -84,8 +84,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 /* Resolves HOST:PORT to the first address getaddrinfo gives; the caller
  * frees *out with freeaddrinfo. */
-static warren_err resolve(const char *key, const char *listen, struct addrinfo **out,
-                          char *errstr, size_t errlen)
+static warren_err resolve(const char *key, const char *listen, struct addrinfo **out, char *errstr,
+                          size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
 	char host[256];

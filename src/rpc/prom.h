@@ -13,11 +13,13 @@
 /* gRPC statuses 0..16, as counted by prom_put_by_status. */
 #define PROM_NSTATUS 17
 
-/* Durations observed; the owner locks it. */
+/* Durations observed; the owner locks it. buckets[b] counts those no longer
+ * than bound b and longer than bound b-1 (not cumulative: the exposition adds
+ * them up). */
 struct prom_hist {
-	uint64_t buckets[PROM_NBUCKETS]; /* observations no longer than each bound (not cumulative) */
-	uint64_t count;                  /* observations */
-	double sum;                      /* their seconds */
+	uint64_t buckets[PROM_NBUCKETS];
+	uint64_t count; /* observations */
+	double sum;     /* their seconds */
 };
 
 /* One label of a series; the value is escaped when written. */

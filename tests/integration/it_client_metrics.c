@@ -143,7 +143,8 @@ static long long metric(const char *text, const char *series)
 {
 	size_t len = strlen(series);
 
-	for (const char *l = text; l != NULL && *l != '\0'; l = strchr(l, '\n'), l = l ? l + 1 : l) {
+	for (const char *l = text; l != NULL && *l != '\0';
+	     l = strchr(l, '\n'), l = l ? l + 1 : l) {
 		if (strncmp(l, series, len) == 0 && l[len] == ' ') {
 			return strtoll(l + len + 1, NULL, 10);
 		}
@@ -156,7 +157,8 @@ static int count_lines(const char *text, const char *prefix)
 {
 	int n = 0;
 
-	for (const char *l = text; l != NULL && *l != '\0'; l = strchr(l, '\n'), l = l ? l + 1 : l) {
+	for (const char *l = text; l != NULL && *l != '\0';
+	     l = strchr(l, '\n'), l = l ? l + 1 : l) {
 		n += strncmp(l, prefix, strlen(prefix)) == 0;
 	}
 	return n;
@@ -185,6 +187,59 @@ static struct load_result load(warren_client *c, const char *method, const char 
 /* ------------------------------------------------------------ the tests */
 
 #define APP "app=\"it_client_metrics\""
+
+/* A series and the value it must have. */
+struct want {
+	const char *series;
+	long long value;
+};
+
+static void assert_metrics(const char *text, const struct want *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		long long got = metric(text, w[i].series);
+
+		if (got != w[i].value) {
+			fail_msg("%s: got %lld, want %lld", w[i].series, got, w[i].value);
+		}
+	}
+}
+
+#define CALLS(m, st) "warren_client_calls_total{" APP ",method=\"" m "\",status=\"" st "\"}"
+#define COUNT(m)     "warren_client_call_duration_seconds_count{" APP ",method=\"" m "\"}"
+#define BUCKET(m, le)                                                                              \
+	"warren_client_call_duration_seconds_bucket{" APP ",method=\"" m "\",le=\"" le "\"}"
+
+static const struct want after_known_load[] = {
+    {CALLS("example.echo", "OK"), 200},
+    {CALLS("example.fail", "NOT_FOUND"), 20},
+    {CALLS("example.sleep", "DEADLINE_EXCEEDED"), 3},
+    {CALLS("nosuch.method", "UNAVAILABLE"), 1},
+    {CALLS("example.nope", "UNIMPLEMENTED"), 1},
+    /* Durations: one per call; the timed-out calls took their 100 ms deadline. */
+    {COUNT("example.echo"), 200},
+    {BUCKET("example.echo", "+Inf"), 200},
+    {COUNT("example.fail"), 20},
+    {COUNT("example.sleep"), 3},
+    {BUCKET("example.sleep", "0.05"), 0},
+    {BUCKET("example.sleep", "1"), 3},
+    {COUNT("nosuch.method"), 1},
+    {COUNT("example.nope"), 1},
+    {"warren_client_in_flight{" APP "}", 0},
+    {"warren_client_late_replies_total{" APP "}", 3},
+    {"warren_client_unknown_replies_total{" APP "}", 0},
+    {"warren_client_republished_total{" APP "}", 2},
+    {"warren_client_reconnects_total{" APP "}", 0},
+    {"warren_client_blocked_seconds_total{" APP "}", 0},
+    {"warren_client_connected{" APP "}", 1},
+};
+
+static const struct want after_sleeps[] = {
+    {"warren_client_in_flight{" APP "}", 0},
+    {CALLS("example.sleep", "OK"), 40},
+    {BUCKET("example.sleep", "0.1"), 0},
+    {BUCKET("example.sleep", "5"), 40},
+};
 
 /* The numbers of a known load, exactly. */
 static void test_the_scrape_counts_a_known_load_exactly(void **state)
@@ -217,51 +272,10 @@ static void test_the_scrape_counts_a_known_load_exactly(void **state)
 	}
 
 	text = scrape(port, "after the known load");
-	assert_int_equal(metric(text, "warren_client_calls_total{" APP
-	                              ",method=\"example.echo\",status=\"OK\"}"),
-	                 200);
-	assert_int_equal(metric(text, "warren_client_calls_total{" APP
-	                              ",method=\"example.fail\",status=\"NOT_FOUND\"}"),
-	                 20);
-	assert_int_equal(metric(text, "warren_client_calls_total{" APP
-	                              ",method=\"example.sleep\",status=\"DEADLINE_EXCEEDED\"}"),
-	                 3);
-	assert_int_equal(metric(text, "warren_client_calls_total{" APP
-	                              ",method=\"nosuch.method\",status=\"UNAVAILABLE\"}"),
-	                 1);
-	assert_int_equal(metric(text, "warren_client_calls_total{" APP
-	                              ",method=\"example.nope\",status=\"UNIMPLEMENTED\"}"),
-	                 1);
+	assert_metrics(text, after_known_load,
+	               sizeof(after_known_load) / sizeof(after_known_load[0]));
 	assert_int_equal(count_lines(text, "warren_client_calls_total{"), 5);
-
-	/* Durations: one per call; the timed-out calls took their 100 ms deadline. */
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_count{" APP
-	                              ",method=\"example.echo\"}"),
-	                 200);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_bucket{" APP
-	                              ",method=\"example.echo\",le=\"+Inf\"}"),
-	                 200);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_count{" APP
-	                              ",method=\"example.fail\"}"),
-	                 20);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_bucket{" APP
-	                              ",method=\"example.sleep\",le=\"0.05\"}"),
-	                 0);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_bucket{" APP
-	                              ",method=\"example.sleep\",le=\"1\"}"),
-	                 3);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_count{" APP
-	                              ",method=\"nosuch.method\"}"),
-	                 1);
 	assert_int_equal(count_lines(text, "warren_client_call_duration_seconds_count{"), 5);
-
-	assert_int_equal(metric(text, "warren_client_in_flight{" APP "}"), 0);
-	assert_int_equal(metric(text, "warren_client_late_replies_total{" APP "}"), 3);
-	assert_int_equal(metric(text, "warren_client_unknown_replies_total{" APP "}"), 0);
-	assert_int_equal(metric(text, "warren_client_republished_total{" APP "}"), 2);
-	assert_int_equal(metric(text, "warren_client_reconnects_total{" APP "}"), 0);
-	assert_int_equal(metric(text, "warren_client_blocked_seconds_total{" APP "}"), 0);
-	assert_int_equal(metric(text, "warren_client_connected{" APP "}"), 1);
 	/* Every family has its HELP and TYPE. */
 	assert_int_equal(count_lines(text, "# HELP warren_client_"), 9);
 	assert_int_equal(count_lines(text, "# TYPE warren_client_"), 9);
@@ -272,7 +286,8 @@ static void test_the_scrape_counts_a_known_load_exactly(void **state)
 	free(text);
 
 	text = http_get(port, "/metrics");
-	assert_non_null(strstr(text, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
+	assert_non_null(
+	    strstr(text, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
 	other = http_get(port, "/other");
 	assert_memory_equal(other + 8, " 404 ", 5);
 	free(other);
@@ -316,16 +331,7 @@ static void test_calls_in_flight_show_during_a_load_and_none_after(void **state)
 	assert_int_equal(b.r.by_status[WARREN_STATUS_OK], 40);
 
 	text = scrape(port, "after it");
-	assert_int_equal(metric(text, "warren_client_in_flight{" APP "}"), 0);
-	assert_int_equal(metric(text, "warren_client_calls_total{" APP
-	                              ",method=\"example.sleep\",status=\"OK\"}"),
-	                 40);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_bucket{" APP
-	                              ",method=\"example.sleep\",le=\"0.1\"}"),
-	                 0);
-	assert_int_equal(metric(text, "warren_client_call_duration_seconds_bucket{" APP
-	                              ",method=\"example.sleep\",le=\"5\"}"),
-	                 40);
+	assert_metrics(text, after_sleeps, sizeof(after_sleeps) / sizeof(after_sleeps[0]));
 	free(text);
 	warren_client_free(b.c);
 }
@@ -335,8 +341,8 @@ static void test_calls_in_flight_show_during_a_load_and_none_after(void **state)
 static void assert_client_fails(const char *listen, warren_err want, const char *want_msg)
 {
 	char arg[128], why[300] = "";
-	warren_config *cfg =
-	    testenv_config((const char *const[]){"broker.url=amqp://guest:guest@127.0.0.1:1", NULL});
+	warren_config *cfg = testenv_config(
+	    (const char *const[]){"broker.url=amqp://guest:guest@127.0.0.1:1", NULL});
 	warren_client *c = (warren_client *)&c; /* anything but NULL: it must be reset */
 
 	snprintf(arg, sizeof(arg), "client.metrics_listen=%s", listen);
@@ -354,7 +360,8 @@ static void test_an_address_that_cannot_be_served_fails_warren_client_new(void *
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
 	snprintf(want, sizeof(want),
-	         "client.metrics_listen: cannot listen on 127.0.0.1:%d: Address already in use", port);
+	         "client.metrics_listen: cannot listen on 127.0.0.1:%d: Address already in use",
+	         port);
 	assert_client_fails(listen, WARREN_ERR_SYSTEM, want);
 	close(fd);
 	/* No name has spaces: refused without asking DNS. */
