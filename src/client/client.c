@@ -11,10 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
 #include "backoff.h"
+#include "client_metrics.h"
 #include "config.h"
 #include "engine.h"
 #include "envelope.h"
@@ -55,6 +57,9 @@ struct call {
 	bool held;
 	struct call *held_prev, *held_next;
 	int64_t held_since;
+	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
+	struct client_method *metrics;
+	struct timespec started;
 };
 
 struct warren_client {
@@ -78,6 +83,7 @@ struct warren_client {
 
 	pthread_mutex_t stats_mu;
 	warren_client_stats stats;
+	struct client_metrics metrics; /* its own lock */
 };
 
 /* Calls gathered from the table before ending them (ending reshapes it). */
@@ -119,6 +125,36 @@ void warren_client_get_stats(warren_client *c, warren_client_stats *out)
 	pthread_mutex_lock(&c->stats_mu);
 	*out = c->stats;
 	pthread_mutex_unlock(&c->stats_mu);
+	out->blocked_ms = c->engine != NULL ? (uint64_t)engine_blocked_ms(c->engine) : 0;
+}
+
+/* The metrics server's thread: one scrape (metrics_render_fn). */
+static bool render_metrics(FILE *f, void *arg)
+{
+	warren_client *c = arg;
+	warren_client_stats st;
+
+	warren_client_get_stats(c, &st);
+	return client_metrics_render(f, &c->metrics, c->app_id, &st);
+}
+
+/* A call ended with err (and reply, when one came): its method's series. */
+static void record_end(warren_client *c, const struct call *call, warren_err err,
+                       const warren_reply *reply)
+{
+	struct timespec now;
+	double seconds;
+
+	if (call->metrics == NULL) {
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	seconds = (double)(now.tv_sec - call->started.tv_sec) +
+	          (double)(now.tv_nsec - call->started.tv_nsec) / 1e9;
+	client_metrics_record(&c->metrics, call->metrics,
+	                      reply != NULL ? (int)warren_reply_status(reply)
+	                                    : (int)warren_err_status(err),
+	                      seconds);
 }
 
 /* ------------------------------------------------------------ ending calls */
@@ -217,6 +253,7 @@ static void finish(struct call *call, warren_err err, warren_reply *reply, const
 	}
 	call->finished = true;
 	count_end(c, err);
+	record_end(c, call, err, reply); /* before done, which takes reply */
 	call->done(err, reply, msg, call->arg);
 	if (!call->awaiting_confirm) {
 		call_release(call);
@@ -563,6 +600,8 @@ static warren_err start_call(warren_client *c, const char *method, const warren_
 	}
 	call->done = done;
 	call->arg = arg;
+	call->metrics = client_metrics_method(&c->metrics, method);
+	clock_gettime(CLOCK_MONOTONIC, &call->started);
 	pthread_mutex_lock(&c->stats_mu);
 	c->stats.calls++;
 	c->stats.in_flight++;
@@ -693,9 +732,10 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr, errlen);
 		return -1;
 	}
-	if (c->first_connect_done) {
-		STAT_ADD(c, reconnects, 1);
-	}
+	pthread_mutex_lock(&c->stats_mu);
+	c->stats.reconnects += c->first_connect_done;
+	c->stats.connected = true;
+	pthread_mutex_unlock(&c->stats_mu);
 	c->first_connect_done = true;
 	return 0;
 }
@@ -850,6 +890,9 @@ static void client_lost(struct engine *e, void *arg, const char *why)
 {
 	warren_client *c = arg;
 
+	pthread_mutex_lock(&c->stats_mu);
+	c->stats.connected = false;
+	pthread_mutex_unlock(&c->stats_mu);
 	/* A named reply queue outlives the connection: its calls keep waiting
 	 * (to their deadlines) unless we are shutting down. */
 	if (c->reply_mode == REPLY_QUEUE && !atomic_load(&c->closing)) {
@@ -907,6 +950,7 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
 	pthread_mutex_init(&c->stats_mu, NULL);
+	client_metrics_init(&c->metrics);
 	c->retry_attempts = (int)config_int(cfg, CFG_CLIENT_RETRY_ATTEMPTS);
 	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);
 	c->blocked_timeout_ms = config_int(cfg, CFG_CLIENT_BLOCKED_TIMEOUT);
@@ -941,6 +985,11 @@ warren_err warren_client_new(const warren_config *cfg, const char *app_id, warre
 		return WARREN_ERR_NOMEM;
 	}
 	err = client_init(c, cfg, app_id != NULL ? app_id : "warren", errstr, errlen);
+	/* Before connecting: an address that cannot be bound costs no connection. */
+	if (err == WARREN_OK) {
+		err = client_metrics_start(&c->metrics, config_str(cfg, CFG_CLIENT_METRICS_LISTEN),
+		                           render_metrics, c, errstr, errlen);
+	}
 	if (err == WARREN_OK) {
 		err = engine_start(c->engine, errstr, errlen);
 	}
@@ -958,6 +1007,7 @@ void warren_client_free(warren_client *c)
 		return;
 	}
 	atomic_store(&c->closing, true);
+	client_metrics_stop(&c->metrics); /* its server reads the client: first */
 	if (c->engine != NULL) {
 		engine_free(c->engine);
 	}
@@ -967,6 +1017,7 @@ void warren_client_free(warren_client *c)
 	pending_destroy(&c->table);
 	pending_destroy(&c->retries);
 	security_free(c->sec);
+	client_metrics_free(&c->metrics); /* after fail_all: calls point into it */
 	pthread_mutex_destroy(&c->stats_mu);
 	free(c);
 }

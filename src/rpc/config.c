@@ -96,6 +96,9 @@ const struct config_def config_defs[CFG__COUNT] = {
                                     "How long a new call waits while the broker refuses "
                                     "publishes (a memory or disk alarm) before it fails with "
                                     "UNAVAILABLE."},
+    [CFG_CLIENT_METRICS_LISTEN] = {"client.metrics_listen", CONFIG_STRING, 0, 0, "", false, NULL,
+                                   "HOST:PORT on which a caller serves Prometheus metrics at "
+                                   "/metrics over HTTP; empty: no metrics server."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
                             "part of each of its methods."},
@@ -195,6 +198,7 @@ static const config_check config_checks[CFG__COUNT] = {
     [CFG_BROKER_HEARTBEAT] = check_whole_seconds,
     [CFG_WORKER_SERVICE] = check_service_name,
     [CFG_METRICS_LISTEN] = check_listen,
+    [CFG_CLIENT_METRICS_LISTEN] = check_listen,
 };
 
 /* Per key: the canonical text (what warren_config_get returns, and for

@@ -186,7 +186,12 @@ typedef struct warren_client warren_client;
 /* Starts a client: its I/O thread connects to the first reachable URL of
  * broker.url and sets up the reply path. Waits for that first connection up
  * to broker.connect_timeout: WARREN_ERR_TRANSPORT when none succeeds.
- * cfg is only read during the call. app_id names the caller (NULL: "warren"). */
+ * cfg is only read during the call. app_id names the caller (NULL: "warren").
+ * When client.metrics_listen is set it first starts serving Prometheus
+ * metrics at /metrics on that HOST:PORT, from a thread of its own
+ * (libmicrohttpd), until warren_client_free: WARREN_ERR_CONFIG when the host
+ * does not resolve, WARREN_ERR_SYSTEM when the address cannot be bound, and
+ * then nothing is started (warren.conf(5) lists the series). */
 WARREN_API warren_err warren_client_new(const warren_config *cfg, const char *app_id,
                                         warren_client **out, char *errstr, size_t errlen);
 /* Ends every pending call with WARREN_ERR_CLOSED (their callbacks run before
@@ -258,6 +263,8 @@ typedef struct warren_client_stats {
 	uint64_t unknown_replies;/* replies whose correlation id was never ours */
 	uint64_t reconnects;     /* connections made after the first */
 	uint64_t in_flight;      /* calls not yet ended, now */
+	uint64_t blocked_ms;     /* time the broker has blocked this client's publishes */
+	bool connected;          /* connected to the broker, the reply path set up */
 } warren_client_stats;
 WARREN_API void warren_client_get_stats(warren_client *c, warren_client_stats *out);
 

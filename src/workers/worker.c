@@ -838,7 +838,7 @@ void warren_worker_free(warren_worker *w)
 	if (w == NULL) {
 		return;
 	}
-	metrics_stop(w->metrics); /* it reads the worker: first */
+	metrics_http_stop(w->metrics); /* it reads the worker: first */
 	w->metrics = NULL;
 	warren_worker_stop(w, 0);
 	stop_handlers(w);

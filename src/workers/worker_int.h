@@ -110,7 +110,7 @@ struct warren_worker {
 	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
 
 	char metrics_listen[256]; /* metrics.listen; empty: no server */
-	void *metrics;            /* the running server (struct MHD_Daemon), or NULL */
+	struct metrics_http *metrics; /* the running server, or NULL */
 
 	pthread_t *handler_threads;
 	int started_threads;

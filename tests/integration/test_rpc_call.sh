@@ -87,6 +87,29 @@ check "load mode counts calls that ran out of time" 5 \
 latency ms: p50 X  p90 X  p99 X  p99.9 X  max X
 outcomes: 4 DEADLINE_EXCEEDED' '' -- bash -c "set -o pipefail; '$BIN/rpc-call' -t 0.2 -n 4 -P 4 \
 	example.sleep '{\"ms\":1000}' | sed -E '$mask'"
+# Load mode with the caller's metrics (-o client.metrics_listen): a scrape
+# during the run sees all its calls in flight (16 sleeps of 300 ms, four at
+# a time), and the run itself is unchanged.
+# shellcheck source=tests/lib/ports.sh
+. "$(dirname "$0")/../lib/ports.sh"
+mport=$(free_port)
+"$BIN/rpc-call" -o "client.metrics_listen=127.0.0.1:$mport" -n 16 -P 16 example.sleep \
+	'{"ms":300}' >"$tmp/load.out" &
+load_pid=$!
+inflight=
+for _ in $(seq 1 200); do
+	inflight=$(curl -sf "http://127.0.0.1:$mport/metrics" 2>/dev/null |
+		awk '$1 == "warren_client_in_flight{app=\"rpc-call\"}" { print $2 }')
+	[ "$inflight" = 16 ] && break
+	sleep 0.01
+done
+wait "$load_pid"
+check "a scrape during rpc-call -n sees its 16 calls in flight" 0 16 '' -- echo "$inflight"
+check "and the load's outcomes are as without metrics" 0 'outcomes: 16 OK' '' -- \
+	grep '^outcomes' "$tmp/load.out"
+check "a bad client.metrics_listen is a usage error" 2 '' \
+	'rpc-call: client.metrics_listen: "nohost" is not HOST:PORT' -- \
+	"$BIN/rpc-call" -o client.metrics_listen=nohost -n 1 example.echo
 check "a bad -n is a usage error" 2 '' \
 	'rpc-call: -n "many": expected a number of calls from 1 to 100000000' -- \
 	"$BIN/rpc-call" -n many example.echo

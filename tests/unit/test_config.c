@@ -86,6 +86,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"client.retry_attempts", "3"},
 	    {"client.retry_delay", "100ms"},
 	    {"client.blocked_timeout", "5000ms"},
+	    {"client.metrics_listen", ""},
 	    {"worker.service", ""},
 	    {"worker.threads", "4"},
 	    {"worker.prefetch", "0"},
@@ -334,6 +335,18 @@ static void test_metrics_listen_is_host_and_port(void **state)
 	                 "metrics.listen: \"h:-1\": the port must be 1 to 65535");
 	assert_set_fails("metrics.listen", "h:80x",
 	                 "metrics.listen: \"h:80x\": the port must be 1 to 65535");
+}
+
+/* A caller's metrics address is checked as the worker's is, under its own name. */
+static void test_client_metrics_listen_is_host_and_port_too(void **state)
+{
+	assert_set_reads_back("client.metrics_listen", "", "");
+	assert_set_reads_back("client.metrics_listen", "127.0.0.1:9465", "127.0.0.1:9465");
+	assert_set_reads_back("client.metrics_listen", "[::1]:1", "[::1]:1");
+	assert_set_fails("client.metrics_listen", "nohost",
+	                 "client.metrics_listen: \"nohost\" is not HOST:PORT");
+	assert_set_fails("client.metrics_listen", "h:0",
+	                 "client.metrics_listen: \"h:0\": the port must be 1 to 65535");
 }
 
 static void test_strings_are_kept_as_given(void **state)
@@ -643,6 +656,7 @@ int main(void)
 	    cmocka_unit_test(test_broker_url_takes_a_list_of_amqp_urls),
 	    cmocka_unit_test(test_worker_service_is_a_short_lower_case_name),
 	    cmocka_unit_test(test_metrics_listen_is_host_and_port),
+	    cmocka_unit_test(test_client_metrics_listen_is_host_and_port_too),
 	    cmocka_unit_test(test_strings_are_kept_as_given),
 	    cmocka_unit_test(test_an_unknown_key_is_named_exactly),
 	    cmocka_unit_test(test_a_refused_value_leaves_the_old_one),

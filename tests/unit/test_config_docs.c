@@ -162,8 +162,9 @@ static warren_config *config_off_default(void)
 		case CONFIG_STRING:
 			snprintf(text, sizeof(text), "%s",
 			         i == CFG_BROKER_URL       ? "amqp://elsewhere:5673/"
-			         : i == CFG_METRICS_LISTEN ? "other:1"
-			                                   : "other");
+			         : i == CFG_METRICS_LISTEN || i == CFG_CLIENT_METRICS_LISTEN
+			                 ? "other:1"
+			                 : "other");
 			break;
 		case CONFIG_BOOL:
 			snprintf(text, sizeof(text), "%s", now ? "no" : "yes");

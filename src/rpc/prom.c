@@ -1,0 +1,102 @@
+/* prom.c: the text exposition format, written to a stdio stream (the
+ * metrics server's open_memstream). Callers copy their counters under their
+ * own locks first: nothing here locks. */
+#include "prom.h"
+
+#include "warren.h"
+
+static const double bucket_bounds[PROM_NBUCKETS] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
+static const char *const bucket_names[PROM_NBUCKETS] = {"0.001", "0.005", "0.01", "0.05",
+                                                        "0.1",   "0.5",   "1",    "5"};
+
+void prom_hist_observe(struct prom_hist *h, double seconds)
+{
+	int b = 0;
+
+	while (b < PROM_NBUCKETS && seconds > bucket_bounds[b]) {
+		b++;
+	}
+	if (b < PROM_NBUCKETS) {
+		h->buckets[b]++;
+	}
+	h->count++;
+	h->sum += seconds;
+}
+
+/* A label value, escaped as the exposition format wants. */
+static void put_value(FILE *f, const char *v)
+{
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"') {
+			fprintf(f, "\\%c", *v);
+		} else if (*v == '\n') {
+			fputs("\\n", f);
+		} else {
+			fputc(*v, f);
+		}
+	}
+}
+
+/* name{k="v",... : the caller adds more labels or the closing brace. */
+static void open_series(FILE *f, const char *name, const struct prom_label *labels, size_t n)
+{
+	fprintf(f, "%s{", name);
+	for (size_t i = 0; i < n; i++) {
+		fprintf(f, "%s%s=\"", i > 0 ? "," : "", labels[i].name);
+		put_value(f, labels[i].value);
+		fputc('"', f);
+	}
+}
+
+void prom_put_head(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void prom_put_sample(FILE *f, const char *name, const struct prom_label *labels, size_t n,
+                     uint64_t v)
+{
+	open_series(f, name, labels, n);
+	fprintf(f, "} %llu\n", (unsigned long long)v);
+}
+
+void prom_put_metric(FILE *f, const char *name, const char *type, const char *help,
+                     const struct prom_label *labels, size_t n, uint64_t v)
+{
+	prom_put_head(f, name, type, help);
+	prom_put_sample(f, name, labels, n, v);
+}
+
+void prom_put_by_status(FILE *f, const char *name, const struct prom_label *labels, size_t n,
+                        const uint64_t by_status[PROM_NSTATUS])
+{
+	for (int st = 0; st < PROM_NSTATUS; st++) {
+		if (by_status[st] == 0) {
+			continue;
+		}
+		open_series(f, name, labels, n);
+		fprintf(f, ",status=\"%s\"} %llu\n", warren_status_name(st),
+		        (unsigned long long)by_status[st]);
+	}
+}
+
+void prom_put_histogram(FILE *f, const char *name, const struct prom_label *labels, size_t n,
+                        const struct prom_hist *h)
+{
+	char series[256];
+	uint64_t below = 0;
+
+	snprintf(series, sizeof(series), "%s_bucket", name);
+	for (int b = 0; b < PROM_NBUCKETS; b++) {
+		below += h->buckets[b];
+		open_series(f, series, labels, n);
+		fprintf(f, ",le=\"%s\"} %llu\n", bucket_names[b], (unsigned long long)below);
+	}
+	open_series(f, series, labels, n);
+	fprintf(f, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
+	snprintf(series, sizeof(series), "%s_sum", name);
+	open_series(f, series, labels, n);
+	fprintf(f, "} %.9g\n", h->sum);
+	snprintf(series, sizeof(series), "%s_count", name);
+	prom_put_sample(f, series, labels, n, h->count);
+}
