@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 bool cli_add_override(struct cli_config *cc, const char *arg)
 {
@@ -13,6 +14,74 @@ bool cli_add_override(struct cli_config *cc, const char *arg)
 	}
 	cc->overrides[cc->noverrides++] = arg;
 	return true;
+}
+
+/* Whether a URL list ("amqp://user:password@host/,...") holds a password
+ * other than RabbitMQ's well-known "guest" (no secret: the broker lets
+ * guest in from localhost only). */
+static bool url_has_password(const char *urls)
+{
+	for (const char *u = urls; *u != '\0';) {
+		size_t n = strcspn(u, ",");
+		const char *scheme = strstr(u, "://");
+
+		if (scheme != NULL && scheme < u + n) {
+			const char *user = scheme + 3;
+			size_t auth = strcspn(user, "@/,");
+			const char *colon = memchr(user, ':', auth);
+
+			if (user[auth] == '@' && colon != NULL &&
+			    !(user + auth - colon - 1 == 5 && memcmp(colon + 1, "guest", 5) == 0)) {
+				return true;
+			}
+		}
+		u += n + (u[n] == ',');
+	}
+	return false;
+}
+
+/* Whether a libpq keyword/value string sets password (= with spaces
+ * around it or not). */
+static bool conninfo_has_password(const char *conninfo)
+{
+	for (const char *p = strstr(conninfo, "password"); p != NULL;
+	     p = strstr(p + 1, "password")) {
+		const char *q = p + 8;
+
+		q += strspn(q, " \t");
+		if (*q == '=' && (p == conninfo || p[-1] == ' ' || p[-1] == '\t')) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A -o argument that puts a password on the command line, where every
+ * user of the machine can read it (ps, /proc): refused, with where the
+ * password belongs instead. */
+static bool secret_on_command_line(const char *arg, char *errstr, size_t errlen)
+{
+	size_t klen = strcspn(arg, "=");
+	const char *value = arg[klen] == '=' ? arg + klen + 1 : "";
+
+	while (klen > 0 && (arg[klen - 1] == ' ' || arg[klen - 1] == '\t')) {
+		klen--;
+	}
+	value += strspn(value, " \t");
+	if (klen == 10 && memcmp(arg, "broker.url", 10) == 0 && url_has_password(value)) {
+		snprintf(errstr, errlen,
+		         "-o broker.url: a password on the command line can be read by every user of "
+		         "this machine; put it in broker.password_file or the configuration file");
+		return true;
+	}
+	if (klen == 11 && memcmp(arg, "db.conninfo", 11) == 0 &&
+	    (conninfo_has_password(value) || url_has_password(value))) {
+		snprintf(errstr, errlen,
+		         "-o db.conninfo: a password on the command line can be read by every user of "
+		         "this machine; put it in db.conninfo_file or the configuration file");
+		return true;
+	}
+	return false;
 }
 
 warren_config *cli_build_config(const struct cli_config *cc, const char *url_env, char *errstr,
@@ -37,7 +106,8 @@ warren_config *cli_build_config(const struct cli_config *cc, const char *url_env
 		}
 	}
 	for (int i = 0; i < cc->noverrides; i++) {
-		if (warren_config_set_arg(cfg, cc->overrides[i], errstr, errlen) != WARREN_OK) {
+		if (secret_on_command_line(cc->overrides[i], errstr, errlen) ||
+		    warren_config_set_arg(cfg, cc->overrides[i], errstr, errlen) != WARREN_OK) {
 			goto fail;
 		}
 	}

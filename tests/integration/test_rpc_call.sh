@@ -70,6 +70,17 @@ echo "password-from-file" >"$tmp/pw"
 check "a wrong password from a file is refused by the broker" 4 '' \
 	"rpc-call: example.echo: UNAVAILABLE: login to 127.0.0.1:${WARREN_TEST_PORT}: 403 ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile." -- \
 	"$BIN/rpc-call" -o "broker.password_file=$tmp/pw" example.echo
+# Secrets never on the command line, where ps shows them to everyone (the
+# well-known guest password is no secret).
+check "a broker password in -o broker.url is refused" 2 '' \
+	'rpc-call: -o broker.url: a password on the command line can be read by every user of this machine; put it in broker.password_file or the configuration file' -- \
+	"$BIN/rpc-call" -o 'broker.url=amqp://guest:guest@127.0.0.1:1/,amqp://app:s3cret@127.0.0.1:1/' example.echo
+check "a daemon refuses one too" 2 '' \
+	'example-service: -o broker.url: a password on the command line can be read by every user of this machine; put it in broker.password_file or the configuration file' -- \
+	"$BIN/example-service" -o 'broker.url = amqps://app:s3cret@broker.example.org/'
+check "a database password in -o db.conninfo is refused (configuration error)" 3 '' \
+	'user-service: -o db.conninfo: a password on the command line can be read by every user of this machine; put it in db.conninfo_file or the configuration file' -- \
+	"$BIN/user-service" -o 'db.conninfo=host=db user=app password = s3cret'
 
 # Load mode: the figures vary from run to run, so they are masked.
 mask='s/ [0-9]+\.[0-9]+/ X/g; s/: [0-9]+ calls\/s/: R calls\/s/'
