@@ -876,6 +876,19 @@ json_t *dlq_json_body(const amqp_basic_properties_t *p, amqp_bytes_t body, char 
 	if (body.len == 0) {
 		return json_null();
 	}
+	if ((p->_flags & AMQP_BASIC_CONTENT_ENCODING_FLAG) && p->content_encoding.len > 0) {
+		char enc[64];
+
+		dlq_printable(enc, sizeof(enc), p->content_encoding.bytes, p->content_encoding.len);
+		if (strcmp(enc, "x-warren-sealed") == 0) {
+			errstr_set(why, whylen,
+			           "encrypted (content_encoding x-warren-sealed): only its service can "
+			           "read it");
+		} else {
+			errstr_set(why, whylen, "content encoding \"%s\" is not decoded", enc);
+		}
+		return NULL;
+	}
 	if (!has_ct || media_is(p->content_type, "application/msgpack")) {
 		if (codec_msgpack_decode(body.bytes, body.len, &v, detail, sizeof(detail)) !=
 		    WARREN_OK) {

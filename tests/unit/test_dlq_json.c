@@ -275,6 +275,16 @@ static void test_bodies_decode_by_content_type(void **state)
 	j = dlq_json_body(&js, (amqp_bytes_t){2, (void *)"{x"}, why, sizeof(why));
 	assert_null(j);
 	assert_true(strncmp(why, "not valid JSON: ", 16) == 0);
+	/* An encrypted body is not decoded (and stays as it is, in base64). */
+	js._flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
+	js.content_encoding = amqp_cstring_bytes("x-warren-sealed");
+	j = dlq_json_body(&js, (amqp_bytes_t){8, (void *)"{\"a\":[]}"}, why, sizeof(why));
+	assert_null(j);
+	assert_string_equal(
+	    why, "encrypted (content_encoding x-warren-sealed): only its service can read it");
+	js.content_encoding = amqp_cstring_bytes("gzip");
+	assert_null(dlq_json_body(&js, (amqp_bytes_t){8, (void *)"{\"a\":[]}"}, why, sizeof(why)));
+	assert_string_equal(why, "content encoding \"gzip\" is not decoded");
 }
 
 int main(void)
