@@ -30,6 +30,7 @@ struct security {
 	 * its callers; by an ed25519 caller with its services. */
 	unsigned char (*pair)[SEAL_KEY_BYTES];
 	unsigned char own_pair[SEAL_KEY_BYTES]; /* mac: a caller's, from its secret */
+	unsigned char retry_key[32];            /* of rpc-retry-token, from our secret */
 	int64_t window_ms;
 	pthread_mutex_t mu;
 	struct seen *seen;
@@ -97,6 +98,8 @@ int security_load(const warren_config *cfg, struct security **out, char *errstr,
 		security_free(s);
 		return -1;
 	}
+	crypto_generichash(s->retry_key, sizeof(s->retry_key), (const unsigned char *)"warren-retry-v1",
+	                   15, s->ours.bytes, s->ours.len);
 	if (pair_keys(s, config_str(cfg, CFG_SECURITY_KEYRING), errstr, errlen) != 0) {
 		security_free(s);
 		return -1;
@@ -115,6 +118,7 @@ void security_free(struct security *s)
 		sodium_memzero(s->pair, (s->ring.n + 1) * sizeof(*s->pair));
 	}
 	sodium_memzero(s->own_pair, sizeof(s->own_pair));
+	sodium_memzero(s->retry_key, sizeof(s->retry_key));
 	free(s->pair);
 	sign_keyring_free(&s->ring);
 	free(s->allow);
@@ -306,7 +310,7 @@ static bool allowed(const struct security *s, const char *method, const char *ke
 /* Records (key, message id) until the end of the window; false when it
  * was there already. */
 static bool first_time(struct security *s, const char *key_id, const char *message_id,
-                       int64_t until)
+                       int attempt, int64_t until)
 {
 	crypto_generichash_state st;
 	uint64_t h;
@@ -316,7 +320,8 @@ static bool first_time(struct security *s, const char *key_id, const char *messa
 
 	crypto_generichash_init(&st, NULL, 0, sizeof(h));
 	crypto_generichash_update(&st, (const unsigned char *)key_id, strlen(key_id) + 1);
-	crypto_generichash_update(&st, (const unsigned char *)message_id, strlen(message_id));
+	crypto_generichash_update(&st, (const unsigned char *)message_id, strlen(message_id) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)&attempt, sizeof(attempt));
 	crypto_generichash_final(&st, (unsigned char *)&h, sizeof(h));
 	pthread_mutex_lock(&s->mu);
 	for (int i = 0; i < SEEN_PROBES; i++) {
@@ -336,6 +341,35 @@ static bool first_time(struct security *s, const char *key_id, const char *messa
 	}
 	pthread_mutex_unlock(&s->mu);
 	return fresh;
+}
+
+void security_retry_token(const struct security *s, const char *signer, const char *message_id,
+                          int attempt, unsigned char out[SECURITY_TOKEN_BYTES])
+{
+	crypto_generichash_state st;
+	char n[16];
+
+	snprintf(n, sizeof(n), "%d", attempt);
+	crypto_generichash_init(&st, s->retry_key, sizeof(s->retry_key), SECURITY_TOKEN_BYTES);
+	crypto_generichash_update(&st, (const unsigned char *)signer, strlen(signer) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)message_id, strlen(message_id) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)n, strlen(n));
+	crypto_generichash_final(&st, out, SECURITY_TOKEN_BYTES);
+}
+
+/* Whether p carries the retry token of this attempt. */
+static bool retry_token_ok(const struct security *s, const amqp_basic_properties_t *p,
+                           const char *signer, const struct envelope_meta *m)
+{
+	const amqp_field_value_t *t = header(p, SECURITY_RETRY_TOKEN);
+	unsigned char want[SECURITY_TOKEN_BYTES];
+
+	if (t == NULL || t->kind != AMQP_FIELD_KIND_BYTES ||
+	    t->value.bytes.len != SECURITY_TOKEN_BYTES) {
+		return false;
+	}
+	security_retry_token(s, signer, m->message_id, m->attempt, want);
+	return sodium_memcmp(want, t->value.bytes.bytes, SECURITY_TOKEN_BYTES) == 0;
 }
 
 /* The pair key shared with the ring's key id, or NULL. */
@@ -426,8 +460,14 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 		snprintf(why, whylen, "key \"%s\" may not call %s", key->id, m->method);
 		return WARREN_STATUS_PERMISSION_DENIED;
 	}
+	snprintf(out->signer, sizeof(out->signer), "%s", key->id);
+	if (m->attempt > 1 && !retry_token_ok(s, p, key->id, m)) {
+		snprintf(why, whylen, "attempt %d of message_id %s without a valid %s", m->attempt,
+		         m->message_id, SECURITY_RETRY_TOKEN);
+		return WARREN_STATUS_UNAUTHENTICATED;
+	}
 	if (!redelivered && m->message_id[0] != '\0' &&
-	    !first_time(s, key->id, m->message_id, f.signed_at_ms + s->window_ms)) {
+	    !first_time(s, key->id, m->message_id, m->attempt, f.signed_at_ms + s->window_ms)) {
 		snprintf(why, whylen, "replay of message_id %s from key \"%s\"", m->message_id,
 		         key->id);
 		return WARREN_STATUS_ALREADY_EXISTS;

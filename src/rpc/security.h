@@ -44,19 +44,32 @@ int security_request_key(const struct security *s, const char *method,
 int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,
                            size_t errlen);
 
-/* A checked request's body: when it came sealed, body is the opened one
- * (malloc'd, the caller frees it) and key the one to seal its reply with;
- * otherwise both NULL. */
+/* A checked request: its signer's key id; when it came sealed, body is the
+ * opened one (malloc'd, the caller frees it) and key the one to seal its
+ * reply with (otherwise both NULL). */
 struct opened {
+	char signer[SIGN_KEY_ID_MAX + 1];
 	void *body;
 	size_t len;
 	const unsigned char *key;
 };
 
+/* A worker's retry of a signed request (attempt > 1, through a delay tier)
+ * carries rpc-retry-token: a keyed BLAKE2b-256 of the signer's key id, the
+ * message id and the attempt, under a key only this service's workers
+ * derive (from their secret key), so that a retry is told from a replay
+ * and nobody else can make one. */
+#define SECURITY_RETRY_TOKEN "rpc-retry-token"
+#define SECURITY_TOKEN_BYTES 32
+void security_retry_token(const struct security *s, const char *signer, const char *message_id,
+                          int attempt, unsigned char out[SECURITY_TOKEN_BYTES]);
+
 /* Checks a delivered request: WARREN_STATUS_OK; UNAUTHENTICATED (no, bad or
  * stale signature, unknown key); PERMISSION_DENIED (the key may not call
  * this method); ALREADY_EXISTS for a replay (its message id was seen from
- * this key within the window, and the broker did not mark it redelivered);
+ * this key within the window, and the broker did not mark it redelivered;
+ * a retry, attempt > 1, counts as its own message id and needs a valid
+ * rpc-retry-token, else UNAUTHENTICATED);
  * for a sealed body, UNAUTHENTICATED when it cannot be opened, and OK with
  * the opened body in *out; for a method of security.encrypt sent in the
  * clear, PERMISSION_DENIED. why says which, never with the body. */

@@ -81,6 +81,14 @@ amqp_table_entry_t forward_str(const char *key, const char *value)
 	                                      .value.bytes = amqp_cstring_bytes(value)}};
 }
 
+amqp_table_entry_t forward_bytes(const char *key, const void *value, size_t len)
+{
+	return (amqp_table_entry_t){
+	    .key = amqp_cstring_bytes(key),
+	    .value = {.kind = AMQP_FIELD_KIND_BYTES,
+	              .value.bytes = (amqp_bytes_t){.len = len, .bytes = (void *)value}}};
+}
+
 amqp_table_entry_t forward_int(const char *key, int64_t value)
 {
 	return (amqp_table_entry_t){.key = amqp_cstring_bytes(key),

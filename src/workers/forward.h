@@ -28,5 +28,6 @@ void forward_free(struct forward *f);
 /* Helpers to fill add[]. */
 amqp_table_entry_t forward_str(const char *key, const char *value);
 amqp_table_entry_t forward_int(const char *key, int64_t value);
+amqp_table_entry_t forward_bytes(const char *key, const void *value, size_t len);
 
 #endif

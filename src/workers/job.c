@@ -270,6 +270,7 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	}
 	/* From here on every answer is sealed when the request was. */
 	j->seal_key = body.key;
+	memcpy(j->signer, body.signer, sizeof(j->signer));
 	if (j->meta.sealed && body.key == NULL) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE,
 		       "the body is encrypted (" SEAL_ENCODING ") and this worker has no keys "

@@ -168,12 +168,19 @@ static warren_err publish_dead_letter(struct engine *e, struct job *j)
 static warren_err publish_retry(struct engine *e, struct job *j)
 {
 	const struct engine_delivery *d = j->delivery;
-	amqp_table_entry_t add[] = {forward_int("rpc-attempt", j->meta.attempt + 1)};
+	unsigned char token[SECURITY_TOKEN_BYTES];
+	amqp_table_entry_t add[] = {forward_int("rpc-attempt", j->meta.attempt + 1),
+	                            forward_bytes(SECURITY_RETRY_TOKEN, token, sizeof(token))};
 	const struct retry_tier *tier = retry_tier_for(j->retry_delay_ms);
 	struct forward f;
 	warren_err err;
 
-	if (!forward_props(&f, &d->message.properties, add, 1)) {
+	/* A signed request's retry proves it is one (security.h). */
+	if (j->worker->sec != NULL) {
+		security_retry_token(j->worker->sec, j->signer, j->meta.message_id,
+		                     j->meta.attempt + 1, token);
+	}
+	if (!forward_props(&f, &d->message.properties, add, j->worker->sec != NULL ? 2 : 1)) {
 		return WARREN_ERR_NOMEM;
 	}
 	forward_expire_after(&f, j->retry_delay_ms);

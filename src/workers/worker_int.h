@@ -49,6 +49,7 @@ struct job {
 	int64_t limit_ms;
 	struct signature sig;    /* of the reply, when the worker signs */
 	const unsigned char *seal_key; /* the request came sealed: seal the reply with it */
+	char signer[SIGN_KEY_ID_MAX + 1]; /* the request's signer, when the worker checks */
 	bool reply_sealed;       /* reply_body is sealed */
 	struct job *run_prev, *run_next; /* in w->running */
 	char dead_error[400];

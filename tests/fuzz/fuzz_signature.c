@@ -5,7 +5,8 @@
  * input, the check must end with one of its four answers; and the same
  * message signed with a key of the keyring must pass (or be a replay of
  * its message id), its body sealed first when the properties say it is
- * (content_encoding x-warren-sealed), and then opened intact. */
+ * (content_encoding x-warren-sealed), and then opened intact; a later
+ * attempt with the service's retry token. */
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <stdio.h>
@@ -127,6 +128,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		security_sign_request(app, &m, body, len, &sig);
 		envelope_request_props(&m, &ep);
 		envelope_add_signature(&ep, sig.key_id, sig.signed_at_ms, sig.sig, sig.len);
+		/* A later attempt is a retry the service itself made. */
+		unsigned char token[SECURITY_TOKEN_BYTES];
+		if (m.attempt > 1) {
+			int n = ep.props.headers.num_entries++;
+			security_retry_token(sec, "app", m.message_id, m.attempt, token);
+			ep.headers[n].key = amqp_cstring_bytes(SECURITY_RETRY_TOKEN);
+			ep.headers[n].value.kind = AMQP_FIELD_KIND_BYTES;
+			ep.headers[n].value.value.bytes = (amqp_bytes_t){sizeof(token), token};
+		}
 		st = security_check_request(sec, &ep.props, &m, body, len, true, &op, why,
 		                            sizeof(why));
 		ORACLE_CHECK(st == WARREN_STATUS_OK,

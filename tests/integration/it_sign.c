@@ -40,6 +40,15 @@ static warren_status echo(warren_request *req, void *arg)
 	return WARREN_STATUS_OK;
 }
 
+/* UNAVAILABLE on a request's first attempt, then an echo. */
+static warren_status flaky(warren_request *req, void *arg)
+{
+	if (warren_request_attempt(req) == 1) {
+		return warren_request_fail(req, WARREN_STATUS_UNAVAILABLE, NULL, "not yet");
+	}
+	return echo(req, arg);
+}
+
 static void put(const char *name, const unsigned char *key, size_t len, mode_t mode)
 {
 	char path[160], hex[260];
@@ -130,6 +139,7 @@ static warren_worker *start_worker(warren_config *cfg)
 	assert_int_equal(warren_worker_new(cfg, &w, why, sizeof(why)), WARREN_OK);
 	assert_int_equal(warren_worker_handle(w, "secure.echo", echo, NULL), WARREN_OK);
 	assert_int_equal(warren_worker_handle(w, "secure.admin", echo, NULL), WARREN_OK);
+	assert_int_equal(warren_worker_handle(w, "secure.flaky", flaky, NULL), WARREN_OK);
 	assert_int_equal(warren_worker_start(w, why, sizeof(why)), WARREN_OK);
 	return w;
 }
@@ -173,6 +183,9 @@ static void signed_calls_work(const char *scheme, const char *svc_key, const cha
 	atomic_store(&runs, 0);
 	assert_int_equal(call(c, "secure.echo", why, sizeof(why)), WARREN_STATUS_OK);
 	assert_int_equal(atomic_load(&runs), 1);
+	/* A retry through a delay tier is the same request again, not a replay. */
+	assert_int_equal(call(c, "secure.flaky", why, sizeof(why)), WARREN_STATUS_OK);
+	assert_int_equal(atomic_load(&runs), 2);
 	warren_client_free(c);
 	warren_worker_free(w);
 	warren_config_free(wc);
@@ -230,10 +243,11 @@ static void test_refusals_never_run_the_handler(void **state)
 
 /* Publishes a request signed with app's mac secret, as a foreign caller
  * would, with signed_at and body chosen by the test. */
-static void raw_signed(struct raw *r, const char *corr, const char *msgid, int64_t signed_at,
-                       const char *signed_body, const char *sent_body)
+static void raw_signed_attempt(struct raw *r, const char *corr, const char *msgid,
+                               int64_t signed_at, const char *signed_body, const char *sent_body,
+                               int attempt)
 {
-	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON, .attempt = 1, .persistent = true};
+	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON, .attempt = attempt, .persistent = true};
 	struct envelope_props ep;
 	struct sign_key k;
 	struct sign_fields f;
@@ -261,6 +275,12 @@ static void raw_signed(struct raw *r, const char *corr, const char *msgid, int64
 	assert_int_equal(raw_publish(r, "secure.echo", &ep.props, sent_body, strlen(sent_body)), 0);
 }
 
+static void raw_signed(struct raw *r, const char *corr, const char *msgid, int64_t signed_at,
+                       const char *signed_body, const char *sent_body)
+{
+	raw_signed_attempt(r, corr, msgid, signed_at, signed_body, sent_body, 1);
+}
+
 static void test_tampered_stale_and_replayed_requests_do_not_run_twice(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
@@ -275,7 +295,10 @@ static void test_tampered_stale_and_replayed_requests_do_not_run_twice(void **st
 	raw_signed(r, "t-tamper", "m-tamper", warren_now_ms(), "{\"a\":1}", "{\"a\":2}");
 	raw_signed(r, "t-stale", "m-stale", warren_now_ms() - 600000, "{}", "{}");
 	raw_signed(r, "t-good-again", "m-good", warren_now_ms(), "{\"a\":1}", "{\"a\":1}");
-	assert_int_equal(raw_await_count(r, "rpc.secure.dlq", 2, 5000), 2);
+	/* Replayed as if a worker retried it: no retry token, refused. */
+	raw_signed_attempt(r, "t-good-retry", "m-good", warren_now_ms(), "{\"a\":1}", "{\"a\":1}",
+	                   2);
+	assert_int_equal(raw_await_count(r, "rpc.secure.dlq", 3, 5000), 3);
 	for (int i = 0; i < 100; i++) {
 		warren_worker_get_stats(w, &st);
 		if (st.replays == 1) {
@@ -284,7 +307,7 @@ static void test_tampered_stale_and_replayed_requests_do_not_run_twice(void **st
 		usleep(20000);
 	}
 	assert_int_equal(atomic_load(&runs), 1);
-	assert_int_equal(st.unauthenticated, 2);
+	assert_int_equal(st.unauthenticated, 3);
 	assert_int_equal(st.replays, 1);
 	raw_purge(r, "rpc.secure.dlq");
 	raw_close(r);
