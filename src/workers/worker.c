@@ -560,6 +560,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	                             .lost = worker_lost,
 	                             .tick = worker_tick};
 
+	ec.batch_acks = true; /* every request is acked or rejected through the engine */
 	if (service[0] == '\0') {
 		snprintf(errstr, errlen, "worker.service is not set");
 		return WARREN_ERR_CONFIG;
