@@ -246,7 +246,9 @@ done
 echo
 echo "Caller scaling (warren, transient, 100 B): the calls first wait with no worker consuming"
 echo "(memory held per call in flight, once the broker has confirmed the requests), then a"
-echo "worker starts and calls go on, IN_FLIGHT at a time, until CALLS are answered."
+echo "worker starts and calls go on, IN_FLIGHT at a time, until CALLS are answered. heap: bytes"
+echo "the allocator still holds per call (mallinfo2); RSS: resident growth per call, which also keeps"
+echo "what the calls held until their confirm (request body, publish state) and freed since."
 printf '%8s %7s | %-15s | %-12s | %-12s\n' in-fl calls "cpu us/call" "heap B/call" "RSS B/call"
 echo "(at 1 in flight the memory columns measure one call: the first call's one-time allocations"
 echo "and a whole page; the CPU there is that of sequential calls, a wake-up per call)"
