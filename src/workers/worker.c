@@ -287,7 +287,9 @@ static void *handler_main(void *arg)
 	return NULL;
 }
 
-void worker_enqueue(struct warren_worker *w, struct job *j)
+/* Queues j for a handler thread; signal: wake one now (otherwise
+ * wake_handlers does, at the end of the I/O thread's turn). */
+static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 {
 	pthread_mutex_lock(&w->mu);
 	j->next = NULL;
@@ -301,8 +303,33 @@ void worker_enqueue(struct warren_worker *w, struct job *j)
 		w->stats.received++;
 	}
 	w->stats.in_progress++;
-	pthread_cond_signal(&w->cond);
+	if (signal) {
+		pthread_cond_signal(&w->cond);
+	}
 	pthread_mutex_unlock(&w->mu);
+}
+
+void worker_enqueue(struct warren_worker *w, struct job *j)
+{
+	enqueue(w, j, true);
+}
+
+/* I/O thread, at the end of each turn: wakes as many handlers as the
+ * turn's deliveries need, once, rather than at each delivery (when a
+ * handler woken by the first would contend for w->mu with the I/O thread
+ * queueing the rest). */
+static void wake_handlers(struct warren_worker *w)
+{
+	int n = w->unsignaled;
+
+	w->unsignaled = 0;
+	if (n >= w->threads) {
+		pthread_cond_broadcast(&w->cond);
+	} else {
+		while (n-- > 0) {
+			pthread_cond_signal(&w->cond);
+		}
+	}
 }
 
 /* ------------------------------------------------------------ engine hooks */
@@ -496,7 +523,8 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		return;
 	}
 	j->delivery = d;
-	worker_enqueue(w, j);
+	enqueue(w, j, false);
+	w->unsignaled++;
 }
 
 static void worker_returned(struct engine *e, void *arg, const amqp_basic_properties_t *props,
@@ -540,6 +568,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
 	int64_t a, b;
 
+	wake_handlers(arg);
 	release_held(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
