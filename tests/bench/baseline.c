@@ -17,6 +17,10 @@
  *       transient ones delivery_mode 1 without confirms. Prints the
  *       benchlib result line for the MEASURE_MS after WARMUP_MS.
  *
+ * With BASELINE_WIRE set in the environment, both sides put on their
+ * messages the properties and headers of warren's wire contract (fixed
+ * values): what the contract costs the broker, apart from warren's code.
+ *
  * Prints "ready" once consuming (responder). Exit status 0, 1 on failure,
  * 2 on bad usage. */
 #include <errno.h>
@@ -142,6 +146,7 @@ struct responder {
 	const char *url;
 	int prefetch;
 	bool durable;
+	bool wire;
 	pthread_t thread;
 };
 
@@ -149,6 +154,7 @@ struct responder {
 struct consumer {
 	amqp_connection_state_t conn;
 	bool durable;
+	bool wire;
 	uint64_t *tag_of;  /* reply seq % cap -> delivery tag */
 	bool *confirmed;   /* reply seq % cap -> its confirm came */
 	size_t cap;
@@ -169,6 +175,17 @@ static void reply_to(struct consumer *c, uint64_t tag)
 		die("reading a request", r);
 	}
 	p.correlation_id = msg.properties.correlation_id;
+	if (c->wire) {
+		/* A warren reply: its content type and rpc-status. */
+		static char key[] = "rpc-status";
+		static amqp_table_entry_t status = {
+		    .key = {.len = sizeof(key) - 1, .bytes = key},
+		    .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 0}};
+
+		p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+		p.content_type = amqp_cstring_bytes("application/msgpack");
+		p.headers = (amqp_table_t){1, &status};
+	}
 	if (amqp_basic_publish(c->conn, CHANNEL, amqp_empty_bytes, msg.properties.reply_to, 0, 0, &p,
 	                       msg.body) != AMQP_STATUS_OK) {
 		fprintf(stderr, "baseline: publishing a reply failed\n");
@@ -246,7 +263,7 @@ static void consumer_frame(struct consumer *c, const amqp_frame_t *f)
 static void *responder_main(void *arg)
 {
 	struct responder *rs = arg;
-	struct consumer c = {.conn = connect_to(rs->url), .durable = rs->durable};
+	struct consumer c = {.conn = connect_to(rs->url), .durable = rs->durable, .wire = rs->wire};
 	amqp_frame_t f;
 
 	/* At most prefetch replies await their confirm: one per unacked request. */
@@ -305,7 +322,8 @@ static int responder(int argc, char **argv)
 	for (int i = 0; rs != NULL && i < threads; i++) {
 		rs[i] = (struct responder){.url = argv[2],
 		                           .prefetch = prefetch,
-		                           .durable = strcmp(argv[5], "durable") == 0};
+		                           .durable = strcmp(argv[5], "durable") == 0,
+		                           .wire = getenv("BASELINE_WIRE") != NULL};
 		pthread_create(&rs[i].thread, NULL, responder_main, &rs[i]);
 	}
 	printf("ready\n");
@@ -328,6 +346,7 @@ struct slot {
 struct caller {
 	amqp_connection_state_t conn;
 	bool durable;
+	bool wire; /* the properties and headers of warren's wire contract */
 	struct slot *slots;
 	uint32_t *free_slots; /* a stack of idle slot numbers */
 	size_t nfree, nslots;
@@ -336,6 +355,40 @@ struct caller {
 	uint64_t calls, errors;
 	struct bench_lat lat;
 };
+
+/* The properties and headers warren's wire contract puts on a request
+ * (warren(7)), with fixed values: what the broker handles per message when
+ * the contract is kept, apart from how warren's code makes them. */
+static void wire_request(amqp_basic_properties_t *p)
+{
+	static amqp_table_entry_t h[3];
+	static char traceparent[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+	h[0] = (amqp_table_entry_t){.key = amqp_cstring_bytes("rpc-deadline"),
+	                            .value = {.kind = AMQP_FIELD_KIND_I64,
+	                                      .value.i64 = 1700000000000}};
+	h[1] = (amqp_table_entry_t){.key = amqp_cstring_bytes("rpc-attempt"),
+	                            .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 1}};
+	h[2] = (amqp_table_entry_t){.key = amqp_cstring_bytes("traceparent"),
+	                            .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	                                      .value.bytes = amqp_cstring_bytes(traceparent)}};
+	const char *what = getenv("BASELINE_WIRE");
+
+	/* "headers" or "props": only that half, to see which costs what. */
+	if (strcmp(what, "props") != 0) {
+		p->_flags |= AMQP_BASIC_HEADERS_FLAG;
+	}
+	if (strcmp(what, "headers") != 0) {
+		p->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+		             AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
+	}
+	p->content_type = amqp_cstring_bytes("application/msgpack");
+	p->message_id = amqp_cstring_bytes("5f0c7e1d9a3b4c2e8f6a1b0d3c5e7f90");
+	p->type = amqp_cstring_bytes(ROUTING_KEY);
+	p->timestamp = 1700000000;
+	p->app_id = amqp_cstring_bytes("bench");
+	p->headers = (amqp_table_t){3, h};
+}
 
 static void publish(struct caller *c)
 {
@@ -353,6 +406,9 @@ static void publish(struct caller *c)
 	s->busy = true;
 	snprintf(id, sizeof(id), "%08x%08x", i, s->gen);
 	p.correlation_id = (amqp_bytes_t){.len = 16, .bytes = id};
+	if (c->wire) {
+		wire_request(&p);
+	}
 	s->started = bench_now_ns();
 	if (amqp_basic_publish(c->conn, CHANNEL, amqp_cstring_bytes(EXCHANGE),
 	                       amqp_cstring_bytes(ROUTING_KEY), 1, 0, &p, c->body) != AMQP_STATUS_OK) {
@@ -429,8 +485,14 @@ static void caller_frame(struct caller *c, const amqp_frame_t *f)
 		c->errors++;
 		break;
 	case AMQP_BASIC_RETURN_METHOD:
-		/* No queue bound: its content follows. */
+		/* No queue bound: its content follows, and the call ends. */
 		if (amqp_read_message(c->conn, CHANNEL, &msg, 0).reply_type == AMQP_RESPONSE_NORMAL) {
+			uint32_t i;
+
+			if (slot_of(c, msg.properties.correlation_id, &i) != NULL) {
+				c->slots[i].busy = false;
+				c->free_slots[c->nfree++] = i;
+			}
 			amqp_destroy_message(&msg);
 		}
 		c->errors++;
@@ -479,6 +541,7 @@ static int caller(int argc, char **argv)
 		return 2;
 	}
 	c.durable = strcmp(argv[3], "durable") == 0;
+	c.wire = getenv("BASELINE_WIRE") != NULL;
 	caller_setup(&c, argv[2], (size_t)bench_arg(argv[4], "IN_FLIGHT"),
 	             (size_t)bench_arg(argv[5], "PAYLOAD"));
 	open_at = bench_now_ns() + bench_arg(argv[7], "WARMUP_MS") * 1000000;

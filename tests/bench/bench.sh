@@ -62,6 +62,9 @@ started=$(date +%s)
 # shellcheck disable=SC1091
 . "$DIR/env"
 URL=$WARREN_TEST_URL
+# The callers also read the broker's CPU time (benchlib.c).
+BENCH_BROKER_PID=$(cat "$DIR/rabbitmq.pid")
+export BENCH_BROKER_PID
 
 # Keys for the signing runs: the caller is "app", the worker "svc".
 for scheme in mac ed25519; do
@@ -161,14 +164,15 @@ fmt_row() { # MODE N PAYLOAD THREADS BASE_LINE WARREN_LINE
 		-v b999="$(val "$b" p999)" -v w999="$(val "$w" p999)" \
 		-v bcc="$(val "$b" ccpu)" -v wcc="$(val "$w" ccpu)" \
 		-v bwc="$(val "$b" wcpu)" -v wwc="$(val "$w" wcpu)" \
+		-v bbc="$(val "$b" bcpu)" -v wbc="$(val "$w" bcpu)" \
 		-v bcr="$(val "$b" crss)" -v wcr="$(val "$w" crss)" \
 		-v bwr="$(val "$b" wrss)" -v wwr="$(val "$w" wrss)" \
 		-v be="$(val "$b" errors)" -v we="$(val "$w" errors)" '
 		function r(x, y) { return (y > 0) ? sprintf("%.2f", x / y) : "-" }
 		BEGIN {
-			printf "%-9s %5s %6s %3s | %7.0f %7.0f %5s | %6.2f %6.2f %5s | %6.2f %6.2f | %6.2f %6.2f | %6.3f %6.3f | %6.3f %6.3f | %5.1f %5.1f | %5.1f %5.1f%s\n",
+			printf "%-9s %5s %6s %3s | %7.0f %7.0f %5s | %6.2f %6.2f %5s | %6.2f %6.2f | %6.2f %6.2f | %6.3f %6.3f | %6.3f %6.3f | %6.3f %6.3f | %5.1f %5.1f | %5.1f %5.1f%s\n",
 				mode, n, pl, thr, br, wr, r(wr, br), b50, w50, r(w50, b50), b99, w99, b999, w999,
-				bcc, wcc, bwc, wwc, bcr / 1024, wcr / 1024, bwr / 1024, wwr / 1024,
+				bcc, wcc, bwc, wwc, bbc, wbc, bcr / 1024, wcr / 1024, bwr / 1024, wwr / 1024,
 				(be + we > 0) ? sprintf("  errors %d/%d", be, we) : ""
 		}'
 	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$(val "$b" rate)/$(val "$b" p50)" \
@@ -176,9 +180,9 @@ fmt_row() { # MODE N PAYLOAD THREADS BASE_LINE WARREN_LINE
 }
 
 header() {
-	printf '%-9s %5s %6s %3s | %-21s | %-20s | %-13s | %-13s | %-13s | %-13s | %-11s | %-11s\n' \
+	printf '%-9s %5s %6s %3s | %-21s | %-20s | %-13s | %-13s | %-13s | %-13s | %-13s | %-11s | %-11s\n' \
 		mode "in-fl" "bytes" thr "calls/s base warren w/b" "p50 ms base warren w/b" \
-		"p99 ms b   w" "p99.9 ms b w" "caller cpu" "worker cpu" "caller MB" "worker MB"
+		"p99 ms b   w" "p99.9 ms b w" "caller cpu" "worker cpu" "broker cpu" "caller MB" "worker MB"
 }
 
 echo "warren benchmark: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, RabbitMQ $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null)"
@@ -195,7 +199,8 @@ if [ "$FULL" = 1 ]; then
 else
 	echo "Transient mode: a subset (in flight 1 and 128) to stay under five minutes; BENCH_FULL=1 for all."
 fi
-echo "cpu: CPU seconds per 1,000 calls (caller process; worker process). MB: RSS at the window's end."
+echo "cpu: CPU seconds per 1,000 calls of the caller, the worker and the broker (RabbitMQ's own"
+echo "work for each call; 2 cores in all bound the throughput). MB: RSS at the window's end."
 echo "w/b: warren / baseline."
 echo
 header
@@ -241,6 +246,24 @@ for threads in 1 4; do
 	run warren durable 128 100 "$threads" 0
 	l=$LINE
 	echo "  $threads thread(s): $(val "$l" rate) calls/s, p50 $(val "$l" p50) ms (prefetch $PREFETCH above)"
+done
+
+echo
+echo "What the wire contract costs the broker: the baseline as above, and with the properties and"
+echo "headers of warren's requests and replies (BASELINE_WIRE: type, message_id, app_id, timestamp,"
+echo "content_type, rpc-deadline, rpc-attempt, traceparent; rpc-status), durable, 128 in flight,"
+echo "100 B, 1 thread, $REPS alternating pairs, medians:"
+bl=()
+wl=()
+for _ in $(seq 1 "$REPS"); do
+	MS=$TARGET_MS run baseline durable 128 100 1
+	bl+=("$LINE")
+	BASELINE_WIRE=1 MS=$TARGET_MS run baseline durable 128 100 1
+	wl+=("$LINE")
+done
+for v in plain wire; do
+	if [ $v = plain ]; then l=$(median_line "${bl[@]}"); else l=$(median_line "${wl[@]}"); fi
+	echo "  baseline $v: $(val "$l" rate) calls/s, p50 $(val "$l" p50) ms, broker cpu $(val "$l" bcpu) s/1k calls"
 done
 
 echo

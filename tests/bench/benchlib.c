@@ -158,7 +158,11 @@ void bench_lat_free(struct bench_lat *l)
 
 void bench_window_open(struct bench_window *w, pid_t peer)
 {
+	const char *broker = getenv("BENCH_BROKER_PID");
+
 	w->peer = peer;
+	w->broker = broker != NULL ? (pid_t)strtol(broker, NULL, 10) : 0;
+	w->bcpu0 = w->broker > 0 ? bench_cpu_ns(w->broker) : 0;
 	w->wcpu0 = peer > 0 ? bench_cpu_ns(peer) : 0;
 	w->cpu0 = bench_cpu_ns(0);
 	w->t0 = bench_now_ns();
@@ -169,6 +173,7 @@ void bench_window_close(struct bench_window *w)
 	w->t1 = bench_now_ns();
 	w->cpu1 = bench_cpu_ns(0);
 	w->wcpu1 = w->peer > 0 ? bench_cpu_ns(w->peer) : 0;
+	w->bcpu1 = w->broker > 0 ? bench_cpu_ns(w->broker) : 0;
 	w->crss = bench_status_kb(0, "VmRSS");
 	w->wrss = w->peer > 0 ? bench_status_kb(w->peer, "VmRSS") : -1L;
 }
@@ -181,10 +186,11 @@ void bench_report(const char *label, const struct bench_window *w, uint64_t call
 
 	bench_lat_sort(lat);
 	printf("%s calls=%llu secs=%.3f rate=%.0f p50=%.3f p99=%.3f p999=%.3f ccpu=%.4f "
-	       "wcpu=%.4f crss=%ld wrss=%ld errors=%llu\n",
+	       "wcpu=%.4f bcpu=%.4f crss=%ld wrss=%ld errors=%llu\n",
 	       label, (unsigned long long)calls, secs, secs > 0 ? (double)calls / secs : 0.0,
 	       bench_lat_ms(lat, 0.50), bench_lat_ms(lat, 0.99), bench_lat_ms(lat, 0.999),
 	       (double)(w->cpu1 - w->cpu0) * per_k, (double)(w->wcpu1 - w->wcpu0) * per_k,
+	       w->broker > 0 ? (double)(w->bcpu1 - w->bcpu0) * per_k : -1.0,
 	       w->crss, w->wrss,
 	       (unsigned long long)errors);
 	fflush(stdout);

@@ -34,20 +34,23 @@ void bench_lat_sort(struct bench_lat *l);
 double bench_lat_ms(const struct bench_lat *l, double q);
 void bench_lat_free(struct bench_lat *l);
 
-/* A measurement window: CPU of both processes, sampled at its start and end. */
+/* A measurement window: CPU of both processes (and of the broker, whose
+ * pid bench.sh passes in BENCH_BROKER_PID), sampled at its start and end. */
 struct bench_window {
 	int64_t t0, t1;         /* ns */
 	int64_t cpu0, cpu1;     /* this process */
 	int64_t wcpu0, wcpu1;   /* the responder or worker (pid) */
 	long crss, wrss;        /* VmRSS of both in KiB at the end (-1: unknown) */
-	pid_t peer;
+	int64_t bcpu0, bcpu1;   /* the broker, when BENCH_BROKER_PID names it */
+	pid_t peer, broker;
 };
 void bench_window_open(struct bench_window *w, pid_t peer);
 void bench_window_close(struct bench_window *w);
 
 /* Prints the result line bench.sh reads:
- * calls= secs= rate= p50= p99= p999= (ms) ccpu= wcpu= (CPU seconds per
- * 1000 calls) crss= wrss= (KiB, at the window's end) errors= */
+ * calls= secs= rate= p50= p99= p999= (ms) ccpu= wcpu= bcpu= (CPU seconds
+ * per 1000 calls: caller, worker, broker or -1) crss= wrss= (KiB, at the
+ * window's end) errors= */
 void bench_report(const char *label, const struct bench_window *w, uint64_t calls,
                   struct bench_lat *lat, uint64_t errors);
 
