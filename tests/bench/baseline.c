@@ -37,12 +37,12 @@
 
 #include "benchlib.h"
 
-#define CHANNEL 1
-#define EXCHANGE "rpc"
-#define QUEUE "rpc.bench"
+#define CHANNEL     1
+#define EXCHANGE    "rpc"
+#define QUEUE       "rpc.bench"
 #define ROUTING_KEY "bench.echo"
-#define REPLY_TO "amq.rabbitmq.reply-to"
-#define DRAIN_NS (60 * INT64_C(1000000000))
+#define REPLY_TO    "amq.rabbitmq.reply-to"
+#define DRAIN_NS    (60 * INT64_C(1000000000))
 
 static volatile sig_atomic_t stopping;
 
@@ -77,8 +77,8 @@ static amqp_connection_state_t connect_to(const char *url)
 		exit(1);
 	}
 	/* The same frame size as warren's engine; no heartbeats (short runs). */
-	amqp_rpc_reply_t r = amqp_login(conn, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-	                                ci.user, ci.password);
+	amqp_rpc_reply_t r =
+	    amqp_login(conn, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
 		die("login", r);
 	}
@@ -101,9 +101,9 @@ static void confirm_mode(amqp_connection_state_t conn)
 /* The queue as a warren worker of service "bench" declares it. */
 static void declare(amqp_connection_state_t conn)
 {
-	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                   .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
 
 	amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0,
 	                   (amqp_table_t){1, &qt});
@@ -155,8 +155,8 @@ struct consumer {
 	amqp_connection_state_t conn;
 	bool durable;
 	bool wire;
-	uint64_t *tag_of;  /* reply seq % cap -> delivery tag */
-	bool *confirmed;   /* reply seq % cap -> its confirm came */
+	uint64_t *tag_of; /* reply seq % cap -> delivery tag */
+	bool *confirmed;  /* reply seq % cap -> its confirm came */
 	size_t cap;
 	uint64_t published, confirmed_upto;
 	uint64_t ack_upto, acked; /* delivery tags */
@@ -186,8 +186,8 @@ static void reply_to(struct consumer *c, uint64_t tag)
 		p.content_type = amqp_cstring_bytes("application/msgpack");
 		p.headers = (amqp_table_t){1, &status};
 	}
-	if (amqp_basic_publish(c->conn, CHANNEL, amqp_empty_bytes, msg.properties.reply_to, 0, 0, &p,
-	                       msg.body) != AMQP_STATUS_OK) {
+	if (amqp_basic_publish(c->conn, CHANNEL, amqp_empty_bytes, msg.properties.reply_to, 0, 0,
+	                       &p, msg.body) != AMQP_STATUS_OK) {
 		fprintf(stderr, "baseline: publishing a reply failed\n");
 		exit(1);
 	}
@@ -364,9 +364,9 @@ static void wire_request(amqp_basic_properties_t *p)
 	static amqp_table_entry_t h[3];
 	static char traceparent[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-	h[0] = (amqp_table_entry_t){.key = amqp_cstring_bytes("rpc-deadline"),
-	                            .value = {.kind = AMQP_FIELD_KIND_I64,
-	                                      .value.i64 = 1700000000000}};
+	h[0] = (amqp_table_entry_t){
+	    .key = amqp_cstring_bytes("rpc-deadline"),
+	    .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 1700000000000}};
 	h[1] = (amqp_table_entry_t){.key = amqp_cstring_bytes("rpc-attempt"),
 	                            .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 1}};
 	h[2] = (amqp_table_entry_t){.key = amqp_cstring_bytes("traceparent"),
@@ -380,7 +380,8 @@ static void wire_request(amqp_basic_properties_t *p)
 	}
 	if (strcmp(what, "headers") != 0) {
 		p->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-		             AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
+		             AMQP_BASIC_TYPE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+		             AMQP_BASIC_APP_ID_FLAG;
 	}
 	p->content_type = amqp_cstring_bytes("application/msgpack");
 	p->message_id = amqp_cstring_bytes("5f0c7e1d9a3b4c2e8f6a1b0d3c5e7f90");
@@ -411,7 +412,8 @@ static void publish(struct caller *c)
 	}
 	s->started = bench_now_ns();
 	if (amqp_basic_publish(c->conn, CHANNEL, amqp_cstring_bytes(EXCHANGE),
-	                       amqp_cstring_bytes(ROUTING_KEY), 1, 0, &p, c->body) != AMQP_STATUS_OK) {
+	                       amqp_cstring_bytes(ROUTING_KEY), 1, 0, &p,
+	                       c->body) != AMQP_STATUS_OK) {
 		fprintf(stderr, "baseline: publish failed\n");
 		exit(1);
 	}
@@ -486,7 +488,8 @@ static void caller_frame(struct caller *c, const amqp_frame_t *f)
 		break;
 	case AMQP_BASIC_RETURN_METHOD:
 		/* No queue bound: its content follows, and the call ends. */
-		if (amqp_read_message(c->conn, CHANNEL, &msg, 0).reply_type == AMQP_RESPONSE_NORMAL) {
+		if (amqp_read_message(c->conn, CHANNEL, &msg, 0).reply_type ==
+		    AMQP_RESPONSE_NORMAL) {
 			uint32_t i;
 
 			if (slot_of(c, msg.properties.correlation_id, &i) != NULL) {

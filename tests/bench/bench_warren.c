@@ -35,9 +35,9 @@
 #include "benchlib.h"
 #include "warren.h"
 
-#define METHOD "bench.echo"
+#define METHOD          "bench.echo"
 #define CALL_TIMEOUT_MS 120000
-#define DRAIN_NS (60 * INT64_C(1000000000))
+#define DRAIN_NS        (60 * INT64_C(1000000000))
 
 static void fail(const char *what, const char *why)
 {
@@ -383,8 +383,8 @@ static int scale(int argc, char **argv)
 	printf("scale inflight=%ld calls=%ld secs=%.3f settle_secs=%.3f cpu_us=%.2f heap_b=%.0f "
 	       "rss_b=%.0f errors=%lu\n",
 	       in_flight, (long)atomic_load(&b.answered), (double)secs_ns / 1e9,
-	       (double)(t_settled - t0) / 1e9,
-	       (double)cpu / 1e3 / (double)b.total, (double)(heap1 - heap0) / (double)in_flight,
+	       (double)(t_settled - t0) / 1e9, (double)cpu / 1e3 / (double)b.total,
+	       (double)(heap1 - heap0) / (double)in_flight,
 	       (double)(rss1 - rss0) * 1024.0 / (double)in_flight,
 	       atomic_load(&b.errors) + (unsigned long)(b.total - atomic_load(&b.answered)));
 	fflush(stdout);
@@ -411,11 +411,12 @@ int main(int argc, char **argv)
 		rc = scale(argc, argv);
 	}
 	if (rc == 2) {
-		fprintf(stderr,
-		        "usage: bench_warren worker URL THREADS PREFETCH [SCHEME KEYDIR]\n"
-		        "       bench_warren caller URL durable|transient IN_FLIGHT PAYLOAD MEASURE_MS "
-		        "WARMUP_MS PEER_PID [SCHEME KEYDIR]\n"
-		        "       bench_warren scale URL IN_FLIGHT PAYLOAD TOTAL\n");
+		fprintf(
+		    stderr,
+		    "usage: bench_warren worker URL THREADS PREFETCH [SCHEME KEYDIR]\n"
+		    "       bench_warren caller URL durable|transient IN_FLIGHT PAYLOAD MEASURE_MS "
+		    "WARMUP_MS PEER_PID [SCHEME KEYDIR]\n"
+		    "       bench_warren scale URL IN_FLIGHT PAYLOAD TOTAL\n");
 	}
 	return rc;
 }

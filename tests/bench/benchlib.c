@@ -190,8 +190,7 @@ void bench_report(const char *label, const struct bench_window *w, uint64_t call
 	       label, (unsigned long long)calls, secs, secs > 0 ? (double)calls / secs : 0.0,
 	       bench_lat_ms(lat, 0.50), bench_lat_ms(lat, 0.99), bench_lat_ms(lat, 0.999),
 	       (double)(w->cpu1 - w->cpu0) * per_k, (double)(w->wcpu1 - w->wcpu0) * per_k,
-	       w->broker > 0 ? (double)(w->bcpu1 - w->bcpu0) * per_k : -1.0,
-	       w->crss, w->wrss,
+	       w->broker > 0 ? (double)(w->bcpu1 - w->bcpu0) * per_k : -1.0, w->crss, w->wrss,
 	       (unsigned long long)errors);
 	fflush(stdout);
 }

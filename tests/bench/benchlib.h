@@ -37,11 +37,11 @@ void bench_lat_free(struct bench_lat *l);
 /* A measurement window: CPU of both processes (and of the broker, whose
  * pid bench.sh passes in BENCH_BROKER_PID), sampled at its start and end. */
 struct bench_window {
-	int64_t t0, t1;         /* ns */
-	int64_t cpu0, cpu1;     /* this process */
-	int64_t wcpu0, wcpu1;   /* the responder or worker (pid) */
-	long crss, wrss;        /* VmRSS of both in KiB at the end (-1: unknown) */
-	int64_t bcpu0, bcpu1;   /* the broker, when BENCH_BROKER_PID names it */
+	int64_t t0, t1;       /* ns */
+	int64_t cpu0, cpu1;   /* this process */
+	int64_t wcpu0, wcpu1; /* the responder or worker (pid) */
+	long crss, wrss;      /* VmRSS of both in KiB at the end (-1: unknown) */
+	int64_t bcpu0, bcpu1; /* the broker, when BENCH_BROKER_PID names it */
 	pid_t peer, broker;
 };
 void bench_window_open(struct bench_window *w, pid_t peer);
