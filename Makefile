@@ -8,6 +8,8 @@
 #   make check-faults  the fault-injection kit, each fault under load for 30 s
 #   make fuzz       each libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (300)
 #   make demo       the system working end to end, from a fresh machine
+#   make bench      warren against a hand-written rabbitmq-c baseline, side by
+#                   side on a private broker (tests/bench/bench.sh)
 #   make install / uninstall   PREFIX=/usr/local DESTDIR=
 #
 # Configuration goes to $(SYSCONFDIR)/warren, which is /etc/warren whatever
@@ -97,6 +99,11 @@ IT_SRC     := $(wildcard tests/integration/it_*.c)
 IT_BIN     := $(IT_SRC:tests/integration/%.c=$(BUILD)/tests/integration/%)
 FAULT_SRC  := $(wildcard tests/fault/*.c)
 FAULT_BIN  := $(FAULT_SRC:tests/fault/%.c=$(BUILD)/tests/fault/%)
+# The benchmark: its programs, and the module they share (benchlib.c).
+BENCH_LIB_SRC := tests/bench/benchlib.c
+BENCH_LIB_OBJ := $(BENCH_LIB_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH_SRC  := $(filter-out $(BENCH_LIB_SRC),$(wildcard tests/bench/*.c))
+BENCH_BIN  := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/tests/bench/%)
 TEST_LIB_SRC := $(wildcard tests/lib/*.c)
 TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
 
@@ -120,11 +127,11 @@ FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style \
-        fuzz
+        fuzz bench
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
 
-tests: all $(UNIT_BIN) $(IT_BIN) $(FAULT_BIN) $(if $(FUZZ_RT),$(FUZZ_BIN))
+tests: all $(UNIT_BIN) $(IT_BIN) $(FAULT_BIN) $(BENCH_BIN) $(if $(FUZZ_RT),$(FUZZ_BIN))
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(@D)
@@ -171,6 +178,11 @@ $(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
+
+$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 $(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(STATIC_LIB)
 	@mkdir -p $(@D)
@@ -223,6 +235,12 @@ fuzz: deps
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/demo.sh $(BUILD)
+
+# Takes under five minutes; BENCH_MS (per run), BENCH_FULL=1 (the whole
+# transient matrix too) and BENCH_PREFETCH tune it (tests/bench/bench.sh).
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
+	$(Q)tests/bench/bench.sh $(BUILD)
 
 style:
 	clang-format -i $(wildcard src/*/*.[ch] tests/*/*.[ch])

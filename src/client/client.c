@@ -20,6 +20,7 @@
 #include "config.h"
 #include "engine.h"
 #include "envelope.h"
+#include "fastrand.h"
 #include "log.h"
 #include "pending.h"
 #include "reply.h"
@@ -99,7 +100,7 @@ static void random_hex(char *dst, size_t nbytes)
 {
 	unsigned char raw[32];
 
-	randombytes_buf(raw, nbytes);
+	fastrand_buf(raw, nbytes);
 	sodium_bin2hex(dst, nbytes * 2 + 1, raw, nbytes);
 }
 

@@ -421,6 +421,16 @@ warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outle
 		/* A tree nested deeper than any decoder here would accept. */
 		return rc == ENCODE_TOO_DEEP ? WARREN_ERR_INVALID : WARREN_ERR_NOMEM;
 	}
+	/* The buffer starts at 8 KiB and doubles: give back what the body does
+	 * not use, as a request's body lives until its publish is confirmed
+	 * (8 KiB per call in flight for a 100-byte body otherwise). */
+	if (sb.alloc - sb.size >= 256) {
+		char *fit = realloc(sb.data, sb.size > 0 ? sb.size : 1);
+
+		if (fit != NULL) {
+			sb.data = fit;
+		}
+	}
 	*out = sb.data;
 	*outlen = sb.size;
 	return WARREN_OK;

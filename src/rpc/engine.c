@@ -42,6 +42,14 @@ struct confirm_slot {
 
 enum start_state { START_PENDING, START_UP, START_FAILED };
 
+/* A delivery not yet settled, or whose ack waits for the end of the turn
+ * (batch_acks). Kept in delivery-tag order. */
+enum settle_state { UNSETTLED, ACK_PENDING, SETTLED };
+struct unsettled {
+	uint64_t tag;
+	enum settle_state state;
+};
+
 struct engine {
 	struct engine_hooks hooks;
 	bool blocked;               /* connection.blocked: a resource alarm */
@@ -76,6 +84,11 @@ struct engine {
 	uint64_t next_tag;
 	struct confirm_slot *ring;
 	size_t ring_cap, ring_head, ring_len;
+	/* batch_acks: deliveries from the oldest unsettled one on, in order
+	 * (dl[dl_head .. dl_head + dl_len)); acks_pending: some ACK_PENDING. */
+	bool batch_acks, acks_pending;
+	struct unsettled *dl;
+	size_t dl_cap, dl_head, dl_len;
 	int64_t backoff_ms, next_attempt;
 	bool fail_pending;
 	char fail_why[256];
@@ -190,6 +203,7 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->tls_cert = strdup(cfg->tls_cert != NULL ? cfg->tls_cert : "");
 	e->tls_key = strdup(cfg->tls_key != NULL ? cfg->tls_key : "");
 	e->tls_verify = cfg->tls_verify;
+	e->batch_acks = cfg->batch_acks;
 	e->name = strdup(cfg->name != NULL ? cfg->name : "warren");
 	e->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->vhost == NULL || e->name == NULL || e->wakefd < 0 || e->tls_ca == NULL ||
@@ -300,6 +314,116 @@ static void ring_fail_all(struct engine *e)
 	}
 	e->ring_len = 0;
 	e->ring_head = 0;
+}
+
+/* ------------------------------------------------------------ ack batching */
+
+/* Makes room for one more delivery: drops the settled entries (kept only
+ * while an older one is unsettled), then grows. */
+static int dl_reserve(struct engine *e)
+{
+	size_t n = 0;
+
+	if (e->dl_head + e->dl_len < e->dl_cap) {
+		return 0;
+	}
+	for (size_t i = 0; i < e->dl_len; i++) {
+		if (e->dl[e->dl_head + i].state != SETTLED) {
+			e->dl[n++] = e->dl[e->dl_head + i];
+		}
+	}
+	e->dl_head = 0;
+	e->dl_len = n;
+	if (n * 2 > e->dl_cap || e->dl_cap == 0) {
+		size_t cap = e->dl_cap != 0 ? e->dl_cap * 2 : 256;
+		struct unsettled *grown = realloc(e->dl, cap * sizeof(*grown));
+
+		if (grown == NULL) {
+			return -1;
+		}
+		e->dl = grown;
+		e->dl_cap = cap;
+	}
+	return 0;
+}
+
+static void dl_track(struct engine *e, uint64_t tag)
+{
+	if (!e->batch_acks) {
+		return;
+	}
+	if (dl_reserve(e) != 0) {
+		engine_fail(e, "out of memory tracking deliveries");
+		return;
+	}
+	e->dl[e->dl_head + e->dl_len++] = (struct unsettled){.tag = tag, .state = UNSETTLED};
+}
+
+/* The tracked entry of tag (binary search: tags only grow), or NULL. */
+static struct unsettled *dl_find(struct engine *e, uint64_t tag)
+{
+	struct unsettled *v = e->dl + e->dl_head;
+	size_t lo = 0, hi = e->dl_len;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (v[mid].tag < tag) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	return lo < e->dl_len && v[lo].tag == tag ? &v[lo] : NULL;
+}
+
+static void dl_reset(struct engine *e)
+{
+	e->dl_head = 0;
+	e->dl_len = 0;
+	e->acks_pending = false;
+}
+
+static bool send_ack(struct engine *e, uint64_t tag, bool multiple)
+{
+	if (amqp_basic_ack(e->conn, CHANNEL, tag, multiple) != AMQP_STATUS_OK) {
+		engine_fail(e, "basic.ack failed: connection lost");
+		return false;
+	}
+	return true;
+}
+
+/* Sends the turn's acks: one multiple=1 ack for the settled run at the
+ * front (its last pending ack names a delivery the broker still holds, as
+ * multiple=1 requires), single acks for those past the oldest unsettled. */
+static void flush_acks(struct engine *e)
+{
+	uint64_t multi = 0;
+
+	if (!e->acks_pending || !e->connected || e->fail_pending) {
+		return;
+	}
+	e->acks_pending = false;
+	while (e->dl_len > 0 && e->dl[e->dl_head].state != UNSETTLED) {
+		if (e->dl[e->dl_head].state == ACK_PENDING) {
+			multi = e->dl[e->dl_head].tag;
+		}
+		e->dl_head++;
+		e->dl_len--;
+	}
+	if (multi != 0 && !send_ack(e, multi, true)) {
+		return;
+	}
+	for (size_t i = 0; i < e->dl_len; i++) {
+		struct unsettled *u = &e->dl[e->dl_head + i];
+
+		if (u->state == ACK_PENDING) {
+			if (!send_ack(e, u->tag, false)) {
+				return;
+			}
+			u->state = SETTLED;
+		}
+	}
 }
 
 /* ------------------------------------------------------------ connecting */
@@ -466,6 +590,7 @@ static void try_connect(struct engine *e)
 		e->blocked = false;
 		e->generation++;
 		e->next_tag = 1;
+		dl_reset(e);
 		e->fail_pending = false;
 		if (e->hooks.setup(e, e->hooks.arg, why, sizeof(why)) == 0 && !e->fail_pending) {
 			log_info("connected to %s:%d", u->info.host, u->info.port);
@@ -495,6 +620,7 @@ static void disconnect(struct engine *e, const char *why, bool graceful)
 	e->connected = false;
 	e->fail_pending = false;
 	ring_fail_all(e);
+	dl_reset(e);
 	if (was) {
 		e->hooks.lost(e, e->hooks.arg, why);
 	}
@@ -536,6 +662,7 @@ static void on_deliver(struct engine *e, const amqp_frame_t *f)
 		engine_fail(e, why);
 		return;
 	}
+	dl_track(e, d->delivery_tag);
 	e->hooks.deliver(e, e->hooks.arg, d);
 }
 
@@ -751,6 +878,7 @@ static void turn(struct engine *e)
 		disconnect(e, e->fail_why, false);
 	}
 	next_tick = e->hooks.tick(e, e->hooks.arg, engine_now());
+	flush_acks(e);
 	atomic_fetch_add(&e->turns, 1);
 	wait_events(e, next_tick);
 }
@@ -764,6 +892,7 @@ static void *io_main(void *arg)
 	}
 	/* Tasks accepted before the stop still run (they fail if not connected). */
 	run_tasks(e);
+	flush_acks(e);
 	if (e->connected) {
 		disconnect(e, "shut down", true);
 	}
@@ -840,6 +969,7 @@ void engine_free(struct engine *e)
 	free(e->tls_key);
 	free(e->name);
 	free(e->ring);
+	free(e->dl);
 	if (e->wakefd >= 0) {
 		close(e->wakefd);
 	}
@@ -911,16 +1041,35 @@ warren_err engine_publish(struct engine *e, const char *exchange, const char *ro
 
 void engine_ack(struct engine *e, uint64_t generation, uint64_t tag)
 {
-	if (e->connected && !e->fail_pending && generation == e->generation &&
-	    amqp_basic_ack(e->conn, CHANNEL, tag, 0) != AMQP_STATUS_OK) {
-		engine_fail(e, "basic.ack failed: connection lost");
+	struct unsettled *u;
+
+	if (!e->connected || e->fail_pending || generation != e->generation) {
+		return;
+	}
+	u = e->batch_acks ? dl_find(e, tag) : NULL;
+	if (u != NULL && u->state == UNSETTLED) {
+		u->state = ACK_PENDING;
+		e->acks_pending = true;
+	} else if (u == NULL) {
+		send_ack(e, tag, false);
 	}
 }
 
 void engine_reject(struct engine *e, uint64_t generation, uint64_t tag, bool requeue)
 {
-	if (e->connected && !e->fail_pending && generation == e->generation &&
-	    amqp_basic_reject(e->conn, CHANNEL, tag, requeue) != AMQP_STATUS_OK) {
+	struct unsettled *u;
+
+	if (!e->connected || e->fail_pending || generation != e->generation) {
+		return;
+	}
+	u = e->batch_acks ? dl_find(e, tag) : NULL;
+	if (u != NULL && u->state != UNSETTLED) {
+		return; /* settled already */
+	}
+	if (u != NULL) {
+		u->state = SETTLED;
+	}
+	if (amqp_basic_reject(e->conn, CHANNEL, tag, requeue) != AMQP_STATUS_OK) {
 		engine_fail(e, "basic.reject failed: connection lost");
 	}
 }

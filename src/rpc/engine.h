@@ -65,6 +65,11 @@ struct engine_config {
 	/* amqps:// */
 	const char *tls_ca, *tls_cert, *tls_key; /* "" : system CAs, no client certificate */
 	bool tls_verify;
+	/* Every delivery is acked or rejected by engine_ack/engine_reject (a
+	 * consumer with manual acks): the engine then tracks them, and the acks
+	 * of a loop turn go out at its end, merged with multiple=1 as far as
+	 * delivery order allows. */
+	bool batch_acks;
 };
 
 /* The broker.* keys of cfg; name is the connection's name. Points into
@@ -108,7 +113,11 @@ warren_err engine_publish(struct engine *e, const char *exchange, const char *ro
                           bool mandatory, const amqp_basic_properties_t *props, const void *body,
                           size_t len, engine_confirm_fn fn, void *ctx);
 /* Acks or rejects a delivery of the current generation; a delivery from an
- * older connection is silently skipped (the broker requeued it already). */
+ * older connection is silently skipped (the broker requeued it already).
+ * With batch_acks an ack is sent at the end of the loop turn (or before a
+ * graceful close), one basic.ack with multiple=1 covering every delivery
+ * settled up to the oldest one still unsettled, single acks beyond it;
+ * a reject is sent at once. */
 void engine_ack(struct engine *e, uint64_t generation, uint64_t tag);
 void engine_reject(struct engine *e, uint64_t generation, uint64_t tag, bool requeue);
 /* The connection, for setup's declares. */

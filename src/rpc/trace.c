@@ -1,5 +1,6 @@
 /* trace.c: traceparent values. */
 #include "trace.h"
+#include "fastrand.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -32,7 +33,7 @@ static void random_hex(char *out, size_t bytes)
 {
 	unsigned char b[16];
 
-	randombytes_buf(b, bytes);
+	fastrand_buf(b, bytes);
 	sodium_bin2hex(out, bytes * 2 + 1, b, bytes);
 }
 

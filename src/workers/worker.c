@@ -295,7 +295,9 @@ static void *handler_main(void *arg)
 	return NULL;
 }
 
-void worker_enqueue(struct warren_worker *w, struct job *j)
+/* Queues j for a handler thread; signal: wake one now (otherwise
+ * wake_handlers does, at the end of the I/O thread's turn). */
+static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 {
 	pthread_mutex_lock(&w->mu);
 	j->next = NULL;
@@ -309,8 +311,33 @@ void worker_enqueue(struct warren_worker *w, struct job *j)
 		w->stats.received++;
 	}
 	w->stats.in_progress++;
-	pthread_cond_signal(&w->cond);
+	if (signal) {
+		pthread_cond_signal(&w->cond);
+	}
 	pthread_mutex_unlock(&w->mu);
+}
+
+void worker_enqueue(struct warren_worker *w, struct job *j)
+{
+	enqueue(w, j, true);
+}
+
+/* I/O thread, at the end of each turn: wakes as many handlers as the
+ * turn's deliveries need, once, rather than at each delivery (when a
+ * handler woken by the first would contend for w->mu with the I/O thread
+ * queueing the rest). */
+static void wake_handlers(struct warren_worker *w)
+{
+	int n = w->unsignaled;
+
+	w->unsignaled = 0;
+	if (n >= w->threads) {
+		pthread_cond_broadcast(&w->cond);
+	} else {
+		while (n-- > 0) {
+			pthread_cond_signal(&w->cond);
+		}
+	}
 }
 
 /* ------------------------------------------------------------ engine hooks */
@@ -504,7 +531,8 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		return;
 	}
 	j->delivery = d;
-	worker_enqueue(w, j);
+	enqueue(w, j, false);
+	w->unsignaled++;
 }
 
 static void worker_returned(struct engine *e, void *arg, const amqp_basic_properties_t *props,
@@ -548,6 +576,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
 	int64_t a, b;
 
+	wake_handlers(arg);
 	release_held(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
@@ -568,6 +597,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	                             .lost = worker_lost,
 	                             .tick = worker_tick};
 
+	ec.batch_acks = true; /* every request is acked or rejected through the engine */
 	if (service[0] == '\0') {
 		snprintf(errstr, errlen, "worker.service is not set");
 		return WARREN_ERR_CONFIG;

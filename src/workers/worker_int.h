@@ -107,6 +107,7 @@ struct warren_worker {
 	pthread_cond_t idle_cond; /* in_progress fell */
 	struct job *head, *tail;
 	bool quit;
+	int unsignaled; /* I/O thread only: deliveries queued this turn, no handler woken yet */
 	warren_worker_stats stats;
 	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
 
