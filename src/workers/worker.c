@@ -609,13 +609,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {
-		/* Each request the broker hands out waits for its settle to come
-		 * back through the quorum queue before the next takes its place:
-		 * about a millisecond. One per thread kept the threads waiting on
-		 * that (bench: 1 thread, 128 calls in flight, 1,120 calls/s; four
-		 * per thread, 3,007). More buffers more requests behind a slow one,
-		 * and a crash returns them all (counted in x-delivery-count). */
-		w->prefetch = w->threads * 4 > 65535 ? 65535 : w->threads * 4;
+		w->prefetch = w->threads;
 	}
 	w->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
 	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
