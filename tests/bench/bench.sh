@@ -220,24 +220,25 @@ done
 
 echo
 echo "Signing (warren only, durable, 128 in flight, 100 B, 4 handler threads; $REPS rounds of"
-echo "none, mac, ed25519 back to back, ${TARGET_MS} ms each, each scheme's median run):"
-printf '%-8s | %7s %5s | %6s %6s | %-10s | %-10s\n' scheme "calls/s" "/none" "p50" "p99" "caller cpu" "worker cpu"
+echo "none, mac, ed25519, then each with its bodies encrypted (+enc, security.encrypt), back to"
+echo "back, ${TARGET_MS} ms each, each scheme's median run):"
+printf '%-11s | %7s %5s | %6s %6s | %-10s | %-10s\n' scheme "calls/s" "/none" "p50" "p99" "caller cpu" "worker cpu"
 declare -A sig_runs=()
 for _ in $(seq 1 "$REPS"); do
-	for scheme in none mac ed25519; do
+	for scheme in none mac ed25519 mac+enc ed25519+enc; do
 		MS=$TARGET_MS run warren durable 128 100 4 "$PREFETCH" "$scheme"
 		sig_runs[$scheme]+="$LINE"$'\n'
 	done
 done
 none_rate=
-for scheme in none mac ed25519; do
+for scheme in none mac ed25519 mac+enc ed25519+enc; do
 	mapfile -t lines < <(printf '%s' "${sig_runs[$scheme]}")
 	l=$(median_line "${lines[@]}")
 	rate=$(val "$l" rate)
 	none_rate=${none_rate:-$rate}
 	awk -v s="$scheme" -v r="$rate" -v n="$none_rate" -v p50="$(val "$l" p50)" -v p99="$(val "$l" p99)" \
 		-v cc="$(val "$l" ccpu)" -v wc="$(val "$l" wcpu)" -v e="$(val "$l" errors)" \
-		'BEGIN { printf "%-8s | %7.0f %5.2f | %6.2f %6.2f | %10.3f | %10.3f%s\n", s, r, (n > 0) ? r / n : 0, p50, p99, cc, wc, (e > 0) ? "  errors " e : "" }'
+		'BEGIN { printf "%-11s | %7.0f %5.2f | %6.2f %6.2f | %10.3f | %10.3f%s\n", s, r, (n > 0) ? r / n : 0, p50, p99, cc, wc, (e > 0) ? "  errors " e : "" }'
 done
 
 echo

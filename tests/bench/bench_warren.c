@@ -20,6 +20,8 @@
  * SCHEME KEYDIR sign with security.scheme SCHEME (mac, ed25519): the
  * caller is key "app", the worker key "svc", with KEYDIR/SCHEME/ID.secret
  * and keyrings KEYDIR/SCHEME/ID-ring (bench.sh makes them with warren-key).
+ * SCHEME+enc (mac+enc, ed25519+enc) also encrypts the bodies
+ * (security.encrypt).
  * Exit status 0, 1 on failure, 2 on bad usage. */
 #include <pthread.h>
 #include <signal.h>
@@ -76,10 +78,17 @@ static warren_config *config(const char *url)
 }
 
 /* The security.* keys of key ID (see the header comment). */
-static void sign_as(warren_config *cfg, const char *scheme, const char *keydir, const char *id)
+static void sign_as(warren_config *cfg, const char *spec, const char *keydir, const char *id)
 {
-	char path[512];
+	char path[512], scheme[32];
+	size_t n = strcspn(spec, "+");
 
+	snprintf(scheme, sizeof(scheme), "%.*s", (int)n, spec);
+	if (strcmp(spec + n, "+enc") == 0) {
+		/* The caller names the service's key (ed25519); the worker needs none. */
+		set(cfg, "security.encrypt",
+		    strcmp(id, "app") == 0 && strcmp(scheme, "ed25519") == 0 ? "bench.*=svc" : "bench.*");
+	}
 	set(cfg, "security.scheme", scheme);
 	set(cfg, "security.key_id", id);
 	snprintf(path, sizeof(path), "%s/%s/%s.secret", keydir, scheme, id);
