@@ -122,7 +122,8 @@ FUZZ_CFLAGS:= -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -O1 -g $(WARN) -Wno-unkno
               $(FUZZ_SAN) -fsanitize=fuzzer-no-link -pthread -MMD -MP -Isrc/rpc -Itests/fuzz
 FUZZ_LIB_SRC := src/rpc/codec_msgpack.c src/rpc/config.c src/rpc/envelope.c src/rpc/errors.c \
               src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c src/rpc/security.c \
-              src/rpc/sign.c src/rpc/seal.c src/rpc/secret.c tests/fuzz/oracle.c
+              src/rpc/sign.c src/rpc/seal.c src/rpc/patterns.c src/rpc/secret.c \
+              tests/fuzz/oracle.c
 FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
 

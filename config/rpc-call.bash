@@ -29,7 +29,7 @@ _rpc_call() {
 		;;
 	esac
 	if [[ $cur == -* ]]; then
-		mapfile -t COMPREPLY < <(compgen -W "-c -o -t -m -j -1 -v -b -n -P -h -V -K" -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W "-c -o -t -m -j -T -1 -v -b -n -P -h -V -K" -- "$cur")
 	else
 		mapfile -t COMPREPLY < <(compgen -W "$_warren_methods" -- "$cur")
 	fi

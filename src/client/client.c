@@ -24,6 +24,7 @@
 #include "log.h"
 #include "pending.h"
 #include "reply.h"
+#include "patterns.h"
 #include "seal.h"
 #include "security.h"
 #include "trace.h"
@@ -77,6 +78,7 @@ struct warren_client {
 	char reply_queue[128];
 	char prefix[17]; /* this client's half of every correlation id */
 	char app_id[128];
+	char *transient; /* client.transient: methods sent with delivery_mode 1 */
 	int64_t default_timeout_ms;
 	size_t max_size;
 	atomic_bool closing; /* set by warren_client_free, read on the I/O thread */
@@ -488,7 +490,7 @@ static warren_err fill_meta(warren_client *c, struct call *call, const char *met
 		         c->reply_mode == REPLY_DIRECT ? ENVELOPE_DIRECT_REPLY_TO : c->reply_queue);
 	}
 	m->format = o->json ? ENVELOPE_FMT_JSON : ENVELOPE_FMT_MSGPACK;
-	m->persistent = !o->transient;
+	m->persistent = !o->transient && !patterns_match(c->transient, m->method, NULL, 0);
 	m->attempt = 1;
 	m->deadline_ms = warren_now_ms() + call->timeout_ms;
 	trace_child(o->traceparent, m->traceparent);
@@ -955,7 +957,9 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->retry_attempts = (int)config_int(cfg, CFG_CLIENT_RETRY_ATTEMPTS);
 	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);
 	c->blocked_timeout_ms = config_int(cfg, CFG_CLIENT_BLOCKED_TIMEOUT);
-	if (pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
+	c->transient = strdup(config_str(cfg, CFG_CLIENT_TRANSIENT));
+	if (c->transient == NULL ||
+	    pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
 	    pending_init(&c->retries, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
@@ -1020,5 +1024,6 @@ void warren_client_free(warren_client *c)
 	security_free(c->sec);
 	client_metrics_free(&c->metrics); /* after fail_all: calls point into it */
 	pthread_mutex_destroy(&c->stats_mu);
+	free(c->transient);
 	free(c);
 }

@@ -31,6 +31,7 @@ struct options {
 	int64_t timeout_ms;
 	const char *message_id;
 	bool json_wire;
+	bool transient; /* -T: delivery_mode 1 */
 	bool one_way;
 	bool verbose;
 	const char *method;
@@ -43,8 +44,8 @@ struct options {
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]\n"
-	            "                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]\n"
-	            "       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-v] -b\n");
+	            "                [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]\n"
+	            "       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b\n");
 }
 
 static int fail(const char *method, const char *code, const char *msg, int status)
@@ -106,7 +107,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int64_t n;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:o:t:m:j1vbn:P:hVK")) != -1) {
+	while ((opt = getopt(argc, argv, "c:o:t:m:jT1vbn:P:hVK")) != -1) {
 		switch (opt) {
 		case 'c':
 			o->cc.file = optarg;
@@ -130,6 +131,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'j':
 			o->json_wire = true;
+			break;
+		case 'T':
+			o->transient = true;
 			break;
 		case '1':
 			o->one_way = true;
@@ -330,7 +334,7 @@ static void batch_line(const char *method, const char *status, const warren_valu
  * failure (a malformed line counts as bad input). */
 static int batch(const struct options *o, warren_client *client)
 {
-	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire};
+	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
 	char *line = NULL, why[600], label[32];
 	size_t cap = 0;
 	ssize_t len;
@@ -382,7 +386,7 @@ static int batch(const struct options *o, warren_client *client)
 /* -n: the calls, then the figures on stdout; exits as the first failure. */
 static int load(const struct options *o, warren_client *client, const warren_value *params)
 {
-	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire};
+	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
 	int in_flight = o->in_flight > 0 ? o->in_flight : 1;
 	struct load_result r;
 	char why[300];
@@ -400,7 +404,7 @@ static int call(const struct options *o, warren_client *client, const warren_val
 {
 	warren_call_opts opts = {.timeout_ms = o->timeout_ms,
 	                         .message_id = o->message_id,
-	                         .json = o->json_wire};
+	                         .json = o->json_wire, .transient = o->transient};
 	warren_reply *reply = NULL;
 	char why[600];
 	warren_err err;

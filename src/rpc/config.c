@@ -99,6 +99,10 @@ const struct config_def config_defs[CFG__COUNT] = {
     [CFG_CLIENT_METRICS_LISTEN] = {"client.metrics_listen", CONFIG_STRING, 0, 0, "", false, NULL,
                                    "HOST:PORT on which a caller serves Prometheus metrics at "
                                    "/metrics over HTTP; empty: no metrics server."},
+    [CFG_CLIENT_TRANSIENT] = {"client.transient", CONFIG_STRING, 0, 0, "", false, NULL,
+                              "Methods whose requests are sent transient (delivery_mode 1), "
+                              "comma-separated (a method may end in * or be *); empty: all "
+                              "durable."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
                             "part of each of its methods."},

@@ -1,7 +1,6 @@
 /* security.c: signing and checking messages as the [security] keys say. */
 #include "security.h"
 
-#include <fnmatch.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "patterns.h"
 #include "seal.h"
 
 #define SEEN_SLOTS 65536 /* recent (key, message id) pairs; a power of two */
@@ -252,38 +252,6 @@ static const struct sign_key *check_signature(const struct security *s,
 	return key;
 }
 
-/* The next entry of a list "PATTERN[=VALUE],..." (spaces after a comma
- * allowed) into pattern and value ("" without "="): false at its end.
- * Entries too long for the buffers are cut. */
-static bool next_entry(const char **list, char *pattern, size_t pcap, char *value, size_t vcap)
-{
-	const char *p = *list + strspn(*list, " \t");
-	size_t n = strcspn(p, ","), plen = strcspn(p, ",=");
-
-	if (*p == '\0') {
-		*list = p;
-		return false;
-	}
-	snprintf(pattern, pcap, "%.*s", (int)plen, p);
-	snprintf(value, vcap, "%.*s", (int)(plen < n ? n - plen - 1 : 0), p + plen + (plen < n));
-	*list = p + n + (p[n] == ',');
-	return true;
-}
-
-/* The first entry of list whose pattern (fnmatch: "user.*", "*") matches
- * method: true with its value. */
-static bool first_match(const char *list, const char *method, char *value, size_t cap)
-{
-	char pattern[256];
-
-	while (next_entry(&list, pattern, sizeof(pattern), value, cap)) {
-		if (fnmatch(pattern, method, 0) == 0) {
-			return true;
-		}
-	}
-	return false;
-}
-
 /* Whether key may call method: the first entry of security.allow whose
  * pattern matches decides; no list, any key. */
 static bool allowed(const struct security *s, const char *method, const char *key_id)
@@ -294,7 +262,7 @@ static bool allowed(const struct security *s, const char *method, const char *ke
 	if (s->allow[0] == '\0') {
 		return true;
 	}
-	if (!first_match(s->allow, method, ids, sizeof(ids))) {
+	if (!patterns_match(s->allow, method, ids, sizeof(ids))) {
 		return false;
 	}
 	for (const char *id = ids; *id != '\0';) {
@@ -385,7 +353,7 @@ int security_request_key(const struct security *s, const char *method, const uns
 	char id[256];
 
 	*key = NULL;
-	if (s == NULL || !first_match(s->encrypt, method, id, sizeof(id))) {
+	if (s == NULL || !patterns_match(s->encrypt, method, id, sizeof(id))) {
 		return 0;
 	}
 	*key = s->scheme == SIGN_MAC ? s->own_pair : pair_of(s, id);
@@ -399,7 +367,7 @@ int security_check_encrypt(const struct security *s, const char *keyring, char *
 	char pattern[256], id[256];
 
 	while (s != NULL && s->scheme == SIGN_ED25519 &&
-	       next_entry(&p, pattern, sizeof(pattern), id, sizeof(id))) {
+	       patterns_next(&p, pattern, sizeof(pattern), id, sizeof(id))) {
 		if (id[0] == '\0') {
 			snprintf(errstr, errlen,
 			         "security.encrypt: \"%s\": with ed25519 each entry is METHOD=ID, "
@@ -426,7 +394,7 @@ static int open_request(const struct security *s, const struct envelope_meta *m,
 	char ignored[256];
 
 	if (!m->sealed) {
-		if (first_match(s->encrypt, m->method, ignored, sizeof(ignored))) {
+		if (patterns_match(s->encrypt, m->method, ignored, sizeof(ignored))) {
 			snprintf(why, whylen, "%s must be encrypted (security.encrypt)", m->method);
 			return WARREN_STATUS_PERMISSION_DENIED;
 		}

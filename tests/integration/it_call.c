@@ -239,6 +239,48 @@ static void test_one_way_send_is_confirmed(void **state)
 	assert_int_equal(warren_send(client, "example.echo", NULL, NULL, why, sizeof(why)), WARREN_OK);
 }
 
+/* Durable by default; transient for the methods of client.transient and
+ * for a call that asks (opts.transient): what the queue receives. */
+static void test_durability_is_chosen_per_method_and_per_call(void **state)
+{
+	warren_config *cfg =
+	    testenv_config((const char *const[]){"client.transient=durability.read*, other.*", NULL});
+	struct raw *r = raw_connect();
+	amqp_connection_state_t conn = raw_conn(r);
+	const warren_call_opts transient = {.transient = true};
+	const struct {
+		const char *method;
+		const warren_call_opts *opts;
+		int mode;
+	} sends[] = {
+	    {"durability.write", NULL, 2},
+	    {"durability.read_user", NULL, 1},
+	    {"durability.write", &transient, 1},
+	};
+	warren_client *c = NULL;
+	amqp_message_t msg;
+	char why[300];
+
+	assert_int_equal(warren_client_new(cfg, "it_call", &c, why, sizeof(why)), WARREN_OK);
+	/* Exclusive: gone with the raw connection. */
+	assert_non_null(amqp_queue_declare(conn, 1, amqp_cstring_bytes("it_call.durability"), 0, 0, 1,
+	                                   0, amqp_empty_table));
+	assert_non_null(amqp_queue_bind(conn, 1, amqp_cstring_bytes("it_call.durability"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("durability.#"),
+	                                amqp_empty_table));
+	for (size_t i = 0; i < sizeof(sends) / sizeof(sends[0]); i++) {
+		assert_int_equal(warren_send(c, sends[i].method, NULL, sends[i].opts, why, sizeof(why)),
+		                 WARREN_OK);
+		assert_int_equal(raw_get(r, "it_call.durability", &msg), 0);
+		assert_true(msg.properties._flags & AMQP_BASIC_DELIVERY_MODE_FLAG);
+		assert_int_equal(msg.properties.delivery_mode, sends[i].mode);
+		amqp_destroy_message(&msg);
+	}
+	warren_client_free(c);
+	warren_config_free(cfg);
+	raw_close(r);
+}
+
 static void test_bad_method_name_is_refused_locally(void **state)
 {
 	warren_reply *reply = NULL;
@@ -774,6 +816,7 @@ int main(void)
 		                          thaw_broker),
 		cmocka_unit_test(test_a_call_carries_its_trace_to_the_handler),
 		cmocka_unit_test(test_one_way_send_is_confirmed),
+		cmocka_unit_test(test_durability_is_chosen_per_method_and_per_call),
 		cmocka_unit_test(test_bad_method_name_is_refused_locally),
 		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),
 		cmocka_unit_test(test_a_named_reply_queue_carries_replies_too),

@@ -36,8 +36,8 @@ check "an unknown method exits 1 with UNIMPLEMENTED" 1 '' \
 	"$BIN/rpc-call" example.nosuch
 check "missing METHOD is a usage error" 2 '' "rpc-call: missing METHOD
 usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
-                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
-       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-v] -b" -- "$BIN/rpc-call"
+                [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
+       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b" -- "$BIN/rpc-call"
 check "a bad -t is a usage error" 2 '' \
 	'rpc-call: -t "soon": expected a number of seconds from 0.001 to 86400' -- \
 	"$BIN/rpc-call" -t soon example.echo
@@ -153,7 +153,7 @@ check "-b answers each line in order, errors included" 1 \
 	'not json' '{\"params\":{}}' '{\"method\":\"example.echo\"}' | '$BIN/rpc-call' -b"
 check "-b with a METHOD is a usage error" 2 '' "rpc-call: -b takes its calls from standard input: no METHOD, -n, -1 or -m
 usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
-                [-j] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
-       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-v] -b" -- "$BIN/rpc-call" -b example.echo
+                [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
+       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b" -- "$BIN/rpc-call" -b example.echo
 
 summary

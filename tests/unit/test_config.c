@@ -87,6 +87,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"client.retry_delay", "100ms"},
 	    {"client.blocked_timeout", "5000ms"},
 	    {"client.metrics_listen", ""},
+	    {"client.transient", ""},
 	    {"worker.service", ""},
 	    {"worker.threads", "4"},
 	    {"worker.prefetch", "0"},
