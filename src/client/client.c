@@ -528,7 +528,9 @@ static warren_err seal_request(warren_client *c, struct call *call, char *errstr
 	void *sealed = NULL;
 	size_t len = 0;
 
-	if (security_request_key(c->sec, out->meta.method, &call->seal_key) != 0) {
+	const char *to = "";
+
+	if (security_request_key(c->sec, out->meta.method, &call->seal_key, &to) != 0) {
 		snprintf(errstr, errlen,
 		         "security.encrypt: the entry for %s names no key of the keyring",
 		         out->meta.method);
@@ -545,6 +547,7 @@ static warren_err seal_request(warren_client *c, struct call *call, char *errstr
 	out->body = sealed;
 	out->len = len;
 	out->meta.sealed = true;
+	snprintf(out->meta.sealed_to, sizeof(out->meta.sealed_to), "%s", to);
 	return WARREN_OK;
 }
 

@@ -177,6 +177,14 @@ const struct config_def config_defs[CFG__COUNT] = {
                               "METHOD=ID entries separated by commas (METHOD may end in * or "
                               "be *; ID: the service's key in security.keyring, optional with "
                               "mac)."},
+    [CFG_SECURITY_RETIRING_KEY_ID] = {"security.retiring_key_id", CONFIG_STRING, 0, 0, "", false,
+                                      NULL,
+                                      "The id of a service's former key while it is replaced "
+                                      "(ed25519): bodies encrypted to it still open."},
+    [CFG_SECURITY_RETIRING_KEY_FILE] = {"security.retiring_key_file", CONFIG_STRING, 0, 0, "",
+                                        false, NULL,
+                                        "File holding that former secret key in hex (mode 0600; "
+                                        "a relative name is a systemd credential); empty: none."},
     [CFG_METRICS_LISTEN] = {"metrics.listen", CONFIG_STRING, 0, 0, "", false, NULL,
                             "HOST:PORT on which a worker serves Prometheus metrics at "
                             "/metrics over HTTP; empty: no metrics server."},

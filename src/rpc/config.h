@@ -48,6 +48,8 @@ typedef enum config_id {
 	CFG_SECURITY_ALLOW,         /* string: "method=id+id,..." */
 	CFG_SECURITY_WINDOW,        /* duration: how far a signature's time may be from now */
 	CFG_SECURITY_ENCRYPT,       /* string: "method[=id],...": methods whose bodies are sealed */
+	CFG_SECURITY_RETIRING_KEY_ID,   /* string: a service's former key id (ed25519) */
+	CFG_SECURITY_RETIRING_KEY_FILE, /* string: its secret key, still opening bodies sealed to it */
 	CFG_METRICS_LISTEN,         /* string: HOST:PORT of a worker's /metrics; empty: off */
 	CFG__COUNT
 } config_id;

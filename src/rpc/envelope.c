@@ -108,6 +108,9 @@ void envelope_request_props(const struct envelope_meta *m, struct envelope_props
 	if (m->traceparent[0] != '\0') {
 		header_str(&out->headers[n++], "traceparent", m->traceparent);
 	}
+	if (m->sealed_to[0] != '\0') {
+		header_str(&out->headers[n++], "rpc-sealed-to", m->sealed_to);
+	}
 	p->headers.num_entries = n;
 	p->headers.entries = out->headers;
 }
@@ -351,6 +354,10 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	if (err == WARREN_OK) {
 		err = read_str_header(p, "traceparent", m->traceparent, sizeof(m->traceparent),
 		                      errstr, errlen);
+	}
+	if (err == WARREN_OK) {
+		err = read_str_header(p, "rpc-sealed-to", m->sealed_to, sizeof(m->sealed_to), errstr,
+		                      errlen);
 	}
 	m->attempt = (int)attempt;
 	m->status = (int)status;

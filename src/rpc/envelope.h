@@ -32,6 +32,7 @@ struct envelope_meta {
 	int status;               /* rpc-status (replies); -1 when absent */
 	bool persistent;          /* delivery_mode 2 */
 	bool sealed;              /* content_encoding x-warren-sealed (seal.h) */
+	char sealed_to[65];       /* rpc-sealed-to: the service key a body is sealed to (ed25519) */
 };
 
 /* Room for the properties of one outgoing message; points into meta, so
@@ -50,7 +51,7 @@ void envelope_add_signature(struct envelope_props *ep, const char *key_id, int64
 
 /* Fills out from a request's meta (type, ids, reply_to, app_id, timestamp,
  * delivery_mode, content_type, content_encoding, rpc-deadline, rpc-attempt,
- * traceparent). */
+ * traceparent, rpc-sealed-to). */
 void envelope_request_props(const struct envelope_meta *m, struct envelope_props *out);
 /* Fills out from a reply's meta (correlation_id, content_type,
  * content_encoding, rpc-status). */

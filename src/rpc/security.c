@@ -29,6 +29,10 @@ struct security {
 	/* The key shared with each key of the ring (seal.h): by a worker with
 	 * its callers; by an ed25519 caller with its services. */
 	unsigned char (*pair)[SEAL_KEY_BYTES];
+	/* ed25519: a service's former key while it is replaced, and the keys
+	 * it shares with each key of the ring (NULL: none). */
+	struct sign_key retiring;
+	unsigned char (*retiring_pair)[SEAL_KEY_BYTES];
 	unsigned char own_pair[SEAL_KEY_BYTES]; /* mac: a caller's, from its secret */
 	unsigned char retry_key[32];            /* of rpc-retry-token, from our secret */
 	int64_t window_ms;
@@ -58,7 +62,43 @@ static int pair_keys(struct security *s, const char *ring, char *errstr, size_t 
 	if (mac) {
 		seal_pair_key(SIGN_MAC, &s->ours, NULL, s->own_pair);
 	}
+	if (s->retiring.len > 0) {
+		s->retiring_pair = calloc(s->ring.n + 1, sizeof(*s->retiring_pair));
+		if (s->retiring_pair == NULL) {
+			snprintf(errstr, errlen, "out of memory");
+			return -1;
+		}
+		for (size_t i = 0; i < s->ring.n; i++) {
+			seal_pair_key(SIGN_ED25519, &s->retiring, &s->ring.keys[i], s->retiring_pair[i]);
+		}
+	}
 	return 0;
+}
+
+/* security.retiring_key_*: both or neither, and only with ed25519 (with
+ * mac the keys that open bodies are the callers', in the keyring). */
+static int load_retiring(struct security *s, const warren_config *cfg, char *errstr,
+                         size_t errlen)
+{
+	const char *id = config_str(cfg, CFG_SECURITY_RETIRING_KEY_ID),
+	           *file = config_str(cfg, CFG_SECURITY_RETIRING_KEY_FILE);
+
+	if (id[0] == '\0' && file[0] == '\0') {
+		return 0;
+	}
+	if (s->scheme != SIGN_ED25519) {
+		snprintf(errstr, errlen,
+		         "security.retiring_key_file: only with security.scheme ed25519 (with mac, "
+		         "the keyring holds the secrets that open bodies)");
+		return -1;
+	}
+	if (file[0] == '\0') {
+		snprintf(errstr, errlen, "security.retiring_key_file: needed with "
+		                         "security.retiring_key_id");
+		return -1;
+	}
+	return sign_load_secret_named("security.retiring_", SIGN_ED25519, id, file, &s->retiring,
+	                              errstr, errlen);
 }
 
 int security_load(const warren_config *cfg, struct security **out, char *errstr, size_t errlen)
@@ -98,6 +138,10 @@ int security_load(const warren_config *cfg, struct security **out, char *errstr,
 		security_free(s);
 		return -1;
 	}
+	if (load_retiring(s, cfg, errstr, errlen) != 0) {
+		security_free(s);
+		return -1;
+	}
 	crypto_generichash(s->retry_key, sizeof(s->retry_key), (const unsigned char *)"warren-retry-v1",
 	                   15, s->ours.bytes, s->ours.len);
 	if (pair_keys(s, config_str(cfg, CFG_SECURITY_KEYRING), errstr, errlen) != 0) {
@@ -117,6 +161,11 @@ void security_free(struct security *s)
 	if (s->pair != NULL) {
 		sodium_memzero(s->pair, (s->ring.n + 1) * sizeof(*s->pair));
 	}
+	if (s->retiring_pair != NULL) {
+		sodium_memzero(s->retiring_pair, (s->ring.n + 1) * sizeof(*s->retiring_pair));
+	}
+	free(s->retiring_pair);
+	sodium_memzero(&s->retiring, sizeof(s->retiring));
 	sodium_memzero(s->own_pair, sizeof(s->own_pair));
 	sodium_memzero(s->retry_key, sizeof(s->retry_key));
 	free(s->pair);
@@ -348,16 +397,28 @@ static const unsigned char *pair_of(const struct security *s, const char *id)
 	return k != NULL ? s->pair[k - s->ring.keys] : NULL;
 }
 
-int security_request_key(const struct security *s, const char *method, const unsigned char **key)
+int security_request_key(const struct security *s, const char *method,
+                         const unsigned char **key, const char **to)
 {
 	char id[256];
+	const struct sign_key *k;
 
 	*key = NULL;
+	*to = "";
 	if (s == NULL || !patterns_match(s->encrypt, method, id, sizeof(id))) {
 		return 0;
 	}
-	*key = s->scheme == SIGN_MAC ? s->own_pair : pair_of(s, id);
-	return *key != NULL ? 0 : -1;
+	if (s->scheme == SIGN_MAC) {
+		*key = s->own_pair;
+		return 0;
+	}
+	k = sign_keyring_find(&s->ring, id);
+	if (k == NULL) {
+		return -1;
+	}
+	*key = s->pair[k - s->ring.keys];
+	*to = k->id;
+	return 0;
 }
 
 int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,
@@ -400,7 +461,16 @@ static int open_request(const struct security *s, const struct envelope_meta *m,
 		}
 		return WARREN_STATUS_OK;
 	}
-	out->key = s->pair[signer - s->ring.keys];
+	if (m->sealed_to[0] == '\0' || strcmp(m->sealed_to, s->ours.id) == 0) {
+		out->key = s->pair[signer - s->ring.keys];
+	} else if (s->retiring_pair != NULL && strcmp(m->sealed_to, s->retiring.id) == 0) {
+		out->key = s->retiring_pair[signer - s->ring.keys];
+	} else {
+		snprintf(why, whylen, "the body is encrypted to key \"%s\", which this worker does not "
+		                      "hold",
+		         m->sealed_to);
+		return WARREN_STATUS_UNAUTHENTICATED;
+	}
 	if (seal_open(out->key, body, len, &out->body, &out->len) != 0) {
 		out->key = NULL;
 		snprintf(why, whylen,

@@ -35,10 +35,12 @@ void security_sign_reply(const struct security *s, const struct envelope_meta *m
 
 /* Encrypted bodies (security.encrypt, seal.h). A caller: *key is the key
  * that seals requests for method (and opens their replies), or NULL when
- * they go in the clear; it lives as long as s. -1 when the entry that
- * matches names no key of the keyring. NULL-safe. */
+ * they go in the clear; *to the service key id they are sealed to, for
+ * rpc-sealed-to ("" with mac). Both live as long as s. -1 when the entry
+ * that matches names no key of the keyring. NULL-safe. A worker opens a
+ * body sealed to its key or to its security.retiring_key_id. */
 int security_request_key(const struct security *s, const char *method,
-                         const unsigned char **key);
+                         const unsigned char **key, const char **to);
 /* A caller at start (NULL-safe): -1 with errstr when an entry of
  * security.encrypt names no key of the keyring (directory keyring). */
 int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,

@@ -129,30 +129,36 @@ static int read_key(const char *what, const char *path, size_t want, struct sign
 	return 0;
 }
 
-int sign_load_secret(enum sign_scheme scheme, const char *id, const char *path,
-                     struct sign_key *out, char *errstr, size_t errlen)
+int sign_load_secret_named(const char *prefix, enum sign_scheme scheme, const char *id,
+                           const char *path, struct sign_key *out, char *errstr, size_t errlen)
 {
-	char full[4096];
+	char full[4096], what[64];
 	const char *file;
 	struct stat sb;
 
 	memset(out, 0, sizeof(*out));
 	if (id == NULL || id[0] == '\0' || strlen(id) > SIGN_KEY_ID_MAX) {
-		snprintf(errstr, errlen, "security.key_id: must be 1 to %d characters",
+		snprintf(errstr, errlen, "%skey_id: must be 1 to %d characters", prefix,
 		         SIGN_KEY_ID_MAX);
 		return -1;
 	}
 	snprintf(out->id, sizeof(out->id), "%s", id);
+	snprintf(what, sizeof(what), "%skey_file", prefix);
 	file = secret_resolve(path, full, sizeof(full));
 	if (stat(file, &sb) == 0 && (sb.st_mode & 077) != 0) {
-		snprintf(errstr, errlen,
-		         "security.key_file: %s may be read by others (mode %04o): chmod 600 it", file,
-		         (unsigned)(sb.st_mode & 07777));
+		snprintf(errstr, errlen, "%s: %s may be read by others (mode %04o): chmod 600 it", what,
+		         file, (unsigned)(sb.st_mode & 07777));
 		return -1;
 	}
-	return read_key("security.key_file", path,
+	return read_key(what, path,
 	                scheme == SIGN_MAC ? crypto_auth_KEYBYTES : crypto_sign_SECRETKEYBYTES, out,
 	                errstr, errlen);
+}
+
+int sign_load_secret(enum sign_scheme scheme, const char *id, const char *path,
+                     struct sign_key *out, char *errstr, size_t errlen)
+{
+	return sign_load_secret_named("security.", scheme, id, path, out, errstr, errlen);
 }
 
 int sign_load_keyring(enum sign_scheme scheme, const char *dir, struct sign_keyring *out,

@@ -58,6 +58,10 @@ struct sign_keyring {
  * group or others may read is refused. 0, or -1 with errstr. */
 int sign_load_secret(enum sign_scheme scheme, const char *id, const char *path,
                      struct sign_key *out, char *errstr, size_t errlen);
+/* The same, for the keys PREFIXkey_id and PREFIXkey_file ("security.",
+ * "security.retiring_"), as the errors name them. */
+int sign_load_secret_named(const char *prefix, enum sign_scheme scheme, const char *id,
+                           const char *path, struct sign_key *out, char *errstr, size_t errlen);
 /* Reads every ID.key file of dir. 0, or -1 with errstr. */
 int sign_load_keyring(enum sign_scheme scheme, const char *dir, struct sign_keyring *out,
                       char *errstr, size_t errlen);

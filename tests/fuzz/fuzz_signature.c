@@ -119,10 +119,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const unsigned char *key = NULL;
 
 		if (m.sealed) {
-			ORACLE_CHECK(security_request_key(app, m.method, &key) == 0 && key != NULL,
+			const char *to = NULL;
+			ORACLE_CHECK(security_request_key(app, m.method, &key, &to) == 0 && key != NULL,
 			             "no key to seal %s", m.method);
 			ORACLE_CHECK(seal_body(key, body, len, &sealed, &len) == 0,
 			             "seal_body failed");
+			snprintf(m.sealed_to, sizeof(m.sealed_to), "%s", to);
 			body = sealed;
 		}
 		security_sign_request(app, &m, body, len, &sig);

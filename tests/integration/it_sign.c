@@ -66,7 +66,8 @@ static void put(const char *name, const unsigned char *key, size_t len, mode_t m
 /* Keys for both schemes: mac secrets "app" and "ops" shared with the
  * service; ed25519 pairs for "app" and the service "svc". Keyrings:
  * DIR/mac-svc (the service's: app, ops), DIR/mac-app (the caller's: svc),
- * DIR/ed-svc (app's public key), DIR/ed-app (svc's public key). */
+ * DIR/ed-svc (app's public key), DIR/ed-app (svc's public key), and
+ * DIR/ed-app2 (svc's and its next key svc2's: a key change). */
 static int setup(void **state)
 {
 	unsigned char k[64], pk[32];
@@ -77,7 +78,7 @@ static int setup(void **state)
 		return -1;
 	}
 	for (const char *const *d = (const char *const[]){"mac-svc", "mac-app", "ed-svc", "ed-app",
-	                                                  NULL};
+	                                                  "ed-app2", NULL};
 	     *d != NULL; d++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, *d);
 		mkdir(path, 0700);
@@ -97,6 +98,11 @@ static int setup(void **state)
 	crypto_sign_keypair(pk, k);
 	put("svc.ed", k, 64, 0600);
 	put("ed-app/svc.key", pk, 32, 0644);
+	put("ed-app2/svc.key", pk, 32, 0644);
+	/* The service's next key, while "svc" retires. */
+	crypto_sign_keypair(pk, k);
+	put("svc2.ed", k, 64, 0600);
+	put("ed-app2/svc2.key", pk, 32, 0644);
 	return 0;
 }
 
@@ -455,6 +461,7 @@ static void test_encrypted_bodies_are_unreadable_on_the_broker(void **state)
 	warren_config *cc = side_enc("ed25519", "app", "app.ed", "ed-app", NULL, "secure.*=svc");
 	struct security *app = load_security(cc);
 	const unsigned char *key = NULL;
+	const char *to = NULL;
 	warren_worker *w;
 	warren_client *c = start_client(cc);
 	struct raw *r = raw_connect();
@@ -474,7 +481,8 @@ static void test_encrypted_bodies_are_unreadable_on_the_broker(void **state)
 	assert_int_equal(raw_get(r, "rpc.secure", &msg), 0);
 	assert_true(is_sealed(&msg.properties));
 	assert_false(has_secret(&msg.body));
-	assert_int_equal(security_request_key(app, "secure.echo", &key), 0);
+	assert_int_equal(security_request_key(app, "secure.echo", &key, &to), 0);
+	assert_string_equal(to, "svc");
 	assert_non_null(key);
 	assert_int_equal(seal_open(key, msg.body.bytes, msg.body.len, &opened, &len), 0);
 	assert_non_null(memmem(opened, len, "ada@example.org", 15));
@@ -558,6 +566,85 @@ static void test_encryption_refusals_never_run_the_handler(void **state)
 	warren_config_free(wc);
 	warren_config_free(cc);
 	warren_config_free(plain);
+}
+
+/* An echo of secret_params by c: its status (-1: a local error, in why). */
+static int call_secret(warren_client *c, char *why, size_t len)
+{
+	warren_value *params = NULL;
+	warren_reply *reply = NULL;
+	int status = -1;
+
+	assert_int_equal(warren_value_from_json(secret_params, strlen(secret_params), &params, why,
+	                                        len),
+	                 WARREN_OK);
+	if (warren_call(c, "secure.echo", params, NULL, &reply, why, len) != WARREN_ERR_TIMEOUT &&
+	    reply != NULL) {
+		status = (int)warren_reply_status(reply);
+		snprintf(why, len, "%s", warren_reply_message(reply));
+	}
+	warren_reply_free(reply);
+	warren_value_free(params);
+	return status;
+}
+
+/* A service changing its Ed25519 key: its workers hold the new key, and
+ * the old one as security.retiring_key_*, so that callers encrypting to
+ * either are answered; a worker without the old key refuses what is
+ * encrypted to it. The retiring key's configuration errors. */
+static void test_a_service_key_change_keeps_encrypted_calls_working(void **state)
+{
+	warren_config *wc = side_enc("ed25519", "svc2", "svc2.ed", "ed-svc", NULL, "secure.*");
+	warren_config *plain_wc = side_enc("ed25519", "svc2", "svc2.ed", "ed-svc", NULL, "secure.*");
+	warren_config *old = side_enc("ed25519", "app", "app.ed", "ed-app2", NULL, "secure.*=svc");
+	warren_config *new = side_enc("ed25519", "app", "app.ed", "ed-app2", NULL, "secure.*=svc2");
+	warren_config *bad = side_enc("mac", "app", "app.mac", "mac-app", NULL, NULL);
+	warren_worker *w;
+	warren_client *c = NULL;
+	char path[160], why[300] = "";
+
+	snprintf(path, sizeof(path), "%s/svc.ed", dir);
+	assert_int_equal(warren_config_set(wc, "security.retiring_key_id", "svc", why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_set(wc, "security.retiring_key_file", path, why, sizeof(why)),
+	                 WARREN_OK);
+	w = start_worker(wc);
+	atomic_store(&runs, 0);
+	for (warren_config *const *cc = (warren_config *const[]){old, new, NULL}; *cc != NULL; cc++) {
+		c = start_client(*cc);
+		assert_int_equal(call_secret(c, why, sizeof(why)), WARREN_STATUS_OK);
+		warren_client_free(c);
+	}
+	assert_int_equal(atomic_load(&runs), 2);
+	warren_worker_free(w);
+
+	/* The change is over: the old key is gone from the workers. */
+	w = start_worker(plain_wc);
+	c = start_client(old);
+	assert_int_equal(call_secret(c, why, sizeof(why)), WARREN_STATUS_UNAUTHENTICATED);
+	assert_string_equal(why, "the body is encrypted to key \"svc\", which this worker does not hold");
+	warren_client_free(c);
+	warren_worker_free(w);
+
+	assert_int_equal(warren_config_set(bad, "security.retiring_key_id", "svc", why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(warren_client_new(bad, "it_sign", &c, why, sizeof(why)), WARREN_ERR_CONFIG);
+	assert_string_equal(why, "security.retiring_key_file: only with security.scheme ed25519 (with "
+	                         "mac, the keyring holds the secrets that open bodies)");
+	assert_int_equal(warren_config_set(new, "security.retiring_key_id", "svc", why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(warren_client_new(new, "it_sign", &c, why, sizeof(why)), WARREN_ERR_CONFIG);
+	assert_string_equal(why, "security.retiring_key_file: needed with security.retiring_key_id");
+	{
+		struct raw *r = raw_connect();
+		raw_purge(r, "rpc.secure.dlq");
+		raw_close(r);
+	}
+	warren_config_free(wc);
+	warren_config_free(plain_wc);
+	warren_config_free(old);
+	warren_config_free(new);
+	warren_config_free(bad);
 }
 
 /* A client is not started with a security.encrypt it cannot follow. */
@@ -676,6 +763,7 @@ int main(void)
 	    cmocka_unit_test(test_an_encrypted_call_is_answered_with_ed25519),
 	    cmocka_unit_test(test_encrypted_bodies_are_unreadable_on_the_broker),
 	    cmocka_unit_test(test_encryption_refusals_never_run_the_handler),
+	    cmocka_unit_test(test_a_service_key_change_keeps_encrypted_calls_working),
 	    cmocka_unit_test(test_a_client_refuses_an_encrypt_list_it_cannot_follow),
 	    cmocka_unit_test(test_the_cost_of_signing_and_encryption),
 	};

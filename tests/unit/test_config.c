@@ -109,6 +109,8 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"security.allow", ""},
 	    {"security.window", "300000ms"},
 	    {"security.encrypt", ""},
+	    {"security.retiring_key_id", ""},
+	    {"security.retiring_key_file", ""},
 	    {"metrics.listen", ""},
 	};
 	warren_config *cfg = warren_config_new();
