@@ -5,9 +5,10 @@
  * PERMISSION_DENIED; a replayed request runs once; a caller refuses a
  * reply it cannot verify. Encrypted bodies (security.encrypt): answered,
  * unreadable on the broker both ways, refused in the clear, refused when
- * sealed with another key or sent to a worker without keys; the client's
- * configuration errors. And what signing and encryption cost, measured
- * side by side. */
+ * sealed with another key or sent to a worker without keys; through a
+ * service key change; replies that break a call's encryption refused; the
+ * client's configuration errors. And what signing and encryption cost,
+ * measured side by side. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -647,6 +648,122 @@ static void test_a_service_key_change_keeps_encrypted_calls_working(void **state
 	warren_config_free(bad);
 }
 
+/* A rogue responder on the broker: answers a request taken from queue
+ * it_sign.rogue, signed with the service's mac key (so that the signature
+ * passes), its body (nil) in the clear or sealed with key. */
+static void rogue_reply(struct raw *r, const amqp_message_t *req, const unsigned char *key)
+{
+	struct envelope_meta m = {.format = ENVELOPE_FMT_MSGPACK, .status = 0};
+	struct envelope_props ep;
+	struct sign_key svc;
+	struct sign_fields f;
+	unsigned char sig[SIGN_MAX_SIG];
+	char path[160], why[300], reply_to[256];
+	void *body = NULL;
+	size_t len = 1, siglen = 0;
+
+	envelope_copy(m.correlation_id, sizeof(m.correlation_id), req->properties.correlation_id);
+	envelope_copy(reply_to, sizeof(reply_to), req->properties.reply_to);
+	if (key != NULL) {
+		assert_int_equal(seal_body(key, "\xc0", 1, &body, &len), 0);
+		m.sealed = true;
+	}
+	snprintf(path, sizeof(path), "%s/svc.mac", dir);
+	assert_int_equal(sign_load_secret(SIGN_MAC, "svc", path, &svc, why, sizeof(why)), 0);
+	f = (struct sign_fields){.key_id = "svc",
+	                         .reply = true,
+	                         .message_id = "",
+	                         .correlation_id = m.correlation_id,
+	                         .reply_to = "",
+	                         .signed_at_ms = warren_now_ms(),
+	                         .content_type = ENVELOPE_MSGPACK,
+	                         .content_encoding = key != NULL ? SEAL_ENCODING : "",
+	                         .body = key != NULL ? body : "\xc0",
+	                         .body_len = len};
+	sign_make(SIGN_MAC, &svc, &f, sig, &siglen);
+	envelope_reply_props(&m, &ep);
+	envelope_add_signature(&ep, "svc", f.signed_at_ms, sig, siglen);
+	assert_int_equal(amqp_basic_publish(raw_conn(r), 1, amqp_empty_bytes,
+	                                    amqp_cstring_bytes(reply_to), 0, 0, &ep.props,
+	                                    (amqp_bytes_t){len, (void *)f.body}),
+	                 AMQP_STATUS_OK);
+	free(body);
+}
+
+struct outcome {
+	atomic_int done;
+	warren_err err;
+	char msg[300];
+};
+
+static void on_outcome(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct outcome *o = arg;
+
+	o->err = err;
+	snprintf(o->msg, sizeof(o->msg), "%s", msg);
+	warren_reply_free(reply);
+	atomic_store(&o->done, 1);
+}
+
+/* A caller takes from an encrypted call only a sealed reply that opens
+ * with its key (or an error in the clear), and from a clear call only a
+ * clear one: what a rogue responder sends otherwise is refused. */
+static void test_a_caller_refuses_replies_that_break_its_encryption(void **state)
+{
+	warren_config *cc = side_enc("mac", "app", "app.mac", "mac-app", NULL, "rogue.sealed*");
+	warren_client *c = start_client(cc);
+	struct raw *r = raw_connect();
+	unsigned char other[SEAL_KEY_BYTES];
+	const char *methods[] = {"rogue.sealed_clear", "rogue.sealed_foreign", "rogue.plain"};
+	const char *want[] = {
+	    "the reply is in the clear but its request was encrypted (security.encrypt)",
+	    "the reply cannot be decrypted with the service's key",
+	    "the reply is encrypted but its request was not"};
+	struct outcome out[3] = {0};
+	amqp_message_t req[3];
+
+	crypto_secretbox_keygen(other);
+	/* Exclusive: gone with the raw connection. */
+	assert_non_null(amqp_queue_declare(raw_conn(r), 1, amqp_cstring_bytes("it_sign.rogue"), 0, 0,
+	                                   1, 0, amqp_empty_table));
+	assert_non_null(amqp_queue_bind(raw_conn(r), 1, amqp_cstring_bytes("it_sign.rogue"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("rogue.#"),
+	                                amqp_empty_table));
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(warren_call_async(c, methods[i], NULL,
+		                                   &(warren_call_opts){.timeout_ms = 10000}, on_outcome,
+		                                   &out[i], NULL, 0),
+		                 WARREN_OK);
+		/* One at a time, so that they come off the queue in this order. */
+		int got = -1;
+		for (int t = 0; t < 250 && got != 0; t++) {
+			got = raw_get(r, "it_sign.rogue", &req[i]);
+			if (got != 0) {
+				usleep(20000);
+			}
+		}
+		assert_int_equal(got, 0);
+	}
+	/* Only publishes from here: no other command shares the channel with
+	 * their confirms. */
+	rogue_reply(r, &req[0], NULL);
+	rogue_reply(r, &req[1], other);
+	rogue_reply(r, &req[2], other);
+	for (int i = 0; i < 3; i++) {
+		for (int t = 0; t < 250 && !atomic_load(&out[i].done); t++) {
+			usleep(20000);
+		}
+		assert_int_equal(atomic_load(&out[i].done), 1);
+		assert_int_equal(out[i].err, WARREN_ERR_DECODE);
+		assert_string_equal(out[i].msg, want[i]);
+		amqp_destroy_message(&req[i]);
+	}
+	warren_client_free(c);
+	raw_close(r);
+	warren_config_free(cc);
+}
+
 /* A client is not started with a security.encrypt it cannot follow. */
 static void test_a_client_refuses_an_encrypt_list_it_cannot_follow(void **state)
 {
@@ -764,6 +881,7 @@ int main(void)
 	    cmocka_unit_test(test_encrypted_bodies_are_unreadable_on_the_broker),
 	    cmocka_unit_test(test_encryption_refusals_never_run_the_handler),
 	    cmocka_unit_test(test_a_service_key_change_keeps_encrypted_calls_working),
+	    cmocka_unit_test(test_a_caller_refuses_replies_that_break_its_encryption),
 	    cmocka_unit_test(test_a_client_refuses_an_encrypt_list_it_cannot_follow),
 	    cmocka_unit_test(test_the_cost_of_signing_and_encryption),
 	};
