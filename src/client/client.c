@@ -968,7 +968,7 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 		return WARREN_ERR_NOMEM;
 	}
 	if (security_load(cfg, &c->sec, errstr, errlen) != 0 ||
-	    security_check_encrypt(c->sec, warren_config_get(cfg, "security.keyring"), errstr,
+	    security_check_encrypt(c->sec, config_str(cfg, CFG_SECURITY_KEYRING), errstr,
 	                           errlen) != 0) {
 		return WARREN_ERR_CONFIG;
 	}

@@ -450,7 +450,7 @@ int security_check_encrypt(const struct security *s, const char *keyring, char *
  * for a method of security.encrypt sent in the clear is refused. */
 static int open_request(const struct security *s, const struct envelope_meta *m,
                         const struct sign_key *signer, const void *body, size_t len,
-                        struct opened *out, char *why, size_t whylen)
+                        struct checked *out, char *why, size_t whylen)
 {
 	char ignored[256];
 
@@ -483,12 +483,12 @@ static int open_request(const struct security *s, const struct envelope_meta *m,
 
 int security_check_request(struct security *s, const amqp_basic_properties_t *p,
                            const struct envelope_meta *m, const void *body, size_t len,
-                           bool redelivered, struct opened *out, char *why, size_t whylen)
+                           bool redelivered, struct checked *out, char *why, size_t whylen)
 {
 	struct sign_fields f;
 	const struct sign_key *key;
 
-	*out = (struct opened){0};
+	*out = (struct checked){0};
 	fields_of(m, false, 0, "", body, len, &f);
 	key = check_signature(s, p, &f, why, whylen);
 	if (key == NULL) {

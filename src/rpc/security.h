@@ -46,10 +46,10 @@ int security_request_key(const struct security *s, const char *method,
 int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,
                            size_t errlen);
 
-/* A checked request: its signer's key id; when it came sealed, body is the
- * opened one (malloc'd, the caller frees it) and key the one to seal its
- * reply with (otherwise both NULL). */
-struct opened {
+/* What checking a request found: its signer's key id; when it came
+ * sealed, body is the opened one (malloc'd, the caller frees it) and key
+ * the one to seal its reply with (otherwise both NULL). */
+struct checked {
 	char signer[SIGN_KEY_ID_MAX + 1];
 	void *body;
 	size_t len;
@@ -77,7 +77,7 @@ void security_retry_token(const struct security *s, const char *signer, const ch
  * clear, PERMISSION_DENIED. why says which, never with the body. */
 int security_check_request(struct security *s, const amqp_basic_properties_t *p,
                            const struct envelope_meta *m, const void *body, size_t len,
-                           bool redelivered, struct opened *out, char *why, size_t whylen);
+                           bool redelivered, struct checked *out, char *why, size_t whylen);
 /* Checks a reply: WARREN_STATUS_OK or UNAUTHENTICATED with why. */
 int security_check_reply(const struct security *s, const amqp_basic_properties_t *p,
                          const struct envelope_meta *m, const void *body, size_t len, char *why,

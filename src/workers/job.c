@@ -230,7 +230,7 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	const amqp_message_t *msg;
 	warren_value *params = NULL;
 	const struct method *m;
-	struct opened body = {0};
+	struct checked chk = {0};
 	warren_err err;
 	char why[400];
 
@@ -252,7 +252,7 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	/* Who sent it, before anything of its body is looked at. */
 	if (w->sec != NULL) {
 		int st = security_check_request(w->sec, &msg->properties, &j->meta, msg->body.bytes,
-		                                msg->body.len, j->delivery->redelivered, &body, why,
+		                                msg->body.len, j->delivery->redelivered, &chk, why,
 		                                sizeof(why));
 		if (st == WARREN_STATUS_ALREADY_EXISTS) {
 			log_warn("dropped: %s (correlation_id=%s)", why, j->meta.correlation_id);
@@ -269,16 +269,16 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 		}
 	}
 	/* From here on every answer is sealed when the request was. */
-	j->seal_key = body.key;
-	memcpy(j->signer, body.signer, sizeof(j->signer));
-	if (j->meta.sealed && body.key == NULL) {
+	j->seal_key = chk.key;
+	memcpy(j->signer, chk.signer, sizeof(j->signer));
+	if (j->meta.sealed && chk.key == NULL) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE,
 		       "the body is encrypted (" SEAL_ENCODING ") and this worker has no keys "
 		       "(security.scheme is none)");
 		return true;
 	}
-	err = admit(w, j, &m, body.body != NULL ? body.body : msg->body.bytes,
-	            body.body != NULL ? body.len : msg->body.len, &params);
-	free(body.body);
+	err = admit(w, j, &m, chk.body != NULL ? chk.body : msg->body.bytes,
+	            chk.body != NULL ? chk.len : msg->body.len, &params);
+	free(chk.body);
 	return err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
 }

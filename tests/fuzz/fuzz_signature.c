@@ -100,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (amqp_decode_properties(AMQP_BASIC_CLASS, &pool, (amqp_bytes_t){plen, (void *)data},
 	                           (void **)&props) == AMQP_STATUS_OK &&
 	    envelope_read(props, &m, why, sizeof(why)) == WARREN_OK) {
-		struct opened op;
+		struct checked op;
 		int st = security_check_request(sec, props, &m, data + plen, size - plen, false,
 		                                &op, why, sizeof(why));
 		ORACLE_CHECK(known(st), "security_check_request answered %d", st);

@@ -7,8 +7,8 @@
  * unreadable on the broker both ways, refused in the clear, refused when
  * sealed with another key or sent to a worker without keys; through a
  * service key change; replies that break a call's encryption refused; the
- * client's configuration errors. And what signing and encryption cost,
- * measured side by side. */
+ * client's configuration errors. What signing and encryption cost is
+ * measured by make bench (tests/bench), not here. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -794,79 +794,6 @@ static void test_a_client_refuses_an_encrypt_list_it_cannot_follow(void **state)
 	}
 }
 
-/* Calls per second for n calls, 64 in flight. */
-struct load {
-	atomic_int done, ok;
-};
-
-static void on_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
-{
-	struct load *l = arg;
-
-	if (err == WARREN_OK) {
-		atomic_fetch_add(&l->ok, 1);
-	}
-	warren_reply_free(reply);
-	atomic_fetch_add(&l->done, 1);
-}
-
-static double rate(warren_client *c, int n)
-{
-	struct load l = {0};
-	int64_t t0 = testenv_mono_ms();
-
-	for (int i = 0; i < n; i++) {
-		while (i - atomic_load(&l.done) >= 64) {
-			usleep(200);
-		}
-		assert_int_equal(warren_call_async(c, "secure.echo", NULL,
-		                                   &(warren_call_opts){.timeout_ms = 30000}, on_done, &l,
-		                                   NULL, 0),
-		                 WARREN_OK);
-	}
-	while (atomic_load(&l.done) < n) {
-		usleep(1000);
-	}
-	assert_int_equal(atomic_load(&l.ok), n);
-	return n * 1000.0 / (double)(testenv_mono_ms() - t0 + 1);
-}
-
-/* encrypt: the client's security.encrypt (NULL: none). */
-static double measure(const char *scheme, const char *svc_key, const char *svc_ring,
-                      const char *app_key, const char *app_ring, const char *encrypt)
-{
-	warren_config *wc =
-	    side_enc(scheme, "svc", svc_key, svc_ring, NULL, encrypt != NULL ? "secure.*" : NULL);
-	warren_config *cc = side_enc(scheme, "app", app_key, app_ring, NULL, encrypt);
-	warren_worker *w = start_worker(wc);
-	warren_client *c = start_client(cc);
-	double r;
-
-	rate(c, 200); /* warm up */
-	r = rate(c, 3000);
-	warren_client_free(c);
-	warren_worker_free(w);
-	warren_config_free(wc);
-	warren_config_free(cc);
-	return r;
-}
-
-static void test_the_cost_of_signing_and_encryption(void **state)
-{
-	double none = measure("none", "svc.mac", "mac-svc", "app.mac", "mac-app", NULL);
-	double mac = measure("mac", "svc.mac", "mac-svc", "app.mac", "mac-app", NULL);
-	double ed = measure("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app", NULL);
-	double mac_enc = measure("mac", "svc.mac", "mac-svc", "app.mac", "mac-app", "secure.*");
-	double ed_enc = measure("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app", "secure.*=svc");
-
-	printf("# signing, 3000 calls, 64 in flight: none %.0f calls/s, mac %.0f (%.2f of none), "
-	       "ed25519 %.0f (%.2f of none)\n",
-	       none, mac, mac / none, ed, ed / none);
-	printf("# signed and encrypted: mac %.0f calls/s (%.2f of none), ed25519 %.0f (%.2f of "
-	       "none)\n",
-	       mac_enc, mac_enc / none, ed_enc, ed_enc / none);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -883,7 +810,6 @@ int main(void)
 	    cmocka_unit_test(test_a_service_key_change_keeps_encrypted_calls_working),
 	    cmocka_unit_test(test_a_caller_refuses_replies_that_break_its_encryption),
 	    cmocka_unit_test(test_a_client_refuses_an_encrypt_list_it_cannot_follow),
-	    cmocka_unit_test(test_the_cost_of_signing_and_encryption),
 	};
 
 	return cmocka_run_group_tests_name("sign", tests, setup, teardown);
