@@ -9,6 +9,8 @@
 # then the fault kit (tests/fault/test_faults.sh, short runs), and stops
 # both, whatever happened.
 # faults: only the fault kit, each scenario FAULT_SECONDS (default 30) long.
+# WARREN_ONLY=GLOB (integration): only the integration tests whose names
+# match (it_sign, 'it_*', test_rpc_dlq.sh), without the fault kit.
 set -uo pipefail
 
 MODE=${1:?usage: run-tests.sh unit|integration|all|faults BUILD}
@@ -139,14 +141,20 @@ run_integration() {
 	export WARREN_TEST_DB="host=$PGHOST port=$PGPORT user=$PGUSER dbname=$PGDATABASE"
 	if [ -z "${SKIP_OTHERS:-}" ]; then
 		for t in "$BUILD"/tests/integration/it_*; do
+			# shellcheck disable=SC2053 # WARREN_ONLY is a glob
+			[[ $(basename "$t") == ${WARREN_ONLY:-*} ]] || continue
 			[ -x "$t" ] && { run_cmocka "$t"; reap_leftovers "$(basename "$t")"; }
 		done
 		for s in tests/integration/*.sh; do
+			# shellcheck disable=SC2053
+			[[ $(basename "$s") == ${WARREN_ONLY:-*} ]] || continue
 			[ -f "$s" ] && { run_script "$s"; reap_leftovers "$(basename "$s")"; }
 		done
 	fi
-	run_script tests/fault/test_faults.sh
-	reap_leftovers test_faults.sh
+	if [ -z "${WARREN_ONLY:-}" ]; then
+		run_script tests/fault/test_faults.sh
+		reap_leftovers test_faults.sh
+	fi
 	secrets_in_logs
 }
 
