@@ -66,8 +66,8 @@ struct call {
 
 struct warren_client {
 	struct engine *engine;
-	struct pending table; /* I/O thread only */
-	struct security *sec; /* NULL: nothing signed */
+	struct pending table;   /* I/O thread only */
+	struct security *sec;   /* NULL: nothing signed */
 	struct pending retries; /* calls waiting to be published again, by due time */
 	int retry_attempts;
 	int64_t retry_delay_ms;
@@ -154,10 +154,9 @@ static void record_end(warren_client *c, const struct call *call, warren_err err
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	seconds = (double)(now.tv_sec - call->started.tv_sec) +
 	          (double)(now.tv_nsec - call->started.tv_nsec) / 1e9;
-	client_metrics_record(&c->metrics, call->metrics,
-	                      reply != NULL ? (int)warren_reply_status(reply)
-	                                    : (int)warren_err_status(err),
-	                      seconds);
+	client_metrics_record(
+	    &c->metrics, call->metrics,
+	    reply != NULL ? (int)warren_reply_status(reply) : (int)warren_err_status(err), seconds);
 }
 
 /* ------------------------------------------------------------ ending calls */
@@ -226,7 +225,7 @@ static void hold(warren_client *c, struct call *call)
 /* The one terminal path: leaves the table, runs done, frees the call unless
  * the engine still holds it for a confirm. */
 static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
-	WARREN_PRINTF(4, 5);
+    WARREN_PRINTF(4, 5);
 
 static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
 {
@@ -278,16 +277,22 @@ static void retry_or_finish(struct call *call, warren_err err, const char *what)
 	struct envelope_meta *m = call->out != NULL ? &call->out->meta : NULL;
 	int64_t now = engine_now(), delay;
 
+	/* A call that already ended (its deadline, its reply or a block came
+	 * before this confirm) is never published again: the confirm that
+	 * brought us here releases it. */
+	if (call->finished) {
+		return;
+	}
 	if (m != NULL && m->attempt < c->retry_attempts && !atomic_load(&c->closing)) {
 		delay = backoff_ms(c->retry_delay_ms, 60000, m->attempt, randombytes_random());
-		if (!call->in_table || now + delay < call->entry.deadline) {
+		if (now + delay < call->entry.deadline) {
 			call->retry.deadline = now + delay;
 			memcpy(call->retry.id, call->entry.id, sizeof(call->retry.id));
 			call->retry.id_len = call->entry.id_len;
 			if (pending_insert(&c->retries, &call->retry) == 0) {
 				call->waiting_retry = true;
-				log_debug("republishing %s correlation_id=%s in %lld ms: %s", m->method,
-				          m->correlation_id, (long long)delay, what);
+				log_debug("republishing %s correlation_id=%s in %lld ms: %s",
+				          m->method, m->correlation_id, (long long)delay, what);
 				return;
 			}
 		}
@@ -307,7 +312,8 @@ static void on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 
 	/* awaiting_confirm stays set across finish, so finish cannot free the call. */
 	if (outcome == ENGINE_NACK) {
-		snprintf(what, sizeof(what), "the broker refused the request for %s (nack)", method);
+		snprintf(what, sizeof(what), "the broker refused the request for %s (nack)",
+		         method);
 		retry_or_finish(call, WARREN_ERR_BROKER, what);
 	} else if (outcome == ENGINE_LOST) {
 		snprintf(what, sizeof(what),
@@ -428,7 +434,8 @@ static void release_held(warren_client *c, struct engine *e, int64_t now)
 			finish(call, WARREN_ERR_BROKER, NULL,
 			       "the broker refuses publishes (%s): not sent within %lld ms "
 			       "(client.blocked_timeout)",
-			       reason != NULL ? reason : "not connected", (long long)c->blocked_timeout_ms);
+			       reason != NULL ? reason : "not connected",
+			       (long long)c->blocked_timeout_ms);
 		} else {
 			break; /* the oldest is not due: none is */
 		}
@@ -514,7 +521,8 @@ static warren_err encode_params(warren_client *c, struct call *call, const warre
 	                           &call->out->len, errstr, errlen);
 	warren_value_free(empty);
 	if (err == WARREN_OK && call->out->len > c->max_size) {
-		snprintf(errstr, errlen, "request of %zu bytes is larger than message.max_size (%zu)",
+		snprintf(errstr, errlen,
+		         "request of %zu bytes is larger than message.max_size (%zu)",
 		         call->out->len, c->max_size);
 		err = WARREN_ERR_INVALID;
 	}
@@ -715,15 +723,17 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	/* Only checked (a passive declare): a caller needs no right to create
 	 * it (rabbitmq/definitions.json, or any worker, does). */
 	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(ENVELOPE_EXCHANGE),
-	                          amqp_cstring_bytes("topic"), 1, 1, 0, 0, amqp_empty_table) == NULL) {
+	                          amqp_cstring_bytes("topic"), 1, 1, 0, 0,
+	                          amqp_empty_table) == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn),
-		                      "exchange rpc (import rabbitmq/definitions.json)", errstr, errlen);
+		                      "exchange rpc (import rabbitmq/definitions.json)", errstr,
+		                      errlen);
 		return -1;
 	}
 	if (c->reply_mode == REPLY_QUEUE) {
-		amqp_table_entry_t exp = {.key = amqp_cstring_bytes("x-expires"),
-		                          .value = {.kind = AMQP_FIELD_KIND_I64,
-		                                    .value.i64 = 300000}};
+		amqp_table_entry_t exp = {
+		    .key = amqp_cstring_bytes("x-expires"),
+		    .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 300000}};
 		amqp_table_t args = {1, &exp};
 
 		queue = amqp_cstring_bytes(c->reply_queue);
@@ -735,7 +745,8 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	}
 	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, 1, 0, amqp_empty_table) ==
 	    NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr, errlen);
+		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
+		                      errlen);
 		return -1;
 	}
 	pthread_mutex_lock(&c->stats_mu);
@@ -853,8 +864,8 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 		char what[400];
 
 		envelope_copy(method, sizeof(method), props->type);
-		snprintf(what, sizeof(what), "no queue is bound for method %s (%d %s)", method, code,
-		         text);
+		snprintf(what, sizeof(what), "no queue is bound for method %s (%d %s)", method,
+		         code, text);
 		call->returned = true;
 		retry_or_finish(call, WARREN_ERR_UNROUTABLE, what);
 	}
@@ -951,7 +962,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 
 	snprintf(c->app_id, sizeof(c->app_id), "%s", app_id);
 	random_hex(c->prefix, 8);
-	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id, c->prefix);
+	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id,
+	         c->prefix);
 	c->reply_mode = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1 ? REPLY_QUEUE : REPLY_DIRECT;
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
@@ -968,8 +980,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 		return WARREN_ERR_NOMEM;
 	}
 	if (security_load(cfg, &c->sec, errstr, errlen) != 0 ||
-	    security_check_encrypt(c->sec, config_str(cfg, CFG_SECURITY_KEYRING), errstr,
-	                           errlen) != 0) {
+	    security_check_encrypt(c->sec, config_str(cfg, CFG_SECURITY_KEYRING), errstr, errlen) !=
+	        0) {
 		return WARREN_ERR_CONFIG;
 	}
 	c->engine = engine_new(&ec, &hooks, errstr, errlen);

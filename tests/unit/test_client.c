@@ -1,0 +1,238 @@
+/* test_client.c: the caller's call lifecycle against a scripted engine. The
+ * engine functions client.c calls are wrapped with -Wl,--wrap (WRAP_test_client
+ * in the Makefile): the test runs the I/O thread's side itself (tasks, ticks,
+ * confirms) on its own thread, with a clock it moves by hand, so that the
+ * orders of events a live broker shows only by chance happen on demand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "engine.h"
+#include "warren.h"
+
+struct engine *__wrap_engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
+                                 char *errstr, size_t errlen);
+warren_err __wrap_engine_start(struct engine *e, char *errstr, size_t errlen);
+void __wrap_engine_free(struct engine *e);
+bool __wrap_engine_submit(struct engine *e, struct engine_task *t);
+warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const char *routing_key,
+                                 bool mandatory, const amqp_basic_properties_t *props,
+                                 const void *body, size_t len, engine_confirm_fn fn, void *ctx);
+bool __wrap_engine_connected(const struct engine *e);
+const char *__wrap_engine_blocked(const struct engine *e);
+int64_t __wrap_engine_blocked_ms(struct engine *e);
+int64_t __wrap_engine_now(void);
+
+#define MAX_TASKS 16
+
+/* What the scripted engine holds and saw. */
+static struct {
+	char fake; /* its address is the engine */
+	struct engine_hooks hooks;
+	struct engine_task *tasks[MAX_TASKS];
+	int ntasks;
+	int64_t now;
+	int publishes;
+	engine_confirm_fn confirm_fn;
+	void *confirm_ctx;
+} eng;
+
+/* What the completion callback saw. */
+static struct {
+	int runs;
+	warren_err err;
+} done_seen;
+
+struct engine *__wrap_engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
+                                 char *errstr, size_t errlen)
+{
+	eng.hooks = *hooks;
+	return (struct engine *)&eng.fake;
+}
+
+warren_err __wrap_engine_start(struct engine *e, char *errstr, size_t errlen)
+{
+	return WARREN_OK;
+}
+
+/* As the real engine stops: the unconfirmed publish is LOST, then the
+ * connection is. */
+void __wrap_engine_free(struct engine *e)
+{
+	engine_confirm_fn fn = eng.confirm_fn;
+
+	eng.confirm_fn = NULL;
+	if (fn != NULL) {
+		fn(e, eng.confirm_ctx, ENGINE_LOST);
+	}
+	eng.hooks.lost(e, eng.hooks.arg, "shut down");
+}
+
+bool __wrap_engine_submit(struct engine *e, struct engine_task *t)
+{
+	assert_true(eng.ntasks < MAX_TASKS);
+	eng.tasks[eng.ntasks++] = t;
+	return true;
+}
+
+warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const char *routing_key,
+                                 bool mandatory, const amqp_basic_properties_t *props,
+                                 const void *body, size_t len, engine_confirm_fn fn, void *ctx)
+{
+	eng.publishes++;
+	eng.confirm_fn = fn;
+	eng.confirm_ctx = ctx;
+	return WARREN_OK;
+}
+
+bool __wrap_engine_connected(const struct engine *e)
+{
+	return true;
+}
+
+const char *__wrap_engine_blocked(const struct engine *e)
+{
+	return NULL;
+}
+
+int64_t __wrap_engine_blocked_ms(struct engine *e)
+{
+	return 0;
+}
+
+int64_t __wrap_engine_now(void)
+{
+	return eng.now;
+}
+
+static void on_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	done_seen.runs++;
+	done_seen.err = err;
+	warren_reply_free(reply);
+}
+
+/* Runs the submitted tasks, as the I/O thread's turn does. */
+static void run_tasks(void)
+{
+	int n = eng.ntasks;
+
+	eng.ntasks = 0;
+	for (int i = 0; i < n; i++) {
+		eng.tasks[i]->run((struct engine *)&eng.fake, eng.tasks[i]);
+	}
+}
+
+static void confirm(enum engine_confirm outcome)
+{
+	engine_confirm_fn fn = eng.confirm_fn;
+
+	assert_non_null(fn);
+	eng.confirm_fn = NULL;
+	fn((struct engine *)&eng.fake, eng.confirm_ctx, outcome);
+}
+
+static void tick_at(int64_t now)
+{
+	eng.now = now;
+	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
+}
+
+static warren_client *new_client(void)
+{
+	warren_config *cfg = warren_config_new();
+	warren_client *c = NULL;
+	char err[256] = "";
+
+	memset(&eng, 0, sizeof(eng));
+	memset(&done_seen, 0, sizeof(done_seen));
+	eng.now = 1000000;
+	assert_int_equal(warren_config_set(cfg, "broker.url", "amqp://127.0.0.1:1", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.retry_attempts", "5", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.retry_delay", "10ms", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
+	warren_config_free(cfg);
+	return c;
+}
+
+/* A call whose deadline passed while its publish was unconfirmed, and whose
+ * confirm then says outcome: it ended once with TIMEOUT, and is released,
+ * not published again (under ASan a republish reads freed memory). */
+static void deadline_then_confirm(enum engine_confirm outcome)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 100};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	assert_non_null(eng.confirm_fn);
+
+	tick_at(eng.now + 150); /* past the deadline, no confirm yet */
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+
+	confirm(outcome);
+	for (int i = 1; i <= 20; i++) {
+		tick_at(eng.now + 100); /* well past any back-off */
+	}
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(done_seen.runs, 1);
+
+	warren_client_stats st;
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.republished, 0);
+	assert_int_equal(st.in_flight, 0);
+	warren_client_free(c);
+}
+
+static void finished_call_is_never_republished_after_nack(void **state)
+{
+	deadline_then_confirm(ENGINE_NACK);
+}
+
+static void finished_call_is_never_republished_after_lost(void **state)
+{
+	deadline_then_confirm(ENGINE_LOST);
+}
+
+/* The control: an unfinished call that is nacked is published again, with
+ * the back-off, and still ends once. */
+static void live_call_is_republished_after_nack(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 10000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	confirm(ENGINE_NACK);
+	for (int i = 0; i < 20 && eng.publishes < 2; i++) {
+		tick_at(eng.now + 100);
+	}
+	assert_int_equal(eng.publishes, 2);
+	assert_int_equal(done_seen.runs, 0);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_CLOSED);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(finished_call_is_never_republished_after_nack),
+	    cmocka_unit_test(finished_call_is_never_republished_after_lost),
+	    cmocka_unit_test(live_call_is_republished_after_nack),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
