@@ -770,11 +770,23 @@ static void count_stray(warren_client *c, const char *id)
 	}
 }
 
+/* A reply that fails authentication (a signature that does not verify, a
+ * sealed body that does not open): not from our service, so it does not
+ * end the call, which keeps waiting for the real reply or its deadline. */
+static void drop_untrusted(warren_client *c, const char *id, const char *why)
+{
+	STAT_ADD(c, untrusted_replies, 1);
+	log_warn("untrusted reply ignored: correlation_id=%s: %s", id, why);
+}
+
 /* The reply of a sealed call, opened into *opened (malloc'd; NULL bytes
  * when the reply came in the clear). A call sent in the clear takes only
  * clear replies; a sealed one takes sealed ones, and error replies in the
- * clear (a worker that could not open the request answers so). 0, or -1
- * with why. */
+ * clear (a worker that could not open the request answers so). 0; -1 with
+ * why for a mismatch of modes (the call ends: the sender is the service,
+ * its signature verified, but it does not follow security.encrypt); -2
+ * with why when the sealed body does not open (the box's authentication
+ * fails: not from our service). */
 static int open_reply(const struct call *call, const struct envelope_meta *m,
                       const amqp_bytes_t *body, amqp_bytes_t *opened, char *why, size_t whylen)
 {
@@ -793,7 +805,7 @@ static int open_reply(const struct call *call, const struct envelope_meta *m,
 	}
 	if (seal_open(call->seal_key, body->bytes, body->len, &opened->bytes, &opened->len) != 0) {
 		snprintf(why, whylen, "the reply cannot be decrypted with the service's key");
-		return -1;
+		return -2;
 	}
 	return 0;
 }
@@ -821,11 +833,15 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 	if (c->sec != NULL &&
 	    security_check_reply(c->sec, &d->message.properties, &m, d->message.body.bytes,
 	                         d->message.body.len, why, sizeof(why)) != WARREN_STATUS_OK) {
-		log_warn("reply refused: correlation_id=%s: %s", m.correlation_id, why);
-		finish(call, WARREN_ERR_DECODE, NULL, "the reply is not trusted: %s", why);
+		drop_untrusted(c, m.correlation_id, why);
 		goto out;
 	}
-	if (open_reply(call, &m, &d->message.body, &opened, why, sizeof(why)) != 0) {
+	int rc = open_reply(call, &m, &d->message.body, &opened, why, sizeof(why));
+	if (rc == -2) {
+		drop_untrusted(c, m.correlation_id, why);
+		goto out;
+	}
+	if (rc != 0) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
 		goto out;
 	}
