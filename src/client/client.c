@@ -49,6 +49,10 @@ struct call {
 	warren_done_fn done;
 	void *arg;
 	int64_t timeout_ms;
+	/* Publishes tried so far, republishes included: the back-off and
+	 * client.retry_attempts count these. A republish is the same attempt
+	 * of the same call, so rpc-attempt stays 1 (warren(7)). */
+	int tries;
 	bool one_way;
 	bool in_table;
 	bool awaiting_confirm; /* the engine holds a pointer to this call */
@@ -283,8 +287,8 @@ static void retry_or_finish(struct call *call, warren_err err, const char *what)
 	if (call->finished) {
 		return;
 	}
-	if (m != NULL && m->attempt < c->retry_attempts && !atomic_load(&c->closing)) {
-		delay = backoff_ms(c->retry_delay_ms, 60000, m->attempt, randombytes_random());
+	if (m != NULL && call->tries < c->retry_attempts && !atomic_load(&c->closing)) {
+		delay = backoff_ms(c->retry_delay_ms, 60000, call->tries, randombytes_random());
 		if (now + delay < call->entry.deadline) {
 			call->retry.deadline = now + delay;
 			memcpy(call->retry.id, call->entry.id, sizeof(call->retry.id));
@@ -297,8 +301,8 @@ static void retry_or_finish(struct call *call, warren_err err, const char *what)
 			}
 		}
 	}
-	if (m != NULL && m->attempt > 1) {
-		finish(call, err, NULL, "%s, after %d attempts", what, m->attempt);
+	if (m != NULL && call->tries > 1) {
+		finish(call, err, NULL, "%s, after %d attempts", what, call->tries);
 	} else {
 		finish(call, err, NULL, "%s", what);
 	}
@@ -459,7 +463,15 @@ static void republish_due(warren_client *c, struct engine *e, int64_t now)
 				continue;
 			}
 		}
-		call->out->meta.attempt++;
+		call->tries++;
+		/* Signed afresh: the same request, but its first copy may have
+		 * been delivered (the connection was lost before the confirm) and
+		 * its signature taken by a worker's replay filter; rpc-attempt
+		 * stays, as only a worker's own retry raises it. */
+		if (c->sec != NULL) {
+			security_sign_request(c->sec, &call->out->meta, call->out->body,
+			                      call->out->len, &call->out->sig);
+		}
 		pthread_mutex_lock(&c->stats_mu);
 		c->stats.republished++;
 		pthread_mutex_unlock(&c->stats_mu);
@@ -575,6 +587,7 @@ static struct call *call_new(warren_client *c, const char *method, const warren_
 	call->client = c;
 	call->one_way = one_way;
 	call->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : c->default_timeout_ms;
+	call->tries = 1;
 	call->task.run = publish_task;
 	*err = fill_meta(c, call, method, o, errstr, errlen);
 	if (*err == WARREN_OK) {

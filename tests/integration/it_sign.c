@@ -209,6 +209,190 @@ static void test_a_signed_call_is_answered_with_ed25519(void **state)
 	signed_calls_work("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
 }
 
+/* ------------------------------------------------- republished signed calls */
+
+/* Calls of secure.echo kept in flight by chains that start the next call
+ * from the completion of the last, until stop. */
+struct churn {
+	warren_client *c;
+	atomic_bool stop;
+	atomic_int in_flight, ok, failed;
+	char first_failure[300];
+	atomic_flag failure_kept;
+};
+
+static void churn_next(struct churn *ch);
+
+static void churn_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct churn *ch = arg;
+
+	if (err == WARREN_OK) {
+		atomic_fetch_add(&ch->ok, 1);
+	} else {
+		atomic_fetch_add(&ch->failed, 1);
+		if (!atomic_flag_test_and_set(&ch->failure_kept)) {
+			snprintf(ch->first_failure, sizeof(ch->first_failure), "err %d: %s%s",
+			         (int)err, msg, reply != NULL ? warren_reply_message(reply) : "");
+		}
+	}
+	warren_reply_free(reply);
+	if (!atomic_load(&ch->stop)) {
+		churn_next(ch);
+	}
+	atomic_fetch_sub(&ch->in_flight, 1);
+}
+
+static void churn_next(struct churn *ch)
+{
+	atomic_fetch_add(&ch->in_flight, 1);
+	if (warren_call_async(ch->c, "secure.echo", NULL, &(warren_call_opts){.timeout_ms = 20000},
+	                      churn_done, ch, NULL, 0) != WARREN_OK) {
+		atomic_fetch_add(&ch->failed, 1);
+		atomic_fetch_sub(&ch->in_flight, 1);
+	}
+}
+
+/* Stops the chains and waits (up to 30 s) until every call has ended. */
+static void churn_finish(struct churn *ch)
+{
+	atomic_store(&ch->stop, true);
+	for (int t = 0; t < 1500 && atomic_load(&ch->in_flight) > 0; t++) {
+		usleep(20000);
+	}
+	assert_int_equal(atomic_load(&ch->in_flight), 0);
+}
+
+static warren_client_stats client_stats(warren_client *c)
+{
+	warren_client_stats st;
+
+	warren_client_get_stats(c, &st);
+	return st;
+}
+
+/* A signed call that finds no queue bound for its method (a service being
+ * deployed) is returned and published again by its caller: the same call,
+ * rpc-attempt 1, re-signed. Once the binding is back, every call is
+ * answered. Before, the republish carried rpc-attempt 2 with no retry
+ * token and was refused as bad-signature (UNAUTHENTICATED). */
+static void republished_after_a_return(const char *scheme, const char *svc_key,
+                                       const char *svc_ring, const char *app_key,
+                                       const char *app_ring)
+{
+	warren_config *wc = side(scheme, "svc", svc_key, svc_ring, NULL);
+	warren_config *cc = side(scheme, "app", app_key, app_ring, NULL);
+	warren_worker *w = start_worker(wc);
+	warren_client *c;
+	struct raw *r = raw_connect();
+	struct churn ch = {.failure_kept = ATOMIC_FLAG_INIT};
+	amqp_connection_state_t conn = raw_conn(r);
+
+	assert_int_equal(warren_config_set(cc, "client.retry_attempts", "12", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "client.retry_delay", "50ms", NULL, 0), WARREN_OK);
+	c = start_client(cc);
+	ch.c = c;
+	assert_non_null(amqp_queue_unbind(conn, 1, amqp_cstring_bytes("rpc.secure"),
+	                                  amqp_cstring_bytes("rpc"), amqp_cstring_bytes("secure.#"),
+	                                  amqp_empty_table));
+	for (int i = 0; i < 8; i++) {
+		churn_next(&ch);
+	}
+	/* Each returned and published again at least once. */
+	for (int t = 0; t < 500 && client_stats(c).republished < 8; t++) {
+		usleep(10000);
+	}
+	assert_true(client_stats(c).republished >= 8);
+	assert_non_null(amqp_queue_bind(conn, 1, amqp_cstring_bytes("rpc.secure"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("secure.#"),
+	                                amqp_empty_table));
+	churn_finish(&ch);
+	if (atomic_load(&ch.failed) != 0) {
+		fail_msg("%d of %d calls failed; first: %s", atomic_load(&ch.failed),
+		         atomic_load(&ch.failed) + atomic_load(&ch.ok), ch.first_failure);
+	}
+	assert_true(atomic_load(&ch.ok) >= 8);
+	raw_close(r);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+static void test_signed_calls_republished_after_a_return_succeed_with_mac(void **state)
+{
+	republished_after_a_return("mac", "svc.mac", "mac-svc", "app.mac", "mac-app");
+}
+
+static void test_signed_calls_republished_after_a_return_succeed_with_ed25519(void **state)
+{
+	republished_after_a_return("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
+}
+
+/* The broker closes every connection while signed calls are in flight:
+ * a request not yet confirmed is published again by its caller (re-signed,
+ * rpc-attempt 1); calls made while the client is disconnected (a slow
+ * reconnect, broker.reconnect_min) are published again once it is back;
+ * and every call is answered. A reply queue of the client's own
+ * (client.reply_mode queue) keeps the replies of requests the broker had
+ * already confirmed. Before, each republish raised rpc-attempt and was
+ * refused as bad-signature (no rpc-retry-token). */
+static void republished_after_a_lost_connection(const char *scheme, const char *svc_key,
+                                                const char *svc_ring, const char *app_key,
+                                                const char *app_ring)
+{
+	warren_config *wc = side(scheme, "svc", svc_key, svc_ring, NULL);
+	warren_config *cc = side(scheme, "app", app_key, app_ring, NULL);
+	warren_worker *w = start_worker(wc);
+	warren_client *c;
+	struct churn ch = {.failure_kept = ATOMIC_FLAG_INIT};
+
+	assert_int_equal(warren_config_set(cc, "client.reply_mode", "queue", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "client.retry_attempts", "12", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "client.retry_delay", "50ms", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "broker.reconnect_min", "2s", NULL, 0), WARREN_OK);
+	c = start_client(cc);
+	ch.c = c;
+	for (int i = 0; i < 16; i++) {
+		churn_next(&ch);
+	}
+	usleep(200000);
+	assert_int_equal(testenv_broker_ctl("close_all_connections it_sign"), 0);
+	/* Calls made before the client reconnects (1 to 2 s after the loss). */
+	for (int t = 0; t < 500 && client_stats(c).connected; t++) {
+		usleep(5000);
+	}
+	assert_false(client_stats(c).connected);
+	for (int i = 0; i < 8; i++) {
+		churn_next(&ch);
+	}
+	for (int t = 0; t < 500 && client_stats(c).reconnects < 1; t++) {
+		usleep(20000);
+	}
+	assert_true(client_stats(c).reconnects >= 1);
+	usleep(300000);
+	churn_finish(&ch);
+	if (atomic_load(&ch.failed) != 0) {
+		fail_msg("%d of %d calls failed; first: %s", atomic_load(&ch.failed),
+		         atomic_load(&ch.failed) + atomic_load(&ch.ok), ch.first_failure);
+	}
+	assert_true(client_stats(c).republished >= 8);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+static void test_signed_calls_republished_after_a_lost_connection_succeed_with_mac(void **state)
+{
+	republished_after_a_lost_connection("mac", "svc.mac", "mac-svc", "app.mac", "mac-app");
+}
+
+static void test_signed_calls_republished_after_a_lost_connection_succeed_with_ed25519(void **state)
+{
+	republished_after_a_lost_connection("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
+}
+
 static void test_refusals_never_run_the_handler(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", "secure.admin=ops,*=app+ops");
@@ -940,6 +1124,12 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_signed_call_is_answered_with_mac),
 	    cmocka_unit_test(test_a_signed_call_is_answered_with_ed25519),
+	    cmocka_unit_test(test_signed_calls_republished_after_a_return_succeed_with_mac),
+	    cmocka_unit_test(test_signed_calls_republished_after_a_return_succeed_with_ed25519),
+	    cmocka_unit_test(
+	        test_signed_calls_republished_after_a_lost_connection_succeed_with_mac),
+	    cmocka_unit_test(
+	        test_signed_calls_republished_after_a_lost_connection_succeed_with_ed25519),
 	    cmocka_unit_test(test_refusals_never_run_the_handler),
 	    cmocka_unit_test(test_tampered_stale_and_replayed_requests_do_not_run_twice),
 	    cmocka_unit_test(test_a_caller_ignores_a_reply_it_cannot_verify),
