@@ -5,6 +5,7 @@
  * confirm) is published again after a back-off, with the same message_id,
  * while client.retry_attempts and the deadline allow. Everything below the
  * public functions runs on the engine's I/O thread. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -348,7 +349,13 @@ static void publish_task(struct engine *e, struct engine_task *t)
 	int rc;
 
 	if (!call->in_table) {
-		call->entry.deadline = engine_now() + call->timeout_ms;
+		/* The deadline runs from the call (start_call), not from when this
+		 * thread first sees it: one that passed meanwhile ends here. */
+		if (engine_now() >= call->entry.deadline) {
+			finish(call, WARREN_ERR_TIMEOUT, NULL, "no reply within %lld ms",
+			       (long long)call->timeout_ms);
+			return;
+		}
 		rc = pending_insert(&c->table, &call->entry);
 		if (rc != 0) {
 			finish(call, rc == -1 ? WARREN_ERR_FULL : WARREN_ERR_INVALID, NULL,
@@ -362,7 +369,7 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		retry_or_finish(call, lost_err(c), "not connected to the broker");
 		return;
 	}
-	if (engine_blocked(e) != NULL) {
+	if (engine_blocked(e) != NULL || !engine_writable(e, call->out->len)) {
 		hold(c, call);
 		return;
 	}
@@ -430,15 +437,18 @@ static void release_held(warren_client *c, struct engine *e, int64_t now)
 
 	while (c->held_head != NULL) {
 		struct call *call = c->held_head;
+		bool connected = engine_connected(e);
 
-		if (reason == NULL && engine_connected(e)) {
+		if (reason == NULL && connected && engine_writable(e, call->out->len)) {
 			unhold(c, call);
 			publish_task(e, &call->task);
 		} else if (now - call->held_since >= c->blocked_timeout_ms) {
 			finish(call, WARREN_ERR_BROKER, NULL,
 			       "the broker refuses publishes (%s): not sent within %lld ms "
 			       "(client.blocked_timeout)",
-			       reason != NULL ? reason : "not connected",
+			       reason != NULL ? reason
+			       : connected    ? "it does not read the connection"
+			                      : "not connected",
 			       (long long)c->blocked_timeout_ms);
 		} else {
 			break; /* the oldest is not due: none is */
@@ -627,6 +637,7 @@ static warren_err start_call(warren_client *c, const char *method, const warren_
 	}
 	call->done = done;
 	call->arg = arg;
+	call->entry.deadline = engine_now() + call->timeout_ms;
 	call->metrics = client_metrics_method(&c->metrics, method);
 	clock_gettime(CLOCK_MONOTONIC, &call->started);
 	pthread_mutex_lock(&c->stats_mu);
@@ -654,56 +665,138 @@ warren_err warren_call_async(warren_client *c, const char *method, const warren_
 
 /* ------------------------------------------------------------ blocking calls */
 
+/* How long a blocking caller waits past its call's deadline for the I/O
+ * thread to end the call, before it ends its wait itself. */
+#define WAIT_GRACE_MS 25
+
+/* A blocking caller's wait. On the heap, shared by the caller and the
+ * call's completion (on the I/O thread), and freed by whichever lets go
+ * last: a caller that gave up at its deadline returns at once, and the
+ * completion that comes later finds the waiter abandoned. */
 struct waiter {
 	pthread_mutex_t mu;
-	pthread_cond_t cond;
-	bool done;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC */
+	int refs;            /* under mu: the caller, the completion */
+	bool done;           /* the completion has run */
+	bool abandoned;      /* the caller returned without the outcome */
 	warren_err err;
 	warren_reply *reply;
 	char msg[512];
 };
+
+/* Drops one reference, with w->mu held (and releases it). */
+static void waiter_release(struct waiter *w)
+{
+	bool last = --w->refs == 0;
+
+	pthread_mutex_unlock(&w->mu);
+	if (last) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cond);
+		free(w);
+	}
+}
+
+static struct waiter *waiter_new(void)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	pthread_condattr_t attr;
+
+	if (w == NULL) {
+		return NULL;
+	}
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	w->refs = 2;
+	return w;
+}
 
 static void wake_waiter(warren_err err, warren_reply *reply, const char *msg, void *arg)
 {
 	struct waiter *w = arg;
 
 	pthread_mutex_lock(&w->mu);
-	w->err = err;
-	w->reply = reply;
-	snprintf(w->msg, sizeof(w->msg), "%s", msg);
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->mu);
+	if (w->abandoned) {
+		warren_reply_free(reply);
+	} else {
+		w->err = err;
+		w->reply = reply;
+		snprintf(w->msg, sizeof(w->msg), "%s", msg);
+		w->done = true;
+		pthread_cond_signal(&w->cond);
+	}
+	waiter_release(w);
 }
 
+/* Waits for w's outcome until timeout_ms + WAIT_GRACE_MS from now; true
+ * when it came, false when the wait was given up (w is then abandoned).
+ * With w->mu held. */
+static bool waiter_wait(struct waiter *w, int64_t timeout_ms)
+{
+	struct timespec until;
+	int64_t ms = timeout_ms + WAIT_GRACE_MS;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!w->done) {
+		if (pthread_cond_timedwait(&w->cond, &w->mu, &until) == ETIMEDOUT && !w->done) {
+			w->abandoned = true;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The call's own deadline bounds the wait: when the I/O thread cannot end
+ * the call (it is stuck in the library), the caller ends its wait itself
+ * shortly after the deadline, and the call is released by the I/O thread
+ * whenever it gets to it. */
 static warren_err call_and_wait(warren_client *c, const char *method, const warren_value *params,
                                 const warren_call_opts *opts, bool one_way, warren_reply **reply,
                                 char *errstr, size_t errlen)
 {
-	struct waiter w = {.done = false};
+	struct waiter *w = waiter_new();
+	int64_t timeout_ms;
 	warren_err err;
 
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.cond, NULL);
-	err = start_call(c, method, params, opts, one_way, wake_waiter, &w, errstr, errlen);
-	if (err == WARREN_OK) {
-		pthread_mutex_lock(&w.mu);
-		while (!w.done) {
-			pthread_cond_wait(&w.cond, &w.mu);
-		}
-		pthread_mutex_unlock(&w.mu);
-		err = w.err;
+	if (w == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	timeout_ms = opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms
+	             : c != NULL                          ? c->default_timeout_ms
+	                                                  : 0;
+	err = start_call(c, method, params, opts, one_way, wake_waiter, w, errstr, errlen);
+	pthread_mutex_lock(&w->mu);
+	if (err != WARREN_OK) {
+		w->refs--; /* done will not run */
+	} else if (!waiter_wait(w, timeout_ms)) {
+		err = WARREN_ERR_TIMEOUT;
+		snprintf(errstr, errlen,
+		         "no reply within %lld ms (the client's I/O thread did not "
+		         "end the call in time)",
+		         (long long)timeout_ms);
+	} else {
+		err = w->err;
 		if (err != WARREN_OK && err != WARREN_ERR_REMOTE) {
-			snprintf(errstr, errlen, "%s", w.msg);
+			snprintf(errstr, errlen, "%s", w->msg);
 		}
 		if (reply != NULL) {
-			*reply = w.reply;
+			*reply = w->reply;
 		} else {
-			warren_reply_free(w.reply);
+			warren_reply_free(w->reply);
 		}
+		w->reply = NULL;
 	}
-	pthread_mutex_destroy(&w.mu);
-	pthread_cond_destroy(&w.cond);
+	waiter_release(w);
 	return err;
 }
 

@@ -28,6 +28,7 @@ bool __wrap_engine_connected(const struct engine *e);
 const char *__wrap_engine_blocked(const struct engine *e);
 int64_t __wrap_engine_blocked_ms(struct engine *e);
 int64_t __wrap_engine_now(void);
+bool __wrap_engine_writable(struct engine *e, size_t len);
 
 #define MAX_TASKS 16
 
@@ -38,6 +39,7 @@ static struct {
 	struct engine_task *tasks[MAX_TASKS];
 	int ntasks;
 	int64_t now;
+	bool full; /* engine_writable says no */
 	int publishes;
 	int attempts[4]; /* rpc-attempt of the first publishes */
 	char message_ids[4][65];
@@ -119,6 +121,11 @@ int64_t __wrap_engine_blocked_ms(struct engine *e)
 int64_t __wrap_engine_now(void)
 {
 	return eng.now;
+}
+
+bool __wrap_engine_writable(struct engine *e, size_t len)
+{
+	return !eng.full;
 }
 
 static void on_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
@@ -242,12 +249,83 @@ static void live_call_is_republished_as_the_same_attempt(void **state)
 	assert_int_equal(done_seen.err, WARREN_ERR_CLOSED);
 }
 
+/* A call's deadline runs from warren_call_async, not from when the I/O
+ * thread first sees it: one that passed meanwhile ends unpublished. */
+static void deadline_runs_from_the_call_not_from_the_io_thread(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 100};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	eng.now += 150; /* the I/O thread was busy elsewhere */
+	run_tasks();
+	assert_int_equal(eng.publishes, 0);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	warren_client_free(c);
+}
+
+/* A request the socket has no room for is held, not written (the write
+ * would block the I/O thread), and published once there is room. */
+static void a_call_waits_for_room_in_the_socket(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 1000};
+	char err[256] = "";
+
+	eng.full = true;
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 0);
+	eng.full = false;
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(done_seen.runs, 0);
+	confirm(ENGINE_ACK);
+	tick_at(eng.now + 1000); /* no reply: its deadline */
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	warren_client_free(c);
+}
+
+/* A blocking call whose I/O thread never gets to it (stuck) still ends
+ * shortly after its deadline, and the call the I/O thread ends later
+ * finds its waiter gone without touching freed memory (ASan). */
+static void blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 100};
+	warren_reply *reply = NULL;
+	char err[256] = "";
+
+	/* Nobody runs the submitted task: the I/O thread is stuck. */
+	assert_int_equal(warren_call(c, "svc.m", NULL, &opts, &reply, err, sizeof(err)),
+	                 WARREN_ERR_TIMEOUT);
+	assert_null(reply);
+	assert_string_equal(
+	    err, "no reply within 100 ms (the client's I/O thread did not end the call in time)");
+	/* The I/O thread comes back: publishes, and ends the call at its
+	 * deadline; the confirm releases it. */
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	tick_at(eng.now + 150);
+	confirm(ENGINE_ACK);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(finished_call_is_never_republished_after_nack),
 	    cmocka_unit_test(finished_call_is_never_republished_after_lost),
 	    cmocka_unit_test(live_call_is_republished_as_the_same_attempt),
+	    cmocka_unit_test(deadline_runs_from_the_call_not_from_the_io_thread),
+	    cmocka_unit_test(a_call_waits_for_room_in_the_socket),
+	    cmocka_unit_test(blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
