@@ -5,6 +5,7 @@
  * confirm) is published again after a back-off, with the same message_id,
  * while client.retry_attempts and the deadline allow. Everything below the
  * public functions runs on the engine's I/O thread. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -49,6 +50,10 @@ struct call {
 	warren_done_fn done;
 	void *arg;
 	int64_t timeout_ms;
+	/* Publishes tried so far, republishes included: the back-off and
+	 * client.retry_attempts count these. A republish is the same attempt
+	 * of the same call, so rpc-attempt stays 1 (warren(7)). */
+	int tries;
 	bool one_way;
 	bool in_table;
 	bool awaiting_confirm; /* the engine holds a pointer to this call */
@@ -66,8 +71,8 @@ struct call {
 
 struct warren_client {
 	struct engine *engine;
-	struct pending table; /* I/O thread only */
-	struct security *sec; /* NULL: nothing signed */
+	struct pending table;   /* I/O thread only */
+	struct security *sec;   /* NULL: nothing signed */
 	struct pending retries; /* calls waiting to be published again, by due time */
 	int retry_attempts;
 	int64_t retry_delay_ms;
@@ -154,10 +159,9 @@ static void record_end(warren_client *c, const struct call *call, warren_err err
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	seconds = (double)(now.tv_sec - call->started.tv_sec) +
 	          (double)(now.tv_nsec - call->started.tv_nsec) / 1e9;
-	client_metrics_record(&c->metrics, call->metrics,
-	                      reply != NULL ? (int)warren_reply_status(reply)
-	                                    : (int)warren_err_status(err),
-	                      seconds);
+	client_metrics_record(
+	    &c->metrics, call->metrics,
+	    reply != NULL ? (int)warren_reply_status(reply) : (int)warren_err_status(err), seconds);
 }
 
 /* ------------------------------------------------------------ ending calls */
@@ -226,7 +230,7 @@ static void hold(warren_client *c, struct call *call)
 /* The one terminal path: leaves the table, runs done, frees the call unless
  * the engine still holds it for a confirm. */
 static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
-	WARREN_PRINTF(4, 5);
+    WARREN_PRINTF(4, 5);
 
 static void finish(struct call *call, warren_err err, warren_reply *reply, const char *fmt, ...)
 {
@@ -278,22 +282,28 @@ static void retry_or_finish(struct call *call, warren_err err, const char *what)
 	struct envelope_meta *m = call->out != NULL ? &call->out->meta : NULL;
 	int64_t now = engine_now(), delay;
 
-	if (m != NULL && m->attempt < c->retry_attempts && !atomic_load(&c->closing)) {
-		delay = backoff_ms(c->retry_delay_ms, 60000, m->attempt, randombytes_random());
-		if (!call->in_table || now + delay < call->entry.deadline) {
+	/* A call that already ended (its deadline, its reply or a block came
+	 * before this confirm) is never published again: the confirm that
+	 * brought us here releases it. */
+	if (call->finished) {
+		return;
+	}
+	if (m != NULL && call->tries < c->retry_attempts && !atomic_load(&c->closing)) {
+		delay = backoff_ms(c->retry_delay_ms, 60000, call->tries, randombytes_random());
+		if (now + delay < call->entry.deadline) {
 			call->retry.deadline = now + delay;
 			memcpy(call->retry.id, call->entry.id, sizeof(call->retry.id));
 			call->retry.id_len = call->entry.id_len;
 			if (pending_insert(&c->retries, &call->retry) == 0) {
 				call->waiting_retry = true;
-				log_debug("republishing %s correlation_id=%s in %lld ms: %s", m->method,
-				          m->correlation_id, (long long)delay, what);
+				log_debug("republishing %s correlation_id=%s in %lld ms: %s",
+				          m->method, m->correlation_id, (long long)delay, what);
 				return;
 			}
 		}
 	}
-	if (m != NULL && m->attempt > 1) {
-		finish(call, err, NULL, "%s, after %d attempts", what, m->attempt);
+	if (m != NULL && call->tries > 1) {
+		finish(call, err, NULL, "%s, after %d attempts", what, call->tries);
 	} else {
 		finish(call, err, NULL, "%s", what);
 	}
@@ -307,7 +317,8 @@ static void on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 
 	/* awaiting_confirm stays set across finish, so finish cannot free the call. */
 	if (outcome == ENGINE_NACK) {
-		snprintf(what, sizeof(what), "the broker refused the request for %s (nack)", method);
+		snprintf(what, sizeof(what), "the broker refused the request for %s (nack)",
+		         method);
 		retry_or_finish(call, WARREN_ERR_BROKER, what);
 	} else if (outcome == ENGINE_LOST) {
 		snprintf(what, sizeof(what),
@@ -338,7 +349,13 @@ static void publish_task(struct engine *e, struct engine_task *t)
 	int rc;
 
 	if (!call->in_table) {
-		call->entry.deadline = engine_now() + call->timeout_ms;
+		/* The deadline runs from the call (start_call), not from when this
+		 * thread first sees it: one that passed meanwhile ends here. */
+		if (engine_now() >= call->entry.deadline) {
+			finish(call, WARREN_ERR_TIMEOUT, NULL, "no reply within %lld ms",
+			       (long long)call->timeout_ms);
+			return;
+		}
 		rc = pending_insert(&c->table, &call->entry);
 		if (rc != 0) {
 			finish(call, rc == -1 ? WARREN_ERR_FULL : WARREN_ERR_INVALID, NULL,
@@ -352,7 +369,7 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		retry_or_finish(call, lost_err(c), "not connected to the broker");
 		return;
 	}
-	if (engine_blocked(e) != NULL) {
+	if (engine_blocked(e) != NULL || !engine_writable(e, call->out->len)) {
 		hold(c, call);
 		return;
 	}
@@ -420,15 +437,19 @@ static void release_held(warren_client *c, struct engine *e, int64_t now)
 
 	while (c->held_head != NULL) {
 		struct call *call = c->held_head;
+		bool connected = engine_connected(e);
 
-		if (reason == NULL && engine_connected(e)) {
+		if (reason == NULL && connected && engine_writable(e, call->out->len)) {
 			unhold(c, call);
 			publish_task(e, &call->task);
 		} else if (now - call->held_since >= c->blocked_timeout_ms) {
 			finish(call, WARREN_ERR_BROKER, NULL,
 			       "the broker refuses publishes (%s): not sent within %lld ms "
 			       "(client.blocked_timeout)",
-			       reason != NULL ? reason : "not connected", (long long)c->blocked_timeout_ms);
+			       reason != NULL ? reason
+			       : connected    ? "it does not read the connection"
+			                      : "not connected",
+			       (long long)c->blocked_timeout_ms);
 		} else {
 			break; /* the oldest is not due: none is */
 		}
@@ -452,7 +473,15 @@ static void republish_due(warren_client *c, struct engine *e, int64_t now)
 				continue;
 			}
 		}
-		call->out->meta.attempt++;
+		call->tries++;
+		/* Signed afresh: the same request, but its first copy may have
+		 * been delivered (the connection was lost before the confirm) and
+		 * its signature taken by a worker's replay filter; rpc-attempt
+		 * stays, as only a worker's own retry raises it. */
+		if (c->sec != NULL) {
+			security_sign_request(c->sec, &call->out->meta, call->out->body,
+			                      call->out->len, &call->out->sig);
+		}
 		pthread_mutex_lock(&c->stats_mu);
 		c->stats.republished++;
 		pthread_mutex_unlock(&c->stats_mu);
@@ -514,7 +543,8 @@ static warren_err encode_params(warren_client *c, struct call *call, const warre
 	                           &call->out->len, errstr, errlen);
 	warren_value_free(empty);
 	if (err == WARREN_OK && call->out->len > c->max_size) {
-		snprintf(errstr, errlen, "request of %zu bytes is larger than message.max_size (%zu)",
+		snprintf(errstr, errlen,
+		         "request of %zu bytes is larger than message.max_size (%zu)",
 		         call->out->len, c->max_size);
 		err = WARREN_ERR_INVALID;
 	}
@@ -567,6 +597,7 @@ static struct call *call_new(warren_client *c, const char *method, const warren_
 	call->client = c;
 	call->one_way = one_way;
 	call->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : c->default_timeout_ms;
+	call->tries = 1;
 	call->task.run = publish_task;
 	*err = fill_meta(c, call, method, o, errstr, errlen);
 	if (*err == WARREN_OK) {
@@ -606,6 +637,7 @@ static warren_err start_call(warren_client *c, const char *method, const warren_
 	}
 	call->done = done;
 	call->arg = arg;
+	call->entry.deadline = engine_now() + call->timeout_ms;
 	call->metrics = client_metrics_method(&c->metrics, method);
 	clock_gettime(CLOCK_MONOTONIC, &call->started);
 	pthread_mutex_lock(&c->stats_mu);
@@ -633,56 +665,138 @@ warren_err warren_call_async(warren_client *c, const char *method, const warren_
 
 /* ------------------------------------------------------------ blocking calls */
 
+/* How long a blocking caller waits past its call's deadline for the I/O
+ * thread to end the call, before it ends its wait itself. */
+#define WAIT_GRACE_MS 25
+
+/* A blocking caller's wait. On the heap, shared by the caller and the
+ * call's completion (on the I/O thread), and freed by whichever lets go
+ * last: a caller that gave up at its deadline returns at once, and the
+ * completion that comes later finds the waiter abandoned. */
 struct waiter {
 	pthread_mutex_t mu;
-	pthread_cond_t cond;
-	bool done;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC */
+	int refs;            /* under mu: the caller, the completion */
+	bool done;           /* the completion has run */
+	bool abandoned;      /* the caller returned without the outcome */
 	warren_err err;
 	warren_reply *reply;
 	char msg[512];
 };
+
+/* Drops one reference, with w->mu held (and releases it). */
+static void waiter_release(struct waiter *w)
+{
+	bool last = --w->refs == 0;
+
+	pthread_mutex_unlock(&w->mu);
+	if (last) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cond);
+		free(w);
+	}
+}
+
+static struct waiter *waiter_new(void)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	pthread_condattr_t attr;
+
+	if (w == NULL) {
+		return NULL;
+	}
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cond, &attr);
+	pthread_condattr_destroy(&attr);
+	w->refs = 2;
+	return w;
+}
 
 static void wake_waiter(warren_err err, warren_reply *reply, const char *msg, void *arg)
 {
 	struct waiter *w = arg;
 
 	pthread_mutex_lock(&w->mu);
-	w->err = err;
-	w->reply = reply;
-	snprintf(w->msg, sizeof(w->msg), "%s", msg);
-	w->done = true;
-	pthread_cond_signal(&w->cond);
-	pthread_mutex_unlock(&w->mu);
+	if (w->abandoned) {
+		warren_reply_free(reply);
+	} else {
+		w->err = err;
+		w->reply = reply;
+		snprintf(w->msg, sizeof(w->msg), "%s", msg);
+		w->done = true;
+		pthread_cond_signal(&w->cond);
+	}
+	waiter_release(w);
 }
 
+/* Waits for w's outcome until timeout_ms + WAIT_GRACE_MS from now; true
+ * when it came, false when the wait was given up (w is then abandoned).
+ * With w->mu held. */
+static bool waiter_wait(struct waiter *w, int64_t timeout_ms)
+{
+	struct timespec until;
+	int64_t ms = timeout_ms + WAIT_GRACE_MS;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!w->done) {
+		if (pthread_cond_timedwait(&w->cond, &w->mu, &until) == ETIMEDOUT && !w->done) {
+			w->abandoned = true;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The call's own deadline bounds the wait: when the I/O thread cannot end
+ * the call (it is stuck in the library), the caller ends its wait itself
+ * shortly after the deadline, and the call is released by the I/O thread
+ * whenever it gets to it. */
 static warren_err call_and_wait(warren_client *c, const char *method, const warren_value *params,
                                 const warren_call_opts *opts, bool one_way, warren_reply **reply,
                                 char *errstr, size_t errlen)
 {
-	struct waiter w = {.done = false};
+	struct waiter *w = waiter_new();
+	int64_t timeout_ms;
 	warren_err err;
 
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.cond, NULL);
-	err = start_call(c, method, params, opts, one_way, wake_waiter, &w, errstr, errlen);
-	if (err == WARREN_OK) {
-		pthread_mutex_lock(&w.mu);
-		while (!w.done) {
-			pthread_cond_wait(&w.cond, &w.mu);
-		}
-		pthread_mutex_unlock(&w.mu);
-		err = w.err;
+	if (w == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	timeout_ms = opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms
+	             : c != NULL                          ? c->default_timeout_ms
+	                                                  : 0;
+	err = start_call(c, method, params, opts, one_way, wake_waiter, w, errstr, errlen);
+	pthread_mutex_lock(&w->mu);
+	if (err != WARREN_OK) {
+		w->refs--; /* done will not run */
+	} else if (!waiter_wait(w, timeout_ms)) {
+		err = WARREN_ERR_TIMEOUT;
+		snprintf(errstr, errlen,
+		         "no reply within %lld ms (the client's I/O thread did not "
+		         "end the call in time)",
+		         (long long)timeout_ms);
+	} else {
+		err = w->err;
 		if (err != WARREN_OK && err != WARREN_ERR_REMOTE) {
-			snprintf(errstr, errlen, "%s", w.msg);
+			snprintf(errstr, errlen, "%s", w->msg);
 		}
 		if (reply != NULL) {
-			*reply = w.reply;
+			*reply = w->reply;
 		} else {
-			warren_reply_free(w.reply);
+			warren_reply_free(w->reply);
 		}
+		w->reply = NULL;
 	}
-	pthread_mutex_destroy(&w.mu);
-	pthread_cond_destroy(&w.cond);
+	waiter_release(w);
 	return err;
 }
 
@@ -715,15 +829,17 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	/* Only checked (a passive declare): a caller needs no right to create
 	 * it (rabbitmq/definitions.json, or any worker, does). */
 	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(ENVELOPE_EXCHANGE),
-	                          amqp_cstring_bytes("topic"), 1, 1, 0, 0, amqp_empty_table) == NULL) {
+	                          amqp_cstring_bytes("topic"), 1, 1, 0, 0,
+	                          amqp_empty_table) == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn),
-		                      "exchange rpc (import rabbitmq/definitions.json)", errstr, errlen);
+		                      "exchange rpc (import rabbitmq/definitions.json)", errstr,
+		                      errlen);
 		return -1;
 	}
 	if (c->reply_mode == REPLY_QUEUE) {
-		amqp_table_entry_t exp = {.key = amqp_cstring_bytes("x-expires"),
-		                          .value = {.kind = AMQP_FIELD_KIND_I64,
-		                                    .value.i64 = 300000}};
+		amqp_table_entry_t exp = {
+		    .key = amqp_cstring_bytes("x-expires"),
+		    .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 300000}};
 		amqp_table_t args = {1, &exp};
 
 		queue = amqp_cstring_bytes(c->reply_queue);
@@ -735,7 +851,8 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	}
 	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, 1, 0, amqp_empty_table) ==
 	    NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr, errlen);
+		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
+		                      errlen);
 		return -1;
 	}
 	pthread_mutex_lock(&c->stats_mu);
@@ -759,11 +876,23 @@ static void count_stray(warren_client *c, const char *id)
 	}
 }
 
+/* A reply that fails authentication (a signature that does not verify, a
+ * sealed body that does not open): not from our service, so it does not
+ * end the call, which keeps waiting for the real reply or its deadline. */
+static void drop_untrusted(warren_client *c, const char *id, const char *why)
+{
+	STAT_ADD(c, untrusted_replies, 1);
+	log_warn("untrusted reply ignored: correlation_id=%s: %s", id, why);
+}
+
 /* The reply of a sealed call, opened into *opened (malloc'd; NULL bytes
  * when the reply came in the clear). A call sent in the clear takes only
  * clear replies; a sealed one takes sealed ones, and error replies in the
- * clear (a worker that could not open the request answers so). 0, or -1
- * with why. */
+ * clear (a worker that could not open the request answers so). 0; -1 with
+ * why for a mismatch of modes (the call ends: the sender is the service,
+ * its signature verified, but it does not follow security.encrypt); -2
+ * with why when the sealed body does not open (the box's authentication
+ * fails: not from our service). */
 static int open_reply(const struct call *call, const struct envelope_meta *m,
                       const amqp_bytes_t *body, amqp_bytes_t *opened, char *why, size_t whylen)
 {
@@ -782,7 +911,7 @@ static int open_reply(const struct call *call, const struct envelope_meta *m,
 	}
 	if (seal_open(call->seal_key, body->bytes, body->len, &opened->bytes, &opened->len) != 0) {
 		snprintf(why, whylen, "the reply cannot be decrypted with the service's key");
-		return -1;
+		return -2;
 	}
 	return 0;
 }
@@ -810,11 +939,15 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 	if (c->sec != NULL &&
 	    security_check_reply(c->sec, &d->message.properties, &m, d->message.body.bytes,
 	                         d->message.body.len, why, sizeof(why)) != WARREN_STATUS_OK) {
-		log_warn("reply refused: correlation_id=%s: %s", m.correlation_id, why);
-		finish(call, WARREN_ERR_DECODE, NULL, "the reply is not trusted: %s", why);
+		drop_untrusted(c, m.correlation_id, why);
 		goto out;
 	}
-	if (open_reply(call, &m, &d->message.body, &opened, why, sizeof(why)) != 0) {
+	int rc = open_reply(call, &m, &d->message.body, &opened, why, sizeof(why));
+	if (rc == -2) {
+		drop_untrusted(c, m.correlation_id, why);
+		goto out;
+	}
+	if (rc != 0) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
 		goto out;
 	}
@@ -853,8 +986,8 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 		char what[400];
 
 		envelope_copy(method, sizeof(method), props->type);
-		snprintf(what, sizeof(what), "no queue is bound for method %s (%d %s)", method, code,
-		         text);
+		snprintf(what, sizeof(what), "no queue is bound for method %s (%d %s)", method,
+		         code, text);
 		call->returned = true;
 		retry_or_finish(call, WARREN_ERR_UNROUTABLE, what);
 	}
@@ -951,7 +1084,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 
 	snprintf(c->app_id, sizeof(c->app_id), "%s", app_id);
 	random_hex(c->prefix, 8);
-	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id, c->prefix);
+	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id,
+	         c->prefix);
 	c->reply_mode = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1 ? REPLY_QUEUE : REPLY_DIRECT;
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
@@ -968,8 +1102,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 		return WARREN_ERR_NOMEM;
 	}
 	if (security_load(cfg, &c->sec, errstr, errlen) != 0 ||
-	    security_check_encrypt(c->sec, config_str(cfg, CFG_SECURITY_KEYRING), errstr,
-	                           errlen) != 0) {
+	    security_check_encrypt(c->sec, config_str(cfg, CFG_SECURITY_KEYRING), errstr, errlen) !=
+	        0) {
 		return WARREN_ERR_CONFIG;
 	}
 	c->engine = engine_new(&ec, &hooks, errstr, errlen);

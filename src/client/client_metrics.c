@@ -177,6 +177,10 @@ static void put_stats(FILE *f, const char *app, const warren_client_stats *st)
 	    {"warren_client_unknown_replies_total", "counter",
 	     "Replies dropped: malformed, or a correlation id that was never this client's.",
 	     st->unknown_replies},
+	    {"warren_client_untrusted_replies_total", "counter",
+	     "Replies ignored as not from the service: a signature that does not verify or a "
+	     "sealed body that does not open (the call keeps waiting).",
+	     st->untrusted_replies},
 	    {"warren_client_republished_total", "counter",
 	     "Requests published again: no route, a nack, or the connection lost before the "
 	     "confirm.",

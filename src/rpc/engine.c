@@ -14,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +30,12 @@
 #define CHANNEL 1
 #define FRAME_MAX 131072
 #define FRAMES_PER_TURN 256 /* so a flood of frames never starves the task queue */
+/* engine_writable: what a publish adds to its body (frame headers, the
+ * properties and headers, a signature), and the room kept free for small
+ * frames (acks, heartbeats, channel.close) however full the socket is. */
+#define WRITE_OVERHEAD   4096
+#define WRITE_RESERVE    65536
+#define WRITE_RECHECK_MS 10
 
 struct url {
 	char *buf; /* amqp_parse_url writes into it; info points into it */
@@ -93,6 +102,7 @@ struct engine {
 	bool fail_pending;
 	char fail_why[256];
 	bool gave_up; /* the first connection failed: engine_start is stopping us */
+	bool want_write; /* engine_writable said no this turn: poll again soon */
 	bool ever_connected;
 };
 
@@ -838,6 +848,11 @@ static int poll_timeout(struct engine *e, int64_t now, int64_t next_tick)
 	if (next_tick - now < wait) {
 		wait = next_tick - now;
 	}
+	/* An owner waits for room in the socket: look again soon (POLLOUT
+	 * would not do: it says there is some room, not enough). */
+	if (e->want_write && wait > WRITE_RECHECK_MS) {
+		wait = WRITE_RECHECK_MS;
+	}
 	if (e->connected && (amqp_frames_enqueued(e->conn) || amqp_data_in_buffer(e->conn))) {
 		wait = 0;
 	}
@@ -869,10 +884,13 @@ static void turn(struct engine *e)
 	if (!e->connected && !e->gave_up && engine_now() >= e->next_attempt) {
 		try_connect(e);
 	}
-	run_tasks(e);
+	/* Frames first: a connection.blocked, a confirm or a reply already
+	 * received is seen before this turn's tasks publish anything. */
+	e->want_write = false;
 	if (e->connected && !e->fail_pending) {
 		read_frames(e);
 	}
+	run_tasks(e);
 	if (e->fail_pending) {
 		log_warn("%s", e->fail_why);
 		disconnect(e, e->fail_why, false);
@@ -1037,6 +1055,36 @@ warren_err engine_publish(struct engine *e, const char *exchange, const char *ro
 		return WARREN_ERR_NOMEM;
 	}
 	return WARREN_OK;
+}
+
+/* rabbitmq-c 0.11 writes a publish on its non-blocking socket and, when
+ * the socket is full, polls it with no time limit (amqp_basic_publish has
+ * no timeout; a send timeout on the socket does not apply to a
+ * non-blocking one). A broker that stops reading (frozen, or a
+ * connection.blocked not yet read) would stop this thread there: no tick,
+ * no deadlines, no heartbeats. So a publish is started only when what the
+ * kernel already holds (SIOCOUTQ) plus the message fits in half the send
+ * buffer (the kernel counts about twice the payload against SO_SNDBUF),
+ * keeping WRITE_RESERVE for small frames. An empty socket always takes
+ * one message, so that one larger than the buffer can still go. */
+bool engine_writable(struct engine *e, size_t len)
+{
+	int fd, queued = 0, sndbuf = 0;
+	socklen_t sl = sizeof(sndbuf);
+
+	if (!e->connected || e->fail_pending) {
+		return true; /* engine_publish fails at once */
+	}
+	fd = amqp_get_sockfd(e->conn);
+	if (ioctl(fd, SIOCOUTQ, &queued) != 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0 || queued <= 0) {
+		return true;
+	}
+	if ((size_t)queued + len + WRITE_OVERHEAD + WRITE_RESERVE <= (size_t)sndbuf / 2) {
+		return true;
+	}
+	e->want_write = true;
+	return false;
 }
 
 void engine_ack(struct engine *e, uint64_t generation, uint64_t tag)

@@ -112,6 +112,12 @@ bool engine_submit(struct engine *e, struct engine_task *t);
 warren_err engine_publish(struct engine *e, const char *exchange, const char *routing_key,
                           bool mandatory, const amqp_basic_properties_t *props, const void *body,
                           size_t len, engine_confirm_fn fn, void *ctx);
+/* Whether a publish of a len-byte body can be written now without the
+ * I/O thread blocking in the write (the broker reads the connection slower
+ * than it is written, or not at all). When not, the owner holds the
+ * message and asks again from its tick, which the loop then runs at least
+ * every 10 ms. True when not connected (engine_publish then fails). */
+bool engine_writable(struct engine *e, size_t len);
 /* Acks or rejects a delivery of the current generation; a delivery from an
  * older connection is silently skipped (the broker requeued it already).
  * With batch_acks an ack is sent at the end of the loop turn (or before a

@@ -261,6 +261,10 @@ typedef struct warren_client_stats {
 	uint64_t republished;    /* requests published again (no route, nack, lost) */
 	uint64_t late_replies;   /* replies for a call that had already ended */
 	uint64_t unknown_replies;/* replies whose correlation id was never ours */
+	/* replies ignored as not from the service: with security.scheme set, a
+	 * signature that does not verify or a sealed body that does not open
+	 * (the call keeps waiting for the real reply) */
+	uint64_t untrusted_replies;
 	uint64_t reconnects;     /* connections made after the first */
 	uint64_t in_flight;      /* calls not yet ended, now */
 	uint64_t blocked_ms;     /* time the broker has blocked this client's publishes */

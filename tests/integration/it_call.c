@@ -184,12 +184,13 @@ static void test_a_request_is_published_again_until_its_queue_appears(void **sta
 	assert_int_equal(warren_call(c, "lateservice.echo", NULL, &o, &reply, why, sizeof(why)),
 	                 WARREN_OK);
 	pthread_join(t, NULL);
-	/* The attempt the worker saw is the one that got through. */
+	/* The copy that got through is the same attempt of the same call:
+	 * a caller's republish keeps rpc-attempt (warren(7)). */
 	assert_true(warren_value_get_int(warren_map_get(warren_reply_result(reply), "attempt"),
 	                                 &attempt));
-	assert_true(attempt >= 2);
+	assert_int_equal(attempt, 1);
 	warren_client_get_stats(c, &st);
-	assert_int_equal(st.republished, (uint64_t)attempt - 1);
+	assert_true(st.republished >= 1);
 	assert_int_equal(st.unroutable, 0);
 	warren_reply_free(reply);
 	warren_client_free(c);

@@ -228,6 +228,7 @@ static const struct want after_known_load[] = {
     {"warren_client_in_flight{" APP "}", 0},
     {"warren_client_late_replies_total{" APP "}", 3},
     {"warren_client_unknown_replies_total{" APP "}", 0},
+    {"warren_client_untrusted_replies_total{" APP "}", 0},
     {"warren_client_republished_total{" APP "}", 2},
     {"warren_client_reconnects_total{" APP "}", 0},
     {"warren_client_blocked_seconds_total{" APP "}", 0},
@@ -277,8 +278,8 @@ static void test_the_scrape_counts_a_known_load_exactly(void **state)
 	assert_int_equal(count_lines(text, "warren_client_calls_total{"), 5);
 	assert_int_equal(count_lines(text, "warren_client_call_duration_seconds_count{"), 5);
 	/* Every family has its HELP and TYPE. */
-	assert_int_equal(count_lines(text, "# HELP warren_client_"), 9);
-	assert_int_equal(count_lines(text, "# TYPE warren_client_"), 9);
+	assert_int_equal(count_lines(text, "# HELP warren_client_"), 10);
+	assert_int_equal(count_lines(text, "# TYPE warren_client_"), 10);
 	assert_int_equal(count_lines(text, "# TYPE warren_client_call_duration_seconds histogram"),
 	                 1);
 	assert_non_null(strstr(text, "# TYPE warren_client_calls_total counter\n"));

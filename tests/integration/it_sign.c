@@ -209,6 +209,190 @@ static void test_a_signed_call_is_answered_with_ed25519(void **state)
 	signed_calls_work("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
 }
 
+/* ------------------------------------------------- republished signed calls */
+
+/* Calls of secure.echo kept in flight by chains that start the next call
+ * from the completion of the last, until stop. */
+struct churn {
+	warren_client *c;
+	atomic_bool stop;
+	atomic_int in_flight, ok, failed;
+	char first_failure[300];
+	atomic_flag failure_kept;
+};
+
+static void churn_next(struct churn *ch);
+
+static void churn_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct churn *ch = arg;
+
+	if (err == WARREN_OK) {
+		atomic_fetch_add(&ch->ok, 1);
+	} else {
+		atomic_fetch_add(&ch->failed, 1);
+		if (!atomic_flag_test_and_set(&ch->failure_kept)) {
+			snprintf(ch->first_failure, sizeof(ch->first_failure), "err %d: %s%s",
+			         (int)err, msg, reply != NULL ? warren_reply_message(reply) : "");
+		}
+	}
+	warren_reply_free(reply);
+	if (!atomic_load(&ch->stop)) {
+		churn_next(ch);
+	}
+	atomic_fetch_sub(&ch->in_flight, 1);
+}
+
+static void churn_next(struct churn *ch)
+{
+	atomic_fetch_add(&ch->in_flight, 1);
+	if (warren_call_async(ch->c, "secure.echo", NULL, &(warren_call_opts){.timeout_ms = 20000},
+	                      churn_done, ch, NULL, 0) != WARREN_OK) {
+		atomic_fetch_add(&ch->failed, 1);
+		atomic_fetch_sub(&ch->in_flight, 1);
+	}
+}
+
+/* Stops the chains and waits (up to 30 s) until every call has ended. */
+static void churn_finish(struct churn *ch)
+{
+	atomic_store(&ch->stop, true);
+	for (int t = 0; t < 1500 && atomic_load(&ch->in_flight) > 0; t++) {
+		usleep(20000);
+	}
+	assert_int_equal(atomic_load(&ch->in_flight), 0);
+}
+
+static warren_client_stats client_stats(warren_client *c)
+{
+	warren_client_stats st;
+
+	warren_client_get_stats(c, &st);
+	return st;
+}
+
+/* A signed call that finds no queue bound for its method (a service being
+ * deployed) is returned and published again by its caller: the same call,
+ * rpc-attempt 1, re-signed. Once the binding is back, every call is
+ * answered. Before, the republish carried rpc-attempt 2 with no retry
+ * token and was refused as bad-signature (UNAUTHENTICATED). */
+static void republished_after_a_return(const char *scheme, const char *svc_key,
+                                       const char *svc_ring, const char *app_key,
+                                       const char *app_ring)
+{
+	warren_config *wc = side(scheme, "svc", svc_key, svc_ring, NULL);
+	warren_config *cc = side(scheme, "app", app_key, app_ring, NULL);
+	warren_worker *w = start_worker(wc);
+	warren_client *c;
+	struct raw *r = raw_connect();
+	struct churn ch = {.failure_kept = ATOMIC_FLAG_INIT};
+	amqp_connection_state_t conn = raw_conn(r);
+
+	assert_int_equal(warren_config_set(cc, "client.retry_attempts", "12", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "client.retry_delay", "50ms", NULL, 0), WARREN_OK);
+	c = start_client(cc);
+	ch.c = c;
+	assert_non_null(amqp_queue_unbind(conn, 1, amqp_cstring_bytes("rpc.secure"),
+	                                  amqp_cstring_bytes("rpc"), amqp_cstring_bytes("secure.#"),
+	                                  amqp_empty_table));
+	for (int i = 0; i < 8; i++) {
+		churn_next(&ch);
+	}
+	/* Each returned and published again at least once. */
+	for (int t = 0; t < 500 && client_stats(c).republished < 8; t++) {
+		usleep(10000);
+	}
+	assert_true(client_stats(c).republished >= 8);
+	assert_non_null(amqp_queue_bind(conn, 1, amqp_cstring_bytes("rpc.secure"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("secure.#"),
+	                                amqp_empty_table));
+	churn_finish(&ch);
+	if (atomic_load(&ch.failed) != 0) {
+		fail_msg("%d of %d calls failed; first: %s", atomic_load(&ch.failed),
+		         atomic_load(&ch.failed) + atomic_load(&ch.ok), ch.first_failure);
+	}
+	assert_true(atomic_load(&ch.ok) >= 8);
+	raw_close(r);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+static void test_signed_calls_republished_after_a_return_succeed_with_mac(void **state)
+{
+	republished_after_a_return("mac", "svc.mac", "mac-svc", "app.mac", "mac-app");
+}
+
+static void test_signed_calls_republished_after_a_return_succeed_with_ed25519(void **state)
+{
+	republished_after_a_return("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
+}
+
+/* The broker closes every connection while signed calls are in flight:
+ * a request not yet confirmed is published again by its caller (re-signed,
+ * rpc-attempt 1); calls made while the client is disconnected (a slow
+ * reconnect, broker.reconnect_min) are published again once it is back;
+ * and every call is answered. A reply queue of the client's own
+ * (client.reply_mode queue) keeps the replies of requests the broker had
+ * already confirmed. Before, each republish raised rpc-attempt and was
+ * refused as bad-signature (no rpc-retry-token). */
+static void republished_after_a_lost_connection(const char *scheme, const char *svc_key,
+                                                const char *svc_ring, const char *app_key,
+                                                const char *app_ring)
+{
+	warren_config *wc = side(scheme, "svc", svc_key, svc_ring, NULL);
+	warren_config *cc = side(scheme, "app", app_key, app_ring, NULL);
+	warren_worker *w = start_worker(wc);
+	warren_client *c;
+	struct churn ch = {.failure_kept = ATOMIC_FLAG_INIT};
+
+	assert_int_equal(warren_config_set(cc, "client.reply_mode", "queue", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "client.retry_attempts", "12", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "client.retry_delay", "50ms", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "broker.reconnect_min", "2s", NULL, 0), WARREN_OK);
+	c = start_client(cc);
+	ch.c = c;
+	for (int i = 0; i < 16; i++) {
+		churn_next(&ch);
+	}
+	usleep(200000);
+	assert_int_equal(testenv_broker_ctl("close_all_connections it_sign"), 0);
+	/* Calls made before the client reconnects (1 to 2 s after the loss). */
+	for (int t = 0; t < 500 && client_stats(c).connected; t++) {
+		usleep(5000);
+	}
+	assert_false(client_stats(c).connected);
+	for (int i = 0; i < 8; i++) {
+		churn_next(&ch);
+	}
+	for (int t = 0; t < 500 && client_stats(c).reconnects < 1; t++) {
+		usleep(20000);
+	}
+	assert_true(client_stats(c).reconnects >= 1);
+	usleep(300000);
+	churn_finish(&ch);
+	if (atomic_load(&ch.failed) != 0) {
+		fail_msg("%d of %d calls failed; first: %s", atomic_load(&ch.failed),
+		         atomic_load(&ch.failed) + atomic_load(&ch.ok), ch.first_failure);
+	}
+	assert_true(client_stats(c).republished >= 8);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+static void test_signed_calls_republished_after_a_lost_connection_succeed_with_mac(void **state)
+{
+	republished_after_a_lost_connection("mac", "svc.mac", "mac-svc", "app.mac", "mac-app");
+}
+
+static void test_signed_calls_republished_after_a_lost_connection_succeed_with_ed25519(void **state)
+{
+	republished_after_a_lost_connection("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
+}
+
 static void test_refusals_never_run_the_handler(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", "secure.admin=ops,*=app+ops");
@@ -322,17 +506,32 @@ static void test_tampered_stale_and_replayed_requests_do_not_run_twice(void **st
 	warren_config_free(wc);
 }
 
-static void test_a_caller_refuses_a_reply_it_cannot_verify(void **state)
+/* A reply the caller cannot verify is not known to come from the service:
+ * it is ignored and counted, and the call waits on (here, to its deadline:
+ * no other reply comes). It used to end the call with DECODE, which let
+ * anyone who can publish to the reply path end a live call. */
+static void test_a_caller_ignores_a_reply_it_cannot_verify(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
 	/* The caller's keyring lacks the service's key. */
 	warren_config *cc = side("mac", "app", "app.mac", "mac-svc", NULL);
 	warren_worker *w = start_worker(wc);
 	warren_client *c = start_client(cc);
+	warren_client_stats st;
+	warren_reply *reply = NULL;
 	char why[300];
 
-	assert_int_equal(call(c, "secure.echo", why, sizeof(why)), -1);
-	assert_string_equal(why, "the reply is not trusted: unknown key \"svc\"");
+	atomic_store(&runs, 0);
+	assert_int_equal(warren_call(c, "secure.echo", NULL,
+	                             &(warren_call_opts){.timeout_ms = 1500}, &reply, why,
+	                             sizeof(why)),
+	                 WARREN_ERR_TIMEOUT);
+	assert_null(reply);
+	assert_string_equal(why, "no reply within 1500 ms");
+	assert_int_equal(atomic_load(&runs), 1);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.untrusted_replies, 1);
+	assert_int_equal(st.timeouts, 1);
 	warren_client_free(c);
 	warren_worker_free(w);
 	warren_config_free(wc);
@@ -649,9 +848,12 @@ static void test_a_service_key_change_keeps_encrypted_calls_working(void **state
 }
 
 /* A rogue responder on the broker: answers a request taken from queue
- * it_sign.rogue, signed with the service's mac key (so that the signature
- * passes), its body (nil) in the clear or sealed with key. */
-static void rogue_reply(struct raw *r, const amqp_message_t *req, const unsigned char *key)
+ * it_sign.rogue with an OK reply whose body is the msgpack text (msgpack,
+ * mlen bytes), in the clear or sealed with key, signed under the id "svc"
+ * with the mac secret in DIR/secret ("svc.mac": the service's own, so that
+ * the signature passes; another: a forgery; NULL: unsigned). */
+static void rogue_reply_as(struct raw *r, const amqp_message_t *req, const unsigned char *key,
+                           const char *secret, const char *msgpack, size_t mlen)
 {
 	struct envelope_meta m = {.format = ENVELOPE_FMT_MSGPACK, .status = 0};
 	struct envelope_props ep;
@@ -660,16 +862,14 @@ static void rogue_reply(struct raw *r, const amqp_message_t *req, const unsigned
 	unsigned char sig[SIGN_MAX_SIG];
 	char path[160], why[300], reply_to[256];
 	void *body = NULL;
-	size_t len = 1, siglen = 0;
+	size_t len = mlen, siglen = 0;
 
 	envelope_copy(m.correlation_id, sizeof(m.correlation_id), req->properties.correlation_id);
 	envelope_copy(reply_to, sizeof(reply_to), req->properties.reply_to);
 	if (key != NULL) {
-		assert_int_equal(seal_body(key, "\xc0", 1, &body, &len), 0);
+		assert_int_equal(seal_body(key, msgpack, mlen, &body, &len), 0);
 		m.sealed = true;
 	}
-	snprintf(path, sizeof(path), "%s/svc.mac", dir);
-	assert_int_equal(sign_load_secret(SIGN_MAC, "svc", path, &svc, why, sizeof(why)), 0);
 	f = (struct sign_fields){.key_id = "svc",
 	                         .reply = true,
 	                         .message_id = "",
@@ -678,11 +878,16 @@ static void rogue_reply(struct raw *r, const amqp_message_t *req, const unsigned
 	                         .signed_at_ms = warren_now_ms(),
 	                         .content_type = ENVELOPE_MSGPACK,
 	                         .content_encoding = key != NULL ? SEAL_ENCODING : "",
-	                         .body = key != NULL ? body : "\xc0",
+	                         .body = key != NULL ? body : msgpack,
 	                         .body_len = len};
-	sign_make(SIGN_MAC, &svc, &f, sig, &siglen);
 	envelope_reply_props(&m, &ep);
-	envelope_add_signature(&ep, "svc", f.signed_at_ms, sig, siglen);
+	if (secret != NULL) {
+		snprintf(path, sizeof(path), "%s/%s", dir, secret);
+		assert_int_equal(sign_load_secret(SIGN_MAC, "svc", path, &svc, why, sizeof(why)),
+		                 0);
+		sign_make(SIGN_MAC, &svc, &f, sig, &siglen);
+		envelope_add_signature(&ep, "svc", f.signed_at_ms, sig, siglen);
+	}
 	assert_int_equal(amqp_basic_publish(raw_conn(r), 1, amqp_empty_bytes,
 	                                    amqp_cstring_bytes(reply_to), 0, 0, &ep.props,
 	                                    (amqp_bytes_t){len, (void *)f.body}),
@@ -690,10 +895,42 @@ static void rogue_reply(struct raw *r, const amqp_message_t *req, const unsigned
 	free(body);
 }
 
+/* As the service would answer (signed with its key), with a nil body. */
+static void rogue_reply(struct raw *r, const amqp_message_t *req, const unsigned char *key)
+{
+	rogue_reply_as(r, req, key, "svc.mac", "\xc0", 1);
+}
+
+/* Declares it_sign.rogue, bound to rpc with rogue.#: what a rogue
+ * responder answers. Exclusive: gone with the raw connection. */
+static void rogue_queue(struct raw *r)
+{
+	assert_non_null(amqp_queue_declare(raw_conn(r), 1, amqp_cstring_bytes("it_sign.rogue"), 0,
+	                                   0, 1, 0, amqp_empty_table));
+	assert_non_null(amqp_queue_bind(raw_conn(r), 1, amqp_cstring_bytes("it_sign.rogue"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("rogue.#"),
+	                                amqp_empty_table));
+}
+
+/* Takes the next request from it_sign.rogue into *req, waiting up to 5 s. */
+static void rogue_take(struct raw *r, amqp_message_t *req)
+{
+	int got = -1;
+
+	for (int t = 0; t < 250 && got != 0; t++) {
+		got = raw_get(r, "it_sign.rogue", req);
+		if (got != 0) {
+			usleep(20000);
+		}
+	}
+	assert_int_equal(got, 0);
+}
+
 struct outcome {
 	atomic_int done;
 	warren_err err;
 	char msg[300];
+	char result[64]; /* the reply's result, when it is text */
 };
 
 static void on_outcome(warren_err err, warren_reply *reply, const char *msg, void *arg)
@@ -704,6 +941,19 @@ static void on_outcome(warren_err err, warren_reply *reply, const char *msg, voi
 	snprintf(o->msg, sizeof(o->msg), "%s", msg);
 	warren_reply_free(reply);
 	atomic_store(&o->done, 1);
+}
+
+/* on_outcome, keeping the reply's text result. */
+static void on_outcome_result(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct outcome *o = arg;
+	const char *text = NULL;
+	size_t len = 0;
+
+	if (reply != NULL && warren_value_get_str(warren_reply_result(reply), &text, &len)) {
+		snprintf(o->result, sizeof(o->result), "%.*s", (int)len, text);
+	}
+	on_outcome(err, reply, msg, arg);
 }
 
 /* A caller takes from an encrypted call only a sealed reply that opens
@@ -722,43 +972,118 @@ static void test_a_caller_refuses_replies_that_break_its_encryption(void **state
 	    "the reply is encrypted but its request was not"};
 	struct outcome out[3] = {0};
 	amqp_message_t req[3];
+	struct security *app = load_security(cc);
+	const unsigned char *key = NULL;
+	const char *to = NULL;
+	warren_client_stats st = {0};
 
 	crypto_secretbox_keygen(other);
-	/* Exclusive: gone with the raw connection. */
-	assert_non_null(amqp_queue_declare(raw_conn(r), 1, amqp_cstring_bytes("it_sign.rogue"), 0, 0,
-	                                   1, 0, amqp_empty_table));
-	assert_non_null(amqp_queue_bind(raw_conn(r), 1, amqp_cstring_bytes("it_sign.rogue"),
-	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("rogue.#"),
-	                                amqp_empty_table));
+	assert_int_equal(security_request_key(app, "rogue.sealed_foreign", &key, &to), 0);
+	assert_non_null(key);
+	rogue_queue(r);
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(warren_call_async(c, methods[i], NULL,
 		                                   &(warren_call_opts){.timeout_ms = 10000}, on_outcome,
 		                                   &out[i], NULL, 0),
 		                 WARREN_OK);
 		/* One at a time, so that they come off the queue in this order. */
-		int got = -1;
-		for (int t = 0; t < 250 && got != 0; t++) {
-			got = raw_get(r, "it_sign.rogue", &req[i]);
-			if (got != 0) {
-				usleep(20000);
-			}
-		}
-		assert_int_equal(got, 0);
+		rogue_take(r, &req[i]);
 	}
 	/* Only publishes from here: no other command shares the channel with
 	 * their confirms. */
 	rogue_reply(r, &req[0], NULL);
 	rogue_reply(r, &req[1], other);
 	rogue_reply(r, &req[2], other);
-	for (int i = 0; i < 3; i++) {
+	/* The signature of these replies verifies (the rogue holds the
+	 * service's key): a clear reply to a sealed call and a sealed one to a
+	 * clear call are the service breaking security.encrypt, and end the
+	 * call. */
+	for (int i = 0; i < 3; i += 2) {
 		for (int t = 0; t < 250 && !atomic_load(&out[i].done); t++) {
 			usleep(20000);
 		}
 		assert_int_equal(atomic_load(&out[i].done), 1);
 		assert_int_equal(out[i].err, WARREN_ERR_DECODE);
 		assert_string_equal(out[i].msg, want[i]);
+	}
+	/* A sealed body that does not open fails the box's authentication: not
+	 * from the service, so ignored, counted, and the call takes the real
+	 * reply that follows. */
+	for (int t = 0; t < 250; t++) {
+		warren_client_get_stats(c, &st);
+		if (st.untrusted_replies == 1) {
+			break;
+		}
+		usleep(20000);
+	}
+	assert_int_equal(st.untrusted_replies, 1);
+	assert_int_equal(atomic_load(&out[1].done), 0);
+	rogue_reply(r, &req[1], key);
+	for (int t = 0; t < 250 && !atomic_load(&out[1].done); t++) {
+		usleep(20000);
+	}
+	assert_int_equal(atomic_load(&out[1].done), 1);
+	assert_int_equal(out[1].err, WARREN_OK);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.untrusted_replies, 1);
+	for (int i = 0; i < 3; i++) {
 		amqp_destroy_message(&req[i]);
 	}
+	warren_client_free(c);
+	security_free(app);
+	raw_close(r);
+	warren_config_free(cc);
+}
+
+/* msgpack texts "forged" and "real" (fixstr: 0xa0 + length). */
+static const char forged_text[] = "\246forged", real_text[] = "\244real";
+
+/* A forged reply (unsigned, or signed with a key that is not the
+ * service's) comes first with the live correlation id: the caller ignores
+ * it, counts it, and ends the call with the real reply that follows. */
+static void test_a_forged_reply_does_not_end_the_call(void **state)
+{
+	warren_config *cc = side("mac", "app", "app.mac", "mac-app", NULL);
+	warren_client *c = start_client(cc);
+	struct raw *r = raw_connect();
+	const char *forgers[] = {NULL, "ops.mac"}; /* unsigned; another key as "svc" */
+	warren_client_stats st;
+
+	struct outcome out[2] = {0};
+	amqp_message_t req[2];
+
+	rogue_queue(r);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(warren_call_async(c, "rogue.get", NULL,
+		                                   &(warren_call_opts){.timeout_ms = 10000},
+		                                   on_outcome_result, &out[i], NULL, 0),
+		                 WARREN_OK);
+		rogue_take(r, &req[i]);
+	}
+	/* Only publishes from here (see above). */
+	for (int i = 0; i < 2; i++) {
+		rogue_reply_as(r, &req[i], NULL, forgers[i], forged_text, 7);
+		for (int t = 0; t < 250; t++) {
+			warren_client_get_stats(c, &st);
+			if (st.untrusted_replies == (uint64_t)i + 1) {
+				break;
+			}
+			usleep(20000);
+		}
+		assert_int_equal(st.untrusted_replies, i + 1);
+		assert_int_equal(atomic_load(&out[i].done), 0);
+		rogue_reply_as(r, &req[i], NULL, "svc.mac", real_text, 5);
+		for (int t = 0; t < 250 && !atomic_load(&out[i].done); t++) {
+			usleep(20000);
+		}
+		assert_int_equal(atomic_load(&out[i].done), 1);
+		assert_int_equal(out[i].err, WARREN_OK);
+		assert_string_equal(out[i].result, "real");
+		amqp_destroy_message(&req[i]);
+	}
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.untrusted_replies, 2);
+	assert_int_equal(st.replies, 2);
 	warren_client_free(c);
 	raw_close(r);
 	warren_config_free(cc);
@@ -799,9 +1124,15 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_signed_call_is_answered_with_mac),
 	    cmocka_unit_test(test_a_signed_call_is_answered_with_ed25519),
+	    cmocka_unit_test(test_signed_calls_republished_after_a_return_succeed_with_mac),
+	    cmocka_unit_test(test_signed_calls_republished_after_a_return_succeed_with_ed25519),
+	    cmocka_unit_test(
+	        test_signed_calls_republished_after_a_lost_connection_succeed_with_mac),
+	    cmocka_unit_test(
+	        test_signed_calls_republished_after_a_lost_connection_succeed_with_ed25519),
 	    cmocka_unit_test(test_refusals_never_run_the_handler),
 	    cmocka_unit_test(test_tampered_stale_and_replayed_requests_do_not_run_twice),
-	    cmocka_unit_test(test_a_caller_refuses_a_reply_it_cannot_verify),
+	    cmocka_unit_test(test_a_caller_ignores_a_reply_it_cannot_verify),
 	    cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
 	    cmocka_unit_test(test_an_encrypted_call_is_answered_with_mac),
 	    cmocka_unit_test(test_an_encrypted_call_is_answered_with_ed25519),
@@ -809,6 +1140,7 @@ int main(void)
 	    cmocka_unit_test(test_encryption_refusals_never_run_the_handler),
 	    cmocka_unit_test(test_a_service_key_change_keeps_encrypted_calls_working),
 	    cmocka_unit_test(test_a_caller_refuses_replies_that_break_its_encryption),
+	    cmocka_unit_test(test_a_forged_reply_does_not_end_the_call),
 	    cmocka_unit_test(test_a_client_refuses_an_encrypt_list_it_cannot_follow),
 	};
 

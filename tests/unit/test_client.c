@@ -1,0 +1,332 @@
+/* test_client.c: the caller's call lifecycle against a scripted engine. The
+ * engine functions client.c calls are wrapped with -Wl,--wrap (WRAP_test_client
+ * in the Makefile): the test runs the I/O thread's side itself (tasks, ticks,
+ * confirms) on its own thread, with a clock it moves by hand, so that the
+ * orders of events a live broker shows only by chance happen on demand. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+#include "envelope.h"
+#include "warren.h"
+
+struct engine *__wrap_engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
+                                 char *errstr, size_t errlen);
+warren_err __wrap_engine_start(struct engine *e, char *errstr, size_t errlen);
+void __wrap_engine_free(struct engine *e);
+bool __wrap_engine_submit(struct engine *e, struct engine_task *t);
+warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const char *routing_key,
+                                 bool mandatory, const amqp_basic_properties_t *props,
+                                 const void *body, size_t len, engine_confirm_fn fn, void *ctx);
+bool __wrap_engine_connected(const struct engine *e);
+const char *__wrap_engine_blocked(const struct engine *e);
+int64_t __wrap_engine_blocked_ms(struct engine *e);
+int64_t __wrap_engine_now(void);
+bool __wrap_engine_writable(struct engine *e, size_t len);
+
+#define MAX_TASKS 16
+
+/* What the scripted engine holds and saw. */
+static struct {
+	char fake; /* its address is the engine */
+	struct engine_hooks hooks;
+	struct engine_task *tasks[MAX_TASKS];
+	int ntasks;
+	int64_t now;
+	bool full; /* engine_writable says no */
+	int publishes;
+	int attempts[4]; /* rpc-attempt of the first publishes */
+	char message_ids[4][65];
+	engine_confirm_fn confirm_fn;
+	void *confirm_ctx;
+} eng;
+
+/* What the completion callback saw. */
+static struct {
+	int runs;
+	warren_err err;
+} done_seen;
+
+struct engine *__wrap_engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
+                                 char *errstr, size_t errlen)
+{
+	eng.hooks = *hooks;
+	return (struct engine *)&eng.fake;
+}
+
+warren_err __wrap_engine_start(struct engine *e, char *errstr, size_t errlen)
+{
+	return WARREN_OK;
+}
+
+/* As the real engine stops: the unconfirmed publish is LOST, then the
+ * connection is. */
+void __wrap_engine_free(struct engine *e)
+{
+	engine_confirm_fn fn = eng.confirm_fn;
+
+	eng.confirm_fn = NULL;
+	if (fn != NULL) {
+		fn(e, eng.confirm_ctx, ENGINE_LOST);
+	}
+	eng.hooks.lost(e, eng.hooks.arg, "shut down");
+}
+
+bool __wrap_engine_submit(struct engine *e, struct engine_task *t)
+{
+	assert_true(eng.ntasks < MAX_TASKS);
+	eng.tasks[eng.ntasks++] = t;
+	return true;
+}
+
+warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const char *routing_key,
+                                 bool mandatory, const amqp_basic_properties_t *props,
+                                 const void *body, size_t len, engine_confirm_fn fn, void *ctx)
+{
+	struct envelope_meta m;
+	char why[200];
+
+	if (eng.publishes < 4 && envelope_read(props, &m, why, sizeof(why)) == WARREN_OK) {
+		eng.attempts[eng.publishes] = m.attempt;
+		snprintf(eng.message_ids[eng.publishes], sizeof(eng.message_ids[0]), "%s",
+		         m.message_id);
+	}
+	eng.publishes++;
+	eng.confirm_fn = fn;
+	eng.confirm_ctx = ctx;
+	return WARREN_OK;
+}
+
+bool __wrap_engine_connected(const struct engine *e)
+{
+	return true;
+}
+
+const char *__wrap_engine_blocked(const struct engine *e)
+{
+	return NULL;
+}
+
+int64_t __wrap_engine_blocked_ms(struct engine *e)
+{
+	return 0;
+}
+
+int64_t __wrap_engine_now(void)
+{
+	return eng.now;
+}
+
+bool __wrap_engine_writable(struct engine *e, size_t len)
+{
+	return !eng.full;
+}
+
+static void on_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	done_seen.runs++;
+	done_seen.err = err;
+	warren_reply_free(reply);
+}
+
+/* Runs the submitted tasks, as the I/O thread's turn does. */
+static void run_tasks(void)
+{
+	int n = eng.ntasks;
+
+	eng.ntasks = 0;
+	for (int i = 0; i < n; i++) {
+		eng.tasks[i]->run((struct engine *)&eng.fake, eng.tasks[i]);
+	}
+}
+
+static void confirm(enum engine_confirm outcome)
+{
+	engine_confirm_fn fn = eng.confirm_fn;
+
+	assert_non_null(fn);
+	eng.confirm_fn = NULL;
+	fn((struct engine *)&eng.fake, eng.confirm_ctx, outcome);
+}
+
+static void tick_at(int64_t now)
+{
+	eng.now = now;
+	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
+}
+
+static warren_client *new_client(void)
+{
+	warren_config *cfg = warren_config_new();
+	warren_client *c = NULL;
+	char err[256] = "";
+
+	memset(&eng, 0, sizeof(eng));
+	memset(&done_seen, 0, sizeof(done_seen));
+	eng.now = 1000000;
+	assert_int_equal(warren_config_set(cfg, "broker.url", "amqp://127.0.0.1:1", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.retry_attempts", "5", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.retry_delay", "10ms", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
+	warren_config_free(cfg);
+	return c;
+}
+
+/* A call whose deadline passed while its publish was unconfirmed, and whose
+ * confirm then says outcome: it ended once with TIMEOUT, and is released,
+ * not published again (under ASan a republish reads freed memory). */
+static void deadline_then_confirm(enum engine_confirm outcome)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 100};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	assert_non_null(eng.confirm_fn);
+
+	tick_at(eng.now + 150); /* past the deadline, no confirm yet */
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+
+	confirm(outcome);
+	for (int i = 1; i <= 20; i++) {
+		tick_at(eng.now + 100); /* well past any back-off */
+	}
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(done_seen.runs, 1);
+
+	warren_client_stats st;
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.republished, 0);
+	assert_int_equal(st.in_flight, 0);
+	warren_client_free(c);
+}
+
+static void finished_call_is_never_republished_after_nack(void **state)
+{
+	deadline_then_confirm(ENGINE_NACK);
+}
+
+static void finished_call_is_never_republished_after_lost(void **state)
+{
+	deadline_then_confirm(ENGINE_LOST);
+}
+
+/* The control: an unfinished call that is nacked is published again, with
+ * the back-off, and still ends once. The copy is the same attempt of the
+ * same call: its message_id and rpc-attempt (1) are kept. */
+static void live_call_is_republished_as_the_same_attempt(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 10000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	confirm(ENGINE_NACK);
+	for (int i = 0; i < 20 && eng.publishes < 2; i++) {
+		tick_at(eng.now + 100);
+	}
+	assert_int_equal(eng.publishes, 2);
+	assert_int_equal(done_seen.runs, 0);
+	assert_int_equal(eng.attempts[0], 1);
+	assert_int_equal(eng.attempts[1], 1);
+	assert_string_equal(eng.message_ids[1], eng.message_ids[0]);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_CLOSED);
+}
+
+/* A call's deadline runs from warren_call_async, not from when the I/O
+ * thread first sees it: one that passed meanwhile ends unpublished. */
+static void deadline_runs_from_the_call_not_from_the_io_thread(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 100};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	eng.now += 150; /* the I/O thread was busy elsewhere */
+	run_tasks();
+	assert_int_equal(eng.publishes, 0);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	warren_client_free(c);
+}
+
+/* A request the socket has no room for is held, not written (the write
+ * would block the I/O thread), and published once there is room. */
+static void a_call_waits_for_room_in_the_socket(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 1000};
+	char err[256] = "";
+
+	eng.full = true;
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 0);
+	eng.full = false;
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(done_seen.runs, 0);
+	confirm(ENGINE_ACK);
+	tick_at(eng.now + 1000); /* no reply: its deadline */
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	warren_client_free(c);
+}
+
+/* A blocking call whose I/O thread never gets to it (stuck) still ends
+ * shortly after its deadline, and the call the I/O thread ends later
+ * finds its waiter gone without touching freed memory (ASan). */
+static void blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 100};
+	warren_reply *reply = NULL;
+	char err[256] = "";
+
+	/* Nobody runs the submitted task: the I/O thread is stuck. */
+	assert_int_equal(warren_call(c, "svc.m", NULL, &opts, &reply, err, sizeof(err)),
+	                 WARREN_ERR_TIMEOUT);
+	assert_null(reply);
+	assert_string_equal(
+	    err, "no reply within 100 ms (the client's I/O thread did not end the call in time)");
+	/* The I/O thread comes back: publishes, and ends the call at its
+	 * deadline; the confirm releases it. */
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	tick_at(eng.now + 150);
+	confirm(ENGINE_ACK);
+	warren_client_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(finished_call_is_never_republished_after_nack),
+	    cmocka_unit_test(finished_call_is_never_republished_after_lost),
+	    cmocka_unit_test(live_call_is_republished_as_the_same_attempt),
+	    cmocka_unit_test(deadline_runs_from_the_call_not_from_the_io_thread),
+	    cmocka_unit_test(a_call_waits_for_room_in_the_socket),
+	    cmocka_unit_test(blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
