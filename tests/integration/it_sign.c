@@ -237,27 +237,28 @@ static bool error_is(const char *got, const char *want)
 	return strcmp(got, want) == 0;
 }
 
-/* The n dead letters of rpc.secure.dlq (taken from it) have the reason
- * bad-signature and the errors error[0..n) (see error_is), in any order. */
-static void assert_bad_signatures(struct raw *r, int n, const char *const *error)
+/* The n dead letters of rpc.secure.dlq (taken from it) have the reasons
+ * and errors of want[0..n) (errors as error_is reads them), in any order. */
+static void assert_dead_letters(struct raw *r, int n, const char *const want[][2])
 {
 	bool seen[8] = {false};
 
 	assert_true(n <= 8);
 	for (int i = 0; i < n; i++) {
 		amqp_message_t msg;
+		char reason[64];
 		const char *got;
 		int k = 0;
 
 		assert_int_equal(raw_get(r, "rpc.secure.dlq", &msg), 0);
-		assert_string_equal(raw_header(&msg.properties, "rpc-dead-reason"),
-		                    "bad-signature");
+		snprintf(reason, sizeof(reason), "%s", raw_header(&msg.properties, "rpc-dead-reason"));
 		got = raw_header(&msg.properties, "rpc-dead-error");
-		while (k < n && (seen[k] || !error_is(got, error[k]))) {
+		while (k < n &&
+		       (seen[k] || strcmp(reason, want[k][0]) != 0 || !error_is(got, want[k][1]))) {
 			k++;
 		}
 		if (k == n) {
-			fail_msg("unexpected dead letter: %s", got);
+			fail_msg("unexpected dead letter: %s: %s", reason, got);
 		}
 		seen[k] = true;
 		amqp_destroy_message(&msg);
@@ -294,9 +295,10 @@ static void test_refusals_never_run_the_handler(void **state)
 	assert_int_equal(err, WARREN_ERR_TIMEOUT);
 	warren_client_free(c);
 	assert_int_equal(raw_await_count(r, "rpc.secure.dlq", 2, 5000), 2);
-	assert_bad_signatures(r, 2,
-	                      (const char *const[]){"not signed (security.scheme is mac)",
-	                                            "unknown key \"intruder\""});
+	assert_dead_letters(r, 2,
+	                    (const char *const[][2]){
+	                        {"bad-signature", "not signed (security.scheme is mac)"},
+	                        {"bad-signature", "unknown key \"intruder\""}});
 
 	c = start_client(app);
 	assert_int_equal(call(c, "secure.admin", why, sizeof(why)), WARREN_STATUS_PERMISSION_DENIED);
@@ -974,10 +976,30 @@ static void test_an_expired_request_is_dropped_before_its_signature_is_checked(v
 	warren_config_free(wc);
 }
 
+/* A signed request whose rpc-deadline is a string: it cannot even be read,
+ * let alone authenticated. */
+static void raw_bad_envelope(struct raw *r, const char *corr, const char *reply_to)
+{
+	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON, .attempt = 1, .persistent = true};
+	struct envelope_props ep;
+	int n;
+
+	snprintf(m.method, sizeof(m.method), "secure.echo");
+	snprintf(m.correlation_id, sizeof(m.correlation_id), "%s", corr);
+	snprintf(m.reply_to, sizeof(m.reply_to), "%s", reply_to);
+	envelope_request_props(&m, &ep);
+	n = ep.props.headers.num_entries++;
+	ep.headers[n].key = amqp_cstring_bytes("rpc-deadline");
+	ep.headers[n].value.kind = AMQP_FIELD_KIND_UTF8;
+	ep.headers[n].value.value.bytes = amqp_cstring_bytes("soon");
+	assert_int_equal(raw_publish(r, "secure.echo", &ep.props, "{}", 2), 0);
+}
+
 /* A request whose signature does not verify names a reply_to and a
  * correlation id nobody vouches for: the worker dead-letters it with its
  * reason and answers nothing, so that it never signs an answer for an
- * attacker nor publishes into a queue of the attacker's choosing. */
+ * attacker nor publishes into a queue of the attacker's choosing. So is
+ * one whose envelope cannot be read, with signing on. */
 static void test_a_request_that_fails_authentication_gets_no_reply(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
@@ -1010,15 +1032,20 @@ static void test_a_request_that_fails_authentication_gets_no_reply(void **state)
 	                                 .msgid = "m-4",
 	                                 .reply_to = "it_sign.victim",
 	                                 .signed_at = now - 600000});
-	await_acked(w, 4, &st);
+	raw_bad_envelope(r, "t-envelope", "it_sign.victim");
+	await_acked(w, 5, &st);
 	assert_int_equal(st.unauthenticated, 4);
-	assert_int_equal(st.dead_lettered, 4);
+	assert_int_equal(st.dead_lettered, 5);
 	assert_int_equal(raw_queue_count(r, "it_sign.victim"), 0);
-	assert_int_equal(raw_queue_count(r, "rpc.secure.dlq"), 4);
-	assert_bad_signatures(r, 4,
-	                      (const char *const[]){"not signed (security.scheme is mac)",
-	                                            "bad signature for key \"app\"",
-	                                            "unknown key \"intruder\"", NULL});
+	assert_int_equal(raw_queue_count(r, "rpc.secure.dlq"), 5);
+	assert_dead_letters(
+	    r, 5,
+	    (const char *const[][2]){
+	        {"bad-signature", "not signed (security.scheme is mac)"},
+	        {"bad-signature", "bad signature for key \"app\""},
+	        {"bad-signature", "unknown key \"intruder\""},
+	        {"bad-signature", NULL},
+	        {"bad-envelope", "header rpc-deadline: expected an integer, got a string"}});
 	assert_int_equal(atomic_load(&runs), 0);
 	raw_purge(r, "rpc.secure.dlq");
 	assert_non_null(

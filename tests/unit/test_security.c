@@ -201,6 +201,78 @@ static void test_a_replay_after_a_flood_larger_than_the_record_is_refused(void *
 	security_free(app);
 }
 
+/* r as app signs it, at signed_at (a caller's clock, or a request that
+ * waited in a queue). */
+static void sign_at(const struct sign_key *app, struct request *r, const char *corr,
+                    int64_t signed_at)
+{
+	struct sign_fields f;
+
+	*r = (struct request){.m = {.format = ENVELOPE_FMT_JSON, .attempt = 1, .persistent = true}};
+	snprintf(r->m.method, sizeof(r->m.method), "user.get");
+	snprintf(r->m.correlation_id, sizeof(r->m.correlation_id), "%s", corr);
+	snprintf(r->m.message_id, sizeof(r->m.message_id), "%s", corr);
+	snprintf(r->sig.key_id, sizeof(r->sig.key_id), "app");
+	r->sig.signed_at_ms = signed_at;
+	f = (struct sign_fields){.key_id = "app",
+	                         .method = r->m.method,
+	                         .message_id = r->m.message_id,
+	                         .correlation_id = r->m.correlation_id,
+	                         .reply_to = "",
+	                         .signed_at_ms = signed_at,
+	                         .content_type = ENVELOPE_JSON,
+	                         .body = body,
+	                         .body_len = strlen(body)};
+	sign_make(SIGN_MAC, app, &f, r->sig.sig, &r->sig.len);
+	envelope_request_props(&r->m, &r->ep);
+	envelope_add_signature(&r->ep, r->sig.key_id, r->sig.signed_at_ms, r->sig.sig, r->sig.len);
+}
+
+/* Requests signed up to 20 s ago, in any order, through a record of 16,
+ * mixed with replays of any of them: whatever the record had to forget,
+ * no request is ever taken twice. */
+static void test_no_replay_passes_whatever_the_order(void **state)
+{
+	enum { N = 600 };
+	struct security *svc = load("svc", (const char *const[]){"security.replay_cache", "16", NULL});
+	static struct request sent[N];
+	bool taken[N] = {false};
+	int n = 0, fresh = 0, too_old = 0, refused = 0;
+	uint32_t seed = 12345;
+	struct sign_key app;
+	int64_t now = warren_now_ms();
+	char path[128], why[300], corr[32];
+
+	snprintf(path, sizeof(path), "%s/app.secret", dir);
+	assert_int_equal(sign_load_secret(SIGN_MAC, "app", path, &app, why, sizeof(why)), 0);
+	for (int op = 0; op < 4 * N; op++) {
+		int i;
+
+		seed = seed * 1103515245u + 12345u; /* the same run every time */
+		if (n < N && (n == 0 || (seed >> 16) % 2 == 0)) {
+			i = n++;
+			snprintf(corr, sizeof(corr), "c-%d", i);
+			sign_at(&app, &sent[i], corr, now - (int64_t)((seed >> 8) % 20000));
+		} else {
+			i = (int)((seed >> 8) % (uint32_t)n);
+		}
+		if (check(svc, &sent[i], why, sizeof(why)) == WARREN_STATUS_OK) {
+			assert_false(taken[i]);
+			taken[i] = true;
+			fresh++;
+		} else if (strncmp(why, "signed ", 7) == 0) {
+			assert_too_old(why);
+			too_old++;
+		} else {
+			assert_true(taken[i]);
+			refused++;
+		}
+	}
+	/* Each kind of answer came up, so the run tested something. */
+	assert_true(fresh > 16 && too_old > 0 && refused > 0);
+	security_free(svc);
+}
+
 /* The record's size is checked like any other key. */
 static void test_the_replay_record_size_is_bounded(void **state)
 {
@@ -218,6 +290,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_retry_under_the_same_message_id_is_not_a_replay),
 	    cmocka_unit_test(test_a_replay_after_a_flood_larger_than_the_record_is_refused),
+	    cmocka_unit_test(test_no_replay_passes_whatever_the_order),
 	    cmocka_unit_test(test_the_replay_record_size_is_bounded),
 	};
 
