@@ -251,7 +251,8 @@ static void assert_dead_letters(struct raw *r, int n, const char *const want[][2
 		int k = 0;
 
 		assert_int_equal(raw_get(r, "rpc.secure.dlq", &msg), 0);
-		snprintf(reason, sizeof(reason), "%s", raw_header(&msg.properties, "rpc-dead-reason"));
+		snprintf(reason, sizeof(reason), "%s",
+		         raw_header(&msg.properties, "rpc-dead-reason"));
 		got = raw_header(&msg.properties, "rpc-dead-error");
 		while (k < n &&
 		       (seen[k] || strcmp(reason, want[k][0]) != 0 || !error_is(got, want[k][1]))) {
@@ -295,10 +296,10 @@ static void test_refusals_never_run_the_handler(void **state)
 	assert_int_equal(err, WARREN_ERR_TIMEOUT);
 	warren_client_free(c);
 	assert_int_equal(raw_await_count(r, "rpc.secure.dlq", 2, 5000), 2);
-	assert_dead_letters(r, 2,
-	                    (const char *const[][2]){
-	                        {"bad-signature", "not signed (security.scheme is mac)"},
-	                        {"bad-signature", "unknown key \"intruder\""}});
+	assert_dead_letters(
+	    r, 2,
+	    (const char *const[][2]){{"bad-signature", "not signed (security.scheme is mac)"},
+	                             {"bad-signature", "unknown key \"intruder\""}});
 
 	c = start_client(app);
 	assert_int_equal(call(c, "secure.admin", why, sizeof(why)), WARREN_STATUS_PERMISSION_DENIED);

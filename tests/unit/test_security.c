@@ -234,7 +234,8 @@ static void sign_at(const struct sign_key *app, struct request *r, const char *c
 static void test_no_replay_passes_whatever_the_order(void **state)
 {
 	enum { N = 600 };
-	struct security *svc = load("svc", (const char *const[]){"security.replay_cache", "16", NULL});
+	struct security *svc =
+	    load("svc", (const char *const[]){"security.replay_cache", "16", NULL});
 	static struct request sent[N];
 	bool taken[N] = {false};
 	int n = 0, fresh = 0, too_old = 0, refused = 0;
