@@ -18,7 +18,6 @@ struct seen {
 	uint64_t hash;    /* of the signer's key id, the signature and the attempt */
 	int64_t until_ms; /* its signing time + the window: remembered until then */
 	uint32_t next;    /* the next entry of its bucket (or of the free list) */
-	uint32_t pos;     /* its place in the heap */
 };
 
 /* The signatures seen within the window, at most cap of them: a hash
@@ -32,6 +31,7 @@ struct replays {
 	uint32_t used;      /* entries ever taken: e[used..cap) were never used */
 	uint32_t free;      /* the free list */
 	int64_t horizon_ms; /* a signature of this time or older may have been forgotten */
+	int64_t now_ms;     /* the latest time it was used at: it never goes back */
 	unsigned char key[crypto_generichash_KEYBYTES]; /* of the hash: random per process */
 };
 
@@ -151,8 +151,6 @@ static void heap_swap(struct replays *r, uint32_t a, uint32_t b)
 
 	r->heap[a] = r->heap[b];
 	r->heap[b] = t;
-	r->e[r->heap[a]].pos = a;
-	r->e[r->heap[b]].pos = b;
 }
 
 static void sift_up(struct replays *r, uint32_t i)
@@ -204,7 +202,6 @@ static int64_t replays_pop(struct replays *r)
 	*link = r->e[idx].next;
 	if (--r->n > 0) {
 		r->heap[0] = r->heap[r->n];
-		r->e[r->heap[0]].pos = 0;
 		sift_down(r, 0);
 	}
 	r->e[idx].next = r->free;
@@ -222,7 +219,7 @@ static void replays_add(struct replays *r, uint64_t h, int64_t until)
 	} else {
 		idx = r->used++;
 	}
-	r->e[idx] = (struct seen){.hash = h, .until_ms = until, .next = *head, .pos = r->n};
+	r->e[idx] = (struct seen){.hash = h, .until_ms = until, .next = *head};
 	*head = idx + 1;
 	r->heap[r->n] = idx;
 	sift_up(r, r->n++);
@@ -235,18 +232,28 @@ static void raise_horizon(struct replays *r, int64_t signed_at)
 	}
 }
 
-enum replay_verdict { REPLAY_FRESH, REPLAY_SEEN, REPLAY_TOO_OLD };
+enum replay_verdict { REPLAY_FRESH, REPLAY_SEEN, REPLAY_TOO_OLD, REPLAY_STALE };
 
 /* Records a signature until the end of its window (until), unless it was
- * seen already. When the record is full, the entry whose window ends first
- * (the new one, if it is that one) is forgotten and the horizon rises to
- * its signing time: from then on a signature of that time or older is
- * refused, so that forgetting never lets a replay through. */
+ * seen already. An entry is dropped once its window has ended, and from
+ * then on its signature is stale: time here is the record's own, which
+ * never goes back, so that no thread with an earlier clock reading, nor a
+ * clock set back, takes for fresh what was dropped as stale. When the
+ * record is full, the entry whose window ends first (the new one, if it is
+ * that one) is forgotten and the horizon rises to its signing time: from
+ * then on a signature of that time or older is refused, so that forgetting
+ * never lets a replay through. */
 static enum replay_verdict replays_check(struct replays *r, uint64_t h, int64_t until,
                                          int64_t window, int64_t now)
 {
-	while (r->n > 0 && until_at(r, 0) < now) {
-		replays_pop(r); /* its signature is now refused as stale */
+	if (now > r->now_ms) {
+		r->now_ms = now;
+	}
+	if (until < r->now_ms) {
+		return REPLAY_STALE;
+	}
+	while (r->n > 0 && until_at(r, 0) < r->now_ms) {
+		replays_pop(r);
 	}
 	if (replays_has(r, h)) {
 		return REPLAY_SEEN;
@@ -490,15 +497,15 @@ static bool allowed(const struct security *s, const char *method, const char *ke
 }
 
 /* Whether the request with signature sig (checked) is seen for the first
- * time within the window: WARREN_STATUS_OK and recorded;
- * ALREADY_EXISTS for a replay; UNAUTHENTICATED when it is older than what
- * a full record still remembers. */
+ * time within the window: WARREN_STATUS_OK and recorded; ALREADY_EXISTS
+ * for a replay; UNAUTHENTICATED when it is older than what a full record
+ * still remembers, or its window has ended by the record's clock. */
 static int first_time(struct security *s, const struct sign_key *key, const amqp_field_value_t *sig,
                       const struct envelope_meta *m, int64_t signed_at, char *why, size_t whylen)
 {
 	crypto_generichash_state st;
 	uint64_t h;
-	int64_t now = warren_now_ms(), reach;
+	int64_t now, reach;
 	enum replay_verdict v;
 
 	/* A worker's retry carries the same signature: the attempt tells it apart. */
@@ -508,13 +515,19 @@ static int first_time(struct security *s, const struct sign_key *key, const amqp
 	crypto_generichash_update(&st, (const unsigned char *)&m->attempt, sizeof(m->attempt));
 	crypto_generichash_final(&st, (unsigned char *)&h, sizeof(h));
 	pthread_mutex_lock(&s->mu);
-	v = replays_check(&s->seen, h, signed_at + s->window_ms, s->window_ms, now);
+	v = replays_check(&s->seen, h, signed_at + s->window_ms, s->window_ms, warren_now_ms());
+	now = s->seen.now_ms;
 	reach = now - s->seen.horizon_ms;
 	pthread_mutex_unlock(&s->mu);
 	if (v == REPLAY_SEEN) {
 		snprintf(why, whylen, "replay of a request signed by key \"%s\" (message_id %s)",
 		         key->id, m->message_id[0] != '\0' ? m->message_id : "none");
 		return WARREN_STATUS_ALREADY_EXISTS;
+	}
+	if (v == REPLAY_STALE) {
+		snprintf(why, whylen, "signed %lld ms away from now, outside security.window",
+		         (long long)(now - signed_at));
+		return WARREN_STATUS_UNAUTHENTICATED;
 	}
 	if (v == REPLAY_TOO_OLD) {
 		snprintf(
