@@ -244,7 +244,7 @@ enum replay_verdict { REPLAY_FRESH, REPLAY_SEEN, REPLAY_TOO_OLD, REPLAY_STALE };
  * then on a signature of that time or older is refused, so that forgetting
  * never lets a replay through. */
 static enum replay_verdict replays_check(struct replays *r, uint64_t h, int64_t until,
-                                         int64_t window, int64_t now)
+                                         int64_t window, int64_t now, bool redelivered)
 {
 	if (now > r->now_ms) {
 		r->now_ms = now;
@@ -255,11 +255,13 @@ static enum replay_verdict replays_check(struct replays *r, uint64_t h, int64_t 
 	while (r->n > 0 && until_at(r, 0) < r->now_ms) {
 		replays_pop(r);
 	}
+	/* The broker's redelivery is the original message: taken, and recorded
+	 * if it is not already (its worker may have died before recording it). */
 	if (replays_has(r, h)) {
-		return REPLAY_SEEN;
+		return redelivered ? REPLAY_FRESH : REPLAY_SEEN;
 	}
 	if (until - window <= r->horizon_ms) {
-		return REPLAY_TOO_OLD;
+		return redelivered ? REPLAY_FRESH : REPLAY_TOO_OLD;
 	}
 	if (r->n == r->cap) {
 		if (until <= until_at(r, 0)) {
@@ -501,7 +503,8 @@ static bool allowed(const struct security *s, const char *method, const char *ke
  * for a replay; UNAUTHENTICATED when it is older than what a full record
  * still remembers, or its window has ended by the record's clock. */
 static int first_time(struct security *s, const struct sign_key *key, const amqp_field_value_t *sig,
-                      const struct envelope_meta *m, int64_t signed_at, char *why, size_t whylen)
+                      const struct envelope_meta *m, int64_t signed_at, bool redelivered, char *why,
+                      size_t whylen)
 {
 	crypto_generichash_state st;
 	uint64_t h;
@@ -515,7 +518,8 @@ static int first_time(struct security *s, const struct sign_key *key, const amqp
 	crypto_generichash_update(&st, (const unsigned char *)&m->attempt, sizeof(m->attempt));
 	crypto_generichash_final(&st, (unsigned char *)&h, sizeof(h));
 	pthread_mutex_lock(&s->mu);
-	v = replays_check(&s->seen, h, signed_at + s->window_ms, s->window_ms, warren_now_ms());
+	v = replays_check(&s->seen, h, signed_at + s->window_ms, s->window_ms, warren_now_ms(),
+	                  redelivered);
 	now = s->seen.now_ms;
 	reach = now - s->seen.horizon_ms;
 	pthread_mutex_unlock(&s->mu);
@@ -667,6 +671,7 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 {
 	struct sign_fields f;
 	const struct sign_key *key;
+	int st;
 
 	*out = (struct checked){0};
 	fields_of(m, false, 0, "", body, len, &f);
@@ -679,13 +684,10 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 		         m->message_id, SECURITY_RETRY_TOKEN);
 		return WARREN_STATUS_UNAUTHENTICATED;
 	}
-	/* The broker's redelivery (its worker died) is the same message again. */
-	if (!redelivered) {
-		int st =
-		    first_time(s, key, header(p, "rpc-signature"), m, f.signed_at_ms, why, whylen);
-		if (st != WARREN_STATUS_OK) {
-			return st;
-		}
+	st = first_time(s, key, header(p, "rpc-signature"), m, f.signed_at_ms, redelivered, why,
+	                whylen);
+	if (st != WARREN_STATUS_OK) {
+		return st;
 	}
 	/* Signed by key, within the window, and not seen before: its reply_to
 	 * and correlation id are its signer's, and a refusal may be answered. */

@@ -73,20 +73,21 @@ void security_retry_token(const struct security *s, const char *signer, const ch
                           int attempt, unsigned char out[SECURITY_TOKEN_BYTES]);
 
 /* Checks a delivered request: WARREN_STATUS_OK; UNAUTHENTICATED (no, bad or
- * stale signature, unknown key); ALREADY_EXISTS for a replay (its
- * signature was seen within the window, and the broker did not mark it
- * redelivered; a worker's retry, attempt > 1, carries the same signature,
- * counts once per attempt and needs a valid rpc-retry-token, else
- * UNAUTHENTICATED); UNAUTHENTICATED too when the record of signatures
- * (security.replay_cache entries) is full and the request was signed
- * before the oldest signature it had to forget, since a replay of that one
- * could not be told; PERMISSION_DENIED (the key may not call this method);
- * for a sealed body, UNAUTHENTICATED when it cannot be opened, and OK with
- * the opened body in *out; for a method of security.encrypt sent in the
- * clear, PERMISSION_DENIED. A caller's own retry under the same message id
- * is a new request, signed anew: not a replay. out->authentic says whether
- * a refusal may be answered. why says which, never with the body. The
- * record is per struct security, so per process: see warren(7). */
+ * stale signature, unknown key); ALREADY_EXISTS for a replay (its signature
+ * was seen within the window, and the broker did not mark it redelivered: a
+ * redelivery is taken, and recorded; a worker's retry, attempt > 1, carries
+ * the same signature, counts once per attempt and needs a valid
+ * rpc-retry-token, else UNAUTHENTICATED); UNAUTHENTICATED too when the
+ * record of signatures (security.replay_cache entries) is full and the
+ * request was signed before the oldest signature it had to forget, since a
+ * replay of that one could not be told; PERMISSION_DENIED (the key may not
+ * call this method); for a sealed body, UNAUTHENTICATED when it cannot be
+ * opened, and OK with the opened body in *out; for a method of
+ * security.encrypt sent in the clear, PERMISSION_DENIED. A caller's own
+ * retry under the same message id is a new request, signed anew: not a
+ * replay. out->authentic says whether a refusal may be answered. why says
+ * which, never with the body. The record is per struct security, so per
+ * process: see warren(7). */
 int security_check_request(struct security *s, const amqp_basic_properties_t *p,
                            const struct envelope_meta *m, const void *body, size_t len,
                            bool redelivered, struct checked *out, char *why, size_t whylen);

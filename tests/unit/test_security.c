@@ -165,6 +165,27 @@ static void assert_too_old(const char *why)
 	assert_true(ago >= reach);
 }
 
+/* The broker's redelivery of a request (its worker died holding it) is
+ * the same message again, not a replay: taken, whether or not the record
+ * saw it. And recorded: a copy published afterwards is a replay. */
+static void test_a_redelivered_request_is_taken_and_recorded(void **state)
+{
+	struct security *svc = load("svc", NULL), *app = load("app", NULL);
+	struct request r;
+	struct checked chk;
+	char why[300];
+
+	sign(app, &r, "c-held", "m-held");
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(security_check_request(svc, &r.ep.props, &r.m, body, strlen(body),
+		                                        true, &chk, why, sizeof(why)),
+		                 WARREN_STATUS_OK);
+	}
+	assert_int_equal(check(svc, &r, why, sizeof(why)), WARREN_STATUS_ALREADY_EXISTS);
+	security_free(svc);
+	security_free(app);
+}
+
 /* More distinct requests inside the window than the record holds, then
  * the first of them again: it must not run a second time. Requests that
  * come in the order they were signed are all taken, however small the
@@ -290,6 +311,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_retry_under_the_same_message_id_is_not_a_replay),
+	    cmocka_unit_test(test_a_redelivered_request_is_taken_and_recorded),
 	    cmocka_unit_test(test_a_replay_after_a_flood_larger_than_the_record_is_refused),
 	    cmocka_unit_test(test_no_replay_passes_whatever_the_order),
 	    cmocka_unit_test(test_the_replay_record_size_is_bounded),
