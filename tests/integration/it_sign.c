@@ -1,9 +1,11 @@
 /* it_sign.c: signed and encrypted calls against the private broker, for
  * both schemes: a signed call is answered (and its reply signed); an
- * unsigned, badly signed, unknown-key or stale request is never run and
- * answered UNAUTHENTICATED; a key the allow list does not name gets
- * PERMISSION_DENIED; a replayed request runs once; a caller refuses a
- * reply it cannot verify. Encrypted bodies (security.encrypt): answered,
+ * unsigned, badly signed, unknown-key or stale request is never run,
+ * dead-lettered and never answered (nor one whose envelope cannot be
+ * read); a key the allow list does not name gets PERMISSION_DENIED; a
+ * replayed request runs once, a retry under the same message id is
+ * answered; a request past its deadline is expired before its signature
+ * is checked; a caller refuses a reply it cannot verify. Encrypted bodies (security.encrypt): answered,
  * unreadable on the broker both ways, refused in the clear, refused when
  * sealed with another key or sent to a worker without keys; through a
  * service key change; replies that break a call's encryption refused; the
