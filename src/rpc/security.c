@@ -508,7 +508,7 @@ static int first_time(struct security *s, const struct sign_key *key, const amqp
 {
 	crypto_generichash_state st;
 	uint64_t h;
-	int64_t now, reach;
+	int64_t now, horizon;
 	enum replay_verdict v;
 
 	/* A worker's retry carries the same signature: the attempt tells it apart. */
@@ -521,7 +521,7 @@ static int first_time(struct security *s, const struct sign_key *key, const amqp
 	v = replays_check(&s->seen, h, signed_at + s->window_ms, s->window_ms, warren_now_ms(),
 	                  redelivered);
 	now = s->seen.now_ms;
-	reach = now - s->seen.horizon_ms;
+	horizon = s->seen.horizon_ms; /* INT64_MIN until the record first fills */
 	pthread_mutex_unlock(&s->mu);
 	if (v == REPLAY_SEEN) {
 		snprintf(why, whylen, "replay of a request signed by key \"%s\" (message_id %s)",
@@ -538,7 +538,7 @@ static int first_time(struct security *s, const struct sign_key *key, const amqp
 		    why, whylen,
 		    "signed %lld ms ago: the replay record is full (security.replay_cache) and "
 		    "reaches back only %lld ms",
-		    (long long)(now - signed_at), (long long)reach);
+		    (long long)(now - signed_at), (long long)(now - horizon));
 		return WARREN_STATUS_UNAUTHENTICATED;
 	}
 	return WARREN_STATUS_OK;
