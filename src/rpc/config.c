@@ -170,8 +170,13 @@ const struct config_def config_defs[CFG__COUNT] = {
                             "matching entry decides; empty: any key of the keyring."},
     [CFG_SECURITY_WINDOW] = {"security.window", CONFIG_DURATION, SEC, 24 * HOUR, "5m", false,
                              NULL,
-                             "How far from now a signature's time may be; message ids are "
-                             "remembered this long to refuse replays."},
+                             "How far from now a signature's time may be; a worker remembers "
+                             "each request's signature this long to refuse replays."},
+    [CFG_SECURITY_REPLAY_CACHE] = {"security.replay_cache", CONFIG_INT, 16, 16777216, "65536",
+                                   false, NULL,
+                                   "Most request signatures a worker process remembers within "
+                                   "security.window; when it is full, requests signed before "
+                                   "the oldest it had to forget are refused."},
     [CFG_SECURITY_ENCRYPT] = {"security.encrypt", CONFIG_STRING, 0, 0, "", false, NULL,
                               "Methods whose request and reply bodies are encrypted, as "
                               "METHOD=ID entries separated by commas (METHOD may end in * or "

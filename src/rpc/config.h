@@ -47,6 +47,7 @@ typedef enum config_id {
 	CFG_SECURITY_KEYRING,       /* string: directory of peers' keys, ID.key */
 	CFG_SECURITY_ALLOW,         /* string: "method=id+id,..." */
 	CFG_SECURITY_WINDOW,        /* duration: how far a signature's time may be from now */
+	CFG_SECURITY_REPLAY_CACHE,  /* int: signatures a worker remembers to refuse replays */
 	CFG_SECURITY_ENCRYPT,       /* string: "method[=id],...": methods whose bodies are sealed */
 	CFG_SECURITY_RETIRING_KEY_ID,   /* string: a service's former key id (ed25519) */
 	CFG_SECURITY_RETIRING_KEY_FILE, /* string: its secret key, still opening bodies sealed to it */

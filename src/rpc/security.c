@@ -12,12 +12,27 @@
 #include "patterns.h"
 #include "seal.h"
 
-#define SEEN_SLOTS 65536 /* recent (key, message id) pairs; a power of two */
-#define SEEN_PROBES 16
-
+/* One signature seen, in the replay record. Links are an entry's index
+ * + 1, so that 0 (calloc's) means none. */
 struct seen {
-	uint64_t hash;
-	int64_t until_ms; /* 0: free */
+	uint64_t hash;    /* of the signer's key id, the signature and the attempt */
+	int64_t until_ms; /* its signing time + the window: remembered until then */
+	uint32_t next;    /* the next entry of its bucket (or of the free list) */
+};
+
+/* The signatures seen within the window, at most cap of them: a hash
+ * table (buckets of chained entries) to find one, and a min-heap by
+ * until_ms to forget, first, the one whose window ends first. */
+struct replays {
+	struct seen *e;   /* cap entries */
+	uint32_t *heap;   /* the indexes of the n entries in use */
+	uint32_t *bucket; /* nb chain heads, nb a power of two */
+	uint32_t cap, n, nb;
+	uint32_t used;      /* entries ever taken: e[used..cap) were never used */
+	uint32_t free;      /* the free list */
+	int64_t horizon_ms; /* a signature of this time or older may have been forgotten */
+	int64_t now_ms;     /* the latest time it was used at: it never goes back */
+	unsigned char key[crypto_generichash_KEYBYTES]; /* of the hash: random per process */
 };
 
 struct security {
@@ -36,8 +51,8 @@ struct security {
 	unsigned char own_pair[SEAL_KEY_BYTES]; /* mac: a caller's, from its secret */
 	unsigned char retry_key[32];            /* of rpc-retry-token, from our secret */
 	int64_t window_ms;
-	pthread_mutex_t mu;
-	struct seen *seen;
+	pthread_mutex_t mu; /* of seen */
+	struct replays seen;
 };
 
 /* The keys shared with each key of the ring, and a mac caller's own. */
@@ -101,6 +116,164 @@ static int load_retiring(struct security *s, const warren_config *cfg, char *err
 	                              errstr, errlen);
 }
 
+/* ------------------------------------------------------------ replay record */
+
+/* Memory is taken at once, but calloc's pages are only touched as entries
+ * are used: a caller, which never checks requests, never touches them. */
+static int replays_init(struct replays *r, uint32_t cap)
+{
+	r->cap = cap;
+	for (r->nb = 1; r->nb < cap; r->nb <<= 1) {
+	}
+	r->e = calloc(cap, sizeof(*r->e));
+	r->heap = calloc(cap, sizeof(*r->heap));
+	r->bucket = calloc(r->nb, sizeof(*r->bucket));
+	r->horizon_ms = INT64_MIN;
+	randombytes_buf(r->key, sizeof(r->key));
+	return r->e != NULL && r->heap != NULL && r->bucket != NULL ? 0 : -1;
+}
+
+static void replays_free(struct replays *r)
+{
+	free(r->e);
+	free(r->heap);
+	free(r->bucket);
+}
+
+static int64_t until_at(const struct replays *r, uint32_t pos)
+{
+	return r->e[r->heap[pos]].until_ms;
+}
+
+static void heap_swap(struct replays *r, uint32_t a, uint32_t b)
+{
+	uint32_t t = r->heap[a];
+
+	r->heap[a] = r->heap[b];
+	r->heap[b] = t;
+}
+
+static void sift_up(struct replays *r, uint32_t i)
+{
+	while (i > 0 && until_at(r, i) < until_at(r, (i - 1) / 2)) {
+		heap_swap(r, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void sift_down(struct replays *r, uint32_t i)
+{
+	for (;;) {
+		uint32_t least = i, c = 2 * i + 1;
+
+		if (c < r->n && until_at(r, c) < until_at(r, least)) {
+			least = c;
+		}
+		if (c + 1 < r->n && until_at(r, c + 1) < until_at(r, least)) {
+			least = c + 1;
+		}
+		if (least == i) {
+			return;
+		}
+		heap_swap(r, i, least);
+		i = least;
+	}
+}
+
+static bool replays_has(const struct replays *r, uint64_t h)
+{
+	for (uint32_t x = r->bucket[h & (r->nb - 1)]; x != 0; x = r->e[x - 1].next) {
+		if (r->e[x - 1].hash == h) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Forgets the entry whose window ends first; its until_ms. */
+static int64_t replays_pop(struct replays *r)
+{
+	uint32_t idx = r->heap[0], *link = &r->bucket[r->e[idx].hash & (r->nb - 1)];
+	int64_t until = r->e[idx].until_ms;
+
+	while (*link != idx + 1) {
+		link = &r->e[*link - 1].next;
+	}
+	*link = r->e[idx].next;
+	if (--r->n > 0) {
+		r->heap[0] = r->heap[r->n];
+		sift_down(r, 0);
+	}
+	r->e[idx].next = r->free;
+	r->free = idx + 1;
+	return until;
+}
+
+static void replays_add(struct replays *r, uint64_t h, int64_t until)
+{
+	uint32_t idx, *head = &r->bucket[h & (r->nb - 1)];
+
+	if (r->free != 0) {
+		idx = r->free - 1;
+		r->free = r->e[idx].next;
+	} else {
+		idx = r->used++;
+	}
+	r->e[idx] = (struct seen){.hash = h, .until_ms = until, .next = *head};
+	*head = idx + 1;
+	r->heap[r->n] = idx;
+	sift_up(r, r->n++);
+}
+
+static void raise_horizon(struct replays *r, int64_t signed_at)
+{
+	if (signed_at > r->horizon_ms) {
+		r->horizon_ms = signed_at;
+	}
+}
+
+enum replay_verdict { REPLAY_FRESH, REPLAY_SEEN, REPLAY_TOO_OLD, REPLAY_STALE };
+
+/* Records a signature until the end of its window (until), unless it was
+ * seen already. An entry is dropped once its window has ended, and from
+ * then on its signature is stale: time here is the record's own, which
+ * never goes back, so that no thread with an earlier clock reading, nor a
+ * clock set back, takes for fresh what was dropped as stale. When the
+ * record is full, the entry whose window ends first (the new one, if it is
+ * that one) is forgotten and the horizon rises to its signing time: from
+ * then on a signature of that time or older is refused, so that forgetting
+ * never lets a replay through. */
+static enum replay_verdict replays_check(struct replays *r, uint64_t h, int64_t until,
+                                         int64_t window, int64_t now, bool redelivered)
+{
+	if (now > r->now_ms) {
+		r->now_ms = now;
+	}
+	if (until < r->now_ms) {
+		return REPLAY_STALE;
+	}
+	while (r->n > 0 && until_at(r, 0) < r->now_ms) {
+		replays_pop(r);
+	}
+	/* The broker's redelivery is the original message: taken, and recorded
+	 * if it is not already (its worker may have died before recording it). */
+	if (replays_has(r, h)) {
+		return redelivered ? REPLAY_FRESH : REPLAY_SEEN;
+	}
+	if (until - window <= r->horizon_ms) {
+		return redelivered ? REPLAY_FRESH : REPLAY_TOO_OLD;
+	}
+	if (r->n == r->cap) {
+		if (until <= until_at(r, 0)) {
+			raise_horizon(r, until - window); /* remembered by the horizon alone */
+			return REPLAY_FRESH;
+		}
+		raise_horizon(r, replays_pop(r) - window);
+	}
+	replays_add(r, h, until);
+	return REPLAY_FRESH;
+}
+
 int security_load(const warren_config *cfg, struct security **out, char *errstr, size_t errlen)
 {
 	enum sign_scheme scheme = (enum sign_scheme)config_int(cfg, CFG_SECURITY_SCHEME);
@@ -121,7 +294,8 @@ int security_load(const warren_config *cfg, struct security **out, char *errstr,
 		return -1;
 	}
 	s = calloc(1, sizeof(*s));
-	if (s == NULL || (s->seen = calloc(SEEN_SLOTS, sizeof(*s->seen))) == NULL ||
+	if (s == NULL ||
+	    replays_init(&s->seen, (uint32_t)config_int(cfg, CFG_SECURITY_REPLAY_CACHE)) != 0 ||
 	    (s->allow = strdup(config_str(cfg, CFG_SECURITY_ALLOW))) == NULL ||
 	    (s->encrypt = strdup(config_str(cfg, CFG_SECURITY_ENCRYPT))) == NULL) {
 		snprintf(errstr, errlen, "out of memory");
@@ -172,7 +346,7 @@ void security_free(struct security *s)
 	sign_keyring_free(&s->ring);
 	free(s->allow);
 	free(s->encrypt);
-	free(s->seen);
+	replays_free(&s->seen);
 	free(s);
 }
 
@@ -324,40 +498,50 @@ static bool allowed(const struct security *s, const char *method, const char *ke
 	return false;
 }
 
-/* Records (key, message id) until the end of the window; false when it
- * was there already. */
-static bool first_time(struct security *s, const char *key_id, const char *message_id,
-                       int attempt, int64_t until)
+/* Whether the request with signature sig (checked) is seen for the first
+ * time within the window: WARREN_STATUS_OK and recorded; ALREADY_EXISTS
+ * for a replay; UNAUTHENTICATED when it is older than what a full record
+ * still remembers, or its window has ended by the record's clock. */
+static int first_time(struct security *s, const struct sign_key *key, const amqp_field_value_t *sig,
+                      const struct envelope_meta *m, int64_t signed_at, bool redelivered, char *why,
+                      size_t whylen)
 {
 	crypto_generichash_state st;
 	uint64_t h;
-	int64_t now = warren_now_ms();
-	struct seen *oldest = NULL;
-	bool fresh = true;
+	int64_t now, horizon;
+	enum replay_verdict v;
 
-	crypto_generichash_init(&st, NULL, 0, sizeof(h));
-	crypto_generichash_update(&st, (const unsigned char *)key_id, strlen(key_id) + 1);
-	crypto_generichash_update(&st, (const unsigned char *)message_id, strlen(message_id) + 1);
-	crypto_generichash_update(&st, (const unsigned char *)&attempt, sizeof(attempt));
+	/* A worker's retry carries the same signature: the attempt tells it apart. */
+	crypto_generichash_init(&st, s->seen.key, sizeof(s->seen.key), sizeof(h));
+	crypto_generichash_update(&st, (const unsigned char *)key->id, strlen(key->id) + 1);
+	crypto_generichash_update(&st, sig->value.bytes.bytes, sig->value.bytes.len);
+	crypto_generichash_update(&st, (const unsigned char *)&m->attempt, sizeof(m->attempt));
 	crypto_generichash_final(&st, (unsigned char *)&h, sizeof(h));
 	pthread_mutex_lock(&s->mu);
-	for (int i = 0; i < SEEN_PROBES; i++) {
-		struct seen *slot = &s->seen[(h + (uint64_t)i) & (SEEN_SLOTS - 1)];
-		if (slot->until_ms > now && slot->hash == h) {
-			fresh = false;
-			break;
-		}
-		if (oldest == NULL || slot->until_ms < oldest->until_ms) {
-			oldest = slot;
-		}
-	}
-	if (fresh) {
-		/* A free (expired) slot, or the one nearest its end. */
-		oldest->hash = h;
-		oldest->until_ms = until;
-	}
+	v = replays_check(&s->seen, h, signed_at + s->window_ms, s->window_ms, warren_now_ms(),
+	                  redelivered);
+	now = s->seen.now_ms;
+	horizon = s->seen.horizon_ms; /* INT64_MIN until the record first fills */
 	pthread_mutex_unlock(&s->mu);
-	return fresh;
+	if (v == REPLAY_SEEN) {
+		snprintf(why, whylen, "replay of a request signed by key \"%s\" (message_id %s)",
+		         key->id, m->message_id[0] != '\0' ? m->message_id : "none");
+		return WARREN_STATUS_ALREADY_EXISTS;
+	}
+	if (v == REPLAY_STALE) {
+		snprintf(why, whylen, "signed %lld ms away from now, outside security.window",
+		         (long long)(now - signed_at));
+		return WARREN_STATUS_UNAUTHENTICATED;
+	}
+	if (v == REPLAY_TOO_OLD) {
+		snprintf(
+		    why, whylen,
+		    "signed %lld ms ago: the replay record is full (security.replay_cache) and "
+		    "reaches back only %lld ms",
+		    (long long)(now - signed_at), (long long)(now - horizon));
+		return WARREN_STATUS_UNAUTHENTICATED;
+	}
+	return WARREN_STATUS_OK;
 }
 
 void security_retry_token(const struct security *s, const char *signer, const char *message_id,
@@ -487,6 +671,7 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 {
 	struct sign_fields f;
 	const struct sign_key *key;
+	int st;
 
 	*out = (struct checked){0};
 	fields_of(m, false, 0, "", body, len, &f);
@@ -494,21 +679,23 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 	if (key == NULL) {
 		return WARREN_STATUS_UNAUTHENTICATED;
 	}
-	if (!allowed(s, m->method, key->id)) {
-		snprintf(why, whylen, "key \"%s\" may not call %s", key->id, m->method);
-		return WARREN_STATUS_PERMISSION_DENIED;
-	}
-	snprintf(out->signer, sizeof(out->signer), "%s", key->id);
 	if (m->attempt > 1 && !retry_token_ok(s, p, key->id, m)) {
 		snprintf(why, whylen, "attempt %d of message_id %s without a valid %s", m->attempt,
 		         m->message_id, SECURITY_RETRY_TOKEN);
 		return WARREN_STATUS_UNAUTHENTICATED;
 	}
-	if (!redelivered && m->message_id[0] != '\0' &&
-	    !first_time(s, key->id, m->message_id, m->attempt, f.signed_at_ms + s->window_ms)) {
-		snprintf(why, whylen, "replay of message_id %s from key \"%s\"", m->message_id,
-		         key->id);
-		return WARREN_STATUS_ALREADY_EXISTS;
+	st = first_time(s, key, header(p, "rpc-signature"), m, f.signed_at_ms, redelivered, why,
+	                whylen);
+	if (st != WARREN_STATUS_OK) {
+		return st;
+	}
+	/* Signed by key, within the window, and not seen before: its reply_to
+	 * and correlation id are its signer's, and a refusal may be answered. */
+	out->authentic = true;
+	snprintf(out->signer, sizeof(out->signer), "%s", key->id);
+	if (!allowed(s, m->method, key->id)) {
+		snprintf(why, whylen, "key \"%s\" may not call %s", key->id, m->method);
+		return WARREN_STATUS_PERMISSION_DENIED;
 	}
 	return open_request(s, m, key, body, len, out, why, whylen);
 }

@@ -1,6 +1,6 @@
 /* security.h: who may call what. From the [security] keys: our key, the
  * peers' keys, the per-method allow list, the time window and the record of
- * recent message ids that stops replays. Signs outgoing requests and
+ * recent signatures that stops replays. Signs outgoing requests and
  * replies; checks incoming ones before their body is even decoded. */
 #ifndef WARREN_SECURITY_H
 #define WARREN_SECURITY_H
@@ -46,10 +46,16 @@ int security_request_key(const struct security *s, const char *method,
 int security_check_encrypt(const struct security *s, const char *keyring, char *errstr,
                            size_t errlen);
 
-/* What checking a request found: its signer's key id; when it came
- * sealed, body is the opened one (malloc'd, the caller frees it) and key
- * the one to seal its reply with (otherwise both NULL). */
+/* What checking a request found: whether it is authentic, and its
+ * signer's key id; when it came sealed, body is the opened one (malloc'd,
+ * the caller frees it) and key the one to seal its reply with (otherwise
+ * both NULL). */
 struct checked {
+	/* Signed by a key of the keyring, within the window, not a replay: its
+	 * reply_to and correlation id are its signer's, so that even a refusal
+	 * (not allowed, a body that does not open) may be answered. False
+	 * otherwise: nothing of it may be trusted, not even where to answer. */
+	bool authentic;
 	char signer[SIGN_KEY_ID_MAX + 1];
 	void *body;
 	size_t len;
@@ -67,14 +73,21 @@ void security_retry_token(const struct security *s, const char *signer, const ch
                           int attempt, unsigned char out[SECURITY_TOKEN_BYTES]);
 
 /* Checks a delivered request: WARREN_STATUS_OK; UNAUTHENTICATED (no, bad or
- * stale signature, unknown key); PERMISSION_DENIED (the key may not call
- * this method); ALREADY_EXISTS for a replay (its message id was seen from
- * this key within the window, and the broker did not mark it redelivered;
- * a retry, attempt > 1, counts as its own message id and needs a valid
- * rpc-retry-token, else UNAUTHENTICATED);
- * for a sealed body, UNAUTHENTICATED when it cannot be opened, and OK with
- * the opened body in *out; for a method of security.encrypt sent in the
- * clear, PERMISSION_DENIED. why says which, never with the body. */
+ * stale signature, unknown key); ALREADY_EXISTS for a replay (its signature
+ * was seen within the window, and the broker did not mark it redelivered: a
+ * redelivery is taken, and recorded; a worker's retry, attempt > 1, carries
+ * the same signature, counts once per attempt and needs a valid
+ * rpc-retry-token, else UNAUTHENTICATED); UNAUTHENTICATED too when the
+ * record of signatures (security.replay_cache entries) is full and the
+ * request was signed before the oldest signature it had to forget, since a
+ * replay of that one could not be told; PERMISSION_DENIED (the key may not
+ * call this method); for a sealed body, UNAUTHENTICATED when it cannot be
+ * opened, and OK with the opened body in *out; for a method of
+ * security.encrypt sent in the clear, PERMISSION_DENIED. A caller's own
+ * retry under the same message id is a new request, signed anew: not a
+ * replay. out->authentic says whether a refusal may be answered. why says
+ * which, never with the body. The record is per struct security, so per
+ * process: see warren(7). */
 int security_check_request(struct security *s, const amqp_basic_properties_t *p,
                            const struct envelope_meta *m, const void *body, size_t len,
                            bool redelivered, struct checked *out, char *why, size_t whylen);

@@ -367,7 +367,7 @@ typedef struct warren_worker_stats {
 	                         * wakes the thread, so an alive one has moved it by the next */
 	uint64_t breaker_trips; /* times the circuit breaker opened */
 	uint64_t unauthenticated; /* refused: unsigned, bad signature, or key not allowed */
-	uint64_t replays;       /* dropped: a signed message id seen again within the window */
+	uint64_t replays;       /* dropped: the same signed request seen again within the window */
 	uint64_t redelivered;   /* deliveries the broker marked redelivered */
 	uint64_t blocked_ms;    /* time the broker has blocked this worker's publishes */
 	int threads;            /* handler threads of the pool */

@@ -1,10 +1,11 @@
 /* job.c: one request on a handler thread: read the envelope, drop it if its
- * deadline passed, find the method, decode the body, run the handler and
- * encode the reply, then hand the job back to the I/O thread with what to
- * do. Poison (a bad envelope, an undecodable body, an unknown method, a
- * request that keeps crashing its worker, transient failures past the last
- * attempt) is dead-lettered and its caller answered; a transient failure
- * with attempts left waits in a delay tier for the next. */
+ * deadline passed, check its signature, find the method, decode the body,
+ * run the handler and encode the reply, then hand the job back to the I/O
+ * thread with what to do. Poison (a bad envelope, an undecodable body, an
+ * unknown method, a request that keeps crashing its worker, transient
+ * failures past the last attempt) is dead-lettered and its caller answered,
+ * unless the request failed authentication: then nobody is answered. A
+ * transient failure with attempts left waits in a delay tier for the next. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,13 +72,68 @@ static warren_value *dead_details(const struct warren_worker *w, const char *rea
 	return d;
 }
 
-static void poison(struct warren_worker *w, struct job *j, int status, const char *reason,
-                   const char *why)
+/* Dead-letters the request with no answer: with no reply body, the I/O
+ * thread acks it once the dead letter is confirmed. */
+static void dead_letter_unanswered(struct job *j, const char *reason, const char *why)
 {
 	j->action = JOB_DEAD_LETTER;
 	j->dead_reason = reason;
 	snprintf(j->dead_error, sizeof(j->dead_error), "%s", why);
+}
+
+static void poison(struct warren_worker *w, struct job *j, int status, const char *reason,
+                   const char *why)
+{
+	dead_letter_unanswered(j, reason, why);
 	encode_reply(j, status, envelope_error_value(status, why, dead_details(w, reason)));
+}
+
+/* A request whose deadline has passed is dropped unexecuted: nobody waits
+ * for its answer. Harmless before authentication too: nothing is run or
+ * answered, and a forged deadline only gets a message dropped that its
+ * sender could have left unsent. */
+static bool expired(struct warren_worker *w, struct job *j)
+{
+	if (j->meta.deadline_ms == 0 || warren_now_ms() <= j->meta.deadline_ms) {
+		return false;
+	}
+	worker_count(w, &w->stats.expired, 1);
+	log_debug("dropped unexecuted, deadline passed: correlation_id=%s", j->meta.correlation_id);
+	j->action = JOB_ACK;
+	return true;
+}
+
+/* Who sent it, before anything of its body is looked at. True when the
+ * job is settled (refused or dropped as a replay). A refusal is answered
+ * only when the request is authentic: otherwise its reply_to and
+ * correlation id are anybody's, and answering would sign an attacker's
+ * correlation id and publish into a queue of the attacker's choosing. */
+static bool refused(struct warren_worker *w, struct job *j, struct checked *chk)
+{
+	const amqp_message_t *msg = &j->delivery->message;
+	char why[400];
+	int st =
+	    security_check_request(w->sec, &msg->properties, &j->meta, msg->body.bytes,
+	                           msg->body.len, j->delivery->redelivered, chk, why, sizeof(why));
+	const char *reason =
+	    st == WARREN_STATUS_PERMISSION_DENIED ? DL_R_NOT_ALLOWED : DL_R_BAD_SIGNATURE;
+
+	if (st == WARREN_STATUS_OK) {
+		return false;
+	}
+	if (st == WARREN_STATUS_ALREADY_EXISTS) {
+		log_warn("dropped: %s (correlation_id=%s)", why, j->meta.correlation_id);
+		worker_count(w, &w->stats.replays, 1);
+		j->action = JOB_ACK;
+		return true;
+	}
+	worker_count(w, &w->stats.unauthenticated, 1);
+	if (chk->authentic) {
+		poison(w, j, st, reason, why);
+	} else {
+		dead_letter_unanswered(j, reason, why);
+	}
+	return true;
 }
 
 static int clamp_status(warren_status s)
@@ -187,21 +243,14 @@ static bool run_handler(struct warren_worker *w, struct job *j, const struct met
 	return true;
 }
 
-/* The checks between a trusted request and its handler: its deadline, its
- * crash count, its method, its body (the opened one for a sealed request).
+/* The checks between a trusted request and its handler: its crash count,
+ * its method, its body (the opened one for a sealed request).
  * WARREN_OK with *m and *params; anything else, the job says what to do. */
 static warren_err admit(struct warren_worker *w, struct job *j, const struct method **m,
                         const void *body, size_t len, warren_value **params)
 {
 	char why[400];
 
-	if (j->meta.deadline_ms > 0 && warren_now_ms() > j->meta.deadline_ms) {
-		worker_count(w, &w->stats.expired, 1);
-		log_debug("dropped unexecuted, deadline passed: correlation_id=%s",
-		          j->meta.correlation_id);
-		j->action = JOB_ACK;
-		return WARREN_ERR_TIMEOUT;
-	}
 	/* Handed out this often without ever being answered: it takes its
 	 * worker down with it. Do not run it again. */
 	if (w->crash_limit > 0 && j->meta.delivery_count >= w->crash_limit) {
@@ -242,31 +291,22 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	msg = &j->delivery->message;
 
 	if (envelope_read(&msg->properties, &j->meta, why, sizeof(why)) != WARREN_OK) {
-		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_BAD_ENVELOPE, why);
+		/* With signing on, nothing of it can be verified: no answer. */
+		if (w->sec != NULL) {
+			dead_letter_unanswered(j, DL_R_BAD_ENVELOPE, why);
+		} else {
+			poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_BAD_ENVELOPE, why);
+		}
 		return true;
 	}
 	/* A plain AMQP caller may leave type out: the routing key names the method. */
 	if (j->meta.method[0] == '\0') {
 		snprintf(j->meta.method, sizeof(j->meta.method), "%s", j->delivery->routing_key);
 	}
-	/* Who sent it, before anything of its body is looked at. */
-	if (w->sec != NULL) {
-		int st = security_check_request(w->sec, &msg->properties, &j->meta, msg->body.bytes,
-		                                msg->body.len, j->delivery->redelivered, &chk, why,
-		                                sizeof(why));
-		if (st == WARREN_STATUS_ALREADY_EXISTS) {
-			log_warn("dropped: %s (correlation_id=%s)", why, j->meta.correlation_id);
-			worker_count(w, &w->stats.replays, 1);
-			j->action = JOB_ACK;
-			return true;
-		}
-		if (st != WARREN_STATUS_OK) {
-			worker_count(w, &w->stats.unauthenticated, 1);
-			poison(w, j, st,
-			       st == WARREN_STATUS_PERMISSION_DENIED ? DL_R_NOT_ALLOWED : DL_R_BAD_SIGNATURE,
-			       why);
-			return true;
-		}
+	/* Before its signature: a request that waited past its deadline is
+	 * expired, not poison, even if its signature has left the window since. */
+	if (expired(w, j) || (w->sec != NULL && refused(w, j, &chk))) {
+		return true;
 	}
 	/* From here on every answer is sealed when the request was. */
 	j->seal_key = chk.key;

@@ -1,9 +1,11 @@
 /* it_sign.c: signed and encrypted calls against the private broker, for
  * both schemes: a signed call is answered (and its reply signed); an
- * unsigned, badly signed, unknown-key or stale request is never run and
- * answered UNAUTHENTICATED; a key the allow list does not name gets
- * PERMISSION_DENIED; a replayed request runs once; a caller refuses a
- * reply it cannot verify. Encrypted bodies (security.encrypt): answered,
+ * unsigned, badly signed, unknown-key or stale request is never run,
+ * dead-lettered and never answered (nor one whose envelope cannot be
+ * read); a key the allow list does not name gets PERMISSION_DENIED; a
+ * replayed request runs once, a retry under the same message id is
+ * answered; a request past its deadline is expired before its signature
+ * is checked; a caller refuses a reply it cannot verify. Encrypted bodies (security.encrypt): answered,
  * unreadable on the broker both ways, refused in the clear, refused when
  * sealed with another key or sent to a worker without keys; through a
  * service key change; replies that break a call's encryption refused; the
@@ -160,12 +162,14 @@ static warren_client *start_client(warren_config *cfg)
 	return c;
 }
 
-/* Calls method; its status (or -1 with the local error's text in why). */
-static int call(warren_client *c, const char *method, char *why, size_t len)
+/* Calls method with a deadline timeout_ms away; its status (or -1 with
+ * the local error's text in why, and the error in *errp when not NULL). */
+static int call_within(warren_client *c, const char *method, int64_t timeout_ms, warren_err *errp,
+                       char *why, size_t len)
 {
 	warren_reply *reply = NULL;
-	warren_err err = warren_call(c, method, NULL, &(warren_call_opts){.timeout_ms = 5000}, &reply,
-	                             why, len);
+	warren_err err = warren_call(c, method, NULL, &(warren_call_opts){.timeout_ms = timeout_ms},
+	                             &reply, why, len);
 	int status = -1;
 
 	if (reply != NULL) {
@@ -174,8 +178,16 @@ static int call(warren_client *c, const char *method, char *why, size_t len)
 	} else if (err == WARREN_OK) {
 		status = 0;
 	}
+	if (errp != NULL) {
+		*errp = err;
+	}
 	warren_reply_free(reply);
 	return status;
+}
+
+static int call(warren_client *c, const char *method, char *why, size_t len)
+{
+	return call_within(c, method, 5000, NULL, why, len);
 }
 
 static void signed_calls_work(const char *scheme, const char *svc_key, const char *svc_ring,
@@ -393,6 +405,57 @@ static void test_signed_calls_republished_after_a_lost_connection_succeed_with_e
 	republished_after_a_lost_connection("ed25519", "svc.ed", "ed-svc", "app.ed", "ed-app");
 }
 
+/* Whether got is want; want NULL: a stale signature's error, whatever its
+ * age. */
+static bool error_is(const char *got, const char *want)
+{
+	char stale[200];
+	long long ms = 0;
+
+	if (want == NULL) {
+		if (sscanf(got, "signed %lld ms away", &ms) != 1) {
+			return false;
+		}
+		snprintf(stale, sizeof(stale),
+		         "signed %lld ms away from now, outside security.window", ms);
+		want = stale;
+	}
+	return strcmp(got, want) == 0;
+}
+
+/* The n dead letters of rpc.secure.dlq (taken from it) have the reasons
+ * and errors of want[0..n) (errors as error_is reads them), in any order. */
+static void assert_dead_letters(struct raw *r, int n, const char *const want[][2])
+{
+	bool seen[8] = {false};
+
+	assert_true(n <= 8);
+	for (int i = 0; i < n; i++) {
+		amqp_message_t msg;
+		char reason[64];
+		const char *got;
+		int k = 0;
+
+		assert_int_equal(raw_get(r, "rpc.secure.dlq", &msg), 0);
+		snprintf(reason, sizeof(reason), "%s",
+		         raw_header(&msg.properties, "rpc-dead-reason"));
+		got = raw_header(&msg.properties, "rpc-dead-error");
+		while (k < n &&
+		       (seen[k] || strcmp(reason, want[k][0]) != 0 || !error_is(got, want[k][1]))) {
+			k++;
+		}
+		if (k == n) {
+			fail_msg("unexpected dead letter: %s: %s", reason, got);
+		}
+		seen[k] = true;
+		amqp_destroy_message(&msg);
+	}
+}
+
+/* A request whose signature does not verify is never answered (see
+ * test_a_request_that_fails_authentication_gets_no_reply): its caller's
+ * call ends at its deadline, and the dead letter says why. An
+ * authentic request the allow list refuses is answered. */
 static void test_refusals_never_run_the_handler(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", "secure.admin=ops,*=app+ops");
@@ -400,21 +463,29 @@ static void test_refusals_never_run_the_handler(void **state)
 	warren_config *plain = testenv_config(NULL);
 	warren_config *intruder = side("mac", "intruder", "app.mac", "mac-app", NULL);
 	warren_config *app = side("mac", "app", "app.mac", "mac-app", NULL);
+	struct raw *r = raw_connect();
 	warren_client *c;
 	warren_worker_stats st;
+	warren_err err;
 	char why[300];
 
 	atomic_store(&runs, 0);
+	raw_purge(r, "rpc.secure.dlq");
 	c = start_client(plain);
-	assert_int_equal(call(c, "secure.echo", why, sizeof(why)), WARREN_STATUS_UNAUTHENTICATED);
-	assert_string_equal(why, "not signed (security.scheme is mac)");
+	assert_int_equal(call_within(c, "secure.echo", 1000, &err, why, sizeof(why)), -1);
+	assert_int_equal(err, WARREN_ERR_TIMEOUT);
 	warren_client_free(c);
 
 	/* Signed with app's secret but under an id the service does not know. */
 	c = start_client(intruder);
-	assert_int_equal(call(c, "secure.echo", why, sizeof(why)), WARREN_STATUS_UNAUTHENTICATED);
-	assert_string_equal(why, "unknown key \"intruder\"");
+	assert_int_equal(call_within(c, "secure.echo", 1000, &err, why, sizeof(why)), -1);
+	assert_int_equal(err, WARREN_ERR_TIMEOUT);
 	warren_client_free(c);
+	assert_int_equal(raw_await_count(r, "rpc.secure.dlq", 2, 5000), 2);
+	assert_dead_letters(
+	    r, 2,
+	    (const char *const[][2]){{"bad-signature", "not signed (security.scheme is mac)"},
+	                             {"bad-signature", "unknown key \"intruder\""}});
 
 	c = start_client(app);
 	assert_int_equal(call(c, "secure.admin", why, sizeof(why)), WARREN_STATUS_PERMISSION_DENIED);
@@ -425,6 +496,8 @@ static void test_refusals_never_run_the_handler(void **state)
 	assert_int_equal(atomic_load(&runs), 1);
 	warren_worker_get_stats(w, &st);
 	assert_int_equal(st.unauthenticated, 3);
+	raw_purge(r, "rpc.secure.dlq");
+	raw_close(r);
 	warren_worker_free(w);
 	warren_config_free(wc);
 	warren_config_free(plain);
@@ -432,13 +505,29 @@ static void test_refusals_never_run_the_handler(void **state)
 	warren_config_free(app);
 }
 
-/* Publishes a request signed with app's mac secret, as a foreign caller
- * would, with signed_at and body chosen by the test. */
-static void raw_signed_attempt(struct raw *r, const char *corr, const char *msgid,
-                               int64_t signed_at, const char *signed_body, const char *sent_body,
-                               int attempt)
+/* A request of secure.echo as a foreign caller would publish it. */
+struct raw_req {
+	const char *corr, *msgid;
+	const char *reply_to;    /* NULL: one-way */
+	const char *key_id;      /* signs with app's mac secret under this id; NULL: "app" */
+	bool unsigned_;          /* no signature headers at all */
+	int64_t signed_at;       /* 0: now */
+	int64_t deadline;        /* 0: none */
+	const char *signed_body; /* NULL: "{}" */
+	const char *sent_body;   /* NULL: signed_body */
+	int attempt;             /* 0: 1 */
+};
+
+static void raw_request(struct raw *r, const struct raw_req *q)
 {
-	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON, .attempt = attempt, .persistent = true};
+	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON,
+	                          .attempt = q->attempt > 0 ? q->attempt : 1,
+	                          .deadline_ms = q->deadline,
+	                          .persistent = true};
+	const char *key_id = q->key_id != NULL ? q->key_id : "app";
+	const char *signed_body = q->signed_body != NULL ? q->signed_body : "{}";
+	const char *sent_body = q->sent_body != NULL ? q->sent_body : signed_body;
+	int64_t at = q->signed_at != 0 ? q->signed_at : warren_now_ms();
 	struct envelope_props ep;
 	struct sign_key k;
 	struct sign_fields f;
@@ -447,23 +536,41 @@ static void raw_signed_attempt(struct raw *r, const char *corr, const char *msgi
 	char path[160], why[300];
 
 	snprintf(m.method, sizeof(m.method), "secure.echo");
-	snprintf(m.correlation_id, sizeof(m.correlation_id), "%s", corr);
-	snprintf(m.message_id, sizeof(m.message_id), "%s", msgid);
+	snprintf(m.correlation_id, sizeof(m.correlation_id), "%s", q->corr);
+	snprintf(m.message_id, sizeof(m.message_id), "%s", q->msgid);
+	snprintf(m.reply_to, sizeof(m.reply_to), "%s", q->reply_to != NULL ? q->reply_to : "");
 	snprintf(path, sizeof(path), "%s/app.mac", dir);
-	assert_int_equal(sign_load_secret(SIGN_MAC, "app", path, &k, why, sizeof(why)), 0);
-	f = (struct sign_fields){.key_id = "app",
+	assert_int_equal(sign_load_secret(SIGN_MAC, key_id, path, &k, why, sizeof(why)), 0);
+	f = (struct sign_fields){.key_id = key_id,
 	                         .method = "secure.echo",
-	                         .message_id = msgid,
-	                         .correlation_id = corr,
-	                         .reply_to = "",
-	                         .signed_at_ms = signed_at,
+	                         .message_id = q->msgid,
+	                         .correlation_id = q->corr,
+	                         .reply_to = m.reply_to,
+	                         .deadline_ms = q->deadline,
+	                         .signed_at_ms = at,
 	                         .content_type = "application/json",
 	                         .body = signed_body,
 	                         .body_len = strlen(signed_body)};
 	sign_make(SIGN_MAC, &k, &f, sig, &len);
 	envelope_request_props(&m, &ep);
-	envelope_add_signature(&ep, "app", signed_at, sig, len);
+	if (!q->unsigned_) {
+		envelope_add_signature(&ep, key_id, at, sig, len);
+	}
 	assert_int_equal(raw_publish(r, "secure.echo", &ep.props, sent_body, strlen(sent_body)), 0);
+}
+
+/* Publishes a one-way request signed with app's mac secret, with
+ * signed_at and body chosen by the test. */
+static void raw_signed_attempt(struct raw *r, const char *corr, const char *msgid,
+                               int64_t signed_at, const char *signed_body, const char *sent_body,
+                               int attempt)
+{
+	raw_request(r, &(struct raw_req){.corr = corr,
+	                                 .msgid = msgid,
+	                                 .signed_at = signed_at,
+	                                 .signed_body = signed_body,
+	                                 .sent_body = sent_body,
+	                                 .attempt = attempt});
 }
 
 static void raw_signed(struct raw *r, const char *corr, const char *msgid, int64_t signed_at,
@@ -472,31 +579,40 @@ static void raw_signed(struct raw *r, const char *corr, const char *msgid, int64
 	raw_signed_attempt(r, corr, msgid, signed_at, signed_body, sent_body, 1);
 }
 
+/* Waits (up to 5 s) until the worker has acknowledged n requests: by then
+ * whatever it published for them, dead letters and replies, is confirmed. */
+static void await_acked(warren_worker *w, uint64_t n, warren_worker_stats *st)
+{
+	for (int i = 0; i < 250; i++) {
+		warren_worker_get_stats(w, st);
+		if (st->acked >= n) {
+			break;
+		}
+		usleep(20000);
+	}
+	assert_int_equal(st->acked, n);
+}
+
 static void test_tampered_stale_and_replayed_requests_do_not_run_twice(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
 	warren_worker *w = start_worker(wc);
 	struct raw *r = raw_connect();
 	warren_worker_stats st;
+	int64_t at = warren_now_ms();
 
 	atomic_store(&runs, 0);
 	raw_purge(r, "rpc.secure.dlq");
 	/* One-way requests (no reply_to): what counts is whether they run. */
-	raw_signed(r, "t-good", "m-good", warren_now_ms(), "{\"a\":1}", "{\"a\":1}");
+	raw_signed(r, "t-good", "m-good", at, "{\"a\":1}", "{\"a\":1}");
 	raw_signed(r, "t-tamper", "m-tamper", warren_now_ms(), "{\"a\":1}", "{\"a\":2}");
 	raw_signed(r, "t-stale", "m-stale", warren_now_ms() - 600000, "{}", "{}");
-	raw_signed(r, "t-good-again", "m-good", warren_now_ms(), "{\"a\":1}", "{\"a\":1}");
+	/* The same signed message again: a replay. */
+	raw_signed(r, "t-good", "m-good", at, "{\"a\":1}", "{\"a\":1}");
 	/* Replayed as if a worker retried it: no retry token, refused. */
-	raw_signed_attempt(r, "t-good-retry", "m-good", warren_now_ms(), "{\"a\":1}", "{\"a\":1}",
-	                   2);
-	assert_int_equal(raw_await_count(r, "rpc.secure.dlq", 3, 5000), 3);
-	for (int i = 0; i < 100; i++) {
-		warren_worker_get_stats(w, &st);
-		if (st.replays == 1) {
-			break;
-		}
-		usleep(20000);
-	}
+	raw_signed_attempt(r, "t-good", "m-good", at, "{\"a\":1}", "{\"a\":1}", 2);
+	await_acked(w, 5, &st);
+	assert_int_equal(raw_queue_count(r, "rpc.secure.dlq"), 3);
 	assert_int_equal(atomic_load(&runs), 1);
 	assert_int_equal(st.unauthenticated, 3);
 	assert_int_equal(st.replays, 1);
@@ -775,9 +891,9 @@ static int call_secret(warren_client *c, char *why, size_t len)
 	warren_reply *reply = NULL;
 	int status = -1;
 
-	assert_int_equal(warren_value_from_json(secret_params, strlen(secret_params), &params, why,
-	                                        len),
-	                 WARREN_OK);
+	assert_int_equal(
+	    warren_value_from_json(secret_params, strlen(secret_params), &params, why, len),
+	    WARREN_OK);
 	if (warren_call(c, "secure.echo", params, NULL, &reply, why, len) != WARREN_ERR_TIMEOUT &&
 	    reply != NULL) {
 		status = (int)warren_reply_status(reply);
@@ -806,8 +922,8 @@ static void test_a_service_key_change_keeps_encrypted_calls_working(void **state
 	snprintf(path, sizeof(path), "%s/svc.ed", dir);
 	assert_int_equal(warren_config_set(wc, "security.retiring_key_id", "svc", why, sizeof(why)),
 	                 WARREN_OK);
-	assert_int_equal(warren_config_set(wc, "security.retiring_key_file", path, why, sizeof(why)),
-	                 WARREN_OK);
+	assert_int_equal(
+	    warren_config_set(wc, "security.retiring_key_file", path, why, sizeof(why)), WARREN_OK);
 	w = start_worker(wc);
 	atomic_store(&runs, 0);
 	for (warren_config *const *cc = (warren_config *const[]){old, new, NULL}; *cc != NULL; cc++) {
@@ -822,19 +938,24 @@ static void test_a_service_key_change_keeps_encrypted_calls_working(void **state
 	w = start_worker(plain_wc);
 	c = start_client(old);
 	assert_int_equal(call_secret(c, why, sizeof(why)), WARREN_STATUS_UNAUTHENTICATED);
-	assert_string_equal(why, "the body is encrypted to key \"svc\", which this worker does not hold");
+	assert_string_equal(
+	    why, "the body is encrypted to key \"svc\", which this worker does not hold");
 	warren_client_free(c);
 	warren_worker_free(w);
 
-	assert_int_equal(warren_config_set(bad, "security.retiring_key_id", "svc", why, sizeof(why)),
-	                 WARREN_OK);
-	assert_int_equal(warren_client_new(bad, "it_sign", &c, why, sizeof(why)), WARREN_ERR_CONFIG);
-	assert_string_equal(why, "security.retiring_key_file: only with security.scheme ed25519 (with "
-	                         "mac, the keyring holds the secrets that open bodies)");
-	assert_int_equal(warren_config_set(new, "security.retiring_key_id", "svc", why, sizeof(why)),
-	                 WARREN_OK);
-	assert_int_equal(warren_client_new(new, "it_sign", &c, why, sizeof(why)), WARREN_ERR_CONFIG);
-	assert_string_equal(why, "security.retiring_key_file: needed with security.retiring_key_id");
+	assert_int_equal(
+	    warren_config_set(bad, "security.retiring_key_id", "svc", why, sizeof(why)), WARREN_OK);
+	assert_int_equal(warren_client_new(bad, "it_sign", &c, why, sizeof(why)),
+	                 WARREN_ERR_CONFIG);
+	assert_string_equal(why,
+	                    "security.retiring_key_file: only with security.scheme ed25519 (with "
+	                    "mac, the keyring holds the secrets that open bodies)");
+	assert_int_equal(
+	    warren_config_set(new, "security.retiring_key_id", "svc", why, sizeof(why)), WARREN_OK);
+	assert_int_equal(warren_client_new(new, "it_sign", &c, why, sizeof(why)),
+	                 WARREN_ERR_CONFIG);
+	assert_string_equal(why,
+	                    "security.retiring_key_file: needed with security.retiring_key_id");
 	{
 		struct raw *r = raw_connect();
 		raw_purge(r, "rpc.secure.dlq");
@@ -1119,6 +1240,149 @@ static void test_a_client_refuses_an_encrypt_list_it_cannot_follow(void **state)
 	}
 }
 
+/* A caller that retries a call under the same message id, the idempotent
+ * pattern of warren(7), makes a new call: it is answered, not taken for a
+ * replay of the first. */
+static void test_a_retry_under_the_same_message_id_is_answered(void **state)
+{
+	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
+	warren_config *cc = side("mac", "app", "app.mac", "mac-app", NULL);
+	warren_worker *w = start_worker(wc);
+	warren_client *c = start_client(cc);
+	warren_worker_stats st;
+
+	atomic_store(&runs, 0);
+	for (int i = 0; i < 2; i++) {
+		warren_reply *reply = NULL;
+		char why[300] = "";
+
+		assert_int_equal(
+		    warren_call(c, "secure.echo", NULL,
+		                &(warren_call_opts){.timeout_ms = 5000, .message_id = "order-7"},
+		                &reply, why, sizeof(why)),
+		    WARREN_OK);
+		assert_int_equal(warren_reply_status(reply), WARREN_STATUS_OK);
+		warren_reply_free(reply);
+	}
+	assert_int_equal(atomic_load(&runs), 2);
+	warren_worker_get_stats(w, &st);
+	assert_int_equal(st.replays, 0);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
+/* A signed request whose deadline passed while it waited is dropped as
+ * expired, even when its signature has also left security.window since:
+ * it is not poison. */
+static void test_an_expired_request_is_dropped_before_its_signature_is_checked(void **state)
+{
+	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
+	warren_worker *w = start_worker(wc);
+	struct raw *r = raw_connect();
+	int64_t now = warren_now_ms();
+	warren_worker_stats st;
+
+	atomic_store(&runs, 0);
+	raw_purge(r, "rpc.secure.dlq");
+	/* Signed ten minutes ago with a deadline a minute later: it waited
+	 * in a backlog longer than security.window (5m). */
+	raw_request(r, &(struct raw_req){.corr = "t-backlog",
+	                                 .msgid = "m-backlog",
+	                                 .reply_to = "it_sign.nobody",
+	                                 .signed_at = now - 600000,
+	                                 .deadline = now - 540000});
+	await_acked(w, 1, &st);
+	assert_int_equal(st.expired, 1);
+	assert_int_equal(st.unauthenticated, 0);
+	assert_int_equal(st.dead_lettered, 0);
+	assert_int_equal(raw_queue_count(r, "rpc.secure.dlq"), 0);
+	assert_int_equal(atomic_load(&runs), 0);
+	raw_close(r);
+	warren_worker_free(w);
+	warren_config_free(wc);
+}
+
+/* A signed request whose rpc-deadline is a string: it cannot even be read,
+ * let alone authenticated. */
+static void raw_bad_envelope(struct raw *r, const char *corr, const char *reply_to)
+{
+	struct envelope_meta m = {.format = ENVELOPE_FMT_JSON, .attempt = 1, .persistent = true};
+	struct envelope_props ep;
+	int n;
+
+	snprintf(m.method, sizeof(m.method), "secure.echo");
+	snprintf(m.correlation_id, sizeof(m.correlation_id), "%s", corr);
+	snprintf(m.reply_to, sizeof(m.reply_to), "%s", reply_to);
+	envelope_request_props(&m, &ep);
+	n = ep.props.headers.num_entries++;
+	ep.headers[n].key = amqp_cstring_bytes("rpc-deadline");
+	ep.headers[n].value.kind = AMQP_FIELD_KIND_UTF8;
+	ep.headers[n].value.value.bytes = amqp_cstring_bytes("soon");
+	assert_int_equal(raw_publish(r, "secure.echo", &ep.props, "{}", 2), 0);
+}
+
+/* A request whose signature does not verify names a reply_to and a
+ * correlation id nobody vouches for: the worker dead-letters it with its
+ * reason and answers nothing, so that it never signs an answer for an
+ * attacker nor publishes into a queue of the attacker's choosing. So is
+ * one whose envelope cannot be read, with signing on. */
+static void test_a_request_that_fails_authentication_gets_no_reply(void **state)
+{
+	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
+	warren_worker *w = start_worker(wc);
+	struct raw *r = raw_connect();
+	warren_worker_stats st;
+	int64_t now = warren_now_ms();
+
+	atomic_store(&runs, 0);
+	raw_purge(r, "rpc.secure.dlq");
+	/* The queue an attacker wants the worker to write into. Not exclusive:
+	 * the broker refuses other connections' publishes to an exclusive one. */
+	assert_non_null(amqp_queue_declare(raw_conn(r), 1, amqp_cstring_bytes("it_sign.victim"), 0,
+	                                   0, 0, 0, amqp_empty_table));
+	raw_purge(r, "it_sign.victim");
+	raw_request(r, &(struct raw_req){.corr = "t-unsigned",
+	                                 .msgid = "m-1",
+	                                 .reply_to = "it_sign.victim",
+	                                 .unsigned_ = true});
+	raw_request(r, &(struct raw_req){.corr = "t-forged",
+	                                 .msgid = "m-2",
+	                                 .reply_to = "it_sign.victim",
+	                                 .signed_body = "{\"a\":1}",
+	                                 .sent_body = "{\"a\":2}"});
+	raw_request(r, &(struct raw_req){.corr = "t-unknown",
+	                                 .msgid = "m-3",
+	                                 .reply_to = "it_sign.victim",
+	                                 .key_id = "intruder"});
+	raw_request(r, &(struct raw_req){.corr = "t-stale",
+	                                 .msgid = "m-4",
+	                                 .reply_to = "it_sign.victim",
+	                                 .signed_at = now - 600000});
+	raw_bad_envelope(r, "t-envelope", "it_sign.victim");
+	await_acked(w, 5, &st);
+	assert_int_equal(st.unauthenticated, 4);
+	assert_int_equal(st.dead_lettered, 5);
+	assert_int_equal(raw_queue_count(r, "it_sign.victim"), 0);
+	assert_int_equal(raw_queue_count(r, "rpc.secure.dlq"), 5);
+	assert_dead_letters(
+	    r, 5,
+	    (const char *const[][2]){
+	        {"bad-signature", "not signed (security.scheme is mac)"},
+	        {"bad-signature", "bad signature for key \"app\""},
+	        {"bad-signature", "unknown key \"intruder\""},
+	        {"bad-signature", NULL},
+	        {"bad-envelope", "header rpc-deadline: expected an integer, got a string"}});
+	assert_int_equal(atomic_load(&runs), 0);
+	raw_purge(r, "rpc.secure.dlq");
+	assert_non_null(
+	    amqp_queue_delete(raw_conn(r), 1, amqp_cstring_bytes("it_sign.victim"), 0, 0));
+	raw_close(r);
+	warren_worker_free(w);
+	warren_config_free(wc);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1142,6 +1406,9 @@ int main(void)
 	    cmocka_unit_test(test_a_caller_refuses_replies_that_break_its_encryption),
 	    cmocka_unit_test(test_a_forged_reply_does_not_end_the_call),
 	    cmocka_unit_test(test_a_client_refuses_an_encrypt_list_it_cannot_follow),
+	    cmocka_unit_test(test_an_expired_request_is_dropped_before_its_signature_is_checked),
+	    cmocka_unit_test(test_a_request_that_fails_authentication_gets_no_reply),
+	    cmocka_unit_test(test_a_retry_under_the_same_message_id_is_answered),
 	};
 
 	return cmocka_run_group_tests_name("sign", tests, setup, teardown);

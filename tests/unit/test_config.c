@@ -108,6 +108,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"security.keyring", ""},
 	    {"security.allow", ""},
 	    {"security.window", "300000ms"},
+	    {"security.replay_cache", "65536"},
 	    {"security.encrypt", ""},
 	    {"security.retiring_key_id", ""},
 	    {"security.retiring_key_file", ""},
