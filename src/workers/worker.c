@@ -358,6 +358,9 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 
 void worker_dead_letter(struct engine *e, struct job *j)
 {
+	/* So that a dead letter parked as unroutable is published again as
+	 * one (the handler thread of an abandoned job no longer sets it). */
+	j->action = JOB_DEAD_LETTER;
 	if (publish_dead_letter(e, j) != WARREN_OK) {
 		job_free(j); /* unacked: the broker delivers it again */
 	}
@@ -1190,8 +1193,11 @@ static int stop_handlers(struct warren_worker *w)
 		if (pthread_timedjoin_np(w->handler_threads[i], NULL, &until) == 0) {
 			continue;
 		}
+		bool detach;
+
 		pthread_mutex_lock(&w->mu);
-		if (w->thread_state[i] == THREAD_RUNNING) {
+		detach = w->thread_state[i] == THREAD_RUNNING;
+		if (detach) {
 			w->thread_state[i] = THREAD_DETACHED;
 			atomic_fetch_add(&w->refs, 1); /* the thread's, until it ends */
 			w->stats.detached_handlers++;
@@ -1199,7 +1205,7 @@ static int stop_handlers(struct warren_worker *w)
 			left++;
 		}
 		pthread_mutex_unlock(&w->mu);
-		if (w->thread_state[i] == THREAD_DETACHED) {
+		if (detach) {
 			pthread_detach(w->handler_threads[i]);
 		} else {
 			pthread_join(w->handler_threads[i], NULL); /* it was ending */

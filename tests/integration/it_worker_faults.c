@@ -340,20 +340,30 @@ static void test_an_unroutable_dead_letter_keeps_its_request(void **state)
 /* ------------------------------------------------------------ 8: message size */
 
 /* A body above message.max_size is dead-lettered "too-large" as it
- * arrives, its body not kept, and its handler never runs. */
+ * arrives, its body not kept, and its handler never runs; its caller is
+ * answered INVALID_ARGUMENT (this worker checks no signatures). */
 static void test_a_request_above_max_size_is_dead_lettered_too_large_unrun(void **state)
 {
 	const size_t n = 64 * 1024;
 	char *body = malloc(n + 16);
 	amqp_basic_properties_t p = props("big-1", "example.echo");
+	amqp_envelope_t env;
+	const char *why = "body of 65544 bytes is larger than message.max_size (1024)";
 	size_t len = 1;
 
 	start_worker((const char *const[]){"message.max_size=1k", NULL});
+	assert_int_equal(raw_consume_replies(raw), 0);
+	p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+	p.reply_to = amqp_cstring_bytes("amq.rabbitmq.reply-to");
 	memcpy(body, "{\"s\":\"", 6);
 	memset(body + 6, 'a', n);
 	memcpy(body + 6 + n, "\"}", 2);
 	assert_int_equal(raw_publish(raw, "example.echo", &p, body, n + 8), 0);
 	free(body);
+	assert_int_equal(raw_wait(raw, 10000, &env), 0);
+	assert_string_equal(raw_header(&env.message.properties, "rpc-status"), "3");
+	assert_non_null(memmem(env.message.body.bytes, env.message.body.len, why, strlen(why)));
+	amqp_destroy_envelope(&env);
 	assert_string_equal(take_dead_reason(&len), "too-large");
 	assert_int_equal(len, 0);
 	assert_int_equal(atomic_load(&echoes), 0);
