@@ -169,6 +169,9 @@ $(BUILD)/bin/user-service: $(USER_OBJ) $(STATIC_LIB)
 # Unit tests link the static library (internal symbols included). A test may
 # name rabbitmq-c functions to mock in WRAP_<test>.
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
+WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
+              amqp_confirm_select amqp_channel_close amqp_connection_close \
+              amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
