@@ -361,6 +361,12 @@ void worker_dead_letter(struct engine *e, struct job *j)
 	/* So that a dead letter parked as unroutable is published again as
 	 * one (the handler thread of an abandoned job no longer sets it). */
 	j->action = JOB_DEAD_LETTER;
+	if (j->delivery->generation != engine_generation(e)) {
+		/* Its connection is gone: the broker has the request back. */
+		requeue_note(j->worker, j);
+		job_free(j);
+		return;
+	}
 	if (publish_dead_letter(e, j) != WARREN_OK) {
 		job_free(j); /* unacked: the broker delivers it again */
 	}
