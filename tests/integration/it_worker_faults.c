@@ -61,6 +61,17 @@ static warren_status gate(warren_request *req, void *arg)
 	return WARREN_STATUS_OK;
 }
 
+/* Fails UNAVAILABLE on its first attempt, succeeds on the next. */
+static atomic_int flaky_runs;
+static warren_status flaky(warren_request *req, void *arg)
+{
+	atomic_fetch_add(&flaky_runs, 1);
+	if (warren_request_attempt(req) == 1) {
+		return warren_request_fail(req, WARREN_STATUS_UNAVAILABLE, NULL, "not yet");
+	}
+	return WARREN_STATUS_OK;
+}
+
 /* Stuck far past its time limit, until the test lets it go (at most a minute). */
 static warren_status stuck(warren_request *req, void *arg)
 {
@@ -92,6 +103,7 @@ static void start_worker(const char *const *overrides)
 	assert_int_equal(warren_worker_handle(worker, "example.echo", echo, NULL), WARREN_OK);
 	assert_int_equal(warren_worker_handle(worker, "example.gate", gate, NULL), WARREN_OK);
 	assert_int_equal(warren_worker_handle(worker, "example.stuck", stuck, NULL), WARREN_OK);
+	assert_int_equal(warren_worker_handle(worker, "example.flaky", flaky, NULL), WARREN_OK);
 	if (warren_worker_start(worker, why, sizeof(why)) != WARREN_OK) {
 		fail_msg("worker: %s", why);
 	}
@@ -115,6 +127,7 @@ static int fresh(void **state)
 		atomic_store(&runs[i], 0);
 	}
 	atomic_store(&echoes, 0);
+	atomic_store(&flaky_runs, 0);
 	atomic_store(&gate_open, false);
 	atomic_store(&gate_entered, false);
 	atomic_store(&stuck_returned, false);
@@ -337,6 +350,65 @@ static void test_an_unroutable_dead_letter_keeps_its_request(void **state)
 	assert_int_equal(stats().dead_lettered, 1);
 }
 
+static bool ran_twice(void)
+{
+	return atomic_load(&flaky_runs) >= 2;
+}
+
+/* A transient failure of a request that came through the default exchange:
+ * its retry waits in a delay tier and comes back under its method, so its
+ * second attempt runs (under the queue's name no binding would take it back). */
+static void test_a_retry_of_a_request_from_the_default_exchange_comes_back(void **state)
+{
+	amqp_basic_properties_t p = props("dx-flaky", "example.flaky");
+
+	start_worker(NULL);
+	publish_to("", "rpc.example", &p, "{}", 2);
+	assert_true(await(ran_twice, 10000));
+	assert_int_equal(stats().retried, 1);
+	assert_int_equal(raw_queue_count(raw, "rpc.example.dlq"), 0);
+}
+
+/* The delay tiers a first retry may use (250 to 500 ms). */
+static const char *const first_tiers[] = {"rpc.delay.250ms", "rpc.delay.500ms"};
+
+static int rebind_tiers(void **state)
+{
+	for (int i = 0; i < 2; i++) {
+		amqp_queue_bind(raw_conn(raw), 1, amqp_cstring_bytes(first_tiers[i]),
+		                amqp_cstring_bytes(first_tiers[i]), amqp_cstring_bytes(""),
+		                amqp_empty_table);
+	}
+	return done(state);
+}
+
+/* A retry no delay tier takes comes back unroutable: the request is kept,
+ * not acked, and its retry goes through once the tier is bound again. */
+static void test_an_unroutable_retry_keeps_its_request(void **state)
+{
+	amqp_basic_properties_t p = props("unbound-retry", "example.flaky");
+
+	start_worker(NULL);
+	for (int i = 0; i < 2; i++) {
+		assert_non_null(amqp_queue_unbind(
+		    raw_conn(raw), 1, amqp_cstring_bytes(first_tiers[i]),
+		    amqp_cstring_bytes(first_tiers[i]), amqp_cstring_bytes(""), amqp_empty_table));
+	}
+	assert_int_equal(raw_publish(raw, "example.flaky", &p, "{}", 2), 0);
+	sleep(2);
+	assert_int_equal(atomic_load(&flaky_runs), 1);
+	assert_int_equal(stats().retried, 0);
+	assert_int_equal(stats().acked, 0);
+	assert_true(stats().unroutable >= 1);
+	for (int i = 0; i < 2; i++) {
+		assert_non_null(amqp_queue_bind(
+		    raw_conn(raw), 1, amqp_cstring_bytes(first_tiers[i]),
+		    amqp_cstring_bytes(first_tiers[i]), amqp_cstring_bytes(""), amqp_empty_table));
+	}
+	assert_true(await(ran_twice, 15000));
+	assert_int_equal(stats().retried, 1);
+}
+
 /* ------------------------------------------------------------ 8: message size */
 
 /* A body above message.max_size is dead-lettered "too-large" as it
@@ -507,6 +579,10 @@ int main(void)
 	        test_poison_from_the_default_exchange_is_dead_lettered_by_method, fresh, done),
 	    cmocka_unit_test_setup_teardown(test_an_unroutable_dead_letter_keeps_its_request, fresh,
 	                                    rebind_dlq),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_retry_of_a_request_from_the_default_exchange_comes_back, fresh, done),
+	    cmocka_unit_test_setup_teardown(test_an_unroutable_retry_keeps_its_request, fresh,
+	                                    rebind_tiers),
 	    cmocka_unit_test_setup_teardown(
 	        test_a_request_above_max_size_is_dead_lettered_too_large_unrun, fresh, done),
 	    cmocka_unit_test_setup_teardown(
