@@ -133,8 +133,8 @@ static void put_stats(FILE *f, const struct warren_worker *w, const warren_worke
 	put_scalar(f, w, "warren_worker_stale_dropped_total", "counter",
 	           "Queued requests of a lost connection dropped before their handler ran.",
 	           st->stale_dropped);
-	put_scalar(f, w, "warren_worker_detached_handlers", "gauge",
-	           "Handler threads a stop left behind, still stuck in their handler.",
+	put_scalar(f, w, "warren_worker_detached_handlers_total", "counter",
+	           "Handler threads a stop left behind, stuck in their handler.",
 	           st->detached_handlers);
 	put_scalar(f, w, "warren_worker_blocked_seconds_total", "counter",
 	           "Time the broker blocked this worker's publishes (memory or disk alarm).",
