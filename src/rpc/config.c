@@ -123,9 +123,10 @@ const struct config_def config_defs[CFG__COUNT] = {
                                 "Delay before the first retry; each further retry waits twice "
                                 "as long, with random jitter up to the same again."},
     [CFG_WORKER_CRASH_LIMIT] = {"worker.crash_limit", CONFIG_INT, 0, 100, "3", false, NULL,
-                                "Earlier deliveries (x-delivery-count) after which a request is "
-                                "dead-lettered unexecuted as one that crashes its worker; 0 "
-                                "leaves it to the broker's delivery-limit."},
+                                "Deliveries that ended with their worker dead (x-delivery-count "
+                                "less the returns the worker caused) after which a request is "
+                                "dead-lettered unexecuted; 0 leaves it to the broker's "
+                                "delivery-limit."},
     [CFG_WORKER_BREAKER_THRESHOLD] = {"worker.breaker_threshold", CONFIG_INT, 0, 100000, "10",
                                       false, NULL,
                                       "Consecutive UNAVAILABLE or RESOURCE_EXHAUSTED failures "

@@ -19,7 +19,7 @@
 #define DL_H_QUEUE "rpc-dead-queue"   /* string: the queue it was taken from */
 /* rpc-attempt (int) then counts the attempts made, the last included. */
 
-/* Reasons. A worker writes the first eight; a message the broker itself
+/* Reasons. A worker writes the first nine; a message the broker itself
  * dead-lettered carries no rpc-dead-reason but x-first-death-reason
  * ("delivery_limit", "rejected", "expired", "maxlen"), which readers show
  * as "broker:<that reason>". */
@@ -31,5 +31,9 @@
 #define DL_R_HANDLER_TIMEOUT "handler-timeout" /* its handler ran past its time limit */
 #define DL_R_BAD_SIGNATURE "bad-signature" /* unsigned, badly signed, unknown or stale key */
 #define DL_R_NOT_ALLOWED "not-allowed"     /* the signing key may not call the method */
+/* The body is larger than message.max_size (plus the seal's 40 bytes when
+ * sealed): refused as it arrived, before any check, opening or decoding;
+ * its body was not kept, so the dead letter's body is empty. */
+#define DL_R_TOO_LARGE "too-large"
 
 #endif

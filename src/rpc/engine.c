@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,7 @@ struct engine {
 	/* batch_acks: deliveries from the oldest unsettled one on, in order
 	 * (dl[dl_head .. dl_head + dl_len)); acks_pending: some ACK_PENDING. */
 	bool batch_acks, acks_pending;
+	size_t max_body; /* engine_config.max_body */
 	struct unsettled *dl;
 	size_t dl_cap, dl_head, dl_len;
 	int64_t backoff_ms, next_attempt;
@@ -214,6 +216,7 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->tls_key = strdup(cfg->tls_key != NULL ? cfg->tls_key : "");
 	e->tls_verify = cfg->tls_verify;
 	e->batch_acks = cfg->batch_acks;
+	e->max_body = cfg->max_body;
 	e->name = strdup(cfg->name != NULL ? cfg->name : "warren");
 	e->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->vhost == NULL || e->name == NULL || e->wakefd < 0 || e->tls_ca == NULL ||
@@ -648,11 +651,142 @@ void engine_fail(struct engine *e, const char *why)
 
 /* ------------------------------------------------------------ frames */
 
+static void dispatch(struct engine *e, const amqp_frame_t *f);
+
+/* The properties of a content header live in the channel's pool, which
+ * later frames recycle: copied into pool, as amqp_read_message does (its
+ * clone is not exported). */
+static int clone_bytes(amqp_pool_t *pool, amqp_bytes_t in, amqp_bytes_t *out)
+{
+	if (in.len == 0) {
+		*out = amqp_empty_bytes;
+		return 0;
+	}
+	amqp_pool_alloc_bytes(pool, in.len, out);
+	if (out->bytes == NULL) {
+		return -1;
+	}
+	memcpy(out->bytes, in.bytes, in.len);
+	return 0;
+}
+
+static int clone_props(const amqp_basic_properties_t *in, amqp_basic_properties_t *out,
+                       amqp_pool_t *pool)
+{
+	static const struct {
+		amqp_flags_t flag;
+		size_t offset;
+	} fields[] = {
+	    {AMQP_BASIC_CONTENT_TYPE_FLAG, offsetof(amqp_basic_properties_t, content_type)},
+	    {AMQP_BASIC_CONTENT_ENCODING_FLAG, offsetof(amqp_basic_properties_t, content_encoding)},
+	    {AMQP_BASIC_CORRELATION_ID_FLAG, offsetof(amqp_basic_properties_t, correlation_id)},
+	    {AMQP_BASIC_REPLY_TO_FLAG, offsetof(amqp_basic_properties_t, reply_to)},
+	    {AMQP_BASIC_EXPIRATION_FLAG, offsetof(amqp_basic_properties_t, expiration)},
+	    {AMQP_BASIC_MESSAGE_ID_FLAG, offsetof(amqp_basic_properties_t, message_id)},
+	    {AMQP_BASIC_TYPE_FLAG, offsetof(amqp_basic_properties_t, type)},
+	    {AMQP_BASIC_USER_ID_FLAG, offsetof(amqp_basic_properties_t, user_id)},
+	    {AMQP_BASIC_APP_ID_FLAG, offsetof(amqp_basic_properties_t, app_id)},
+	    {AMQP_BASIC_CLUSTER_ID_FLAG, offsetof(amqp_basic_properties_t, cluster_id)},
+	};
+
+	*out = *in; /* the flags and the scalar fields */
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		const amqp_bytes_t *from =
+		    (const amqp_bytes_t *)((const char *)in + fields[i].offset);
+		amqp_bytes_t *to = (amqp_bytes_t *)((char *)out + fields[i].offset);
+
+		*to = amqp_empty_bytes;
+		if ((in->_flags & fields[i].flag) && clone_bytes(pool, *from, to) != 0) {
+			return -1;
+		}
+	}
+	out->headers = amqp_empty_table;
+	if ((in->_flags & AMQP_BASIC_HEADERS_FLAG) &&
+	    amqp_table_clone(&in->headers, &out->headers, pool) != AMQP_STATUS_OK) {
+		return -1;
+	}
+	return 0;
+}
+
+/* The next frame of the content being read. The frames of one content come
+ * in a row on its channel; a method frame of channel 0 (connection.close,
+ * connection.blocked) may come between them and is dispatched. */
+static int content_frame(struct engine *e, amqp_frame_t *f, char *why, size_t n)
+{
+	for (;;) {
+		int st = amqp_simple_wait_frame(e->conn, f);
+
+		if (st != AMQP_STATUS_OK) {
+			snprintf(why, n, "connection lost reading a delivery: %s",
+			         amqp_error_string2(st));
+			return -1;
+		}
+		if (f->channel != 0 || f->frame_type != AMQP_FRAME_METHOD) {
+			return 0;
+		}
+		dispatch(e, f);
+		if (e->fail_pending) {
+			snprintf(why, n, "%s", e->fail_why);
+			return -1;
+		}
+	}
+}
+
+/* Reads the content header and body of a delivery into d, as
+ * amqp_read_message would, except that a body larger than max_body is
+ * read off the socket frame by frame and dropped, never assembled: memory
+ * held for deliveries stays within prefetch x max_body. */
+static int read_content(struct engine *e, struct engine_delivery *d, char *why, size_t n)
+{
+	amqp_frame_t f;
+	uint64_t got = 0;
+
+	if (content_frame(e, &f, why, n) != 0) {
+		return -1;
+	}
+	if (f.frame_type != AMQP_FRAME_HEADER || f.channel != CHANNEL ||
+	    f.payload.properties.class_id != AMQP_BASIC_CLASS) {
+		snprintf(why, n, "reading a delivery: expected its content header");
+		return -1;
+	}
+	init_amqp_pool(&d->message.pool, 4096);
+	if (clone_props(f.payload.properties.decoded, &d->message.properties, &d->message.pool) !=
+	    0) {
+		snprintf(why, n, "out of memory reading a delivery");
+		return -1;
+	}
+	d->body_size = f.payload.properties.body_size;
+	d->too_large = e->max_body > 0 && d->body_size > e->max_body;
+	if (!d->too_large && d->body_size > 0) {
+		d->message.body = amqp_bytes_malloc((size_t)d->body_size);
+		if (d->message.body.bytes == NULL) {
+			snprintf(why, n, "out of memory reading a delivery of %llu bytes",
+			         (unsigned long long)d->body_size);
+			return -1;
+		}
+	}
+	while (got < d->body_size) {
+		if (content_frame(e, &f, why, n) != 0) {
+			return -1;
+		}
+		if (f.frame_type != AMQP_FRAME_BODY || f.channel != CHANNEL ||
+		    f.payload.body_fragment.len > d->body_size - got) {
+			snprintf(why, n, "reading a delivery: a bad body frame");
+			return -1;
+		}
+		if (!d->too_large) {
+			memcpy((char *)d->message.body.bytes + got, f.payload.body_fragment.bytes,
+			       f.payload.body_fragment.len);
+		}
+		got += f.payload.body_fragment.len;
+	}
+	return 0;
+}
+
 static void on_deliver(struct engine *e, const amqp_frame_t *f)
 {
 	const amqp_basic_deliver_t *m = f->payload.method.decoded;
 	struct engine_delivery *d = calloc(1, sizeof(*d));
-	amqp_rpc_reply_t r;
 	char why[300];
 
 	if (d == NULL) {
@@ -665,10 +799,9 @@ static void on_deliver(struct engine *e, const amqp_frame_t *f)
 	amqp_bytes_t rk = m->routing_key;
 	size_t n = rk.len < sizeof(d->routing_key) - 1 ? rk.len : sizeof(d->routing_key) - 1;
 	memcpy(d->routing_key, rk.bytes, n);
-	r = amqp_read_message(e->conn, f->channel, &d->message, 0);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		free(d);
-		engine_describe_reply(r, "reading a delivery", why, sizeof(why));
+	/* m points into the channel's pool: nothing of it is read after this. */
+	if (read_content(e, d, why, sizeof(why)) != 0) {
+		engine_delivery_free(d);
 		engine_fail(e, why);
 		return;
 	}

@@ -33,6 +33,9 @@ struct engine_delivery {
 	bool redelivered;
 	char routing_key[256];
 	amqp_message_t message; /* properties (own pool) and body (malloc) */
+	uint64_t body_size;     /* as its content header announced it */
+	bool too_large;         /* body_size > engine_config.max_body: the body was read
+	                         * off the socket and dropped (message.body is empty) */
 };
 void engine_delivery_free(struct engine_delivery *d);
 
@@ -70,6 +73,10 @@ struct engine_config {
 	 * of a loop turn go out at its end, merged with multiple=1 as far as
 	 * delivery order allows. */
 	bool batch_acks;
+	/* A delivery whose content header announces a body larger than this is
+	 * handed over without its body (engine_delivery.too_large), which is
+	 * never assembled; 0: no limit. */
+	size_t max_body;
 };
 
 /* The broker.* keys of cfg; name is the connection's name. Points into

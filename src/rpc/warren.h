@@ -370,6 +370,12 @@ typedef struct warren_worker_stats {
 	uint64_t replays;       /* dropped: the same signed request seen again within the window */
 	uint64_t redelivered;   /* deliveries the broker marked redelivered */
 	uint64_t blocked_ms;    /* time the broker has blocked this worker's publishes */
+	uint64_t unroutable;    /* dead letters and retries the broker returned unroutable
+	                         * (their requests are held, not acked) */
+	uint64_t stale_dropped; /* queued requests of a lost connection dropped unrun (the
+	                         * broker redelivers them) */
+	uint64_t detached_handlers; /* handler threads still stuck when the worker stopped,
+	                             * left behind instead of joined */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

@@ -252,8 +252,9 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 	char why[400];
 
 	/* Handed out this often without ever being answered: it takes its
-	 * worker down with it. Do not run it again. */
-	if (w->crash_limit > 0 && j->meta.delivery_count >= w->crash_limit) {
+	 * worker down with it. Do not run it again. Returns this worker caused
+	 * itself (a requeue, a lost connection) are no crash (requeue.c). */
+	if (w->crash_limit > 0 && requeue_crashes(w, j) >= w->crash_limit) {
 		snprintf(why, sizeof(why),
 		         "delivered %d times without an answer: it may crash its worker",
 		         j->meta.delivery_count + 1);
@@ -274,6 +275,33 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 	return WARREN_OK;
 }
 
+/* A body above message.max_size (the seal's overhead more when sealed) is
+ * refused before anything else is done with it: no signature check, no
+ * opening, no decoding. Above the engine's limit it was not even kept
+ * (engine_delivery.too_large): the dead letter carries the request's
+ * properties and an empty body. Its sender is unknown when the worker
+ * checks signatures, and when its envelope is bad: then no reply. */
+static bool refuse_too_large(struct warren_worker *w, struct job *j, bool envelope_ok)
+{
+	const struct engine_delivery *d = j->delivery;
+	size_t limit = w->max_size + (envelope_ok && j->meta.sealed ? SEAL_OVERHEAD : 0);
+	char why[200];
+
+	if (!d->too_large && d->message.body.len <= limit) {
+		return false;
+	}
+	snprintf(why, sizeof(why), "body of %llu bytes is larger than message.max_size (%zu)",
+	         (unsigned long long)d->body_size, w->max_size);
+	/* Answered only when the request can be trusted to name its caller:
+	 * a readable envelope, and no signing (its signature is not checked). */
+	if (envelope_ok && w->sec == NULL) {
+		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_TOO_LARGE, why);
+	} else {
+		dead_letter_unanswered(j, DL_R_TOO_LARGE, why);
+	}
+	return true;
+}
+
 bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 {
 	const amqp_message_t *msg;
@@ -290,7 +318,11 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	}
 	msg = &j->delivery->message;
 
-	if (envelope_read(&msg->properties, &j->meta, why, sizeof(why)) != WARREN_OK) {
+	err = envelope_read(&msg->properties, &j->meta, why, sizeof(why));
+	if (refuse_too_large(w, j, err == WARREN_OK)) {
+		return true;
+	}
+	if (err != WARREN_OK) {
 		/* With signing on, nothing of it can be verified: no answer. */
 		if (w->sec != NULL) {
 			dead_letter_unanswered(j, DL_R_BAD_ENVELOPE, why);

@@ -8,8 +8,8 @@
 #include "worker_int.h"
 
 static const char *const reasons[METRICS_NREASONS] = {
-    DL_R_UNDECODABLE, DL_R_BAD_ENVELOPE,    DL_R_UNKNOWN_METHOD, DL_R_CRASHED,
-    DL_R_RETRIES,     DL_R_HANDLER_TIMEOUT, DL_R_BAD_SIGNATURE,  DL_R_NOT_ALLOWED};
+    DL_R_UNDECODABLE,     DL_R_BAD_ENVELOPE,  DL_R_UNKNOWN_METHOD, DL_R_CRASHED,  DL_R_RETRIES,
+    DL_R_HANDLER_TIMEOUT, DL_R_BAD_SIGNATURE, DL_R_NOT_ALLOWED,    DL_R_TOO_LARGE};
 
 /* ------------------------------------------------------------ recording */
 
@@ -126,6 +126,16 @@ static void put_stats(FILE *f, const struct warren_worker *w, const warren_worke
 	           "Signed requests dropped as replays.", st->replays);
 	put_scalar(f, w, "warren_worker_redelivered_total", "counter",
 	           "Deliveries the broker marked redelivered.", st->redelivered);
+	put_scalar(f, w, "warren_worker_unroutable_total", "counter",
+	           "Dead letters and retries the broker returned unroutable; their requests are "
+	           "held, not acked.",
+	           st->unroutable);
+	put_scalar(f, w, "warren_worker_stale_dropped_total", "counter",
+	           "Queued requests of a lost connection dropped before their handler ran.",
+	           st->stale_dropped);
+	put_scalar(f, w, "warren_worker_detached_handlers_total", "counter",
+	           "Handler threads a stop left behind, stuck in their handler.",
+	           st->detached_handlers);
 	put_scalar(f, w, "warren_worker_blocked_seconds_total", "counter",
 	           "Time the broker blocked this worker's publishes (memory or disk alarm).",
 	           st->blocked_ms / 1000);

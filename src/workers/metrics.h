@@ -15,7 +15,7 @@ struct warren_worker;
 struct method;
 
 /* The dead-letter reasons a worker writes (deadletter.h), in a fixed order. */
-#define METRICS_NREASONS 8
+#define METRICS_NREASONS 9
 
 /* One method's counts and latencies; under the worker's mu. */
 struct method_metrics {

@@ -2,6 +2,7 @@
  * queue (prefetch sized to the pool) and feeds a fixed pool of handler
  * threads; handlers never touch AMQP. A reply is published, confirmed by the
  * broker, and only then is its request acked. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "forward.h"
 #include "log.h"
 #include "retry.h"
+#include "seal.h"
 #include "worker_int.h"
 
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
@@ -67,6 +69,20 @@ void job_free(struct job *j)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* A request goes back to its queue by this worker's doing: rejected with
+ * requeue (NACK), or left unacked on a lost connection (LOST). Noted, so
+ * that its next delivery's crash count leaves the return out. */
+static void give_back(struct engine *e, struct job *j, enum engine_confirm outcome)
+{
+	if (j->delivery == NULL) {
+		return;
+	}
+	requeue_note(j->worker, j);
+	if (outcome == ENGINE_NACK) {
+		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
+	}
+}
+
 static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
 	struct job *j = ctx;
@@ -74,13 +90,16 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.replied, 1);
-		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
-		worker_count(w, &w->stats.acked, 1);
-	} else if (outcome == ENGINE_NACK) {
-		/* The broker could not take the reply: run the request again. */
-		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
+		if (j->delivery->generation == engine_generation(e)) {
+			engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+			worker_count(w, &w->stats.acked, 1);
+		}
+	} else {
+		/* NACK: the broker could not take the reply: run the request
+		 * again. LOST: the broker requeues the unacked request by itself.
+		 * Either way a return that crashed nothing. */
+		give_back(e, j, outcome);
 	}
-	/* ENGINE_LOST: the broker requeues the unacked request by itself. */
 	job_free(j);
 }
 
@@ -101,12 +120,120 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 	                      j->reply_len, fn, j);
 }
 
+/* ------------------------------------------------------------ unroutable */
+
+/* Dead letters and retries are published mandatory: one that no queue
+ * takes comes back (basic.return, before its confirm), and its request is
+ * kept. */
+static void sent_link(struct warren_worker *w, struct job *j)
+{
+	j->returned = false;
+	j->pub_prev = NULL;
+	j->pub_next = w->sent;
+	if (w->sent != NULL) {
+		w->sent->pub_prev = j;
+	}
+	w->sent = j;
+}
+
+static void sent_unlink(struct warren_worker *w, struct job *j)
+{
+	if (j->pub_prev != NULL) {
+		j->pub_prev->pub_next = j->pub_next;
+	} else if (w->sent == j) {
+		w->sent = j->pub_next;
+	}
+	if (j->pub_next != NULL) {
+		j->pub_next->pub_prev = j->pub_prev;
+	}
+	j->pub_prev = j->pub_next = NULL;
+}
+
+static bool same_bytes(bool a_set, amqp_bytes_t a, bool b_set, amqp_bytes_t b)
+{
+	if (!a_set || !b_set) {
+		return a_set == b_set;
+	}
+	return a.len == b.len && (a.len == 0 || memcmp(a.bytes, b.bytes, a.len) == 0);
+}
+
+/* A returned message carries the properties it was published with, which
+ * are its request's: the oldest unconfirmed publish with the same
+ * correlation id is the one (returns come in publish order). */
+static void worker_returned(struct engine *e, void *arg, const amqp_basic_properties_t *props,
+                            int code, const char *text)
+{
+	struct warren_worker *w = arg;
+	struct job *oldest = NULL;
+	bool set = props->_flags & AMQP_BASIC_CORRELATION_ID_FLAG;
+
+	for (struct job *j = w->sent; j != NULL; j = j->pub_next) {
+		const amqp_basic_properties_t *p = &j->delivery->message.properties;
+
+		if (!j->returned && same_bytes(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG,
+		                               p->correlation_id, set, props->correlation_id)) {
+			oldest = j; /* the list is newest first */
+		}
+	}
+	if (oldest != NULL) {
+		oldest->returned = true;
+		log_warn("the broker returned the %s of correlation_id=%s: %d %s",
+		         oldest->action == JOB_RETRY ? "retry" : "dead letter",
+		         oldest->meta.correlation_id, code, text);
+	}
+}
+
+/* Holds a request whose dead letter or retry came back unroutable: not
+ * acked, published again after a back-off (1 s doubling to 30 s), until
+ * half the broker's consumer_timeout has passed; then it goes back to the
+ * queue (rejected with requeue), before the broker would close the
+ * channel over it. */
+#define PARK_MIN_MS 1000
+#define PARK_MAX_MS 30000
+
+static void park(struct warren_worker *w, struct engine *e, struct job *j)
+{
+	int64_t now = engine_now();
+
+	worker_count(w, &w->stats.unroutable, 1);
+	if (j->parked_since == 0) {
+		j->parked_since = now;
+		j->park_backoff = PARK_MIN_MS;
+	} else {
+		j->park_backoff =
+		    j->park_backoff * 2 > PARK_MAX_MS ? PARK_MAX_MS : j->park_backoff * 2;
+	}
+	if (now - j->parked_since >= w->consumer_timeout_ms / 2) {
+		log_error(
+		    "no queue took the %s of correlation_id=%s for %lld s: giving the request "
+		    "back to %s",
+		    j->action == JOB_RETRY ? "retry" : "dead letter", j->meta.correlation_id,
+		    (long long)(now - j->parked_since) / 1000, w->queue);
+		give_back(e, j, ENGINE_NACK);
+		job_free(j);
+		return;
+	}
+	log_error("no queue is bound for the %s of correlation_id=%s (exchange %s): holding the "
+	          "request unacked, trying again in %lld ms",
+	          j->action == JOB_RETRY ? "retry" : "dead letter", j->meta.correlation_id,
+	          j->action == JOB_RETRY ? "rpc.delay.*" : DEADLETTER_EXCHANGE,
+	          (long long)j->park_backoff);
+	j->park_until = now + j->park_backoff;
+	j->park_next = w->parked;
+	w->parked = j;
+}
+
 /* The dead letter is safe: now tell the caller, if one waits, then ack. */
 static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
 	struct job *j = ctx;
 	struct warren_worker *w = j->worker;
 
+	sent_unlink(w, j);
+	if (outcome == ENGINE_ACK && j->returned) {
+		park(w, e, j);
+		return;
+	}
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.dead_lettered, 1);
 		metrics_record_dead_letter(w, j->dead_reason);
@@ -116,8 +243,8 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 		}
 		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
 		worker_count(w, &w->stats.acked, 1);
-	} else if (outcome == ENGINE_NACK) {
-		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
+	} else {
+		give_back(e, j, outcome);
 	}
 	job_free(j);
 }
@@ -127,17 +254,44 @@ static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	struct job *j = ctx;
 	struct warren_worker *w = j->worker;
 
+	sent_unlink(w, j);
+	if (outcome == ENGINE_ACK && j->returned) {
+		park(w, e, j);
+		return;
+	}
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.retried, 1);
 		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
 		worker_count(w, &w->stats.acked, 1);
-	} else if (outcome == ENGINE_NACK) {
-		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
+	} else {
+		give_back(e, j, outcome);
 	}
 	job_free(j);
 }
 
-/* The request as it came, to rpc.dlx under its routing key, with why. */
+/* The routing key of a request's dead letter or retry: its method when
+ * that is one of this service's, so that rpc.<service>.dlq's binding
+ * (<service>.#) takes the dead letter, and rpc.<service>'s takes the retry
+ * back after its wait, whatever key brought the request to the queue (the
+ * default exchange and the queue's name, say); otherwise the service's
+ * name, which the same bindings match. */
+static void route_key(const struct job *j, char *out, size_t n)
+{
+	const char *svc = j->worker->service;
+	const char *cands[] = {j->meta.method, j->delivery->routing_key};
+	size_t slen = strlen(svc);
+
+	for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+		if (strncmp(cands[i], svc, slen) == 0 &&
+		    (cands[i][slen] == '\0' || cands[i][slen] == '.')) {
+			snprintf(out, n, "%s", cands[i]);
+			return;
+		}
+	}
+	snprintf(out, n, "%s", svc);
+}
+
+/* The request as it came, to rpc.dlx under its method, with why. */
 static warren_err publish_dead_letter(struct engine *e, struct job *j)
 {
 	const struct engine_delivery *d = j->delivery;
@@ -151,16 +305,21 @@ static warren_err publish_dead_letter(struct engine *e, struct job *j)
 	    forward_int("rpc-attempt", j->meta.attempt),
 	};
 	struct forward f;
+	char key[256];
 	warren_err err;
 
 	if (!forward_props(&f, &d->message.properties, add, (int)(sizeof(add) / sizeof(add[0])))) {
 		return WARREN_ERR_NOMEM;
 	}
-	log_warn("dead-lettering %s correlation_id=%s reason=%s: %s", d->routing_key,
-	         j->meta.correlation_id, j->dead_reason, j->dead_error);
-	err = engine_publish(e, DEADLETTER_EXCHANGE, d->routing_key, false, &f.props,
-	                     d->message.body.bytes, d->message.body.len, on_dead_letter_confirm, j);
+	route_key(j, key, sizeof(key));
+	log_warn("dead-lettering %s correlation_id=%s reason=%s: %s", key, j->meta.correlation_id,
+	         j->dead_reason, j->dead_error);
+	err = engine_publish(e, DEADLETTER_EXCHANGE, key, true, &f.props, d->message.body.bytes,
+	                     d->message.body.len, on_dead_letter_confirm, j);
 	forward_free(&f);
+	if (err == WARREN_OK) {
+		sent_link(w, j);
+	}
 	return err;
 }
 
@@ -173,6 +332,7 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 	                            forward_bytes(SECURITY_RETRY_TOKEN, token, sizeof(token))};
 	const struct retry_tier *tier = retry_tier_for(j->retry_delay_ms);
 	struct forward f;
+	char key[256];
 	warren_err err;
 
 	/* A signed request's retry proves it is one (security.h). */
@@ -184,16 +344,29 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 		return WARREN_ERR_NOMEM;
 	}
 	forward_expire_after(&f, j->retry_delay_ms);
-	log_info("retrying %s correlation_id=%s attempt=%d in %lld ms", d->routing_key,
-	         j->meta.correlation_id, j->meta.attempt + 1, (long long)j->retry_delay_ms);
-	err = engine_publish(e, tier->name, d->routing_key, false, &f.props, d->message.body.bytes,
+	route_key(j, key, sizeof(key));
+	log_info("retrying %s correlation_id=%s attempt=%d in %lld ms", key, j->meta.correlation_id,
+	         j->meta.attempt + 1, (long long)j->retry_delay_ms);
+	err = engine_publish(e, tier->name, key, true, &f.props, d->message.body.bytes,
 	                     d->message.body.len, on_retry_confirm, j);
 	forward_free(&f);
+	if (err == WARREN_OK) {
+		sent_link(j->worker, j);
+	}
 	return err;
 }
 
 void worker_dead_letter(struct engine *e, struct job *j)
 {
+	/* So that a dead letter parked as unroutable is published again as
+	 * one (the handler thread of an abandoned job no longer sets it). */
+	j->action = JOB_DEAD_LETTER;
+	if (j->delivery->generation != engine_generation(e)) {
+		/* Its connection is gone: the broker has the request back. */
+		requeue_note(j->worker, j);
+		job_free(j);
+		return;
+	}
 	if (publish_dead_letter(e, j) != WARREN_OK) {
 		job_free(j); /* unacked: the broker delivers it again */
 	}
@@ -209,6 +382,17 @@ static void finish_task(struct engine *e, struct engine_task *t)
 	const struct engine_delivery *d = j->delivery;
 	struct warren_worker *w = j->worker;
 
+	/* Its connection is gone and the broker has requeued the request: a
+	 * reply still ends the caller's wait (the request's next delivery
+	 * will answer again, and the caller drops the duplicate), but a dead
+	 * letter or a retry would be made twice. */
+	if (d != NULL && d->generation != engine_generation(e)) {
+		requeue_note(w, j);
+		if (j->action != JOB_REPLY_THEN_ACK) {
+			job_free(j);
+			return;
+		}
+	}
 	if (j->action != JOB_ACK && j->action != JOB_PROBE && engine_blocked(e) != NULL) {
 		j->held_next = NULL;
 		if (w->held_tail != NULL) {
@@ -260,7 +444,9 @@ static struct job *next_job(struct warren_worker *w)
 	while (w->head == NULL && !w->quit) {
 		pthread_cond_wait(&w->cond, &w->mu);
 	}
-	j = w->head;
+	/* Stopping: what is still queued is never started (the broker has
+	 * it back once the connection closes). */
+	j = w->quit ? NULL : w->head;
 	if (j != NULL) {
 		w->head = j->next;
 		if (w->head == NULL) {
@@ -271,10 +457,32 @@ static struct job *next_job(struct warren_worker *w)
 	return j;
 }
 
+static void worker_release(struct warren_worker *w);
+
+/* A handler thread ends: false when a stop left it behind; it then drops
+ * its reference to the worker (the last one frees it) and must not call
+ * thread_fini, whose argument the owner may have freed since. */
+static bool thread_exit(struct warren_worker *w, int index)
+{
+	bool left_behind;
+
+	pthread_mutex_lock(&w->mu);
+	left_behind = w->thread_state[index] == THREAD_DETACHED;
+	if (!left_behind) {
+		w->thread_state[index] = THREAD_EXITED;
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (left_behind) {
+		worker_release(w);
+	}
+	return !left_behind;
+}
+
 static void *handler_main(void *arg)
 {
 	struct thread_start *ts = arg;
 	struct warren_worker *w = ts->w;
+	int index = ts->index;
 	void *data = w->thread_init != NULL ? w->thread_init(ts->index, w->thread_arg) : NULL;
 	struct job *j;
 
@@ -288,6 +496,9 @@ static void *handler_main(void *arg)
 		} else if (!engine_submit(w->engine, &j->task)) {
 			job_free(j); /* stopped: unacked, so the broker requeues it */
 		}
+	}
+	if (!thread_exit(w, index)) {
+		return NULL;
 	}
 	if (w->thread_fini != NULL) {
 		w->thread_fini(data, w->thread_arg);
@@ -515,12 +726,6 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	struct warren_worker *w = arg;
 	struct job *j;
 
-	if (w->stopping) {
-		/* Raced in after basic.cancel: give it back untouched. */
-		engine_reject(e, d->generation, d->delivery_tag, true);
-		engine_delivery_free(d);
-		return;
-	}
 	if (d->redelivered) {
 		worker_count(w, &w->stats.redelivered, 1);
 	}
@@ -531,26 +736,107 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		return;
 	}
 	j->delivery = d;
+	if (w->stopping) {
+		/* Raced in after basic.cancel: give it back untouched. */
+		give_back(e, j, ENGINE_NACK);
+		engine_delivery_free(d);
+		free(j); /* never queued: not in progress */
+		return;
+	}
 	enqueue(w, j, false);
 	w->unsignaled++;
 }
 
-static void worker_returned(struct engine *e, void *arg, const amqp_basic_properties_t *props,
-                            int code, const char *text)
+/* Under mu: takes the queued jobs of connection gen out of the handler
+ * queue (their requests are the broker's again) and notes, for the crash
+ * count, every request of gen this worker still holds. Returns the taken
+ * jobs, linked by next. */
+static struct job *take_stale_locked(struct warren_worker *w, uint64_t gen)
 {
-	/* Replies are published without mandatory: nothing comes back. */
+	struct job *stale = NULL, **pp = &w->head;
+
+	w->tail = NULL;
+	while (*pp != NULL) {
+		struct job *j = *pp;
+
+		if (j->delivery != NULL && j->delivery->generation == gen) {
+			*pp = j->next;
+			requeue_note_locked(w, j);
+			j->next = stale;
+			stale = j;
+			w->stats.stale_dropped++;
+		} else {
+			w->tail = j;
+			pp = &j->next;
+		}
+	}
+	for (struct job *j = w->running; j != NULL; j = j->run_next) {
+		if (j->delivery != NULL && j->delivery->generation == gen) {
+			requeue_note_locked(w, j);
+		}
+	}
+	return stale;
 }
 
+/* The held and parked jobs of connection gen are dropped: the broker has
+ * requeued their requests. */
+static void drop_stale_waiting(struct warren_worker *w, uint64_t gen)
+{
+	struct job *keep = NULL, *keep_tail = NULL, *parked = w->parked;
+
+	while (w->held != NULL) {
+		struct job *j = w->held;
+
+		w->held = j->held_next;
+		if (j->delivery != NULL && j->delivery->generation == gen) {
+			requeue_note(w, j);
+			job_free(j);
+			continue;
+		}
+		j->held_next = NULL;
+		if (keep_tail != NULL) {
+			keep_tail->held_next = j;
+		} else {
+			keep = j;
+		}
+		keep_tail = j;
+	}
+	w->held = keep;
+	w->held_tail = keep_tail;
+	w->parked = NULL;
+	while (parked != NULL) {
+		struct job *j = parked;
+
+		parked = j->park_next;
+		requeue_note(w, j);
+		job_free(j);
+	}
+}
+
+/* The connection is gone, and with it every delivery it brought: requests
+ * still queued for a handler are dropped before they start (the broker
+ * gives them to the next connection, where they would run a second
+ * time). */
 static void worker_lost(struct engine *e, void *arg, const char *why)
 {
 	struct warren_worker *w = arg;
+	uint64_t gen = engine_generation(e);
+	struct job *stale;
 
 	pthread_mutex_lock(&w->mu);
 	w->stats.connected = false;
 	if (!w->stopping) {
 		w->stats.reconnects++;
 	}
+	stale = take_stale_locked(w, gen);
 	pthread_mutex_unlock(&w->mu);
+	while (stale != NULL) {
+		struct job *j = stale;
+
+		stale = j->next;
+		job_free(j);
+	}
+	drop_stale_waiting(w, gen);
 }
 
 /* Once the broker takes publishes again, the held jobs go on; a job from
@@ -564,23 +850,45 @@ static void release_held(struct warren_worker *w, struct engine *e)
 		if (w->held == NULL) {
 			w->held_tail = NULL;
 		}
-		if (j->delivery != NULL && j->delivery->generation != engine_generation(e)) {
-			job_free(j);
-		} else {
-			finish_task(e, &j->task);
-		}
+		finish_task(e, &j->task); /* drops a job of an older connection */
 	}
+}
+
+/* Publishes again the parked dead letters and retries that are due;
+ * returns when the next one is. */
+static int64_t release_parked(struct warren_worker *w, struct engine *e, int64_t now)
+{
+	struct job **pp = &w->parked;
+	int64_t next = INT64_MAX;
+
+	while (*pp != NULL) {
+		struct job *j = *pp;
+
+		if (j->park_until <= now && engine_connected(e)) {
+			*pp = j->park_next;
+			j->park_next = NULL;
+			finish_task(e, &j->task);
+			continue;
+		}
+		if (j->park_until < next) {
+			next = j->park_until;
+		}
+		pp = &j->park_next;
+	}
+	return next;
 }
 
 static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
-	int64_t a, b;
+	int64_t a, b, c;
 
 	wake_handlers(arg);
 	release_held(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
-	return a < b ? a : b;
+	c = release_parked(arg, e, now);
+	a = a < b ? a : b;
+	return a < c ? a : c;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -611,7 +919,14 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	if (w->prefetch == 0) {
 		w->prefetch = w->threads;
 	}
+	if (!requeue_init(w)) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
 	w->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
+	/* A body above this is not even assembled (a sealed one may be the
+	 * seal's overhead larger); job.c refuses it as too-large. */
+	ec.max_body = w->max_size + SEAL_OVERHEAD;
 	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
 	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
 	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
@@ -648,6 +963,7 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
+	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	pthread_cond_init(&w->idle_cond, NULL);
@@ -749,7 +1065,8 @@ warren_err warren_worker_on_thread(warren_worker *w, warren_thread_init_fn init,
 static warren_err start_handlers(struct warren_worker *w, char *errstr, size_t errlen)
 {
 	w->handler_threads = calloc((size_t)w->threads, sizeof(pthread_t));
-	if (w->handler_threads == NULL) {
+	w->thread_state = calloc((size_t)w->threads, sizeof(int));
+	if (w->handler_threads == NULL || w->thread_state == NULL) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
@@ -761,6 +1078,7 @@ static warren_err start_handlers(struct warren_worker *w, char *errstr, size_t e
 			return WARREN_ERR_NOMEM;
 		}
 		*ts = (struct thread_start){.w = w, .index = i};
+		w->thread_state[i] = THREAD_RUNNING;
 		if (pthread_create(&w->handler_threads[i], NULL, handler_main, ts) != 0) {
 			free(ts);
 			snprintf(errstr, errlen, "cannot start handler thread %d", i);
@@ -836,22 +1154,84 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
 	return idle;
 }
 
-static void stop_handlers(struct warren_worker *w)
+/* How long a stop waits for its handler threads to end once the grace
+ * has passed, before it leaves those still running behind. */
+#define STOP_BOUND_MS 1000
+
+/* Under mu, with handler threads left behind: their jobs are abandoned, so
+ * that when their handlers return they drop the job and touch neither the
+ * engine nor the security state of a stopped worker. */
+static void abandon_running_locked(struct warren_worker *w)
 {
+	struct job *j = w->running;
+
+	while (j != NULL) {
+		struct job *next = j->run_next;
+
+		j->run_prev = j->run_next = NULL;
+		j->run_state = RUN_ABANDONED;
+		j = next;
+	}
+	w->running = NULL;
+}
+
+/* Tells the handler threads to end and joins them, waiting up to
+ * STOP_BOUND_MS in all; a thread still in its handler then (stuck past its
+ * time limit, say) is detached with a reference to the worker, logged and
+ * counted. Returns how many were left behind. */
+static int stop_handlers(struct warren_worker *w)
+{
+	struct timespec until;
+	int left = 0;
+
 	pthread_mutex_lock(&w->mu);
 	w->quit = true;
 	pthread_cond_broadcast(&w->cond);
 	pthread_mutex_unlock(&w->mu);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STOP_BOUND_MS / 1000;
+	until.tv_nsec += (STOP_BOUND_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
 	for (int i = 0; i < w->started_threads; i++) {
-		pthread_join(w->handler_threads[i], NULL);
+		if (pthread_timedjoin_np(w->handler_threads[i], NULL, &until) == 0) {
+			continue;
+		}
+		bool detach;
+
+		pthread_mutex_lock(&w->mu);
+		detach = w->thread_state[i] == THREAD_RUNNING;
+		if (detach) {
+			w->thread_state[i] = THREAD_DETACHED;
+			atomic_fetch_add(&w->refs, 1); /* the thread's, until it ends */
+			w->stats.detached_handlers++;
+			abandon_running_locked(w);
+			left++;
+		}
+		pthread_mutex_unlock(&w->mu);
+		if (detach) {
+			pthread_detach(w->handler_threads[i]);
+		} else {
+			pthread_join(w->handler_threads[i], NULL); /* it was ending */
+		}
 	}
 	w->started_threads = 0;
+	if (left > 0) {
+		log_error(
+		    "%d handler thread(s) still running %d ms after the stop's grace (stuck past "
+		    "their time limit?): left behind, not joined",
+		    left, STOP_BOUND_MS);
+	}
+	return left;
 }
 
 warren_err warren_worker_stop(warren_worker *w, int grace_ms)
 {
 	struct cancel_req cancel = {.task = {.run = cancel_task}, .w = w};
 	bool idle;
+	int left;
 
 	if (w == NULL || !w->started || w->stopped) {
 		return WARREN_OK;
@@ -864,10 +1244,50 @@ warren_err warren_worker_stop(warren_worker *w, int grace_ms)
 		idle = wait_idle(w, engine_now());
 	}
 	engine_stop(w->engine);
-	if (idle) {
-		stop_handlers(w);
+	left = stop_handlers(w);
+	return idle && left == 0 ? WARREN_OK : WARREN_ERR_TIMEOUT;
+}
+
+static void free_list(struct job *j, size_t next_offset)
+{
+	while (j != NULL) {
+		struct job *next = *(struct job **)((char *)j + next_offset);
+
+		engine_delivery_free(j->delivery);
+		free(j->reply_body);
+		free(j);
+		j = next;
 	}
-	return idle ? WARREN_OK : WARREN_ERR_TIMEOUT;
+}
+
+/* The last reference is gone: no thread of the worker runs any more. */
+static void worker_destroy(struct warren_worker *w)
+{
+	engine_free(w->engine);
+	/* Jobs still queued, held or parked were never acked: the broker has
+	 * requeued them. */
+	free_list(w->head, offsetof(struct job, next));
+	free_list(w->held, offsetof(struct job, held_next));
+	free_list(w->parked, offsetof(struct job, park_next));
+	for (size_t i = 0; i < w->nmethods; i++) {
+		free(w->methods[i].name);
+	}
+	free(w->methods);
+	free(w->handler_threads);
+	free(w->thread_state);
+	free(w->notes);
+	security_free(w->sec);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cond);
+	pthread_cond_destroy(&w->idle_cond);
+	free(w);
+}
+
+static void worker_release(struct warren_worker *w)
+{
+	if (atomic_fetch_sub(&w->refs, 1) == 1) {
+		worker_destroy(w);
+	}
 }
 
 void warren_worker_free(warren_worker *w)
@@ -878,33 +1298,5 @@ void warren_worker_free(warren_worker *w)
 	metrics_http_stop(w->metrics); /* it reads the worker: first */
 	w->metrics = NULL;
 	warren_worker_stop(w, 0);
-	stop_handlers(w);
-	engine_free(w->engine);
-	/* Jobs still queued or held were never acked: the broker has requeued
-	 * them. */
-	while (w->head != NULL) {
-		struct job *j = w->head;
-
-		w->head = j->next;
-		engine_delivery_free(j->delivery);
-		free(j);
-	}
-	while (w->held != NULL) {
-		struct job *j = w->held;
-
-		w->held = j->held_next;
-		engine_delivery_free(j->delivery);
-		free(j->reply_body);
-		free(j);
-	}
-	for (size_t i = 0; i < w->nmethods; i++) {
-		free(w->methods[i].name);
-	}
-	free(w->methods);
-	free(w->handler_threads);
-	security_free(w->sec);
-	pthread_mutex_destroy(&w->mu);
-	pthread_cond_destroy(&w->cond);
-	pthread_cond_destroy(&w->idle_cond);
-	free(w);
+	worker_release(w);
 }

@@ -55,6 +55,16 @@ struct job {
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
 	struct job *held_next;   /* in w->held while the broker blocks publishes */
+	/* I/O thread only. A dead letter or retry published and not yet
+	 * confirmed is in w->sent (pub_prev/pub_next); returned: the broker
+	 * returned it unroutable (basic.return comes before the confirm). */
+	struct job *pub_prev, *pub_next;
+	bool returned;
+	/* I/O thread only: parked in w->parked after an unroutable dead letter
+	 * or retry, published again at park_until; parked_since: the first. */
+	struct job *park_next;
+	int64_t park_until, parked_since, park_backoff;
+	bool noted; /* its requeue is noted for the crash count (requeue.c) */
 };
 
 struct method {
@@ -66,6 +76,17 @@ struct method {
 };
 
 enum { RUN_WAITING, RUN_RUNNING, RUN_ABANDONED, RUN_DONE };
+
+/* A handler thread's state, under w->mu: a thread still running when a
+ * stop's bound passed is left behind (detached) and owns a reference to
+ * the worker until it ends. */
+enum { THREAD_RUNNING, THREAD_EXITED, THREAD_DETACHED };
+
+/* One request this worker gave back to its queue itself (requeue.c). */
+struct requeue_note {
+	uint64_t key; /* requeue_key of the delivery; 0: free */
+	int count;
+};
 
 struct warren_worker {
 	struct engine *engine;
@@ -115,7 +136,18 @@ struct warren_worker {
 	struct metrics_http *metrics; /* the running server, or NULL */
 
 	pthread_t *handler_threads;
+	int *thread_state; /* under mu: THREAD_* of each handler thread */
 	int started_threads;
+	/* The owner's reference plus one per handler thread left behind; the
+	 * last one frees the worker (worker_release). */
+	atomic_int refs;
+	/* I/O thread only: dead letters and retries awaiting their confirm, and
+	 * those parked after the broker returned them unroutable. */
+	struct job *sent;
+	struct job *parked;
+	/* Under mu: requests given back to the queue by this worker (requeue.c). */
+	struct requeue_note *notes;
+	size_t nnotes, next_note;
 	bool started, stopped;
 	bool stopping;   /* I/O thread: no more consuming */
 	char consumer_tag[256];
@@ -151,6 +183,19 @@ void breaker_probed(struct warren_worker *w, int status);
 /* I/O thread, every turn: pauses or resumes consuming as the breaker says
  * and queues the probe when due. Returns when it wants to run next. */
 int64_t breaker_tick(struct warren_worker *w, struct engine *e, int64_t now);
+
+/* Requeue accounting (requeue.c): a request's crash count is its
+ * x-delivery-count less the returns to the queue this worker caused
+ * itself, which crashed nothing. */
+bool requeue_init(struct warren_worker *w);
+/* Notes that d goes back to its queue by this worker's doing (a reject
+ * with requeue, a lost connection while it held d). Takes mu; _locked
+ * with mu held. Once per job: j->noted. */
+void requeue_note(struct warren_worker *w, struct job *j);
+void requeue_note_locked(struct warren_worker *w, struct job *j);
+/* Handler thread: the deliveries of j that ended with its worker dead
+ * (x-delivery-count less the noted returns). Takes mu. */
+int requeue_crashes(struct warren_worker *w, const struct job *j);
 
 /* I/O thread: start and stop consuming the service queue. */
 void worker_consume(struct warren_worker *w, struct engine *e);

@@ -104,6 +104,10 @@ start() {
 		ssl_options.verify = verify_peer
 		ssl_options.fail_if_no_peer_cert = false
 		loopback_users = none
+		# Just above the default message.max_size (1M) and an encrypted
+		# body's 40 bytes: the broker refuses a larger message itself
+		# (warren(7), BODIES).
+		max_message_size = 1052672
 		log.console = false
 		log.file.level = info
 	CONF

@@ -1,0 +1,102 @@
+/* requeue.c: what this worker gave back to its queue itself. A quorum
+ * queue's x-delivery-count counts every return of a message, whatever the
+ * cause: a worker that died with it, but also a reject with requeue and a
+ * connection lost while a live worker held it (queued, running, or
+ * awaiting a confirm). Only the first kind is a crash. The worker notes
+ * each return it causes, keyed by the request, and the crash count of a
+ * delivery is its x-delivery-count less the returns noted for it (see
+ * worker.crash_limit in warren.conf(5)). */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "worker_int.h"
+
+#define NOTES_MIN 256
+
+bool requeue_init(struct warren_worker *w)
+{
+	/* Each lost connection returns at most prefetch requests: room for a
+	 * few rounds of them, the oldest overwritten after that. */
+	w->nnotes = (size_t)w->prefetch * 4 > NOTES_MIN ? (size_t)w->prefetch * 4 : NOTES_MIN;
+	w->notes = calloc(w->nnotes, sizeof(*w->notes));
+	return w->notes != NULL;
+}
+
+static void hash_field(crypto_generichash_state *st, bool present, amqp_bytes_t b)
+{
+	unsigned char len[8];
+	uint64_t n = present ? b.len + 1 : 0;
+
+	for (int i = 0; i < 8; i++) {
+		len[i] = (unsigned char)(n >> (8 * i));
+	}
+	crypto_generichash_update(st, len, sizeof(len));
+	if (present && b.len > 0) {
+		crypto_generichash_update(st, b.bytes, b.len);
+	}
+}
+
+/* A request, as its every delivery shows it: its ids and its body. */
+static uint64_t requeue_key(const struct engine_delivery *d)
+{
+	const amqp_basic_properties_t *p = &d->message.properties;
+	crypto_generichash_state st;
+	unsigned char out[8];
+	uint64_t key = 0;
+
+	crypto_generichash_init(&st, NULL, 0, sizeof(out));
+	hash_field(&st, p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id);
+	hash_field(&st, p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
+	hash_field(&st, true, d->message.body);
+	crypto_generichash_final(&st, out, sizeof(out));
+	memcpy(&key, out, sizeof(key));
+	return key != 0 ? key : 1;
+}
+
+void requeue_note_locked(struct warren_worker *w, struct job *j)
+{
+	uint64_t key;
+
+	if (j->delivery == NULL || j->noted || w->notes == NULL) {
+		return;
+	}
+	j->noted = true;
+	key = requeue_key(j->delivery);
+	for (size_t i = 0; i < w->nnotes; i++) {
+		if (w->notes[i].key == key) {
+			w->notes[i].count++;
+			return;
+		}
+	}
+	w->notes[w->next_note] = (struct requeue_note){.key = key, .count = 1};
+	w->next_note = (w->next_note + 1) % w->nnotes;
+}
+
+void requeue_note(struct warren_worker *w, struct job *j)
+{
+	pthread_mutex_lock(&w->mu);
+	requeue_note_locked(w, j);
+	pthread_mutex_unlock(&w->mu);
+}
+
+int requeue_crashes(struct warren_worker *w, const struct job *j)
+{
+	int n = j->meta.delivery_count;
+	uint64_t key;
+
+	if (n <= 0 || w->notes == NULL) {
+		return n > 0 ? n : 0;
+	}
+	key = requeue_key(j->delivery);
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < w->nnotes; i++) {
+		if (w->notes[i].key == key) {
+			n -= w->notes[i].count;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	return n > 0 ? n : 0;
+}
