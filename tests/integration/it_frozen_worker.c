@@ -186,8 +186,8 @@ static void start_frozen(struct fixture *f, const char *service)
 	                 WARREN_OK);
 	for (int i = 0; i < CALLS; i++) {
 		assert_int_equal(warren_call_async(f->c, method, params,
-		                                   &(warren_call_opts){.timeout_ms = CALL_MS}, on_end,
-		                                   &f->ends[i], why, sizeof(why)),
+		                                   &(warren_call_opts){.timeout_ms = CALL_MS},
+		                                   on_end, &f->ends[i], why, sizeof(why)),
 		                 WARREN_OK);
 	}
 	warren_value_free(params);
@@ -290,8 +290,8 @@ int main(void)
 	    cmocka_unit_test_teardown(
 	        test_large_replies_wait_while_the_broker_is_frozen_and_go_once_it_reads,
 	        resume_broker),
-	    cmocka_unit_test_teardown(test_a_worker_stops_within_its_bound_while_the_broker_is_frozen,
-	                              resume_broker),
+	    cmocka_unit_test_teardown(
+	        test_a_worker_stops_within_its_bound_while_the_broker_is_frozen, resume_broker),
 	};
 
 	reply_pad = malloc(REPLY_BYTES + 1);
