@@ -30,8 +30,9 @@
 #define REPLY_BYTES (256 * 1024)
 #define CALL_MS     60000
 #define GRACE_MS    500
-/* A stop's bound past its grace: a second for the handler threads, the
- * graceful close bounded by broker.connect_timeout (1 s here), and slack
+/* A stop's bound past its grace (libwarren(3)): a second for the handler
+ * threads, and with a broker that does not answer broker.connect_timeout
+ * (1 s here) for the consumer's cancel and for the close; the rest is slack
  * for a slow shared machine. Generous: what fails is a stop that never
  * returns. */
 #define STOP_SLACK_MS 10000
