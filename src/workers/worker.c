@@ -223,6 +223,8 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 	w->parked = j;
 }
 
+static void finish_task(struct engine *e, struct engine_task *t);
+
 /* The dead letter is safe: now tell the caller, if one waits, then ack. */
 static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
@@ -237,9 +239,11 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.dead_lettered, 1);
 		metrics_record_dead_letter(w, j->dead_reason);
-		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL &&
-		    publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
-			return; /* on_reply_confirm acks and frees */
+		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL) {
+			/* Its answer is a publish like any other: it may wait. */
+			j->action = JOB_DEAD_ANSWER;
+			finish_task(e, &j->task);
+			return;
 		}
 		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
 		worker_count(w, &w->stats.acked, 1);
@@ -361,53 +365,100 @@ void worker_dead_letter(struct engine *e, struct job *j)
 	/* So that a dead letter parked as unroutable is published again as
 	 * one (the handler thread of an abandoned job no longer sets it). */
 	j->action = JOB_DEAD_LETTER;
-	if (j->delivery->generation != engine_generation(e)) {
-		/* Its connection is gone: the broker has the request back. */
-		requeue_note(j->worker, j);
-		job_free(j);
-		return;
-	}
-	if (publish_dead_letter(e, j) != WARREN_OK) {
-		job_free(j); /* unacked: the broker delivers it again */
-	}
+	finish_task(e, &j->task);
 }
 
-/* Runs on the I/O thread once a handler thread is done with the job. A
- * publish that cannot be made (no connection) leaves the request unacked:
- * the broker delivers it again. While the broker blocks publishes the job
- * waits in w->held (see release_held). */
+/* ------------------------------------------------------------ holding */
+
+static bool publishes(const struct job *j)
+{
+	return j->action != JOB_ACK && j->action != JOB_PROBE;
+}
+
+/* Whether j's publish can be made now. Not while the broker blocks
+ * publishes (a publish would stop it reading the connection at all), nor
+ * while the socket holds more than engine_writable allows: rabbitmq-c 0.11
+ * would wait inside the write with no time limit, and this thread would
+ * stop (no heartbeats, acks, time limits or stop) for as long as the
+ * broker does not read. */
+static bool can_publish(struct engine *e, const struct job *j)
+{
+	bool reply = j->action == JOB_REPLY_THEN_ACK || j->action == JOB_DEAD_ANSWER;
+	size_t len = reply ? j->reply_len : j->delivery->message.body.len;
+
+	return engine_blocked(e) == NULL && engine_writable(e, len);
+}
+
+static void hold(struct warren_worker *w, struct job *j)
+{
+	j->held_next = NULL;
+	if (w->held_tail != NULL) {
+		w->held_tail->held_next = j;
+	} else {
+		w->held = j;
+	}
+	w->held_tail = j;
+}
+
+/* Its connection is gone and the broker has requeued the request: a
+ * reply still ends the caller's wait (the request's next delivery will
+ * answer again, and the caller drops the duplicate), but a dead letter or
+ * a retry would be made twice. True when j is dropped. */
+static bool drop_stale(struct engine *e, struct job *j)
+{
+	const struct engine_delivery *d = j->delivery;
+
+	if (d == NULL || d->generation == engine_generation(e)) {
+		return false;
+	}
+	requeue_note(j->worker, j);
+	if (j->action == JOB_REPLY_THEN_ACK || j->action == JOB_DEAD_ANSWER) {
+		return false;
+	}
+	job_free(j);
+	return true;
+}
+
+static void run_job(struct engine *e, struct job *j);
+
+/* Runs on the I/O thread once a handler thread is done with the job (and
+ * for a dead letter the time limit or a park makes, or the answer after a
+ * dead letter). A publish that cannot be made (no connection) leaves the
+ * request unacked: the broker delivers it again. A publish that must wait
+ * (can_publish), or that would pass one already waiting, waits in w->held
+ * until release_held makes it. */
 static void finish_task(struct engine *e, struct engine_task *t)
 {
 	struct job *j = (struct job *)t;
+
+	if (drop_stale(e, j)) {
+		return;
+	}
+	if (publishes(j) && (j->worker->held != NULL || !can_publish(e, j))) {
+		hold(j->worker, j);
+		return;
+	}
+	run_job(e, j);
+}
+
+static void run_job(struct engine *e, struct job *j)
+{
 	const struct engine_delivery *d = j->delivery;
 	struct warren_worker *w = j->worker;
 
-	/* Its connection is gone and the broker has requeued the request: a
-	 * reply still ends the caller's wait (the request's next delivery
-	 * will answer again, and the caller drops the duplicate), but a dead
-	 * letter or a retry would be made twice. */
-	if (d != NULL && d->generation != engine_generation(e)) {
-		requeue_note(w, j);
-		if (j->action != JOB_REPLY_THEN_ACK) {
-			job_free(j);
-			return;
-		}
-	}
-	if (j->action != JOB_ACK && j->action != JOB_PROBE && engine_blocked(e) != NULL) {
-		j->held_next = NULL;
-		if (w->held_tail != NULL) {
-			w->held_tail->held_next = j;
-		} else {
-			w->held = j;
-		}
-		w->held_tail = j;
-		return;
-	}
 	switch (j->action) {
 	case JOB_REPLY_THEN_ACK:
 		if (publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
 			return; /* on_reply_confirm frees it */
 		}
+		break;
+	case JOB_DEAD_ANSWER:
+		if (publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
+			return; /* on_reply_confirm acks and frees */
+		}
+		/* The dead letter is safe: ack it even unanswered. */
+		engine_ack(e, d->generation, d->delivery_tag);
+		worker_count(w, &w->stats.acked, 1);
 		break;
 	case JOB_DEAD_LETTER:
 		if (publish_dead_letter(e, j) == WARREN_OK) {
@@ -421,7 +472,7 @@ static void finish_task(struct engine *e, struct engine_task *t)
 		break;
 	case JOB_ACK:
 		engine_ack(e, d->generation, d->delivery_tag);
-		worker_count(j->worker, &j->worker->stats.acked, 1);
+		worker_count(w, &w->stats.acked, 1);
 		break;
 	case JOB_PROBE:
 		break;
@@ -839,18 +890,24 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 	drop_stale_waiting(w, gen);
 }
 
-/* Once the broker takes publishes again, the held jobs go on; a job from
- * an older connection is dropped (the broker has requeued its request). */
+/* Once the broker takes publishes again and the socket has room, the held
+ * jobs go on, in order; a job from an older connection is dropped (the
+ * broker has requeued its request). One that still cannot go stops the
+ * rest behind it until a later turn (engine_writable has the loop turn
+ * again soon). */
 static void release_held(struct warren_worker *w, struct engine *e)
 {
-	while (w->held != NULL && engine_connected(e) && engine_blocked(e) == NULL) {
+	while (w->held != NULL && engine_connected(e) && can_publish(e, w->held)) {
 		struct job *j = w->held;
 
 		w->held = j->held_next;
 		if (w->held == NULL) {
 			w->held_tail = NULL;
 		}
-		finish_task(e, &j->task); /* drops a job of an older connection */
+		j->held_next = NULL;
+		if (!drop_stale(e, j)) {
+			run_job(e, j);
+		}
 	}
 }
 

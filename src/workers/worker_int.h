@@ -28,6 +28,8 @@ enum job_action {
 	                     * reply the error (if anyone waits) and ack */
 	JOB_RETRY,          /* transient: publish it to a delay tier with rpc-attempt + 1;
 	                     * ack once confirmed */
+	JOB_DEAD_ANSWER,    /* its dead letter is confirmed: publish the error reply;
+	                     * ack once confirmed, or at once if it cannot be sent */
 	JOB_ACK,            /* one-way, or expired: nothing to send */
 	JOB_PROBE,          /* the breaker's probe: no delivery, nothing to send */
 };
@@ -54,7 +56,7 @@ struct job {
 	struct job *run_prev, *run_next; /* in w->running */
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
-	struct job *held_next;   /* in w->held while the broker blocks publishes */
+	struct job *held_next;   /* in w->held while its publish must wait (worker.c) */
 	/* I/O thread only. A dead letter or retry published and not yet
 	 * confirmed is in w->sent (pub_prev/pub_next); returned: the broker
 	 * returned it unroutable (basic.return comes before the confirm). */
@@ -113,8 +115,9 @@ struct warren_worker {
 	int64_t next_probe;   /* engine_now() ms */
 	bool paused;          /* consumer cancelled by the breaker */
 
-	/* I/O thread only: finished jobs whose publish waits for the broker to
-	 * take publishes again (connection.blocked). */
+	/* I/O thread only: finished jobs whose publish waits, in order, for
+	 * the broker to take publishes again (connection.blocked) or to read
+	 * what the socket already holds (engine_writable). */
 	struct job *held, *held_tail;
 	struct method *methods;
 	size_t nmethods;
