@@ -464,8 +464,11 @@ void dlq_format_age(int64_t age_ms, char *buf, size_t cap)
 
 bool dlq_replay_drops(amqp_bytes_t key)
 {
-	static const char *const exact[] = {"x-death", "x-delivery-count", "rpc-deadline",
-	                                    "rpc-attempt"};
+	/* The caller's signature (rpc-key-id, rpc-signed-at, rpc-signature)
+	 * and retry token cover fields a replay changes: they go too. */
+	static const char *const exact[] = {"x-death",       "x-delivery-count", "rpc-deadline",
+	                                    "rpc-attempt",   "rpc-key-id",       "rpc-signed-at",
+	                                    "rpc-signature", "rpc-retry-token"};
 	static const char *const prefixes[] = {"rpc-dead-", "x-first-death-", "x-last-death-"};
 
 	for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
@@ -486,7 +489,8 @@ bool dlq_replay_props(const amqp_basic_properties_t *orig, struct dlq_replay *ou
 	int n = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? orig->headers.num_entries : 0, kept = 0;
 
 	out->props = *orig;
-	out->entries = malloc(((size_t)n + 1) * sizeof(*out->entries));
+	/* Room for rpc-attempt and the three headers of a signature. */
+	out->entries = malloc(((size_t)n + 4) * sizeof(*out->entries));
 	if (out->entries == NULL) {
 		return false;
 	}
@@ -504,6 +508,23 @@ bool dlq_replay_props(const amqp_basic_properties_t *orig, struct dlq_replay *ou
 	out->props._flags &= ~AMQP_BASIC_REPLY_TO_FLAG;
 	out->props.reply_to = amqp_empty_bytes;
 	return true;
+}
+
+void dlq_replay_add_signature(struct dlq_replay *r, const char *key_id, int64_t signed_at_ms,
+                              const unsigned char *sig, size_t len)
+{
+	amqp_table_entry_t *e = &r->entries[r->props.headers.num_entries];
+
+	e[0].key = amqp_cstring_bytes("rpc-key-id");
+	e[0].value.kind = AMQP_FIELD_KIND_UTF8;
+	e[0].value.value.bytes = amqp_cstring_bytes(key_id);
+	e[1].key = amqp_cstring_bytes("rpc-signed-at");
+	e[1].value.kind = AMQP_FIELD_KIND_I64;
+	e[1].value.value.i64 = signed_at_ms;
+	e[2].key = amqp_cstring_bytes("rpc-signature");
+	e[2].value.kind = AMQP_FIELD_KIND_BYTES;
+	e[2].value.value.bytes = (amqp_bytes_t){.len = len, .bytes = (void *)sig};
+	r->props.headers.num_entries += 3;
 }
 
 void dlq_replay_free(struct dlq_replay *r)

@@ -63,14 +63,21 @@ void dlq_format_age(int64_t age_ms, char *buf, size_t cap);
 /* The properties of a replay: the dead letter's own, without reply_to (the
  * caller is gone) and without the headers of its death and of its old
  * delivery (rpc-dead-*, x-death, x-first-death-*, x-last-death-*,
- * x-delivery-count) and rpc-deadline (passed), with rpc-attempt reset to 1.
- * Everything else, message_id first of all, is kept. */
+ * x-delivery-count), rpc-deadline (passed: a replay has none) and the
+ * caller's signature (rpc-key-id, rpc-signed-at, rpc-signature,
+ * rpc-retry-token), with rpc-attempt reset to 1. Everything else, message_id
+ * first of all, is kept. A replay is the operator's call: rpc-dlq signs it
+ * with its own key (dlq_replay_add_signature). */
 struct dlq_replay {
 	amqp_basic_properties_t props; /* points into the original and into entries */
 	amqp_table_entry_t *entries;   /* malloc'd */
 };
 /* false when out of memory. The original must outlive out. */
 bool dlq_replay_props(const amqp_basic_properties_t *orig, struct dlq_replay *out);
+/* Adds the signature headers of a replay; they point into key_id and sig,
+ * which must outlive the publish. Once per replay. */
+void dlq_replay_add_signature(struct dlq_replay *r, const char *key_id, int64_t signed_at_ms,
+                              const unsigned char *sig, size_t len);
 void dlq_replay_free(struct dlq_replay *r);
 /* True for the headers a replay drops. */
 bool dlq_replay_drops(amqp_bytes_t key);

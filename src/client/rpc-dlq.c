@@ -16,9 +16,13 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "config.h"
 #include "dlq_json.h"
 #include "dlq_letter.h"
 #include "dlq_print.h"
+#include "envelope.h"
+#include "seal.h"
+#include "security.h"
 #include "syncconn.h"
 #include "warren.h"
 
@@ -111,6 +115,10 @@ struct session {
 	uint64_t failed; /* replays or imports the broker did not take */
 	struct import_line *lines;
 	size_t nlines;
+	/* replay: the operator's key that signs each replay (NULL when
+	 * security.scheme is none), and its id. */
+	struct security *sec;
+	const char *key_id;
 };
 
 static int collect_row(struct session *s, struct syncconn_msg *m, const struct dlq_letter *l,
@@ -443,6 +451,7 @@ static void cand_free(struct cand *c)
 static void session_free(struct session *s)
 {
 	syncconn_close(s->sc);
+	security_free(s->sec);
 	for (size_t i = 0; i < s->ncands; i++) {
 		cand_free(&s->cands[i]);
 	}
@@ -745,11 +754,74 @@ static void replay_failed(struct session *s, const struct dlq_letter *l, const c
 	s->failed++;
 }
 
-/* Publishes one dead letter again; acks it once the broker confirmed. */
+/* Why a dead letter cannot be replayed as this session would sign it
+ * (into why), or false when it can. A sealed body is encrypted with a key
+ * its caller shares with the service: rpc-dlq cannot encrypt it again for
+ * the operator's key, and the service opens a body with the key shared
+ * with its signer. A signed one sent unsigned would be refused by the
+ * service as bad-signature. */
+static bool replay_refused(const struct session *s, const amqp_basic_properties_t *p,
+                           const struct dlq_letter *l, char *why, size_t cap)
+{
+	const amqp_field_value_t *signer = dlq_header(p, "rpc-key-id");
+	char id[SIGN_KEY_ID_MAX + 1];
+	bool text;
+
+	if ((p->_flags & AMQP_BASIC_CONTENT_ENCODING_FLAG) &&
+	    p->content_encoding.len == strlen(SEAL_ENCODING) &&
+	    memcmp(p->content_encoding.bytes, SEAL_ENCODING, p->content_encoding.len) == 0) {
+		snprintf(why, cap,
+		         "its body is encrypted (%s) between its caller and the service, and "
+		         "rpc-dlq cannot encrypt it again%s%s%s",
+		         SEAL_ENCODING, s->sec != NULL ? " for key \"" : "",
+		         s->sec != NULL ? s->key_id : "", s->sec != NULL ? "\"" : "");
+		return true;
+	}
+	if (s->sec != NULL || signer == NULL) {
+		return false;
+	}
+	text = signer->kind == AMQP_FIELD_KIND_UTF8 || signer->kind == AMQP_FIELD_KIND_BYTES;
+	dlq_printable(id, sizeof(id), text ? signer->value.bytes.bytes : "?",
+	              text ? signer->value.bytes.len : 1);
+	snprintf(why, cap,
+	         "it is signed (key \"%s\") and rpc-dlq has no key to sign its replay: set "
+	         "security.scheme, security.key_id and security.key_file to an operator key "
+	         "the service's security.allow lets call %s",
+	         id, l->method);
+	return true;
+}
+
+/* Signs the replay r of message msg with the operator's key, as the worker
+ * will check it: the properties as they will be sent (no reply_to, no
+ * rpc-deadline, rpc-attempt 1), the method the routing key names when the
+ * letter has no type. false with why when its properties cannot be read. */
+static bool sign_replay(const struct session *s, const struct dlq_letter *l,
+                        const amqp_message_t *msg, struct dlq_replay *r, struct signature *sig,
+                        char *why, size_t cap)
+{
+	struct envelope_meta m;
+	char bad[512];
+
+	if (envelope_read(&r->props, &m, bad, sizeof(bad)) != WARREN_OK) {
+		snprintf(why, cap, "it cannot be signed: %s", bad);
+		return false;
+	}
+	if (m.method[0] == '\0') {
+		snprintf(m.method, sizeof(m.method), "%s", l->route);
+	}
+	security_sign_message(s->sec, &r->props, &m, msg->body.bytes, msg->body.len, sig);
+	dlq_replay_add_signature(r, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
+	return true;
+}
+
+/* Publishes one dead letter again, signed by the operator's key when
+ * rpc-dlq has one; acks it once the broker confirmed. */
 static int replay_one(struct session *s, const struct cand *c)
 {
 	const struct dlq_letter *l = c->letter;
+	const amqp_message_t *msg = &c->msg.message;
 	enum syncconn_outcome outcome;
+	struct signature sig;
 	struct dlq_replay r;
 	char why[1024], text[1200];
 	warren_err err;
@@ -758,11 +830,20 @@ static int replay_one(struct session *s, const struct cand *c)
 		replay_failed(s, l, "its method is unknown");
 		return EXIT_OK;
 	}
-	if (!dlq_replay_props(&c->msg.message.properties, &r)) {
+	if (replay_refused(s, &msg->properties, l, text, sizeof(text))) {
+		replay_failed(s, l, text);
+		return EXIT_OK;
+	}
+	if (!dlq_replay_props(&msg->properties, &r)) {
 		return out_of_memory();
 	}
-	err = syncconn_publish(s->sc, REPLAY_EXCHANGE, l->route, &r.props, c->msg.message.body,
-	                       &outcome, why, sizeof(why));
+	if (s->sec != NULL && !sign_replay(s, l, msg, &r, &sig, text, sizeof(text))) {
+		dlq_replay_free(&r);
+		replay_failed(s, l, text);
+		return EXIT_OK;
+	}
+	err = syncconn_publish(s->sc, REPLAY_EXCHANGE, l->route, &r.props, msg->body, &outcome, why,
+	                       sizeof(why));
 	dlq_replay_free(&r);
 	if (err != WARREN_OK) {
 		snprintf(text, sizeof(text), "replay of %s %s: %s", l->method, l->correlation_id,
@@ -991,6 +1072,20 @@ static int act_import(struct session *s)
 
 /* -------------------------------------------------------------------- main */
 
+/* replay: the operator's key from the [security] keys, read as a caller
+ * reads them (security.scheme, key_id, key_file, keyring). */
+static int load_operator_key(struct session *s, const warren_config *cfg)
+{
+	char why[1024];
+
+	if (security_load(cfg, &s->sec, why, sizeof(why)) != 0) {
+		fprintf(stderr, "rpc-dlq: %s\n", why);
+		return EXIT_CONFIG;
+	}
+	s->key_id = config_str(cfg, CFG_SECURITY_KEY_ID);
+	return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = {.filter = DLQ_FILTER_NONE};
@@ -1010,6 +1105,9 @@ int main(int argc, char **argv)
 	}
 	if (o.cmd->collect == NULL) {
 		status = read_lines(&s, stdin);
+	}
+	if (status == EXIT_OK && o.cmd->act == act_replay && !o.dry_run) {
+		status = load_operator_key(&s, cfg);
 	}
 	if (status == EXIT_OK) {
 		status = open_session(&s, cfg);

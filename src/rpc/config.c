@@ -3,6 +3,7 @@
  * libinih, and the canonical text warren_config_get returns. */
 #include "config.h"
 #include "errstr.h"
+#include "secret.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -491,8 +492,10 @@ static bool check_url_list(const struct config_def *d, const char *text, int64_t
 		size_t n = strcspn(p, ",");
 
 		if (!has_prefix(p, n, "amqp://") && !has_prefix(p, n, "amqps://")) {
-			errstr_set(errstr, errlen, "%s: \"%.*s\" is not an amqp:// or amqps:// URL",
-			    d->key, (int)n, p);
+			char shown[512];
+
+			errstr_set(errstr, errlen, "%s: \"%s\" is not an amqp:// or amqps:// URL",
+			           d->key, secret_mask_url(p, n, shown, sizeof(shown)));
 			return false;
 		}
 		if (p[n] == '\0') {

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,8 @@
 #define WRITE_RECHECK_MS 10
 
 struct url {
-	char *buf; /* amqp_parse_url writes into it; info points into it */
+	char *buf;  /* amqp_parse_url writes into it; info points into it */
+	size_t len; /* of buf, which holds the password: wiped over len */
 	struct amqp_connection_info info;
 };
 
@@ -127,6 +129,17 @@ void engine_delivery_free(struct engine_delivery *d)
 
 /* ------------------------------------------------------------ configuration */
 
+/* A URL's text holds its password: wiped before it is freed (over its
+ * whole length: amqp_parse_url cut it with NULs). */
+static void url_text_free(struct url *u)
+{
+	if (u->buf != NULL) {
+		sodium_memzero(u->buf, u->len);
+		free(u->buf);
+		u->buf = NULL;
+	}
+}
+
 static int parse_urls(struct engine *e, const char *list, char *errstr, size_t errlen)
 {
 	char *copy = strdup(list), *save = NULL;
@@ -137,19 +150,22 @@ static int parse_urls(struct engine *e, const char *list, char *errstr, size_t e
 	}
 	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		struct url *grown = realloc(e->urls, (e->nurls + 1) * sizeof(*grown));
+		char shown[512];
 
 		if (grown == NULL) {
 			goto out;
 		}
 		e->urls = grown;
 		grown[e->nurls].buf = strdup(tok);
+		grown[e->nurls].len = strlen(tok);
 		if (grown[e->nurls].buf == NULL) {
 			goto out;
 		}
 		amqp_default_connection_info(&grown[e->nurls].info);
 		if (amqp_parse_url(grown[e->nurls].buf, &grown[e->nurls].info) != AMQP_STATUS_OK) {
-			snprintf(errstr, errlen, "broker.url: cannot parse \"%s\"", tok);
-			free(grown[e->nurls].buf);
+			snprintf(errstr, errlen, "broker.url: cannot parse \"%s\"",
+			         secret_mask_url(tok, SIZE_MAX, shown, sizeof(shown)));
+			url_text_free(&grown[e->nurls]);
 			goto out;
 		}
 		e->nurls++;
@@ -159,6 +175,7 @@ static int parse_urls(struct engine *e, const char *list, char *errstr, size_t e
 		snprintf(errstr, errlen, "broker.url: no URL given");
 	}
 out:
+	sodium_memzero(copy, strlen(list));
 	free(copy);
 	return rc;
 }
@@ -166,12 +183,14 @@ out:
 static char *read_password(const char *path, char *errstr, size_t errlen)
 {
 	char line[1024];
+	char *pw = NULL;
 
-	if (secret_read_line("broker.password_file", path, line, sizeof(line), errstr, errlen) !=
+	if (secret_read_line("broker.password_file", path, line, sizeof(line), errstr, errlen) ==
 	    0) {
-		return NULL;
+		pw = strdup(line);
 	}
-	return strdup(line);
+	sodium_memzero(line, sizeof(line));
+	return pw;
 }
 
 struct engine_config engine_config_of(const warren_config *cfg, const char *name)
@@ -1107,7 +1126,7 @@ void engine_free(struct engine *e)
 	engine_stop(e);
 	destroy_conn(e, false);
 	for (size_t i = 0; i < e->nurls; i++) {
-		free(e->urls[i].buf);
+		url_text_free(&e->urls[i]);
 	}
 	free(e->urls);
 	if (e->password != NULL) {

@@ -1,11 +1,15 @@
 /* secret.c: the first line of a secret file, found through systemd's
- * credentials directory when the path is relative. */
+ * credentials directory when the path is relative; broker URLs with their
+ * password masked for messages. */
 #include "secret.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 const char *secret_resolve(const char *path, char *buf, size_t cap)
 {
@@ -31,12 +35,16 @@ int secret_read_line(const char *key, const char *path, char *dst, size_t cap, c
 		snprintf(errstr, errlen, "%s: %s: %s", key, path, strerror(errno));
 		return -1;
 	}
+	/* Unbuffered: stdio's buffer would be a heap copy of the secret that
+	 * fclose frees without wiping. */
+	setvbuf(f, NULL, _IONBF, 0);
 	if (fgets(dst, (int)cap, f) == NULL) {
 		dst[0] = '\0';
 	}
 	fclose(f);
 	len = strcspn(dst, "\r\n");
 	if (dst[len] == '\0' && len == cap - 1) {
+		sodium_memzero(dst, cap);
 		snprintf(errstr, errlen, "%s: %s: the first line is longer than %zu bytes", key, path,
 		         cap - 2);
 		return -1;
@@ -47,4 +55,27 @@ int secret_read_line(const char *key, const char *path, char *dst, size_t cap, c
 		return -1;
 	}
 	return 0;
+}
+
+const char *secret_mask_url(const char *url, size_t n, char *out, size_t cap)
+{
+	size_t len = strnlen(url, n);
+	const char *scheme = strstr(url, "://");
+	size_t user =
+	    scheme != NULL && (size_t)(scheme - url) < len ? (size_t)(scheme - url) + 3 : 0;
+	const char *colon, *at = NULL;
+
+	for (size_t i = user; i < len; i++) {
+		if (url[i] == '@') {
+			at = url + i;
+		}
+	}
+	colon = at != NULL ? memchr(url + user, ':', (size_t)(at - url) - user) : NULL;
+	if (colon == NULL) {
+		snprintf(out, cap, "%.*s", (int)len, url);
+	} else {
+		snprintf(out, cap, "%.*s***%.*s", (int)(colon + 1 - url), url,
+		         (int)(url + len - at), at);
+	}
+	return out;
 }

@@ -16,4 +16,12 @@ int secret_read_line(const char *key, const char *path, char *dst, size_t cap, c
  * when that is set, else as given. Returns buf or path. */
 const char *secret_resolve(const char *path, char *buf, size_t cap);
 
+/* For messages: the first n bytes of url (all of it up to its NUL when n is
+ * SIZE_MAX; one element of a broker.url list) into out, cut to cap, with
+ * the password of its user info shown as "***": "amqp://user:***@host/".
+ * The user info runs to the element's last '@', so a malformed password
+ * holding '@' or '/' is hidden whole. Every message, error or log line that
+ * shows a broker URL goes through it. Returns out. */
+const char *secret_mask_url(const char *url, size_t n, char *out, size_t cap);
+
 #endif

@@ -710,3 +710,21 @@ int security_check_reply(const struct security *s, const amqp_basic_properties_t
 	return check_signature(s, p, &f, why, whylen) != NULL ? WARREN_STATUS_OK
 	                                                     : WARREN_STATUS_UNAUTHENTICATED;
 }
+
+/* ------------------------------------------------- signing any request */
+
+void security_sign_message(const struct security *s, const amqp_basic_properties_t *p,
+                           const struct envelope_meta *m, const void *body, size_t len,
+                           struct signature *out)
+{
+	char content_type[128] = "";
+	struct sign_fields f;
+
+	/* The content type as sent, which is what a worker checks. */
+	if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
+		snprintf(content_type, sizeof(content_type), "%.*s", (int)p->content_type.len,
+		         (const char *)p->content_type.bytes);
+	}
+	fields_of(m, false, 0, content_type, body, len, &f);
+	sign_fields_now(s, &f, out);
+}

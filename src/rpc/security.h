@@ -33,6 +33,14 @@ void security_sign_request(const struct security *s, const struct envelope_meta 
 void security_sign_reply(const struct security *s, const struct envelope_meta *m, int status,
                          bool sealed, const void *body, size_t len, struct signature *out);
 
+/* Signs a request that is already in properties p (m read from them by
+ * envelope_read, its method filled from the routing key when p has no
+ * type), as a worker will check it: for rpc-dlq, whose replay of a dead
+ * letter is the operator's own call. */
+void security_sign_message(const struct security *s, const amqp_basic_properties_t *p,
+                           const struct envelope_meta *m, const void *body, size_t len,
+                           struct signature *out);
+
 /* Encrypted bodies (security.encrypt, seal.h). A caller: *key is the key
  * that seals requests for method (and opens their replies), or NULL when
  * they go in the clear; *to the service key id they are sealed to, for

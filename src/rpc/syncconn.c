@@ -6,6 +6,7 @@
 #include "syncconn.h"
 #include "tls.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <sodium.h>
 
 #include "config.h"
 #include "errstr.h"
@@ -230,11 +232,14 @@ static warren_err connect_list(struct syncconn *sc, const char *list, const stru
 		snprintf(url, sizeof(url), "%s", tok);
 		amqp_default_connection_info(&info);
 		if (amqp_parse_url(url, &info) != AMQP_STATUS_OK) {
-			errstr_set(errstr, errlen, "broker.url: cannot parse \"%s\"", tok);
+			errstr_set(errstr, errlen, "broker.url: cannot parse \"%s\"",
+			           secret_mask_url(tok, SIZE_MAX, why, sizeof(why)));
+			sodium_memzero(url, sizeof(url));
 			err = WARREN_ERR_CONFIG;
 			break;
 		}
 		err = connect_one(sc, &info, t, why, sizeof(why));
+		sodium_memzero(url, sizeof(url));
 		if (err == WARREN_OK || err == WARREN_ERR_CONFIG || err == WARREN_ERR_NOMEM) {
 			errstr_set(errstr, errlen, "%s", why);
 			break;
@@ -244,6 +249,7 @@ static warren_err connect_list(struct syncconn *sc, const char *list, const stru
 			                         used > 0 ? "; " : "", why);
 		}
 	}
+	sodium_memzero(copy, strlen(list));
 	free(copy);
 	return err;
 }

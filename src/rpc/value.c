@@ -4,8 +4,11 @@
 #include "value_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 /* Maps up to this many entries are searched linearly. */
 #define MAP_LINEAR_MAX 8
@@ -162,14 +165,32 @@ warren_err warren_array_push(warren_value *arr, warren_value *item)
 
 /* ------------------------------------------------------------ map index */
 
+/* The index hashes keys with SipHash-2-4 under a key drawn once per process:
+ * a sender who cannot learn it cannot choose keys that share a slot, which an
+ * unkeyed hash (FNV-1a before issue 13) let a 1 MiB body do to stall a
+ * handler thread for minutes inside decoding. A forked child keeps the key:
+ * the maps it inherits were indexed with it. */
+static unsigned char hash_key[crypto_shorthash_KEYBYTES];
+static pthread_once_t hash_once = PTHREAD_ONCE_INIT;
+
+static void hash_key_init(void)
+{
+	/* Idempotent and thread-safe; a library user may decode before any
+	 * engine exists. randombytes_buf seeds itself even if it failed. */
+	if (sodium_init() < 0) {
+		randombytes_stir();
+	}
+	randombytes_buf(hash_key, sizeof(hash_key));
+}
+
 static uint64_t key_hash(const char *k, size_t len)
 {
-	uint64_t h = 14695981039346656037ULL;
+	unsigned char out[crypto_shorthash_BYTES];
+	uint64_t h;
 
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)k[i];
-		h *= 1099511628211ULL;
-	}
+	pthread_once(&hash_once, hash_key_init);
+	crypto_shorthash(out, (const unsigned char *)k, len, hash_key);
+	memcpy(&h, out, sizeof(h));
 	return h;
 }
 

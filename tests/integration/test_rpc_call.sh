@@ -63,6 +63,22 @@ check "an unreachable broker exits 4" 4 '' \
 check "a bad WARREN_URL is a usage error" 2 '' \
 	'rpc-call: WARREN_URL: broker.url: "http://x" is not an amqp:// or amqps:// URL' -- \
 	env WARREN_URL=http://x "$BIN/rpc-call" example.echo
+# A broker URL in a message never shows its password (scripts/run-tests.sh
+# fails the run if 'pw-warren-' appears in any log, this one included).
+bad_url='amqp://warren:pw-warren-badurl@127.0.0.1:56x72/'
+check "an unparsable broker.url is shown without its password" 2 '' \
+	'rpc-call: example.echo: INVALID_ARGUMENT: broker.url: cannot parse "amqp://warren:***@127.0.0.1:56x72/"' -- \
+	env WARREN_URL="$bad_url" "$BIN/rpc-call" example.echo
+check "rpc-dlq shows it without its password too" 3 '' \
+	'rpc-dlq: broker.url: cannot parse "amqp://warren:***@127.0.0.1:56x72/"' -- \
+	env WARREN_URL="$bad_url" "$BIN/rpc-dlq" list example
+printf '[broker]\nurl = %s\n[worker]\nservice = example\n' "$bad_url" >"$tmp/bad-url.conf"
+check "and so does a daemon's log" 1 '' \
+	'level=error time=T prog=example-service msg="cannot start: broker.url: cannot parse \"amqp://warren:***@127.0.0.1:56x72/\""' -- \
+	bash -c "'$BIN/example-service' -c '$tmp/bad-url.conf' 2>&1 >/dev/null | sed -E 's/time=[^ ]+/time=T/' >&2; exit \${PIPESTATUS[0]}"
+check "a URL that is not amqp:// is shown without its password" 2 '' \
+	'rpc-call: WARREN_URL: broker.url: "http://warren:***@127.0.0.1/" is not an amqp:// or amqps:// URL' -- \
+	env WARREN_URL=http://warren:pw-warren-badurl@127.0.0.1/ "$BIN/rpc-call" example.echo
 check "a deadline exceeded exits 5" 5 '' \
 	'rpc-call: example.sleep: DEADLINE_EXCEEDED: no reply within 300 ms' -- \
 	"$BIN/rpc-call" -t 0.3 example.sleep '{"ms":2000}'

@@ -305,6 +305,12 @@ static void test_broker_url_takes_a_list_of_amqp_urls(void **state)
 	                 "broker.url: needs at least one amqp:// or amqps:// URL");
 }
 
+static void test_a_refused_broker_url_does_not_show_its_password(void **state)
+{
+	assert_set_fails("broker.url", "amqp://h1/,http://warren:pw-warren-cfg@h2/",
+	                 "broker.url: \"http://warren:***@h2/\" is not an amqp:// or amqps:// URL");
+}
+
 #define SERVICE_RULE "may hold only a-z, 0-9, _ and - (1 to 64 characters)"
 
 static void test_worker_service_is_a_short_lower_case_name(void **state)
@@ -658,6 +664,7 @@ int main(void)
 	    cmocka_unit_test(test_integers_are_decimal_and_range_checked),
 	    cmocka_unit_test(test_enums_take_only_their_names),
 	    cmocka_unit_test(test_broker_url_takes_a_list_of_amqp_urls),
+	    cmocka_unit_test(test_a_refused_broker_url_does_not_show_its_password),
 	    cmocka_unit_test(test_worker_service_is_a_short_lower_case_name),
 	    cmocka_unit_test(test_metrics_listen_is_host_and_port),
 	    cmocka_unit_test(test_client_metrics_listen_is_host_and_port_too),

@@ -289,6 +289,42 @@ static void test_a_replay_of_a_message_without_headers_gets_rpc_attempt(void **s
 	dlq_replay_free(&r);
 }
 
+/* The caller's signature covers fields a replay changes: it goes, and the
+ * operator's (dlq_replay_add_signature) takes its place. */
+static void test_a_replay_drops_the_callers_signature_and_carries_the_operators(void **state)
+{
+	amqp_table_entry_t h[] = {str_h("rpc-key-id", "app"), int_h("rpc-signed-at", 7),
+	                          str_h("rpc-signature", "sig"), str_h("rpc-retry-token", "t"),
+	                          str_h("traceparent", "tp")};
+	amqp_basic_properties_t p = props(h, 5, "user.get", "c");
+	const unsigned char sig[3] = {1, 2, 3};
+	const amqp_field_value_t *v;
+	struct dlq_replay r;
+
+	assert_true(dlq_replay_props(&p, &r));
+	assert_int_equal(r.props.headers.num_entries, 2);
+	assert_null(dlq_table_get(&r.props.headers, "rpc-key-id"));
+	assert_null(dlq_table_get(&r.props.headers, "rpc-retry-token"));
+	dlq_replay_add_signature(&r, "ops", 1700000000123, sig, sizeof(sig));
+	assert_int_equal(r.props.headers.num_entries, 5);
+	v = dlq_table_get(&r.props.headers, "rpc-key-id");
+	assert_non_null(v);
+	assert_int_equal(v->kind, AMQP_FIELD_KIND_UTF8);
+	assert_int_equal(v->value.bytes.len, 3);
+	assert_memory_equal(v->value.bytes.bytes, "ops", 3);
+	v = dlq_table_get(&r.props.headers, "rpc-signed-at");
+	assert_non_null(v);
+	assert_int_equal(v->kind, AMQP_FIELD_KIND_I64);
+	assert_int_equal(v->value.i64, 1700000000123);
+	v = dlq_table_get(&r.props.headers, "rpc-signature");
+	assert_non_null(v);
+	assert_int_equal(v->kind, AMQP_FIELD_KIND_BYTES);
+	assert_int_equal(v->value.bytes.len, 3);
+	assert_memory_equal(v->value.bytes.bytes, sig, 3);
+	assert_non_null(dlq_table_get(&r.props.headers, "traceparent"));
+	dlq_replay_free(&r);
+}
+
 static void test_truncation_counts_characters_and_ends_with_dots(void **state)
 {
 	char s[64];
@@ -334,6 +370,7 @@ int main(void)
 	    cmocka_unit_test(
 	        test_a_replay_drops_death_deadline_and_reply_to_and_resets_the_attempt),
 	    cmocka_unit_test(test_a_replay_of_a_message_without_headers_gets_rpc_attempt),
+	    cmocka_unit_test(test_a_replay_drops_the_callers_signature_and_carries_the_operators),
 	    cmocka_unit_test(test_truncation_counts_characters_and_ends_with_dots),
 	    cmocka_unit_test(test_printable_stops_at_a_character_boundary),
 	};

@@ -13,6 +13,7 @@
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
 
+#include "syncconn.h"
 #include "warren.h"
 
 int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port,
@@ -157,6 +158,36 @@ static void test_unreadable_password_file_is_a_config_error(void **state)
 	warren_config_free(cfg);
 }
 
+/* The port is not a number: amqp_parse_url refuses the URL, and the message
+ * shows it without its password, for the engine and for the tools'
+ * one-shot connection alike. */
+#define BAD_URL "amqp://h1/,amqp://warren:pw-warren-unit@localhost:56x72/"
+#define BAD_URL_MSG "broker.url: cannot parse \"amqp://warren:***@localhost:56x72/\""
+
+static void test_an_unparsable_url_is_shown_without_its_password(void **state)
+{
+	warren_config *cfg = config(BAD_URL);
+	warren_client *c = NULL;
+	char why[300];
+
+	assert_int_equal(warren_client_new(cfg, "t", &c, why, sizeof(why)), WARREN_ERR_CONFIG);
+	assert_string_equal(why, BAD_URL_MSG);
+	assert_int_equal(script.opens, 0);
+	warren_config_free(cfg);
+}
+
+static void test_a_tool_shows_an_unparsable_url_without_its_password(void **state)
+{
+	warren_config *cfg = config("amqp://warren:pw-warren-unit@localhost:56x72/");
+	struct syncconn *sc = NULL;
+	char why[300];
+
+	assert_int_equal(syncconn_open(cfg, "t", &sc, why, sizeof(why)), WARREN_ERR_CONFIG);
+	assert_null(sc);
+	assert_string_equal(why, BAD_URL_MSG);
+	warren_config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -165,6 +196,8 @@ int main(void)
 		cmocka_unit_test_setup(test_refused_login_names_the_broker_reply, reset_script),
 		cmocka_unit_test_setup(test_an_unreadable_tls_ca_file_is_a_clear_error, reset_script),
 		cmocka_unit_test_setup(test_unreadable_password_file_is_a_config_error, reset_script),
+		cmocka_unit_test_setup(test_an_unparsable_url_is_shown_without_its_password, reset_script),
+		cmocka_unit_test_setup(test_a_tool_shows_an_unparsable_url_without_its_password, reset_script),
 	};
 
 	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);

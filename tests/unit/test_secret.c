@@ -93,12 +93,47 @@ static void test_failures_name_the_key_and_the_file(void **state)
 	assert_string_equal(why, want);
 }
 
+static void expect_mask(const char *url, size_t n, const char *want)
+{
+	char out[128];
+
+	assert_string_equal(secret_mask_url(url, n, out, sizeof(out)), want);
+}
+
+/* Every message that shows a broker URL shows it through secret_mask_url. */
+static void test_url_passwords_are_masked_for_messages(void **state)
+{
+	expect_mask("amqp://warren:pw-warren-1@localhost:5672/", SIZE_MAX,
+	            "amqp://warren:***@localhost:5672/");
+	expect_mask("amqp://guest:guest@h/", SIZE_MAX, "amqp://guest:***@h/");
+	expect_mask("amqp://localhost/", SIZE_MAX, "amqp://localhost/");
+	expect_mask("amqp://warren@localhost/", SIZE_MAX, "amqp://warren@localhost/");
+	expect_mask("amqp://u:@h/", SIZE_MAX, "amqp://u:***@h/");
+	/* An unescaped '@' or '/' in a malformed password: up to the last '@'. */
+	expect_mask("amqps://u:p@s/s@host/vh", SIZE_MAX, "amqps://u:***@host/vh");
+	expect_mask("u:pw-warren-2@host", SIZE_MAX, "u:***@host");
+	/* One element of a list, given by its length. */
+	expect_mask("amqp://a:b@h,amqp://c:d@i", 12, "amqp://a:***@h");
+	expect_mask("", SIZE_MAX, "");
+}
+
+static void test_a_masked_url_is_cut_to_the_buffer(void **state)
+{
+	char out[16];
+
+	assert_string_equal(secret_mask_url("amqp://user:pw@a-long-host-name/", SIZE_MAX, out,
+	                                    sizeof(out)),
+	                    "amqp://user:***");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_the_first_line_without_its_newline),
 		cmocka_unit_test(test_a_relative_name_is_a_systemd_credential),
 		cmocka_unit_test(test_failures_name_the_key_and_the_file),
+		cmocka_unit_test(test_url_passwords_are_masked_for_messages),
+		cmocka_unit_test(test_a_masked_url_is_cut_to_the_buffer),
 	};
 
 	return cmocka_run_group_tests_name("secret", tests, setup, teardown);

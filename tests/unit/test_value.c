@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "codec.h"
 #include "warren.h"
 
 static char *to_json(const warren_value *v)
@@ -330,6 +332,160 @@ static void test_json_input_need_not_be_nul_terminated(void **state)
 	warren_value_free(v);
 }
 
+/* ------------------------------------------------- hash flooding (issue 13) */
+
+/* Keys built to collide for the unkeyed FNV-1a map index warren used before
+ * issue 13: the low bits of FNV-1a's state depend only on the low bits
+ * before each byte, so two 3-byte blocks taking one low-17-bit state to the
+ * same one can be swapped freely. FLOOD_STAGES such choices give
+ * 2^FLOOD_STAGES keys whose hashes agree in their low 17 bits: one slot of
+ * any index up to 131072 slots, which is the index of this map. */
+#define FLOOD_STAGES 16
+#define FLOOD_MASK   0x1ffffu
+#define FLOOD_BLEN   3
+#define FLOOD_KEYS   (1u << FLOOD_STAGES)
+#define FLOOD_KLEN   (FLOOD_BLEN * FLOOD_STAGES)
+
+static const char flood_abc[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+static void flood_block(uint32_t i, char *blk)
+{
+	for (int k = FLOOD_BLEN - 1; k >= 0; k--) {
+		blk[k] = flood_abc[i % 62];
+		i /= 62;
+	}
+}
+
+/* FNV-1a's state after p, in its low 17 bits. */
+static uint32_t fnv_step(uint32_t h, const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		h = ((h ^ (unsigned char)p[i]) * 0x1b3u) & FLOOD_MASK; /* the FNV prime, mod 2^17 */
+	}
+	return h;
+}
+
+/* blocks[stage][0|1]: two blocks taking the stage's state to one state. */
+static void flood_blocks(char blocks[FLOOD_STAGES][2][FLOOD_BLEN])
+{
+	uint32_t h = (uint32_t)(14695981039346656037ULL & FLOOD_MASK);
+	uint32_t *seen = calloc(FLOOD_MASK + 1, sizeof(*seen));
+
+	assert_non_null(seen);
+	for (int st = 0; st < FLOOD_STAGES; st++) {
+		bool found = false;
+
+		memset(seen, 0, (FLOOD_MASK + 1) * sizeof(*seen));
+		for (uint32_t i = 0; i < 62 * 62 * 62 && !found; i++) {
+			char blk[FLOOD_BLEN];
+			uint32_t to;
+
+			flood_block(i, blk);
+			to = fnv_step(h, blk, FLOOD_BLEN);
+			if (seen[to] != 0) {
+				flood_block(seen[to] - 1, blocks[st][0]);
+				memcpy(blocks[st][1], blk, FLOOD_BLEN);
+				h = to;
+				found = true;
+			}
+			seen[to] = i + 1;
+		}
+		assert_true(found);
+	}
+	free(seen);
+}
+
+static void flood_key(char blocks[FLOOD_STAGES][2][FLOOD_BLEN], uint32_t n, char *key)
+{
+	for (int st = 0; st < FLOOD_STAGES; st++) {
+		memcpy(key + FLOOD_BLEN * st, blocks[st][(n >> st) & 1], FLOOD_BLEN);
+	}
+	key[FLOOD_KLEN] = '\0';
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Every key is present once with its value n. */
+static void expect_flood_map(const warren_value *m, char blocks[FLOOD_STAGES][2][FLOOD_BLEN])
+{
+	char key[FLOOD_KLEN + 1];
+	int64_t i;
+
+	assert_int_equal(warren_value_type(m), WARREN_MAP);
+	assert_int_equal(warren_value_len(m), FLOOD_KEYS);
+	for (uint32_t n = 0; n < FLOOD_KEYS; n += 97) {
+		flood_key(blocks, n, key);
+		assert_true(warren_value_get_int(warren_map_get(m, key), &i));
+		assert_int_equal(i, n);
+	}
+}
+
+static void test_colliding_keys_decode_from_json(void **state)
+{
+	char blocks[FLOOD_STAGES][2][FLOOD_BLEN];
+	size_t cap = (size_t)FLOOD_KEYS * (FLOOD_KLEN + 12) + 2, len = 0;
+	char *text = malloc(cap), key[FLOOD_KLEN + 1], why[200] = "";
+	warren_value *v = NULL;
+	struct timespec t0;
+
+	assert_non_null(text);
+	flood_blocks(blocks);
+	text[len++] = '{';
+	for (uint32_t n = 0; n < FLOOD_KEYS; n++) {
+		flood_key(blocks, n, key);
+		len += (size_t)snprintf(text + len, cap - len, "%s\"%s\":%u", n ? "," : "", key, n);
+	}
+	text[len++] = '}';
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(warren_value_from_json(text, len, &v, why, sizeof(why)), WARREN_OK);
+	fprintf(stderr, "bench: %u colliding keys, %zu bytes of JSON decoded in %.3f s\n",
+	        FLOOD_KEYS, len, seconds_since(&t0));
+	expect_flood_map(v, blocks);
+	warren_value_free(v);
+	free(text);
+}
+
+static void test_colliding_keys_decode_from_msgpack(void **state)
+{
+	char blocks[FLOOD_STAGES][2][FLOOD_BLEN];
+	size_t len = 0;
+	unsigned char *buf = malloc(5 + (size_t)FLOOD_KEYS * (FLOOD_KLEN + 3 + 5));
+	char key[FLOOD_KLEN + 1], why[200] = "";
+	warren_value *v = NULL;
+	struct timespec t0;
+
+	assert_non_null(buf);
+	flood_blocks(blocks);
+	buf[len++] = 0xdf; /* map 32 */
+	for (int sh = 24; sh >= 0; sh -= 8) {
+		buf[len++] = (unsigned char)(FLOOD_KEYS >> sh);
+	}
+	for (uint32_t n = 0; n < FLOOD_KEYS; n++) {
+		flood_key(blocks, n, key);
+		buf[len++] = 0xd9; /* str 8 */
+		buf[len++] = FLOOD_KLEN;
+		memcpy(buf + len, key, FLOOD_KLEN);
+		len += FLOOD_KLEN;
+		buf[len++] = 0xce; /* uint 32 */
+		for (int sh = 24; sh >= 0; sh -= 8) {
+			buf[len++] = (unsigned char)(n >> sh);
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(codec_msgpack_decode(buf, len, &v, why, sizeof(why)), WARREN_OK);
+	fprintf(stderr, "bench: %u colliding keys, %zu bytes of msgpack decoded in %.3f s\n",
+	        FLOOD_KEYS, len, seconds_since(&t0));
+	expect_flood_map(v, blocks);
+	warren_value_free(v);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -348,6 +504,8 @@ int main(void)
 		cmocka_unit_test(test_bad_json_gets_a_message_with_its_place),
 		cmocka_unit_test(test_json_nesting_is_limited_to_32_levels),
 		cmocka_unit_test(test_json_input_need_not_be_nul_terminated),
+		cmocka_unit_test(test_colliding_keys_decode_from_json),
+		cmocka_unit_test(test_colliding_keys_decode_from_msgpack),
 	};
 
 	return cmocka_run_group_tests_name("value", tests, NULL, NULL);
