@@ -25,8 +25,8 @@
 #include "warren.h"
 
 #define MAX_CALLS 200000
-#define RECOVERY_MS 2000 /* sent on after the fault, at least */
-#define GRACE_MS 30000   /* past SECONDS, waiting for the fault to end */
+#define RECOVERY_MS 2000  /* sent on after the fault, at least */
+#define GRACE_MS    30000 /* past SECONDS, waiting for the fault to end */
 #define READ_USERS 20
 
 struct rec {
