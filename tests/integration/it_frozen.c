@@ -33,54 +33,10 @@
  * buffers between the client and a broker that does not read hold. */
 #define PAD_BYTES (96 * 1024)
 
-static pid_t broker = -1, guard = -1;
-
-static pid_t broker_pid(void)
-{
-	const char *dir = getenv("WARREN_TEST_BROKER_DIR");
-	char path[512];
-	long pid = -1;
-	FILE *f;
-
-	assert_non_null(dir);
-	snprintf(path, sizeof(path), "%s/rabbitmq.pid", dir);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%ld", &pid), 1);
-	fclose(f);
-	return (pid_t)pid;
-}
-
-/* Freezes the broker; a guard process resumes it after 60 s whatever
- * becomes of this one. */
-static void freeze(void)
-{
-	broker = broker_pid();
-	guard = fork();
-	assert_true(guard >= 0);
-	if (guard == 0) {
-		sleep(60);
-		kill(broker, SIGCONT);
-		_exit(0);
-	}
-	assert_int_equal(kill(broker, SIGSTOP), 0);
-}
-
-static void thaw(void)
-{
-	if (broker > 0) {
-		kill(broker, SIGCONT);
-	}
-	if (guard > 0) {
-		kill(guard, SIGKILL);
-		waitpid(guard, NULL, 0);
-	}
-	broker = guard = -1;
-}
 
 static int resume_broker(void **state)
 {
-	thaw();
+	testenv_broker_thaw();
 	return 0;
 }
 
@@ -162,7 +118,7 @@ static void test_every_call_ends_at_its_deadline_while_the_broker_is_frozen(void
 	bool all = false;
 
 	assert_int_equal(warren_client_new(cfg, "it_frozen", &c, why, sizeof(why)), WARREN_OK);
-	freeze();
+	testenv_broker_freeze();
 	for (int i = 0; i < BLOCKING_CALLS; i++) {
 		blocking[i] = (struct blocking){.c = c, .params = params};
 		assert_int_equal(
@@ -188,7 +144,7 @@ static void test_every_call_ends_at_its_deadline_while_the_broker_is_frozen(void
 		usleep(20000);
 	}
 	if (!all) {
-		thaw(); /* let the stuck client go, then report */
+		testenv_broker_thaw(); /* let the stuck client go, then report */
 	}
 	for (int i = 0; i < BLOCKING_CALLS; i++) {
 		pthread_join(blocking[i].thread, NULL);
@@ -210,7 +166,7 @@ static void test_every_call_ends_at_its_deadline_while_the_broker_is_frozen(void
 	freed = testenv_mono_ms() - freed;
 	print_message("warren_client_free took %lld ms\n", (long long)freed);
 	assert_true(freed < 20000);
-	thaw();
+	testenv_broker_thaw();
 	warren_value_free(params);
 	warren_config_free(cfg);
 }

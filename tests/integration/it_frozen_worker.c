@@ -37,57 +37,13 @@
  * returns. */
 #define STOP_SLACK_MS 10000
 
-static pid_t broker = -1, guard = -1;
 static atomic_bool gate_open;
 static atomic_int handled;
 static char *reply_pad;
 
-static pid_t broker_pid(void)
-{
-	const char *dir = getenv("WARREN_TEST_BROKER_DIR");
-	char path[512];
-	long pid = -1;
-	FILE *f;
-
-	assert_non_null(dir);
-	snprintf(path, sizeof(path), "%s/rabbitmq.pid", dir);
-	f = fopen(path, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%ld", &pid), 1);
-	fclose(f);
-	return (pid_t)pid;
-}
-
-/* Freezes the broker; a guard process resumes it after 60 s whatever
- * becomes of this one. */
-static void freeze(void)
-{
-	broker = broker_pid();
-	guard = fork();
-	assert_true(guard >= 0);
-	if (guard == 0) {
-		sleep(60);
-		kill(broker, SIGCONT);
-		_exit(0);
-	}
-	assert_int_equal(kill(broker, SIGSTOP), 0);
-}
-
-static void thaw(void)
-{
-	if (broker > 0) {
-		kill(broker, SIGCONT);
-	}
-	if (guard > 0) {
-		kill(guard, SIGKILL);
-		waitpid(guard, NULL, 0);
-	}
-	broker = guard = -1;
-}
-
 static int resume_broker(void **state)
 {
-	thaw();
+	testenv_broker_thaw();
 	return 0;
 }
 
@@ -135,7 +91,7 @@ static void wait_for(bool (*cond)(struct fixture *), struct fixture *f, int ms, 
 
 	while (!cond(f)) {
 		if (testenv_mono_ms() > until) {
-			thaw();
+			testenv_broker_thaw();
 			fail_msg("timed out waiting until %s", what);
 		}
 		usleep(10000);
@@ -193,7 +149,7 @@ static void start_frozen(struct fixture *f, const char *service)
 	}
 	warren_value_free(params);
 	wait_for(all_received, f, 20000, "the worker has every request");
-	freeze();
+	testenv_broker_freeze();
 	atomic_store(&gate_open, true);
 	wait_for(all_handled, f, 20000, "every handler has returned");
 }
@@ -220,7 +176,7 @@ static void test_large_replies_wait_while_the_broker_is_frozen_and_go_once_it_re
 	after = io_loops(f.w);
 	print_message("I/O loop turns over 1 s with the broker frozen: %llu\n",
 	              (unsigned long long)(after - before));
-	thaw();
+	testenv_broker_thaw();
 	if (after == before) {
 		fail_msg("the worker's I/O thread stopped turning while the broker was frozen");
 	}
@@ -271,7 +227,7 @@ static void test_a_worker_stops_within_its_bound_while_the_broker_is_frozen(void
 		usleep(10000);
 	}
 	took = testenv_mono_ms() - began;
-	thaw(); /* a stop stuck in a write ends once the broker reads */
+	testenv_broker_thaw(); /* a stop stuck in a write ends once the broker reads */
 	pthread_join(t, NULL);
 	print_message("warren_worker_stop + free took %lld ms with the broker frozen\n",
 	              (long long)took);

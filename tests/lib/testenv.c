@@ -302,3 +302,57 @@ int testenv_broker_ctl(const char *args)
 	         getenv("WARREN_TEST_BROKER_DIR"), args);
 	return system(cmd);
 }
+
+static pid_t frozen_broker = -1, thaw_guard = -1;
+
+static pid_t broker_pid(void)
+{
+	const char *dir = getenv("WARREN_TEST_BROKER_DIR");
+	char path[512];
+	long pid = -1;
+	FILE *f;
+
+	if (dir == NULL) {
+		fprintf(stderr, "testenv: WARREN_TEST_BROKER_DIR is not set\n");
+		abort();
+	}
+	snprintf(path, sizeof(path), "%s/rabbitmq.pid", dir);
+	f = fopen(path, "r");
+	if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 0) {
+		fprintf(stderr, "testenv: no broker pid in %s\n", path);
+		abort();
+	}
+	fclose(f);
+	return (pid_t)pid;
+}
+
+void testenv_broker_freeze(void)
+{
+	frozen_broker = broker_pid();
+	thaw_guard = fork();
+	if (thaw_guard < 0) {
+		perror("testenv: fork");
+		abort();
+	}
+	if (thaw_guard == 0) {
+		sleep(60);
+		kill(frozen_broker, SIGCONT);
+		_exit(0);
+	}
+	if (kill(frozen_broker, SIGSTOP) != 0) {
+		perror("testenv: SIGSTOP to the broker");
+		abort();
+	}
+}
+
+void testenv_broker_thaw(void)
+{
+	if (frozen_broker > 0) {
+		kill(frozen_broker, SIGCONT);
+	}
+	if (thaw_guard > 0) {
+		kill(thaw_guard, SIGKILL);
+		waitpid(thaw_guard, NULL, 0);
+	}
+	frozen_broker = thaw_guard = -1;
+}

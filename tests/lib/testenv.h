@@ -52,6 +52,13 @@ int raw_get(struct raw *r, const char *queue, amqp_message_t *msg);
 const char *raw_header(const amqp_basic_properties_t *p, const char *key);
 /* Runs rabbitmqctl ARGS against the private broker; its exit status. */
 int testenv_broker_ctl(const char *args);
+/* Freezes the private broker (SIGSTOP: it stops reading its connections);
+ * a guard process resumes it after 60 s whatever becomes of the caller, so
+ * that later tests of the run still have a broker. Aborts when the broker's
+ * pid cannot be read. testenv_broker_thaw resumes it now (also safe when
+ * it is not frozen: call it from a teardown). */
+void testenv_broker_freeze(void);
+void testenv_broker_thaw(void);
 /* Consumers of a queue, or -1. */
 long raw_consumer_count(struct raw *r, const char *queue);
 int raw_purge(struct raw *r, const char *queue);
