@@ -849,7 +849,12 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 			return -1;
 		}
 	}
-	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, 1, 0, amqp_empty_table) ==
+	/* A reply queue of our own is consumed with acks: a reply the broker
+	 * sent just before the connection was lost, unread, is delivered again
+	 * on the next one instead of being lost with it (its call would wait to
+	 * its deadline). Direct reply-to can only be consumed without. */
+	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0,
+	                       c->reply_mode == REPLY_DIRECT, 0, amqp_empty_table) ==
 	    NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
 		                      errlen);
@@ -964,6 +969,9 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 		       reply, NULL);
 	}
 out:
+	if (c->reply_mode == REPLY_QUEUE) {
+		engine_ack(e, d->generation, d->delivery_tag); /* handled, whatever it was */
+	}
 	engine_delivery_free(d);
 }
 
@@ -1082,6 +1090,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	                             .lost = client_lost,
 	                             .tick = client_tick};
 
+	/* Queue mode acks every reply in the turn that handled it: merged. */
+	ec.batch_acks = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1;
 	snprintf(c->app_id, sizeof(c->app_id), "%s", app_id);
 	random_hex(c->prefix, 8);
 	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id,

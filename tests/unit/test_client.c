@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
@@ -29,6 +30,7 @@ const char *__wrap_engine_blocked(const struct engine *e);
 int64_t __wrap_engine_blocked_ms(struct engine *e);
 int64_t __wrap_engine_now(void);
 bool __wrap_engine_writable(struct engine *e, size_t len);
+void __wrap_engine_ack(struct engine *e, uint64_t generation, uint64_t tag);
 
 #define MAX_TASKS 16
 
@@ -45,6 +47,9 @@ static struct {
 	char message_ids[4][65];
 	engine_confirm_fn confirm_fn;
 	void *confirm_ctx;
+	bool batch_acks; /* as engine_new was asked */
+	int acks;
+	uint64_t acked[4];
 } eng;
 
 /* What the completion callback saw. */
@@ -57,6 +62,7 @@ struct engine *__wrap_engine_new(const struct engine_config *cfg, const struct e
                                  char *errstr, size_t errlen)
 {
 	eng.hooks = *hooks;
+	eng.batch_acks = cfg->batch_acks;
 	return (struct engine *)&eng.fake;
 }
 
@@ -128,6 +134,14 @@ bool __wrap_engine_writable(struct engine *e, size_t len)
 	return !eng.full;
 }
 
+void __wrap_engine_ack(struct engine *e, uint64_t generation, uint64_t tag)
+{
+	if (eng.acks < 4) {
+		eng.acked[eng.acks] = tag;
+	}
+	eng.acks++;
+}
+
 static void on_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
 {
 	done_seen.runs++;
@@ -161,7 +175,7 @@ static void tick_at(int64_t now)
 	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
 }
 
-static warren_client *new_client(void)
+static warren_client *new_client_with(const char *reply_mode)
 {
 	warren_config *cfg = warren_config_new();
 	warren_client *c = NULL;
@@ -174,9 +188,60 @@ static warren_client *new_client(void)
 	                 WARREN_OK);
 	assert_int_equal(warren_config_set(cfg, "client.retry_attempts", "5", NULL, 0), WARREN_OK);
 	assert_int_equal(warren_config_set(cfg, "client.retry_delay", "10ms", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.reply_mode", reply_mode, NULL, 0),
+	                 WARREN_OK);
 	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
 	warren_config_free(cfg);
 	return c;
+}
+
+static warren_client *new_client(void)
+{
+	return new_client_with("direct");
+}
+
+/* A reply delivered by the scripted engine: tag, and a correlation id that
+ * no call has (a stray reply: the client still has to settle it). */
+static void deliver_stray(uint64_t tag)
+{
+	struct engine_delivery *d = calloc(1, sizeof(*d));
+
+	assert_non_null(d);
+	d->delivery_tag = tag;
+	d->generation = 1;
+	d->message.properties._flags = AMQP_BASIC_CORRELATION_ID_FLAG;
+	d->message.properties.correlation_id = amqp_cstring_bytes("0123456789abcdef0123456789abcdef");
+	eng.hooks.deliver((struct engine *)&eng.fake, eng.hooks.arg, d);
+}
+
+/* With a reply queue of its own, the client consumes with acks and acks
+ * each reply once handled (merged by the engine in its turn): a reply the
+ * broker sent just before a connection was lost, unread, is delivered
+ * again instead of lost with it. Before, replies were consumed without
+ * acks and one in flight at the loss left its call waiting to its
+ * deadline (it_sign's lost-connection test, 1 call in 2,405). */
+static void queue_mode_acks_every_reply_it_handles(void **state)
+{
+	warren_client *c = new_client_with("queue");
+
+	assert_true(eng.batch_acks);
+	deliver_stray(7);
+	deliver_stray(8);
+	assert_int_equal(eng.acks, 2);
+	assert_int_equal(eng.acked[0], 7);
+	assert_int_equal(eng.acked[1], 8);
+	warren_client_free(c);
+}
+
+/* Direct reply-to is consumed without acks: none is sent. */
+static void direct_mode_sends_no_acks(void **state)
+{
+	warren_client *c = new_client_with("direct");
+
+	assert_false(eng.batch_acks);
+	deliver_stray(7);
+	assert_int_equal(eng.acks, 0);
+	warren_client_free(c);
 }
 
 /* A call whose deadline passed while its publish was unconfirmed, and whose
@@ -321,6 +386,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(finished_call_is_never_republished_after_nack),
+	    cmocka_unit_test(queue_mode_acks_every_reply_it_handles),
+	    cmocka_unit_test(direct_mode_sends_no_acks),
 	    cmocka_unit_test(finished_call_is_never_republished_after_lost),
 	    cmocka_unit_test(live_call_is_republished_as_the_same_attempt),
 	    cmocka_unit_test(deadline_runs_from_the_call_not_from_the_io_thread),
