@@ -107,6 +107,7 @@ struct engine {
 	char fail_why[256];
 	bool gave_up; /* the first connection failed: engine_start is stopping us */
 	bool want_write; /* engine_writable said no this turn: poll again soon */
+	int sndbuf;      /* SO_SNDBUF as engine_writable last read it (0: not yet) */
 	bool ever_connected;
 };
 
@@ -616,6 +617,7 @@ static void try_connect(struct engine *e)
 	e->next_url = (e->next_url + 1) % e->nurls;
 	if (open_connection(e, u, why, sizeof(why)) == 0) {
 		e->connected = true;
+		e->sndbuf = 0; /* a new socket: engine_writable reads its buffer */
 		if (e->blocked) {
 			atomic_fetch_add(&e->blocked_ms, engine_now() - e->blocked_since);
 		}
@@ -1219,20 +1221,29 @@ warren_err engine_publish(struct engine *e, const char *exchange, const char *ro
  * buffer (the kernel counts about twice the payload against SO_SNDBUF),
  * keeping WRITE_RESERVE for small frames. An empty socket always takes
  * one message, so that one larger than the buffer can still go. */
+static bool fits(size_t queued, size_t len, int sndbuf)
+{
+	return queued + len + WRITE_OVERHEAD + WRITE_RESERVE <= (size_t)sndbuf / 2;
+}
+
 bool engine_writable(struct engine *e, size_t len)
 {
-	int fd, queued = 0, sndbuf = 0;
-	socklen_t sl = sizeof(sndbuf);
+	int fd, queued = 0;
+	socklen_t sl = sizeof(e->sndbuf);
 
 	if (!e->connected || e->fail_pending) {
 		return true; /* engine_publish fails at once */
 	}
+	/* One system call on the hot path: SO_SNDBUF (which the kernel's
+	 * autotuning changes) is read again only when the last size read
+	 * says no. */
 	fd = amqp_get_sockfd(e->conn);
-	if (ioctl(fd, SIOCOUTQ, &queued) != 0 ||
-	    getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) != 0 || queued <= 0) {
+	if (ioctl(fd, SIOCOUTQ, &queued) != 0 || queued <= 0 ||
+	    fits((size_t)queued, len, e->sndbuf)) {
 		return true;
 	}
-	if ((size_t)queued + len + WRITE_OVERHEAD + WRITE_RESERVE <= (size_t)sndbuf / 2) {
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &e->sndbuf, &sl) != 0 ||
+	    fits((size_t)queued, len, e->sndbuf)) {
 		return true;
 	}
 	e->want_write = true;

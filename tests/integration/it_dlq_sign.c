@@ -46,16 +46,7 @@ static warren_status echo(warren_request *req, void *arg)
 
 static void put(const char *name, const unsigned char *key, size_t len)
 {
-	char path[160], hex[260];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	sign_to_hex(key, len, hex);
-	fprintf(f, "%s\n", hex);
-	fclose(f);
-	chmod(path, 0600);
+	testenv_write_key(dir, name, key, len, 0600);
 }
 
 /* A worker of service secure declares its queues (purging an absent one

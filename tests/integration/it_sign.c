@@ -54,16 +54,7 @@ static warren_status flaky(warren_request *req, void *arg)
 
 static void put(const char *name, const unsigned char *key, size_t len, mode_t mode)
 {
-	char path[160], hex[260];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	sign_to_hex(key, len, hex);
-	fprintf(f, "%s\n", hex);
-	fclose(f);
-	chmod(path, mode);
+	testenv_write_key(dir, name, key, len, mode);
 }
 
 /* Keys for both schemes: mac secrets "app" and "ops" shared with the

@@ -5,11 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <amqp_tcp_socket.h>
+
+#include "sign.h"
 
 const char *testenv_url(void)
 {
@@ -355,4 +358,22 @@ void testenv_broker_thaw(void)
 		waitpid(thaw_guard, NULL, 0);
 	}
 	frozen_broker = thaw_guard = -1;
+}
+
+void testenv_write_key(const char *dir, const char *name, const unsigned char *key, size_t len,
+                       mode_t mode)
+{
+	char path[512], hex[260];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	if (f == NULL || len * 2 >= sizeof(hex)) {
+		fprintf(stderr, "testenv: cannot write the key %s\n", path);
+		abort();
+	}
+	sign_to_hex(key, len, hex);
+	fprintf(f, "%s\n", hex);
+	fclose(f);
+	chmod(path, mode);
 }

@@ -52,6 +52,10 @@ int raw_get(struct raw *r, const char *queue, amqp_message_t *msg);
 const char *raw_header(const amqp_basic_properties_t *p, const char *key);
 /* Runs rabbitmqctl ARGS against the private broker; its exit status. */
 int testenv_broker_ctl(const char *args);
+/* Writes key (len bytes) as one line of hex to DIR/NAME with mode, as
+ * warren-key does; aborts on failure. */
+void testenv_write_key(const char *dir, const char *name, const unsigned char *key, size_t len,
+                       mode_t mode);
 /* Freezes the private broker (SIGSTOP: it stops reading its connections);
  * a guard process resumes it after 60 s whatever becomes of the caller, so
  * that later tests of the run still have a broker. Aborts when the broker's
