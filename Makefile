@@ -168,6 +168,7 @@ $(BUILD)/bin/user-service: $(USER_OBJ) $(STATIC_LIB)
 
 # Unit tests link the static library (internal symbols included). A test may
 # name rabbitmq-c functions to mock in WRAP_<test>.
+WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack

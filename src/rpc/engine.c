@@ -37,7 +37,11 @@
  * frames (acks, heartbeats, channel.close) however full the socket is. */
 #define WRITE_OVERHEAD   4096
 #define WRITE_RESERVE    65536
-#define WRITE_RECHECK_MS 10
+/* While an owner waits for room, the loop waits for POLLOUT; when POLLOUT
+ * came and there was still not room enough (it says some room, not how
+ * much), the next wait is a plain timeout of this many ms instead, so the
+ * loop never spins on a socket that stays writable. */
+#define WRITE_RECHECK_MS 2
 
 struct url {
 	char *buf;  /* amqp_parse_url writes into it; info points into it */
@@ -106,7 +110,9 @@ struct engine {
 	bool fail_pending;
 	char fail_why[256];
 	bool gave_up; /* the first connection failed: engine_start is stopping us */
-	bool want_write; /* engine_writable said no this turn: poll again soon */
+	bool want_write;    /* engine_writable said no this turn: wait for room */
+	bool woke_writable; /* the last wait ended with POLLOUT */
+	bool pollout_idle;  /* ... and the owner still found no room: no POLLOUT next wait */
 	int sndbuf;      /* SO_SNDBUF as engine_writable last read it (0: not yet) */
 	bool ever_connected;
 };
@@ -1002,9 +1008,9 @@ static int poll_timeout(struct engine *e, int64_t now, int64_t next_tick)
 	if (next_tick - now < wait) {
 		wait = next_tick - now;
 	}
-	/* An owner waits for room in the socket: look again soon (POLLOUT
-	 * would not do: it says there is some room, not enough). */
-	if (e->want_write && wait > WRITE_RECHECK_MS) {
+	/* An owner waits for room in the socket: POLLOUT ends the wait (see
+	 * wait_events); when it cannot, look again soon. */
+	if (e->want_write && e->pollout_idle && wait > WRITE_RECHECK_MS) {
 		wait = WRITE_RECHECK_MS;
 	}
 	if (e->connected && (amqp_frames_enqueued(e->conn) || amqp_data_in_buffer(e->conn))) {
@@ -1021,10 +1027,15 @@ static void wait_events(struct engine *e, int64_t next_tick)
 
 	if (e->connected) {
 		fds[1].fd = amqp_get_sockfd(e->conn);
-		fds[1].events = POLLIN;
+		fds[1].events = POLLIN | (e->want_write && !e->pollout_idle ? POLLOUT : 0);
 		n = 2;
 	}
-	if (poll(fds, n, poll_timeout(e, engine_now(), next_tick)) > 0 && (fds[0].revents & POLLIN)) {
+	e->woke_writable = false;
+	if (poll(fds, n, poll_timeout(e, engine_now(), next_tick)) <= 0) {
+		return;
+	}
+	e->woke_writable = (fds[1].revents & POLLOUT) != 0;
+	if (fds[0].revents & POLLIN) {
 		if (read(e->wakefd, &count, sizeof(count)) < 0) {
 			/* EAGAIN: another turn already drained it. */
 		}
@@ -1050,6 +1061,9 @@ static void turn(struct engine *e)
 		disconnect(e, e->fail_why, false);
 	}
 	next_tick = e->hooks.tick(e, e->hooks.arg, engine_now());
+	/* Woken by room in the socket, and still not room enough: the next
+	 * wait is a short timeout rather than a POLLOUT that fires at once. */
+	e->pollout_idle = e->want_write && e->woke_writable;
 	flush_acks(e);
 	atomic_fetch_add(&e->turns, 1);
 	wait_events(e, next_tick);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,24 +316,73 @@ static void test_every_prefix_and_corruption_fails_cleanly(void **state)
 	warren_value_free(m);
 }
 
+/* Allocations made while encoding (malloc and realloc are wrapped for
+ * this test binary: WRAP_test_codec in the Makefile). */
+static int counting, mallocs, reallocs;
+void *__real_malloc(size_t n);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_realloc(void *p, size_t n);
+
+void *__wrap_malloc(size_t n)
+{
+	mallocs += counting;
+	return __real_malloc(n);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	reallocs += counting;
+	return __real_realloc(p, n);
+}
+
+/* A body is one allocation of its exact size: not a buffer grown by
+ * doubling (a 64 KiB body in a 128 KiB buffer, which glibc maps and
+ * unmaps on every call once its heap is trimmed) and shrunk afterwards. */
+static void test_a_body_is_one_allocation_of_its_exact_size(void **state)
+{
+	size_t sizes[] = {0, 100, 8191, 65536, 100000};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		char *data = calloc(1, sizes[i] + 1);
+		warren_value *v = warren_bin(data, sizes[i]);
+		void *out;
+		size_t len;
+
+		mallocs = reallocs = 0;
+		counting = 1;
+		assert_int_equal(codec_msgpack_encode(v, &out, &len), WARREN_OK);
+		counting = 0;
+		assert_int_equal(mallocs, 1);
+		assert_int_equal(reallocs, 0);
+		assert_true(len >= sizes[i] && len <= sizes[i] + 5);
+		assert_true(malloc_usable_size(out) >= len);
+		free(out);
+		warren_value_free(v);
+		free(data);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_every_type_survives_a_round_trip),
-		cmocka_unit_test(test_long_strings_and_containers_use_the_wide_forms),
-		cmocka_unit_test(test_integers_use_the_smallest_form),
-		cmocka_unit_test(test_float32_and_unsigned_forms_are_read),
-		cmocka_unit_test(test_truncated_input_is_refused),
-		cmocka_unit_test(test_trailing_bytes_are_refused),
-		cmocka_unit_test(test_huge_declared_lengths_are_refused_before_allocating),
-		cmocka_unit_test(test_nesting_is_limited_to_32_levels),
-		cmocka_unit_test(test_an_encoded_tree_deeper_than_the_limit_is_refused),
-		cmocka_unit_test(test_bad_map_keys_are_refused),
-		cmocka_unit_test(test_many_keys_with_one_duplicate_at_the_end_are_refused),
-		cmocka_unit_test(test_bad_utf8_in_a_string_is_refused),
-		cmocka_unit_test(test_unused_byte_ext_types_and_big_unsigned_are_refused),
-		cmocka_unit_test(test_a_null_errstr_is_allowed),
-		cmocka_unit_test(test_every_prefix_and_corruption_fails_cleanly),
+	    cmocka_unit_test(test_every_type_survives_a_round_trip),
+	    cmocka_unit_test(test_long_strings_and_containers_use_the_wide_forms),
+	    cmocka_unit_test(test_integers_use_the_smallest_form),
+	    cmocka_unit_test(test_float32_and_unsigned_forms_are_read),
+	    cmocka_unit_test(test_truncated_input_is_refused),
+	    cmocka_unit_test(test_trailing_bytes_are_refused),
+	    cmocka_unit_test(test_huge_declared_lengths_are_refused_before_allocating),
+	    cmocka_unit_test(test_nesting_is_limited_to_32_levels),
+	    cmocka_unit_test(test_an_encoded_tree_deeper_than_the_limit_is_refused),
+	    cmocka_unit_test(test_bad_map_keys_are_refused),
+	    cmocka_unit_test(test_many_keys_with_one_duplicate_at_the_end_are_refused),
+	    cmocka_unit_test(test_bad_utf8_in_a_string_is_refused),
+	    cmocka_unit_test(test_unused_byte_ext_types_and_big_unsigned_are_refused),
+	    cmocka_unit_test(test_a_null_errstr_is_allowed),
+	    cmocka_unit_test(test_a_body_is_one_allocation_of_its_exact_size),
+	    cmocka_unit_test(test_every_prefix_and_corruption_fails_cleanly),
 	};
 
 	return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
