@@ -20,7 +20,7 @@
 #include "worker_int.h"
 
 /* worker.prefetch 0: this many, or one per handler thread if that is more. */
-#define PREFETCH_AUTO 64
+#define PREFETCH_AUTO 128
 
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
 {
