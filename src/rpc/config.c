@@ -111,7 +111,7 @@ const struct config_def config_defs[CFG__COUNT] = {
                             "Number of handler threads of a worker."},
     [CFG_WORKER_PREFETCH] = {"worker.prefetch", CONFIG_INT, 0, 65535, "0", false, NULL,
                              "Most unacknowledged requests the broker hands a worker at once; 0 "
-                             "means the number of threads."},
+                             "means 128, or the number of threads if that is more."},
     [CFG_WORKER_GRACE] = {"worker.grace", CONFIG_DURATION, 0, HOUR, "10s", true, NULL,
                           "How long a stopping worker lets its handlers finish before it exits "
                           "and the broker requeues what is left."},

@@ -29,7 +29,7 @@ typedef enum config_id {
 	CFG_CLIENT_TRANSIENT,       /* string: method patterns whose requests are not persisted */
 	CFG_WORKER_SERVICE,         /* string: service name, [a-z0-9_-]+ */
 	CFG_WORKER_THREADS,         /* int 1..1024 */
-	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: the number of threads */
+	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: 128 or the threads if more */
 	CFG_WORKER_GRACE,           /* duration: how long a stopping worker lets handlers finish */
 	CFG_WORKER_RETRY_ATTEMPTS,  /* int: attempts of a request failing transiently */
 	CFG_WORKER_RETRY_DELAY,     /* duration: first retry's delay (doubles) */

@@ -93,7 +93,8 @@ int64_t breaker_tick(struct warren_worker *w, struct engine *e, int64_t now)
 		w->paused = true;
 	} else if (!open && w->paused) {
 		w->paused = false;
-		if (!w->stopping && engine_connected(e)) {
+		/* Isolating a suspect: its own tick consumes again once drained. */
+		if (!w->stopping && !w->draining && engine_connected(e)) {
 			worker_consume(w, e);
 		}
 	}

@@ -81,15 +81,15 @@ void requeue_note(struct warren_worker *w, struct job *j)
 	pthread_mutex_unlock(&w->mu);
 }
 
-int requeue_crashes(struct warren_worker *w, const struct job *j)
+/* The deliveries of d less the returns noted for it; n: its x-delivery-count. */
+static int unexplained(struct warren_worker *w, const struct engine_delivery *d, int n)
 {
-	int n = j->meta.delivery_count;
 	uint64_t key;
 
 	if (n <= 0 || w->notes == NULL) {
 		return n > 0 ? n : 0;
 	}
-	key = requeue_key(j->delivery);
+	key = requeue_key(d);
 	pthread_mutex_lock(&w->mu);
 	for (size_t i = 0; i < w->nnotes; i++) {
 		if (w->notes[i].key == key) {
@@ -99,4 +99,62 @@ int requeue_crashes(struct warren_worker *w, const struct job *j)
 	}
 	pthread_mutex_unlock(&w->mu);
 	return n > 0 ? n : 0;
+}
+
+int requeue_crashes(struct warren_worker *w, const struct job *j)
+{
+	return unexplained(w, j->delivery, j->meta.delivery_count);
+}
+
+/* x-delivery-count as the broker wrote it (an integer of any width); 0
+ * when absent or odd, as envelope_read reads it. */
+static int delivery_count(const amqp_basic_properties_t *p)
+{
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+		return 0;
+	}
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+		int64_t v = -1;
+
+		if (e->key.len != 16 || memcmp(e->key.bytes, "x-delivery-count", 16) != 0) {
+			continue;
+		}
+		switch (e->value.kind) {
+		case AMQP_FIELD_KIND_I8:
+			v = e->value.value.i8;
+			break;
+		case AMQP_FIELD_KIND_U8:
+			v = e->value.value.u8;
+			break;
+		case AMQP_FIELD_KIND_I16:
+			v = e->value.value.i16;
+			break;
+		case AMQP_FIELD_KIND_U16:
+			v = e->value.value.u16;
+			break;
+		case AMQP_FIELD_KIND_I32:
+			v = e->value.value.i32;
+			break;
+		case AMQP_FIELD_KIND_U32:
+			v = e->value.value.u32;
+			break;
+		case AMQP_FIELD_KIND_I64:
+			v = e->value.value.i64;
+			break;
+		case AMQP_FIELD_KIND_U64:
+			v = e->value.value.u64 <= INT32_MAX ? (int64_t)e->value.value.u64 : -1;
+			break;
+		default:
+			break;
+		}
+		return v >= 0 && v <= INT32_MAX ? (int)v : 0;
+	}
+	return 0;
+}
+
+bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d)
+{
+	/* crash_limit 0: crashes are left to the broker, nothing is isolated. */
+	return w->crash_limit > 0 && unexplained(w, d, delivery_count(&d->message.properties)) >= 1;
 }

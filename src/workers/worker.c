@@ -1,5 +1,5 @@
 /* worker.c: the worker pool. The engine's I/O thread consumes the service
- * queue (prefetch sized to the pool) and feeds a fixed pool of handler
+ * queue (worker.prefetch requests at a time) and feeds a fixed pool of handler
  * threads; handlers never touch AMQP. A reply is published, confirmed by the
  * broker, and only then is its request acked. */
 #include <stddef.h>
@@ -18,6 +18,9 @@
 #include "retry.h"
 #include "seal.h"
 #include "worker_int.h"
+
+/* worker.prefetch 0: this many, or one per handler thread if that is more. */
+#define PREFETCH_AUTO 128
 
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
 {
@@ -67,6 +70,13 @@ void job_free(struct job *j)
 	w->stats.in_progress--;
 	pthread_cond_broadcast(&w->idle_cond);
 	pthread_mutex_unlock(&w->mu);
+}
+
+/* Frees a job that was never queued (not in progress). */
+static void job_free_unqueued(struct job *j)
+{
+	engine_delivery_free(j->delivery);
+	free(j);
 }
 
 /* A request goes back to its queue by this worker's doing: rejected with
@@ -705,12 +715,20 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 	return 0;
 }
 
+/* Consumes with the prefetch of the mode: 1 while careful (a suspect is
+ * then the only request this worker holds), worker.prefetch otherwise.
+ * basic.qos applies to the consumers started after it. */
 static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                    size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue),
-	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	amqp_basic_consume_ok_t *ok;
 
+	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(w->careful ? 1 : w->prefetch), 0) == NULL) {
+		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
+		return -1;
+	}
+	ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue), amqp_empty_bytes, 0, 0, 0,
+	                        amqp_empty_table);
 	if (ok == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming", errstr, errlen);
 		return -1;
@@ -743,11 +761,11 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	amqp_connection_state_t conn = engine_conn(e);
 
 	w->consumer_tag[0] = '\0';
+	/* Whatever the last connection held is the broker's again (noted): a
+	 * new connection starts careful, as a new process does. */
+	w->careful = true;
+	w->draining = false;
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
-		return -1;
-	}
-	if (amqp_basic_qos(conn, 1, 0, (uint16_t)w->prefetch, 0) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
 		return -1;
 	}
 	pthread_mutex_lock(&w->mu);
@@ -772,10 +790,99 @@ struct job *worker_job_new(struct warren_worker *w)
 	return j;
 }
 
+/* Suspects run alone. A request that was out with a worker process that
+ * died (requeue_suspect) may be the one that killed it: it must not run
+ * while this worker holds anything else, or a second crash would count
+ * against its neighbours too (x-delivery-count counts every return). A
+ * worker consuming with the full prefetch that receives a suspect keeps it
+ * aside, cancels its consumer, lets every other request it holds finish
+ * and be acked, runs the suspect alone (isolate_tick), and consumes again
+ * with prefetch 1 (careful), so that each further suspect runs alone; the
+ * first request that is no suspect brings the full prefetch back. Further
+ * suspects that raced in before the cancel are given back (noted). A
+ * worker starts careful: a new process knows of no return, and the
+ * requests its predecessor held wait at the queue's head. */
+static void set_careful(struct warren_worker *w, struct engine *e, bool careful)
+{
+	bool consuming = w->consumer_tag[0] != '\0';
+
+	if (w->careful == careful) {
+		return;
+	}
+	w->careful = careful;
+	if (consuming && engine_connected(e)) {
+		worker_cancel_consumer(w, e);
+		worker_consume(w, e);
+	}
+}
+
+/* A suspect came while consuming with the full prefetch: the first is kept
+ * aside to run alone, any other is given back. */
+static void isolate(struct warren_worker *w, struct engine *e, struct job *j)
+{
+	if (w->isolated != NULL || w->draining) {
+		give_back(e, j, ENGINE_NACK);
+		job_free_unqueued(j);
+		return;
+	}
+	w->isolated = j;
+	w->draining = true;
+	w->drained_ticks = 0;
+	worker_cancel_consumer(w, e);
+}
+
+/* Whether nothing has been held for two turns: the last ack is flushed at
+ * the end of the turn that first saw none, and what follows it on the
+ * channel (the suspect's own reply and ack, basic.qos, basic.consume)
+ * reaches the broker after it. */
+static bool drained(struct warren_worker *w)
+{
+	int64_t held;
+
+	pthread_mutex_lock(&w->mu);
+	held = w->stats.in_progress;
+	pthread_mutex_unlock(&w->mu);
+	if (held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL) {
+		w->drained_ticks = 0;
+		return false;
+	}
+	return ++w->drained_ticks >= 2;
+}
+
+/* Every turn while draining: once drained, the suspect kept aside runs
+ * alone; once it too has ended, consume again, careful. */
+static int64_t isolate_tick(struct warren_worker *w, struct engine *e, int64_t now)
+{
+	if (!w->draining) {
+		return INT64_MAX;
+	}
+	if (!drained(w)) {
+		return w->drained_ticks > 0 ? now : now + 20;
+	}
+	if (w->stopping) {
+		return INT64_MAX; /* nothing new starts; the broker has it back */
+	}
+	if (w->isolated != NULL) {
+		struct job *j = w->isolated;
+
+		w->isolated = NULL;
+		w->drained_ticks = 0;
+		worker_enqueue(w, j);
+		return now + 20;
+	}
+	w->draining = false;
+	w->careful = true;
+	if (!w->paused && !w->stopping && engine_connected(e)) {
+		worker_consume(w, e);
+	}
+	return INT64_MAX;
+}
+
 static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *d)
 {
 	struct warren_worker *w = arg;
 	struct job *j;
+	bool suspect;
 
 	if (d->redelivered) {
 		worker_count(w, &w->stats.redelivered, 1);
@@ -787,12 +894,22 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		return;
 	}
 	j->delivery = d;
+	suspect = requeue_suspect(w, d);
 	if (w->stopping) {
 		/* Raced in after basic.cancel: give it back untouched. */
 		give_back(e, j, ENGINE_NACK);
 		engine_delivery_free(d);
 		free(j); /* never queued: not in progress */
 		return;
+	}
+	if (!w->careful && suspect) {
+		isolate(w, e, j);
+		return;
+	}
+	if (w->careful && !suspect) {
+		/* No crash is pending on this queue's head any more: back to the
+		 * full prefetch while this request runs. */
+		set_careful(w, e, false);
 	}
 	enqueue(w, j, false);
 	w->unsignaled++;
@@ -881,6 +998,13 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 	}
 	stale = take_stale_locked(w, gen);
 	pthread_mutex_unlock(&w->mu);
+	if (w->isolated != NULL) {
+		/* The suspect kept aside is the broker's again: a return this
+		 * worker caused. */
+		requeue_note(w, w->isolated);
+		job_free_unqueued(w->isolated);
+		w->isolated = NULL;
+	}
 	while (stale != NULL) {
 		struct job *j = stale;
 
@@ -937,14 +1061,16 @@ static int64_t release_parked(struct warren_worker *w, struct engine *e, int64_t
 
 static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
-	int64_t a, b, c;
+	int64_t a, b, c, d;
 
 	wake_handlers(arg);
 	release_held(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
 	c = release_parked(arg, e, now);
+	d = isolate_tick(arg, e, now);
 	a = a < b ? a : b;
+	c = c < d ? c : d;
 	return a < c ? a : c;
 }
 
@@ -974,8 +1100,10 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {
-		w->prefetch = w->threads;
+		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
+		w->prefetch = w->threads > PREFETCH_AUTO ? w->threads : PREFETCH_AUTO;
 	}
+	w->careful = true; /* see set_careful */
 	if (!requeue_init(w)) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
@@ -1326,6 +1454,7 @@ static void worker_destroy(struct warren_worker *w)
 	free_list(w->head, offsetof(struct job, next));
 	free_list(w->held, offsetof(struct job, held_next));
 	free_list(w->parked, offsetof(struct job, park_next));
+	free_list(w->isolated, offsetof(struct job, next));
 	for (size_t i = 0; i < w->nmethods; i++) {
 		free(w->methods[i].name);
 	}

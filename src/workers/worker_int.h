@@ -153,6 +153,14 @@ struct warren_worker {
 	size_t nnotes, next_note;
 	bool started, stopped;
 	bool stopping;   /* I/O thread: no more consuming */
+	/* I/O thread only: suspects run alone (worker.c, set_careful).
+	 * careful: consuming with prefetch 1; draining: a suspect came while
+	 * consuming with the full prefetch, the consumer is cancelled and the
+	 * requests held are finishing; isolated: the suspect kept aside to run
+	 * alone once they have; drained_ticks: turns seen with none held. */
+	bool careful, draining;
+	struct job *isolated;
+	int drained_ticks;
 	char consumer_tag[256];
 };
 
@@ -199,6 +207,9 @@ void requeue_note_locked(struct warren_worker *w, struct job *j);
 /* Handler thread: the deliveries of j that ended with its worker dead
  * (x-delivery-count less the noted returns). Takes mu. */
 int requeue_crashes(struct warren_worker *w, const struct job *j);
+/* I/O thread: d is a suspect: it was out with a worker process that died
+ * (an unexplained delivery count of 1 or more). Takes mu. */
+bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d);
 
 /* I/O thread: start and stop consuming the service queue. */
 void worker_consume(struct warren_worker *w, struct engine *e);

@@ -261,6 +261,10 @@ static int caller(int argc, char **argv)
 	in_flight = bench_arg(argv[4], "IN_FLIGHT");
 	cfg = config(argv[2]);
 	set_int(cfg, "client.max_in_flight", in_flight > 1024 ? in_flight : 1024);
+	/* BENCH_REPLY_MODE: measure client.reply_mode other than its default. */
+	if (getenv("BENCH_REPLY_MODE") != NULL) {
+		set(cfg, "client.reply_mode", getenv("BENCH_REPLY_MODE"));
+	}
 	if (argc == 11) {
 		sign_as(cfg, argv[9], argv[10], "app");
 	}

@@ -39,6 +39,27 @@ static warren_status meta(warren_request *req, void *arg)
 	return WARREN_STATUS_OK;
 }
 
+/* example.slow sleeps 400 ms; example.alone notes how many requests its
+ * worker held (in progress) when it began. */
+static atomic_int alone_in_progress = -1;
+
+static warren_status slow(warren_request *req, void *arg)
+{
+	usleep(400000);
+	warren_request_set_result(req, warren_value_copy(warren_request_params(req)));
+	return WARREN_STATUS_OK;
+}
+
+static warren_status alone(warren_request *req, void *arg)
+{
+	warren_worker_stats st;
+
+	warren_worker_get_stats(worker, &st);
+	atomic_store(&alone_in_progress, (int)st.in_progress);
+	warren_request_set_result(req, warren_value_copy(warren_request_params(req)));
+	return WARREN_STATUS_OK;
+}
+
 static int setup(void **state)
 {
 	warren_config *cfg = testenv_config((const char *const[]){"worker.service=example", NULL});
@@ -47,6 +68,8 @@ static int setup(void **state)
 	if (warren_worker_new(cfg, &worker, why, sizeof(why)) != WARREN_OK ||
 	    warren_worker_handle(worker, "example.echo", count_and_echo, NULL) != WARREN_OK ||
 	    warren_worker_handle(worker, "example.meta", meta, NULL) != WARREN_OK ||
+	    warren_worker_handle(worker, "example.slow", slow, NULL) != WARREN_OK ||
+	    warren_worker_handle(worker, "example.alone", alone, NULL) != WARREN_OK ||
 	    warren_worker_start(worker, why, sizeof(why)) != WARREN_OK) {
 		fprintf(stderr, "worker: %s\n", why);
 		return -1;
@@ -284,6 +307,47 @@ static void test_registering_a_method_outside_the_service_is_refused(void **stat
 	warren_config_free(cfg);
 }
 
+/* A suspect (a request whose x-delivery-count this worker cannot explain:
+ * it was out with a worker process that died) reaching a worker busy with
+ * others, with threads free and room in its prefetch, waits until they are
+ * answered and acked, then runs with nothing else held. */
+static void test_a_suspect_runs_alone_once_the_requests_held_are_answered(void **state)
+{
+	amqp_table_entry_t count = {.key = amqp_cstring_bytes("x-delivery-count"),
+	                            .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 1}};
+	amqp_basic_properties_t p;
+	const char *order[4];
+	char corr[16];
+
+	for (int i = 0; i < 3; i++) {
+		snprintf(corr, sizeof(corr), "c-slow-%d", i);
+		p = props("application/json", corr, true);
+		assert_int_equal(raw_publish(raw, "example.slow", &p, "{}", 2), 0);
+	}
+	p = props("application/json", "c-alone", true);
+	p._flags |= AMQP_BASIC_HEADERS_FLAG;
+	p.headers = (amqp_table_t){.num_entries = 1, .entries = &count};
+	assert_int_equal(raw_publish(raw, "example.alone", &p, "{}", 2), 0);
+	for (int i = 0; i < 4; i++) {
+		amqp_envelope_t env;
+		static char got[4][16];
+
+		assert_int_equal(raw_wait(raw, 10000, &env), 0);
+		const amqp_bytes_t *c = &env.message.properties.correlation_id;
+
+		snprintf(got[i], sizeof(got[i]), "%.*s", (int)c->len, (const char *)c->bytes);
+		order[i] = got[i];
+		amqp_destroy_envelope(&env);
+	}
+	/* Answered last, and nothing else was held while it ran. */
+	assert_string_equal(order[3], "c-alone");
+	assert_int_equal(atomic_load(&alone_in_progress), 1);
+	/* And the worker serves as before. */
+	p = props("application/json", "c-after", true);
+	assert_int_equal(raw_publish(raw, "example.echo", &p, "{}", 2), 0);
+	expect_reply("c-after", 0, "application/json", "{}");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,6 +362,7 @@ int main(void)
 		cmocka_unit_test(test_one_way_request_is_handled_and_acked_without_a_reply),
 		cmocka_unit_test(test_stats_count_what_happened),
 		cmocka_unit_test(test_registering_a_method_outside_the_service_is_refused),
+		cmocka_unit_test(test_a_suspect_runs_alone_once_the_requests_held_are_answered),
 	};
 
 	return cmocka_run_group_tests_name("it_worker", tests, setup, teardown);
