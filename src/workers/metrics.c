@@ -75,14 +75,17 @@ static void put_methods(FILE *f, const struct warren_worker *w, const struct sna
 	prom_put_head(f, "warren_worker_requests_total", "counter",
 	              "Requests whose handler ended, by method and the status it answered.");
 	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service}, {"method", w->methods[i].name}};
+		const struct prom_label l[] = {{"service", w->service},
+		                               {"method", w->methods[i].name}};
 
-		prom_put_by_status(f, "warren_worker_requests_total", l, 2, s->methods[i].by_status);
+		prom_put_by_status(f, "warren_worker_requests_total", l, 2,
+		                   s->methods[i].by_status);
 	}
 	prom_put_head(f, "warren_worker_request_duration_seconds", "histogram",
 	              "How long handlers ran, by method.");
 	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service}, {"method", w->methods[i].name}};
+		const struct prom_label l[] = {{"service", w->service},
+		                               {"method", w->methods[i].name}};
 
 		prom_put_histogram(f, "warren_worker_request_duration_seconds", l, 2,
 		                   &s->methods[i].duration);
@@ -107,6 +110,14 @@ static void put_stats(FILE *f, const struct warren_worker *w, const warren_worke
 	           "Requests in a handler or waiting for one.", st->in_progress);
 	put_scalar(f, w, "warren_worker_received_total", "counter",
 	           "Deliveries taken from the queue.", st->received);
+	put_scalar(f, w, "warren_worker_fast_received_total", "counter",
+	           "Of the deliveries taken, those from the fast lane (rpc.<service>.fast); the "
+	           "rest came on the durable lane.",
+	           st->fast_received);
+	put_scalar(f, w, "warren_worker_moved_total", "counter",
+	           "Fast-lane requests redelivered after a possible crash and moved to the "
+	           "durable lane before running.",
+	           st->moved);
 	put_scalar(f, w, "warren_worker_acked_total", "counter", "Requests acknowledged.",
 	           st->acked);
 	put_scalar(f, w, "warren_worker_expired_total", "counter",

@@ -100,3 +100,19 @@ int requeue_crashes(struct warren_worker *w, const struct job *j)
 	pthread_mutex_unlock(&w->mu);
 	return n > 0 ? n : 0;
 }
+
+bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d)
+{
+	uint64_t key = requeue_key(d);
+	bool noted = false;
+
+	if (w->notes == NULL) {
+		return false;
+	}
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < w->nnotes && !noted; i++) {
+		noted = w->notes[i].key == key && w->notes[i].count > 0;
+	}
+	pthread_mutex_unlock(&w->mu);
+	return noted;
+}

@@ -178,7 +178,9 @@ static void worker_returned(struct engine *e, void *arg, const amqp_basic_proper
 	if (oldest != NULL) {
 		oldest->returned = true;
 		log_warn("the broker returned the %s of correlation_id=%s: %d %s",
-		         oldest->action == JOB_RETRY ? "retry" : "dead letter",
+		         oldest->action == JOB_RETRY  ? "retry"
+		         : oldest->action == JOB_MOVE ? "move to the durable lane"
+		                                      : "dead letter",
 		         oldest->meta.correlation_id, code, text);
 	}
 }
@@ -305,7 +307,7 @@ static warren_err publish_dead_letter(struct engine *e, struct job *j)
 	    forward_str(DL_H_ERROR, j->dead_error),
 	    forward_str(DL_H_WORKER, w->identity),
 	    forward_int(DL_H_TIME, warren_now_ms()),
-	    forward_str(DL_H_QUEUE, w->queue),
+	    forward_str(DL_H_QUEUE, j->fast ? w->fast_queue : w->queue),
 	    forward_int("rpc-attempt", j->meta.attempt),
 	};
 	struct forward f;
@@ -353,6 +355,52 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 	         j->meta.attempt + 1, (long long)j->retry_delay_ms);
 	err = engine_publish(e, tier->name, key, true, &f.props, d->message.body.bytes,
 	                     d->message.body.len, on_retry_confirm, j);
+	forward_free(&f);
+	if (err == WARREN_OK) {
+		sent_link(j->worker, j);
+	}
+	return err;
+}
+
+/* The move is confirmed: the request is on the durable lane, where the
+ * quorum queue counts its deliveries; the fast-lane copy goes. If no
+ * queue took it, or the broker refused it, it goes back to the fast lane,
+ * noted as this worker's doing, and runs there on its next delivery. */
+static void on_move_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct job *j = ctx;
+	struct warren_worker *w = j->worker;
+
+	sent_unlink(w, j);
+	if (outcome == ENGINE_ACK && !j->returned) {
+		worker_count(w, &w->stats.moved, 1);
+		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		worker_count(w, &w->stats.acked, 1);
+	} else {
+		give_back(e, j, outcome == ENGINE_LOST ? ENGINE_LOST : ENGINE_NACK);
+	}
+	job_free(j);
+}
+
+/* A crash suspect from the fast lane, to rpc under its method, as it came
+ * (persistent now): classic queues keep no x-delivery-count, so it is run
+ * where the crash count is kept (warren(7), THE FAST LANE). */
+static warren_err publish_move(struct engine *e, struct job *j)
+{
+	const struct engine_delivery *d = j->delivery;
+	struct forward f;
+	char key[256];
+	warren_err err;
+
+	if (!forward_props(&f, &d->message.properties, NULL, 0)) {
+		return WARREN_ERR_NOMEM;
+	}
+	route_key(j, key, sizeof(key));
+	log_warn("moving %s from %s to the durable lane: redelivered, its worker may have "
+	         "crashed",
+	         key, j->worker->fast_queue);
+	err = engine_publish(e, ENVELOPE_EXCHANGE, key, true, &f.props, d->message.body.bytes,
+	                     d->message.body.len, on_move_confirm, j);
 	forward_free(&f);
 	if (err == WARREN_OK) {
 		sent_link(j->worker, j);
@@ -467,6 +515,11 @@ static void run_job(struct engine *e, struct job *j)
 		break;
 	case JOB_RETRY:
 		if (publish_retry(e, j) == WARREN_OK) {
+			return;
+		}
+		break;
+	case JOB_MOVE:
+		if (publish_move(e, j) == WARREN_OK) {
 			return;
 		}
 		break;
@@ -607,9 +660,28 @@ static void wake_handlers(struct warren_worker *w)
 static int declare_queue(amqp_connection_state_t conn, const char *name, char *errstr,
                          size_t errlen)
 {
-	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                   .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_t args = {1, &qt};
+	char what[128];
+
+	if (amqp_queue_declare(conn, 1, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL) {
+		return 0;
+	}
+	snprintf(what, sizeof(what), "declaring queue %s", name);
+	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+	return -1;
+}
+
+/* The fast lane's queue: classic, durable, as rabbitmq/definitions.json
+ * declares it (its policy adds the dead-lettering and the length limit). */
+static int declare_classic_queue(amqp_connection_state_t conn, const char *name, char *errstr,
+                                 size_t errlen)
+{
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("classic")}};
 	amqp_table_t args = {1, &qt};
 	char what[128];
 
@@ -669,8 +741,8 @@ static int declare_delay_tier(amqp_connection_state_t conn, const char *name, ch
 	};
 	char what[128];
 
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"), 0,
-	                          1, 0, 0, amqp_empty_table) == NULL) {
+	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"),
+	                          0, 1, 0, 0, amqp_empty_table) == NULL) {
 		snprintf(what, sizeof(what), "declaring exchange %s", name);
 		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 		return -1;
@@ -695,28 +767,45 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 		}
 	}
 	if (declare_exchange(conn, ENVELOPE_EXCHANGE, errstr, errlen) != 0 ||
+	    declare_exchange(conn, ENVELOPE_FAST_EXCHANGE, errstr, errlen) != 0 ||
 	    declare_exchange(conn, DEADLETTER_EXCHANGE, errstr, errlen) != 0 ||
 	    declare_queue(conn, w->queue, errstr, errlen) != 0 ||
+	    declare_classic_queue(conn, w->fast_queue, errstr, errlen) != 0 ||
 	    declare_queue(conn, w->dlq, errstr, errlen) != 0 ||
 	    bind_queue(conn, w->queue, ENVELOPE_EXCHANGE, w->binding, errstr, errlen) != 0 ||
+	    bind_queue(conn, w->fast_queue, ENVELOPE_FAST_EXCHANGE, w->binding, errstr, errlen) !=
+	        0 ||
 	    bind_queue(conn, w->dlq, DEADLETTER_EXCHANGE, w->binding, errstr, errlen) != 0) {
 		return -1;
 	}
 	return 0;
 }
 
+static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag, size_t taglen,
+                         char *errstr, size_t errlen)
+{
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(
+	    conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	char what[128];
+
+	if (ok == NULL) {
+		snprintf(what, sizeof(what), "consuming %s", queue);
+		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+		return -1;
+	}
+	envelope_copy(tag, taglen, ok->consumer_tag);
+	return 0;
+}
+
+/* Both lanes, on the one channel: its prefetch bounds them together. */
 static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                    size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue),
-	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-
-	if (ok == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming", errstr, errlen);
+	if (consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
+	                  errlen) != 0) {
 		return -1;
 	}
-	envelope_copy(w->consumer_tag, sizeof(w->consumer_tag), ok->consumer_tag);
-	return 0;
+	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
 }
 
 void worker_consume(struct warren_worker *w, struct engine *e)
@@ -728,13 +817,19 @@ void worker_consume(struct warren_worker *w, struct engine *e)
 	}
 }
 
-void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+static void cancel_tag(struct engine *e, char *tag)
 {
-	if (engine_connected(e) && w->consumer_tag[0] != '\0' &&
-	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(w->consumer_tag)) == NULL) {
+	if (engine_connected(e) && tag[0] != '\0' &&
+	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(tag)) == NULL) {
 		engine_fail(e, "basic.cancel failed");
 	}
-	w->consumer_tag[0] = '\0';
+	tag[0] = '\0';
+}
+
+void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+{
+	cancel_tag(e, w->consumer_tag);
+	cancel_tag(e, w->fast_tag);
 }
 
 static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
@@ -743,6 +838,7 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	amqp_connection_state_t conn = engine_conn(e);
 
 	w->consumer_tag[0] = '\0';
+	w->fast_tag[0] = '\0';
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -772,13 +868,37 @@ struct job *worker_job_new(struct warren_worker *w)
 	return j;
 }
 
+/* A fast-lane request the broker redelivers, which this worker did not
+ * give back itself: its last worker may have died running it. The classic
+ * queue keeps no count of that, so it moves to the durable lane before it
+ * runs (JOB_MOVE), where the quorum queue counts its crashes. */
+static bool crash_suspect(struct warren_worker *w, const struct job *j)
+{
+	return j->fast && j->delivery->redelivered && !requeue_noted(w, j->delivery);
+}
+
+/* A move has no handler: in progress (and received) until its confirm. */
+static void move(struct warren_worker *w, struct engine *e, struct job *j)
+{
+	pthread_mutex_lock(&w->mu);
+	w->stats.received++;
+	w->stats.in_progress++;
+	pthread_mutex_unlock(&w->mu);
+	j->action = JOB_MOVE;
+	finish_task(e, &j->task);
+}
+
 static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *d)
 {
 	struct warren_worker *w = arg;
+	bool fast = w->fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->fast_tag) == 0;
 	struct job *j;
 
 	if (d->redelivered) {
 		worker_count(w, &w->stats.redelivered, 1);
+	}
+	if (fast) {
+		worker_count(w, &w->stats.fast_received, 1);
 	}
 	j = worker_job_new(w);
 	if (j == NULL) {
@@ -787,11 +907,16 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		return;
 	}
 	j->delivery = d;
+	j->fast = fast;
 	if (w->stopping) {
 		/* Raced in after basic.cancel: give it back untouched. */
 		give_back(e, j, ENGINE_NACK);
 		engine_delivery_free(d);
 		free(j); /* never queued: not in progress */
+		return;
+	}
+	if (crash_suspect(w, j)) {
+		move(w, e, j);
 		return;
 	}
 	enqueue(w, j, false);
@@ -970,6 +1095,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	snprintf(w->service, sizeof(w->service), "%s", service);
 	snprintf(w->queue, sizeof(w->queue), "rpc.%s", service);
 	snprintf(w->dlq, sizeof(w->dlq), "rpc.%s.dlq", service);
+	snprintf(w->fast_queue, sizeof(w->fast_queue), "rpc.%s.fast", service);
 	snprintf(w->binding, sizeof(w->binding), "%s.#", service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
@@ -1040,7 +1166,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	struct method *grown;
 
 	if (w->started || fn == NULL || method == NULL || strncmp(method, w->service, slen) != 0 ||
-	    method[slen] != '.' || method[slen + 1] == '\0' || worker_find_method(w, method) != NULL) {
+	    method[slen] != '.' || method[slen + 1] == '\0' ||
+	    worker_find_method(w, method) != NULL) {
 		return WARREN_ERR_INVALID;
 	}
 	grown = realloc(w->methods, (w->nmethods + 1) * sizeof(*grown));
@@ -1063,8 +1190,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 
 warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64_t timeout_ms)
 {
-	struct method *m = w != NULL && method != NULL ? (struct method *)worker_find_method(w, method)
-	                                               : NULL;
+	struct method *m =
+	    w != NULL && method != NULL ? (struct method *)worker_find_method(w, method) : NULL;
 
 	if (m == NULL || w->started || timeout_ms <= 0) {
 		return WARREN_ERR_INVALID;
