@@ -1015,8 +1015,9 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	 * sent just before the connection was lost, unread, is delivered again
 	 * on the next one instead of being lost with it (its call would wait to
 	 * its deadline). Direct reply-to can only be consumed without. */
-	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, c->reply_mode == REPLY_DIRECT,
-	                       0, amqp_empty_table) == NULL) {
+	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0,
+	                       c->reply_mode == REPLY_DIRECT, 0, amqp_empty_table) ==
+	    NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
 		                      errlen);
 		return -1;

@@ -29,8 +29,8 @@
 
 #include "log.h"
 
-#define CHANNEL         1
-#define FRAME_MAX       131072
+#define CHANNEL 1
+#define FRAME_MAX 131072
 #define FRAMES_PER_TURN 256 /* so a flood of frames never starves the task queue */
 /* engine_writable: what a publish adds to its body (frame headers, the
  * properties and headers, a signature), and the room kept free for small
@@ -64,9 +64,9 @@ struct unsettled {
 
 struct engine {
 	struct engine_hooks hooks;
-	bool blocked; /* connection.blocked: a resource alarm */
+	bool blocked;               /* connection.blocked: a resource alarm */
 	char blocked_reason[128];
-	int64_t blocked_since;          /* engine_now() when it began */
+	int64_t blocked_since;      /* engine_now() when it began */
 	atomic_int_fast64_t blocked_ms; /* time blocked, all connections */
 	struct url *urls;
 	size_t nurls, next_url, failed_in_round;
@@ -105,7 +105,7 @@ struct engine {
 	int64_t backoff_ms, next_attempt;
 	bool fail_pending;
 	char fail_why[256];
-	bool gave_up;    /* the first connection failed: engine_start is stopping us */
+	bool gave_up; /* the first connection failed: engine_start is stopping us */
 	bool want_write; /* engine_writable said no this turn: poll again soon */
 	int sndbuf;      /* SO_SNDBUF as engine_writable last read it (0: not yet) */
 	bool ever_connected;
@@ -149,8 +149,7 @@ static int parse_urls(struct engine *e, const char *list, char *errstr, size_t e
 	if (copy == NULL) {
 		return -1;
 	}
-	for (char *tok = strtok_r(copy, ",", &save); tok != NULL;
-	     tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		struct url *grown = realloc(e->urls, (e->nurls + 1) * sizeof(*grown));
 		char shown[512];
 
@@ -280,7 +279,7 @@ static int ring_push(struct engine *e, uint64_t tag, engine_confirm_fn fn, void 
 		e->ring_head = 0;
 	}
 	e->ring[(e->ring_head + e->ring_len) % e->ring_cap] =
-	    (struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
+		(struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
 	e->ring_len++;
 	return 0;
 }
@@ -528,8 +527,7 @@ static int open_channel(struct engine *e, char *errstr, size_t errlen)
 		return -1;
 	}
 	if (amqp_confirm_select(e->conn, CHANNEL) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(e->conn), "confirm.select", errstr,
-		                      errlen);
+		engine_describe_reply(amqp_get_rpc_reply(e->conn), "confirm.select", errstr, errlen);
 		return -1;
 	}
 	return 0;
@@ -544,9 +542,9 @@ static int open_connection(struct engine *e, const struct url *u, char *errstr, 
 	int st;
 
 	e->conn = amqp_new_connection();
-	sock = e->conn == NULL ? NULL
-	       : u->info.ssl   ? amqp_ssl_socket_new(e->conn)
-	                       : amqp_tcp_socket_new(e->conn);
+	sock = e->conn == NULL  ? NULL
+	       : u->info.ssl ? amqp_ssl_socket_new(e->conn)
+	                     : amqp_tcp_socket_new(e->conn);
 	if (sock == NULL) {
 		snprintf(errstr, errlen, "out of memory");
 		return -1;
@@ -594,8 +592,8 @@ static void schedule_retry(struct engine *e)
 
 	/* Full jitter on the upper half: spreads a herd of reconnecting clients. */
 	e->next_attempt = engine_now() + half + (int64_t)randombytes_uniform((uint32_t)half + 1);
-	e->backoff_ms =
-	    e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms : e->backoff_ms * 2;
+	e->backoff_ms = e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms
+	                                                        : e->backoff_ms * 2;
 }
 
 static void destroy_conn(struct engine *e, bool graceful)
@@ -1029,8 +1027,7 @@ static void wait_events(struct engine *e, int64_t next_tick)
 		fds[1].events = POLLIN;
 		n = 2;
 	}
-	if (poll(fds, n, poll_timeout(e, engine_now(), next_tick)) > 0 &&
-	    (fds[0].revents & POLLIN)) {
+	if (poll(fds, n, poll_timeout(e, engine_now(), next_tick)) > 0 && (fds[0].revents & POLLIN)) {
 		if (read(e->wakefd, &count, sizeof(count)) < 0) {
 			/* EAGAIN: another turn already drained it. */
 		}

@@ -660,9 +660,9 @@ static void wake_handlers(struct warren_worker *w)
 static int declare_queue(amqp_connection_state_t conn, const char *name, char *errstr,
                          size_t errlen)
 {
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
+	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	                                   .value.bytes = amqp_cstring_bytes("quorum")}};
 	amqp_table_t args = {1, &qt};
 	char what[128];
 
@@ -679,9 +679,9 @@ static int declare_queue(amqp_connection_state_t conn, const char *name, char *e
 static int declare_classic_queue(amqp_connection_state_t conn, const char *name, char *errstr,
                                  size_t errlen)
 {
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("classic")}};
+	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
+	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	                                   .value.bytes = amqp_cstring_bytes("classic")}};
 	amqp_table_t args = {1, &qt};
 	char what[128];
 
@@ -741,8 +741,8 @@ static int declare_delay_tier(amqp_connection_state_t conn, const char *name, ch
 	};
 	char what[128];
 
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"),
-	                          0, 1, 0, 0, amqp_empty_table) == NULL) {
+	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"), 0,
+	                          1, 0, 0, amqp_empty_table) == NULL) {
 		snprintf(what, sizeof(what), "declaring exchange %s", name);
 		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 		return -1;
@@ -784,8 +784,8 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag, size_t taglen,
                          char *errstr, size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok = amqp_basic_consume(
-	    conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue),
+	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
 	char what[128];
 
 	if (ok == NULL) {
@@ -1166,8 +1166,7 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	struct method *grown;
 
 	if (w->started || fn == NULL || method == NULL || strncmp(method, w->service, slen) != 0 ||
-	    method[slen] != '.' || method[slen + 1] == '\0' ||
-	    worker_find_method(w, method) != NULL) {
+	    method[slen] != '.' || method[slen + 1] == '\0' || worker_find_method(w, method) != NULL) {
 		return WARREN_ERR_INVALID;
 	}
 	grown = realloc(w->methods, (w->nmethods + 1) * sizeof(*grown));
@@ -1190,8 +1189,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 
 warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64_t timeout_ms)
 {
-	struct method *m =
-	    w != NULL && method != NULL ? (struct method *)worker_find_method(w, method) : NULL;
+	struct method *m = w != NULL && method != NULL ? (struct method *)worker_find_method(w, method)
+	                                               : NULL;
 
 	if (m == NULL || w->started || timeout_ms <= 0) {
 		return WARREN_ERR_INVALID;

@@ -30,8 +30,7 @@ warren_config *testenv_config(const char *const *overrides)
 	warren_config *cfg = warren_config_new();
 	char why[300];
 
-	if (cfg == NULL ||
-	    warren_config_set(cfg, "broker.url", testenv_url(), why, sizeof(why)) != 0) {
+	if (cfg == NULL || warren_config_set(cfg, "broker.url", testenv_url(), why, sizeof(why)) != 0) {
 		abort();
 	}
 	for (int i = 0; overrides != NULL && overrides[i] != NULL; i++) {
@@ -65,16 +64,14 @@ const char *testenv_db(void)
 /* true once method answers anything at all (an error status included). */
 static bool answers(const char *method, const char *json)
 {
-	warren_config *cfg =
-	    testenv_config((const char *const[]){"broker.connect_timeout=1s", NULL});
+	warren_config *cfg = testenv_config((const char *const[]){"broker.connect_timeout=1s", NULL});
 	warren_client *c = NULL;
 	warren_reply *reply = NULL;
 	warren_value *params = NULL;
 	warren_call_opts o = {.timeout_ms = 500};
 	warren_err err = WARREN_ERR_TRANSPORT;
 
-	if (json != NULL &&
-	    warren_value_from_json(json, strlen(json), &params, NULL, 0) != WARREN_OK) {
+	if (json != NULL && warren_value_from_json(json, strlen(json), &params, NULL, 0) != WARREN_OK) {
 		abort();
 	}
 	if (warren_client_new(cfg, "testenv", &c, NULL, 0) == WARREN_OK) {
@@ -173,8 +170,8 @@ int raw_consume_replies(struct raw *r)
 {
 	return amqp_basic_consume(r->conn, 1, amqp_cstring_bytes("amq.rabbitmq.reply-to"),
 	                          amqp_empty_bytes, 0, 1, 0, amqp_empty_table) != NULL
-	           ? 0
-	           : -1;
+	               ? 0
+	               : -1;
 }
 
 /* Reads frames until the publish's basic.ack; deliveries that arrive first
@@ -188,8 +185,7 @@ static int await_ack(struct raw *r)
 		if (amqp_simple_wait_frame_noblock(r->conn, &f, &tv) != AMQP_STATUS_OK) {
 			return -1;
 		}
-		if (f.frame_type == AMQP_FRAME_METHOD &&
-		    f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+		if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
 			return 0;
 		}
 		if (f.frame_type == AMQP_FRAME_METHOD &&
@@ -204,8 +200,8 @@ int raw_publish(struct raw *r, const char *routing_key, const amqp_basic_propert
 {
 	amqp_bytes_t b = {.len = len, .bytes = (void *)body};
 
-	if (amqp_basic_publish(r->conn, 1, amqp_cstring_bytes("rpc"),
-	                       amqp_cstring_bytes(routing_key), 0, 0, p, b) != AMQP_STATUS_OK) {
+	if (amqp_basic_publish(r->conn, 1, amqp_cstring_bytes("rpc"), amqp_cstring_bytes(routing_key),
+	                       0, 0, p, b) != AMQP_STATUS_OK) {
 		return -1;
 	}
 	return await_ack(r);
@@ -240,8 +236,8 @@ amqp_connection_state_t raw_conn(struct raw *r)
 
 long raw_queue_count(struct raw *r, const char *queue)
 {
-	amqp_queue_declare_ok_t *ok =
-	    amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+	amqp_queue_declare_ok_t *ok = amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0,
+	                                                 0, 0, amqp_empty_table);
 
 	return ok != NULL ? (long)ok->message_count : -1;
 }
@@ -290,8 +286,8 @@ const char *raw_header(const amqp_basic_properties_t *p, const char *key)
 
 long raw_consumer_count(struct raw *r, const char *queue)
 {
-	amqp_queue_declare_ok_t *ok =
-	    amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+	amqp_queue_declare_ok_t *ok = amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 1, 0,
+	                                                 0, 0, amqp_empty_table);
 
 	return ok != NULL ? (long)ok->consumer_count : -1;
 }
