@@ -676,21 +676,22 @@ static int declare_queue(amqp_connection_state_t conn, const char *name, char *e
 
 /* The fast lane's queue: classic, durable, as rabbitmq/definitions.json
  * declares it (its policy adds the dead-lettering and the length limit). */
-static int declare_classic_queue(amqp_connection_state_t conn, const char *name, char *errstr,
-                                 size_t errlen)
+static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch,
+                                  const char *name)
 {
 	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
 	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
 	                                   .value.bytes = amqp_cstring_bytes("classic")}};
 	amqp_table_t args = {1, &qt};
-	char what[128];
 
-	if (amqp_queue_declare(conn, 1, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL) {
-		return 0;
-	}
-	snprintf(what, sizeof(what), "declaring queue %s", name);
-	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
-	return -1;
+	return amqp_queue_declare(conn, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL;
+}
+
+static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch,
+                                const char *name)
+{
+	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"),
+	                             0, 1, 0, 0, amqp_empty_table) != NULL;
 }
 
 static int declare_exchange(amqp_connection_state_t conn, const char *name, char *errstr,
@@ -767,14 +768,10 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 		}
 	}
 	if (declare_exchange(conn, ENVELOPE_EXCHANGE, errstr, errlen) != 0 ||
-	    declare_exchange(conn, ENVELOPE_FAST_EXCHANGE, errstr, errlen) != 0 ||
 	    declare_exchange(conn, DEADLETTER_EXCHANGE, errstr, errlen) != 0 ||
 	    declare_queue(conn, w->queue, errstr, errlen) != 0 ||
-	    declare_classic_queue(conn, w->fast_queue, errstr, errlen) != 0 ||
 	    declare_queue(conn, w->dlq, errstr, errlen) != 0 ||
 	    bind_queue(conn, w->queue, ENVELOPE_EXCHANGE, w->binding, errstr, errlen) != 0 ||
-	    bind_queue(conn, w->fast_queue, ENVELOPE_FAST_EXCHANGE, w->binding, errstr, errlen) !=
-	        0 ||
 	    bind_queue(conn, w->dlq, DEADLETTER_EXCHANGE, w->binding, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -797,6 +794,66 @@ static int consume_queue(amqp_connection_state_t conn, const char *queue, char *
 	return 0;
 }
 
+/* The fast lane is declared on a channel of its own, opened for it and
+ * closed again: its classic queue lives on one node, and while that node
+ * is down its declare fails, which closes the channel that asked. The
+ * durable lane must not go down with it: the worker then serves the
+ * durable lane alone and tries the fast one again every FAST_RETRY_MS.
+ * 0: declared; 1: not now (logged); -1: the connection failed. */
+#define FAST_CHANNEL 2
+#define FAST_RETRY_MS 5000
+
+static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
+{
+	amqp_channel_close_ok_t ok = {0};
+	amqp_rpc_reply_t r;
+	char why[300];
+
+	if (amqp_channel_open(conn, FAST_CHANNEL) == NULL) {
+		return -1;
+	}
+	if (declare_exchange_on(conn, FAST_CHANNEL, ENVELOPE_FAST_EXCHANGE) &&
+	    declare_classic_queue(conn, FAST_CHANNEL, w->fast_queue) &&
+	    amqp_queue_bind(conn, FAST_CHANNEL, amqp_cstring_bytes(w->fast_queue),
+	                    amqp_cstring_bytes(ENVELOPE_FAST_EXCHANGE),
+	                    amqp_cstring_bytes(w->binding), amqp_empty_table) != NULL) {
+		r = amqp_channel_close(conn, FAST_CHANNEL, AMQP_REPLY_SUCCESS);
+		return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+	}
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
+		return -1;
+	}
+	engine_describe_reply(r, "declaring the fast lane", why, sizeof(why));
+	log_warn("%s: serving the durable lane %s alone, trying again in %d s", why, w->queue,
+	         FAST_RETRY_MS / 1000);
+	return amqp_send_method(conn, FAST_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) ==
+	               AMQP_STATUS_OK
+	           ? 1
+	           : -1;
+}
+
+/* Declares and consumes the fast lane when it is not consumed yet. */
+static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
+                        size_t errlen)
+{
+	int rc;
+
+	if (w->fast_tag[0] != '\0') {
+		return 0;
+	}
+	w->fast_retry_at = engine_now() + FAST_RETRY_MS;
+	rc = declare_fast(w, conn);
+	if (rc != 0) {
+		if (rc < 0) {
+			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the fast lane",
+			                      errstr, errlen);
+		}
+		return rc < 0 ? -1 : 0;
+	}
+	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
+}
+
 /* Both lanes, on the one channel: its prefetch bounds them together. */
 static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                    size_t errlen)
@@ -805,7 +862,7 @@ static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *
 	                  errlen) != 0) {
 		return -1;
 	}
-	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
+	return consume_fast(w, conn, errstr, errlen);
 }
 
 void worker_consume(struct warren_worker *w, struct engine *e)
@@ -815,6 +872,25 @@ void worker_consume(struct warren_worker *w, struct engine *e)
 	if (consume(w, engine_conn(e), why, sizeof(why)) != 0) {
 		engine_fail(e, why);
 	}
+}
+
+/* I/O thread, every turn: the fast lane again, when its last try failed. */
+static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
+{
+	char why[300];
+
+	if (!engine_connected(e) || w->stopping || w->paused || w->consumer_tag[0] == '\0' ||
+	    w->fast_tag[0] != '\0') {
+		return INT64_MAX;
+	}
+	if (now < w->fast_retry_at) {
+		return w->fast_retry_at;
+	}
+	if (consume_fast(w, engine_conn(e), why, sizeof(why)) != 0) {
+		engine_fail(e, why);
+		return INT64_MAX;
+	}
+	return w->fast_tag[0] != '\0' ? INT64_MAX : w->fast_retry_at;
 }
 
 static void cancel_tag(struct engine *e, char *tag)
@@ -1069,6 +1145,8 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
 	c = release_parked(arg, e, now);
+	a = a < b ? a : b;
+	b = fast_tick(arg, e, now);
 	a = a < b ? a : b;
 	return a < c ? a : c;
 }

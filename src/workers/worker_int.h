@@ -158,7 +158,8 @@ struct warren_worker {
 	bool started, stopped;
 	bool stopping;   /* I/O thread: no more consuming */
 	char consumer_tag[256];
-	char fast_tag[256]; /* the fast lane's consumer */
+	char fast_tag[256]; /* the fast lane's consumer; empty: not consumed */
+	int64_t fast_retry_at; /* I/O thread: engine_now() ms of the next try at it */
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */

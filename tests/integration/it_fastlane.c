@@ -375,6 +375,30 @@ test_poison_from_the_fast_lane_lands_in_the_dead_letter_queue_with_its_reason(vo
 	stop_worker(w);
 }
 
+/* The fast queue lives on one node and cannot be declared while that node
+ * is down; here it cannot be declared because it exists with other
+ * arguments. Either way the worker serves the durable lane alone. */
+static void test_a_worker_that_cannot_declare_its_fast_queue_still_serves_the_durable_lane(
+    void **state)
+{
+	amqp_connection_state_t conn = raw_conn(raw);
+	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-max-length"),
+	                         .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 7}};
+	warren_client *c = new_client(NULL);
+	struct outcome o;
+	warren_worker *w;
+
+	assert_non_null(amqp_queue_declare(conn, 1, amqp_cstring_bytes("rpc.odd.fast"), 0, 1, 0, 0,
+	                                   (amqp_table_t){1, &qt}));
+	w = start_worker("odd");
+	call_async(c, "odd.echo", false, &o);
+	await_outcome(&o, WARREN_OK);
+	assert_int_equal(raw_consumer_count(raw, "rpc.odd.fast"), 0);
+	stop_worker(w);
+	warren_client_free(c);
+	assert_non_null(amqp_queue_delete(conn, 1, amqp_cstring_bytes("rpc.odd.fast"), 0, 0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +417,9 @@ int main(void)
 	        purge),
 	    cmocka_unit_test_setup(
 	        test_poison_from_the_fast_lane_lands_in_the_dead_letter_queue_with_its_reason,
+	        purge),
+	    cmocka_unit_test_setup(
+	        test_a_worker_that_cannot_declare_its_fast_queue_still_serves_the_durable_lane,
 	        purge),
 	};
 
