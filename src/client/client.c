@@ -60,6 +60,8 @@ struct call {
 	bool finished;         /* done has run */
 	bool waiting_retry;    /* in c->retries */
 	bool returned;         /* basic.return came for the current publish */
+	bool fast;             /* transient: sent on the fast lane while it has a queue */
+	bool on_fast;          /* the current publish went to rpc.fast */
 	/* Held while the broker blocks publishes: in c->held, since held_since. */
 	bool held;
 	struct call *held_prev, *held_next;
@@ -67,6 +69,16 @@ struct call {
 	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
 	struct client_method *metrics;
 	struct timespec started;
+};
+
+/* A service whose fast lane returned a request (no queue bound to rpc.fast
+ * for it): its transient calls take the durable lane until `until`. */
+#define LANE_DOWN_SLOTS 16
+#define LANE_DOWN_MS    30000
+
+struct lane_down {
+	char service[65];
+	int64_t until; /* engine_now() ms; 0: free */
 };
 
 struct warren_client {
@@ -84,6 +96,10 @@ struct warren_client {
 	char prefix[17]; /* this client's half of every correlation id */
 	char app_id[128];
 	char *transient; /* client.transient: methods sent with delivery_mode 1 */
+	/* I/O thread only: rpc.fast exists (checked at each connection), and
+	 * the services whose fast lane was found missing lately. */
+	bool fast_exchange;
+	struct lane_down down[LANE_DOWN_SLOTS];
 	int64_t default_timeout_ms;
 	size_t max_size;
 	atomic_bool closing; /* set by warren_client_free, read on the I/O thread */
@@ -338,6 +354,97 @@ static void on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 	}
 }
 
+/* ------------------------------------------------------------ lanes */
+
+/* The length of the service part of a method (SERVICE.NAME). */
+static size_t service_len(const char *method)
+{
+	const char *dot = strchr(method, '.');
+
+	return dot != NULL ? (size_t)(dot - method) : strlen(method);
+}
+
+static struct lane_down *lane_down_find(warren_client *c, const char *method)
+{
+	size_t n = service_len(method);
+
+	for (int i = 0; i < LANE_DOWN_SLOTS; i++) {
+		if (c->down[i].until != 0 && strlen(c->down[i].service) == n &&
+		    memcmp(c->down[i].service, method, n) == 0) {
+			return &c->down[i];
+		}
+	}
+	return NULL;
+}
+
+/* Whether the call's request goes to rpc.fast now: a transient call, while
+ * the exchange exists and its service's fast lane was not found missing in
+ * the last LANE_DOWN_MS. */
+static bool lane_fast(warren_client *c, const struct call *call, int64_t now)
+{
+	const struct lane_down *d;
+
+	if (!call->fast || !c->fast_exchange) {
+		return false;
+	}
+	d = lane_down_find(c, call->out->meta.method);
+	return d == NULL || d->until <= now;
+}
+
+/* Remembers that the method's service has no fast queue; the slot that
+ * frees first is taken when all are in use. */
+static void lane_down_note(warren_client *c, const char *method, int64_t until)
+{
+	struct lane_down *d = lane_down_find(c, method);
+	size_t n = service_len(method);
+
+	if (d == NULL) {
+		d = &c->down[0];
+		for (int i = 1; i < LANE_DOWN_SLOTS; i++) {
+			if (c->down[i].until < d->until) {
+				d = &c->down[i]; /* a free slot (0) first */
+			}
+		}
+	}
+	if (n >= sizeof(d->service)) {
+		n = sizeof(d->service) - 1;
+	}
+	memcpy(d->service, method, n);
+	d->service[n] = '\0';
+	d->until = until;
+}
+
+/* The fast lane returned the request: no queue of its service is bound to
+ * rpc.fast (a rolling upgrade: neither rabbitmq/definitions.json nor a
+ * worker of this version has declared one yet). It is sent again at once
+ * on the durable lane, without using up a retry, and the service's
+ * transient calls take the durable lane for LANE_DOWN_MS. */
+static bool fall_back(warren_client *c, struct call *call)
+{
+	int64_t now = engine_now();
+
+	if (call->finished || call->waiting_retry || call->out == NULL) {
+		return false;
+	}
+	lane_down_note(c, call->out->meta.method, now + LANE_DOWN_MS);
+	call->fast = false;
+	call->retry.deadline = now;
+	memcpy(call->retry.id, call->entry.id, sizeof(call->retry.id));
+	call->retry.id_len = call->entry.id_len;
+	if (pending_insert(&c->retries, &call->retry) != 0) {
+		return false;
+	}
+	call->waiting_retry = true;
+	call->tries--; /* republish_due counts the republish: this one is free */
+	log_info("no fast-lane queue for %s: sending correlation_id=%s on the durable lane; "
+	         "that service's transient calls take it for %d s",
+	         call->out->meta.method, call->out->meta.correlation_id, LANE_DOWN_MS / 1000);
+	pthread_mutex_lock(&c->stats_mu);
+	c->stats.fast_fallbacks++;
+	pthread_mutex_unlock(&c->stats_mu);
+	return true;
+}
+
 /* ------------------------------------------------------------ publishing */
 
 static void publish_task(struct engine *e, struct engine_task *t)
@@ -374,18 +481,25 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		return;
 	}
 	call->returned = false;
+	call->on_fast = lane_fast(c, call, engine_now());
 	envelope_request_props(&call->out->meta, &props);
 	if (c->sec != NULL) {
 		const struct signature *sig = &call->out->sig;
 		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
 	}
-	err = engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
-	                     call->out->body, call->out->len, on_confirm, call);
+	err = engine_publish(e, call->on_fast ? ENVELOPE_FAST_EXCHANGE : ENVELOPE_EXCHANGE,
+	                     call->out->meta.method, true, &props.props, call->out->body,
+	                     call->out->len, on_confirm, call);
 	if (err != WARREN_OK) {
 		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
 		return;
 	}
 	call->awaiting_confirm = true;
+	if (call->on_fast) {
+		pthread_mutex_lock(&c->stats_mu);
+		c->stats.fast_sent++;
+		pthread_mutex_unlock(&c->stats_mu);
+	}
 }
 
 /* A request written just before the broker blocked the connection is not
@@ -520,6 +634,7 @@ static warren_err fill_meta(warren_client *c, struct call *call, const char *met
 	}
 	m->format = o->json ? ENVELOPE_FMT_JSON : ENVELOPE_FMT_MSGPACK;
 	m->persistent = !o->transient && !patterns_match(c->transient, m->method, NULL, 0);
+	call->fast = !m->persistent;
 	m->attempt = 1;
 	m->deadline_ms = warren_now_ms() + call->timeout_ms;
 	trace_child(o->traceparent, m->traceparent);
@@ -820,6 +935,43 @@ warren_err warren_send(warren_client *c, const char *method, const warren_value 
 
 /* ------------------------------------------------------------ engine hooks */
 
+/* Whether rpc.fast exists, asked on a channel of its own: a passive
+ * declare of a missing exchange closes its channel, and a publish to one
+ * would close channel 1 with every call on it. Missing (the broker has
+ * neither this version's definitions nor a worker of it), transient calls
+ * take the durable lane until the next connection. -1: the connection
+ * failed. */
+#define CLIENT_PROBE_CHANNEL 2
+
+static int fast_exchange_exists(amqp_connection_state_t conn, bool *exists)
+{
+	amqp_channel_close_ok_t ok = {0};
+	amqp_rpc_reply_t r;
+
+	*exists = false;
+	if (amqp_channel_open(conn, CLIENT_PROBE_CHANNEL) == NULL) {
+		return -1;
+	}
+	if (amqp_exchange_declare(
+	        conn, CLIENT_PROBE_CHANNEL, amqp_cstring_bytes(ENVELOPE_FAST_EXCHANGE),
+	        amqp_cstring_bytes("topic"), 1, 1, 0, 0, amqp_empty_table) != NULL) {
+		*exists = true;
+		return amqp_channel_close(conn, CLIENT_PROBE_CHANNEL, AMQP_REPLY_SUCCESS)
+		                   .reply_type == AMQP_RESPONSE_NORMAL
+		           ? 0
+		           : -1;
+	}
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+	    r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+		return amqp_send_method(conn, CLIENT_PROBE_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD,
+		                        &ok) == AMQP_STATUS_OK
+		           ? 0
+		           : -1;
+	}
+	return -1;
+}
+
 static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
 {
 	warren_client *c = arg;
@@ -835,6 +987,16 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 		                      "exchange rpc (import rabbitmq/definitions.json)", errstr,
 		                      errlen);
 		return -1;
+	}
+	if (fast_exchange_exists(conn, &c->fast_exchange) != 0) {
+		engine_describe_reply(amqp_get_rpc_reply(conn), "exchange rpc.fast", errstr,
+		                      errlen);
+		return -1;
+	}
+	if (!c->fast_exchange) {
+		log_info("exchange %s is missing: transient calls take the durable lane until the "
+		         "next connection",
+		         ENVELOPE_FAST_EXCHANGE);
 	}
 	if (c->reply_mode == REPLY_QUEUE) {
 		amqp_table_entry_t exp = {
@@ -997,6 +1159,9 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 		snprintf(what, sizeof(what), "no queue is bound for method %s (%d %s)", method,
 		         code, text);
 		call->returned = true;
+		if (call->on_fast && fall_back(c, call)) {
+			return;
+		}
 		retry_or_finish(call, WARREN_ERR_UNROUTABLE, what);
 	}
 }

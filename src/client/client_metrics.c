@@ -185,6 +185,13 @@ static void put_stats(FILE *f, const char *app, const warren_client_stats *st)
 	     "Requests published again: no route, a nack, or the connection lost before the "
 	     "confirm.",
 	     st->republished},
+	    {"warren_client_fast_sent_total", "counter",
+	     "Requests published on the fast lane (rpc.fast); the others took the durable lane.",
+	     st->fast_sent},
+	    {"warren_client_fast_fallbacks_total", "counter",
+	     "Transient requests the fast lane returned (no queue bound for their service), "
+	     "sent again on the durable lane.",
+	     st->fast_fallbacks},
 	    {"warren_client_reconnects_total", "counter",
 	     "Connections to the broker made after the first.", st->reconnects},
 	    {"warren_client_blocked_seconds_total", "counter",

@@ -826,6 +826,9 @@ static void on_deliver(struct engine *e, const amqp_frame_t *f)
 	amqp_bytes_t rk = m->routing_key;
 	size_t n = rk.len < sizeof(d->routing_key) - 1 ? rk.len : sizeof(d->routing_key) - 1;
 	memcpy(d->routing_key, rk.bytes, n);
+	n = m->consumer_tag.len < sizeof(d->consumer_tag) - 1 ? m->consumer_tag.len
+	                                                      : sizeof(d->consumer_tag) - 1;
+	memcpy(d->consumer_tag, m->consumer_tag.bytes, n);
 	/* m points into the channel's pool: nothing of it is read after this. */
 	if (read_content(e, d, why, sizeof(why)) != 0) {
 		engine_delivery_free(d);

@@ -32,6 +32,7 @@ struct engine_delivery {
 	uint64_t generation; /* connection it came on (acks only make sense there) */
 	bool redelivered;
 	char routing_key[256];
+	char consumer_tag[128]; /* of the consumer it came to (a worker has two) */
 	amqp_message_t message; /* properties (own pool) and body (malloc) */
 	uint64_t body_size;     /* as its content header announced it */
 	bool too_large;         /* body_size > engine_config.max_body: the body was read

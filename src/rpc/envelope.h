@@ -10,6 +10,8 @@
 #include "warren.h"
 
 #define ENVELOPE_EXCHANGE "rpc"
+/* The fast lane: transient calls, to a classic queue rpc.<service>.fast. */
+#define ENVELOPE_FAST_EXCHANGE "rpc.fast"
 #define ENVELOPE_DIRECT_REPLY_TO "amq.rabbitmq.reply-to"
 #define ENVELOPE_MSGPACK "application/msgpack"
 #define ENVELOPE_JSON "application/json"

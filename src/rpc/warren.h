@@ -268,6 +268,9 @@ typedef struct warren_client_stats {
 	uint64_t reconnects;     /* connections made after the first */
 	uint64_t in_flight;      /* calls not yet ended, now */
 	uint64_t blocked_ms;     /* time the broker has blocked this client's publishes */
+	uint64_t fast_sent;      /* requests published on the fast lane (rpc.fast) */
+	uint64_t fast_fallbacks; /* transient requests the fast lane returned (no queue
+	                          * bound), sent again on the durable lane */
 	bool connected;          /* connected to the broker, the reply path set up */
 } warren_client_stats;
 WARREN_API void warren_client_get_stats(warren_client *c, warren_client_stats *out);
@@ -376,6 +379,9 @@ typedef struct warren_worker_stats {
 	                         * broker redelivers them) */
 	uint64_t detached_handlers; /* handler threads still stuck when the worker stopped,
 	                             * left behind instead of joined */
+	uint64_t fast_received; /* of received, those from the fast lane (rpc.<service>.fast) */
+	uint64_t moved;         /* fast-lane requests redelivered after a crash, moved to the
+	                         * durable lane before running (warren(7)) */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

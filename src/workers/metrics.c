@@ -107,6 +107,14 @@ static void put_stats(FILE *f, const struct warren_worker *w, const warren_worke
 	           "Requests in a handler or waiting for one.", st->in_progress);
 	put_scalar(f, w, "warren_worker_received_total", "counter",
 	           "Deliveries taken from the queue.", st->received);
+	put_scalar(f, w, "warren_worker_fast_received_total", "counter",
+	           "Of the deliveries taken, those from the fast lane (rpc.<service>.fast); the "
+	           "rest came on the durable lane.",
+	           st->fast_received);
+	put_scalar(f, w, "warren_worker_moved_total", "counter",
+	           "Fast-lane requests redelivered after a possible crash and moved to the "
+	           "durable lane before running.",
+	           st->moved);
 	put_scalar(f, w, "warren_worker_acked_total", "counter", "Requests acknowledged.",
 	           st->acked);
 	put_scalar(f, w, "warren_worker_expired_total", "counter",

@@ -158,3 +158,19 @@ bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d)
 	/* crash_limit 0: crashes are left to the broker, nothing is isolated. */
 	return w->crash_limit > 0 && unexplained(w, d, delivery_count(&d->message.properties)) >= 1;
 }
+
+bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d)
+{
+	uint64_t key = requeue_key(d);
+	bool noted = false;
+
+	if (w->notes == NULL) {
+		return false;
+	}
+	pthread_mutex_lock(&w->mu);
+	for (size_t i = 0; i < w->nnotes && !noted; i++) {
+		noted = w->notes[i].key == key && w->notes[i].count > 0;
+	}
+	pthread_mutex_unlock(&w->mu);
+	return noted;
+}

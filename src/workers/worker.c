@@ -188,7 +188,9 @@ static void worker_returned(struct engine *e, void *arg, const amqp_basic_proper
 	if (oldest != NULL) {
 		oldest->returned = true;
 		log_warn("the broker returned the %s of correlation_id=%s: %d %s",
-		         oldest->action == JOB_RETRY ? "retry" : "dead letter",
+		         oldest->action == JOB_RETRY  ? "retry"
+		         : oldest->action == JOB_MOVE ? "move to the durable lane"
+		                                      : "dead letter",
 		         oldest->meta.correlation_id, code, text);
 	}
 }
@@ -315,7 +317,7 @@ static warren_err publish_dead_letter(struct engine *e, struct job *j)
 	    forward_str(DL_H_ERROR, j->dead_error),
 	    forward_str(DL_H_WORKER, w->identity),
 	    forward_int(DL_H_TIME, warren_now_ms()),
-	    forward_str(DL_H_QUEUE, w->queue),
+	    forward_str(DL_H_QUEUE, j->fast ? w->fast_queue : w->queue),
 	    forward_int("rpc-attempt", j->meta.attempt),
 	};
 	struct forward f;
@@ -363,6 +365,52 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 	         j->meta.attempt + 1, (long long)j->retry_delay_ms);
 	err = engine_publish(e, tier->name, key, true, &f.props, d->message.body.bytes,
 	                     d->message.body.len, on_retry_confirm, j);
+	forward_free(&f);
+	if (err == WARREN_OK) {
+		sent_link(j->worker, j);
+	}
+	return err;
+}
+
+/* The move is confirmed: the request is on the durable lane, where the
+ * quorum queue counts its deliveries; the fast-lane copy goes. If no
+ * queue took it, or the broker refused it, it goes back to the fast lane,
+ * noted as this worker's doing, and runs there on its next delivery. */
+static void on_move_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct job *j = ctx;
+	struct warren_worker *w = j->worker;
+
+	sent_unlink(w, j);
+	if (outcome == ENGINE_ACK && !j->returned) {
+		worker_count(w, &w->stats.moved, 1);
+		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		worker_count(w, &w->stats.acked, 1);
+	} else {
+		give_back(e, j, outcome == ENGINE_LOST ? ENGINE_LOST : ENGINE_NACK);
+	}
+	job_free(j);
+}
+
+/* A crash suspect from the fast lane, to rpc under its method, as it came
+ * (persistent now): classic queues keep no x-delivery-count, so it is run
+ * where the crash count is kept (warren(7), THE FAST LANE). */
+static warren_err publish_move(struct engine *e, struct job *j)
+{
+	const struct engine_delivery *d = j->delivery;
+	struct forward f;
+	char key[256];
+	warren_err err;
+
+	if (!forward_props(&f, &d->message.properties, NULL, 0)) {
+		return WARREN_ERR_NOMEM;
+	}
+	route_key(j, key, sizeof(key));
+	log_warn("moving %s from %s to the durable lane: redelivered, its worker may have "
+	         "crashed",
+	         key, j->worker->fast_queue);
+	err = engine_publish(e, ENVELOPE_EXCHANGE, key, true, &f.props, d->message.body.bytes,
+	                     d->message.body.len, on_move_confirm, j);
 	forward_free(&f);
 	if (err == WARREN_OK) {
 		sent_link(j->worker, j);
@@ -477,6 +525,11 @@ static void run_job(struct engine *e, struct job *j)
 		break;
 	case JOB_RETRY:
 		if (publish_retry(e, j) == WARREN_OK) {
+			return;
+		}
+		break;
+	case JOB_MOVE:
+		if (publish_move(e, j) == WARREN_OK) {
 			return;
 		}
 		break;
@@ -631,6 +684,26 @@ static int declare_queue(amqp_connection_state_t conn, const char *name, char *e
 	return -1;
 }
 
+/* The fast lane's queue: classic, durable, as rabbitmq/definitions.json
+ * declares it (its policy adds the dead-lettering and the length limit). */
+static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch,
+                                  const char *name)
+{
+	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
+	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	                                   .value.bytes = amqp_cstring_bytes("classic")}};
+	amqp_table_t args = {1, &qt};
+
+	return amqp_queue_declare(conn, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL;
+}
+
+static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch,
+                                const char *name)
+{
+	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"),
+	                             0, 1, 0, 0, amqp_empty_table) != NULL;
+}
+
 static int declare_exchange(amqp_connection_state_t conn, const char *name, char *errstr,
                             size_t errlen)
 {
@@ -715,26 +788,98 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 	return 0;
 }
 
-/* Consumes with the prefetch of the mode: 1 while careful (a suspect is
- * then the only request this worker holds), worker.prefetch otherwise.
- * basic.qos applies to the consumers started after it. */
+static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag, size_t taglen,
+                         char *errstr, size_t errlen)
+{
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue),
+	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	char what[128];
+
+	if (ok == NULL) {
+		snprintf(what, sizeof(what), "consuming %s", queue);
+		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+		return -1;
+	}
+	envelope_copy(tag, taglen, ok->consumer_tag);
+	return 0;
+}
+
+/* The fast lane is declared on a channel of its own, opened for it and
+ * closed again: its classic queue lives on one node, and while that node
+ * is down its declare fails, which closes the channel that asked. The
+ * durable lane must not go down with it: the worker then serves the
+ * durable lane alone and tries the fast one again every FAST_RETRY_MS.
+ * 0: declared; 1: not now (logged); -1: the connection failed. */
+#define FAST_CHANNEL 2
+#define FAST_RETRY_MS 5000
+
+static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
+{
+	amqp_channel_close_ok_t ok = {0};
+	amqp_rpc_reply_t r;
+	char why[300];
+
+	if (amqp_channel_open(conn, FAST_CHANNEL) == NULL) {
+		return -1;
+	}
+	if (declare_exchange_on(conn, FAST_CHANNEL, ENVELOPE_FAST_EXCHANGE) &&
+	    declare_classic_queue(conn, FAST_CHANNEL, w->fast_queue) &&
+	    amqp_queue_bind(conn, FAST_CHANNEL, amqp_cstring_bytes(w->fast_queue),
+	                    amqp_cstring_bytes(ENVELOPE_FAST_EXCHANGE),
+	                    amqp_cstring_bytes(w->binding), amqp_empty_table) != NULL) {
+		r = amqp_channel_close(conn, FAST_CHANNEL, AMQP_REPLY_SUCCESS);
+		return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+	}
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
+		return -1;
+	}
+	engine_describe_reply(r, "declaring the fast lane", why, sizeof(why));
+	log_warn("%s: serving the durable lane %s alone, trying again in %d s", why, w->queue,
+	         FAST_RETRY_MS / 1000);
+	return amqp_send_method(conn, FAST_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) ==
+	               AMQP_STATUS_OK
+	           ? 1
+	           : -1;
+}
+
+/* Declares and consumes the fast lane when it is not consumed yet. */
+static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
+                        size_t errlen)
+{
+	int rc;
+
+	if (w->fast_tag[0] != '\0') {
+		return 0;
+	}
+	w->fast_retry_at = engine_now() + FAST_RETRY_MS;
+	rc = declare_fast(w, conn);
+	if (rc != 0) {
+		if (rc < 0) {
+			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the fast lane",
+			                      errstr, errlen);
+		}
+		return rc < 0 ? -1 : 0;
+	}
+	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
+}
+
+/* Both lanes, on the one channel: its prefetch bounds them together, 1
+ * while careful (a suspect is then the only request this worker holds),
+ * worker.prefetch otherwise. basic.qos applies to the consumers started
+ * after it. */
 static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                    size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok;
-
 	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(w->careful ? 1 : w->prefetch), 0) == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
 		return -1;
 	}
-	ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue), amqp_empty_bytes, 0, 0, 0,
-	                        amqp_empty_table);
-	if (ok == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming", errstr, errlen);
+	if (consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
+	                  errlen) != 0) {
 		return -1;
 	}
-	envelope_copy(w->consumer_tag, sizeof(w->consumer_tag), ok->consumer_tag);
-	return 0;
+	return consume_fast(w, conn, errstr, errlen);
 }
 
 void worker_consume(struct warren_worker *w, struct engine *e)
@@ -746,13 +891,38 @@ void worker_consume(struct warren_worker *w, struct engine *e)
 	}
 }
 
-void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+/* I/O thread, every turn: the fast lane again, when its last try failed. */
+static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
 {
-	if (engine_connected(e) && w->consumer_tag[0] != '\0' &&
-	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(w->consumer_tag)) == NULL) {
+	char why[300];
+
+	if (!engine_connected(e) || w->stopping || w->paused || w->consumer_tag[0] == '\0' ||
+	    w->fast_tag[0] != '\0') {
+		return INT64_MAX;
+	}
+	if (now < w->fast_retry_at) {
+		return w->fast_retry_at;
+	}
+	if (consume_fast(w, engine_conn(e), why, sizeof(why)) != 0) {
+		engine_fail(e, why);
+		return INT64_MAX;
+	}
+	return w->fast_tag[0] != '\0' ? INT64_MAX : w->fast_retry_at;
+}
+
+static void cancel_tag(struct engine *e, char *tag)
+{
+	if (engine_connected(e) && tag[0] != '\0' &&
+	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(tag)) == NULL) {
 		engine_fail(e, "basic.cancel failed");
 	}
-	w->consumer_tag[0] = '\0';
+	tag[0] = '\0';
+}
+
+void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+{
+	cancel_tag(e, w->consumer_tag);
+	cancel_tag(e, w->fast_tag);
 }
 
 static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
@@ -765,6 +935,7 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	 * new connection starts careful, as a new process does. */
 	w->careful = true;
 	w->draining = false;
+	w->fast_tag[0] = '\0';
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -878,14 +1049,38 @@ static int64_t isolate_tick(struct warren_worker *w, struct engine *e, int64_t n
 	return INT64_MAX;
 }
 
+/* A fast-lane request the broker redelivers, which this worker did not
+ * give back itself: its last worker may have died running it. The classic
+ * queue keeps no count of that, so it moves to the durable lane before it
+ * runs (JOB_MOVE), where the quorum queue counts its crashes. */
+static bool crash_suspect(struct warren_worker *w, const struct job *j)
+{
+	return j->fast && j->delivery->redelivered && !requeue_noted(w, j->delivery);
+}
+
+/* A move has no handler: in progress (and received) until its confirm. */
+static void move(struct warren_worker *w, struct engine *e, struct job *j)
+{
+	pthread_mutex_lock(&w->mu);
+	w->stats.received++;
+	w->stats.in_progress++;
+	pthread_mutex_unlock(&w->mu);
+	j->action = JOB_MOVE;
+	finish_task(e, &j->task);
+}
+
 static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *d)
 {
 	struct warren_worker *w = arg;
+	bool fast = w->fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->fast_tag) == 0;
 	struct job *j;
 	bool suspect;
 
 	if (d->redelivered) {
 		worker_count(w, &w->stats.redelivered, 1);
+	}
+	if (fast) {
+		worker_count(w, &w->stats.fast_received, 1);
 	}
 	j = worker_job_new(w);
 	if (j == NULL) {
@@ -895,11 +1090,16 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	}
 	j->delivery = d;
 	suspect = requeue_suspect(w, d);
+	j->fast = fast;
 	if (w->stopping) {
 		/* Raced in after basic.cancel: give it back untouched. */
 		give_back(e, j, ENGINE_NACK);
 		engine_delivery_free(d);
 		free(j); /* never queued: not in progress */
+		return;
+	}
+	if (crash_suspect(w, j)) {
+		move(w, e, j);
 		return;
 	}
 	if (!w->careful && suspect) {
@@ -1071,6 +1271,8 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 	d = isolate_tick(arg, e, now);
 	a = a < b ? a : b;
 	c = c < d ? c : d;
+	b = fast_tick(arg, e, now);
+	a = a < b ? a : b;
 	return a < c ? a : c;
 }
 
@@ -1096,6 +1298,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	snprintf(w->service, sizeof(w->service), "%s", service);
 	snprintf(w->queue, sizeof(w->queue), "rpc.%s", service);
 	snprintf(w->dlq, sizeof(w->dlq), "rpc.%s.dlq", service);
+	snprintf(w->fast_queue, sizeof(w->fast_queue), "rpc.%s.fast", service);
 	snprintf(w->binding, sizeof(w->binding), "%s.#", service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);

@@ -32,6 +32,8 @@ enum job_action {
 	                     * ack once confirmed, or at once if it cannot be sent */
 	JOB_ACK,            /* one-way, or expired: nothing to send */
 	JOB_PROBE,          /* the breaker's probe: no delivery, nothing to send */
+	JOB_MOVE,           /* a crash suspect on the fast lane: publish it to rpc (the
+	                     * durable lane) as it came; ack once confirmed */
 };
 
 struct job {
@@ -67,6 +69,7 @@ struct job {
 	struct job *park_next;
 	int64_t park_until, parked_since, park_backoff;
 	bool noted; /* its requeue is noted for the crash count (requeue.c) */
+	bool fast;  /* it came from the fast lane, rpc.<service>.fast */
 };
 
 struct method {
@@ -94,6 +97,7 @@ struct warren_worker {
 	struct engine *engine;
 	char service[65];
 	char queue[80], dlq[84], binding[70];
+	char fast_queue[85]; /* rpc.<service>.fast, the fast lane's classic queue */
 	int threads, prefetch;
 	size_t max_size;
 	char identity[200];        /* rpc-dead-worker: service@host:pid */
@@ -162,6 +166,8 @@ struct warren_worker {
 	struct job *isolated;
 	int drained_ticks;
 	char consumer_tag[256];
+	char fast_tag[256]; /* the fast lane's consumer; empty: not consumed */
+	int64_t fast_retry_at; /* I/O thread: engine_now() ms of the next try at it */
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */
@@ -210,6 +216,10 @@ int requeue_crashes(struct warren_worker *w, const struct job *j);
 /* I/O thread: d is a suspect: it was out with a worker process that died
  * (an unexplained delivery count of 1 or more). Takes mu. */
 bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d);
+/* I/O thread: whether this worker noted a return of d's request, so that
+ * a redelivery of it is no crash (the fast lane, which has no
+ * x-delivery-count, asks this). Takes mu. */
+bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d);
 
 /* I/O thread: start and stop consuming the service queue. */
 void worker_consume(struct warren_worker *w, struct engine *e);

@@ -17,6 +17,11 @@
  *       transient ones delivery_mode 1 without confirms. Prints the
  *       benchlib result line for the MEASURE_MS after WARMUP_MS.
  *
+ * With BASELINE_CLASSIC set in the environment, both sides use the objects
+ * of warren's fast lane instead: exchange rpc.fast and the classic queue
+ * rpc.bench.fast bound with bench.# (the yardstick for transient calls on
+ * the fast lane, warren(7) THE FAST LANE).
+ *
  * With BASELINE_WIRE set in the environment, both sides put on their
  * messages the properties and headers of warren's wire contract (fixed
  * values): what the contract costs the broker, apart from warren's code.
@@ -38,8 +43,8 @@
 #include "benchlib.h"
 
 #define CHANNEL     1
-#define EXCHANGE    "rpc"
-#define QUEUE       "rpc.bench"
+/* The durable lane's objects, or the fast lane's with BASELINE_CLASSIC (main). */
+static const char *bench_exchange = "rpc", *bench_queue = "rpc.bench", *bench_queue_type = "quorum";
 #define ROUTING_KEY "bench.echo"
 #define REPLY_TO    "amq.rabbitmq.reply-to"
 #define DRAIN_NS    (60 * INT64_C(1000000000))
@@ -101,17 +106,18 @@ static void confirm_mode(amqp_connection_state_t conn)
 /* The queue as a warren worker of service "bench" declares it. */
 static void declare(amqp_connection_state_t conn)
 {
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
+	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
+	                                   .value.bytes = amqp_cstring_bytes(bench_queue_type)}};
 
-	amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(QUEUE), 0, 1, 0, 0,
+	amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(bench_queue), 0, 1, 0, 0,
 	                   (amqp_table_t){1, &qt});
 	if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL) {
-		die("queue.declare " QUEUE, amqp_get_rpc_reply(conn));
+		die("queue.declare", amqp_get_rpc_reply(conn));
 	}
-	amqp_queue_bind(conn, CHANNEL, amqp_cstring_bytes(QUEUE), amqp_cstring_bytes(EXCHANGE),
-	                amqp_cstring_bytes("bench.#"), amqp_empty_table);
+	amqp_queue_bind(conn, CHANNEL, amqp_cstring_bytes(bench_queue),
+	                amqp_cstring_bytes(bench_exchange), amqp_cstring_bytes("bench.#"),
+	                amqp_empty_table);
 	if (amqp_get_rpc_reply(conn).reply_type != AMQP_RESPONSE_NORMAL) {
 		die("queue.bind", amqp_get_rpc_reply(conn));
 	}
@@ -277,8 +283,8 @@ static void *responder_main(void *arg)
 		confirm_mode(c.conn);
 	}
 	amqp_basic_qos(c.conn, CHANNEL, 0, (uint16_t)rs->prefetch, 0);
-	amqp_basic_consume(c.conn, CHANNEL, amqp_cstring_bytes(QUEUE), amqp_empty_bytes, 0, 0, 0,
-	                   amqp_empty_table);
+	amqp_basic_consume(c.conn, CHANNEL, amqp_cstring_bytes(bench_queue), amqp_empty_bytes, 0, 0,
+	                   0, amqp_empty_table);
 	if (amqp_get_rpc_reply(c.conn).reply_type != AMQP_RESPONSE_NORMAL) {
 		die("basic.consume", amqp_get_rpc_reply(c.conn));
 	}
@@ -411,7 +417,7 @@ static void publish(struct caller *c)
 		wire_request(&p);
 	}
 	s->started = bench_now_ns();
-	if (amqp_basic_publish(c->conn, CHANNEL, amqp_cstring_bytes(EXCHANGE),
+	if (amqp_basic_publish(c->conn, CHANNEL, amqp_cstring_bytes(bench_exchange),
 	                       amqp_cstring_bytes(ROUTING_KEY), 1, 0, &p,
 	                       c->body) != AMQP_STATUS_OK) {
 		fprintf(stderr, "baseline: publish failed\n");
@@ -576,8 +582,10 @@ static int caller(int argc, char **argv)
 		amqp_maybe_release_buffers(c.conn);
 	}
 	c.errors += c.nslots - c.nfree; /* never answered */
-	bench_report(c.durable ? "baseline durable" : "baseline transient", &w, c.calls, &c.lat,
-	             c.errors);
+	bench_report(c.durable                            ? "baseline durable"
+	             : getenv("BASELINE_CLASSIC") != NULL ? "baseline transient classic"
+	                                                  : "baseline transient",
+	             &w, c.calls, &c.lat, c.errors);
 	amqp_channel_close(c.conn, CHANNEL, AMQP_REPLY_SUCCESS);
 	amqp_connection_close(c.conn, AMQP_REPLY_SUCCESS);
 	amqp_destroy_connection(c.conn);
@@ -592,6 +600,11 @@ int main(int argc, char **argv)
 
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	if (getenv("BASELINE_CLASSIC") != NULL) {
+		bench_exchange = "rpc.fast";
+		bench_queue = "rpc.bench.fast";
+		bench_queue_type = "classic";
+	}
 	if (argc >= 2 && strcmp(argv[1], "responder") == 0) {
 		rc = responder(argc, argv);
 	} else if (argc >= 2 && strcmp(argv[1], "caller") == 0) {

@@ -3,9 +3,11 @@
 # this machine (separate node names, ports and data directories, one epmd),
 # imports the definitions so that every quorum queue has a member on each
 # node, and runs scenario.sh cluster_leader against the three URLs: the
-# node leading rpc.user is stopped under load and started again.
+# node leading rpc.user is stopped under load and started again; then
+# scenario.sh cluster_fast: the node holding rpc.user.fast, the fast lane's
+# classic queue, is stopped while transient reads run.
 #
-#   cluster.sh SECONDS
+#   cluster.sh SECONDS [SCENARIO...]   (default: cluster_leader cluster_fast)
 set -uo pipefail
 
 SECONDS_=${1:?usage: cluster.sh SECONDS}
@@ -40,5 +42,16 @@ if [ "$members" -ne 3 ]; then
 	echo "cluster.sh: rpc.user has $members members, not 3"
 	exit 1
 fi
-WARREN_TEST_URL=$urls WARREN_TEST_BROKER_DIR=$dir/n1 WARREN_CLUSTER_DIR=$dir \
-	bash tests/fault/scenario.sh cluster_leader "$SECONDS_"
+shift
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(cluster_leader cluster_fast)
+status=0
+for scenario in "${scenarios[@]}"; do
+	# Each scenario's output, then "SCENARIO: status N" (test_faults.sh reads it).
+	WARREN_TEST_URL=$urls WARREN_TEST_BROKER_DIR=$dir/n1 WARREN_CLUSTER_DIR=$dir \
+		bash tests/fault/scenario.sh "$scenario" "$SECONDS_"
+	st=$?
+	echo "$scenario: status $st"
+	[ $st -eq 0 ] || status=1
+done
+exit $status

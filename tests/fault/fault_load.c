@@ -11,7 +11,8 @@
  * took to answer OK again. It prints one line of key=value figures and
  * exits 0 when the guarantees held: nothing lost, no duplicated side effect,
  * every timeout within 100 ms of its deadline, every write answered OK in
- * the database. Environment: WARREN_TEST_URL, WARREN_TEST_DB. */
+ * the database. Environment: WARREN_TEST_URL, WARREN_TEST_DB; with
+ * FAULT_TRANSIENT set, the reads are transient calls, on the fast lane. */
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
@@ -39,6 +40,7 @@ static struct rec *recs;
 static atomic_int ended;
 static atomic_llong fault_over; /* monotonic ms, 0 until SIGUSR1 */
 static int64_t read_ids[READ_USERS];
+static bool transient_reads; /* FAULT_TRANSIENT */
 
 static int64_t mono_ms(void)
 {
@@ -136,6 +138,7 @@ static void send_one(warren_client *c, int i, int deadline_ms, const char *tag)
 		o.message_id = mid;
 	} else {
 		snprintf(text, sizeof(text), "{\"id\":%lld}", (long long)read_ids[i % READ_USERS]);
+		o.transient = transient_reads;
 	}
 	p = json(text);
 	r->outcome = -1;
@@ -201,6 +204,7 @@ int main(int argc, char **argv)
 	deadline_ms = atoi(argv[3]);
 	tag = argv[4];
 	recs = calloc(MAX_CALLS, sizeof(*recs));
+	transient_reads = getenv("FAULT_TRANSIENT") != NULL;
 	signal(SIGUSR1, on_usr1);
 	warren_config_set(cfg, "broker.url", getenv("WARREN_TEST_URL"), NULL, 0);
 	warren_config_set(cfg, "log.level", "error", NULL, 0);
@@ -299,11 +303,13 @@ int main(int argc, char **argv)
 	printf("sent=%d ok=%d slowest_ok_ms=%lld errors=%d[%s] timeouts=%d lost=%d "
 	       "worst_timeout_late_ms=%lld "
 	       "late_timeouts=%d writes=%d ok_writes=%d rows=%ld missing_rows=%ld duplicated=%d "
-	       "recovered_ms=%lld reconnects=%llu republished=%llu\n",
+	       "recovered_ms=%lld reconnects=%llu republished=%llu fast_sent=%llu "
+	       "fast_fallbacks=%llu\n",
 	       n, ok, (long long)slowest, errors, by_status, timeouts, lost, (long long)worst_late,
 	       late, writes,
 	       ok_writes, rows, missing, dup, (long long)recovered,
-	       (unsigned long long)st.reconnects, (unsigned long long)st.republished);
+	       (unsigned long long)st.reconnects, (unsigned long long)st.republished,
+	       (unsigned long long)st.fast_sent, (unsigned long long)st.fast_fallbacks);
 	/* The guarantees. Rows between the OK writes and all writes: a write
 	 * that timed out may still have been applied, once. */
 	bool held = lost == 0 && late == 0 && dup == 0 && missing == 0 && rows >= ok_writes &&

@@ -94,6 +94,22 @@ inject() {
 		sleep "$third"
 		tests/lib/broker.sh ctl "$ldir" start_app >>"$tmp/ctl.log" 2>&1
 		;;
+	cluster_fast)
+		# The node holding rpc.user.fast, a classic queue: the transient
+		# reads waiting there or running are lost, and must each end with
+		# an error or their deadline.
+		local node ndir n
+		node=$(tests/lib/broker.sh ctl "$WARREN_CLUSTER_DIR/n1" -q list_queues name pid |
+			awk '$1 == "rpc.user.fast" { print $2 }' |
+			sed 's/^<\(.*\)\.[0-9]*\.[0-9]*\.[0-9]*>$/\1/')
+		for n in "$WARREN_CLUSTER_DIR"/n*; do
+			[ "$(. "$n/env" && echo "$WARREN_TEST_NODE")" = "$node" ] && ndir=$n
+		done
+		echo "node of rpc.user.fast: $node" >>"$tmp/ctl.log"
+		tests/lib/broker.sh ctl "$ndir" stop_app >>"$tmp/ctl.log" 2>&1
+		sleep "$third"
+		tests/lib/broker.sh ctl "$ndir" start_app >>"$tmp/ctl.log" 2>&1
+		;;
 	slow_handler)
 		# Every handler waits on the lock for 3 s: longer than two
 		# heartbeats (1 s); the connection must live through it.
@@ -116,6 +132,7 @@ for _ in $(seq 1 100); do
 done
 
 tag=f$$$RANDOM
+[ "$NAME" = cluster_fast ] && export FAULT_TRANSIENT=1
 "$LOAD" "$SECONDS_" 50 10000 "$tag" >"$tmp/load.out" 2>"$tmp/load.err" &
 load=$!
 for _ in $(seq 1 300); do

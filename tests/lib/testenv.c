@@ -207,6 +207,18 @@ int raw_publish(struct raw *r, const char *routing_key, const amqp_basic_propert
 	return await_ack(r);
 }
 
+int raw_publish_to(struct raw *r, const char *exchange, const char *routing_key,
+                   const amqp_basic_properties_t *p, const void *body, size_t len)
+{
+	amqp_bytes_t b = {.len = len, .bytes = (void *)body};
+
+	if (amqp_basic_publish(r->conn, 1, amqp_cstring_bytes(exchange),
+	                       amqp_cstring_bytes(routing_key), 0, 0, p, b) != AMQP_STATUS_OK) {
+		return -1;
+	}
+	return await_ack(r);
+}
+
 int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env)
 {
 	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};

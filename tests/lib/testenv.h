@@ -38,6 +38,9 @@ int raw_consume_replies(struct raw *r);
 /* Publishes to exchange rpc (confirmed); 0 on success. */
 int raw_publish(struct raw *r, const char *routing_key, const amqp_basic_properties_t *p,
                 const void *body, size_t len);
+/* The same to any exchange (rpc.fast, the default exchange ""). */
+int raw_publish_to(struct raw *r, const char *exchange, const char *routing_key,
+                   const amqp_basic_properties_t *p, const void *body, size_t len);
 /* Waits for one delivery; 0 with *env filled (caller destroys), -1 on timeout. */
 int raw_wait(struct raw *r, int timeout_ms, amqp_envelope_t *env);
 /* The raw connection (channel 1), for declares a test needs. */
