@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "backoff.h"
+#include "batch.h"
 #include "client_metrics.h"
 #include "config.h"
 #include "engine.h"
@@ -83,7 +84,8 @@ struct warren_client {
 	char reply_queue[128];
 	char prefix[17]; /* this client's half of every correlation id */
 	char app_id[128];
-	char *transient; /* client.transient: methods sent with delivery_mode 1 */
+	char *transient;    /* client.transient: methods sent with delivery_mode 1 */
+	bool batch_replies; /* client.batch_replies: requests offer rpc-accept-batch */
 	int64_t default_timeout_ms;
 	size_t max_size;
 	atomic_bool closing; /* set by warren_client_free, read on the I/O thread */
@@ -521,6 +523,7 @@ static warren_err fill_meta(warren_client *c, struct call *call, const char *met
 	m->format = o->json ? ENVELOPE_FMT_JSON : ENVELOPE_FMT_MSGPACK;
 	m->persistent = !o->transient && !patterns_match(c->transient, m->method, NULL, 0);
 	m->attempt = 1;
+	m->accept_batch = c->batch_replies ? BATCH_VERSION : 0;
 	m->deadline_ms = warren_now_ms() + call->timeout_ms;
 	trace_child(o->traceparent, m->traceparent);
 	return WARREN_OK;
@@ -921,46 +924,46 @@ static int open_reply(const struct call *call, const struct envelope_meta *m,
 	return 0;
 }
 
-static void client_deliver(struct engine *e, void *arg, struct engine_delivery *d)
+/* One reply, alone or an entry of a batch: whatever came in a batch is
+ * checked and handled exactly as if it had come alone. */
+static void handle_reply(warren_client *c, const amqp_basic_properties_t *props,
+                         const amqp_bytes_t *body)
 {
-	warren_client *c = arg;
 	struct envelope_meta m;
 	struct pending_entry *entry;
 	char why[300];
 	warren_reply *reply;
 	amqp_bytes_t opened = {0};
 
-	if (envelope_read(&d->message.properties, &m, why, sizeof(why)) != WARREN_OK) {
+	if (envelope_read(props, &m, why, sizeof(why)) != WARREN_OK) {
 		log_warn("malformed reply dropped: %s", why);
 		STAT_ADD(c, unknown_replies, 1);
-		goto out;
+		return;
 	}
 	entry = pending_find(&c->table, m.correlation_id, strlen(m.correlation_id));
 	if (entry == NULL) {
 		count_stray(c, m.correlation_id);
-		goto out;
+		return;
 	}
 	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
-	if (c->sec != NULL &&
-	    security_check_reply(c->sec, &d->message.properties, &m, d->message.body.bytes,
-	                         d->message.body.len, why, sizeof(why)) != WARREN_STATUS_OK) {
+	if (c->sec != NULL && security_check_reply(c->sec, props, &m, body->bytes, body->len, why,
+	                                           sizeof(why)) != WARREN_STATUS_OK) {
 		drop_untrusted(c, m.correlation_id, why);
-		goto out;
+		return;
 	}
-	int rc = open_reply(call, &m, &d->message.body, &opened, why, sizeof(why));
+	int rc = open_reply(call, &m, body, &opened, why, sizeof(why));
 	if (rc == -2) {
 		drop_untrusted(c, m.correlation_id, why);
-		goto out;
+		return;
 	}
 	if (rc != 0) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
-		goto out;
+		return;
 	}
 	reply =
 	    opened.bytes != NULL
 	        ? reply_from_message(&m, opened.bytes, opened.len, c->max_size, why, sizeof(why))
-	        : reply_from_message(&m, d->message.body.bytes, d->message.body.len, c->max_size,
-	                             why, sizeof(why));
+	        : reply_from_message(&m, body->bytes, body->len, c->max_size, why, sizeof(why));
 	free(opened.bytes);
 	if (reply == NULL) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
@@ -968,7 +971,38 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 		finish(call, reply->status == WARREN_STATUS_OK ? WARREN_OK : WARREN_ERR_REMOTE,
 		       reply, NULL);
 	}
-out:
+}
+
+/* A batch of replies (warren(7) BATCHES): split, each entry a reply. One
+ * that does not decode is dropped whole and counted: its calls keep
+ * waiting, to their deadlines or a retry's reply. */
+static void handle_batch(warren_client *c, const struct engine_delivery *d)
+{
+	struct batch *b = NULL;
+	char why[300];
+
+	if (batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
+	                 c->max_size, &b, why, sizeof(why)) != WARREN_OK) {
+		STAT_ADD(c, bad_batches, 1);
+		log_warn("malformed batch of replies dropped: %s", why);
+		return;
+	}
+	STAT_ADD(c, reply_batches, 1);
+	for (size_t i = 0; i < b->n; i++) {
+		handle_reply(c, &b->entries[i].props, &b->entries[i].body);
+	}
+	batch_free(b);
+}
+
+static void client_deliver(struct engine *e, void *arg, struct engine_delivery *d)
+{
+	warren_client *c = arg;
+
+	if (batch_is(&d->message.properties)) {
+		handle_batch(c, d);
+	} else {
+		handle_reply(c, &d->message.properties, &d->message.body);
+	}
 	if (c->reply_mode == REPLY_QUEUE) {
 		engine_ack(e, d->generation, d->delivery_tag); /* handled, whatever it was */
 	}
@@ -1105,6 +1139,7 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);
 	c->blocked_timeout_ms = config_int(cfg, CFG_CLIENT_BLOCKED_TIMEOUT);
 	c->transient = strdup(config_str(cfg, CFG_CLIENT_TRANSIENT));
+	c->batch_replies = config_int(cfg, CFG_CLIENT_BATCH_REPLIES) != 0;
 	if (c->transient == NULL ||
 	    pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
 	    pending_init(&c->retries, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {

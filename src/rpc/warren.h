@@ -268,6 +268,8 @@ typedef struct warren_client_stats {
 	uint64_t reconnects;     /* connections made after the first */
 	uint64_t in_flight;      /* calls not yet ended, now */
 	uint64_t blocked_ms;     /* time the broker has blocked this client's publishes */
+	uint64_t reply_batches;  /* batches of replies received (warren(7) BATCHES) */
+	uint64_t bad_batches;    /* batches of replies dropped as malformed */
 	bool connected;          /* connected to the broker, the reply path set up */
 } warren_client_stats;
 WARREN_API void warren_client_get_stats(warren_client *c, warren_client_stats *out);
@@ -376,6 +378,8 @@ typedef struct warren_worker_stats {
 	                         * broker redelivers them) */
 	uint64_t detached_handlers; /* handler threads still stuck when the worker stopped,
 	                             * left behind instead of joined */
+	uint64_t reply_batches;  /* batches of replies published (warren(7) BATCHES) */
+	uint64_t batched_replies;/* replies that went in them */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

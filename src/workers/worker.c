@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "batch.h"
 #include "config.h"
 #include "deadletter.h"
 #include "forward.h"
@@ -118,6 +119,176 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 	/* Not mandatory: a direct reply-to publish is always "returned" (DESIGN.md 2). */
 	return engine_publish(e, "", j->meta.reply_to, false, &props.props, j->reply_body,
 	                      j->reply_len, fn, j);
+}
+
+/* ------------------------------------------------------------ batched replies */
+
+/* Replies ready in one turn for the same reply_to, to callers that take
+ * batches, go as one message (warren(7) BATCHES): the broker's cost is per
+ * message. Nothing waits: the tick after the turn's tasks sends what is
+ * there, one reply alone as it would have gone anyway. */
+struct reply_batch {
+	size_t n;
+	struct job *jobs[];
+};
+
+static void queue_reply(struct warren_worker *w, struct job *j)
+{
+	j->reply_next = NULL;
+	if (w->replies_tail != NULL) {
+		w->replies_tail->reply_next = j;
+	} else {
+		w->replies = j;
+	}
+	w->replies_tail = j;
+}
+
+/* Each reply of the batch is confirmed (or not) as it would have been alone. */
+static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct reply_batch *b = ctx;
+
+	for (size_t i = 0; i < b->n; i++) {
+		on_reply_confirm(e, b->jobs[i], outcome);
+	}
+	free(b);
+}
+
+static void publish_single(struct engine *e, struct job *j)
+{
+	if (publish_reply(e, j, on_reply_confirm) != WARREN_OK) {
+		job_free(j); /* unacked: the broker delivers the request again */
+	}
+}
+
+/* The properties of j's reply, as publish_reply makes them. */
+static void reply_props(const struct job *j, struct envelope_meta *rm, struct envelope_props *p)
+{
+	*rm = (struct envelope_meta){
+	    .status = j->status, .format = j->meta.format, .sealed = j->reply_sealed};
+	memcpy(rm->correlation_id, j->meta.correlation_id, sizeof(rm->correlation_id));
+	envelope_reply_props(rm, p);
+	if (j->worker->sec != NULL && j->sig.len > 0) {
+		envelope_add_signature(p, j->sig.key_id, j->sig.signed_at_ms, j->sig.sig,
+		                       j->sig.len);
+	}
+}
+
+static warren_err encode_replies(struct reply_batch *b, void **body, size_t *len)
+{
+	struct envelope_meta *rm = malloc(b->n * sizeof(*rm));
+	struct envelope_props *props = malloc(b->n * sizeof(*props));
+	struct batch_item *items = malloc(b->n * sizeof(*items));
+	warren_err err = WARREN_ERR_NOMEM;
+
+	if (rm != NULL && props != NULL && items != NULL) {
+		for (size_t i = 0; i < b->n; i++) {
+			reply_props(b->jobs[i], &rm[i], &props[i]);
+			items[i] = (struct batch_item){&props[i].props, b->jobs[i]->reply_body,
+			                               b->jobs[i]->reply_len};
+		}
+		err = batch_encode(items, b->n, body, len);
+	}
+	free(rm);
+	free(props);
+	free(items);
+	return err;
+}
+
+static void publish_batch(struct warren_worker *w, struct engine *e, struct reply_batch *b)
+{
+	amqp_basic_properties_t props;
+	amqp_table_entry_t headers[1];
+	void *body = NULL;
+	size_t len = 0;
+	warren_err err = encode_replies(b, &body, &len);
+
+	if (err != WARREN_OK) {
+		for (size_t i = 0; i < b->n; i++) {
+			publish_single(e, b->jobs[i]);
+		}
+		free(b);
+		return;
+	}
+	batch_props(&props, headers, false);
+	err = engine_publish(e, "", b->jobs[0]->meta.reply_to, false, &props, body, len,
+	                     on_batch_confirm, b);
+	free(body);
+	if (err != WARREN_OK) {
+		for (size_t i = 0; i < b->n; i++) {
+			job_free(b->jobs[i]);
+		}
+		free(b);
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->stats.reply_batches++;
+	w->stats.batched_replies += b->n;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Takes out of *list the replies to first's reply_to, first included, as
+ * many as one batch may carry within message.max_size. */
+static struct reply_batch *take_group(struct warren_worker *w, struct job **list, size_t n)
+{
+	struct reply_batch *b = malloc(sizeof(*b) + n * sizeof(b->jobs[0]));
+	const char *to = (*list)->meta.reply_to;
+	size_t room = w->max_size > BATCH_OVERHEAD ? w->max_size - BATCH_OVERHEAD : 0;
+	struct job **pp = list;
+
+	if (b == NULL) {
+		return NULL;
+	}
+	b->n = 0;
+	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
+		struct job *j = *pp;
+		struct envelope_meta rm;
+		struct envelope_props p;
+		size_t need;
+
+		if (strcmp(j->meta.reply_to, to) != 0) {
+			pp = &j->reply_next;
+			continue;
+		}
+		reply_props(j, &rm, &p);
+		need =
+		    batch_item_bound(&(struct batch_item){&p.props, j->reply_body, j->reply_len});
+		if (b->n > 0 && need > room) {
+			break; /* the rest go in the next batch */
+		}
+		room -= need < room ? need : room;
+		*pp = j->reply_next;
+		b->jobs[b->n++] = j;
+	}
+	return b;
+}
+
+static void flush_replies(struct warren_worker *w, struct engine *e)
+{
+	struct job *list = w->replies;
+	size_t n = 0;
+
+	w->replies = w->replies_tail = NULL;
+	for (struct job *j = list; j != NULL; j = j->reply_next) {
+		n++;
+	}
+	while (list != NULL) {
+		struct reply_batch *b = take_group(w, &list, n);
+
+		if (b == NULL) { /* out of memory: each alone */
+			struct job *j = list;
+
+			list = j->reply_next;
+			publish_single(e, j);
+			continue;
+		}
+		if (b->n == 1) {
+			publish_single(e, b->jobs[0]);
+			free(b);
+		} else {
+			publish_batch(w, e, b);
+		}
+	}
 }
 
 /* ------------------------------------------------------------ unroutable */
@@ -448,6 +619,10 @@ static void run_job(struct engine *e, struct job *j)
 
 	switch (j->action) {
 	case JOB_REPLY_THEN_ACK:
+		if (j->meta.accept_batch >= BATCH_VERSION && j->meta.reply_to[0] != '\0') {
+			queue_reply(w, j); /* sent from this turn's tick */
+			return;
+		}
 		if (publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
 			return; /* on_reply_confirm frees it */
 		}
@@ -941,6 +1116,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 
 	wake_handlers(arg);
 	release_held(arg, e);
+	flush_replies(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
 	c = release_parked(arg, e, now);
@@ -1326,6 +1502,7 @@ static void worker_destroy(struct warren_worker *w)
 	free_list(w->head, offsetof(struct job, next));
 	free_list(w->held, offsetof(struct job, held_next));
 	free_list(w->parked, offsetof(struct job, park_next));
+	free_list(w->replies, offsetof(struct job, reply_next));
 	for (size_t i = 0; i < w->nmethods; i++) {
 		free(w->methods[i].name);
 	}

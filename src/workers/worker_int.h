@@ -67,6 +67,7 @@ struct job {
 	struct job *park_next;
 	int64_t park_until, parked_since, park_backoff;
 	bool noted; /* its requeue is noted for the crash count (requeue.c) */
+	struct job *reply_next; /* I/O thread: in w->replies, its reply not yet sent */
 };
 
 struct method {
@@ -119,6 +120,9 @@ struct warren_worker {
 	 * the broker to take publishes again (connection.blocked) or to read
 	 * what the socket already holds (engine_writable). */
 	struct job *held, *held_tail;
+	/* I/O thread only: replies ready this turn whose callers take batches
+	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
+	struct job *replies, *replies_tail;
 	struct method *methods;
 	size_t nmethods;
 	warren_thread_init_fn thread_init;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "engine.h"
 #include "envelope.h"
 #include "warren.h"
@@ -45,6 +46,8 @@ static struct {
 	int publishes;
 	int attempts[4]; /* rpc-attempt of the first publishes */
 	char message_ids[4][65];
+	char correlation_ids[4][65];
+	int accept_batch[4]; /* rpc-accept-batch of the first publishes */
 	engine_confirm_fn confirm_fn;
 	void *confirm_ctx;
 	bool batch_acks; /* as engine_new was asked */
@@ -102,6 +105,9 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
 		eng.attempts[eng.publishes] = m.attempt;
 		snprintf(eng.message_ids[eng.publishes], sizeof(eng.message_ids[0]), "%s",
 		         m.message_id);
+		snprintf(eng.correlation_ids[eng.publishes], sizeof(eng.correlation_ids[0]), "%s",
+		         m.correlation_id);
+		eng.accept_batch[eng.publishes] = m.accept_batch;
 	}
 	eng.publishes++;
 	eng.confirm_fn = fn;
@@ -175,7 +181,7 @@ static void tick_at(int64_t now)
 	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
 }
 
-static warren_client *new_client_with(const char *reply_mode)
+static warren_client *new_client_batching(const char *reply_mode, const char *batch_replies)
 {
 	warren_config *cfg = warren_config_new();
 	warren_client *c = NULL;
@@ -190,9 +196,16 @@ static warren_client *new_client_with(const char *reply_mode)
 	assert_int_equal(warren_config_set(cfg, "client.retry_delay", "10ms", NULL, 0), WARREN_OK);
 	assert_int_equal(warren_config_set(cfg, "client.reply_mode", reply_mode, NULL, 0),
 	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.batch_replies", batch_replies, NULL, 0),
+	                 WARREN_OK);
 	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
 	warren_config_free(cfg);
 	return c;
+}
+
+static warren_client *new_client_with(const char *reply_mode)
+{
+	return new_client_batching(reply_mode, "true");
 }
 
 static warren_client *new_client(void)
@@ -382,6 +395,138 @@ static void blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck(void 
 	warren_client_free(c);
 }
 
+/* ---- batched replies (warren(7) BATCHES) */
+
+/* What each call's completion saw, by the call's own slot. */
+struct seen {
+	int runs;
+	warren_err err;
+	int64_t result;
+};
+
+static void on_done_into(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct seen *s = arg;
+
+	s->runs++;
+	s->err = err;
+	if (reply != NULL) {
+		assert_true(warren_value_get_int(warren_reply_result(reply), &s->result));
+	}
+	warren_reply_free(reply);
+}
+
+/* Delivers one batch of replies: to correlation_ids[i] the msgpack int
+ * results[i] (a positive fixint). */
+static void deliver_batch(const char *const *ids, const int *results, size_t n, bool broken)
+{
+	struct engine_delivery *d = calloc(1, sizeof(*d));
+	struct envelope_meta m[4];
+	struct envelope_props p[4];
+	struct batch_item items[4];
+	unsigned char bodies[4];
+	amqp_table_entry_t *h = calloc(1, sizeof(*h));
+	void *buf;
+	size_t len;
+
+	assert_non_null(d);
+	for (size_t i = 0; i < n; i++) {
+		m[i] = (struct envelope_meta){.status = 0, .format = ENVELOPE_FMT_MSGPACK};
+		snprintf(m[i].correlation_id, sizeof(m[i].correlation_id), "%s", ids[i]);
+		envelope_reply_props(&m[i], &p[i]);
+		bodies[i] = (unsigned char)results[i];
+		items[i] = (struct batch_item){&p[i].props, &bodies[i], 1};
+	}
+	assert_int_equal(batch_encode(items, n, &buf, &len), WARREN_OK);
+	if (broken) {
+		len--; /* truncated */
+	}
+	batch_props(&d->message.properties, h, false);
+	d->message.body = (amqp_bytes_t){.len = len, .bytes = buf};
+	d->generation = 1;
+	eng.hooks.deliver((struct engine *)&eng.fake, eng.hooks.arg, d);
+	free(h);
+}
+
+/* Two calls in flight, their replies in one batch in the other order:
+ * each call ends with its own answer, as if each had come alone. */
+static void a_batch_of_replies_ends_each_call_with_its_own_answer(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 10000};
+	struct seen a = {0}, b = {0};
+	char err[256] = "";
+	warren_client_stats st;
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done_into, &a, err, sizeof(err)),
+	    WARREN_OK);
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done_into, &b, err, sizeof(err)),
+	    WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 2);
+	/* By default every request offers to take its reply batched. */
+	assert_int_equal(eng.accept_batch[0], BATCH_VERSION);
+	assert_int_equal(eng.accept_batch[1], BATCH_VERSION);
+	deliver_batch((const char *const[]){eng.correlation_ids[1], eng.correlation_ids[0]},
+	              (const int[]){22, 11}, 2, false);
+	assert_int_equal(a.runs, 1);
+	assert_int_equal(a.err, WARREN_OK);
+	assert_int_equal(a.result, 11);
+	assert_int_equal(b.runs, 1);
+	assert_int_equal(b.err, WARREN_OK);
+	assert_int_equal(b.result, 22);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.reply_batches, 1);
+	assert_int_equal(st.replies, 2);
+	assert_int_equal(st.bad_batches, 0);
+	/* An entry for a call that has ended is a late reply, as alone. */
+	deliver_batch((const char *const[]){eng.correlation_ids[0]}, (const int[]){1}, 1, false);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.late_replies, 1);
+	assert_int_equal(a.runs, 1);
+	warren_client_free(c);
+}
+
+/* A batch that does not decode is counted and dropped: the call it may
+ * have answered keeps waiting (to its deadline or a good reply). */
+static void a_malformed_batch_is_counted_and_ends_no_call(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 10000};
+	struct seen a = {0};
+	char err[256] = "";
+	warren_client_stats st;
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done_into, &a, err, sizeof(err)),
+	    WARREN_OK);
+	run_tasks();
+	deliver_batch((const char *const[]){eng.correlation_ids[0]}, (const int[]){5}, 1, true);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.bad_batches, 1);
+	assert_int_equal(st.reply_batches, 0);
+	assert_int_equal(a.runs, 0);
+	deliver_batch((const char *const[]){eng.correlation_ids[0]}, (const int[]){5}, 1, false);
+	assert_int_equal(a.runs, 1);
+	assert_int_equal(a.result, 5);
+	warren_client_free(c);
+}
+
+static void batch_replies_off_sends_no_offer(void **state)
+{
+	warren_client *c = new_client_batching("direct", "false");
+	char err[256] = "";
+
+	assert_int_equal(warren_call_async(c, "svc.m", NULL, NULL, on_done, NULL, err, sizeof(err)),
+	                 WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(eng.accept_batch[0], 0);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +538,9 @@ int main(void)
 	    cmocka_unit_test(deadline_runs_from_the_call_not_from_the_io_thread),
 	    cmocka_unit_test(a_call_waits_for_room_in_the_socket),
 	    cmocka_unit_test(blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck),
+	    cmocka_unit_test(a_batch_of_replies_ends_each_call_with_its_own_answer),
+	    cmocka_unit_test(a_malformed_batch_is_counted_and_ends_no_call),
+	    cmocka_unit_test(batch_replies_off_sends_no_offer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
