@@ -459,6 +459,13 @@ warren_err batch_decode(const amqp_basic_properties_t *p, const void *body, size
 	if (err == WARREN_OK) {
 		err = read_entries(b, errstr, errlen);
 	}
+	/* The properties an entry does not carry are the batch's. */
+	for (size_t i = 0; err == WARREN_OK && i < b->n; i++) {
+		if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) {
+			b->entries[i].props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+			b->entries[i].props.delivery_mode = p->delivery_mode;
+		}
+	}
 out:
 	if (err == WARREN_ERR_NOMEM) {
 		snprintf(errstr, errlen, "out of memory");

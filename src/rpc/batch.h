@@ -15,7 +15,11 @@
 #define BATCH_HEADER "rpc-batch"
 /* On a request: the highest batch format version its caller reads in replies. */
 #define BATCH_ACCEPT_HEADER "rpc-accept-batch"
-#define BATCH_VERSION       1
+#define BATCH_VERSION 1
+/* Batches of requests travel on a lane of their own, which only workers
+ * that take batches consume: this topic exchange, routing key the service,
+ * and per service the queue rpc.<service>.batch. */
+#define BATCH_EXCHANGE "rpc.batch"
 /* The most entries one batch may carry (a writer splits beyond). */
 #define BATCH_MAX_ENTRIES 1024
 
@@ -64,7 +68,7 @@ void batch_props(amqp_basic_properties_t *p, amqp_table_entry_t *headers, bool p
  * BATCH_MAX_ENTRIES maps, an unknown or ill-typed key, a missing body
  * (each entry is smaller than the whole), a string property above 255 bytes, a header value
  * other than a string, an integer or binary. On success *out is the
- * caller's (batch_free). */
+ * caller's (batch_free). Each entry has the batch's delivery_mode. */
 warren_err batch_decode(const amqp_basic_properties_t *p, const void *body, size_t len,
                         size_t max_size, struct batch **out, char *errstr, size_t errlen);
 void batch_free(struct batch *b); /* NULL-safe */

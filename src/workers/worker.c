@@ -62,12 +62,25 @@ void job_free(struct job *j)
 		return; /* its other owner frees it */
 	}
 	engine_delivery_free(j->delivery);
+	if (j->lane != NULL) {
+		lane_release(j->lane);
+	}
 	free(j->reply_body);
 	free(j);
 	pthread_mutex_lock(&w->mu);
 	w->stats.in_progress--;
 	pthread_cond_broadcast(&w->idle_cond);
 	pthread_mutex_unlock(&w->mu);
+}
+
+/* Acks j's request: its delivery, or its entry of a batch (lane.c). */
+static void job_ack(struct engine *e, struct job *j)
+{
+	if (j->lane != NULL) {
+		lane_settle(e, j->lane, false);
+	} else {
+		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+	}
 }
 
 /* A request goes back to its queue by this worker's doing: rejected with
@@ -79,7 +92,9 @@ static void give_back(struct engine *e, struct job *j, enum engine_confirm outco
 		return;
 	}
 	requeue_note(j->worker, j);
-	if (outcome == ENGINE_NACK) {
+	if (outcome == ENGINE_NACK && j->lane != NULL) {
+		lane_settle(e, j->lane, true); /* the batch goes back whole */
+	} else if (outcome == ENGINE_NACK) {
 		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
 	}
 }
@@ -92,7 +107,7 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.replied, 1);
 		if (j->delivery->generation == engine_generation(e)) {
-			engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+			job_ack(e, j);
 			worker_count(w, &w->stats.acked, 1);
 		}
 	} else {
@@ -416,7 +431,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 			finish_task(e, &j->task);
 			return;
 		}
-		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
@@ -436,7 +451,7 @@ static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	}
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.retried, 1);
-		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
@@ -614,7 +629,6 @@ static void finish_task(struct engine *e, struct engine_task *t)
 
 static void run_job(struct engine *e, struct job *j)
 {
-	const struct engine_delivery *d = j->delivery;
 	struct warren_worker *w = j->worker;
 
 	switch (j->action) {
@@ -632,7 +646,7 @@ static void run_job(struct engine *e, struct job *j)
 			return; /* on_reply_confirm acks and frees */
 		}
 		/* The dead letter is safe: ack it even unanswered. */
-		engine_ack(e, d->generation, d->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 		break;
 	case JOB_DEAD_LETTER:
@@ -646,7 +660,7 @@ static void run_job(struct engine *e, struct job *j)
 		}
 		break;
 	case JOB_ACK:
-		engine_ack(e, d->generation, d->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 		break;
 	case JOB_PROBE:
@@ -877,21 +891,39 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 	    bind_queue(conn, w->dlq, DEADLETTER_EXCHANGE, w->binding, errstr, errlen) != 0) {
 		return -1;
 	}
+	/* The lane of batches, which only workers that take them consume. */
+	if (declare_exchange(conn, BATCH_EXCHANGE, errstr, errlen) != 0 ||
+	    declare_queue(conn, w->batch_queue, errstr, errlen) != 0 ||
+	    bind_queue(conn, w->batch_queue, BATCH_EXCHANGE, w->binding, errstr, errlen) != 0) {
+		return -1;
+	}
 	return 0;
 }
 
-static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
-                   size_t errlen)
+static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag,
+                         size_t taglen, char *errstr, size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(w->queue),
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue),
 	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
 
 	if (ok == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming", errstr, errlen);
 		return -1;
 	}
-	envelope_copy(w->consumer_tag, sizeof(w->consumer_tag), ok->consumer_tag);
+	envelope_copy(tag, taglen, ok->consumer_tag);
 	return 0;
+}
+
+/* The service queue and its lane of batches. */
+static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
+                   size_t errlen)
+{
+	if (consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
+	                  errlen) != 0) {
+		return -1;
+	}
+	return consume_queue(conn, w->batch_queue, w->batch_consumer_tag,
+	                     sizeof(w->batch_consumer_tag), errstr, errlen);
 }
 
 void worker_consume(struct warren_worker *w, struct engine *e)
@@ -903,13 +935,19 @@ void worker_consume(struct warren_worker *w, struct engine *e)
 	}
 }
 
-void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+static void cancel_tag(struct engine *e, char *tag)
 {
-	if (engine_connected(e) && w->consumer_tag[0] != '\0' &&
-	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(w->consumer_tag)) == NULL) {
+	if (engine_connected(e) && tag[0] != '\0' &&
+	    amqp_basic_cancel(engine_conn(e), 1, amqp_cstring_bytes(tag)) == NULL) {
 		engine_fail(e, "basic.cancel failed");
 	}
-	w->consumer_tag[0] = '\0';
+	tag[0] = '\0';
+}
+
+void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
+{
+	cancel_tag(e, w->consumer_tag);
+	cancel_tag(e, w->batch_consumer_tag);
 }
 
 static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
@@ -918,6 +956,7 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	amqp_connection_state_t conn = engine_conn(e);
 
 	w->consumer_tag[0] = '\0';
+	w->batch_consumer_tag[0] = '\0';
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -954,6 +993,10 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 
 	if (d->redelivered) {
 		worker_count(w, &w->stats.redelivered, 1);
+	}
+	if (batch_is(&d->message.properties)) {
+		lane_deliver(w, e, d);
+		return;
 	}
 	j = worker_job_new(w);
 	if (j == NULL) {
@@ -1147,6 +1190,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	snprintf(w->queue, sizeof(w->queue), "rpc.%s", service);
 	snprintf(w->dlq, sizeof(w->dlq), "rpc.%s.dlq", service);
 	snprintf(w->binding, sizeof(w->binding), "%s.#", service);
+	snprintf(w->batch_queue, sizeof(w->batch_queue), "rpc.%s.batch", service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {

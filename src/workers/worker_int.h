@@ -68,6 +68,7 @@ struct job {
 	int64_t park_until, parked_since, park_backoff;
 	bool noted; /* its requeue is noted for the crash count (requeue.c) */
 	struct job *reply_next; /* I/O thread: in w->replies, its reply not yet sent */
+	struct lane_batch *lane; /* an entry of this batch of requests (lane.c), or NULL */
 };
 
 struct method {
@@ -158,6 +159,8 @@ struct warren_worker {
 	bool started, stopped;
 	bool stopping;   /* I/O thread: no more consuming */
 	char consumer_tag[256];
+	char batch_queue[90];         /* rpc.<service>.batch: batches of requests */
+	char batch_consumer_tag[256];
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */
@@ -203,6 +206,16 @@ void requeue_note_locked(struct warren_worker *w, struct job *j);
 /* Handler thread: the deliveries of j that ended with its worker dead
  * (x-delivery-count less the noted returns). Takes mu. */
 int requeue_crashes(struct warren_worker *w, const struct job *j);
+
+/* Batches of requests (lane.c). I/O thread: lane_deliver takes a batch
+ * delivery and makes a job of each entry (j->lane), or republishes them
+ * alone when it comes again; lane_settle counts an entry acked or given
+ * back (requeue), and settles the batch with its last. Any thread:
+ * lane_release drops an entry job's hold on the batch. */
+struct lane_batch;
+void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d);
+void lane_settle(struct engine *e, struct lane_batch *lb, bool requeue);
+void lane_release(struct lane_batch *lb);
 
 /* I/O thread: start and stop consuming the service queue. */
 void worker_consume(struct warren_worker *w, struct engine *e);

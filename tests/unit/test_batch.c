@@ -76,6 +76,7 @@ static void test_a_batch_round_trips_each_entry_as_the_message_it_was(void **sta
 		assert_string_equal(out.traceparent, in[i].traceparent);
 		assert_int_equal(out.deadline_ms, in[i].deadline_ms);
 		assert_int_equal(out.attempt, 2);
+		assert_true(out.persistent); /* the batch's delivery_mode */
 		assert_int_equal(e->timestamp, p[i].props.timestamp);
 		assert_int_equal(e->headers.num_entries, p[i].props.headers.num_entries);
 		/* The signature comes back byte for byte, as binary. */

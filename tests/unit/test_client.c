@@ -48,6 +48,11 @@ static struct {
 	char message_ids[4][65];
 	char correlation_ids[4][65];
 	int accept_batch[4]; /* rpc-accept-batch of the first publishes */
+	/* The last publish: where it went, its correlation id, its body. */
+	char exchange[64], routing_key[256], last_id[128];
+	bool last_batch;
+	unsigned char body[4096];
+	size_t body_len;
 	engine_confirm_fn confirm_fn;
 	void *confirm_ctx;
 	bool batch_acks; /* as engine_new was asked */
@@ -109,6 +114,13 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
 		         m.correlation_id);
 		eng.accept_batch[eng.publishes] = m.accept_batch;
 	}
+	snprintf(eng.exchange, sizeof(eng.exchange), "%s", exchange);
+	snprintf(eng.routing_key, sizeof(eng.routing_key), "%s", routing_key);
+	envelope_copy(eng.last_id, sizeof(eng.last_id), props->correlation_id);
+	eng.last_batch = batch_is(props);
+	assert_true(len <= sizeof(eng.body));
+	memcpy(eng.body, body, len);
+	eng.body_len = len;
 	eng.publishes++;
 	eng.confirm_fn = fn;
 	eng.confirm_ctx = ctx;
@@ -181,7 +193,8 @@ static void tick_at(int64_t now)
 	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
 }
 
-static warren_client *new_client_batching(const char *reply_mode, const char *batch_replies)
+static warren_client *new_client_opts(const char *reply_mode, const char *batch_replies,
+                                      const char *batch)
 {
 	warren_config *cfg = warren_config_new();
 	warren_client *c = NULL;
@@ -198,9 +211,17 @@ static warren_client *new_client_batching(const char *reply_mode, const char *ba
 	                 WARREN_OK);
 	assert_int_equal(warren_config_set(cfg, "client.batch_replies", batch_replies, NULL, 0),
 	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.batch", batch, NULL, 0), WARREN_OK);
 	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
 	warren_config_free(cfg);
 	return c;
+}
+
+/* Request batching off unless asked: the tests of single calls look at
+ * each publish as its task runs, before the turn's tick. */
+static warren_client *new_client_batching(const char *reply_mode, const char *batch_replies)
+{
+	return new_client_opts(reply_mode, batch_replies, "");
 }
 
 static warren_client *new_client_with(const char *reply_mode)
@@ -527,6 +548,159 @@ static void batch_replies_off_sends_no_offer(void **state)
 	warren_client_free(c);
 }
 
+/* ---- batched requests (warren(7) BATCHES) */
+
+static void call_n(warren_client *c, int n, bool transient)
+{
+	warren_call_opts opts = {.timeout_ms = 10000, .transient = transient};
+	char err[256] = "";
+
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(
+		    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)),
+		    WARREN_OK);
+	}
+}
+
+/* Three durable calls in one turn: nothing goes out while the turn's
+ * tasks run; the tick publishes one batch on the lane of batches, its
+ * entries the three requests with their own ids. */
+static void durable_calls_of_one_turn_go_as_one_batch_on_the_lane(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+	struct batch *b = NULL;
+	amqp_basic_properties_t bp;
+	amqp_table_entry_t bh[1];
+	char why[200];
+	warren_client_stats st;
+
+	call_n(c, 3, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 0);
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	assert_true(eng.last_batch);
+	assert_string_equal(eng.exchange, "rpc.batch");
+	assert_string_equal(eng.routing_key, "svc");
+	batch_props(&bp, bh, true);
+	assert_int_equal(batch_decode(&bp, eng.body, eng.body_len, 1 << 20, &b, why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(b->n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		struct envelope_meta m;
+
+		assert_int_equal(envelope_read(&b->entries[i].props, &m, why, sizeof(why)),
+		                 WARREN_OK);
+		assert_string_equal(m.method, "svc.m");
+		assert_true(m.persistent);
+		assert_int_equal(strlen(m.correlation_id), 32);
+		for (size_t k = 0; k < i; k++) {
+			assert_memory_not_equal(b->entries[k].props.correlation_id.bytes,
+			                        m.correlation_id, 32);
+		}
+	}
+	batch_free(b);
+	confirm(ENGINE_ACK);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.request_batches, 1);
+	assert_int_equal(st.in_flight, 3);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 3); /* ended by the shutdown */
+}
+
+/* One call in a turn goes alone, on rpc, with no added wait; so do
+ * transient calls, and every call when client.batch is empty. */
+static void a_lone_call_and_transient_calls_go_alone(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+
+	call_n(c, 1, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	assert_false(eng.last_batch);
+	assert_string_equal(eng.exchange, "rpc");
+	assert_string_equal(eng.routing_key, "svc.m");
+	call_n(c, 3, true);
+	run_tasks();
+	assert_int_equal(eng.publishes, 4); /* at once, from their tasks */
+	assert_false(eng.last_batch);
+	warren_client_free(c);
+
+	c = new_client_opts("direct", "true", "");
+	call_n(c, 3, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 3);
+	assert_false(eng.last_batch);
+	warren_client_free(c);
+
+	c = new_client_opts("direct", "true", "other.*");
+	call_n(c, 3, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 3);
+	warren_client_free(c);
+}
+
+/* A batch returned unroutable (no worker of the service ever declared its
+ * lane): its requests go alone at once, and the service gets singles
+ * until 30 s have passed. */
+static void a_returned_batch_goes_alone_and_the_service_gets_singles_for_a_while(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+	amqp_basic_properties_t rp = {._flags = AMQP_BASIC_CORRELATION_ID_FLAG |
+	                                        AMQP_BASIC_CONTENT_TYPE_FLAG,
+	                              .content_type = amqp_cstring_bytes(BATCH_CONTENT_TYPE)};
+	warren_client_stats st;
+
+	call_n(c, 2, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	assert_true(eng.last_batch);
+	rp.correlation_id = amqp_cstring_bytes(eng.last_id);
+	eng.hooks.returned((struct engine *)&eng.fake, eng.hooks.arg, &rp, 312, "NO_ROUTE");
+	confirm(ENGINE_ACK);
+	assert_int_equal(eng.publishes, 3);
+	assert_false(eng.last_batch);
+	assert_string_equal(eng.exchange, "rpc");
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.batch_fallbacks, 1);
+	assert_int_equal(st.unroutable, 0);
+	assert_int_equal(done_seen.runs, 0); /* still waiting for their replies */
+
+	call_n(c, 2, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 5); /* singles, at once */
+	tick_at(eng.now + 30001);
+	call_n(c, 2, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 6);
+	assert_true(eng.last_batch);
+	warren_client_free(c);
+}
+
+/* A nacked batch: each of its calls is retried as if its own publish had
+ * been nacked. */
+static void a_nacked_batch_retries_each_call(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+	warren_client_stats st;
+
+	call_n(c, 2, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	confirm(ENGINE_NACK);
+	for (int i = 0; i < 5; i++) {
+		tick_at(eng.now + 100);
+	}
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.republished, 2);
+	assert_int_equal(done_seen.runs, 0);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -541,6 +715,10 @@ int main(void)
 	    cmocka_unit_test(a_batch_of_replies_ends_each_call_with_its_own_answer),
 	    cmocka_unit_test(a_malformed_batch_is_counted_and_ends_no_call),
 	    cmocka_unit_test(batch_replies_off_sends_no_offer),
+	    cmocka_unit_test(durable_calls_of_one_turn_go_as_one_batch_on_the_lane),
+	    cmocka_unit_test(a_lone_call_and_transient_calls_go_alone),
+	    cmocka_unit_test(a_returned_batch_goes_alone_and_the_service_gets_singles_for_a_while),
+	    cmocka_unit_test(a_nacked_batch_retries_each_call),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
