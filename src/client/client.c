@@ -1020,6 +1020,13 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 		         (unsigned long long)++c->batch_seq);
 		props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
 		props.correlation_id = amqp_cstring_bytes(b->id);
+		/* The broker gives a direct reply-to name its channel's suffix
+		 * only in the properties of the message itself: the batch says
+		 * it for its entries (warren(7) BATCHES). */
+		if (c->reply_mode == REPLY_DIRECT) {
+			props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+			props.reply_to = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
+		}
 		err = engine_publish(e, BATCH_EXCHANGE, b->service, true, &props, body, len,
 		                     on_batch_confirm, b);
 	}

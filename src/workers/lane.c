@@ -60,6 +60,22 @@ void lane_release(struct lane_batch *lb)
 	free(lb);
 }
 
+/* An entry addressed to direct reply-to gets the batch's reply_to, the
+ * name the broker completed on the batch itself (warren(7) BATCHES).
+ * Points into d. */
+static void direct_reply_to(const struct engine_delivery *d, amqp_basic_properties_t *p)
+{
+	const amqp_basic_properties_t *bp = &d->message.properties;
+	size_t n = strlen(ENVELOPE_DIRECT_REPLY_TO);
+
+	if ((p->_flags & AMQP_BASIC_REPLY_TO_FLAG) && p->reply_to.len == n &&
+	    memcmp(p->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) == 0 &&
+	    (bp->_flags & AMQP_BASIC_REPLY_TO_FLAG) && bp->reply_to.len > n &&
+	    memcmp(bp->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) == 0) {
+		p->reply_to = bp->reply_to;
+	}
+}
+
 /* ------------------------------------------------------------ redelivered */
 
 static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
@@ -92,8 +108,10 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 	*s = (struct lane_split){.w = w, .d = d, .pending = b->n};
 	for (size_t i = 0; i < b->n; i++) {
 		const struct batch_entry *en = &b->entries[i];
+		amqp_basic_properties_t props = en->props;
 
-		if (engine_publish(e, "", w->queue, true, &en->props, en->body.bytes, en->body.len,
+		direct_reply_to(d, &props);
+		if (engine_publish(e, "", w->queue, true, &props, en->body.bytes, en->body.len,
 		                   on_split_confirm, s) != WARREN_OK) {
 			/* Not connected: the broker has the batch back already. */
 			s->failed = true;
@@ -154,6 +172,7 @@ static struct engine_delivery *entry_delivery(const struct engine_delivery *d,
 	c->delivery_tag = d->delivery_tag;
 	c->generation = d->generation;
 	c->message.properties = en->props;
+	direct_reply_to(d, &c->message.properties);
 	c->message.body = (amqp_bytes_t){.len = en->body.len, .bytes = body};
 	c->body_size = en->body.len;
 	envelope_copy(c->routing_key, sizeof(c->routing_key),
