@@ -61,18 +61,23 @@ void lane_release(struct lane_batch *lb)
 }
 
 /* An entry addressed to direct reply-to gets the batch's reply_to, the
- * name the broker completed on the batch itself (warren(7) BATCHES).
- * Points into d. */
+ * name the broker completed on the batch itself (warren(7) BATCHES). One
+ * whose batch has no such name gets no reply: a publish to the bare name
+ * would close the channel (406). Points into d. */
 static void direct_reply_to(const struct engine_delivery *d, amqp_basic_properties_t *p)
 {
 	const amqp_basic_properties_t *bp = &d->message.properties;
 	size_t n = strlen(ENVELOPE_DIRECT_REPLY_TO);
 
-	if ((p->_flags & AMQP_BASIC_REPLY_TO_FLAG) && p->reply_to.len == n &&
-	    memcmp(p->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) == 0 &&
-	    (bp->_flags & AMQP_BASIC_REPLY_TO_FLAG) && bp->reply_to.len > n &&
+	if (!(p->_flags & AMQP_BASIC_REPLY_TO_FLAG) || p->reply_to.len != n ||
+	    memcmp(p->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) != 0) {
+		return;
+	}
+	if ((bp->_flags & AMQP_BASIC_REPLY_TO_FLAG) && bp->reply_to.len > n &&
 	    memcmp(bp->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) == 0) {
 		p->reply_to = bp->reply_to;
+	} else {
+		p->_flags &= ~AMQP_BASIC_REPLY_TO_FLAG;
 	}
 }
 
@@ -176,8 +181,9 @@ static struct engine_delivery *entry_delivery(const struct engine_delivery *d,
 	c->message.body = (amqp_bytes_t){.len = en->body.len, .bytes = body};
 	c->body_size = en->body.len;
 	envelope_copy(c->routing_key, sizeof(c->routing_key),
-	              (en->props._flags & AMQP_BASIC_TYPE_FLAG) ? en->props.type
-	                                                        : amqp_cstring_bytes(d->routing_key));
+	              (en->props._flags & AMQP_BASIC_TYPE_FLAG)
+	                  ? en->props.type
+	                  : amqp_cstring_bytes(d->routing_key));
 	return c;
 }
 
@@ -228,9 +234,9 @@ void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 		engine_delivery_free(d);
 		return;
 	}
-	if (d->too_large || batch_decode(&d->message.properties, d->message.body.bytes,
-	                                 d->message.body.len, w->max_size, &b, why,
-	                                 sizeof(why)) != WARREN_OK) {
+	if (d->too_large ||
+	    batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
+	                 w->max_size, &b, why, sizeof(why)) != WARREN_OK) {
 		/* Poison as a whole: the queue's policy dead-letters it. */
 		log_warn("malformed batch of requests rejected to %s: %s", w->dlq, why);
 		worker_count(w, &w->stats.bad_batches, 1);

@@ -68,15 +68,17 @@ static int teardown(void **state)
 
 static warren_config *config(bool sign, const char *id, const char *ring, const char *batch_replies)
 {
-	char i[100], k[200], r[200], b[100];
+	char i[100], k[200], r[200], b[100], q[100];
 
 	snprintf(i, sizeof(i), "security.key_id=%s", id);
 	snprintf(k, sizeof(k), "security.key_file=%s/%s.mac", dir, id);
 	snprintf(r, sizeof(r), "security.keyring=%s/%s", dir, ring);
 	snprintf(b, sizeof(b), "client.batch_replies=%s", batch_replies);
+	/* Off together: a client that takes no batches sends none either. */
+	snprintf(q, sizeof(q), "client.batch=%s", strcmp(batch_replies, "true") == 0 ? "*" : "");
 	return testenv_config((const char *const[]){
 	    "worker.service=bulk", "worker.threads=8", "worker.prefetch=128", "log.level=error", b,
-	    sign ? "security.scheme=mac" : NULL, i, k, r, NULL});
+	    q, sign ? "security.scheme=mac" : NULL, i, k, r, NULL});
 }
 
 static warren_worker *start_worker(bool sign)
@@ -156,7 +158,8 @@ static int rounds_until_batched(warren_client *c, int64_t timeout_ms)
 		round_of_calls(c, timeout_ms);
 		rounds++;
 		warren_client_get_stats(c, &st);
-	} while (st.reply_batches == 0 && st.untrusted_replies == 0 && rounds < ROUNDS);
+	} while ((st.reply_batches == 0 || st.request_batches == 0) && st.untrusted_replies == 0 &&
+	         rounds < ROUNDS);
 	return rounds;
 }
 
@@ -175,6 +178,11 @@ static void many_calls_in_flight_get_batched_replies_each_its_own_answer(void **
 	warren_worker_get_stats(w, &ws);
 	assert_true(cs.reply_batches >= 1);
 	assert_int_equal(cs.reply_batches, ws.reply_batches);
+	/* Requests went batched too, each entry run and answered alone. */
+	assert_true(cs.request_batches >= 1);
+	assert_int_equal(ws.request_batches, cs.request_batches);
+	assert_int_equal(ws.received, (uint64_t)rounds * CALLS);
+	assert_int_equal(cs.batch_fallbacks, 0);
 	assert_true(ws.batched_replies >= 2 * ws.reply_batches);
 	assert_int_equal(cs.bad_batches, 0);
 	assert_int_equal(atomic_load(&right), rounds * CALLS);
@@ -202,6 +210,9 @@ static void a_client_that_does_not_offer_gets_single_replies(void **state)
 	warren_worker_get_stats(w, &ws);
 	assert_int_equal(cs.reply_batches, 0);
 	assert_int_equal(ws.reply_batches, 0);
+	/* client.batch="": every request alone. */
+	assert_int_equal(cs.request_batches, 0);
+	assert_int_equal(ws.request_batches, 0);
 	assert_int_equal(atomic_load(&right), 3 * CALLS);
 	warren_client_free(c);
 	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
@@ -377,6 +388,194 @@ static void a_batch_signed_with_another_key_has_every_entry_refused(void **state
 	warren_worker_free(w);
 }
 
+/* ---- batches of requests published by hand */
+
+/* A JSON request entry for method, answered to the raw client. */
+static void request_entry(amqp_basic_properties_t *p, const char *method, const char *id)
+{
+	memset(p, 0, sizeof(*p));
+	p->_flags = AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
+	            AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_TYPE_FLAG |
+	            AMQP_BASIC_MESSAGE_ID_FLAG;
+	p->correlation_id = amqp_cstring_bytes(id);
+	p->message_id = amqp_cstring_bytes(id);
+	p->type = amqp_cstring_bytes(method);
+	p->reply_to = amqp_cstring_bytes("amq.rabbitmq.reply-to");
+	p->content_type = amqp_cstring_bytes("application/json");
+}
+
+/* Publishes a batch of three requests, the second for an unknown method,
+ * to the lane of batches. */
+static void publish_three(struct raw *raw, const char *tag)
+{
+	amqp_basic_properties_t ep[3], bp;
+	amqp_table_entry_t bh[1];
+	char ids[3][32];
+	const char *methods[3] = {"bulk.echo", "bulk.nope", "bulk.echo"};
+	struct batch_item items[3];
+	void *body;
+	size_t len;
+
+	for (int i = 0; i < 3; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s-%d", tag, i);
+		request_entry(&ep[i], methods[i], ids[i]);
+		items[i] = (struct batch_item){&ep[i], "{}", 2};
+	}
+	assert_int_equal(batch_encode(items, 3, &body, &len), WARREN_OK);
+	batch_props(&bp, bh, true);
+	bp._flags |= AMQP_BASIC_REPLY_TO_FLAG; /* completed by the broker for the entries */
+	bp.reply_to = amqp_cstring_bytes("amq.rabbitmq.reply-to");
+	assert_int_equal(amqp_basic_publish(raw_conn(raw), 1, amqp_cstring_bytes("rpc.batch"),
+	                                    amqp_cstring_bytes("bulk"), 1, 0, &bp,
+	                                    (amqp_bytes_t){.len = len, .bytes = body}),
+	                 AMQP_STATUS_OK);
+	free(body);
+	for (;;) { /* its confirm: published before any worker consumes it */
+		amqp_frame_t f;
+		struct timeval tv = {5, 0};
+
+		assert_int_equal(amqp_simple_wait_frame_noblock(raw_conn(raw), &f, &tv),
+		                 AMQP_STATUS_OK);
+		if (f.frame_type == AMQP_FRAME_METHOD &&
+		    f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+			break;
+		}
+	}
+}
+
+/* Reads the three answers: two echoes and the unknown method's error. */
+static void expect_three(struct raw *raw)
+{
+	int ok = 0, unimplemented = 0;
+
+	for (int n = 0; n < 3; n++) {
+		amqp_envelope_t env;
+
+		assert_int_equal(raw_wait(raw, 10000, &env), 0);
+		const char *status = raw_header(&env.message.properties, "rpc-status");
+		if (strcmp(status, "0") == 0) {
+			ok++;
+		} else if (strcmp(status, "12") == 0) {
+			unimplemented++;
+		}
+		amqp_destroy_envelope(&env);
+	}
+	assert_int_equal(ok, 2);
+	assert_int_equal(unimplemented, 1);
+}
+
+/* A poison entry is dead-lettered alone, as the single request it is,
+ * with its reason; the others are answered and the batch acked. */
+static void a_poison_request_in_a_batch_is_dead_lettered_alone(void **state)
+{
+	warren_worker *w;
+	struct raw *raw = raw_connect();
+	amqp_message_t msg;
+	warren_worker_stats ws;
+
+	raw_purge(raw, "rpc.bulk.dlq");
+	assert_int_equal(raw_consume_replies(raw), 0);
+	publish_three(raw, "poison"); /* the lane is there: earlier tests' workers declared it */
+	w = start_worker(false);
+	expect_three(raw);
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.dlq", 1, 5000), 1);
+	assert_int_equal(raw_get(raw, "rpc.bulk.dlq", &msg), 0);
+	assert_false(batch_is(&msg.properties));
+	assert_string_equal(raw_header(&msg.properties, "rpc-dead-reason"), "unknown-method");
+	assert_int_equal((int)msg.properties.correlation_id.len, 8);
+	assert_memory_equal(msg.properties.correlation_id.bytes, "poison-1", 8);
+	amqp_destroy_message(&msg);
+	warren_worker_get_stats(w, &ws);
+	assert_int_equal(ws.request_batches, 1);
+	assert_int_equal(ws.received, 3);
+	assert_int_equal(ws.dead_lettered, 1);
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 0, 5000), 0);
+	raw_close(raw);
+	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
+	warren_worker_free(w);
+}
+
+/* A batch delivered a second time is not run: its requests are
+ * republished alone to the service queue (x-delivery-count 0 each), then
+ * it is acked; they are answered from there. */
+static void a_redelivered_batch_is_split_into_single_requests(void **state)
+{
+	warren_worker *w = start_worker(false);
+	struct raw *raw = raw_connect();
+	amqp_rpc_reply_t rep;
+	amqp_message_t msg;
+	warren_worker_stats ws;
+
+	/* The lane exists (the worker declared it); nobody consumes it now. */
+	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
+	warren_worker_free(w);
+	raw_purge(raw, "rpc.bulk.dlq");
+	assert_int_equal(raw_consume_replies(raw), 0);
+	publish_three(raw, "again");
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 1, 5000), 1);
+	/* Taken once and given back: its next delivery is a redelivery. */
+	rep = amqp_basic_get(raw_conn(raw), 1, amqp_cstring_bytes("rpc.bulk.batch"), 0);
+	assert_int_equal(rep.reply_type, AMQP_RESPONSE_NORMAL);
+	assert_int_equal(rep.reply.id, AMQP_BASIC_GET_OK_METHOD);
+	uint64_t tag = ((amqp_basic_get_ok_t *)rep.reply.decoded)->delivery_tag;
+	assert_int_equal(amqp_read_message(raw_conn(raw), 1, &msg, 0).reply_type,
+	                 AMQP_RESPONSE_NORMAL);
+	amqp_destroy_message(&msg);
+	assert_int_equal(amqp_basic_reject(raw_conn(raw), 1, tag, 1), 0);
+	w = start_worker(false);
+	expect_three(raw);
+	warren_worker_get_stats(w, &ws);
+	assert_int_equal(ws.batches_split, 1);
+	assert_int_equal(ws.received, 3); /* the three singles */
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 0, 5000), 0);
+	raw_close(raw);
+	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
+	warren_worker_free(w);
+}
+
+/* A service whose workers take no batches (no queue on its lane): the
+ * client's batches come back, and every request reaches the service queue
+ * alone, none lost. */
+static void requests_go_alone_to_a_service_without_a_batch_lane(void **state)
+{
+	struct raw *raw = raw_connect();
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
+	warren_client *c = start_client(false, "", "true");
+	warren_client_stats cs;
+	char why[300];
+	int sent = 0;
+
+	assert_non_null(amqp_queue_declare(raw_conn(raw), 1, amqp_cstring_bytes("rpc.legacy"), 0, 1,
+	                                   0, 0, (amqp_table_t){1, &qt}));
+	assert_non_null(amqp_queue_bind(raw_conn(raw), 1, amqp_cstring_bytes("rpc.legacy"),
+	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("legacy.#"),
+	                                amqp_empty_table));
+	raw_purge(raw, "rpc.legacy");
+	for (int round = 0; round < ROUNDS; round++) {
+		for (int i = 0; i < 50; i++) {
+			assert_int_equal(warren_call_async(c, "legacy.get", NULL,
+			                                   &(warren_call_opts){.timeout_ms = 60000},
+			                                   on_done, NULL, why, sizeof(why)),
+			                 WARREN_OK);
+		}
+		sent += 50;
+		assert_int_equal(raw_await_count(raw, "rpc.legacy", sent, 10000), sent);
+		warren_client_get_stats(c, &cs);
+		if (cs.batch_fallbacks > 0) {
+			break;
+		}
+	}
+	warren_client_get_stats(c, &cs);
+	assert_true(cs.batch_fallbacks >= 1);
+	assert_int_equal(cs.unroutable, 0);
+	assert_int_equal(cs.failed, 0);
+	raw_purge(raw, "rpc.legacy");
+	raw_close(raw);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -386,6 +585,9 @@ int main(void)
 	    cmocka_unit_test(a_plain_caller_that_offers_gets_the_documented_format),
 	    cmocka_unit_test(signed_replies_in_a_batch_are_each_verified),
 	    cmocka_unit_test(a_batch_signed_with_another_key_has_every_entry_refused),
+	    cmocka_unit_test(a_poison_request_in_a_batch_is_dead_lettered_alone),
+	    cmocka_unit_test(a_redelivered_batch_is_split_into_single_requests),
+	    cmocka_unit_test(requests_go_alone_to_a_service_without_a_batch_lane),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
