@@ -55,6 +55,13 @@ static struct {
 	size_t body_len;
 	engine_confirm_fn confirm_fn;
 	void *confirm_ctx;
+	/* Every publish not yet confirmed (confirm() takes the last): the
+	 * real engine reports each LOST when it stops. */
+	struct {
+		engine_confirm_fn fn;
+		void *ctx;
+	} unconfirmed[32];
+	int nunconfirmed;
 	bool batch_acks; /* as engine_new was asked */
 	int acks;
 	uint64_t acked[4];
@@ -83,11 +90,11 @@ warren_err __wrap_engine_start(struct engine *e, char *errstr, size_t errlen)
  * connection is. */
 void __wrap_engine_free(struct engine *e)
 {
-	engine_confirm_fn fn = eng.confirm_fn;
-
 	eng.confirm_fn = NULL;
-	if (fn != NULL) {
-		fn(e, eng.confirm_ctx, ENGINE_LOST);
+	while (eng.nunconfirmed > 0) {
+		eng.nunconfirmed--;
+		eng.unconfirmed[eng.nunconfirmed].fn(e, eng.unconfirmed[eng.nunconfirmed].ctx,
+		                                     ENGINE_LOST);
 	}
 	eng.hooks.lost(e, eng.hooks.arg, "shut down");
 }
@@ -124,6 +131,12 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
 	eng.publishes++;
 	eng.confirm_fn = fn;
 	eng.confirm_ctx = ctx;
+	if (fn != NULL) {
+		assert_true(eng.nunconfirmed < 32);
+		eng.unconfirmed[eng.nunconfirmed].fn = fn;
+		eng.unconfirmed[eng.nunconfirmed].ctx = ctx;
+		eng.nunconfirmed++;
+	}
 	return WARREN_OK;
 }
 
@@ -184,6 +197,12 @@ static void confirm(enum engine_confirm outcome)
 
 	assert_non_null(fn);
 	eng.confirm_fn = NULL;
+	for (int i = 0; i < eng.nunconfirmed; i++) {
+		if (eng.unconfirmed[i].ctx == eng.confirm_ctx) {
+			eng.unconfirmed[i] = eng.unconfirmed[--eng.nunconfirmed];
+			break;
+		}
+	}
 	fn((struct engine *)&eng.fake, eng.confirm_ctx, outcome);
 }
 
