@@ -892,7 +892,11 @@ static bool batchable(warren_client *c, const struct call *call)
 	char service[65];
 	const struct lane_off *off;
 
-	if (c->batch[0] == '\0' || !call->out->meta.persistent ||
+	/* Signed requests go alone: a batch delivered again is split into
+	 * fresh single deliveries, which a worker's replay filter would drop
+	 * as replays of entries it already saw (it_sign's lost-connection
+	 * test lost calls so). */
+	if (c->sec != NULL || c->batch[0] == '\0' || !call->out->meta.persistent ||
 	    !patterns_match(c->batch, call->out->meta.method, NULL, 0)) {
 		return false;
 	}
