@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "backoff.h"
+#include "batch.h"
 #include "client_metrics.h"
 #include "config.h"
 #include "engine.h"
@@ -69,6 +70,10 @@ struct call {
 	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
 	struct client_method *metrics;
 	struct timespec started;
+	/* Queued this turn to go in a batch of requests (c->outq); the engine
+	 * is as good as holding it (awaiting_confirm is set meanwhile). */
+	bool queued;
+	struct call *out_next;
 };
 
 /* A service whose fast lane returned a request (no queue bound to rpc.fast
@@ -80,6 +85,13 @@ struct lane_down {
 	char service[65];
 	int64_t until; /* engine_now() ms; 0: free */
 };
+/* A service whose batch lane was found missing: singles until then. */
+struct lane_off {
+	char service[65];
+	int64_t until; /* engine_now() ms */
+};
+#define LANE_OFF_SLOTS 64
+#define LANE_OFF_MS 30000
 
 struct warren_client {
 	struct engine *engine;
@@ -100,6 +112,14 @@ struct warren_client {
 	 * the services whose fast lane was found missing lately. */
 	bool fast_exchange;
 	struct lane_down down[LANE_DOWN_SLOTS];
+	bool batch_replies; /* client.batch_replies: requests offer rpc-accept-batch */
+	char *batch;        /* client.batch: methods whose requests may go batched */
+	/* I/O thread only: requests queued this turn for a batch, batches
+	 * published and not yet confirmed, services without a batch lane. */
+	struct call *outq, *outq_tail;
+	struct req_batch *batches;
+	uint64_t batch_seq;
+	struct lane_off lane_off[LANE_OFF_SLOTS];
 	int64_t default_timeout_ms;
 	size_t max_size;
 	atomic_bool closing; /* set by warren_client_free, read on the I/O thread */
@@ -447,6 +467,9 @@ static bool fall_back(warren_client *c, struct call *call)
 
 /* ------------------------------------------------------------ publishing */
 
+static bool batchable(warren_client *c, const struct call *call);
+static void queue_request(warren_client *c, struct call *call);
+
 static void publish_task(struct engine *e, struct engine_task *t)
 {
 	struct call *call = (struct call *)t;
@@ -478,6 +501,10 @@ static void publish_task(struct engine *e, struct engine_task *t)
 	}
 	if (engine_blocked(e) != NULL || !engine_writable(e, call->out->len)) {
 		hold(c, call);
+		return;
+	}
+	if (batchable(c, call)) {
+		queue_request(c, call); /* published from this turn's tick */
 		return;
 	}
 	call->returned = false;
@@ -636,6 +663,7 @@ static warren_err fill_meta(warren_client *c, struct call *call, const char *met
 	m->persistent = !o->transient && !patterns_match(c->transient, m->method, NULL, 0);
 	call->fast = !m->persistent;
 	m->attempt = 1;
+	m->accept_batch = c->batch_replies ? BATCH_VERSION : 0;
 	m->deadline_ms = warren_now_ms() + call->timeout_ms;
 	trace_child(o->traceparent, m->traceparent);
 	return WARREN_OK;
@@ -933,6 +961,300 @@ warren_err warren_send(warren_client *c, const char *method, const warren_value 
 	return call_and_wait(c, method, params, opts, true, NULL, errstr, errlen);
 }
 
+/* ------------------------------------------------------------ batched requests */
+
+/* Durable requests for the same service queued in one turn of the I/O
+ * thread go as one batch (warren(7) BATCHES) on the lane of batches,
+ * rpc.batch, which only workers that take batches consume: a worker that
+ * does not take them never sees one. A batch that no queue takes (no
+ * such worker ever declared the lane) comes back, and its requests go
+ * alone at once; that service then gets singles for LANE_OFF_MS. */
+struct req_batch {
+	struct req_batch *next; /* in c->batches */
+	warren_client *c;
+	char id[32];            /* its correlation_id: a basic.return names it */
+	char service[65];
+	bool returned;
+	size_t n;
+	struct call *calls[];
+};
+
+static void service_of(const char *method, char *out, size_t cap)
+{
+	size_t n = strcspn(method, ".");
+
+	snprintf(out, cap, "%.*s", (int)n, method);
+}
+
+static struct lane_off *lane_slot(warren_client *c, const char *service, bool make)
+{
+	struct lane_off *oldest = &c->lane_off[0];
+
+	for (int i = 0; i < LANE_OFF_SLOTS; i++) {
+		if (strcmp(c->lane_off[i].service, service) == 0) {
+			return &c->lane_off[i];
+		}
+		if (c->lane_off[i].until < oldest->until) {
+			oldest = &c->lane_off[i];
+		}
+	}
+	return make ? oldest : NULL;
+}
+
+static bool batchable(warren_client *c, const struct call *call)
+{
+	char service[65];
+	const struct lane_off *off;
+
+	/* Signed requests go alone: a batch delivered again is split into
+	 * fresh single deliveries, which a worker's replay filter would drop
+	 * as replays of entries it already saw (it_sign's lost-connection
+	 * test lost calls so). */
+	if (c->sec != NULL || c->batch[0] == '\0' || !call->out->meta.persistent ||
+	    !patterns_match(c->batch, call->out->meta.method, NULL, 0)) {
+		return false;
+	}
+	service_of(call->out->meta.method, service, sizeof(service));
+	off = lane_slot(c, service, false);
+	return off == NULL || off->until <= engine_now();
+}
+
+static void queue_request(warren_client *c, struct call *call)
+{
+	call->queued = true;
+	call->awaiting_confirm = true; /* so that finish leaves it to the flush */
+	call->out_next = NULL;
+	if (c->outq_tail != NULL) {
+		c->outq_tail->out_next = call;
+	} else {
+		c->outq = call;
+	}
+	c->outq_tail = call;
+}
+
+/* Takes call out of the batching: false when it has ended meanwhile (it
+ * is then released). */
+static bool unqueue(struct call *call)
+{
+	call->queued = false;
+	call->awaiting_confirm = false;
+	if (call->finished) {
+		call_release(call);
+		return false;
+	}
+	return true;
+}
+
+/* Publishes call alone, now (its service's lane is off, or it is alone). */
+static void publish_alone(warren_client *c, struct engine *e, struct call *call)
+{
+	struct envelope_props props;
+
+	call->returned = false;
+	envelope_request_props(&call->out->meta, &props);
+	if (c->sec != NULL) {
+		const struct signature *sig = &call->out->sig;
+		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
+	}
+	if (engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
+	                   call->out->body, call->out->len, on_confirm, call) != WARREN_OK) {
+		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
+		return;
+	}
+	call->awaiting_confirm = true;
+}
+
+static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct req_batch *b = ctx;
+	warren_client *c = b->c;
+
+	for (struct req_batch **pp = &c->batches; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	}
+	if (outcome == ENGINE_ACK && b->returned) {
+		/* No batch lane for this service: its workers do not take batches. */
+		struct lane_off *off = lane_slot(c, b->service, true);
+
+		snprintf(off->service, sizeof(off->service), "%s", b->service);
+		off->until = engine_now() + LANE_OFF_MS;
+		STAT_ADD(c, batch_fallbacks, 1);
+		log_info("service %s takes no batches (no queue on %s): single requests for %d s",
+		         b->service, BATCH_EXCHANGE, LANE_OFF_MS / 1000);
+		for (size_t i = 0; i < b->n; i++) {
+			if (unqueue(b->calls[i])) {
+				publish_alone(c, e, b->calls[i]);
+			}
+		}
+	} else {
+		for (size_t i = 0; i < b->n; i++) {
+			b->calls[i]->queued = false;
+			on_confirm(e, b->calls[i], outcome);
+		}
+	}
+	free(b);
+}
+
+static warren_err encode_requests(warren_client *c, struct req_batch *b, void **body,
+                                  size_t *len)
+{
+	struct envelope_props *props = malloc(b->n * sizeof(*props));
+	struct batch_item *items = malloc(b->n * sizeof(*items));
+	warren_err err = WARREN_ERR_NOMEM;
+
+	if (props != NULL && items != NULL) {
+		for (size_t i = 0; i < b->n; i++) {
+			struct outgoing *out = b->calls[i]->out;
+
+			envelope_request_props(&out->meta, &props[i]);
+			if (c->sec != NULL) {
+				envelope_add_signature(&props[i], out->sig.key_id,
+				                       out->sig.signed_at_ms, out->sig.sig,
+				                       out->sig.len);
+			}
+			items[i] = (struct batch_item){&props[i].props, out->body, out->len};
+		}
+		err = batch_encode(items, b->n, body, len);
+	}
+	free(props);
+	free(items);
+	return err;
+}
+
+static void publish_batch(warren_client *c, struct engine *e, struct req_batch *b)
+{
+	amqp_basic_properties_t props;
+	amqp_table_entry_t headers[1];
+	void *body = NULL;
+	size_t len = 0;
+	warren_err err = encode_requests(c, b, &body, &len);
+
+	if (err == WARREN_OK) {
+		batch_props(&props, headers, true);
+		snprintf(b->id, sizeof(b->id), "batch-%s-%llu", c->prefix,
+		         (unsigned long long)++c->batch_seq);
+		props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+		props.correlation_id = amqp_cstring_bytes(b->id);
+		/* The broker gives a direct reply-to name its channel's suffix
+		 * only in the properties of the message itself: the batch says
+		 * it for its entries (warren(7) BATCHES). */
+		if (c->reply_mode == REPLY_DIRECT) {
+			props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+			props.reply_to = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
+		}
+		err = engine_publish(e, BATCH_EXCHANGE, b->service, true, &props, body, len,
+		                     on_batch_confirm, b);
+	}
+	free(body);
+	if (err != WARREN_OK) {
+		for (size_t i = 0; i < b->n; i++) {
+			if (unqueue(b->calls[i])) {
+				retry_or_finish(b->calls[i], lost_err(c),
+				                "publish failed: connection lost");
+			}
+		}
+		free(b);
+		return;
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		b->calls[i]->returned = false;
+	}
+	b->next = c->batches;
+	c->batches = b;
+	STAT_ADD(c, request_batches, 1);
+}
+
+/* Takes out of *list the live calls for the first one's service, as
+ * many as one batch may carry within message.max_size (n bounds them). */
+static struct req_batch *take_requests(warren_client *c, struct call **list, size_t n)
+{
+	struct req_batch *b = malloc(sizeof(*b) + n * sizeof(b->calls[0]));
+	size_t room = c->max_size > BATCH_OVERHEAD ? c->max_size - BATCH_OVERHEAD : 0;
+	struct call **pp = list;
+
+	if (b == NULL) {
+		return NULL;
+	}
+	memset(b, 0, sizeof(*b));
+	b->c = c;
+	service_of((*list)->out->meta.method, b->service, sizeof(b->service));
+	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
+		struct call *call = *pp;
+		char service[65];
+		struct envelope_props p;
+		size_t need;
+
+		service_of(call->out->meta.method, service, sizeof(service));
+		if (strcmp(service, b->service) != 0) {
+			pp = &call->out_next;
+			continue;
+		}
+		envelope_request_props(&call->out->meta, &p);
+		need = batch_item_bound(&(struct batch_item){&p.props, NULL, call->out->len}) +
+		       3 * 64; /* the signature headers */
+		if (b->n > 0 && need > room) {
+			break;
+		}
+		room -= need < room ? need : room;
+		*pp = call->out_next;
+		b->calls[b->n++] = call;
+	}
+	return b;
+}
+
+/* Publishes the requests queued this turn: together per service, one
+ * alone as it would have gone anyway. */
+static void flush_requests(warren_client *c, struct engine *e)
+{
+	struct call *list = NULL, **tail = &list;
+	size_t n = 0;
+
+	/* The calls that ended meanwhile are released, not sent. */
+	for (struct call *call = c->outq, *next; call != NULL; call = next) {
+		next = call->out_next;
+		if (call->finished) {
+			unqueue(call);
+			continue;
+		}
+		call->out_next = NULL;
+		*tail = call;
+		tail = &call->out_next;
+		n++;
+	}
+	c->outq = c->outq_tail = NULL;
+	while (list != NULL) {
+		struct req_batch *b = take_requests(c, &list, n);
+
+		if (b == NULL || b->n == 1) {
+			struct call *call = b != NULL ? b->calls[0] : list;
+
+			if (b == NULL) {
+				list = call->out_next;
+			}
+			free(b);
+			if (unqueue(call)) {
+				publish_alone(c, e, call);
+			}
+			continue;
+		}
+		publish_batch(c, e, b);
+	}
+}
+
+/* At shutdown, with the I/O thread gone: calls still queued end here. */
+static void drop_queued(warren_client *c)
+{
+	for (struct call *call = c->outq, *next; call != NULL; call = next) {
+		next = call->out_next;
+		finish(call, WARREN_ERR_TRANSPORT, NULL, "the client is shutting down");
+		unqueue(call);
+	}
+	c->outq = c->outq_tail = NULL;
+}
+
 /* ------------------------------------------------------------ engine hooks */
 
 /* Whether rpc.fast exists, asked on a channel of its own: a passive
@@ -1083,46 +1405,46 @@ static int open_reply(const struct call *call, const struct envelope_meta *m,
 	return 0;
 }
 
-static void client_deliver(struct engine *e, void *arg, struct engine_delivery *d)
+/* One reply, alone or an entry of a batch: whatever came in a batch is
+ * checked and handled exactly as if it had come alone. */
+static void handle_reply(warren_client *c, const amqp_basic_properties_t *props,
+                         const amqp_bytes_t *body)
 {
-	warren_client *c = arg;
 	struct envelope_meta m;
 	struct pending_entry *entry;
 	char why[300];
 	warren_reply *reply;
 	amqp_bytes_t opened = {0};
 
-	if (envelope_read(&d->message.properties, &m, why, sizeof(why)) != WARREN_OK) {
+	if (envelope_read(props, &m, why, sizeof(why)) != WARREN_OK) {
 		log_warn("malformed reply dropped: %s", why);
 		STAT_ADD(c, unknown_replies, 1);
-		goto out;
+		return;
 	}
 	entry = pending_find(&c->table, m.correlation_id, strlen(m.correlation_id));
 	if (entry == NULL) {
 		count_stray(c, m.correlation_id);
-		goto out;
+		return;
 	}
 	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
-	if (c->sec != NULL &&
-	    security_check_reply(c->sec, &d->message.properties, &m, d->message.body.bytes,
-	                         d->message.body.len, why, sizeof(why)) != WARREN_STATUS_OK) {
+	if (c->sec != NULL && security_check_reply(c->sec, props, &m, body->bytes, body->len, why,
+	                                           sizeof(why)) != WARREN_STATUS_OK) {
 		drop_untrusted(c, m.correlation_id, why);
-		goto out;
+		return;
 	}
-	int rc = open_reply(call, &m, &d->message.body, &opened, why, sizeof(why));
+	int rc = open_reply(call, &m, body, &opened, why, sizeof(why));
 	if (rc == -2) {
 		drop_untrusted(c, m.correlation_id, why);
-		goto out;
+		return;
 	}
 	if (rc != 0) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
-		goto out;
+		return;
 	}
 	reply =
 	    opened.bytes != NULL
 	        ? reply_from_message(&m, opened.bytes, opened.len, c->max_size, why, sizeof(why))
-	        : reply_from_message(&m, d->message.body.bytes, d->message.body.len, c->max_size,
-	                             why, sizeof(why));
+	        : reply_from_message(&m, body->bytes, body->len, c->max_size, why, sizeof(why));
 	free(opened.bytes);
 	if (reply == NULL) {
 		finish(call, WARREN_ERR_DECODE, NULL, "%s", why);
@@ -1130,7 +1452,38 @@ static void client_deliver(struct engine *e, void *arg, struct engine_delivery *
 		finish(call, reply->status == WARREN_STATUS_OK ? WARREN_OK : WARREN_ERR_REMOTE,
 		       reply, NULL);
 	}
-out:
+}
+
+/* A batch of replies (warren(7) BATCHES): split, each entry a reply. One
+ * that does not decode is dropped whole and counted: its calls keep
+ * waiting, to their deadlines or a retry's reply. */
+static void handle_batch(warren_client *c, const struct engine_delivery *d)
+{
+	struct batch *b = NULL;
+	char why[300];
+
+	if (batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
+	                 c->max_size, &b, why, sizeof(why)) != WARREN_OK) {
+		STAT_ADD(c, bad_batches, 1);
+		log_warn("malformed batch of replies dropped: %s", why);
+		return;
+	}
+	STAT_ADD(c, reply_batches, 1);
+	for (size_t i = 0; i < b->n; i++) {
+		handle_reply(c, &b->entries[i].props, &b->entries[i].body);
+	}
+	batch_free(b);
+}
+
+static void client_deliver(struct engine *e, void *arg, struct engine_delivery *d)
+{
+	warren_client *c = arg;
+
+	if (batch_is(&d->message.properties)) {
+		handle_batch(c, d);
+	} else {
+		handle_reply(c, &d->message.properties, &d->message.body);
+	}
 	if (c->reply_mode == REPLY_QUEUE) {
 		engine_ack(e, d->generation, d->delivery_tag); /* handled, whatever it was */
 	}
@@ -1148,6 +1501,14 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 		return;
 	}
 	envelope_copy(id, sizeof(id), props->correlation_id);
+	if (batch_is(props)) {
+		for (struct req_batch *b = c->batches; b != NULL; b = b->next) {
+			if (strcmp(b->id, id) == 0) {
+				b->returned = true; /* its confirm follows */
+			}
+		}
+		return;
+	}
 	entry = pending_find(&c->table, id, strlen(id));
 	if (entry != NULL) {
 		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
@@ -1218,6 +1579,7 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 	warren_client *c = arg;
 	struct pending_entry *entry;
 
+	flush_requests(c, e); /* this turn's: before any of them can expire */
 	while ((entry = pending_pop_expired(&c->table, now)) != NULL) {
 		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
 
@@ -1227,6 +1589,7 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 	}
 	republish_due(c, e, now);
 	release_held(c, e, now);
+	flush_requests(c, e);
 	entry = pending_first(&c->table);
 	int64_t next = entry != NULL ? entry->deadline : INT64_MAX;
 	if (c->held_head != NULL && c->held_head->held_since + c->blocked_timeout_ms < next) {
@@ -1270,7 +1633,9 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);
 	c->blocked_timeout_ms = config_int(cfg, CFG_CLIENT_BLOCKED_TIMEOUT);
 	c->transient = strdup(config_str(cfg, CFG_CLIENT_TRANSIENT));
-	if (c->transient == NULL ||
+	c->batch_replies = config_int(cfg, CFG_CLIENT_BATCH_REPLIES) != 0;
+	c->batch = strdup(config_str(cfg, CFG_CLIENT_BATCH));
+	if (c->transient == NULL || c->batch == NULL ||
 	    pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
 	    pending_init(&c->retries, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
 		snprintf(errstr, errlen, "out of memory");
@@ -1331,11 +1696,13 @@ void warren_client_free(warren_client *c)
 	/* The I/O thread is gone, so this thread owns the table now. Calls still
 	 * in it (their connection was already down at shutdown) end here. */
 	fail_all(c, "the client is shutting down");
+	drop_queued(c);
 	pending_destroy(&c->table);
 	pending_destroy(&c->retries);
 	security_free(c->sec);
 	client_metrics_free(&c->metrics); /* after fail_all: calls point into it */
 	pthread_mutex_destroy(&c->stats_mu);
 	free(c->transient);
+	free(c->batch);
 	free(c);
 }

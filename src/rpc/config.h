@@ -27,6 +27,8 @@ typedef enum config_id {
 	CFG_CLIENT_BLOCKED_TIMEOUT, /* duration: how long a call waits out a blocked connection */
 	CFG_CLIENT_METRICS_LISTEN,  /* string: HOST:PORT of a caller's /metrics; empty: off */
 	CFG_CLIENT_TRANSIENT,       /* string: method patterns whose requests are not persisted */
+	CFG_CLIENT_BATCH_REPLIES,   /* bool: requests offer to take their replies batched */
+	CFG_CLIENT_BATCH,           /* string: method patterns whose requests may go batched */
 	CFG_WORKER_SERVICE,         /* string: service name, [a-z0-9_-]+ */
 	CFG_WORKER_THREADS,         /* int 1..1024 */
 	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: 128 or the threads if more */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "batch.h"
 #include "codec.h"
 #include "seal.h"
 
@@ -110,6 +111,9 @@ void envelope_request_props(const struct envelope_meta *m, struct envelope_props
 	}
 	if (m->sealed_to[0] != '\0') {
 		header_str(&out->headers[n++], "rpc-sealed-to", m->sealed_to);
+	}
+	if (m->accept_batch > 0) {
+		header_int(&out->headers[n++], BATCH_ACCEPT_HEADER, m->accept_batch);
 	}
 	p->headers.num_entries = n;
 	p->headers.entries = out->headers;
@@ -367,6 +371,13 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	int64_t count = 0;
 	if (dc != NULL && field_int(dc, &count) && count >= 0 && count <= INT32_MAX) {
 		m->delivery_count = (int)count;
+	}
+	/* An offer, not an instruction: one this end cannot read is as none
+	 * (single replies), never the caller's error. */
+	const amqp_field_value_t *ab = header_find(p, BATCH_ACCEPT_HEADER);
+	int64_t accept = 0;
+	if (ab != NULL && field_int(ab, &accept) && accept > 0 && accept <= INT32_MAX) {
+		m->accept_batch = (int)accept;
 	}
 	return err;
 }

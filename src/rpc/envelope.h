@@ -35,13 +35,15 @@ struct envelope_meta {
 	bool persistent;          /* delivery_mode 2 */
 	bool sealed;              /* content_encoding x-warren-sealed (seal.h) */
 	char sealed_to[65];       /* rpc-sealed-to: the service key a body is sealed to (ed25519) */
+	int accept_batch;         /* rpc-accept-batch: the highest batch format version the
+	                           * caller reads in replies (batch.h); 0 = none */
 };
 
 /* Room for the properties of one outgoing message; points into meta, so
  * meta must outlive the publish. */
 struct envelope_props {
 	amqp_basic_properties_t props;
-	amqp_table_entry_t headers[8];
+	amqp_table_entry_t headers[10];
 };
 
 /* The content type of a format, as sent. */
@@ -53,7 +55,7 @@ void envelope_add_signature(struct envelope_props *ep, const char *key_id, int64
 
 /* Fills out from a request's meta (type, ids, reply_to, app_id, timestamp,
  * delivery_mode, content_type, content_encoding, rpc-deadline, rpc-attempt,
- * traceparent, rpc-sealed-to). */
+ * traceparent, rpc-sealed-to, rpc-accept-batch). */
 void envelope_request_props(const struct envelope_meta *m, struct envelope_props *out);
 /* Fills out from a reply's meta (correlation_id, content_type,
  * content_encoding, rpc-status). */

@@ -271,6 +271,11 @@ typedef struct warren_client_stats {
 	uint64_t fast_sent;      /* requests published on the fast lane (rpc.fast) */
 	uint64_t fast_fallbacks; /* transient requests the fast lane returned (no queue
 	                          * bound), sent again on the durable lane */
+	uint64_t reply_batches;  /* batches of replies received (warren(7) BATCHES) */
+	uint64_t bad_batches;    /* batches of replies dropped as malformed */
+	uint64_t request_batches;/* batches of requests published (warren(7) BATCHES) */
+	uint64_t batch_fallbacks;/* batches returned: the service takes no batches, its
+	                          * requests went alone */
 	bool connected;          /* connected to the broker, the reply path set up */
 } warren_client_stats;
 WARREN_API void warren_client_get_stats(warren_client *c, warren_client_stats *out);
@@ -382,6 +387,13 @@ typedef struct warren_worker_stats {
 	uint64_t fast_received; /* of received, those from the fast lane (rpc.<service>.fast) */
 	uint64_t moved;         /* fast-lane requests redelivered after a crash, moved to the
 	                         * durable lane before running (warren(7)) */
+	uint64_t reply_batches;  /* batches of replies published (warren(7) BATCHES) */
+	uint64_t batched_replies;/* replies that went in them */
+	uint64_t request_batches;/* batches of requests received (each entry is also
+	                          * counted in received) */
+	uint64_t batches_split;  /* batches of requests delivered again, republished
+	                          * as single requests instead of run */
+	uint64_t bad_batches;    /* batches of requests that could not be read, rejected */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "batch.h"
 #include "config.h"
 #include "deadletter.h"
 #include "forward.h"
@@ -64,6 +65,9 @@ void job_free(struct job *j)
 		return; /* its other owner frees it */
 	}
 	engine_delivery_free(j->delivery);
+	if (j->lane != NULL) {
+		lane_release(j->lane);
+	}
 	free(j->reply_body);
 	free(j);
 	pthread_mutex_lock(&w->mu);
@@ -79,6 +83,16 @@ static void job_free_unqueued(struct job *j)
 	free(j);
 }
 
+/* Acks j's request: its delivery, or its entry of a batch (lane.c). */
+static void job_ack(struct engine *e, struct job *j)
+{
+	if (j->lane != NULL) {
+		lane_settle(e, j->lane, false);
+	} else {
+		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+	}
+}
+
 /* A request goes back to its queue by this worker's doing: rejected with
  * requeue (NACK), or left unacked on a lost connection (LOST). Noted, so
  * that its next delivery's crash count leaves the return out. */
@@ -88,7 +102,9 @@ static void give_back(struct engine *e, struct job *j, enum engine_confirm outco
 		return;
 	}
 	requeue_note(j->worker, j);
-	if (outcome == ENGINE_NACK) {
+	if (outcome == ENGINE_NACK && j->lane != NULL) {
+		lane_settle(e, j->lane, true); /* the batch goes back whole */
+	} else if (outcome == ENGINE_NACK) {
 		engine_reject(e, j->delivery->generation, j->delivery->delivery_tag, true);
 	}
 }
@@ -101,7 +117,7 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.replied, 1);
 		if (j->delivery->generation == engine_generation(e)) {
-			engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+			job_ack(e, j);
 			worker_count(w, &w->stats.acked, 1);
 		}
 	} else {
@@ -128,6 +144,176 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 	/* Not mandatory: a direct reply-to publish is always "returned" (DESIGN.md 2). */
 	return engine_publish(e, "", j->meta.reply_to, false, &props.props, j->reply_body,
 	                      j->reply_len, fn, j);
+}
+
+/* ------------------------------------------------------------ batched replies */
+
+/* Replies ready in one turn for the same reply_to, to callers that take
+ * batches, go as one message (warren(7) BATCHES): the broker's cost is per
+ * message. Nothing waits: the tick after the turn's tasks sends what is
+ * there, one reply alone as it would have gone anyway. */
+struct reply_batch {
+	size_t n;
+	struct job *jobs[];
+};
+
+static void queue_reply(struct warren_worker *w, struct job *j)
+{
+	j->reply_next = NULL;
+	if (w->replies_tail != NULL) {
+		w->replies_tail->reply_next = j;
+	} else {
+		w->replies = j;
+	}
+	w->replies_tail = j;
+}
+
+/* Each reply of the batch is confirmed (or not) as it would have been alone. */
+static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct reply_batch *b = ctx;
+
+	for (size_t i = 0; i < b->n; i++) {
+		on_reply_confirm(e, b->jobs[i], outcome);
+	}
+	free(b);
+}
+
+static void publish_single(struct engine *e, struct job *j)
+{
+	if (publish_reply(e, j, on_reply_confirm) != WARREN_OK) {
+		job_free(j); /* unacked: the broker delivers the request again */
+	}
+}
+
+/* The properties of j's reply, as publish_reply makes them. */
+static void reply_props(const struct job *j, struct envelope_meta *rm, struct envelope_props *p)
+{
+	*rm = (struct envelope_meta){
+	    .status = j->status, .format = j->meta.format, .sealed = j->reply_sealed};
+	memcpy(rm->correlation_id, j->meta.correlation_id, sizeof(rm->correlation_id));
+	envelope_reply_props(rm, p);
+	if (j->worker->sec != NULL && j->sig.len > 0) {
+		envelope_add_signature(p, j->sig.key_id, j->sig.signed_at_ms, j->sig.sig,
+		                       j->sig.len);
+	}
+}
+
+static warren_err encode_replies(struct reply_batch *b, void **body, size_t *len)
+{
+	struct envelope_meta *rm = malloc(b->n * sizeof(*rm));
+	struct envelope_props *props = malloc(b->n * sizeof(*props));
+	struct batch_item *items = malloc(b->n * sizeof(*items));
+	warren_err err = WARREN_ERR_NOMEM;
+
+	if (rm != NULL && props != NULL && items != NULL) {
+		for (size_t i = 0; i < b->n; i++) {
+			reply_props(b->jobs[i], &rm[i], &props[i]);
+			items[i] = (struct batch_item){&props[i].props, b->jobs[i]->reply_body,
+			                               b->jobs[i]->reply_len};
+		}
+		err = batch_encode(items, b->n, body, len);
+	}
+	free(rm);
+	free(props);
+	free(items);
+	return err;
+}
+
+static void publish_batch(struct warren_worker *w, struct engine *e, struct reply_batch *b)
+{
+	amqp_basic_properties_t props;
+	amqp_table_entry_t headers[1];
+	void *body = NULL;
+	size_t len = 0;
+	warren_err err = encode_replies(b, &body, &len);
+
+	if (err != WARREN_OK) {
+		for (size_t i = 0; i < b->n; i++) {
+			publish_single(e, b->jobs[i]);
+		}
+		free(b);
+		return;
+	}
+	batch_props(&props, headers, false);
+	err = engine_publish(e, "", b->jobs[0]->meta.reply_to, false, &props, body, len,
+	                     on_batch_confirm, b);
+	free(body);
+	if (err != WARREN_OK) {
+		for (size_t i = 0; i < b->n; i++) {
+			job_free(b->jobs[i]);
+		}
+		free(b);
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->stats.reply_batches++;
+	w->stats.batched_replies += b->n;
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Takes out of *list the replies to first's reply_to, first included, as
+ * many as one batch may carry within message.max_size. */
+static struct reply_batch *take_group(struct warren_worker *w, struct job **list, size_t n)
+{
+	struct reply_batch *b = malloc(sizeof(*b) + n * sizeof(b->jobs[0]));
+	const char *to = (*list)->meta.reply_to;
+	size_t room = w->max_size > BATCH_OVERHEAD ? w->max_size - BATCH_OVERHEAD : 0;
+	struct job **pp = list;
+
+	if (b == NULL) {
+		return NULL;
+	}
+	b->n = 0;
+	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
+		struct job *j = *pp;
+		struct envelope_meta rm;
+		struct envelope_props p;
+		size_t need;
+
+		if (strcmp(j->meta.reply_to, to) != 0) {
+			pp = &j->reply_next;
+			continue;
+		}
+		reply_props(j, &rm, &p);
+		need =
+		    batch_item_bound(&(struct batch_item){&p.props, j->reply_body, j->reply_len});
+		if (b->n > 0 && need > room) {
+			break; /* the rest go in the next batch */
+		}
+		room -= need < room ? need : room;
+		*pp = j->reply_next;
+		b->jobs[b->n++] = j;
+	}
+	return b;
+}
+
+static void flush_replies(struct warren_worker *w, struct engine *e)
+{
+	struct job *list = w->replies;
+	size_t n = 0;
+
+	w->replies = w->replies_tail = NULL;
+	for (struct job *j = list; j != NULL; j = j->reply_next) {
+		n++;
+	}
+	while (list != NULL) {
+		struct reply_batch *b = take_group(w, &list, n);
+
+		if (b == NULL) { /* out of memory: each alone */
+			struct job *j = list;
+
+			list = j->reply_next;
+			publish_single(e, j);
+			continue;
+		}
+		if (b->n == 1) {
+			publish_single(e, b->jobs[0]);
+			free(b);
+		} else {
+			publish_batch(w, e, b);
+		}
+	}
 }
 
 /* ------------------------------------------------------------ unroutable */
@@ -257,7 +443,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 			finish_task(e, &j->task);
 			return;
 		}
-		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
@@ -277,7 +463,7 @@ static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	}
 	if (outcome == ENGINE_ACK) {
 		worker_count(w, &w->stats.retried, 1);
-		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
@@ -501,11 +687,14 @@ static void finish_task(struct engine *e, struct engine_task *t)
 
 static void run_job(struct engine *e, struct job *j)
 {
-	const struct engine_delivery *d = j->delivery;
 	struct warren_worker *w = j->worker;
 
 	switch (j->action) {
 	case JOB_REPLY_THEN_ACK:
+		if (j->meta.accept_batch >= BATCH_VERSION && j->meta.reply_to[0] != '\0') {
+			queue_reply(w, j); /* sent from this turn's tick */
+			return;
+		}
 		if (publish_reply(e, j, on_reply_confirm) == WARREN_OK) {
 			return; /* on_reply_confirm frees it */
 		}
@@ -515,7 +704,7 @@ static void run_job(struct engine *e, struct job *j)
 			return; /* on_reply_confirm acks and frees */
 		}
 		/* The dead letter is safe: ack it even unanswered. */
-		engine_ack(e, d->generation, d->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 		break;
 	case JOB_DEAD_LETTER:
@@ -534,7 +723,7 @@ static void run_job(struct engine *e, struct job *j)
 		}
 		break;
 	case JOB_ACK:
-		engine_ack(e, d->generation, d->delivery_tag);
+		job_ack(e, j);
 		worker_count(w, &w->stats.acked, 1);
 		break;
 	case JOB_PROBE:
@@ -785,6 +974,12 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 	    bind_queue(conn, w->dlq, DEADLETTER_EXCHANGE, w->binding, errstr, errlen) != 0) {
 		return -1;
 	}
+	/* The lane of batches, which only workers that take them consume. */
+	if (declare_exchange(conn, BATCH_EXCHANGE, errstr, errlen) != 0 ||
+	    declare_queue(conn, w->batch_queue, errstr, errlen) != 0 ||
+	    bind_queue(conn, w->batch_queue, BATCH_EXCHANGE, w->binding, errstr, errlen) != 0) {
+		return -1;
+	}
 	return 0;
 }
 
@@ -864,7 +1059,8 @@ static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, c
 	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
 }
 
-/* Both lanes, on the one channel: its prefetch bounds them together, 1
+/* The three lanes (the service queue, its batches, the fast lane), on the
+ * one channel: its prefetch bounds them together, 1
  * while careful (a suspect is then the only request this worker holds),
  * worker.prefetch otherwise. basic.qos applies to the consumers started
  * after it. */
@@ -876,7 +1072,9 @@ static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *
 		return -1;
 	}
 	if (consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
-	                  errlen) != 0) {
+	                  errlen) != 0 ||
+	    consume_queue(conn, w->batch_queue, w->batch_consumer_tag,
+	                  sizeof(w->batch_consumer_tag), errstr, errlen) != 0) {
 		return -1;
 	}
 	return consume_fast(w, conn, errstr, errlen);
@@ -923,6 +1121,7 @@ void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
 {
 	cancel_tag(e, w->consumer_tag);
 	cancel_tag(e, w->fast_tag);
+	cancel_tag(e, w->batch_consumer_tag);
 }
 
 static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
@@ -936,6 +1135,7 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	w->careful = true;
 	w->draining = false;
 	w->fast_tag[0] = '\0';
+	w->batch_consumer_tag[0] = '\0';
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -1081,6 +1281,10 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	}
 	if (fast) {
 		worker_count(w, &w->stats.fast_received, 1);
+	}
+	if (batch_is(&d->message.properties)) {
+		lane_deliver(w, e, d);
+		return;
 	}
 	j = worker_job_new(w);
 	if (j == NULL) {
@@ -1265,6 +1469,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 
 	wake_handlers(arg);
 	release_held(arg, e);
+	flush_replies(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
 	c = release_parked(arg, e, now);
@@ -1300,6 +1505,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	snprintf(w->dlq, sizeof(w->dlq), "rpc.%s.dlq", service);
 	snprintf(w->fast_queue, sizeof(w->fast_queue), "rpc.%s.fast", service);
 	snprintf(w->binding, sizeof(w->binding), "%s.#", service);
+	snprintf(w->batch_queue, sizeof(w->batch_queue), "rpc.%s.batch", service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {
@@ -1658,6 +1864,7 @@ static void worker_destroy(struct warren_worker *w)
 	free_list(w->held, offsetof(struct job, held_next));
 	free_list(w->parked, offsetof(struct job, park_next));
 	free_list(w->isolated, offsetof(struct job, next));
+	free_list(w->replies, offsetof(struct job, reply_next));
 	for (size_t i = 0; i < w->nmethods; i++) {
 		free(w->methods[i].name);
 	}

@@ -70,6 +70,8 @@ struct job {
 	int64_t park_until, parked_since, park_backoff;
 	bool noted; /* its requeue is noted for the crash count (requeue.c) */
 	bool fast;  /* it came from the fast lane, rpc.<service>.fast */
+	struct job *reply_next; /* I/O thread: in w->replies, its reply not yet sent */
+	struct lane_batch *lane; /* an entry of this batch of requests (lane.c), or NULL */
 };
 
 struct method {
@@ -123,6 +125,9 @@ struct warren_worker {
 	 * the broker to take publishes again (connection.blocked) or to read
 	 * what the socket already holds (engine_writable). */
 	struct job *held, *held_tail;
+	/* I/O thread only: replies ready this turn whose callers take batches
+	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
+	struct job *replies, *replies_tail;
 	struct method *methods;
 	size_t nmethods;
 	warren_thread_init_fn thread_init;
@@ -168,6 +173,8 @@ struct warren_worker {
 	char consumer_tag[256];
 	char fast_tag[256]; /* the fast lane's consumer; empty: not consumed */
 	int64_t fast_retry_at; /* I/O thread: engine_now() ms of the next try at it */
+	char batch_queue[90];         /* rpc.<service>.batch: batches of requests */
+	char batch_consumer_tag[256];
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */
@@ -220,6 +227,16 @@ bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d);
  * a redelivery of it is no crash (the fast lane, which has no
  * x-delivery-count, asks this). Takes mu. */
 bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d);
+
+/* Batches of requests (lane.c). I/O thread: lane_deliver takes a batch
+ * delivery and makes a job of each entry (j->lane), or republishes them
+ * alone when it comes again; lane_settle counts an entry acked or given
+ * back (requeue), and settles the batch with its last. Any thread:
+ * lane_release drops an entry job's hold on the batch. */
+struct lane_batch;
+void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d);
+void lane_settle(struct engine *e, struct lane_batch *lb, bool requeue);
+void lane_release(struct lane_batch *lb);
 
 /* I/O thread: start and stop consuming the service queue. */
 void worker_consume(struct warren_worker *w, struct engine *e);

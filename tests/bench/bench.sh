@@ -219,6 +219,15 @@ for mode in durable transient; do
 done
 
 echo
+echo "Batching off on both hops (rows above: on, the default; here BENCH_BATCH=off, that is"
+echo "client.batch empty and client.batch_replies false), durable, 128 in flight, 100 B:"
+header
+for threads in 1 4; do
+	BENCH_BATCH=off pair durable 128 100 "$threads"
+	fmt_row no-batch 128 100 "$threads" "$B" "$W"
+done
+
+echo
 echo "Signing (warren only, durable, 128 in flight, 100 B, 4 handler threads; $REPS rounds of"
 echo "none, mac, ed25519, then each with its bodies encrypted (+enc, security.encrypt), back to"
 echo "back, ${TARGET_MS} ms each, each scheme's median run):"

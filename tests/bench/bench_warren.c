@@ -73,6 +73,11 @@ static warren_config *config(const char *url)
 	}
 	set(cfg, "broker.url", url);
 	set(cfg, "log.level", "warn");
+	/* BENCH_BATCH=off: batching off on both hops (warren(7) BATCHES). */
+	if (getenv("BENCH_BATCH") != NULL && strcmp(getenv("BENCH_BATCH"), "off") == 0) {
+		set(cfg, "client.batch", "");
+		set(cfg, "client.batch_replies", "false");
+	}
 	warren_log_configure(cfg, "bench_warren");
 	return cfg;
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
 #include "engine.h"
 #include "envelope.h"
 #include "warren.h"
@@ -45,8 +46,22 @@ static struct {
 	int publishes;
 	int attempts[4]; /* rpc-attempt of the first publishes */
 	char message_ids[4][65];
+	char correlation_ids[4][65];
+	int accept_batch[4]; /* rpc-accept-batch of the first publishes */
+	/* The last publish: where it went, its correlation id, its body. */
+	char exchange[64], routing_key[256], last_id[128];
+	bool last_batch;
+	unsigned char body[4096];
+	size_t body_len;
 	engine_confirm_fn confirm_fn;
 	void *confirm_ctx;
+	/* Every publish not yet confirmed (confirm() takes the last): the
+	 * real engine reports each LOST when it stops. */
+	struct {
+		engine_confirm_fn fn;
+		void *ctx;
+	} unconfirmed[32];
+	int nunconfirmed;
 	bool batch_acks; /* as engine_new was asked */
 	int acks;
 	uint64_t acked[4];
@@ -75,11 +90,11 @@ warren_err __wrap_engine_start(struct engine *e, char *errstr, size_t errlen)
  * connection is. */
 void __wrap_engine_free(struct engine *e)
 {
-	engine_confirm_fn fn = eng.confirm_fn;
-
 	eng.confirm_fn = NULL;
-	if (fn != NULL) {
-		fn(e, eng.confirm_ctx, ENGINE_LOST);
+	while (eng.nunconfirmed > 0) {
+		eng.nunconfirmed--;
+		eng.unconfirmed[eng.nunconfirmed].fn(e, eng.unconfirmed[eng.nunconfirmed].ctx,
+		                                     ENGINE_LOST);
 	}
 	eng.hooks.lost(e, eng.hooks.arg, "shut down");
 }
@@ -102,10 +117,26 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
 		eng.attempts[eng.publishes] = m.attempt;
 		snprintf(eng.message_ids[eng.publishes], sizeof(eng.message_ids[0]), "%s",
 		         m.message_id);
+		snprintf(eng.correlation_ids[eng.publishes], sizeof(eng.correlation_ids[0]), "%s",
+		         m.correlation_id);
+		eng.accept_batch[eng.publishes] = m.accept_batch;
 	}
+	snprintf(eng.exchange, sizeof(eng.exchange), "%s", exchange);
+	snprintf(eng.routing_key, sizeof(eng.routing_key), "%s", routing_key);
+	envelope_copy(eng.last_id, sizeof(eng.last_id), props->correlation_id);
+	eng.last_batch = batch_is(props);
+	assert_true(len <= sizeof(eng.body));
+	memcpy(eng.body, body, len);
+	eng.body_len = len;
 	eng.publishes++;
 	eng.confirm_fn = fn;
 	eng.confirm_ctx = ctx;
+	if (fn != NULL) {
+		assert_true(eng.nunconfirmed < 32);
+		eng.unconfirmed[eng.nunconfirmed].fn = fn;
+		eng.unconfirmed[eng.nunconfirmed].ctx = ctx;
+		eng.nunconfirmed++;
+	}
 	return WARREN_OK;
 }
 
@@ -166,6 +197,12 @@ static void confirm(enum engine_confirm outcome)
 
 	assert_non_null(fn);
 	eng.confirm_fn = NULL;
+	for (int i = 0; i < eng.nunconfirmed; i++) {
+		if (eng.unconfirmed[i].ctx == eng.confirm_ctx) {
+			eng.unconfirmed[i] = eng.unconfirmed[--eng.nunconfirmed];
+			break;
+		}
+	}
 	fn((struct engine *)&eng.fake, eng.confirm_ctx, outcome);
 }
 
@@ -175,7 +212,8 @@ static void tick_at(int64_t now)
 	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
 }
 
-static warren_client *new_client_with(const char *reply_mode)
+static warren_client *new_client_opts(const char *reply_mode, const char *batch_replies,
+                                      const char *batch)
 {
 	warren_config *cfg = warren_config_new();
 	warren_client *c = NULL;
@@ -190,9 +228,24 @@ static warren_client *new_client_with(const char *reply_mode)
 	assert_int_equal(warren_config_set(cfg, "client.retry_delay", "10ms", NULL, 0), WARREN_OK);
 	assert_int_equal(warren_config_set(cfg, "client.reply_mode", reply_mode, NULL, 0),
 	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.batch_replies", batch_replies, NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.batch", batch, NULL, 0), WARREN_OK);
 	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
 	warren_config_free(cfg);
 	return c;
+}
+
+/* Request batching off unless asked: the tests of single calls look at
+ * each publish as its task runs, before the turn's tick. */
+static warren_client *new_client_batching(const char *reply_mode, const char *batch_replies)
+{
+	return new_client_opts(reply_mode, batch_replies, "");
+}
+
+static warren_client *new_client_with(const char *reply_mode)
+{
+	return new_client_batching(reply_mode, "true");
 }
 
 static warren_client *new_client(void)
@@ -382,6 +435,291 @@ static void blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck(void 
 	warren_client_free(c);
 }
 
+/* ---- batched replies (warren(7) BATCHES) */
+
+/* What each call's completion saw, by the call's own slot. */
+struct seen {
+	int runs;
+	warren_err err;
+	int64_t result;
+};
+
+static void on_done_into(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct seen *s = arg;
+
+	s->runs++;
+	s->err = err;
+	if (reply != NULL) {
+		assert_true(warren_value_get_int(warren_reply_result(reply), &s->result));
+	}
+	warren_reply_free(reply);
+}
+
+/* Delivers one batch of replies: to correlation_ids[i] the msgpack int
+ * results[i] (a positive fixint). */
+static void deliver_batch(const char *const *ids, const int *results, size_t n, bool broken)
+{
+	struct engine_delivery *d = calloc(1, sizeof(*d));
+	struct envelope_meta m[4];
+	struct envelope_props p[4];
+	struct batch_item items[4];
+	unsigned char bodies[4];
+	amqp_table_entry_t *h = calloc(1, sizeof(*h));
+	void *buf;
+	size_t len;
+
+	assert_non_null(d);
+	for (size_t i = 0; i < n; i++) {
+		m[i] = (struct envelope_meta){.status = 0, .format = ENVELOPE_FMT_MSGPACK};
+		snprintf(m[i].correlation_id, sizeof(m[i].correlation_id), "%s", ids[i]);
+		envelope_reply_props(&m[i], &p[i]);
+		bodies[i] = (unsigned char)results[i];
+		items[i] = (struct batch_item){&p[i].props, &bodies[i], 1};
+	}
+	assert_int_equal(batch_encode(items, n, &buf, &len), WARREN_OK);
+	if (broken) {
+		len--; /* truncated */
+	}
+	batch_props(&d->message.properties, h, false);
+	d->message.body = (amqp_bytes_t){.len = len, .bytes = buf};
+	d->generation = 1;
+	eng.hooks.deliver((struct engine *)&eng.fake, eng.hooks.arg, d);
+	free(h);
+}
+
+/* Two calls in flight, their replies in one batch in the other order:
+ * each call ends with its own answer, as if each had come alone. */
+static void a_batch_of_replies_ends_each_call_with_its_own_answer(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 10000};
+	struct seen a = {0}, b = {0};
+	char err[256] = "";
+	warren_client_stats st;
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done_into, &a, err, sizeof(err)),
+	    WARREN_OK);
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done_into, &b, err, sizeof(err)),
+	    WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 2);
+	/* By default every request offers to take its reply batched. */
+	assert_int_equal(eng.accept_batch[0], BATCH_VERSION);
+	assert_int_equal(eng.accept_batch[1], BATCH_VERSION);
+	deliver_batch((const char *const[]){eng.correlation_ids[1], eng.correlation_ids[0]},
+	              (const int[]){22, 11}, 2, false);
+	assert_int_equal(a.runs, 1);
+	assert_int_equal(a.err, WARREN_OK);
+	assert_int_equal(a.result, 11);
+	assert_int_equal(b.runs, 1);
+	assert_int_equal(b.err, WARREN_OK);
+	assert_int_equal(b.result, 22);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.reply_batches, 1);
+	assert_int_equal(st.replies, 2);
+	assert_int_equal(st.bad_batches, 0);
+	/* An entry for a call that has ended is a late reply, as alone. */
+	deliver_batch((const char *const[]){eng.correlation_ids[0]}, (const int[]){1}, 1, false);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.late_replies, 1);
+	assert_int_equal(a.runs, 1);
+	warren_client_free(c);
+}
+
+/* A batch that does not decode is counted and dropped: the call it may
+ * have answered keeps waiting (to its deadline or a good reply). */
+static void a_malformed_batch_is_counted_and_ends_no_call(void **state)
+{
+	warren_client *c = new_client();
+	warren_call_opts opts = {.timeout_ms = 10000};
+	struct seen a = {0};
+	char err[256] = "";
+	warren_client_stats st;
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done_into, &a, err, sizeof(err)),
+	    WARREN_OK);
+	run_tasks();
+	deliver_batch((const char *const[]){eng.correlation_ids[0]}, (const int[]){5}, 1, true);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.bad_batches, 1);
+	assert_int_equal(st.reply_batches, 0);
+	assert_int_equal(a.runs, 0);
+	deliver_batch((const char *const[]){eng.correlation_ids[0]}, (const int[]){5}, 1, false);
+	assert_int_equal(a.runs, 1);
+	assert_int_equal(a.result, 5);
+	warren_client_free(c);
+}
+
+static void batch_replies_off_sends_no_offer(void **state)
+{
+	warren_client *c = new_client_batching("direct", "false");
+	char err[256] = "";
+
+	assert_int_equal(warren_call_async(c, "svc.m", NULL, NULL, on_done, NULL, err, sizeof(err)),
+	                 WARREN_OK);
+	run_tasks();
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(eng.accept_batch[0], 0);
+	warren_client_free(c);
+}
+
+/* ---- batched requests (warren(7) BATCHES) */
+
+static void call_n(warren_client *c, int n, bool transient)
+{
+	warren_call_opts opts = {.timeout_ms = 10000, .transient = transient};
+	char err[256] = "";
+
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(
+		    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)),
+		    WARREN_OK);
+	}
+}
+
+/* Three durable calls in one turn: nothing goes out while the turn's
+ * tasks run; the tick publishes one batch on the lane of batches, its
+ * entries the three requests with their own ids. */
+static void durable_calls_of_one_turn_go_as_one_batch_on_the_lane(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+	struct batch *b = NULL;
+	amqp_basic_properties_t bp;
+	amqp_table_entry_t bh[1];
+	char why[200];
+	warren_client_stats st;
+
+	call_n(c, 3, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 0);
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	assert_true(eng.last_batch);
+	assert_string_equal(eng.exchange, "rpc.batch");
+	assert_string_equal(eng.routing_key, "svc");
+	batch_props(&bp, bh, true);
+	assert_int_equal(batch_decode(&bp, eng.body, eng.body_len, 1 << 20, &b, why, sizeof(why)),
+	                 WARREN_OK);
+	assert_int_equal(b->n, 3);
+	for (size_t i = 0; i < 3; i++) {
+		struct envelope_meta m;
+
+		assert_int_equal(envelope_read(&b->entries[i].props, &m, why, sizeof(why)),
+		                 WARREN_OK);
+		assert_string_equal(m.method, "svc.m");
+		assert_true(m.persistent);
+		assert_int_equal(strlen(m.correlation_id), 32);
+		for (size_t k = 0; k < i; k++) {
+			assert_memory_not_equal(b->entries[k].props.correlation_id.bytes,
+			                        m.correlation_id, 32);
+		}
+	}
+	batch_free(b);
+	confirm(ENGINE_ACK);
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.request_batches, 1);
+	assert_int_equal(st.in_flight, 3);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 3); /* ended by the shutdown */
+}
+
+/* One call in a turn goes alone, on rpc, with no added wait; so do
+ * transient calls, and every call when client.batch is empty. */
+static void a_lone_call_and_transient_calls_go_alone(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+
+	call_n(c, 1, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	assert_false(eng.last_batch);
+	assert_string_equal(eng.exchange, "rpc");
+	assert_string_equal(eng.routing_key, "svc.m");
+	call_n(c, 3, true);
+	run_tasks();
+	assert_int_equal(eng.publishes, 4); /* at once, from their tasks */
+	assert_false(eng.last_batch);
+	warren_client_free(c);
+
+	c = new_client_opts("direct", "true", "");
+	call_n(c, 3, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 3);
+	assert_false(eng.last_batch);
+	warren_client_free(c);
+
+	c = new_client_opts("direct", "true", "other.*");
+	call_n(c, 3, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 3);
+	warren_client_free(c);
+}
+
+/* A batch returned unroutable (no worker of the service ever declared its
+ * lane): its requests go alone at once, and the service gets singles
+ * until 30 s have passed. */
+static void a_returned_batch_goes_alone_and_the_service_gets_singles_for_a_while(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+	amqp_basic_properties_t rp = {._flags = AMQP_BASIC_CORRELATION_ID_FLAG |
+	                                        AMQP_BASIC_CONTENT_TYPE_FLAG,
+	                              .content_type = amqp_cstring_bytes(BATCH_CONTENT_TYPE)};
+	warren_client_stats st;
+
+	call_n(c, 2, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	assert_true(eng.last_batch);
+	rp.correlation_id = amqp_cstring_bytes(eng.last_id);
+	eng.hooks.returned((struct engine *)&eng.fake, eng.hooks.arg, &rp, 312, "NO_ROUTE");
+	confirm(ENGINE_ACK);
+	assert_int_equal(eng.publishes, 3);
+	assert_false(eng.last_batch);
+	assert_string_equal(eng.exchange, "rpc");
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.batch_fallbacks, 1);
+	assert_int_equal(st.unroutable, 0);
+	assert_int_equal(done_seen.runs, 0); /* still waiting for their replies */
+
+	call_n(c, 2, false);
+	run_tasks();
+	assert_int_equal(eng.publishes, 5); /* singles, at once */
+	tick_at(eng.now + 30001);
+	call_n(c, 2, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 6);
+	assert_true(eng.last_batch);
+	warren_client_free(c);
+}
+
+/* A nacked batch: each of its calls is retried as if its own publish had
+ * been nacked. */
+static void a_nacked_batch_retries_each_call(void **state)
+{
+	warren_client *c = new_client_opts("direct", "true", "*");
+	warren_client_stats st;
+
+	call_n(c, 2, false);
+	run_tasks();
+	tick_at(eng.now);
+	assert_int_equal(eng.publishes, 1);
+	confirm(ENGINE_NACK);
+	for (int i = 0; i < 5; i++) {
+		tick_at(eng.now + 100);
+	}
+	warren_client_get_stats(c, &st);
+	assert_int_equal(st.republished, 2);
+	assert_int_equal(done_seen.runs, 0);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -393,6 +731,13 @@ int main(void)
 	    cmocka_unit_test(deadline_runs_from_the_call_not_from_the_io_thread),
 	    cmocka_unit_test(a_call_waits_for_room_in_the_socket),
 	    cmocka_unit_test(blocking_call_ends_at_its_deadline_when_the_io_thread_is_stuck),
+	    cmocka_unit_test(a_batch_of_replies_ends_each_call_with_its_own_answer),
+	    cmocka_unit_test(a_malformed_batch_is_counted_and_ends_no_call),
+	    cmocka_unit_test(batch_replies_off_sends_no_offer),
+	    cmocka_unit_test(durable_calls_of_one_turn_go_as_one_batch_on_the_lane),
+	    cmocka_unit_test(a_lone_call_and_transient_calls_go_alone),
+	    cmocka_unit_test(a_returned_batch_goes_alone_and_the_service_gets_singles_for_a_while),
+	    cmocka_unit_test(a_nacked_batch_retries_each_call),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -88,6 +88,8 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"client.blocked_timeout", "5000ms"},
 	    {"client.metrics_listen", ""},
 	    {"client.transient", ""},
+	    {"client.batch_replies", "true"},
+	    {"client.batch", "*"},
 	    {"worker.service", ""},
 	    {"worker.threads", "4"},
 	    {"worker.prefetch", "0"},

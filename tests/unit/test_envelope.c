@@ -304,9 +304,37 @@ static void test_error_body_of_another_shape_parses_to_empty_message(void **stat
 	warren_value_free(v);
 }
 
+static void test_the_accept_batch_offer_round_trips_and_an_odd_one_is_ignored(void **state)
+{
+	struct envelope_meta in = sample_request(), out;
+	struct envelope_props p;
+	char why[200];
+
+	in.accept_batch = 1;
+	envelope_request_props(&in, &p);
+	assert_int_equal(envelope_read(&p.props, &out, why, sizeof(why)), WARREN_OK);
+	assert_int_equal(out.accept_batch, 1);
+	in.accept_batch = 0;
+	envelope_request_props(&in, &p);
+	assert_int_equal(envelope_read(&p.props, &out, why, sizeof(why)), WARREN_OK);
+	assert_int_equal(out.accept_batch, 0);
+	/* A string where an integer belongs: as no offer, not a bad request. */
+	in.accept_batch = 1;
+	envelope_request_props(&in, &p);
+	for (int i = 0; i < p.props.headers.num_entries; i++) {
+		if (strncmp(p.headers[i].key.bytes, "rpc-accept-batch", 16) == 0) {
+			p.headers[i].value.kind = AMQP_FIELD_KIND_UTF8;
+			p.headers[i].value.value.bytes = amqp_cstring_bytes("yes");
+		}
+	}
+	assert_int_equal(envelope_read(&p.props, &out, why, sizeof(why)), WARREN_OK);
+	assert_int_equal(out.accept_batch, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_the_accept_batch_offer_round_trips_and_an_odd_one_is_ignored),
 		cmocka_unit_test(test_request_properties_round_trip),
 		cmocka_unit_test(test_request_without_deadline_or_reply_to_omits_them),
 		cmocka_unit_test(test_reply_properties_carry_status_and_correlation_id),

@@ -1,0 +1,254 @@
+/* lane.c: the worker's side of batched requests (warren(7) BATCHES). A
+ * batch delivered from rpc.<service>.batch becomes one job per entry, each
+ * run, answered, dead-lettered or retried on its own as if it had come
+ * alone; the batch is acked once every entry is settled. A batch delivered
+ * again (after a crash or a requeue) is not run: its entries are
+ * republished alone to the service queue, so that crash accounting and the
+ * delivery limit stay per request. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "log.h"
+#include "worker_int.h"
+
+/* The batch delivery its entries' jobs come from. pending and requeue: I/O
+ * thread only; refs: one per entry job alive (any thread frees a job). */
+struct lane_batch {
+	struct engine_delivery *d;
+	struct batch *b;
+	size_t pending;  /* entries not yet settled */
+	bool requeue;    /* an entry was given back: the batch goes back whole */
+	atomic_int refs; /* entry jobs not yet freed */
+};
+
+/* A redelivered batch's entries being republished alone. */
+struct lane_split {
+	struct warren_worker *w;
+	struct engine_delivery *d;
+	size_t pending; /* publishes not yet confirmed */
+	bool failed;    /* one was not confirmed: the batch goes back whole */
+};
+
+static void settle_delivery(struct engine *e, const struct engine_delivery *d, bool requeue)
+{
+	if (d->generation != engine_generation(e)) {
+		return; /* the broker has requeued it already */
+	}
+	if (requeue) {
+		engine_reject(e, d->generation, d->delivery_tag, true);
+	} else {
+		engine_ack(e, d->generation, d->delivery_tag);
+	}
+}
+
+void lane_settle(struct engine *e, struct lane_batch *lb, bool requeue)
+{
+	lb->requeue = lb->requeue || requeue;
+	if (--lb->pending == 0) {
+		settle_delivery(e, lb->d, lb->requeue);
+	}
+}
+
+void lane_release(struct lane_batch *lb)
+{
+	if (atomic_fetch_sub(&lb->refs, 1) > 1) {
+		return;
+	}
+	engine_delivery_free(lb->d);
+	batch_free(lb->b);
+	free(lb);
+}
+
+/* An entry addressed to direct reply-to gets the batch's reply_to, the
+ * name the broker completed on the batch itself (warren(7) BATCHES). One
+ * whose batch has no such name gets no reply: a publish to the bare name
+ * would close the channel (406). Points into d. */
+static void direct_reply_to(const struct engine_delivery *d, amqp_basic_properties_t *p)
+{
+	const amqp_basic_properties_t *bp = &d->message.properties;
+	size_t n = strlen(ENVELOPE_DIRECT_REPLY_TO);
+
+	if (!(p->_flags & AMQP_BASIC_REPLY_TO_FLAG) || p->reply_to.len != n ||
+	    memcmp(p->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) != 0) {
+		return;
+	}
+	if ((bp->_flags & AMQP_BASIC_REPLY_TO_FLAG) && bp->reply_to.len > n &&
+	    memcmp(bp->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) == 0) {
+		p->reply_to = bp->reply_to;
+	} else {
+		p->_flags &= ~AMQP_BASIC_REPLY_TO_FLAG;
+	}
+}
+
+/* ------------------------------------------------------------ redelivered */
+
+static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
+{
+	struct lane_split *s = ctx;
+
+	s->failed = s->failed || outcome != ENGINE_ACK;
+	if (--s->pending > 0) {
+		return;
+	}
+	settle_delivery(e, s->d, s->failed);
+	engine_delivery_free(s->d);
+	free(s);
+}
+
+/* Each entry goes to the service queue through the default exchange,
+ * whatever its method (one that is not the service's is then refused as
+ * it would have been in the batch); the batch is acked once all are
+ * confirmed, or given back whole if one is not. */
+static void split(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
+                  struct batch *b)
+{
+	struct lane_split *s = calloc(1, sizeof(*s));
+
+	if (s == NULL) {
+		settle_delivery(e, d, true);
+		engine_delivery_free(d);
+		return;
+	}
+	*s = (struct lane_split){.w = w, .d = d, .pending = b->n};
+	for (size_t i = 0; i < b->n; i++) {
+		const struct batch_entry *en = &b->entries[i];
+		amqp_basic_properties_t props = en->props;
+
+		direct_reply_to(d, &props);
+		if (engine_publish(e, "", w->queue, true, &props, en->body.bytes, en->body.len,
+		                   on_split_confirm, s) != WARREN_OK) {
+			/* Not connected: the broker has the batch back already. */
+			s->failed = true;
+			s->pending -= b->n - i - 1;
+			on_split_confirm(e, s, ENGINE_LOST);
+			break;
+		}
+	}
+	worker_count(w, &w->stats.batches_split, 1);
+}
+
+/* ------------------------------------------------------------ first delivery */
+
+/* The broker's x-delivery-count (quorum queues): earlier deliveries. */
+static int64_t delivery_count(const amqp_basic_properties_t *p)
+{
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+		return 0;
+	}
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *h = &p->headers.entries[i];
+
+		if (h->key.len != 16 || memcmp(h->key.bytes, "x-delivery-count", 16) != 0) {
+			continue;
+		}
+		switch (h->value.kind) {
+		case AMQP_FIELD_KIND_I64:
+			return h->value.value.i64;
+		case AMQP_FIELD_KIND_I32:
+			return h->value.value.i32;
+		case AMQP_FIELD_KIND_U32:
+			return h->value.value.u32;
+		case AMQP_FIELD_KIND_I16:
+			return h->value.value.i16;
+		case AMQP_FIELD_KIND_U8:
+			return h->value.value.u8;
+		default:
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* An entry as a delivery of its own: its properties point into the
+ * batch, its body is its own (engine_delivery_free frees it). */
+static struct engine_delivery *entry_delivery(const struct engine_delivery *d,
+                                              const struct batch_entry *en)
+{
+	struct engine_delivery *c = calloc(1, sizeof(*c));
+	void *body = malloc(en->body.len > 0 ? en->body.len : 1);
+
+	if (c == NULL || body == NULL) {
+		free(c);
+		free(body);
+		return NULL;
+	}
+	memcpy(body, en->body.bytes, en->body.len);
+	c->delivery_tag = d->delivery_tag;
+	c->generation = d->generation;
+	c->message.properties = en->props;
+	direct_reply_to(d, &c->message.properties);
+	c->message.body = (amqp_bytes_t){.len = en->body.len, .bytes = body};
+	c->body_size = en->body.len;
+	envelope_copy(c->routing_key, sizeof(c->routing_key),
+	              (en->props._flags & AMQP_BASIC_TYPE_FLAG)
+	                  ? en->props.type
+	                  : amqp_cstring_bytes(d->routing_key));
+	return c;
+}
+
+static void run_entries(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
+                        struct batch *b)
+{
+	struct lane_batch *lb = calloc(1, sizeof(*lb));
+	size_t i = 0;
+
+	if (lb == NULL) {
+		settle_delivery(e, d, true);
+		engine_delivery_free(d);
+		batch_free(b);
+		return;
+	}
+	lb->d = d;
+	lb->b = b;
+	lb->pending = b->n;
+	atomic_init(&lb->refs, (int)b->n);
+	for (; i < b->n; i++) {
+		struct job *j = worker_job_new(w);
+		struct engine_delivery *c = j != NULL ? entry_delivery(d, &b->entries[i]) : NULL;
+
+		if (c == NULL) {
+			free(j);
+			break;
+		}
+		j->delivery = c;
+		j->lane = lb;
+		worker_enqueue(w, j);
+	}
+	/* Out of memory part way: the rest go back with the batch. */
+	for (size_t left = b->n - i; left > 0; left--) {
+		lane_settle(e, lb, true);
+		lane_release(lb);
+	}
+}
+
+void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d)
+{
+	struct batch *b = NULL;
+	char why[300] = "the body is larger than message.max_size";
+	int64_t count = 0;
+
+	worker_count(w, &w->stats.request_batches, 1);
+	if (w->stopping) {
+		settle_delivery(e, d, true);
+		engine_delivery_free(d);
+		return;
+	}
+	if (d->too_large ||
+	    batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
+	                 w->max_size, &b, why, sizeof(why)) != WARREN_OK) {
+		/* Poison as a whole: the queue's policy dead-letters it. */
+		log_warn("malformed batch of requests rejected to %s: %s", w->dlq, why);
+		worker_count(w, &w->stats.bad_batches, 1);
+		engine_reject(e, d->generation, d->delivery_tag, false);
+		engine_delivery_free(d);
+		return;
+	}
+	count = delivery_count(&d->message.properties);
+	if (d->redelivered || count >= 1) {
+		split(w, e, d, b);
+		batch_free(b);
+		return;
+	}
+	run_entries(w, e, d, b);
+}
