@@ -825,10 +825,16 @@ static void on_deliver(struct engine *e, const amqp_frame_t *f)
 	d->generation = e->generation;
 	amqp_bytes_t rk = m->routing_key;
 	size_t n = rk.len < sizeof(d->routing_key) - 1 ? rk.len : sizeof(d->routing_key) - 1;
-	memcpy(d->routing_key, rk.bytes, n);
+	if (n > 0) {
+		memcpy(d->routing_key, rk.bytes, n);
+	}
+	/* An empty field may come with NULL bytes (memcpy's argument then
+	 * must not be NULL even for 0 bytes). */
 	n = m->consumer_tag.len < sizeof(d->consumer_tag) - 1 ? m->consumer_tag.len
 	                                                      : sizeof(d->consumer_tag) - 1;
-	memcpy(d->consumer_tag, m->consumer_tag.bytes, n);
+	if (n > 0) {
+		memcpy(d->consumer_tag, m->consumer_tag.bytes, n);
+	}
 	/* m points into the channel's pool: nothing of it is read after this. */
 	if (read_content(e, d, why, sizeof(why)) != 0) {
 		engine_delivery_free(d);
