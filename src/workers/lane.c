@@ -306,7 +306,7 @@ static void run_entries(struct warren_worker *w, struct engine *e, struct engine
 	}
 }
 
-void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d)
+bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d)
 {
 	struct batch *b = NULL;
 	char why[300] = "the body is larger than message.max_size";
@@ -316,7 +316,7 @@ void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	if (w->stopping) {
 		settle_delivery(e, d, true);
 		engine_delivery_free(d);
-		return;
+		return false;
 	}
 	if (d->too_large ||
 	    batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
@@ -326,12 +326,13 @@ void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 		worker_count(w, &w->stats.bad_batches, 1);
 		engine_reject(e, d->generation, d->delivery_tag, false);
 		engine_delivery_free(d);
-		return;
+		return false;
 	}
 	count = delivery_count(&d->message.properties);
 	if (d->redelivered || count >= 1) {
 		split(w, e, d, b);
-		return;
+		return false;
 	}
 	run_entries(w, e, d, b);
+	return true;
 }

@@ -1320,7 +1320,14 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		worker_count(w, &w->stats.fast_received, 1);
 	}
 	if (batch_is(&d->message.properties)) {
-		lane_deliver(w, e, d);
+		/* A batch delivered for the first time holds no suspect (one
+		 * delivered again is split into single requests, which are
+		 * judged one by one): like any request that is no suspect, it
+		 * brings the full prefetch back. Else a careful worker that gets
+		 * only batches would take one batch at a time on that lane. */
+		if (lane_deliver(w, e, d) && w->careful) {
+			set_careful(w, e, false);
+		}
 		return;
 	}
 	j = worker_job_new(w);

@@ -237,7 +237,8 @@ bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d);
  * back (requeue), and settles the batch with its last. Any thread:
  * lane_release drops an entry job's hold on the batch. */
 struct lane_batch;
-void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d);
+/* true when the batch's entries run (a first delivery: no suspect). */
+bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d);
 void lane_settle(struct engine *e, struct lane_batch *lb, bool requeue);
 void lane_release(struct lane_batch *lb);
 /* From the tick: the waiting splits that the socket now takes go. */
