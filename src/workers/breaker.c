@@ -31,11 +31,10 @@ void breaker_record(struct warren_worker *w, int status, const char *message)
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (opened) {
-		log_warn(
-		    "circuit breaker open after %d failures in a row (last: %s: %s): consuming "
-		    "stops; probing every %lld ms",
-		    w->breaker_threshold, warren_status_name(status), message,
-		    (long long)w->probe_ms);
+		log_warn("circuit breaker open after %d failures in a row (last: %s: %s): consuming "
+		         "stops; probing every %lld ms",
+		         w->breaker_threshold, warren_status_name(status), message,
+		         (long long)w->probe_ms);
 		engine_wake(w->engine);
 	}
 }

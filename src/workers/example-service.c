@@ -31,8 +31,8 @@ static warren_status sleep_ms(warren_request *req, void *arg)
 	int64_t ms;
 	warren_value *result;
 
-	if (!warren_value_get_int(warren_map_get(warren_request_params(req), "ms"), &ms) ||
-	    ms < 0 || ms > 600000) {
+	if (!warren_value_get_int(warren_map_get(warren_request_params(req), "ms"), &ms) || ms < 0 ||
+	    ms > 600000) {
 		return warren_request_fail(req, WARREN_STATUS_INVALID_ARGUMENT, NULL,
 		                           "field ms: expected an integer from 0 to 600000");
 	}
@@ -56,8 +56,8 @@ static warren_status fail(warren_request *req, void *arg)
 		                           "field code: expected a gRPC status name other than OK");
 	}
 	warren_value_get_str(warren_map_get(p, "message"), &message, &len);
-	return warren_request_fail(req, status, warren_value_copy(warren_map_get(p, "details")),
-	                           "%s", message);
+	return warren_request_fail(req, status, warren_value_copy(warren_map_get(p, "details")), "%s",
+	                           message);
 }
 
 static warren_status flaky(warren_request *req, void *arg)

@@ -150,8 +150,8 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 	char why[400];
 
 	if (j->meta.attempt < w->retry_attempts) {
-		j->retry_delay_ms =
-		    retry_delay_ms(w->retry_delay_ms, j->meta.attempt, randombytes_random());
+		j->retry_delay_ms = retry_delay_ms(w->retry_delay_ms, j->meta.attempt,
+		                                   randombytes_random());
 		if (j->meta.deadline_ms == 0 ||
 		    warren_now_ms() + j->retry_delay_ms < j->meta.deadline_ms) {
 			j->action = JOB_RETRY;
@@ -168,8 +168,7 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 static void record_call(struct warren_worker *w, const struct method *m, int status,
                         const struct timespec *t0, const struct timespec *t1)
 {
-	double seconds =
-	    (double)(t1->tv_sec - t0->tv_sec) + (double)(t1->tv_nsec - t0->tv_nsec) / 1e9;
+	double seconds = (double)(t1->tv_sec - t0->tv_sec) + (double)(t1->tv_nsec - t0->tv_nsec) / 1e9;
 
 	metrics_record_call(w, m, status, seconds);
 }
@@ -313,9 +312,8 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	char why[400];
 
 	if (j->action == JOB_PROBE) {
-		breaker_probed(w, w->probe != NULL
-		                      ? clamp_status(w->probe(thread_data, w->probe_arg))
-		                      : WARREN_STATUS_OK);
+		breaker_probed(w, w->probe != NULL ? clamp_status(w->probe(thread_data, w->probe_arg))
+		                                   : WARREN_STATUS_OK);
 		return true;
 	}
 	msg = &j->delivery->message;

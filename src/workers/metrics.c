@@ -75,17 +75,14 @@ static void put_methods(FILE *f, const struct warren_worker *w, const struct sna
 	prom_put_head(f, "warren_worker_requests_total", "counter",
 	              "Requests whose handler ended, by method and the status it answered.");
 	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service},
-		                               {"method", w->methods[i].name}};
+		const struct prom_label l[] = {{"service", w->service}, {"method", w->methods[i].name}};
 
-		prom_put_by_status(f, "warren_worker_requests_total", l, 2,
-		                   s->methods[i].by_status);
+		prom_put_by_status(f, "warren_worker_requests_total", l, 2, s->methods[i].by_status);
 	}
 	prom_put_head(f, "warren_worker_request_duration_seconds", "histogram",
 	              "How long handlers ran, by method.");
 	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service},
-		                               {"method", w->methods[i].name}};
+		const struct prom_label l[] = {{"service", w->service}, {"method", w->methods[i].name}};
 
 		prom_put_histogram(f, "warren_worker_request_duration_seconds", l, 2,
 		                   &s->methods[i].duration);

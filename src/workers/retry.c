@@ -11,8 +11,8 @@ const struct retry_tier retry_tiers[RETRY_TIERS] = {
 
 int64_t retry_delay_ms(int64_t base_ms, int attempt, uint32_t rnd)
 {
-	return backoff_ms(base_ms > 0 ? base_ms : retry_tiers[0].ms,
-	                  retry_tiers[RETRY_TIERS - 1].ms, attempt, rnd);
+	return backoff_ms(base_ms > 0 ? base_ms : retry_tiers[0].ms, retry_tiers[RETRY_TIERS - 1].ms,
+	                  attempt, rnd);
 }
 
 const struct retry_tier *retry_tier_for(int64_t ms)

@@ -72,8 +72,8 @@ static void abandon(struct engine *e, struct job *j)
 
 	snprintf(why, sizeof(why), "the handler of %s ran past its time limit of %lld ms",
 	         j->meta.method, (long long)j->limit_ms);
-	log_warn("%s (correlation_id=%s): answering DEADLINE_EXCEEDED and dead-lettering it", why,
-	         j->meta.correlation_id);
+	log_warn("%s (correlation_id=%s): answering DEADLINE_EXCEEDED and dead-lettering it",
+	         why, j->meta.correlation_id);
 	warren_map_set(details, "reason", warren_str(DL_R_HANDLER_TIMEOUT));
 	warren_map_set(details, "dlq", warren_str(w->dlq));
 	j->status = WARREN_STATUS_DEADLINE_EXCEEDED;
