@@ -91,7 +91,7 @@ struct lane_off {
 	int64_t until; /* engine_now() ms */
 };
 #define LANE_OFF_SLOTS 64
-#define LANE_OFF_MS 30000
+#define LANE_OFF_MS    30000
 
 struct warren_client {
 	struct engine *engine;
@@ -252,7 +252,12 @@ static void unhold(warren_client *c, struct call *call)
 static void hold(warren_client *c, struct call *call)
 {
 	call->held = true;
-	call->held_since = engine_now();
+	/* A call held again (released, then batched into more than the
+	 * socket takes) keeps its first since: client.blocked_timeout counts
+	 * from when it first had to wait. */
+	if (call->held_since == 0) {
+		call->held_since = engine_now();
+	}
 	call->held_next = NULL;
 	call->held_prev = c->held_tail;
 	if (c->held_tail != NULL) {
@@ -972,7 +977,7 @@ warren_err warren_send(warren_client *c, const char *method, const warren_value 
 struct req_batch {
 	struct req_batch *next; /* in c->batches */
 	warren_client *c;
-	char id[32];            /* its correlation_id: a basic.return names it */
+	char id[32]; /* its correlation_id: a basic.return names it */
 	char service[65];
 	bool returned;
 	size_t n;
@@ -1098,8 +1103,7 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	free(b);
 }
 
-static warren_err encode_requests(warren_client *c, struct req_batch *b, void **body,
-                                  size_t *len)
+static warren_err encode_requests(warren_client *c, struct req_batch *b, void **body, size_t *len)
 {
 	struct envelope_props *props = malloc(b->n * sizeof(*props));
 	struct batch_item *items = malloc(b->n * sizeof(*items));
@@ -1124,6 +1128,20 @@ static warren_err encode_requests(warren_client *c, struct req_batch *b, void **
 	return err;
 }
 
+/* The I/O thread never writes what the socket cannot take (publish_task,
+ * engine_writable): a batch, like a single request, that does not fit now
+ * is held, each of its calls, and sent again from a later tick. */
+static bool hold_unwritable(warren_client *c, struct engine *e, struct call *call, size_t len)
+{
+	if (engine_blocked(e) == NULL && engine_writable(e, len)) {
+		return false;
+	}
+	if (unqueue(call)) {
+		hold(c, call);
+	}
+	return true;
+}
+
 static void publish_batch(warren_client *c, struct engine *e, struct req_batch *b)
 {
 	amqp_basic_properties_t props;
@@ -1132,6 +1150,14 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 	size_t len = 0;
 	warren_err err = encode_requests(c, b, &body, &len);
 
+	if (err == WARREN_OK && (engine_blocked(e) != NULL || !engine_writable(e, len))) {
+		for (size_t i = 0; i < b->n; i++) {
+			hold_unwritable(c, e, b->calls[i], len);
+		}
+		free(body);
+		free(b);
+		return;
+	}
 	if (err == WARREN_OK) {
 		batch_props(&props, headers, true);
 		snprintf(b->id, sizeof(b->id), "batch-%s-%llu", c->prefix,
@@ -1168,11 +1194,14 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 }
 
 /* Takes out of *list the live calls for the first one's service, as
- * many as one batch may carry within message.max_size (n bounds them). */
+ * many as one batch may carry within message.max_size and BATCH_MAX_BYTES
+ * (n bounds them): a large request goes alone, as it would have anyway,
+ * and no batch is larger than the socket is asked to take at once. */
 static struct req_batch *take_requests(warren_client *c, struct call **list, size_t n)
 {
 	struct req_batch *b = malloc(sizeof(*b) + n * sizeof(b->calls[0]));
-	size_t room = c->max_size > BATCH_OVERHEAD ? c->max_size - BATCH_OVERHEAD : 0;
+	size_t max = c->max_size < BATCH_MAX_BYTES ? c->max_size : BATCH_MAX_BYTES;
+	size_t room = max > BATCH_OVERHEAD ? max - BATCH_OVERHEAD : 0;
 	struct call **pp = list;
 
 	if (b == NULL) {
@@ -1235,7 +1264,7 @@ static void flush_requests(warren_client *c, struct engine *e)
 				list = call->out_next;
 			}
 			free(b);
-			if (unqueue(call)) {
+			if (!hold_unwritable(c, e, call, call->out->len) && unqueue(call)) {
 				publish_alone(c, e, call);
 			}
 			continue;
@@ -1337,9 +1366,8 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	 * sent just before the connection was lost, unread, is delivered again
 	 * on the next one instead of being lost with it (its call would wait to
 	 * its deadline). Direct reply-to can only be consumed without. */
-	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0,
-	                       c->reply_mode == REPLY_DIRECT, 0, amqp_empty_table) ==
-	    NULL) {
+	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, c->reply_mode == REPLY_DIRECT,
+	                       0, amqp_empty_table) == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
 		                      errlen);
 		return -1;

@@ -15,13 +15,18 @@
 #define BATCH_HEADER "rpc-batch"
 /* On a request: the highest batch format version its caller reads in replies. */
 #define BATCH_ACCEPT_HEADER "rpc-accept-batch"
-#define BATCH_VERSION 1
+#define BATCH_VERSION       1
 /* Batches of requests travel on a lane of their own, which only workers
  * that take batches consume: this topic exchange, routing key the service,
  * and per service the queue rpc.<service>.batch. */
 #define BATCH_EXCHANGE "rpc.batch"
 /* The most entries one batch may carry (a writer splits beyond). */
 #define BATCH_MAX_ENTRIES 1024
+/* The most bytes a writer puts in one batch: an entry that would take a
+ * batch beyond goes in the next one (or alone), so that a batch is never
+ * much larger than one request and the socket is never asked to take
+ * many large messages in one write (engine_writable). */
+#define BATCH_MAX_BYTES 65536
 
 /* One message of a batch: its basic properties (content_type,
  * content_encoding, headers, correlation_id, reply_to, message_id,

@@ -96,12 +96,19 @@ static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	free(s);
 }
 
+/* A redelivered batch waiting for room to be split (w->splits). */
+struct lane_wait {
+	struct engine_delivery *d;
+	struct batch *b;
+	struct lane_wait *next;
+};
+
 /* Each entry goes to the service queue through the default exchange,
  * whatever its method (one that is not the service's is then refused as
  * it would have been in the batch); the batch is acked once all are
  * confirmed, or given back whole if one is not. */
-static void split(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
-                  struct batch *b)
+static void split_now(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
+                      struct batch *b)
 {
 	struct lane_split *s = calloc(1, sizeof(*s));
 
@@ -126,6 +133,83 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 		}
 	}
 	worker_count(w, &w->stats.batches_split, 1);
+}
+
+/* Whether the socket takes the split of d now: its entries together are
+ * about the batch's size. As for every publish of this thread, not while
+ * the broker blocks publishes nor beyond engine_writable, which would
+ * block the thread in a write to a broker that does not read. */
+static bool split_writable(struct engine *e, const struct engine_delivery *d)
+{
+	return engine_blocked(e) == NULL && engine_writable(e, d->message.body.len);
+}
+
+static void free_wait(struct lane_wait *lw)
+{
+	engine_delivery_free(lw->d);
+	batch_free(lw->b);
+	free(lw);
+}
+
+/* Splits d now, or keeps it (with b) for lane_tick: takes both. */
+static void split(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
+                  struct batch *b)
+{
+	struct lane_wait *lw;
+
+	if (w->splits == NULL && (!engine_connected(e) || split_writable(e, d))) {
+		split_now(w, e, d, b);
+		batch_free(b);
+		return;
+	}
+	lw = malloc(sizeof(*lw));
+	if (lw == NULL) {
+		settle_delivery(e, d, true);
+		engine_delivery_free(d);
+		batch_free(b);
+		return;
+	}
+	*lw = (struct lane_wait){.d = d, .b = b};
+	if (w->splits_tail != NULL) {
+		w->splits_tail->next = lw;
+	} else {
+		w->splits = lw;
+	}
+	w->splits_tail = lw;
+}
+
+void lane_tick(struct warren_worker *w, struct engine *e)
+{
+	while (w->splits != NULL) {
+		struct lane_wait *lw = w->splits;
+
+		if (lw->d->generation == engine_generation(e) && engine_connected(e) &&
+		    !split_writable(e, lw->d)) {
+			break; /* engine_writable has the loop turn again soon */
+		}
+		w->splits = lw->next;
+		if (w->splits == NULL) {
+			w->splits_tail = NULL;
+		}
+		if (lw->d->generation == engine_generation(e)) {
+			split_now(w, e, lw->d, lw->b);
+			batch_free(lw->b);
+			free(lw);
+		} else {
+			free_wait(lw); /* the broker has requeued it already */
+		}
+	}
+}
+
+void lane_free(struct warren_worker *w)
+{
+	while (w->splits != NULL) {
+		struct lane_wait *lw = w->splits;
+
+		w->splits = lw->next;
+		free_wait(lw);
+	}
+	w->splits_tail = NULL;
 }
 
 /* ------------------------------------------------------------ first delivery */
@@ -222,7 +306,7 @@ static void run_entries(struct warren_worker *w, struct engine *e, struct engine
 	}
 }
 
-void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d)
+bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d)
 {
 	struct batch *b = NULL;
 	char why[300] = "the body is larger than message.max_size";
@@ -232,7 +316,7 @@ void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	if (w->stopping) {
 		settle_delivery(e, d, true);
 		engine_delivery_free(d);
-		return;
+		return false;
 	}
 	if (d->too_large ||
 	    batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
@@ -242,13 +326,13 @@ void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 		worker_count(w, &w->stats.bad_batches, 1);
 		engine_reject(e, d->generation, d->delivery_tag, false);
 		engine_delivery_free(d);
-		return;
+		return false;
 	}
 	count = delivery_count(&d->message.properties);
 	if (d->redelivered || count >= 1) {
 		split(w, e, d, b);
-		batch_free(b);
-		return;
+		return false;
 	}
 	run_entries(w, e, d, b);
+	return true;
 }

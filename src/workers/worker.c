@@ -220,6 +220,27 @@ static warren_err encode_replies(struct reply_batch *b, void **body, size_t *len
 	return err;
 }
 
+static bool can_publish(struct engine *e, const struct job *j);
+static void hold(struct warren_worker *w, struct job *j);
+
+/* Whether the socket takes len bytes now (can_publish, for a batch). */
+static bool batch_writable(struct engine *e, size_t len)
+{
+	return engine_blocked(e) == NULL && engine_writable(e, len);
+}
+
+/* A reply that cannot be written now waits in w->held, as a single reply
+ * does in finish_task: release_held queues it again once there is room,
+ * so this thread never blocks in a write (false: hold it). */
+static bool hold_unless_writable(struct warren_worker *w, struct engine *e, struct job *j)
+{
+	if (w->held == NULL && can_publish(e, j)) {
+		return false;
+	}
+	hold(w, j);
+	return true;
+}
+
 static void publish_batch(struct warren_worker *w, struct engine *e, struct reply_batch *b)
 {
 	amqp_basic_properties_t props;
@@ -230,8 +251,18 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 
 	if (err != WARREN_OK) {
 		for (size_t i = 0; i < b->n; i++) {
-			publish_single(e, b->jobs[i]);
+			if (!hold_unless_writable(w, e, b->jobs[i])) {
+				publish_single(e, b->jobs[i]);
+			}
 		}
+		free(b);
+		return;
+	}
+	if (w->held != NULL || !batch_writable(e, len)) {
+		for (size_t i = 0; i < b->n; i++) {
+			hold(w, b->jobs[i]);
+		}
+		free(body);
 		free(b);
 		return;
 	}
@@ -253,12 +284,14 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 }
 
 /* Takes out of *list the replies to first's reply_to, first included, as
- * many as one batch may carry within message.max_size. */
+ * many as one batch may carry within message.max_size and BATCH_MAX_BYTES
+ * (a large reply goes alone, as it would have anyway). */
 static struct reply_batch *take_group(struct warren_worker *w, struct job **list, size_t n)
 {
 	struct reply_batch *b = malloc(sizeof(*b) + n * sizeof(b->jobs[0]));
 	const char *to = (*list)->meta.reply_to;
-	size_t room = w->max_size > BATCH_OVERHEAD ? w->max_size - BATCH_OVERHEAD : 0;
+	size_t max = w->max_size < BATCH_MAX_BYTES ? w->max_size : BATCH_MAX_BYTES;
+	size_t room = max > BATCH_OVERHEAD ? max - BATCH_OVERHEAD : 0;
 	struct job **pp = list;
 
 	if (b == NULL) {
@@ -304,11 +337,15 @@ static void flush_replies(struct warren_worker *w, struct engine *e)
 			struct job *j = list;
 
 			list = j->reply_next;
-			publish_single(e, j);
+			if (!hold_unless_writable(w, e, j)) {
+				publish_single(e, j);
+			}
 			continue;
 		}
 		if (b->n == 1) {
-			publish_single(e, b->jobs[0]);
+			if (!hold_unless_writable(w, e, b->jobs[0])) {
+				publish_single(e, b->jobs[0]);
+			}
 			free(b);
 		} else {
 			publish_batch(w, e, b);
@@ -859,9 +896,9 @@ static void wake_handlers(struct warren_worker *w)
 static int declare_queue(amqp_connection_state_t conn, const char *name, char *errstr,
                          size_t errlen)
 {
-	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                   .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
 	amqp_table_t args = {1, &qt};
 	char what[128];
 
@@ -875,22 +912,21 @@ static int declare_queue(amqp_connection_state_t conn, const char *name, char *e
 
 /* The fast lane's queue: classic, durable, as rabbitmq/definitions.json
  * declares it (its policy adds the dead-lettering and the length limit). */
-static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch,
-                                  const char *name)
+static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
 {
-	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                   .value.bytes = amqp_cstring_bytes("classic")}};
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("classic")}};
 	amqp_table_t args = {1, &qt};
 
 	return amqp_queue_declare(conn, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL;
 }
 
-static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch,
-                                const char *name)
+static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
 {
-	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"),
-	                             0, 1, 0, 0, amqp_empty_table) != NULL;
+	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name),
+	                             amqp_cstring_bytes("topic"), 0, 1, 0, 0,
+	                             amqp_empty_table) != NULL;
 }
 
 static int declare_exchange(amqp_connection_state_t conn, const char *name, char *errstr,
@@ -941,8 +977,8 @@ static int declare_delay_tier(amqp_connection_state_t conn, const char *name, ch
 	};
 	char what[128];
 
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"), 0,
-	                          1, 0, 0, amqp_empty_table) == NULL) {
+	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"),
+	                          0, 1, 0, 0, amqp_empty_table) == NULL) {
 		snprintf(what, sizeof(what), "declaring exchange %s", name);
 		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 		return -1;
@@ -986,8 +1022,8 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag, size_t taglen,
                          char *errstr, size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue),
-	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(
+	    conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
 	char what[128];
 
 	if (ok == NULL) {
@@ -1005,7 +1041,7 @@ static int consume_queue(amqp_connection_state_t conn, const char *queue, char *
  * durable lane must not go down with it: the worker then serves the
  * durable lane alone and tries the fast one again every FAST_RETRY_MS.
  * 0: declared; 1: not now (logged); -1: the connection failed. */
-#define FAST_CHANNEL 2
+#define FAST_CHANNEL  2
 #define FAST_RETRY_MS 5000
 
 static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
@@ -1026,7 +1062,8 @@ static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
 		return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 	}
 	r = amqp_get_rpc_reply(conn);
-	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION ||
+	    r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
 		return -1;
 	}
 	engine_describe_reply(r, "declaring the fast lane", why, sizeof(why));
@@ -1283,7 +1320,14 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		worker_count(w, &w->stats.fast_received, 1);
 	}
 	if (batch_is(&d->message.properties)) {
-		lane_deliver(w, e, d);
+		/* A batch delivered for the first time holds no suspect (one
+		 * delivered again is split into single requests, which are
+		 * judged one by one): like any request that is no suspect, it
+		 * brings the full prefetch back. Else a careful worker that gets
+		 * only batches would take one batch at a time on that lane. */
+		if (lane_deliver(w, e, d) && w->careful) {
+			set_careful(w, e, false);
+		}
 		return;
 	}
 	j = worker_job_new(w);
@@ -1470,6 +1514,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 	wake_handlers(arg);
 	release_held(arg, e);
 	flush_replies(arg, e);
+	lane_tick(arg, e);
 	a = timelimit_check(arg, e, now);
 	b = breaker_tick(arg, e, now);
 	c = release_parked(arg, e, now);
@@ -1577,7 +1622,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	struct method *grown;
 
 	if (w->started || fn == NULL || method == NULL || strncmp(method, w->service, slen) != 0 ||
-	    method[slen] != '.' || method[slen + 1] == '\0' || worker_find_method(w, method) != NULL) {
+	    method[slen] != '.' || method[slen + 1] == '\0' ||
+	    worker_find_method(w, method) != NULL) {
 		return WARREN_ERR_INVALID;
 	}
 	grown = realloc(w->methods, (w->nmethods + 1) * sizeof(*grown));
@@ -1600,8 +1646,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 
 warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64_t timeout_ms)
 {
-	struct method *m = w != NULL && method != NULL ? (struct method *)worker_find_method(w, method)
-	                                               : NULL;
+	struct method *m =
+	    w != NULL && method != NULL ? (struct method *)worker_find_method(w, method) : NULL;
 
 	if (m == NULL || w->started || timeout_ms <= 0) {
 		return WARREN_ERR_INVALID;
@@ -1865,6 +1911,7 @@ static void worker_destroy(struct warren_worker *w)
 	free_list(w->parked, offsetof(struct job, park_next));
 	free_list(w->isolated, offsetof(struct job, next));
 	free_list(w->replies, offsetof(struct job, reply_next));
+	lane_free(w);
 	for (size_t i = 0; i < w->nmethods; i++) {
 		free(w->methods[i].name);
 	}

@@ -128,6 +128,9 @@ struct warren_worker {
 	/* I/O thread only: replies ready this turn whose callers take batches
 	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
 	struct job *replies, *replies_tail;
+	/* Redelivered batches whose split must wait for room in the socket
+	 * (lane.c; I/O thread): in order, published from the tick. */
+	struct lane_wait *splits, *splits_tail;
 	struct method *methods;
 	size_t nmethods;
 	warren_thread_init_fn thread_init;
@@ -234,9 +237,15 @@ bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d);
  * back (requeue), and settles the batch with its last. Any thread:
  * lane_release drops an entry job's hold on the batch. */
 struct lane_batch;
-void lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d);
+/* true when the batch's entries run (a first delivery: no suspect). */
+bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_delivery *d);
 void lane_settle(struct engine *e, struct lane_batch *lb, bool requeue);
 void lane_release(struct lane_batch *lb);
+/* From the tick: the waiting splits that the socket now takes go. */
+void lane_tick(struct warren_worker *w, struct engine *e);
+/* At destruction: the waiting splits are dropped (the broker has their
+ * batches back). */
+void lane_free(struct warren_worker *w);
 
 /* I/O thread: start and stop consuming the service queue. */
 void worker_consume(struct warren_worker *w, struct engine *e);
