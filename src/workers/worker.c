@@ -859,9 +859,9 @@ static void wake_handlers(struct warren_worker *w)
 static int declare_queue(amqp_connection_state_t conn, const char *name, char *errstr,
                          size_t errlen)
 {
-	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                   .value.bytes = amqp_cstring_bytes("quorum")}};
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
 	amqp_table_t args = {1, &qt};
 	char what[128];
 
@@ -875,22 +875,21 @@ static int declare_queue(amqp_connection_state_t conn, const char *name, char *e
 
 /* The fast lane's queue: classic, durable, as rabbitmq/definitions.json
  * declares it (its policy adds the dead-lettering and the length limit). */
-static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch,
-                                  const char *name)
+static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
 {
-	amqp_table_entry_t qt = {.key = amqp_cstring_bytes("x-queue-type"),
-	                         .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                   .value.bytes = amqp_cstring_bytes("classic")}};
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("classic")}};
 	amqp_table_t args = {1, &qt};
 
 	return amqp_queue_declare(conn, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL;
 }
 
-static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch,
-                                const char *name)
+static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
 {
-	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"),
-	                             0, 1, 0, 0, amqp_empty_table) != NULL;
+	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name),
+	                             amqp_cstring_bytes("topic"), 0, 1, 0, 0,
+	                             amqp_empty_table) != NULL;
 }
 
 static int declare_exchange(amqp_connection_state_t conn, const char *name, char *errstr,
@@ -941,8 +940,8 @@ static int declare_delay_tier(amqp_connection_state_t conn, const char *name, ch
 	};
 	char what[128];
 
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"), 0,
-	                          1, 0, 0, amqp_empty_table) == NULL) {
+	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"),
+	                          0, 1, 0, 0, amqp_empty_table) == NULL) {
 		snprintf(what, sizeof(what), "declaring exchange %s", name);
 		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 		return -1;
@@ -986,8 +985,8 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag, size_t taglen,
                          char *errstr, size_t errlen)
 {
-	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, 1, amqp_cstring_bytes(queue),
-	                                                 amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(
+	    conn, 1, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
 	char what[128];
 
 	if (ok == NULL) {
@@ -1005,7 +1004,7 @@ static int consume_queue(amqp_connection_state_t conn, const char *queue, char *
  * durable lane must not go down with it: the worker then serves the
  * durable lane alone and tries the fast one again every FAST_RETRY_MS.
  * 0: declared; 1: not now (logged); -1: the connection failed. */
-#define FAST_CHANNEL 2
+#define FAST_CHANNEL  2
 #define FAST_RETRY_MS 5000
 
 static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
@@ -1026,7 +1025,8 @@ static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
 		return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 	}
 	r = amqp_get_rpc_reply(conn);
-	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION ||
+	    r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
 		return -1;
 	}
 	engine_describe_reply(r, "declaring the fast lane", why, sizeof(why));
@@ -1213,7 +1213,8 @@ static bool drained(struct warren_worker *w)
 	pthread_mutex_lock(&w->mu);
 	held = w->stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
-	if (held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL) {
+	if (held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL ||
+	    w->splitting > 0) {
 		w->drained_ticks = 0;
 		return false;
 	}
@@ -1306,7 +1307,10 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		move(w, e, j);
 		return;
 	}
-	if (!w->careful && suspect) {
+	if (suspect && (!w->careful || w->splitting > 0)) {
+		/* Careful, a suspect still waits while a redelivered batch it may
+		 * come from is not acked yet: a crash now would bring the batch
+		 * back and split it again, its entries counted twice. */
 		isolate(w, e, j);
 		return;
 	}
@@ -1577,7 +1581,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	struct method *grown;
 
 	if (w->started || fn == NULL || method == NULL || strncmp(method, w->service, slen) != 0 ||
-	    method[slen] != '.' || method[slen + 1] == '\0' || worker_find_method(w, method) != NULL) {
+	    method[slen] != '.' || method[slen + 1] == '\0' ||
+	    worker_find_method(w, method) != NULL) {
 		return WARREN_ERR_INVALID;
 	}
 	grown = realloc(w->methods, (w->nmethods + 1) * sizeof(*grown));
@@ -1600,8 +1605,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 
 warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64_t timeout_ms)
 {
-	struct method *m = w != NULL && method != NULL ? (struct method *)worker_find_method(w, method)
-	                                               : NULL;
+	struct method *m =
+	    w != NULL && method != NULL ? (struct method *)worker_find_method(w, method) : NULL;
 
 	if (m == NULL || w->started || timeout_ms <= 0) {
 		return WARREN_ERR_INVALID;
