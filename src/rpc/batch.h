@@ -16,6 +16,10 @@
 /* On a request: the highest batch format version its caller reads in replies. */
 #define BATCH_ACCEPT_HEADER "rpc-accept-batch"
 #define BATCH_VERSION       1
+/* On a request a worker republished alone from a batch redelivered after a
+ * crash: the batch's x-delivery-count, which its entries' crash counts
+ * start from (warren(7) BATCHES). */
+#define BATCH_CRASHES_HEADER "rpc-crashes"
 /* Batches of requests travel on a lane of their own, which only workers
  * that take batches consume: this topic exchange, routing key the service,
  * and per service the queue rpc.<service>.batch. */

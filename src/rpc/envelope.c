@@ -319,9 +319,9 @@ static warren_err read_encoding(const amqp_basic_properties_t *p, bool *sealed, 
 static warren_err read_props(const amqp_basic_properties_t *p, struct envelope_meta *m,
                              char *errstr, size_t errlen)
 {
-	warren_err err = read_prop(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id,
-	                           "correlation_id", m->correlation_id,
-	                           sizeof(m->correlation_id), errstr, errlen);
+	warren_err err =
+	    read_prop(p, AMQP_BASIC_CORRELATION_ID_FLAG, p->correlation_id, "correlation_id",
+	              m->correlation_id, sizeof(m->correlation_id), errstr, errlen);
 
 	if (err == WARREN_OK) {
 		err = read_prop(p, AMQP_BASIC_REPLY_TO_FLAG, p->reply_to, "reply_to", m->reply_to,
@@ -360,8 +360,8 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 		                      errstr, errlen);
 	}
 	if (err == WARREN_OK) {
-		err = read_str_header(p, "rpc-sealed-to", m->sealed_to, sizeof(m->sealed_to), errstr,
-		                      errlen);
+		err = read_str_header(p, "rpc-sealed-to", m->sealed_to, sizeof(m->sealed_to),
+		                      errstr, errlen);
 	}
 	m->attempt = (int)attempt;
 	m->status = (int)status;
@@ -371,6 +371,13 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	int64_t count = 0;
 	if (dc != NULL && field_int(dc, &count) && count >= 0 && count <= INT32_MAX) {
 		m->delivery_count = (int)count;
+	}
+	/* Deliveries of the batch it came in, before a worker republished it
+	 * alone (lane.c): they count as its own. */
+	const amqp_field_value_t *bc = header_find(p, BATCH_CRASHES_HEADER);
+	if (bc != NULL && field_int(bc, &count) && count > 0 &&
+	    count <= INT32_MAX - m->delivery_count) {
+		m->delivery_count += (int)count;
 	}
 	/* An offer, not an instruction: one this end cannot read is as none
 	 * (single replies), never the caller's error. */
@@ -485,8 +492,7 @@ warren_value *envelope_error_value(int status, const char *message, warren_value
 	return m;
 }
 
-void envelope_error_parse(const warren_value *v, const char **message,
-                          const warren_value **details)
+void envelope_error_parse(const warren_value *v, const char **message, const warren_value **details)
 {
 	size_t len;
 

@@ -92,6 +92,7 @@ static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		return;
 	}
 	settle_delivery(e, s->d, s->failed);
+	s->w->splitting--;
 	engine_delivery_free(s->d);
 	free(s);
 }
@@ -100,15 +101,49 @@ static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 struct lane_wait {
 	struct engine_delivery *d;
 	struct batch *b;
+	int64_t count; /* the batch's x-delivery-count, for rpc-crashes */
 	struct lane_wait *next;
 };
 
+/* The entry's headers with rpc-crashes set to crashes (any it had is
+ * replaced): the batch's deliveries become the entry's, so that its crash
+ * count goes on from the batch's instead of starting again at 0 on the
+ * fresh message, and it runs alone as a suspect (requeue_suspect). NULL
+ * when out of memory; free() it after the publish. */
+static amqp_table_entry_t *carry_crashes(amqp_basic_properties_t *p, int64_t crashes)
+{
+	int n = (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? p->headers.num_entries : 0;
+	amqp_table_entry_t *t = malloc((size_t)(n + 1) * sizeof(*t));
+	size_t klen = strlen(BATCH_CRASHES_HEADER);
+	int k = 0;
+
+	if (t == NULL) {
+		return NULL;
+	}
+	for (int i = 0; i < n; i++) {
+		const amqp_table_entry_t *h = &p->headers.entries[i];
+
+		if (h->key.len != klen || memcmp(h->key.bytes, BATCH_CRASHES_HEADER, klen) != 0) {
+			t[k++] = *h;
+		}
+	}
+	t[k].key = amqp_cstring_bytes(BATCH_CRASHES_HEADER);
+	t[k].value.kind = AMQP_FIELD_KIND_I64;
+	t[k].value.value.i64 = crashes;
+	p->headers = (amqp_table_t){.num_entries = k + 1, .entries = t};
+	p->_flags |= AMQP_BASIC_HEADERS_FLAG;
+	return t;
+}
+
 /* Each entry goes to the service queue through the default exchange,
  * whatever its method (one that is not the service's is then refused as
- * it would have been in the batch); the batch is acked once all are
- * confirmed, or given back whole if one is not. */
+ * it would have been in the batch), carrying the batch's delivery count;
+ * the batch is acked once all are confirmed, or given back whole if one
+ * is not. Until then the worker counts as holding it (w->splitting), so
+ * that a suspect among the entries does not run before the batch is
+ * acked: a crash then would bring the batch back and split it again. */
 static void split_now(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
-                      struct batch *b)
+                      struct batch *b, int64_t count)
 {
 	struct lane_split *s = calloc(1, sizeof(*s));
 
@@ -118,14 +153,22 @@ static void split_now(struct warren_worker *w, struct engine *e, struct engine_d
 		return;
 	}
 	*s = (struct lane_split){.w = w, .d = d, .pending = b->n};
+	w->splitting++;
 	for (size_t i = 0; i < b->n; i++) {
 		const struct batch_entry *en = &b->entries[i];
 		amqp_basic_properties_t props = en->props;
+		amqp_table_entry_t *headers = carry_crashes(&props, count);
+		warren_err err = WARREN_ERR_NOMEM;
 
 		direct_reply_to(d, &props);
-		if (engine_publish(e, "", w->queue, true, &props, en->body.bytes, en->body.len,
-		                   on_split_confirm, s) != WARREN_OK) {
-			/* Not connected: the broker has the batch back already. */
+		if (headers != NULL) {
+			err = engine_publish(e, "", w->queue, true, &props, en->body.bytes,
+			                     en->body.len, on_split_confirm, s);
+		}
+		free(headers);
+		if (err != WARREN_OK) {
+			/* Not connected (the broker has the batch back already), or out
+			 * of memory: the batch goes back whole. */
 			s->failed = true;
 			s->pending -= b->n - i - 1;
 			on_split_confirm(e, s, ENGINE_LOST);
@@ -153,12 +196,12 @@ static void free_wait(struct lane_wait *lw)
 
 /* Splits d now, or keeps it (with b) for lane_tick: takes both. */
 static void split(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
-                  struct batch *b)
+                  struct batch *b, int64_t count)
 {
 	struct lane_wait *lw;
 
 	if (w->splits == NULL && (!engine_connected(e) || split_writable(e, d))) {
-		split_now(w, e, d, b);
+		split_now(w, e, d, b, count);
 		batch_free(b);
 		return;
 	}
@@ -169,7 +212,7 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 		batch_free(b);
 		return;
 	}
-	*lw = (struct lane_wait){.d = d, .b = b};
+	*lw = (struct lane_wait){.d = d, .b = b, .count = count};
 	if (w->splits_tail != NULL) {
 		w->splits_tail->next = lw;
 	} else {
@@ -192,7 +235,7 @@ void lane_tick(struct warren_worker *w, struct engine *e)
 			w->splits_tail = NULL;
 		}
 		if (lw->d->generation == engine_generation(e)) {
-			split_now(w, e, lw->d, lw->b);
+			split_now(w, e, lw->d, lw->b, lw->count);
 			batch_free(lw->b);
 			free(lw);
 		} else {
@@ -330,7 +373,7 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	}
 	count = delivery_count(&d->message.properties);
 	if (d->redelivered || count >= 1) {
-		split(w, e, d, b);
+		split(w, e, d, b, count);
 		return false;
 	}
 	run_entries(w, e, d, b);

@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "batch.h"
 #include "worker_int.h"
 
 #define NOTES_MIN 256
@@ -106,10 +107,11 @@ int requeue_crashes(struct warren_worker *w, const struct job *j)
 	return unexplained(w, j->delivery, j->meta.delivery_count);
 }
 
-/* x-delivery-count as the broker wrote it (an integer of any width); 0
- * when absent or odd, as envelope_read reads it. */
-static int delivery_count(const amqp_basic_properties_t *p)
+/* Header key as an integer of any width; 0 when absent or odd. */
+static int int_header(const amqp_basic_properties_t *p, const char *key)
 {
+	size_t klen = strlen(key);
+
 	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
 		return 0;
 	}
@@ -117,7 +119,7 @@ static int delivery_count(const amqp_basic_properties_t *p)
 		const amqp_table_entry_t *e = &p->headers.entries[i];
 		int64_t v = -1;
 
-		if (e->key.len != 16 || memcmp(e->key.bytes, "x-delivery-count", 16) != 0) {
+		if (e->key.len != klen || memcmp(e->key.bytes, key, klen) != 0) {
 			continue;
 		}
 		switch (e->value.kind) {
@@ -151,6 +153,17 @@ static int delivery_count(const amqp_basic_properties_t *p)
 		return v >= 0 && v <= INT32_MAX ? (int)v : 0;
 	}
 	return 0;
+}
+
+/* x-delivery-count as the broker wrote it, plus the deliveries of the batch
+ * the request was republished from (rpc-crashes), as envelope_read reads
+ * them. */
+static int delivery_count(const amqp_basic_properties_t *p)
+{
+	int n = int_header(p, "x-delivery-count");
+	int carried = int_header(p, BATCH_CRASHES_HEADER);
+
+	return carried <= INT32_MAX - n ? n + carried : n;
 }
 
 bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d)

@@ -1250,7 +1250,8 @@ static bool drained(struct warren_worker *w)
 	pthread_mutex_lock(&w->mu);
 	held = w->stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
-	if (held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL) {
+	if (held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL ||
+	    w->splitting > 0) {
 		w->drained_ticks = 0;
 		return false;
 	}
@@ -1350,7 +1351,10 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		move(w, e, j);
 		return;
 	}
-	if (!w->careful && suspect) {
+	if (suspect && (!w->careful || w->splitting > 0)) {
+		/* Careful, a suspect still waits while a redelivered batch it may
+		 * come from is not acked yet: a crash now would bring the batch
+		 * back and split it again, its entries counted twice. */
 		isolate(w, e, j);
 		return;
 	}

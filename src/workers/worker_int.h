@@ -51,14 +51,14 @@ struct job {
 	int run_state;           /* under w->mu: RUN_* */
 	int64_t limit_at;        /* engine_now() ms its handler must end by */
 	int64_t limit_ms;
-	struct signature sig;    /* of the reply, when the worker signs */
-	const unsigned char *seal_key; /* the request came sealed: seal the reply with it */
+	struct signature sig;             /* of the reply, when the worker signs */
+	const unsigned char *seal_key;    /* the request came sealed: seal the reply with it */
 	char signer[SIGN_KEY_ID_MAX + 1]; /* the request's signer, when the worker checks */
-	bool reply_sealed;       /* reply_body is sealed */
-	struct job *run_prev, *run_next; /* in w->running */
+	bool reply_sealed;                /* reply_body is sealed */
+	struct job *run_prev, *run_next;  /* in w->running */
 	char dead_error[400];
-	int64_t retry_delay_ms;  /* JOB_RETRY */
-	struct job *held_next;   /* in w->held while its publish must wait (worker.c) */
+	int64_t retry_delay_ms; /* JOB_RETRY */
+	struct job *held_next;  /* in w->held while its publish must wait (worker.c) */
 	/* I/O thread only. A dead letter or retry published and not yet
 	 * confirmed is in w->sent (pub_prev/pub_next); returned: the broker
 	 * returned it unroutable (basic.return comes before the confirm). */
@@ -68,9 +68,9 @@ struct job {
 	 * or retry, published again at park_until; parked_since: the first. */
 	struct job *park_next;
 	int64_t park_until, parked_since, park_backoff;
-	bool noted; /* its requeue is noted for the crash count (requeue.c) */
-	bool fast;  /* it came from the fast lane, rpc.<service>.fast */
-	struct job *reply_next; /* I/O thread: in w->replies, its reply not yet sent */
+	bool noted;              /* its requeue is noted for the crash count (requeue.c) */
+	bool fast;               /* it came from the fast lane, rpc.<service>.fast */
+	struct job *reply_next;  /* I/O thread: in w->replies, its reply not yet sent */
 	struct lane_batch *lane; /* an entry of this batch of requests (lane.c), or NULL */
 };
 
@@ -78,7 +78,7 @@ struct method {
 	char *name;
 	warren_handler_fn fn;
 	void *arg;
-	int64_t timeout_ms; /* 0: worker.handler_timeout */
+	int64_t timeout_ms;            /* 0: worker.handler_timeout */
 	struct method_metrics metrics; /* under the worker's mu */
 };
 
@@ -102,13 +102,13 @@ struct warren_worker {
 	char fast_queue[85]; /* rpc.<service>.fast, the fast lane's classic queue */
 	int threads, prefetch;
 	size_t max_size;
-	char identity[200];        /* rpc-dead-worker: service@host:pid */
+	char identity[200]; /* rpc-dead-worker: service@host:pid */
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
 	int64_t handler_timeout_ms, consumer_timeout_ms;
 	struct security *sec; /* NULL: nothing signed or checked */
-	struct job *running; /* under mu: jobs in a handler, for their time limits */
-	int64_t limit_known; /* under mu: the earliest limit the I/O thread's timer knows */
+	struct job *running;  /* under mu: jobs in a handler, for their time limits */
+	int64_t limit_known;  /* under mu: the earliest limit the I/O thread's timer knows */
 
 	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
 	 * probe_queued, next_probe. I/O thread only: paused. */
@@ -116,10 +116,10 @@ struct warren_worker {
 	int64_t probe_ms;
 	warren_probe_fn probe;
 	void *probe_arg;
-	int consecutive;      /* transient failures in a row */
+	int consecutive; /* transient failures in a row */
 	bool probe_queued;
-	int64_t next_probe;   /* engine_now() ms */
-	bool paused;          /* consumer cancelled by the breaker */
+	int64_t next_probe; /* engine_now() ms */
+	bool paused;        /* consumer cancelled by the breaker */
 
 	/* I/O thread only: finished jobs whose publish waits, in order, for
 	 * the broker to take publishes again (connection.blocked) or to read
@@ -147,7 +147,7 @@ struct warren_worker {
 	warren_worker_stats stats;
 	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
 
-	char metrics_listen[256]; /* metrics.listen; empty: no server */
+	char metrics_listen[256];     /* metrics.listen; empty: no server */
 	struct metrics_http *metrics; /* the running server, or NULL */
 
 	pthread_t *handler_threads;
@@ -164,7 +164,7 @@ struct warren_worker {
 	struct requeue_note *notes;
 	size_t nnotes, next_note;
 	bool started, stopped;
-	bool stopping;   /* I/O thread: no more consuming */
+	bool stopping; /* I/O thread: no more consuming */
 	/* I/O thread only: suspects run alone (worker.c, set_careful).
 	 * careful: consuming with prefetch 1; draining: a suspect came while
 	 * consuming with the full prefetch, the consumer is cancelled and the
@@ -173,15 +173,18 @@ struct warren_worker {
 	bool careful, draining;
 	struct job *isolated;
 	int drained_ticks;
+	/* Redelivered batches whose entries are being republished alone
+	 * (lane.c): held, as far as draining is concerned, until acked. */
+	int splitting;
 	char consumer_tag[256];
-	char fast_tag[256]; /* the fast lane's consumer; empty: not consumed */
+	char fast_tag[256];    /* the fast lane's consumer; empty: not consumed */
 	int64_t fast_retry_at; /* I/O thread: engine_now() ms of the next try at it */
-	char batch_queue[90];         /* rpc.<service>.batch: batches of requests */
+	char batch_queue[90];  /* rpc.<service>.batch: batches of requests */
 	char batch_consumer_tag[256];
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */
-#define TRANSIENT(status)                                                                  \
+#define TRANSIENT(status)                                                                          \
 	((status) == WARREN_STATUS_UNAVAILABLE || (status) == WARREN_STATUS_RESOURCE_EXHAUSTED)
 
 /* Handler thread: turns a delivery into a job ready for the I/O thread.

@@ -536,6 +536,70 @@ static void a_redelivered_batch_is_split_into_single_requests(void **state)
 	warren_worker_free(w);
 }
 
+/* Takes the batch waiting on the lane and gives it back, as a worker that
+ * died with it would: its x-delivery-count goes up by one. */
+static void return_batch(struct raw *raw)
+{
+	amqp_rpc_reply_t rep;
+	amqp_message_t msg;
+
+	rep = amqp_basic_get(raw_conn(raw), 1, amqp_cstring_bytes("rpc.bulk.batch"), 0);
+	assert_int_equal(rep.reply_type, AMQP_RESPONSE_NORMAL);
+	assert_int_equal(rep.reply.id, AMQP_BASIC_GET_OK_METHOD);
+	uint64_t tag = ((amqp_basic_get_ok_t *)rep.reply.decoded)->delivery_tag;
+	assert_int_equal(amqp_read_message(raw_conn(raw), 1, &msg, 0).reply_type,
+	                 AMQP_RESPONSE_NORMAL);
+	amqp_destroy_message(&msg);
+	assert_int_equal(amqp_basic_reject(raw_conn(raw), 1, tag, 1), 0);
+}
+
+/* A batch back worker.crash_limit (3) times without an answer: its
+ * entries, republished alone, carry its count (rpc-crashes) and are
+ * dead-lettered as having crashed their worker, as requests prefetched
+ * together would have been; they do not start again from 0 on the fresh
+ * message. */
+static void a_split_batch_passes_its_crash_count_to_its_requests(void **state)
+{
+	warren_worker *w = start_worker(false);
+	struct raw *raw = raw_connect();
+	warren_worker_stats ws;
+	int crashed = 0;
+
+	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
+	warren_worker_free(w);
+	raw_purge(raw, "rpc.bulk.dlq");
+	assert_int_equal(raw_consume_replies(raw), 0);
+	publish_three(raw, "crashed");
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 1, 5000), 1);
+	for (int i = 0; i < 3; i++) {
+		return_batch(raw);
+	}
+	w = start_worker(false);
+	for (int n = 0; n < 3; n++) {
+		amqp_envelope_t env;
+
+		assert_int_equal(raw_wait(raw, 10000, &env), 0);
+		crashed += strcmp(raw_header(&env.message.properties, "rpc-status"), "13") == 0;
+		amqp_destroy_envelope(&env);
+	}
+	assert_int_equal(crashed, 3);
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.dlq", 3, 5000), 3);
+	for (int n = 0; n < 3; n++) {
+		amqp_message_t msg;
+
+		assert_int_equal(raw_get(raw, "rpc.bulk.dlq", &msg), 0);
+		assert_string_equal(raw_header(&msg.properties, "rpc-dead-reason"),
+		                    "crashed-worker");
+		amqp_destroy_message(&msg);
+	}
+	warren_worker_get_stats(w, &ws);
+	assert_int_equal(ws.batches_split, 1);
+	assert_int_equal(ws.dead_lettered, 3);
+	raw_close(raw);
+	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
+	warren_worker_free(w);
+}
+
 /* A service whose workers take no batches (no queue on its lane): the
  * client's batches come back, and every request reaches the service queue
  * alone, none lost. */
@@ -590,6 +654,7 @@ int main(void)
 	    cmocka_unit_test(a_batch_signed_with_another_key_has_every_entry_refused),
 	    cmocka_unit_test(a_poison_request_in_a_batch_is_dead_lettered_alone),
 	    cmocka_unit_test(a_redelivered_batch_is_split_into_single_requests),
+	    cmocka_unit_test(a_split_batch_passes_its_crash_count_to_its_requests),
 	    cmocka_unit_test(requests_go_alone_to_a_service_without_a_batch_lane),
 	};
 
