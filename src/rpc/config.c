@@ -108,10 +108,10 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   "Whether requests offer to take their replies batched "
                                   "(rpc-accept-batch): a worker then sends the replies to one "
                                   "caller that are ready together as one message."},
-    [CFG_CLIENT_BATCH] = {"client.batch", CONFIG_STRING, 0, 0, "", false, NULL,
+    [CFG_CLIENT_BATCH] = {"client.batch", CONFIG_STRING, 0, 0, "*", false, NULL,
                           "Methods whose durable requests may travel batched to workers "
                           "that take batches, comma-separated (a method may end in * or be "
-                          "*); empty (the default): every request alone."},
+                          "*); empty: every request alone."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
                             "part of each of its methods."},

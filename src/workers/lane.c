@@ -373,7 +373,17 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	}
 	count = delivery_count(&d->message.properties);
 	if (d->redelivered || count >= 1) {
-		split(w, e, d, b, count);
+		/* Its entries' crashes: the batch's returns less one. A batch is
+		 * held whole while one entry runs at a time: it comes back from
+		 * any crash its worker had while holding it, the one an entry of
+		 * its own caused or one of a suspect it was held beside, or while
+		 * it was being split (a publish and a confirm from its ack). One
+		 * return of every batch is therefore taken for no crash of its
+		 * entries': an innocent entry is never dead-lettered for a crash
+		 * it was only held beside, and an entry that does crash its worker
+		 * is dead-lettered one crash later than a request that came alone
+		 * (warren(7), BATCHES). */
+		split(w, e, d, b, count > 0 ? count - 1 : 0);
 		return false;
 	}
 	run_entries(w, e, d, b);

@@ -1198,6 +1198,19 @@ struct job *worker_job_new(struct warren_worker *w)
 	return j;
 }
 
+/* Whether this worker holds a request: queued, running, answering, or a
+ * batch being split. */
+static bool holds_any(struct warren_worker *w)
+{
+	int64_t held;
+
+	pthread_mutex_lock(&w->mu);
+	held = w->stats.in_progress;
+	pthread_mutex_unlock(&w->mu);
+	return held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL ||
+	       w->splitting > 0;
+}
+
 /* Suspects run alone. A request that was out with a worker process that
  * died (requeue_suspect) may be the one that killed it: it must not run
  * while this worker holds anything else, or a second crash would count
@@ -1224,6 +1237,19 @@ static void set_careful(struct warren_worker *w, struct engine *e, bool careful)
 	}
 }
 
+/* A request that is no suspect came while careful (held_before: whether
+ * this worker held anything before it came): back to the full prefetch,
+ * unless a suspect is still held, which may yet crash this worker. The
+ * full prefetch would hand it more requests to hold beside that suspect,
+ * each counted in its crash; careful, they wait at the queue, and the
+ * next request that finds this worker holding nothing ends careful mode. */
+static void end_careful(struct warren_worker *w, struct engine *e, bool held_before)
+{
+	if (w->careful && !held_before) {
+		set_careful(w, e, false);
+	}
+}
+
 /* A suspect came while consuming with the full prefetch: the first is kept
  * aside to run alone, any other is given back. */
 static void isolate(struct warren_worker *w, struct engine *e, struct job *j)
@@ -1245,13 +1271,7 @@ static void isolate(struct warren_worker *w, struct engine *e, struct job *j)
  * reaches the broker after it. */
 static bool drained(struct warren_worker *w)
 {
-	int64_t held;
-
-	pthread_mutex_lock(&w->mu);
-	held = w->stats.in_progress;
-	pthread_mutex_unlock(&w->mu);
-	if (held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL ||
-	    w->splitting > 0) {
+	if (holds_any(w)) {
 		w->drained_ticks = 0;
 		return false;
 	}
@@ -1324,10 +1344,13 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		/* A batch delivered for the first time holds no suspect (one
 		 * delivered again is split into single requests, which are
 		 * judged one by one): like any request that is no suspect, it
-		 * brings the full prefetch back. Else a careful worker that gets
-		 * only batches would take one batch at a time on that lane. */
-		if (lane_deliver(w, e, d) && w->careful) {
-			set_careful(w, e, false);
+		 * brings the full prefetch back (else a careful worker that gets
+		 * only batches would take one batch at a time on that lane), but
+		 * not beside a suspect still held (see end_careful). */
+		bool held = w->careful && holds_any(w);
+
+		if (lane_deliver(w, e, d)) {
+			end_careful(w, e, held);
 		}
 		return;
 	}
@@ -1358,10 +1381,9 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		isolate(w, e, j);
 		return;
 	}
-	if (w->careful && !suspect) {
-		/* No crash is pending on this queue's head any more: back to the
-		 * full prefetch while this request runs. */
-		set_careful(w, e, false);
+	if (!suspect) {
+		/* No crash is pending on this queue's head any more. */
+		end_careful(w, e, w->careful && holds_any(w));
 	}
 	enqueue(w, j, false);
 	w->unsignaled++;

@@ -73,14 +73,11 @@ static warren_config *config(const char *url)
 	}
 	set(cfg, "broker.url", url);
 	set(cfg, "log.level", "warn");
-	/* Batching on both hops (warren(7) BATCHES): requests are batched
-	 * only when client.batch says so (off by default), replies by
-	 * default; BENCH_BATCH=off turns both off. */
+	/* Batching on both hops is the default (warren(7) BATCHES);
+	 * BENCH_BATCH=off turns both off. */
 	if (getenv("BENCH_BATCH") != NULL && strcmp(getenv("BENCH_BATCH"), "off") == 0) {
 		set(cfg, "client.batch", "");
 		set(cfg, "client.batch_replies", "false");
-	} else {
-		set(cfg, "client.batch", "*");
 	}
 	warren_log_configure(cfg, "bench_warren");
 	return cfg;

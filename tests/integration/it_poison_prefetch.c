@@ -56,17 +56,24 @@ static const char *const service_args[] = {
     "-o", "worker.handler_timeout=2s", "-o", "log.level=error",    NULL};
 
 static warren_client *client;
+static warren_client *batching; /* client.batch=*: its calls in one turn go as one batch */
 static struct raw *raw;
 
 static int setup(void **state)
 {
-	warren_config *cfg = testenv_config(NULL);
+	/* client sends every request alone; batching, its burst as batches. */
+	warren_config *cfg = testenv_config((const char *const[]){"client.batch=", NULL});
 
 	raw = raw_connect();
 	raw_purge(raw, "rpc.example");
 	raw_purge(raw, "rpc.example.dlq");
 	pthread_create(&sup.thread, NULL, supervise, (void *)service_args);
 	if (warren_client_new(cfg, "it_poison_prefetch", &client, NULL, 0) != WARREN_OK) {
+		return -1;
+	}
+	warren_config_free(cfg);
+	cfg = testenv_config((const char *const[]){"client.batch=*", NULL});
+	if (warren_client_new(cfg, "it_poison_prefetch_batching", &batching, NULL, 0) != WARREN_OK) {
 		return -1;
 	}
 	warren_config_free(cfg);
@@ -87,6 +94,7 @@ static int teardown(void **state)
 	atomic_store(&sup.stop, true);
 	kill(atomic_load(&sup.pid), SIGTERM);
 	pthread_join(sup.thread, NULL);
+	warren_client_free(batching);
 	warren_client_free(client);
 	raw_close(raw);
 	return 0;
@@ -195,11 +203,51 @@ static void test_a_crash_counts_only_against_the_request_that_was_running(void *
 	assert_int_equal(atomic_load(&sup.restarts), 2);
 }
 
+/* As above, with the neighbours sent as batches (rpc.example.batch): the
+ * first crash returns them too, and each batch comes back as a suspect to
+ * be split into single requests. A split is a publish and a confirm: a
+ * worker that ran the crashing request while a split was still on its way
+ * crashed with the batch unacked, which came back a second time and split
+ * again with two crashes against each of its requests, and crash_limit=2
+ * dead-lettered them (answered "delivered 3 times without an answer"). */
+static void test_a_crash_counts_only_against_the_request_that_was_running_among_batches(
+    void **state)
+{
+	struct tally t = {0};
+	warren_call_opts o = {.timeout_ms = 60000};
+	warren_value *slow = json("{\"ms\":300}");
+	const int neighbours = 40;
+
+	assert_int_equal(warren_call_async(client, "example.sleep", slow, &o, on_echo, &t, NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(
+	    warren_call_async(client, "example.crash", NULL, &o, on_crash, &t, NULL, 0), WARREN_OK);
+	warren_value_free(slow);
+	usleep(100000); /* both queued at the worker before the batches */
+	for (int i = 0; i < neighbours; i++) {
+		assert_int_equal(
+		    warren_call_async(batching, "example.echo", NULL, &o, on_echo, &t, NULL, 0),
+		    WARREN_OK);
+	}
+	for (int i = 0; i < 1200 && atomic_load(&t.done) < neighbours + 2; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&t.done), neighbours + 2);
+	assert_int_equal(atomic_load(&t.ok), neighbours + 1);
+	assert_int_equal(atomic_load(&t.other), 0);
+	assert_int_equal(atomic_load(&t.crash_status), WARREN_STATUS_INTERNAL);
+	assert_string_equal(take_reasons(1), "crashed-worker ");
+	assert_int_equal(atomic_load(&sup.restarts), 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup(test_a_crash_counts_only_against_the_request_that_was_running,
 	                           purge_dlq),
+	    cmocka_unit_test_setup(
+	        test_a_crash_counts_only_against_the_request_that_was_running_among_batches,
+	        purge_dlq),
 	};
 
 	return cmocka_run_group_tests_name("poison_prefetch", tests, setup, teardown);

@@ -89,7 +89,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"client.metrics_listen", ""},
 	    {"client.transient", ""},
 	    {"client.batch_replies", "true"},
-	    {"client.batch", ""},
+	    {"client.batch", "*"},
 	    {"worker.service", ""},
 	    {"worker.threads", "4"},
 	    {"worker.prefetch", "0"},
