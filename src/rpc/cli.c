@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exitcodes.h"
+
 bool cli_add_override(struct cli_config *cc, const char *arg)
 {
 	if (cc->noverrides >= CLI_MAX_OVERRIDES) {
@@ -69,16 +71,18 @@ static bool secret_on_command_line(const char *arg, char *errstr, size_t errlen)
 	}
 	value += strspn(value, " \t");
 	if (klen == 10 && memcmp(arg, "broker.url", 10) == 0 && url_has_password(value)) {
-		snprintf(errstr, errlen,
-		         "-o broker.url: a password on the command line can be read by every user of "
-		         "this machine; put it in broker.password_file or the configuration file");
+		snprintf(
+		    errstr, errlen,
+		    "-o broker.url: a password on the command line can be read by every user of "
+		    "this machine; put it in broker.password_file or the configuration file");
 		return true;
 	}
 	if (klen == 11 && memcmp(arg, "db.conninfo", 11) == 0 &&
 	    (conninfo_has_password(value) || url_has_password(value))) {
-		snprintf(errstr, errlen,
-		         "-o db.conninfo: a password on the command line can be read by every user of "
-		         "this machine; put it in db.conninfo_file or the configuration file");
+		snprintf(
+		    errstr, errlen,
+		    "-o db.conninfo: a password on the command line can be read by every user of "
+		    "this machine; put it in db.conninfo_file or the configuration file");
 		return true;
 	}
 	return false;
@@ -117,12 +121,40 @@ fail:
 	return NULL;
 }
 
+void cli_option_error(const char *prog, int opt, char **argv)
+{
+	const char *arg = argv[optind - 1];
+	char name[64];
+
+	/* A long option is named as given (without its "=value"); a short one
+	 * by its letter, which may sit in a group such as -jc. getopt_long
+	 * says an unknown long option with optopt 0; an option without its
+	 * value is always the last argument. */
+	if (optopt == 0 || (opt == ':' && strncmp(arg, "--", 2) == 0)) {
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(arg, "="), arg);
+	} else {
+		snprintf(name, sizeof(name), "-%c", optopt);
+	}
+	if (opt == ':') {
+		fprintf(stderr, "%s: option %s needs a value\n", prog, name);
+	} else {
+		fprintf(stderr, "%s: unknown option %s\n", prog, name);
+	}
+}
+
 int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_config *cc)
 {
+	static const struct option longs[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"option", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
 	int opt;
 
 	/* The leading ':' lets us word the errors ourselves. */
-	while ((opt = getopt(argc, argv, ":c:o:hV")) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:o:hV", longs, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			cc->file = optarg;
@@ -130,29 +162,24 @@ int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_co
 		case 'o':
 			if (!cli_add_override(cc, optarg)) {
 				fprintf(stderr, "%s: too many -o options\n", prog);
-				return 2;
+				return EXITCODE_USAGE;
 			}
 			break;
 		case 'h':
-			printf("usage: %s [-c FILE] [-o key=value]...\n", prog);
-			exit(0);
+			printf(CLI_DAEMON_USAGE, prog);
+			exit(EXITCODE_OK);
 		case 'V':
 			printf("%s %s\n", prog, WARREN_VERSION);
-			exit(0);
-		case ':':
-			fprintf(stderr, "%s: option -%c needs a value\n", prog, optopt);
-			goto usage;
+			exit(EXITCODE_OK);
 		default:
-			fprintf(stderr, "%s: unknown option -%c\n", prog, optopt);
-			goto usage;
+			cli_option_error(prog, opt, argv);
+			fprintf(stderr, CLI_DAEMON_USAGE, prog);
+			return EXITCODE_USAGE;
 		}
 	}
 	if (optind == argc) {
-		return 0;
+		return EXITCODE_OK;
 	}
 	fprintf(stderr, "%s: unexpected argument \"%s\"\n", prog, argv[optind]);
-	return 2;
-usage:
-	fprintf(stderr, "usage: %s [-c FILE] [-o key=value]...\n", prog);
-	return 2;
+	return EXITCODE_USAGE;
 }
