@@ -19,7 +19,13 @@
 # configuration file already installed is kept, and uninstall removes one
 # only when it is still as shipped.
 
-VERSION    := 0.1.0
+# The version is written once, as WARREN_VERSION in src/rpc/warren.h (what
+# programs print and library users compile against); the library's file
+# name and warren.pc take it from there. tests/unit/test_version.sh checks.
+VERSION    := $(shell sed -n 's/^\#define WARREN_VERSION "\([0-9][0-9.]*\)"$$/\1/p' src/rpc/warren.h)
+ifeq ($(VERSION),)
+$(error src/rpc/warren.h: no WARREN_VERSION "X.Y.Z" to take the version from)
+endif
 SOVERSION  := 0
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -128,7 +134,7 @@ FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style \
-        fuzz bench
+        fuzz bench version
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
 
@@ -248,6 +254,10 @@ demo: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
 	$(Q)tests/bench/bench.sh $(BUILD)
+
+# The version taken from warren.h, for scripts and tests.
+version:
+	@echo $(VERSION)
 
 style:
 	clang-format -i $(wildcard src/*/*.[ch] tests/*/*.[ch])
