@@ -37,15 +37,27 @@ static void put_value(FILE *f, const char *v)
 	}
 }
 
-/* name{k="v",... : the caller adds more labels or the closing brace. */
-static void open_series(FILE *f, const char *name, const struct prom_label *labels, size_t n)
+/* k="v" after sep. */
+static void put_label(FILE *f, const char *sep, const char *name, const char *value)
 {
-	fprintf(f, "%s{", name);
+	fprintf(f, "%s%s=\"", sep, name);
+	put_value(f, value);
+	fputc('"', f);
+}
+
+/* "name{k="v",...,extra="v"} " up to the value; the extra label may be NULL.
+ * A series without any label is "name ": "{}" and "{," are not written. */
+static void put_series(FILE *f, const char *name, const struct prom_label *labels, size_t n,
+                       const char *extra, const char *extra_value)
+{
+	fputs(name, f);
 	for (size_t i = 0; i < n; i++) {
-		fprintf(f, "%s%s=\"", i > 0 ? "," : "", labels[i].name);
-		put_value(f, labels[i].value);
-		fputc('"', f);
+		put_label(f, i == 0 ? "{" : ",", labels[i].name, labels[i].value);
 	}
+	if (extra != NULL) {
+		put_label(f, n == 0 ? "{" : ",", extra, extra_value);
+	}
+	fputs(n > 0 || extra != NULL ? "} " : " ", f);
 }
 
 void prom_put_head(FILE *f, const char *name, const char *type, const char *help)
@@ -56,8 +68,8 @@ void prom_put_head(FILE *f, const char *name, const char *type, const char *help
 void prom_put_sample(FILE *f, const char *name, const struct prom_label *labels, size_t n,
                      uint64_t v)
 {
-	open_series(f, name, labels, n);
-	fprintf(f, "} %llu\n", (unsigned long long)v);
+	put_series(f, name, labels, n, NULL, NULL);
+	fprintf(f, "%llu\n", (unsigned long long)v);
 }
 
 void prom_put_metric(FILE *f, const char *name, const char *type, const char *help,
@@ -74,9 +86,8 @@ void prom_put_by_status(FILE *f, const char *name, const struct prom_label *labe
 		if (by_status[st] == 0) {
 			continue;
 		}
-		open_series(f, name, labels, n);
-		fprintf(f, ",status=\"%s\"} %llu\n", warren_status_name(st),
-		        (unsigned long long)by_status[st]);
+		put_series(f, name, labels, n, "status", warren_status_name(st));
+		fprintf(f, "%llu\n", (unsigned long long)by_status[st]);
 	}
 }
 
@@ -89,14 +100,14 @@ void prom_put_histogram(FILE *f, const char *name, const struct prom_label *labe
 	snprintf(series, sizeof(series), "%s_bucket", name);
 	for (int b = 0; b < PROM_NBUCKETS; b++) {
 		below += h->buckets[b];
-		open_series(f, series, labels, n);
-		fprintf(f, ",le=\"%s\"} %llu\n", bucket_names[b], (unsigned long long)below);
+		put_series(f, series, labels, n, "le", bucket_names[b]);
+		fprintf(f, "%llu\n", (unsigned long long)below);
 	}
-	open_series(f, series, labels, n);
-	fprintf(f, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
+	put_series(f, series, labels, n, "le", "+Inf");
+	fprintf(f, "%llu\n", (unsigned long long)h->count);
 	snprintf(series, sizeof(series), "%s_sum", name);
-	open_series(f, series, labels, n);
-	fprintf(f, "} %.9g\n", h->sum);
+	put_series(f, series, labels, n, NULL, NULL);
+	fprintf(f, "%.9g\n", h->sum);
 	snprintf(series, sizeof(series), "%s_count", name);
 	prom_put_sample(f, series, labels, n, h->count);
 }

@@ -1,6 +1,6 @@
 /* test_prom.c: the Prometheus text exposition format 0.0.4 as written by
  * prom.c: heads, escaped label values, counts by status, the duration
- * histogram with its bucket bounds. */
+ * histogram with its bucket bounds, and series with no labels at all. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -123,6 +123,35 @@ static void test_the_histogram_is_cumulative_with_inf_sum_and_count(void **state
 	                                   "d_seconds_count{method=\"m\"} 4\n");
 }
 
+/* A series without labels is "name value", and one label added to none is
+ * "{status=...}": "{}" and "{,status=...}" are not what the format writes
+ * ("{," is refused by Prometheus's parser). */
+static void test_series_without_labels_are_well_formed(void **state)
+{
+	uint64_t by[PROM_NSTATUS] = {0};
+	struct prom_hist h = {0};
+	FILE *f = open_text();
+
+	by[WARREN_STATUS_UNAVAILABLE] = 4;
+	prom_hist_observe(&h, 0.02);
+	prom_put_sample(f, "up", NULL, 0, 1);
+	prom_put_by_status(f, "r_total", NULL, 0, by);
+	prom_put_histogram(f, "d_seconds", NULL, 0, &h);
+	assert_string_equal(close_text(f), "up 1\n"
+	                                   "r_total{status=\"UNAVAILABLE\"} 4\n"
+	                                   "d_seconds_bucket{le=\"0.001\"} 0\n"
+	                                   "d_seconds_bucket{le=\"0.005\"} 0\n"
+	                                   "d_seconds_bucket{le=\"0.01\"} 0\n"
+	                                   "d_seconds_bucket{le=\"0.05\"} 1\n"
+	                                   "d_seconds_bucket{le=\"0.1\"} 1\n"
+	                                   "d_seconds_bucket{le=\"0.5\"} 1\n"
+	                                   "d_seconds_bucket{le=\"1\"} 1\n"
+	                                   "d_seconds_bucket{le=\"5\"} 1\n"
+	                                   "d_seconds_bucket{le=\"+Inf\"} 1\n"
+	                                   "d_seconds_sum 0.02\n"
+	                                   "d_seconds_count 1\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -132,6 +161,7 @@ int main(void)
 	    cmocka_unit_test(test_a_duration_on_a_bound_counts_in_that_bucket),
 	    cmocka_unit_test_teardown(test_the_histogram_is_cumulative_with_inf_sum_and_count,
 	                              teardown),
+	    cmocka_unit_test_teardown(test_series_without_labels_are_well_formed, teardown),
 	};
 
 	return cmocka_run_group_tests_name("prom", tests, NULL, NULL);
