@@ -3,6 +3,8 @@
  * own locks first: nothing here locks. */
 #include "prom.h"
 
+#include <stdbool.h>
+
 #include "warren.h"
 
 static const double bucket_bounds[PROM_NBUCKETS] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
@@ -23,11 +25,12 @@ void prom_hist_observe(struct prom_hist *h, double seconds)
 	h->sum += seconds;
 }
 
-/* A label value, escaped as the exposition format wants. */
-static void put_value(FILE *f, const char *v)
+/* Text escaped as the exposition format wants: backslash and newline
+ * always, the double quote inside a label value (not in HELP text). */
+static void put_escaped(FILE *f, const char *v, bool quote)
 {
 	for (; *v != '\0'; v++) {
-		if (*v == '\\' || *v == '"') {
+		if (*v == '\\' || (quote && *v == '"')) {
 			fprintf(f, "\\%c", *v);
 		} else if (*v == '\n') {
 			fputs("\\n", f);
@@ -41,7 +44,7 @@ static void put_value(FILE *f, const char *v)
 static void put_label(FILE *f, const char *sep, const char *name, const char *value)
 {
 	fprintf(f, "%s%s=\"", sep, name);
-	put_value(f, value);
+	put_escaped(f, value, true);
 	fputc('"', f);
 }
 
@@ -62,7 +65,9 @@ static void put_series(FILE *f, const char *name, const struct prom_label *label
 
 void prom_put_head(FILE *f, const char *name, const char *type, const char *help)
 {
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	fprintf(f, "# HELP %s ", name);
+	put_escaped(f, help, false);
+	fprintf(f, "\n# TYPE %s %s\n", name, type);
 }
 
 void prom_put_sample(FILE *f, const char *name, const struct prom_label *labels, size_t n,

@@ -66,6 +66,16 @@ static void test_label_values_are_escaped(void **state)
 	                    "x_total{method=\"a\\\"b\\\\c\\nd\"} 18446744073709551615\n");
 }
 
+static void test_help_text_is_escaped(void **state)
+{
+	FILE *f = open_text();
+
+	/* The format's HELP escapes backslash and newline (not quotes). */
+	prom_put_head(f, "x_total", "counter", "a \\ b\nc \"d\"");
+	assert_string_equal(close_text(f), "# HELP x_total a \\\\ b\\nc \"d\"\n"
+	                                   "# TYPE x_total counter\n");
+}
+
 static void test_only_statuses_counted_are_written_by_name(void **state)
 {
 	uint64_t by[PROM_NSTATUS] = {0};
@@ -157,6 +167,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_a_metric_is_its_head_and_its_sample, teardown),
 	    cmocka_unit_test_teardown(test_label_values_are_escaped, teardown),
+	    cmocka_unit_test_teardown(test_help_text_is_escaped, teardown),
 	    cmocka_unit_test_teardown(test_only_statuses_counted_are_written_by_name, teardown),
 	    cmocka_unit_test(test_a_duration_on_a_bound_counts_in_that_bucket),
 	    cmocka_unit_test_teardown(test_the_histogram_is_cumulative_with_inf_sum_and_count,
