@@ -41,16 +41,44 @@ struct options {
 
 /* ------------------------------------------------------------ arguments */
 
+static const struct option long_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"option", required_argument, NULL, 'o'},
+    {"timeout", required_argument, NULL, 't'},
+    {"id", required_argument, NULL, 'i'},
+    {"email", required_argument, NULL, 'e'},
+    {"all", no_argument, NULL, 'a'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Whether the long option named by arg ("--name[=value]") has value val. */
+static bool is_long_option(const char *arg, int val)
+{
+	size_t len = strcspn(arg + 2, "=");
+
+	for (const struct option *l = long_options; l->name != NULL; l++) {
+		if (l->val == val && strlen(l->name) == len &&
+		    strncmp(l->name, arg + 2, len) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
 /* getopt_long's ':' (no value) or '?' (unknown), arg the argument that
- * held the option: a long option by its name, a short one by its letter
- * (getopt_long says an unknown long option with optopt 0; an option
- * without its value is always the last argument). */
+ * held the option: a long option by its name, a short one by its letter.
+ * getopt_long says an unknown long option with optopt 0, an option without
+ * its value is the last argument, and a long option given a value it does
+ * not take has its own value in optopt. */
 static void option_error(int opt, const char *arg)
 {
 	char letter[3] = {'-', (char)optopt, '\0'};
+	bool dashes = strncmp(arg, "--", 2) == 0;
 	int len = (int)strcspn(arg, "=");
 
-	if (optopt != 0 && !(opt == ':' && strncmp(arg, "--", 2) == 0)) {
+	if (!(optopt == 0 || (dashes && (opt == ':' || is_long_option(arg, optopt))))) {
 		arg = letter;
 		len = 2;
 	}
@@ -60,23 +88,12 @@ static void option_error(int opt, const char *arg)
 
 static int parse_args(int argc, char **argv, warren_config *cfg, struct options *o)
 {
-	static const struct option longs[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"option", required_argument, NULL, 'o'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"id", required_argument, NULL, 'i'},
-	    {"email", required_argument, NULL, 'e'},
-	    {"all", no_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
-	};
 	char why[512];
 	char *end;
 	int opt;
 
 	/* The leading ':' lets us word the errors ourselves. */
-	while ((opt = getopt_long(argc, argv, ":c:o:t:i:e:ahV", longs, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:o:t:i:e:ahV", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			if (warren_config_load(cfg, optarg, why, sizeof(why)) != WARREN_OK) {

@@ -190,7 +190,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 			}
 			exit(EXITCODE_OK);
 		default:
-			cli_option_error("rpc-call", opt, argv);
+			cli_option_error("rpc-call", opt, argv, longs);
 			usage(stderr);
 			return EXITCODE_USAGE;
 		}

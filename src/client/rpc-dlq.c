@@ -229,9 +229,24 @@ static int set_duration(struct options *o, int64_t *dst, const char *name, const
 	return EXITCODE_OK;
 }
 
+static const struct option long_options[] = {
+    {"method", required_argument, NULL, OPT_METHOD},
+    {"reason", required_argument, NULL, OPT_REASON},
+    {"older-than", required_argument, NULL, OPT_OLDER},
+    {"newer-than", required_argument, NULL, OPT_NEWER},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"yes", no_argument, NULL, 'y'},
+    {"config", required_argument, NULL, 'c'},
+    {"option", required_argument, NULL, 'o'},
+    {"count", required_argument, NULL, 'n'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
 static int bad_option(int opt, char **argv)
 {
-	cli_option_error("rpc-dlq", opt, argv);
+	cli_option_error("rpc-dlq", opt, argv, long_options);
 	fprintf(stderr, "%s\n", usage_line);
 	return EXITCODE_USAGE;
 }
@@ -342,25 +357,11 @@ static int check_applicable(const struct options *o)
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	static const struct option longs[] = {
-	    {"method", required_argument, NULL, OPT_METHOD},
-	    {"reason", required_argument, NULL, OPT_REASON},
-	    {"older-than", required_argument, NULL, OPT_OLDER},
-	    {"newer-than", required_argument, NULL, OPT_NEWER},
-	    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-	    {"yes", no_argument, NULL, 'y'},
-	    {"config", required_argument, NULL, 'c'},
-	    {"option", required_argument, NULL, 'o'},
-	    {"count", required_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
-	};
 	int opt, status;
 
 	/* The leading ':' lets us word the errors; options may follow the
 	 * operands (GNU getopt permutes them). */
-	while ((opt = getopt_long(argc, argv, ":c:o:n:yhV", longs, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:o:n:yhV", long_options, NULL)) != -1) {
 		status = take_option(o, opt, argv);
 		if (status != EXITCODE_OK) {
 			return status;

@@ -121,16 +121,32 @@ fail:
 	return NULL;
 }
 
-void cli_option_error(const char *prog, int opt, char **argv)
+/* Whether arg ("--name" or "--name=value") is the long option of longs
+ * whose value is val. */
+static bool is_long_option(const char *arg, int val, const struct option *longs)
+{
+	size_t len = strcspn(arg + 2, "=");
+
+	for (; longs != NULL && longs->name != NULL; longs++) {
+		if (longs->val == val && strlen(longs->name) == len &&
+		    strncmp(longs->name, arg + 2, len) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+void cli_option_error(const char *prog, int opt, char **argv, const struct option *longs)
 {
 	const char *arg = argv[optind - 1];
+	bool dashes = strncmp(arg, "--", 2) == 0;
 	char name[64];
 
-	/* A long option is named as given (without its "=value"); a short one
-	 * by its letter, which may sit in a group such as -jc. getopt_long
-	 * says an unknown long option with optopt 0; an option without its
-	 * value is always the last argument. */
-	if (optopt == 0 || (opt == ':' && strncmp(arg, "--", 2) == 0)) {
+	/* getopt_long says an unknown long option with optopt 0, an option
+	 * without its value is the last argument, and a long option given a
+	 * value it does not take has its own value in optopt. Otherwise it is
+	 * a short option, perhaps inside a group such as -jc. */
+	if (optopt == 0 || (dashes && (opt == ':' || is_long_option(arg, optopt, longs)))) {
 		snprintf(name, sizeof(name), "%.*s", (int)strcspn(arg, "="), arg);
 	} else {
 		snprintf(name, sizeof(name), "-%c", optopt);
@@ -172,7 +188,7 @@ int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_co
 			printf("%s %s\n", prog, WARREN_VERSION);
 			exit(EXITCODE_OK);
 		default:
-			cli_option_error(prog, opt, argv);
+			cli_option_error(prog, opt, argv, longs);
 			fprintf(stderr, CLI_DAEMON_USAGE, prog);
 			return EXITCODE_USAGE;
 		}

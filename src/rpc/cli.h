@@ -3,6 +3,8 @@
 #ifndef WARREN_CLI_H
 #define WARREN_CLI_H
 
+#include <getopt.h>
+
 #include "warren.h"
 
 #define CLI_MAX_OVERRIDES 64
@@ -28,8 +30,9 @@ int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_co
 
 /* Prints the error for getopt_long's answer opt (':' or '?', from an option
  * string starting with ':') on stderr: "PROG: unknown option -x" or "PROG:
- * option --name needs a value". The caller prints its usage after it. */
-void cli_option_error(const char *prog, int opt, char **argv);
+ * option --name needs a value"; longs is the table getopt_long was given.
+ * The caller prints its usage after it. */
+void cli_option_error(const char *prog, int opt, char **argv, const struct option *longs);
 
 /* Builds the config. url_env names an environment variable that sets
  * broker.url when present (NULL: none). NULL with errstr on any bad input. */
