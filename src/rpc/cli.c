@@ -42,16 +42,22 @@ static bool url_has_password(const char *urls)
 	return false;
 }
 
-/* Whether a libpq keyword/value string sets password (= with spaces
- * around it or not). */
+/* Whether a libpq connection string sets password: a keyword/value pair
+ * (= with spaces around it or not), or a URI's query parameter
+ * (postgresql://host/db?password=...). */
 static bool conninfo_has_password(const char *conninfo)
 {
 	for (const char *p = strstr(conninfo, "password"); p != NULL;
 	     p = strstr(p + 1, "password")) {
 		const char *q = p + 8;
+		bool keyword = p == conninfo || p[-1] == ' ' || p[-1] == '\t';
+		bool query = p > conninfo && (p[-1] == '?' || p[-1] == '&');
 
+		if (query && *q == '=') {
+			return true;
+		}
 		q += strspn(q, " \t");
-		if (*q == '=' && (p == conninfo || p[-1] == ' ' || p[-1] == '\t')) {
+		if (keyword && *q == '=') {
 			return true;
 		}
 	}

@@ -281,8 +281,16 @@ static void test_a_database_password_on_the_command_line_is_refused(void **state
 	assert_string_equal(one_override("db.conninfo=password=s3cret host=db"), db_refusal);
 	assert_string_equal(one_override("db.conninfo=host=db\tpassword=s3cret"), db_refusal);
 	assert_string_equal(one_override("db.conninfo=postgresql://app:s3cret@db/app"), db_refusal);
+	/* libpq takes a password as a URI query parameter too. */
+	assert_string_equal(one_override("db.conninfo=postgresql://db/app?password=s3cret"),
+	                    db_refusal);
+	assert_string_equal(
+	    one_override("db.conninfo=postgres://app@db/app?sslmode=require&password=s3cret"),
+	    db_refusal);
 	/* Without one: taken. */
 	assert_string_equal(one_override("db.conninfo=host=db user=app"), "");
+	assert_string_equal(one_override("db.conninfo=postgresql://db/app?passfile=/etc/pgpass"),
+	                    "");
 	assert_string_equal(one_override("db.conninfo=host=db passwordless=1"), "");
 	assert_string_equal(one_override("db.conninfo=postgresql://app@db/app"), "");
 }
