@@ -178,6 +178,7 @@ WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
+WRAP_test_params := warren_request_params warren_request_fail
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
@@ -186,6 +187,9 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
+
+# A unit test of a module outside libwarren links that module's object too.
+$(BUILD)/tests/unit/test_params: $(BUILD)/obj/src/workers/user/params.o
 
 $(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
