@@ -179,6 +179,7 @@ WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
 WRAP_test_params := warren_request_params warren_request_fail
+WRAP_test_timelimit := engine_now engine_wake job_wrap_reply worker_dead_letter
 WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consumer worker_consume \
                      worker_job_new worker_enqueue
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
