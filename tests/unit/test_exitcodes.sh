@@ -26,13 +26,13 @@ page_codes() {
 # The numbers of the EXITCODE_* names a source file uses, sorted.
 source_codes() {
 	local name
-	for name in $(grep -o 'EXITCODE_[A-Z_]*' "$@" | sed 's/.*://' | sort -u); do
+	grep -ho 'EXITCODE_[A-Z_]*' "$@" | sort -u | while read -r name; do
 		printf '%s\n' "${codes[$name]:-unknown:$name}"
 	done | sort -n
 }
 
 declare -A codes
-while IFS== read -r name value; do
+while IFS='=' read -r name value; do
 	codes[$name]=$value
 done < <(table src/rpc/exitcodes.h)
 all=$(printf '%s\n' "${codes[@]}" | sort -n)
@@ -55,7 +55,7 @@ check_program() {
 		grep -qx -- "$c" <<<"$all" || extra+=("$c")
 	done
 	if [ "${#missing[@]}" = 0 ] && [ "${#extra[@]}" = 0 ] && [ -n "$listed" ]; then
-		pass "$page lists the codes of its program ($(echo $listed))"
+		pass "$page lists the codes of its program ($(tr '\n' ' ' <<<"$listed"))"
 	else
 		flunk "$page: codes returned but not listed: ${missing[*]}; listed but not in the table: ${extra[*]}"
 	fi
