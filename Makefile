@@ -19,7 +19,13 @@
 # configuration file already installed is kept, and uninstall removes one
 # only when it is still as shipped.
 
-VERSION    := 0.1.0
+# The version is written once, as WARREN_VERSION in src/rpc/warren.h (what
+# programs print and library users compile against); the library's file
+# name and warren.pc take it from there. tests/unit/test_version.sh checks.
+VERSION    := $(shell sed -n 's/^\#define WARREN_VERSION "\([0-9][0-9.]*\)"$$/\1/p' src/rpc/warren.h)
+ifeq ($(VERSION),)
+$(error src/rpc/warren.h: no WARREN_VERSION "X.Y.Z" to take the version from)
+endif
 SOVERSION  := 0
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -128,7 +134,7 @@ FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style \
-        fuzz bench
+        fuzz bench version
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
 
@@ -172,6 +178,10 @@ WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
+WRAP_test_params := warren_request_params warren_request_fail
+WRAP_test_timelimit := engine_now engine_wake job_wrap_reply worker_dead_letter
+WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consumer worker_consume \
+                     worker_job_new worker_enqueue
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
@@ -180,6 +190,9 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
+
+# A unit test of a module outside libwarren links that module's object too.
+$(BUILD)/tests/unit/test_params: $(BUILD)/obj/src/workers/user/params.o
 
 $(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(STATIC_LIB)
 	@mkdir -p $(@D)
@@ -248,6 +261,10 @@ demo: deps
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BIN)
 	$(Q)tests/bench/bench.sh $(BUILD)
+
+# The version taken from warren.h, for scripts and tests.
+version:
+	@echo $(VERSION)
 
 style:
 	clang-format -i $(wildcard src/*/*.[ch] tests/*/*.[ch])

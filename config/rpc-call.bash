@@ -16,20 +16,22 @@ _rpc_call() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
 	COMPREPLY=()
 	case $prev in
-	-o)
+	-o | --option)
 		_warren_keys "$cur"
 		return 0
 		;;
-	-c)
+	-c | --config)
 		mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		return 0
 		;;
-	-t | -m | -n | -P)
+	-t | -m | -n | -P | --timeout | --message-id | --count | --in-flight)
 		return 0
 		;;
 	esac
 	if [[ $cur == -* ]]; then
-		mapfile -t COMPREPLY < <(compgen -W "-c -o -t -m -j -T -1 -v -b -n -P -h -V -K" -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W "-c -o -t -m -j -T -1 -v -b -n -P -h -V -K
+			--config --option --timeout --message-id --json --transient --one-way --verbose
+			--batch --count --in-flight --help --version" -- "$cur")
 	else
 		mapfile -t COMPREPLY < <(compgen -W "$_warren_methods" -- "$cur")
 	fi
@@ -39,7 +41,7 @@ _rpc_dlq() {
 	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]}
 	COMPREPLY=()
 	case $prev in
-	-o)
+	-o | --option)
 		_warren_keys "$cur"
 		return 0
 		;;
@@ -49,7 +51,8 @@ _rpc_dlq() {
 		;;
 	esac
 	if [[ $cur == -* ]]; then
-		mapfile -t COMPREPLY < <(compgen -W "-c -o --method --reason --older-than --newer-than -n --dry-run --yes" -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W "-c -o --method --reason --older-than --newer-than -n --dry-run --yes
+			-h -V --config --option --count --help --version" -- "$cur")
 	else
 		mapfile -t COMPREPLY < <(compgen -W "list show replay purge export import" -- "$cur")
 	fi

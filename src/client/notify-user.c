@@ -6,9 +6,11 @@
  *
  *   notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a  MESSAGE
  *
- * Exit status: 0 sent (or skipped by the user's preferences), 1 the service
- * answered with an error (NOT_FOUND...), 2 usage, 3 configuration, 4 the
- * service is unavailable, 5 deadline exceeded. */
+ * Exit status, the values of warren's table (src/rpc/exitcodes.h, spelled
+ * out here to stay on the public header): 0 sent (or skipped by the user's
+ * preferences), 1 the service answered with an error (NOT_FOUND...),
+ * 2 usage, 3 configuration, 4 the service is unavailable, 5 deadline
+ * exceeded, 6 internal (out of memory). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +19,19 @@
 #include "warren.h"
 
 #define PROG "notify-user"
-#define USAGE "usage: " PROG " [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE\n"
+#define USAGE                                                                                      \
+	"usage: " PROG " [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE\n" \
+	"       " PROG " -h | -V\n"
 
-enum { EXIT_SENT = 0, EXIT_REMOTE = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3, EXIT_UNAVAILABLE = 4,
-       EXIT_TIMEOUT = 5 };
+enum exitcode {
+	EXITCODE_OK = 0,
+	EXITCODE_FAILED = 1,
+	EXITCODE_USAGE = 2,
+	EXITCODE_CONFIG = 3,
+	EXITCODE_UNAVAILABLE = 4,
+	EXITCODE_TIMEOUT = 5,
+	EXITCODE_INTERNAL = 6,
+};
 
 struct options {
 	const char *id, *email, *message;
@@ -30,31 +41,78 @@ struct options {
 
 /* ------------------------------------------------------------ arguments */
 
+static const struct option long_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"option", required_argument, NULL, 'o'},
+    {"timeout", required_argument, NULL, 't'},
+    {"id", required_argument, NULL, 'i'},
+    {"email", required_argument, NULL, 'e'},
+    {"all", no_argument, NULL, 'a'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Whether the long option named by arg ("--name[=value]") has value val. */
+static bool is_long_option(const char *arg, int val)
+{
+	size_t len = strcspn(arg + 2, "=");
+
+	for (const struct option *l = long_options; l->name != NULL; l++) {
+		if (l->val == val && strlen(l->name) == len &&
+		    strncmp(l->name, arg + 2, len) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* getopt_long's ':' (no value) or '?' (unknown), arg the argument that
+ * held the option: a long option by its name, a short one by its letter.
+ * getopt_long says an unknown long option with optopt 0, an option without
+ * its value is the last argument, and a long option given a value it does
+ * not take has its own value in optopt. */
+static void option_error(int opt, const char *arg)
+{
+	char letter[3] = {'-', (char)optopt, '\0'};
+	bool dashes = strncmp(arg, "--", 2) == 0;
+	int len = (int)strcspn(arg, "=");
+
+	if (!(optopt == 0 || (dashes && (opt == ':' || is_long_option(arg, optopt))))) {
+		arg = letter;
+		len = 2;
+	}
+	fprintf(stderr, PROG ": %s %.*s%s\n" USAGE, opt == ':' ? "option" : "unknown option", len,
+	        arg, opt == ':' ? " needs a value" : "");
+}
+
 static int parse_args(int argc, char **argv, warren_config *cfg, struct options *o)
 {
 	char why[512];
 	char *end;
 	int opt;
 
-	while ((opt = getopt(argc, argv, ":c:o:t:i:e:ah")) != -1) {
+	/* The leading ':' lets us word the errors ourselves. */
+	while ((opt = getopt_long(argc, argv, ":c:o:t:i:e:ahV", long_options, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			if (warren_config_load(cfg, optarg, why, sizeof(why)) != WARREN_OK) {
 				fprintf(stderr, PROG ": %s\n", why);
-				return EXIT_CONFIG;
+				return EXITCODE_CONFIG;
 			}
 			break;
 		case 'o':
 			if (warren_config_set_arg(cfg, optarg, why, sizeof(why)) != WARREN_OK) {
 				fprintf(stderr, PROG ": %s\n", why);
-				return EXIT_CONFIG;
+				return EXITCODE_CONFIG;
 			}
 			break;
 		case 't':
 			o->timeout_ms = (int64_t)(strtod(optarg, &end) * 1000);
 			if (*end != '\0' || end == optarg || o->timeout_ms <= 0) {
-				fprintf(stderr, PROG ": -t \"%s\": expected a number of seconds\n", optarg);
-				return EXIT_USAGE;
+				fprintf(stderr, PROG ": -t \"%s\": expected a number of seconds\n",
+				        optarg);
+				return EXITCODE_USAGE;
 			}
 			break;
 		case 'i':
@@ -68,22 +126,22 @@ static int parse_args(int argc, char **argv, warren_config *cfg, struct options 
 			break;
 		case 'h':
 			printf(USAGE);
-			exit(EXIT_SENT);
-		case ':':
-			fprintf(stderr, PROG ": option -%c needs a value\n" USAGE, optopt);
-			return EXIT_USAGE;
+			exit(EXITCODE_OK);
+		case 'V':
+			printf(PROG " %s\n", WARREN_VERSION);
+			exit(EXITCODE_OK);
 		default:
-			fprintf(stderr, PROG ": unknown option -%c\n" USAGE, optopt);
-			return EXIT_USAGE;
+			option_error(opt, argv[optind - 1]);
+			return EXITCODE_USAGE;
 		}
 	}
 	if ((o->id != NULL) + (o->email != NULL) + o->all != 1) {
 		fprintf(stderr, PROG ": give exactly one of -i ID, -e EMAIL and -a\n" USAGE);
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
 	if (optind != argc - 1 || argv[optind][0] == '\0') {
 		fprintf(stderr, PROG ": give one MESSAGE to send\n" USAGE);
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
 	o->message = argv[optind];
 	return 0;
@@ -96,13 +154,17 @@ static int exit_for(warren_err err)
 {
 	switch (err) {
 	case WARREN_OK:
-		return EXIT_SENT;
+		return EXITCODE_OK;
 	case WARREN_ERR_REMOTE:
-		return EXIT_REMOTE;
+		return EXITCODE_FAILED;
 	case WARREN_ERR_TIMEOUT:
-		return EXIT_TIMEOUT;
+		return EXITCODE_TIMEOUT;
+	case WARREN_ERR_CONFIG:
+		return EXITCODE_CONFIG;
+	case WARREN_ERR_NOMEM:
+		return EXITCODE_INTERNAL;
 	default:
-		return EXIT_UNAVAILABLE;
+		return EXITCODE_UNAVAILABLE;
 	}
 }
 
@@ -118,7 +180,8 @@ static int call(warren_client *c, const struct options *o, const char *method,
 	if (err == WARREN_ERR_REMOTE) {
 		/* The service answered: its status and message say why. */
 		fprintf(stderr, PROG ": %s: %s: %s\n", method,
-		        warren_status_name(warren_reply_status(*reply)), warren_reply_message(*reply));
+		        warren_status_name(warren_reply_status(*reply)),
+		        warren_reply_message(*reply));
 	} else if (err != WARREN_OK) {
 		/* No answer: the status a caller sees for the local error. */
 		fprintf(stderr, PROG ": %s: %s: %s\n", method,
@@ -166,14 +229,14 @@ static int notify_one(warren_client *c, const struct options *o)
 		if (*end != '\0' || end == o->id) {
 			fprintf(stderr, PROG ": -i \"%s\": expected a user id (a number)\n", o->id);
 			warren_value_free(params);
-			return EXIT_USAGE;
+			return EXITCODE_USAGE;
 		}
 		warren_map_set(params, "id", warren_int(id));
 	} else {
 		warren_map_set(params, "email", warren_str(o->email));
 	}
 	status = call(c, o, "user.get", params, &reply);
-	if (status == EXIT_SENT) {
+	if (status == EXITCODE_OK) {
 		send_to(warren_reply_result(reply), o->message);
 	}
 	warren_reply_free(reply);
@@ -185,7 +248,7 @@ static int notify_one(warren_client *c, const struct options *o)
 static int notify_all(warren_client *c, const struct options *o)
 {
 	char cursor[64] = "";
-	int status = EXIT_SENT;
+	int status = EXITCODE_OK;
 
 	do {
 		warren_value *params = warren_map();
@@ -200,7 +263,7 @@ static int notify_all(warren_client *c, const struct options *o)
 		}
 		status = call(c, o, "user.list", params, &reply);
 		warren_value_free(params);
-		if (status != EXIT_SENT) {
+		if (status != EXITCODE_OK) {
 			warren_reply_free(reply);
 			break;
 		}
@@ -226,20 +289,22 @@ int main(int argc, char **argv)
 	warren_client *c = NULL;
 	const char *url = getenv("WARREN_URL");
 	char why[512];
+	warren_err err;
 	int status;
 
 	if (cfg == NULL) {
 		fprintf(stderr, PROG ": out of memory\n");
-		return EXIT_CONFIG;
+		return EXITCODE_INTERNAL;
 	}
 	/* Failures are reported on stderr by this program: the library's own
 	 * log lines only for errors, unless -c or -o say otherwise. */
 	warren_config_set(cfg, "log.level", "error", NULL, 0);
 	/* WARREN_URL first, so that -c and -o can override it. */
-	if (url != NULL && warren_config_set(cfg, "broker.url", url, why, sizeof(why)) != WARREN_OK) {
+	if (url != NULL &&
+	    warren_config_set(cfg, "broker.url", url, why, sizeof(why)) != WARREN_OK) {
 		fprintf(stderr, PROG ": WARREN_URL: %s\n", why);
 		warren_config_free(cfg);
-		return EXIT_CONFIG;
+		return EXITCODE_CONFIG;
 	}
 	status = parse_args(argc, argv, cfg, &o);
 	if (status != 0) {
@@ -247,10 +312,11 @@ int main(int argc, char **argv)
 		return status;
 	}
 	warren_log_configure(cfg, PROG);
-	if (warren_client_new(cfg, PROG, &c, why, sizeof(why)) != WARREN_OK) {
+	err = warren_client_new(cfg, PROG, &c, why, sizeof(why));
+	if (err != WARREN_OK) {
 		fprintf(stderr, PROG ": %s\n", why);
 		warren_config_free(cfg);
-		return EXIT_UNAVAILABLE;
+		return exit_for(err);
 	}
 	warren_config_free(cfg);
 	status = o.all ? notify_all(c, &o) : notify_one(c, &o);

@@ -1,7 +1,8 @@
 /* rpc-call: call a warren method from the command line. PARAMS are JSON; the
- * result is printed as JSON on stdout. Exit statuses (rpc-call(1)):
- * 0 OK, 1 the service answered an error, 2 usage, 3 bad input,
- * 4 unavailable or unroutable, 5 deadline exceeded, 6 internal. */
+ * result is printed as JSON on stdout. Exit statuses from exitcodes.h
+ * (rpc-call(1)): 0 OK, 1 the service answered an error, 2 usage,
+ * 3 configuration, 4 unavailable or unroutable, 5 deadline exceeded,
+ * 6 internal, 7 bad input. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -12,19 +13,10 @@
 
 #include "cli.h"
 #include "config.h"
+#include "exitcodes.h"
 #include "load.h"
 #include "log.h"
 #include "warren.h"
-
-enum exit_code {
-	EXIT_OK = 0,
-	EXIT_REMOTE = 1,
-	EXIT_USAGE = 2,
-	EXIT_INPUT = 3,
-	EXIT_UNAVAILABLE = 4,
-	EXIT_TIMEOUT = 5,
-	EXIT_INTERNAL = 6,
-};
 
 struct options {
 	struct cli_config cc;
@@ -44,8 +36,10 @@ struct options {
 static void usage(FILE *to)
 {
 	fprintf(to, "usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]\n"
-	            "                [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]\n"
-	            "       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b\n");
+	            "                [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS "
+	            "| - | @FILE]\n"
+	            "       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b\n"
+	            "       rpc-call -h | -V\n");
 }
 
 static int fail(const char *method, const char *code, const char *msg, int status)
@@ -83,7 +77,7 @@ static bool parse_count(const char *text, int64_t min, int64_t max, int64_t *out
 	return true;
 }
 
-/* The combinations of options that make no sense; EXIT_OK or EXIT_USAGE. */
+/* The combinations of options that make no sense; EXITCODE_OK or EXITCODE_USAGE. */
 static int check_load_options(const struct options *o)
 {
 	const char *why = NULL;
@@ -97,17 +91,35 @@ static int check_load_options(const struct options *o)
 	}
 	if (why != NULL) {
 		fprintf(stderr, "rpc-call: %s\n", why);
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
+	static const struct option longs[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"option", required_argument, NULL, 'o'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"message-id", required_argument, NULL, 'm'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"transient", no_argument, NULL, 'T'},
+	    {"one-way", no_argument, NULL, '1'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"batch", no_argument, NULL, 'b'},
+	    {"count", required_argument, NULL, 'n'},
+	    {"in-flight", required_argument, NULL, 'P'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"keys", no_argument, NULL, 'K'},
+	    {NULL, 0, NULL, 0},
+	};
 	int64_t n;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:o:t:m:jT1vbn:P:hVK")) != -1) {
+	/* The leading ':' lets us word the errors ourselves. */
+	while ((opt = getopt_long(argc, argv, ":c:o:t:m:jT1vbn:P:hVK", longs, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			o->cc.file = optarg;
@@ -115,15 +127,16 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'o':
 			if (!cli_add_override(&o->cc, optarg)) {
 				fprintf(stderr, "rpc-call: too many -o options\n");
-				return EXIT_USAGE;
+				return EXITCODE_USAGE;
 			}
 			break;
 		case 't':
 			if (!parse_seconds(optarg, &o->timeout_ms)) {
 				fprintf(stderr,
-				        "rpc-call: -t \"%s\": expected a number of seconds from 0.001 to 86400\n",
+				        "rpc-call: -t \"%s\": expected a number of seconds from "
+				        "0.001 to 86400\n",
 				        optarg);
-				return EXIT_USAGE;
+				return EXITCODE_USAGE;
 			}
 			break;
 		case 'm':
@@ -147,52 +160,56 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'n':
 			if (!parse_count(optarg, 1, 100000000, &o->count)) {
 				fprintf(stderr,
-				        "rpc-call: -n \"%s\": expected a number of calls from 1 to 100000000\n",
+				        "rpc-call: -n \"%s\": expected a number of calls from 1 to "
+				        "100000000\n",
 				        optarg);
-				return EXIT_USAGE;
+				return EXITCODE_USAGE;
 			}
 			break;
 		case 'P':
 			if (!parse_count(optarg, 1, 100000, &n)) {
 				fprintf(stderr,
-				        "rpc-call: -P \"%s\": expected a number of calls in flight from 1 to "
+				        "rpc-call: -P \"%s\": expected a number of calls in flight "
+				        "from 1 to "
 				        "100000\n",
 				        optarg);
-				return EXIT_USAGE;
+				return EXITCODE_USAGE;
 			}
 			o->in_flight = (int)n;
 			break;
 		case 'h':
 			usage(stdout);
-			exit(EXIT_OK);
+			exit(EXITCODE_OK);
 		case 'V':
 			printf("rpc-call %s\n", WARREN_VERSION);
-			exit(EXIT_OK);
+			exit(EXITCODE_OK);
 		case 'K':
 			/* Every configuration key, for -o (and the shell's completion). */
 			for (int i = 0; i < CFG__COUNT; i++) {
 				printf("%s\n", config_defs[i].key);
 			}
-			exit(EXIT_OK);
+			exit(EXITCODE_OK);
 		default:
+			cli_option_error("rpc-call", opt, argv, longs);
 			usage(stderr);
-			return EXIT_USAGE;
+			return EXITCODE_USAGE;
 		}
 	}
 	if (o->batch) {
 		if (argc != optind || o->count > 0 || o->one_way || o->message_id != NULL) {
-			fprintf(stderr, "rpc-call: -b takes its calls from standard input: no METHOD, "
-			                "-n, -1 or -m\n");
+			fprintf(stderr,
+			        "rpc-call: -b takes its calls from standard input: no METHOD, "
+			        "-n, -1 or -m\n");
 			usage(stderr);
-			return EXIT_USAGE;
+			return EXITCODE_USAGE;
 		}
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	if (argc - optind < 1 || argc - optind > 2) {
 		fprintf(stderr, "rpc-call: %s\n",
 		        argc - optind < 1 ? "missing METHOD" : "too many arguments");
 		usage(stderr);
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
 	o->method = argv[optind];
 	o->params = argc - optind == 2 ? argv[optind + 1] : NULL;
@@ -235,18 +252,18 @@ static int read_params(const struct options *o, warren_value **out)
 	const char *src = o->params;
 	char *text = NULL, why[300];
 	size_t len = 0;
-	int status = EXIT_OK;
+	int status = EXITCODE_OK;
 
 	*out = NULL;
 	if (src == NULL) {
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	if (strcmp(src, "-") == 0 || src[0] == '@') {
 		FILE *f = strcmp(src, "-") == 0 ? stdin : fopen(src + 1, "re");
 
 		if (f == NULL) {
 			fprintf(stderr, "rpc-call: %s: %s\n", src + 1, strerror(errno));
-			return EXIT_INPUT;
+			return EXITCODE_INPUT;
 		}
 		text = slurp(f, &len);
 		if (f != stdin) {
@@ -258,53 +275,27 @@ static int read_params(const struct options *o, warren_value **out)
 	}
 	if (src == NULL) {
 		fprintf(stderr, "rpc-call: out of memory reading PARAMS\n");
-		return EXIT_INTERNAL;
+		return EXITCODE_INTERNAL;
 	}
 	if (warren_value_from_json(src, len, out, why, sizeof(why)) != WARREN_OK) {
 		fprintf(stderr, "rpc-call: PARAMS is not valid JSON: %s\n", why);
-		status = EXIT_INPUT;
+		status = EXITCODE_INPUT;
 	}
 	free(text);
 	return status;
-}
-
-static int exit_for(warren_err err)
-{
-	switch (err) {
-	case WARREN_OK:
-		return EXIT_OK;
-	case WARREN_ERR_REMOTE:
-		return EXIT_REMOTE;
-	case WARREN_ERR_INVALID:
-		return EXIT_INPUT;
-	case WARREN_ERR_CONFIG:
-		return EXIT_USAGE;
-	case WARREN_ERR_TRANSPORT:
-	case WARREN_ERR_BROKER:
-	case WARREN_ERR_UNROUTABLE:
-	case WARREN_ERR_CLOSED:
-		return EXIT_UNAVAILABLE;
-	case WARREN_ERR_TIMEOUT:
-		return EXIT_TIMEOUT;
-	case WARREN_ERR_NOMEM:
-	case WARREN_ERR_DECODE:
-	case WARREN_ERR_FULL:
-	case WARREN_ERR_SYSTEM:
-		return EXIT_INTERNAL;
-	}
-	return EXIT_INTERNAL;
 }
 
 static int print_result(const struct options *o, const warren_reply *reply)
 {
 	char *json = NULL, why[200];
 
-	if (warren_value_to_json(warren_reply_result(reply), &json, why, sizeof(why)) != WARREN_OK) {
-		return fail(o->method, "INTERNAL", why, EXIT_INTERNAL);
+	if (warren_value_to_json(warren_reply_result(reply), &json, why, sizeof(why)) !=
+	    WARREN_OK) {
+		return fail(o->method, "INTERNAL", why, EXITCODE_INTERNAL);
 	}
 	printf("%s\n", json);
 	free(json);
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* One JSON line of batch output: {"method", "status", "result" | "message"}. */
@@ -334,11 +325,12 @@ static void batch_line(const char *method, const char *status, const warren_valu
  * failure (a malformed line counts as bad input). */
 static int batch(const struct options *o, warren_client *client)
 {
-	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
+	warren_call_opts opts = {
+	    .timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
 	char *line = NULL, why[600], label[32];
 	size_t cap = 0;
 	ssize_t len;
-	int status = EXIT_OK, lineno = 0;
+	int status = EXITCODE_OK, lineno = 0;
 
 	while ((len = getline(&line, &cap, stdin)) > 0) {
 		warren_value *v = NULL;
@@ -346,7 +338,7 @@ static int batch(const struct options *o, warren_client *client)
 		size_t mlen;
 		warren_reply *reply = NULL;
 		warren_err err;
-		int st = EXIT_OK;
+		int st = EXITCODE_OK;
 
 		lineno++;
 		snprintf(label, sizeof(label), "line %d", lineno);
@@ -355,25 +347,26 @@ static int batch(const struct options *o, warren_client *client)
 		}
 		if (warren_value_from_json(line, (size_t)len, &v, why, sizeof(why)) != WARREN_OK) {
 			batch_line(label, "INVALID_ARGUMENT", NULL, why);
-			st = EXIT_INPUT;
+			st = EXITCODE_INPUT;
 		} else if (!warren_value_get_str(warren_map_get(v, "method"), &method, &mlen)) {
 			batch_line(label, "INVALID_ARGUMENT", NULL,
 			           "expected {\"method\": \"SERVICE.NAME\", \"params\": ...}");
-			st = EXIT_INPUT;
+			st = EXITCODE_INPUT;
 		} else {
-			err = warren_call(client, method, warren_map_get(v, "params"), &opts, &reply, why,
-			                  sizeof(why));
+			err = warren_call(client, method, warren_map_get(v, "params"), &opts,
+			                  &reply, why, sizeof(why));
 			if (err == WARREN_OK) {
 				batch_line(method, "OK", warren_reply_result(reply), NULL);
 			} else if (reply != NULL) {
-				batch_line(method, warren_status_name(warren_reply_status(reply)), NULL,
-				           warren_reply_message(reply));
+				batch_line(method, warren_status_name(warren_reply_status(reply)),
+				           NULL, warren_reply_message(reply));
 			} else {
-				batch_line(method, warren_status_name(warren_err_status(err)), NULL, why);
+				batch_line(method, warren_status_name(warren_err_status(err)), NULL,
+				           why);
 			}
-			st = exit_for(err);
+			st = exitcode_for(err);
 		}
-		if (status == EXIT_OK) {
+		if (status == EXITCODE_OK) {
 			status = st;
 		}
 		warren_reply_free(reply);
@@ -386,25 +379,28 @@ static int batch(const struct options *o, warren_client *client)
 /* -n: the calls, then the figures on stdout; exits as the first failure. */
 static int load(const struct options *o, warren_client *client, const warren_value *params)
 {
-	warren_call_opts opts = {.timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
+	warren_call_opts opts = {
+	    .timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
 	int in_flight = o->in_flight > 0 ? o->in_flight : 1;
 	struct load_result r;
 	char why[300];
-	warren_err err = load_run(client, o->method, params, &opts, o->count, in_flight, &r, why,
-	                          sizeof(why));
+	warren_err err =
+	    load_run(client, o->method, params, &opts, o->count, in_flight, &r, why, sizeof(why));
 
 	if (err != WARREN_OK) {
-		return fail(o->method, warren_status_name(warren_err_status(err)), why, exit_for(err));
+		return fail(o->method, warren_status_name(warren_err_status(err)), why,
+		            exitcode_for(err));
 	}
 	load_print(stdout, o->method, in_flight, &r);
-	return exit_for(r.first_err);
+	return exitcode_for(r.first_err);
 }
 
 static int call(const struct options *o, warren_client *client, const warren_value *params)
 {
 	warren_call_opts opts = {.timeout_ms = o->timeout_ms,
 	                         .message_id = o->message_id,
-	                         .json = o->json_wire, .transient = o->transient};
+	                         .json = o->json_wire,
+	                         .transient = o->transient};
 	warren_reply *reply = NULL;
 	char why[600];
 	warren_err err;
@@ -412,9 +408,10 @@ static int call(const struct options *o, warren_client *client, const warren_val
 
 	if (o->one_way) {
 		err = warren_send(client, o->method, params, &opts, why, sizeof(why));
-		return err == WARREN_OK ? EXIT_OK
-		                        : fail(o->method, warren_status_name(warren_err_status(err)),
-		                               why, exit_for(err));
+		return err == WARREN_OK
+		           ? EXITCODE_OK
+		           : fail(o->method, warren_status_name(warren_err_status(err)), why,
+		                  exitcode_for(err));
 	}
 	struct timespec a, b;
 	clock_gettime(CLOCK_MONOTONIC, &a);
@@ -426,16 +423,17 @@ static int call(const struct options *o, warren_client *client, const warren_val
 		                      : warren_status_name(warren_err_status(err)),
 		        (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6,
 		        reply != NULL ? " (correlation_id " : "",
-		        reply != NULL ? warren_reply_correlation_id(reply) : "", reply != NULL ? ")" : "");
+		        reply != NULL ? warren_reply_correlation_id(reply) : "",
+		        reply != NULL ? ")" : "");
 	}
 	if (err == WARREN_OK) {
 		status = print_result(o, reply);
 	} else if (err == WARREN_ERR_REMOTE) {
 		status = fail(o->method, warren_status_name(warren_reply_status(reply)),
-		              warren_reply_message(reply), EXIT_REMOTE);
+		              warren_reply_message(reply), EXITCODE_FAILED);
 	} else {
 		status = fail(o->method, warren_status_name(warren_err_status(err)), why,
-		              exit_for(err));
+		              exitcode_for(err));
 	}
 	warren_reply_free(reply);
 	return status;
@@ -452,25 +450,25 @@ int main(int argc, char **argv)
 
 	log_set_program("rpc-call");
 	status = parse_args(argc, argv, &o);
-	if (status != EXIT_OK) {
+	if (status != EXITCODE_OK) {
 		return status;
 	}
 	log_set_level(o.verbose ? LOG_DEBUG : LOG_ERROR);
 	cfg = cli_build_config(&o.cc, "WARREN_URL", why, sizeof(why));
 	if (cfg == NULL) {
 		fprintf(stderr, "rpc-call: %s\n", why);
-		return EXIT_USAGE;
+		return EXITCODE_CONFIG;
 	}
 	if (!o.batch) {
 		status = read_params(&o, &params);
-		if (status != EXIT_OK) {
+		if (status != EXITCODE_OK) {
 			goto out;
 		}
 	}
 	warren_err err = warren_client_new(cfg, "rpc-call", &client, why, sizeof(why));
 	if (err != WARREN_OK) {
-		status = fail(o.batch ? "-b" : o.method, warren_status_name(warren_err_status(err)), why,
-		              exit_for(err));
+		status = fail(o.batch ? "-b" : o.method, warren_status_name(warren_err_status(err)),
+		              why, exitcode_for(err));
 		goto out;
 	}
 	status = o.batch       ? batch(&o, client)

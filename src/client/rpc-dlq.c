@@ -2,9 +2,10 @@
  * list, show, replay, purge, export and import what rpc.SERVICE.dlq holds.
  * A command walks the whole queue with basic.get, holding every dead letter
  * unacked; it then acts on the matching ones, oldest first, and gives back
- * every one it did not replay (confirmed) or purge. Exit statuses: 0 done,
- * 1 some dead letters failed, 2 usage, 3 configuration, 4 broker
- * unavailable, 5 not found. */
+ * every one it did not replay (confirmed) or purge. Exit statuses from
+ * exitcodes.h: 0 done, 1 some dead letters failed, 2 usage,
+ * 3 configuration, 4 broker unavailable, 6 internal, 7 a bad import file,
+ * 8 not found. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -21,19 +22,11 @@
 #include "dlq_letter.h"
 #include "dlq_print.h"
 #include "envelope.h"
+#include "exitcodes.h"
 #include "seal.h"
 #include "security.h"
 #include "syncconn.h"
 #include "warren.h"
-
-enum exit_code {
-	EXIT_OK = 0,
-	EXIT_FAILED = 1,
-	EXIT_USAGE = 2,
-	EXIT_CONFIG = 3,
-	EXIT_UNAVAILABLE = 4,
-	EXIT_NOT_FOUND = 5,
-};
 
 #define MAX_LIMIT       1000000000
 #define REPLAY_EXCHANGE "rpc"
@@ -173,7 +166,7 @@ static void help(void)
 
 static int usage_error(const char *fmt, ...) WARREN_PRINTF(1, 2);
 
-/* The message, then the usage line; returns EXIT_USAGE. */
+/* The message, then the usage line; returns EXITCODE_USAGE. */
 static int usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -183,7 +176,7 @@ static int usage_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n%s\n", usage_line);
-	return EXIT_USAGE;
+	return EXITCODE_USAGE;
 }
 
 /* --------------------------------------------------------------- arguments */
@@ -217,11 +210,11 @@ static int set_pattern(struct options *o, const char **dst, const char *name, co
 {
 	if (value[0] == '\0') {
 		fprintf(stderr, "rpc-dlq: %s: expected a value, or a prefix ending in '*'\n", name);
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
 	*dst = value;
 	given(o, ACCEPT_FILTER, name);
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static int set_duration(struct options *o, int64_t *dst, const char *name, const char *value)
@@ -230,58 +223,65 @@ static int set_duration(struct options *o, int64_t *dst, const char *name, const
 		fprintf(stderr,
 		        "rpc-dlq: %s \"%s\": expected a duration such as 90s, 5m, 2h or 4d\n", name,
 		        value);
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
 	given(o, ACCEPT_FILTER, name);
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
+
+static const struct option long_options[] = {
+    {"method", required_argument, NULL, OPT_METHOD},
+    {"reason", required_argument, NULL, OPT_REASON},
+    {"older-than", required_argument, NULL, OPT_OLDER},
+    {"newer-than", required_argument, NULL, OPT_NEWER},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"yes", no_argument, NULL, 'y'},
+    {"config", required_argument, NULL, 'c'},
+    {"option", required_argument, NULL, 'o'},
+    {"count", required_argument, NULL, 'n'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
 
 static int bad_option(int opt, char **argv)
 {
-	char name[64];
-
-	if (optopt != 0 && optopt < 256) {
-		snprintf(name, sizeof(name), "-%c", optopt);
-	} else {
-		snprintf(name, sizeof(name), "%s", argv[optind - 1]);
-	}
-	if (opt == ':') {
-		return usage_error("option %s needs a value", name);
-	}
-	return usage_error("unknown option %s", name);
+	cli_option_error("rpc-dlq", opt, argv, long_options);
+	fprintf(stderr, "%s\n", usage_line);
+	return EXITCODE_USAGE;
 }
 
-/* One option; EXIT_OK to go on. */
+/* One option; EXITCODE_OK to go on. */
 static int take_option(struct options *o, int opt, char **argv)
 {
 	switch (opt) {
 	case 'c':
 		o->cc.file = optarg;
-		return EXIT_OK;
+		return EXITCODE_OK;
 	case 'o':
 		if (!cli_add_override(&o->cc, optarg)) {
 			fprintf(stderr, "rpc-dlq: too many -o options\n");
-			return EXIT_USAGE;
+			return EXITCODE_USAGE;
 		}
-		return EXIT_OK;
+		return EXITCODE_OK;
 	case 'n':
 		if (!parse_limit(optarg, &o->limit)) {
 			fprintf(
 			    stderr,
 			    "rpc-dlq: -n \"%s\": expected a number of dead letters from 1 to %d\n",
 			    optarg, MAX_LIMIT);
-			return EXIT_USAGE;
+			return EXITCODE_USAGE;
 		}
 		given(o, ACCEPT_LIMIT, "-n");
-		return EXIT_OK;
+		return EXITCODE_OK;
 	case 'y':
 		o->yes = true;
 		given(o, ACCEPT_YES, "--yes");
-		return EXIT_OK;
+		return EXITCODE_OK;
 	case OPT_DRY_RUN:
 		o->dry_run = true;
 		given(o, ACCEPT_DRY_RUN, "--dry-run");
-		return EXIT_OK;
+		return EXITCODE_OK;
 	case OPT_METHOD:
 		return set_pattern(o, &o->filter.method, "--method", optarg);
 	case OPT_REASON:
@@ -292,10 +292,10 @@ static int take_option(struct options *o, int opt, char **argv)
 		return set_duration(o, &o->filter.newer_than_ms, "--newer-than", optarg);
 	case 'h':
 		help();
-		exit(EXIT_OK);
+		exit(EXITCODE_OK);
 	case 'V':
 		printf("rpc-dlq %s\n", WARREN_VERSION);
-		exit(EXIT_OK);
+		exit(EXITCODE_OK);
 	default:
 		return bad_option(opt, argv);
 	}
@@ -336,7 +336,7 @@ static int take_operands(struct options *o, int n, char **args)
 		return usage_error("%s: unexpected argument \"%s\"", o->cmd->name, args[want]);
 	}
 	o->correlation_id = want == 3 ? args[2] : NULL;
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* The options given that the command does not take. */
@@ -350,36 +350,25 @@ static int check_applicable(const struct options *o)
 	if (o->cmd->asks && !o->yes && !isatty(STDIN_FILENO)) {
 		fprintf(stderr, "rpc-dlq: purge: standard input is not a terminal to confirm on: "
 		                "give --yes to purge without asking\n");
-		return EXIT_USAGE;
+		return EXITCODE_USAGE;
 	}
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	static const struct option longs[] = {
-	    {"method", required_argument, NULL, OPT_METHOD},
-	    {"reason", required_argument, NULL, OPT_REASON},
-	    {"older-than", required_argument, NULL, OPT_OLDER},
-	    {"newer-than", required_argument, NULL, OPT_NEWER},
-	    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-	    {"yes", no_argument, NULL, 'y'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {NULL, 0, NULL, 0},
-	};
 	int opt, status;
 
 	/* The leading ':' lets us word the errors; options may follow the
 	 * operands (GNU getopt permutes them). */
-	while ((opt = getopt_long(argc, argv, ":c:o:n:yhV", longs, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:o:n:yhV", long_options, NULL)) != -1) {
 		status = take_option(o, opt, argv);
-		if (status != EXIT_OK) {
+		if (status != EXITCODE_OK) {
 			return status;
 		}
 	}
 	status = take_operands(o, argc - optind, argv + optind);
-	return status != EXIT_OK ? status : check_applicable(o);
+	return status != EXITCODE_OK ? status : check_applicable(o);
 }
 
 /* ------------------------------------------------------------------ session */
@@ -400,7 +389,7 @@ static int64_t wall_ms(void)
 static int out_of_memory(void)
 {
 	fprintf(stderr, "rpc-dlq: out of memory\n");
-	return EXIT_FAILED;
+	return EXITCODE_INTERNAL;
 }
 
 /* The exit status of a broker failure, after saying what failed. */
@@ -409,11 +398,11 @@ static int broker_failed(warren_err err, const char *why)
 	fprintf(stderr, "rpc-dlq: %s\n", why);
 	switch (err) {
 	case WARREN_ERR_CONFIG:
-		return EXIT_CONFIG;
+		return EXITCODE_CONFIG;
 	case WARREN_ERR_NOMEM:
-		return EXIT_FAILED;
+		return EXITCODE_INTERNAL;
 	default:
-		return EXIT_UNAVAILABLE;
+		return EXITCODE_UNAVAILABLE;
 	}
 }
 
@@ -433,9 +422,9 @@ static int open_session(struct session *s, const warren_config *cfg)
 	if (!exists) {
 		fprintf(stderr, "rpc-dlq: no queue %s: is \"%s\" a service?\n", s->queue,
 		        s->o->service);
-		return EXIT_NOT_FOUND;
+		return EXITCODE_NOT_FOUND;
 	}
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static void cand_free(struct cand *c)
@@ -478,7 +467,7 @@ static int keep_tag(struct session *s, uint64_t tag)
 		s->taken_cap = cap;
 	}
 	s->taken[s->ntaken++] = (struct taken){.tag = tag};
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* Takes c (its ownership too) into the session's list. */
@@ -501,7 +490,7 @@ static int keep_cand(struct session *s, struct cand *c, const struct dlq_letter 
 		return out_of_memory();
 	}
 	s->cands[s->ncands++] = *c;
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* Takes one dead letter and hands it to the command if it matches. */
@@ -519,15 +508,15 @@ static int take_one(struct session *s, bool *empty)
 		return broker_failed(err, why);
 	}
 	if (*empty) {
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	status = keep_tag(s, m.delivery_tag);
 	dlq_letter_read(&m.message.properties, m.routing_key, s->queue, &l);
-	if (status == EXIT_OK && dlq_filter_match(&s->o->filter, &l, s->now_ms)) {
+	if (status == EXITCODE_OK && dlq_filter_match(&s->o->filter, &l, s->now_ms)) {
 		c.taken = s->ntaken - 1;
 		c.time_ms = l.time_ms;
 		status = s->o->cmd->collect(s, &m, &l, &c, &keep);
-		if (status == EXIT_OK && keep) {
+		if (status == EXITCODE_OK && keep) {
 			status = keep_cand(s, &c, &l);
 		} else {
 			cand_free(&c);
@@ -543,11 +532,11 @@ static int take_one(struct session *s, bool *empty)
  * its own, so "the first COUNT" means the COUNT oldest, by time of death. */
 static int walk(struct session *s)
 {
-	int status = EXIT_OK;
+	int status = EXITCODE_OK;
 	bool empty = false;
 
 	s->now_ms = wall_ms();
-	for (uint32_t i = 0; i < s->bound && !empty && status == EXIT_OK; i++) {
+	for (uint32_t i = 0; i < s->bound && !empty && status == EXITCODE_OK; i++) {
 		status = take_one(s, &empty);
 	}
 	return status;
@@ -609,7 +598,7 @@ static int end_walk(struct session *s)
 	if (err == WARREN_OK) {
 		err = syncconn_finish(s->sc, why, sizeof(why));
 	}
-	return err == WARREN_OK ? EXIT_OK : broker_failed(err, why);
+	return err == WARREN_OK ? EXITCODE_OK : broker_failed(err, why);
 }
 
 /* Acks the i-th dead letter taken. */
@@ -622,26 +611,28 @@ static int ack(struct session *s, size_t i)
 		return broker_failed(err, why);
 	}
 	s->taken[i].acked = true;
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* Walks, acts, gives back. A failure of the broker ends the connection,
  * which gives back everything still held; a failure of some dead letters
- * (EXIT_FAILED) still ends the walk cleanly. */
+ * (EXITCODE_FAILED), none found or no memory for one still ends the walk
+ * cleanly. */
 static int run_walk(struct session *s)
 {
 	int status = walk(s), end;
 
-	if (status != EXIT_OK) {
+	if (status != EXITCODE_OK) {
 		return status;
 	}
 	select_oldest(s);
 	status = s->o->cmd->act(s);
-	if (status != EXIT_OK && status != EXIT_FAILED && status != EXIT_NOT_FOUND) {
+	if (status != EXITCODE_OK && status != EXITCODE_FAILED && status != EXITCODE_NOT_FOUND &&
+	    status != EXITCODE_INTERNAL) {
 		return status;
 	}
 	end = end_walk(s);
-	return end != EXIT_OK ? end : status;
+	return end != EXITCODE_OK ? end : status;
 }
 
 /* --------------------------------------------------------------- list, show */
@@ -665,7 +656,7 @@ static int collect_row(struct session *s, struct syncconn_msg *m, const struct d
                        struct cand *c, bool *keep)
 {
 	*keep = true;
-	return dlq_row_fill(&c->row, l, s->now_ms) ? EXIT_OK : out_of_memory();
+	return dlq_row_fill(&c->row, l, s->now_ms) ? EXITCODE_OK : out_of_memory();
 }
 
 static void print_rows(struct session *s)
@@ -686,7 +677,7 @@ static void print_rows(struct session *s)
 static int act_list(struct session *s)
 {
 	print_rows(s);
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* Keeps the message itself and what was read of it. */
@@ -699,7 +690,7 @@ static int keep_message(struct syncconn_msg *m, const struct dlq_letter *l, stru
 	*c->letter = *l;
 	c->msg = *m;
 	memset(m, 0, sizeof(*m)); /* moved */
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static bool same_id(const amqp_basic_properties_t *p, const char *want)
@@ -713,7 +704,7 @@ static int collect_show(struct session *s, struct syncconn_msg *m, const struct 
                         struct cand *c, bool *keep)
 {
 	*keep = same_id(&m->message.properties, s->o->correlation_id);
-	return *keep ? keep_message(m, l, c) : EXIT_OK;
+	return *keep ? keep_message(m, l, c) : EXITCODE_OK;
 }
 
 static int act_show(struct session *s)
@@ -728,11 +719,11 @@ static int act_show(struct session *s)
 		                 s->cands[i].letter);
 	}
 	if (s->ncands > 0) {
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	dlq_printable(id, sizeof(id), s->o->correlation_id, strlen(s->o->correlation_id));
 	fprintf(stderr, "rpc-dlq: no dead letter with correlation id \"%s\" in %s\n", id, s->queue);
-	return EXIT_NOT_FOUND;
+	return EXITCODE_NOT_FOUND;
 }
 
 /* ------------------------------------------------------------------ replay */
@@ -828,11 +819,11 @@ static int replay_one(struct session *s, const struct cand *c)
 
 	if (l->route[0] == '\0') {
 		replay_failed(s, l, "its method is unknown");
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	if (replay_refused(s, &msg->properties, l, text, sizeof(text))) {
 		replay_failed(s, l, text);
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	if (!dlq_replay_props(&msg->properties, &r)) {
 		return out_of_memory();
@@ -840,7 +831,7 @@ static int replay_one(struct session *s, const struct cand *c)
 	if (s->sec != NULL && !sign_replay(s, l, msg, &r, &sig, text, sizeof(text))) {
 		dlq_replay_free(&r);
 		replay_failed(s, l, text);
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
 	err = syncconn_publish(s->sc, REPLAY_EXCHANGE, l->route, &r.props, msg->body, &outcome, why,
 	                       sizeof(why));
@@ -860,25 +851,25 @@ static int replay_one(struct session *s, const struct cand *c)
 		snprintf(text, sizeof(text), "the broker refused it (basic.nack)");
 	}
 	replay_failed(s, l, text);
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static int act_replay(struct session *s)
 {
-	int status = EXIT_OK;
+	int status = EXITCODE_OK;
 
 	if (s->o->dry_run) {
 		print_rows(s);
 		printf("would replay %zu %s\n", s->ncands, letters(s->ncands));
-		return EXIT_OK;
+		return EXITCODE_OK;
 	}
-	for (size_t i = 0; i < s->ncands && status == EXIT_OK; i++) {
+	for (size_t i = 0; i < s->ncands && status == EXITCODE_OK; i++) {
 		status = replay_one(s, &s->cands[i]);
 	}
 	/* Those replayed before a failure were replayed: say so. */
 	printf("replayed %llu of %zu %s\n", (unsigned long long)s->done, s->ncands,
 	       letters(s->ncands));
-	return status != EXIT_OK ? status : s->failed > 0 ? EXIT_FAILED : EXIT_OK;
+	return status != EXITCODE_OK ? status : s->failed > 0 ? EXITCODE_FAILED : EXITCODE_OK;
 }
 
 /* ------------------------------------------------------------------- purge */
@@ -887,7 +878,7 @@ static int collect_tag(struct session *s, struct syncconn_msg *m, const struct d
                        struct cand *c, bool *keep)
 {
 	*keep = true;
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* true when the user typed yes. */
@@ -908,16 +899,16 @@ static bool confirmed(const struct session *s)
 /* Asks (unless --yes), then acks them all, or none. */
 static int act_purge(struct session *s)
 {
-	int status = EXIT_OK;
+	int status = EXITCODE_OK;
 
 	if (s->ncands > 0 && !s->o->yes && !confirmed(s)) {
 		fprintf(stderr, "rpc-dlq: purge: not confirmed: nothing was purged\n");
-		return EXIT_FAILED;
+		return EXITCODE_FAILED;
 	}
-	for (size_t i = 0; i < s->ncands && status == EXIT_OK; i++) {
+	for (size_t i = 0; i < s->ncands && status == EXITCODE_OK; i++) {
 		status = ack(s, s->cands[i].taken);
 	}
-	if (status == EXIT_OK) {
+	if (status == EXITCODE_OK) {
 		printf("purged %zu %s\n", s->ncands, letters(s->ncands));
 	}
 	return status;
@@ -933,7 +924,7 @@ static int collect_export(struct session *s, struct syncconn_msg *m, const struc
 	c->line = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	*keep = true;
-	return c->line != NULL ? EXIT_OK : out_of_memory();
+	return c->line != NULL ? EXITCODE_OK : out_of_memory();
 }
 
 static int act_export(struct session *s)
@@ -943,9 +934,9 @@ static int act_export(struct session *s)
 	}
 	if (fflush(stdout) != 0) {
 		fprintf(stderr, "rpc-dlq: standard output: %s\n", strerror(errno));
-		return EXIT_FAILED;
+		return EXITCODE_FAILED;
 	}
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* ------------------------------------------------------------------ import */
@@ -979,7 +970,7 @@ static int add_line(struct session *s, json_t *j, size_t lineno)
 	}
 	s->lines = grown;
 	s->lines[s->nlines++] = (struct import_line){.json = j, .lineno = lineno};
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 /* Reads and checks every line before anything is published, so that a bad
@@ -988,10 +979,10 @@ static int read_lines(struct session *s, FILE *in)
 {
 	char *line = NULL, why[600];
 	size_t cap = 0, lineno = 0;
-	int status = EXIT_OK;
+	int status = EXITCODE_OK;
 	ssize_t len;
 
-	while (status == EXIT_OK && (len = getline(&line, &cap, in)) >= 0) {
+	while (status == EXITCODE_OK && (len = getline(&line, &cap, in)) >= 0) {
 		json_error_t jerr;
 		json_t *j;
 
@@ -1011,7 +1002,7 @@ static int read_lines(struct session *s, FILE *in)
 			json_decref(j);
 			fprintf(stderr, "rpc-dlq: import: line %zu: %s; nothing was imported\n",
 			        lineno, why);
-			status = EXIT_FAILED;
+			status = EXITCODE_INPUT;
 			break;
 		}
 		status = add_line(s, j, lineno);
@@ -1031,7 +1022,7 @@ static int import_one(struct session *s, const struct import_line *in, amqp_pool
 	recycle_amqp_pool(pool);
 	if (dlq_json_import(in->json, pool, &props, &body, why, sizeof(why)) != 0) {
 		fprintf(stderr, "rpc-dlq: import: line %zu: %s\n", in->lineno, why);
-		return EXIT_FAILED;
+		return EXITCODE_FAILED;
 	}
 	/* Straight to the queue through the default exchange: it lands in the
 	 * DLQ named on the command line, whatever its routing key would reach. */
@@ -1047,27 +1038,27 @@ static int import_one(struct session *s, const struct import_line *in, amqp_pool
 		        outcome == SYNCCONN_RETURNED ? why : "the broker refused it (basic.nack)");
 		s->failed++;
 	}
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 static int act_import(struct session *s)
 {
 	amqp_pool_t pool;
-	int status = EXIT_OK;
+	int status = EXITCODE_OK;
 	char why[1024];
 
 	init_amqp_pool(&pool, 4096);
-	for (size_t i = 0; i < s->nlines && status == EXIT_OK; i++) {
+	for (size_t i = 0; i < s->nlines && status == EXITCODE_OK; i++) {
 		status = import_one(s, &s->lines[i], &pool);
 	}
 	empty_amqp_pool(&pool);
-	if (status == EXIT_OK && syncconn_finish(s->sc, why, sizeof(why)) != WARREN_OK) {
+	if (status == EXITCODE_OK && syncconn_finish(s->sc, why, sizeof(why)) != WARREN_OK) {
 		status = broker_failed(WARREN_ERR_TRANSPORT, why);
 	}
 	/* Those imported before a failure are in the queue: say so. */
 	printf("imported %llu of %zu %s into %s\n", (unsigned long long)s->done, s->nlines,
 	       letters(s->nlines), s->queue);
-	return status != EXIT_OK ? status : s->failed > 0 ? EXIT_FAILED : EXIT_OK;
+	return status != EXITCODE_OK ? status : s->failed > 0 ? EXITCODE_FAILED : EXITCODE_OK;
 }
 
 /* -------------------------------------------------------------------- main */
@@ -1080,10 +1071,10 @@ static int load_operator_key(struct session *s, const warren_config *cfg)
 
 	if (security_load(cfg, &s->sec, why, sizeof(why)) != 0) {
 		fprintf(stderr, "rpc-dlq: %s\n", why);
-		return EXIT_CONFIG;
+		return EXITCODE_CONFIG;
 	}
 	s->key_id = config_str(cfg, CFG_SECURITY_KEY_ID);
-	return EXIT_OK;
+	return EXITCODE_OK;
 }
 
 int main(int argc, char **argv)
@@ -1094,25 +1085,25 @@ int main(int argc, char **argv)
 	char why[1024];
 	int status = parse_args(argc, argv, &o);
 
-	if (status != EXIT_OK) {
+	if (status != EXITCODE_OK) {
 		return status;
 	}
 	snprintf(s.queue, sizeof(s.queue), "rpc.%s.dlq", o.service);
 	cfg = cli_build_config(&o.cc, "WARREN_URL", why, sizeof(why));
 	if (cfg == NULL) {
 		fprintf(stderr, "rpc-dlq: %s\n", why);
-		return EXIT_CONFIG;
+		return EXITCODE_CONFIG;
 	}
 	if (o.cmd->collect == NULL) {
 		status = read_lines(&s, stdin);
 	}
-	if (status == EXIT_OK && o.cmd->act == act_replay && !o.dry_run) {
+	if (status == EXITCODE_OK && o.cmd->act == act_replay && !o.dry_run) {
 		status = load_operator_key(&s, cfg);
 	}
-	if (status == EXIT_OK) {
+	if (status == EXITCODE_OK) {
 		status = open_session(&s, cfg);
 	}
-	if (status == EXIT_OK) {
+	if (status == EXITCODE_OK) {
 		status = o.cmd->collect != NULL ? run_walk(&s) : o.cmd->act(&s);
 	}
 	session_free(&s);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "exitcodes.h"
+
 bool cli_add_override(struct cli_config *cc, const char *arg)
 {
 	if (cc->noverrides >= CLI_MAX_OVERRIDES) {
@@ -40,16 +42,22 @@ static bool url_has_password(const char *urls)
 	return false;
 }
 
-/* Whether a libpq keyword/value string sets password (= with spaces
- * around it or not). */
+/* Whether a libpq connection string sets password: a keyword/value pair
+ * (= with spaces around it or not), or a URI's query parameter
+ * (postgresql://host/db?password=...). */
 static bool conninfo_has_password(const char *conninfo)
 {
 	for (const char *p = strstr(conninfo, "password"); p != NULL;
 	     p = strstr(p + 1, "password")) {
 		const char *q = p + 8;
+		bool keyword = p == conninfo || p[-1] == ' ' || p[-1] == '\t';
+		bool query = p > conninfo && (p[-1] == '?' || p[-1] == '&');
 
+		if (query && *q == '=') {
+			return true;
+		}
 		q += strspn(q, " \t");
-		if (*q == '=' && (p == conninfo || p[-1] == ' ' || p[-1] == '\t')) {
+		if (keyword && *q == '=') {
 			return true;
 		}
 	}
@@ -69,16 +77,18 @@ static bool secret_on_command_line(const char *arg, char *errstr, size_t errlen)
 	}
 	value += strspn(value, " \t");
 	if (klen == 10 && memcmp(arg, "broker.url", 10) == 0 && url_has_password(value)) {
-		snprintf(errstr, errlen,
-		         "-o broker.url: a password on the command line can be read by every user of "
-		         "this machine; put it in broker.password_file or the configuration file");
+		snprintf(
+		    errstr, errlen,
+		    "-o broker.url: a password on the command line can be read by every user of "
+		    "this machine; put it in broker.password_file or the configuration file");
 		return true;
 	}
 	if (klen == 11 && memcmp(arg, "db.conninfo", 11) == 0 &&
 	    (conninfo_has_password(value) || url_has_password(value))) {
-		snprintf(errstr, errlen,
-		         "-o db.conninfo: a password on the command line can be read by every user of "
-		         "this machine; put it in db.conninfo_file or the configuration file");
+		snprintf(
+		    errstr, errlen,
+		    "-o db.conninfo: a password on the command line can be read by every user of "
+		    "this machine; put it in db.conninfo_file or the configuration file");
 		return true;
 	}
 	return false;
@@ -117,12 +127,56 @@ fail:
 	return NULL;
 }
 
+/* Whether arg ("--name" or "--name=value") is the long option of longs
+ * whose value is val. */
+static bool is_long_option(const char *arg, int val, const struct option *longs)
+{
+	size_t len = strcspn(arg + 2, "=");
+
+	for (; longs != NULL && longs->name != NULL; longs++) {
+		if (longs->val == val && strlen(longs->name) == len &&
+		    strncmp(longs->name, arg + 2, len) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+void cli_option_error(const char *prog, int opt, char **argv, const struct option *longs)
+{
+	const char *arg = argv[optind - 1];
+	bool dashes = strncmp(arg, "--", 2) == 0;
+	char name[64];
+
+	/* getopt_long says an unknown long option with optopt 0, an option
+	 * without its value is the last argument, and a long option given a
+	 * value it does not take has its own value in optopt. Otherwise it is
+	 * a short option, perhaps inside a group such as -jc. */
+	if (optopt == 0 || (dashes && (opt == ':' || is_long_option(arg, optopt, longs)))) {
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(arg, "="), arg);
+	} else {
+		snprintf(name, sizeof(name), "-%c", optopt);
+	}
+	if (opt == ':') {
+		fprintf(stderr, "%s: option %s needs a value\n", prog, name);
+	} else {
+		fprintf(stderr, "%s: unknown option %s\n", prog, name);
+	}
+}
+
 int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_config *cc)
 {
+	static const struct option longs[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"option", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
 	int opt;
 
 	/* The leading ':' lets us word the errors ourselves. */
-	while ((opt = getopt(argc, argv, ":c:o:hV")) != -1) {
+	while ((opt = getopt_long(argc, argv, ":c:o:hV", longs, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
 			cc->file = optarg;
@@ -130,29 +184,24 @@ int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_co
 		case 'o':
 			if (!cli_add_override(cc, optarg)) {
 				fprintf(stderr, "%s: too many -o options\n", prog);
-				return 2;
+				return EXITCODE_USAGE;
 			}
 			break;
 		case 'h':
-			printf("usage: %s [-c FILE] [-o key=value]...\n", prog);
-			exit(0);
+			printf(CLI_DAEMON_USAGE, prog);
+			exit(EXITCODE_OK);
 		case 'V':
 			printf("%s %s\n", prog, WARREN_VERSION);
-			exit(0);
-		case ':':
-			fprintf(stderr, "%s: option -%c needs a value\n", prog, optopt);
-			goto usage;
+			exit(EXITCODE_OK);
 		default:
-			fprintf(stderr, "%s: unknown option -%c\n", prog, optopt);
-			goto usage;
+			cli_option_error(prog, opt, argv, longs);
+			fprintf(stderr, CLI_DAEMON_USAGE, prog);
+			return EXITCODE_USAGE;
 		}
 	}
 	if (optind == argc) {
-		return 0;
+		return EXITCODE_OK;
 	}
 	fprintf(stderr, "%s: unexpected argument \"%s\"\n", prog, argv[optind]);
-	return 2;
-usage:
-	fprintf(stderr, "usage: %s [-c FILE] [-o key=value]...\n", prog);
-	return 2;
+	return EXITCODE_USAGE;
 }

@@ -3,6 +3,8 @@
 #ifndef WARREN_CLI_H
 #define WARREN_CLI_H
 
+#include <getopt.h>
+
 #include "warren.h"
 
 #define CLI_MAX_OVERRIDES 64
@@ -16,9 +18,21 @@ struct cli_config {
 /* Records one -o argument; false when there are too many. */
 bool cli_add_override(struct cli_config *cc, const char *arg);
 
-/* The arguments of a worker daemon: [-c FILE] [-o key=value]... [-h] [-V].
- * -h and -V print and exit 0. 0 to go on; 2 (usage) after a message. */
+/* The usage line of a worker daemon, a printf format taking the program. */
+#define CLI_DAEMON_USAGE "usage: %s [-c FILE] [-o key=value]... [-h] [-V]\n"
+
+/* The arguments of a worker daemon: -c/--config FILE, -o/--option
+ * key=value (repeated), -h/--help, -V/--version. -h prints the usage and
+ * -V "PROG VERSION" on stdout and exit EXITCODE_OK (exitcodes.h);
+ * EXITCODE_OK to go on; EXITCODE_USAGE after the error and the usage on
+ * stderr. */
 int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_config *cc);
+
+/* Prints the error for getopt_long's answer opt (':' or '?', from an option
+ * string starting with ':') on stderr: "PROG: unknown option -x" or "PROG:
+ * option --name needs a value"; longs is the table getopt_long was given.
+ * The caller prints its usage after it. */
+void cli_option_error(const char *prog, int opt, char **argv, const struct option *longs);
 
 /* Builds the config. url_env names an environment variable that sets
  * broker.url when present (NULL: none). NULL with errstr on any bad input. */

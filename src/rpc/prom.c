@@ -3,6 +3,8 @@
  * own locks first: nothing here locks. */
 #include "prom.h"
 
+#include <stdbool.h>
+
 #include "warren.h"
 
 static const double bucket_bounds[PROM_NBUCKETS] = {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5};
@@ -23,11 +25,12 @@ void prom_hist_observe(struct prom_hist *h, double seconds)
 	h->sum += seconds;
 }
 
-/* A label value, escaped as the exposition format wants. */
-static void put_value(FILE *f, const char *v)
+/* Text escaped as the exposition format wants: backslash and newline
+ * always, the double quote inside a label value (not in HELP text). */
+static void put_escaped(FILE *f, const char *v, bool quote)
 {
 	for (; *v != '\0'; v++) {
-		if (*v == '\\' || *v == '"') {
+		if (*v == '\\' || (quote && *v == '"')) {
 			fprintf(f, "\\%c", *v);
 		} else if (*v == '\n') {
 			fputs("\\n", f);
@@ -37,27 +40,41 @@ static void put_value(FILE *f, const char *v)
 	}
 }
 
-/* name{k="v",... : the caller adds more labels or the closing brace. */
-static void open_series(FILE *f, const char *name, const struct prom_label *labels, size_t n)
+/* k="v" after sep. */
+static void put_label(FILE *f, const char *sep, const char *name, const char *value)
 {
-	fprintf(f, "%s{", name);
+	fprintf(f, "%s%s=\"", sep, name);
+	put_escaped(f, value, true);
+	fputc('"', f);
+}
+
+/* "name{k="v",...,extra="v"} " up to the value; the extra label may be NULL.
+ * A series without any label is "name ": "{}" and "{," are not written. */
+static void put_series(FILE *f, const char *name, const struct prom_label *labels, size_t n,
+                       const char *extra, const char *extra_value)
+{
+	fputs(name, f);
 	for (size_t i = 0; i < n; i++) {
-		fprintf(f, "%s%s=\"", i > 0 ? "," : "", labels[i].name);
-		put_value(f, labels[i].value);
-		fputc('"', f);
+		put_label(f, i == 0 ? "{" : ",", labels[i].name, labels[i].value);
 	}
+	if (extra != NULL) {
+		put_label(f, n == 0 ? "{" : ",", extra, extra_value);
+	}
+	fputs(n > 0 || extra != NULL ? "} " : " ", f);
 }
 
 void prom_put_head(FILE *f, const char *name, const char *type, const char *help)
 {
-	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	fprintf(f, "# HELP %s ", name);
+	put_escaped(f, help, false);
+	fprintf(f, "\n# TYPE %s %s\n", name, type);
 }
 
 void prom_put_sample(FILE *f, const char *name, const struct prom_label *labels, size_t n,
                      uint64_t v)
 {
-	open_series(f, name, labels, n);
-	fprintf(f, "} %llu\n", (unsigned long long)v);
+	put_series(f, name, labels, n, NULL, NULL);
+	fprintf(f, "%llu\n", (unsigned long long)v);
 }
 
 void prom_put_metric(FILE *f, const char *name, const char *type, const char *help,
@@ -74,9 +91,8 @@ void prom_put_by_status(FILE *f, const char *name, const struct prom_label *labe
 		if (by_status[st] == 0) {
 			continue;
 		}
-		open_series(f, name, labels, n);
-		fprintf(f, ",status=\"%s\"} %llu\n", warren_status_name(st),
-		        (unsigned long long)by_status[st]);
+		put_series(f, name, labels, n, "status", warren_status_name(st));
+		fprintf(f, "%llu\n", (unsigned long long)by_status[st]);
 	}
 }
 
@@ -89,14 +105,14 @@ void prom_put_histogram(FILE *f, const char *name, const struct prom_label *labe
 	snprintf(series, sizeof(series), "%s_bucket", name);
 	for (int b = 0; b < PROM_NBUCKETS; b++) {
 		below += h->buckets[b];
-		open_series(f, series, labels, n);
-		fprintf(f, ",le=\"%s\"} %llu\n", bucket_names[b], (unsigned long long)below);
+		put_series(f, series, labels, n, "le", bucket_names[b]);
+		fprintf(f, "%llu\n", (unsigned long long)below);
 	}
-	open_series(f, series, labels, n);
-	fprintf(f, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
+	put_series(f, series, labels, n, "le", "+Inf");
+	fprintf(f, "%llu\n", (unsigned long long)h->count);
 	snprintf(series, sizeof(series), "%s_sum", name);
-	open_series(f, series, labels, n);
-	fprintf(f, "} %.9g\n", h->sum);
+	put_series(f, series, labels, n, NULL, NULL);
+	fprintf(f, "%.9g\n", h->sum);
 	snprintf(series, sizeof(series), "%s_count", name);
 	prom_put_sample(f, series, labels, n, h->count);
 }

@@ -6,7 +6,10 @@
  *   example.flaky  {"failures": N} fails UNAVAILABLE on its first N attempts,
  *                  then returns {"attempt": the attempt that succeeded}
  *   example.crash  aborts the process: a request that kills its worker
- *   example.trace  returns {"traceparent": the request's} */
+ *   example.trace  returns {"traceparent": the request's}
+ * Exit statuses from exitcodes.h: 0 stopped, 1 stopped with requests left,
+ * 2 usage, 3 configuration, 4 the broker or the metrics address
+ * unavailable, 6 internal. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +18,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "exitcodes.h"
 #include "log.h"
 #include "warren.h"
 
@@ -31,8 +35,8 @@ static warren_status sleep_ms(warren_request *req, void *arg)
 	int64_t ms;
 	warren_value *result;
 
-	if (!warren_value_get_int(warren_map_get(warren_request_params(req), "ms"), &ms) || ms < 0 ||
-	    ms > 600000) {
+	if (!warren_value_get_int(warren_map_get(warren_request_params(req), "ms"), &ms) ||
+	    ms < 0 || ms > 600000) {
 		return warren_request_fail(req, WARREN_STATUS_INVALID_ARGUMENT, NULL,
 		                           "field ms: expected an integer from 0 to 600000");
 	}
@@ -56,8 +60,8 @@ static warren_status fail(warren_request *req, void *arg)
 		                           "field code: expected a gRPC status name other than OK");
 	}
 	warren_value_get_str(warren_map_get(p, "message"), &message, &len);
-	return warren_request_fail(req, status, warren_value_copy(warren_map_get(p, "details")), "%s",
-	                           message);
+	return warren_request_fail(req, status, warren_value_copy(warren_map_get(p, "details")),
+	                           "%s", message);
 }
 
 static warren_status flaky(warren_request *req, void *arg)
@@ -93,24 +97,34 @@ static warren_status crash(warren_request *req, void *arg)
 	abort();
 }
 
-static warren_worker *start(warren_config *cfg)
+/* The worker serving every example.* method, in *out; the exit status. */
+static int start(warren_config *cfg, warren_worker **out)
 {
 	warren_worker *w = NULL;
 	char why[512];
+	warren_err err = warren_worker_new(cfg, &w, why, sizeof(why));
+	static const struct {
+		const char *method;
+		warren_handler_fn fn;
+	} methods[] = {
+	    {"example.echo", echo},   {"example.sleep", sleep_ms}, {"example.fail", fail},
+	    {"example.flaky", flaky}, {"example.crash", crash},    {"example.trace", trace},
+	};
 
-	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK ||
-	    warren_worker_handle(w, "example.echo", echo, NULL) != WARREN_OK ||
-	    warren_worker_handle(w, "example.sleep", sleep_ms, NULL) != WARREN_OK ||
-	    warren_worker_handle(w, "example.fail", fail, NULL) != WARREN_OK ||
-	    warren_worker_handle(w, "example.flaky", flaky, NULL) != WARREN_OK ||
-	    warren_worker_handle(w, "example.crash", crash, NULL) != WARREN_OK ||
-	    warren_worker_handle(w, "example.trace", trace, NULL) != WARREN_OK ||
-	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
+	for (size_t i = 0; err == WARREN_OK && i < sizeof(methods) / sizeof(methods[0]); i++) {
+		err = warren_worker_handle(w, methods[i].method, methods[i].fn, NULL);
+		snprintf(why, sizeof(why), "%s", warren_err_str(err));
+	}
+	if (err == WARREN_OK) {
+		err = warren_worker_start(w, why, sizeof(why));
+	}
+	if (err != WARREN_OK) {
 		log_error("cannot start: %s", why);
 		warren_worker_free(w);
-		return NULL;
+		return exitcode_for_start(err);
 	}
-	return w;
+	*out = w;
+	return EXITCODE_OK;
 }
 
 int main(int argc, char **argv)
@@ -127,7 +141,7 @@ int main(int argc, char **argv)
 	warren_config *cfg = cli_build_config(&cc, NULL, why, sizeof(why));
 	if (cfg == NULL) {
 		fprintf(stderr, "example-service: %s\n", why);
-		return 2;
+		return EXITCODE_CONFIG;
 	}
 	warren_log_configure(cfg, NULL);
 	if (strcmp(warren_config_get(cfg, "worker.service"), "") == 0) {
@@ -139,16 +153,17 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	warren_worker *w = start(cfg);
+	warren_worker *w = NULL;
+	status = start(cfg, &w);
 	warren_config_free(cfg);
-	if (w == NULL) {
-		return 1;
+	if (status != EXITCODE_OK) {
+		return status;
 	}
 	log_info("serving example.echo, example.sleep, example.fail, example.flaky, example.crash, "
 	         "example.trace");
 	sigwait(&sigs, &sig);
 	log_info("signal %d: stopping, grace %d ms", sig, GRACE_MS);
-	status = warren_worker_stop(w, GRACE_MS) == WARREN_OK ? 0 : 1;
+	status = warren_worker_stop(w, GRACE_MS) == WARREN_OK ? EXITCODE_OK : EXITCODE_FAILED;
 	warren_worker_free(w);
 	return status;
 }

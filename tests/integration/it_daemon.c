@@ -560,11 +560,11 @@ static void test_start_up_errors_are_clear_and_have_their_exit_status(void **sta
 
 	assert_int_equal(run_to_exit((const char *const[]){"-x", NULL}, NULL, &err), 2);
 	assert_string_equal(err, "user-service: unknown option -x\n"
-	                         "usage: user-service [-c FILE] [-o key=value]...\n");
+	                         "usage: user-service [-c FILE] [-o key=value]... [-h] [-V]\n");
 
 	assert_int_equal(run_to_exit((const char *const[]){"-c", NULL}, NULL, &err), 2);
 	assert_string_equal(err, "user-service: option -c needs a value\n"
-	                         "usage: user-service [-c FILE] [-o key=value]...\n");
+	                         "usage: user-service [-c FILE] [-o key=value]... [-h] [-V]\n");
 
 	assert_int_equal(run_to_exit((const char *const[]){"-o", conninfo_arg(), "-o",
 	                                                   "worker.handler_timeout=2h", NULL},

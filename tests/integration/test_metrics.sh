@@ -93,15 +93,15 @@ check "the content type is the text format 0.0.4" 0 \
 	bash -c "grep -i '^content-type:' '$tmp/headers' | tr -d '\r'"
 check "another path is 404" 0 404 '' -- \
 	curl -s -o /dev/null -w '%{http_code}' "$base/other"
-check "a second worker cannot take the same address, and exits 1" 1 \
+check "a second worker cannot take the same address, and exits 4 (unavailable)" 4 \
 	"metrics.listen: cannot listen on 127.0.0.1:$port: Address already in use" '' -- \
 	bash -c "'$BIN/example-service' -o 'broker.url=$URL' -o 'metrics.listen=127.0.0.1:$port' \
 		2>&1 | grep -o 'metrics.listen: cannot listen on [^\"]*'; exit \${PIPESTATUS[0]}"
 
-check "metrics.listen without a port is a config error" 2 '' \
+check "metrics.listen without a port is a config error" 3 '' \
 	'example-service: metrics.listen: "nohost" is not HOST:PORT' -- \
 	"$BIN/example-service" -o "broker.url=$URL" -o metrics.listen=nohost
-check "metrics.listen with a port out of range is a config error" 2 '' \
+check "metrics.listen with a port out of range is a config error" 3 '' \
 	'example-service: metrics.listen: "127.0.0.1:70000": the port must be 1 to 65535' -- \
 	"$BIN/example-service" -o "broker.url=$URL" -o metrics.listen=127.0.0.1:70000
 

@@ -59,10 +59,12 @@ check "a bad email is the service's INVALID_ARGUMENT, exit 1" 1 '' \
 check "a bad id is a usage error" 2 '' 'notify-user: -i "one": expected a user id (a number)' -- \
 	"$BIN/notify-user" -i one hello
 check "two selectors are a usage error" 2 '' 'notify-user: give exactly one of -i ID, -e EMAIL and -a
-usage: notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE' -- \
+usage: notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE
+       notify-user -h | -V' -- \
 	"$BIN/notify-user" -i 1 -a hello
 check "no message is a usage error" 2 '' 'notify-user: give one MESSAGE to send
-usage: notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE' -- \
+usage: notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE
+       notify-user -h | -V' -- \
 	"$BIN/notify-user" -i 1
 check "a bad -o is a configuration error" 3 '' \
 	'notify-user: client.timeout: "soon" is not a duration (e.g. 250ms, 30s, 2m)' -- \

@@ -61,7 +61,7 @@ check "the operator role lists dead letters" 0 '' '' -- \
 check "the operator role cannot take a service's requests" 1 '' \
 	"ACCESS_REFUSED - access to queue 'rpc.example' in vhost '/' refused for user 'warren-operator'" -- \
 	bash -c "amqp-get -u '$(url warren-operator)' -q rpc.example 2>&1 >/dev/null | grep -o \"ACCESS_REFUSED.*'warren-operator'\" >&2; exit 1"
-check "a password on the command line is refused" 2 '' \
+check "a password on the command line is refused" 3 '' \
 	'rpc-call: -o broker.url: a password on the command line can be read by every user of this machine; put it in broker.password_file or the configuration file' -- \
 	"$BIN/rpc-call" -o "broker.url=$(url warren-caller)" example.echo
 summary

@@ -37,22 +37,23 @@ check "an unknown method exits 1 with UNIMPLEMENTED" 1 '' \
 check "missing METHOD is a usage error" 2 '' "rpc-call: missing METHOD
 usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
                 [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
-       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b" -- "$BIN/rpc-call"
+       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b
+       rpc-call -h | -V" -- "$BIN/rpc-call"
 check "a bad -t is a usage error" 2 '' \
 	'rpc-call: -t "soon": expected a number of seconds from 0.001 to 86400' -- \
 	"$BIN/rpc-call" -t soon example.echo
-check "a bad -o value is a usage error" 2 '' \
+check "a bad -o value is a configuration error" 3 '' \
 	'rpc-call: client.timeout: "forever" is not a duration (e.g. 250ms, 30s, 2m)' -- \
 	"$BIN/rpc-call" -o client.timeout=forever example.echo
-check "an unknown -o key is a usage error" 2 '' 'rpc-call: unknown key "client.timout"' -- \
+check "an unknown -o key is a configuration error" 3 '' 'rpc-call: unknown key "client.timout"' -- \
 	"$BIN/rpc-call" -o client.timout=1s example.echo
-check "a missing config file is a usage error" 2 '' \
+check "a missing config file is a configuration error" 3 '' \
 	"rpc-call: $tmp/nope.conf: No such file or directory" -- \
 	"$BIN/rpc-call" -c "$tmp/nope.conf" example.echo
-check "bad JSON PARAMS is bad input" 3 '' \
+check "bad JSON PARAMS is bad input" 7 '' \
 	"rpc-call: PARAMS is not valid JSON: line 1, column 4: ':' expected near end of file" -- \
 	"$BIN/rpc-call" example.echo '{"a"'
-check "a missing @file is bad input" 3 '' "rpc-call: $tmp/none.json: No such file or directory" -- \
+check "a missing @file is bad input" 7 '' "rpc-call: $tmp/none.json: No such file or directory" -- \
 	"$BIN/rpc-call" example.echo "@$tmp/none.json"
 check "a method with no queue exits 4 at once" 4 '' \
 	'rpc-call: nosuch.method: UNAVAILABLE: no queue is bound for method nosuch.method (312 NO_ROUTE), after 3 attempts' -- \
@@ -60,23 +61,23 @@ check "a method with no queue exits 4 at once" 4 '' \
 check "an unreachable broker exits 4" 4 '' \
 	'rpc-call: example.echo: UNAVAILABLE: cannot connect to 127.0.0.1:1: a socket error occurred' -- \
 	env WARREN_URL=amqp://guest:guest@127.0.0.1:1/ "$BIN/rpc-call" -o broker.connect_timeout=1s example.echo
-check "a bad WARREN_URL is a usage error" 2 '' \
+check "a bad WARREN_URL is a configuration error" 3 '' \
 	'rpc-call: WARREN_URL: broker.url: "http://x" is not an amqp:// or amqps:// URL' -- \
 	env WARREN_URL=http://x "$BIN/rpc-call" example.echo
 # A broker URL in a message never shows its password (scripts/run-tests.sh
 # fails the run if 'pw-warren-' appears in any log, this one included).
 bad_url='amqp://warren:pw-warren-badurl@127.0.0.1:56x72/'
-check "an unparsable broker.url is shown without its password" 2 '' \
+check "an unparsable broker.url is shown without its password" 3 '' \
 	'rpc-call: example.echo: INVALID_ARGUMENT: broker.url: cannot parse "amqp://warren:***@127.0.0.1:56x72/"' -- \
 	env WARREN_URL="$bad_url" "$BIN/rpc-call" example.echo
 check "rpc-dlq shows it without its password too" 3 '' \
 	'rpc-dlq: broker.url: cannot parse "amqp://warren:***@127.0.0.1:56x72/"' -- \
 	env WARREN_URL="$bad_url" "$BIN/rpc-dlq" list example
 printf '[broker]\nurl = %s\n[worker]\nservice = example\n' "$bad_url" >"$tmp/bad-url.conf"
-check "and so does a daemon's log" 1 '' \
+check "and so does a daemon's log (a configuration error)" 3 '' \
 	'level=error time=T prog=example-service msg="cannot start: broker.url: cannot parse \"amqp://warren:***@127.0.0.1:56x72/\""' -- \
 	bash -c "'$BIN/example-service' -c '$tmp/bad-url.conf' 2>&1 >/dev/null | sed -E 's/time=[^ ]+/time=T/' >&2; exit \${PIPESTATUS[0]}"
-check "a URL that is not amqp:// is shown without its password" 2 '' \
+check "a URL that is not amqp:// is shown without its password" 3 '' \
 	'rpc-call: WARREN_URL: broker.url: "http://warren:***@127.0.0.1/" is not an amqp:// or amqps:// URL' -- \
 	env WARREN_URL=http://warren:pw-warren-badurl@127.0.0.1/ "$BIN/rpc-call" example.echo
 check "a deadline exceeded exits 5" 5 '' \
@@ -88,10 +89,10 @@ check "a wrong password from a file is refused by the broker" 4 '' \
 	"$BIN/rpc-call" -o "broker.password_file=$tmp/pw" example.echo
 # Secrets never on the command line, where ps shows them to everyone (the
 # well-known guest password is no secret).
-check "a broker password in -o broker.url is refused" 2 '' \
+check "a broker password in -o broker.url is refused (configuration error)" 3 '' \
 	'rpc-call: -o broker.url: a password on the command line can be read by every user of this machine; put it in broker.password_file or the configuration file' -- \
 	"$BIN/rpc-call" -o 'broker.url=amqp://guest:guest@127.0.0.1:1/,amqp://app:s3cret@127.0.0.1:1/' example.echo
-check "a daemon refuses one too" 2 '' \
+check "a daemon refuses one too" 3 '' \
 	'example-service: -o broker.url: a password on the command line can be read by every user of this machine; put it in broker.password_file or the configuration file' -- \
 	"$BIN/example-service" -o 'broker.url = amqps://app:s3cret@broker.example.org/'
 check "a database password in -o db.conninfo is refused (configuration error)" 3 '' \
@@ -134,7 +135,7 @@ wait "$load_pid"
 check "a scrape during rpc-call -n sees its 16 calls in flight" 0 16 '' -- echo "$inflight"
 check "and the load's outcomes are as without metrics" 0 'outcomes: 16 OK' '' -- \
 	grep '^outcomes' "$tmp/load.out"
-check "a bad client.metrics_listen is a usage error" 2 '' \
+check "a bad client.metrics_listen is a configuration error" 3 '' \
 	'rpc-call: client.metrics_listen: "nohost" is not HOST:PORT' -- \
 	"$BIN/rpc-call" -o client.metrics_listen=nohost -n 1 example.echo
 check "a bad -n is a usage error" 2 '' \
@@ -170,6 +171,7 @@ check "-b answers each line in order, errors included" 1 \
 check "-b with a METHOD is a usage error" 2 '' "rpc-call: -b takes its calls from standard input: no METHOD, -n, -1 or -m
 usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]
                 [-j] [-T] [-1] [-v] [-n COUNT [-P IN_FLIGHT]] METHOD [PARAMS | - | @FILE]
-       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b" -- "$BIN/rpc-call" -b example.echo
+       rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-j] [-T] [-v] -b
+       rpc-call -h | -V" -- "$BIN/rpc-call" -b example.echo
 
 summary

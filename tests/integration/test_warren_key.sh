@@ -30,5 +30,6 @@ check "an unknown scheme is a usage error" 2 '' 'warren-key: unknown scheme "rsa
 check "an id with a slash is a usage error" 2 '' "warren-key: ID must be 1 to 64 characters without '/'" -- \
 	"$BIN/warren-key" generate mac a/b "$tmp"
 check "no command is a usage error" 2 '' 'usage: warren-key generate mac|ed25519 ID DIR
-       warren-key public SECRET_FILE' -- "$BIN/warren-key"
+       warren-key public SECRET_FILE
+       warren-key -h | -V' -- "$BIN/warren-key"
 summary

@@ -20,6 +20,10 @@ complete_words() {
 
 check "options" 0 '-b
 -c' '' -- bash -c "$(declare -f complete_words); complete_words rpc-call '-' | grep -E '^-(b|c)$' | sort"
+check "long options" 0 '--help
+--version' '' -- bash -c "$(declare -f complete_words); complete_words rpc-call '--' | grep -E '^--(help|version)$' | sort"
+check "--option offers keys with =" 0 'broker.heartbeat=' '' -- \
+	bash -c "$(declare -f complete_words); complete_words rpc-call --option broker.hea"
 check "-o offers keys with =" 0 'broker.heartbeat=' '' -- \
 	bash -c "$(declare -f complete_words); complete_words rpc-call -o broker.hea"
 check "methods" 0 'user.preferences.get

@@ -10,6 +10,8 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
+# The version, from the one place it is written.
+VERSION=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' src/rpc/warren.h)
 TMP=$(mktemp -d /tmp/warren-install.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 # shellcheck source=tests/lib/check.sh
@@ -54,7 +56,7 @@ expected=$(
 		printf '%s\n' usr/local/bin/rpc-call usr/local/bin/rpc-dlq usr/local/bin/warren-key usr/local/sbin/user-service \
 			usr/local/include/warren/warren.h usr/local/lib/libwarren.a \
 			usr/local/lib/libwarren.so usr/local/lib/libwarren.so.0 \
-			usr/local/lib/libwarren.so.0.1.0 usr/local/lib/pkgconfig/warren.pc \
+			"usr/local/lib/libwarren.so.$VERSION" usr/local/lib/pkgconfig/warren.pc \
 			etc/warren/warren.conf etc/warren/user-service.conf \
 			usr/local/lib/systemd/system/user-service.service \
 			usr/local/lib/systemd/system/user-service@.service \
@@ -185,12 +187,11 @@ needed() { readelf -d "$1" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'
 
 mk "$TMP/install-pc.log" DESTDIR="$D" PREFIX="$P" install ||
 	flunk "make install PREFIX=$P" "$(tail -n 20 "$TMP/install-pc.log")"
-version=$(sed -n 's/^VERSION *:= *//p' Makefile)
 got=$(pc --modversion 2>&1)
-if [ -f "$L/pkgconfig/warren.pc" ] && [ "$got" = "$version" ]; then
-	pass "PREFIX=$P: lib/pkgconfig/warren.pc says version $version, the Makefile's VERSION"
+if [ -f "$L/pkgconfig/warren.pc" ] && [ "$got" = "$VERSION" ]; then
+	pass "PREFIX=$P: lib/pkgconfig/warren.pc says version $VERSION, warren.h's WARREN_VERSION"
 else
-	flunk "PREFIX=$P: pkg-config --modversion warren: got [$got], want the Makefile's VERSION [$version]"
+	flunk "PREFIX=$P: pkg-config --modversion warren: got [$got], want warren.h's WARREN_VERSION [$VERSION]"
 fi
 got=$(for v in prefix libdir includedir; do echo "$v=$(pc --variable=$v 2>&1)"; done)
 want=$(printf 'prefix=%s\nlibdir=%s\nincludedir=%s' "$P" "$P/lib" "$P/include")

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "exitcodes.h"
 #include "log.h"
 #include "methods.h"
 #include "sdnotify.h"
@@ -21,8 +22,6 @@
 #include "warren.h"
 
 #define PROG "user-service"
-
-enum { EXIT_FORCED = 1, EXIT_USAGE = 2, EXIT_CONFIG = 3 };
 
 struct daemon {
 	struct cli_config cc;
@@ -62,7 +61,8 @@ static int load_config(struct daemon *d, char *errstr, size_t errlen)
 			return -1;
 		}
 	} else {
-		snprintf(d->conninfo, sizeof(d->conninfo), "%s", config_str(d->cfg, CFG_DB_CONNINFO));
+		snprintf(d->conninfo, sizeof(d->conninfo), "%s",
+		         config_str(d->cfg, CFG_DB_CONNINFO));
 	}
 	if (d->conninfo[0] == '\0') {
 		snprintf(errstr, errlen, "no database: set db.conninfo_file or db.conninfo");
@@ -113,8 +113,8 @@ static int migrate(struct daemon *d)
 	return 0;
 }
 
-/* 0; EXIT_CONFIG for a configuration the worker refuses; EXIT_FORCED when
- * it cannot start (no broker). */
+/* EXITCODE_OK; EXITCODE_CONFIG for a configuration the worker refuses;
+ * EXITCODE_UNAVAILABLE when it cannot start (no broker). */
 static int start_worker(struct daemon *d)
 {
 	char why[512];
@@ -129,13 +129,13 @@ static int start_worker(struct daemon *d)
 	}
 	if (err == WARREN_ERR_CONFIG) {
 		fprintf(stderr, PROG ": %s\n", why);
-		return EXIT_CONFIG;
+		return EXITCODE_CONFIG;
 	}
 	if (err != WARREN_OK) {
 		log_error("cannot start: %s", why);
-		return EXIT_FORCED;
+		return exitcode_for_start(err);
 	}
-	return 0;
+	return EXITCODE_OK;
 }
 
 /* Both halves of the worker move: the I/O thread turns, and the pool has
@@ -209,20 +209,21 @@ static int drain(struct daemon *d)
 	sdnotify_send("STOPPING=1\nSTATUS=draining");
 	log_info("stopping: finishing in-flight requests, grace %lld ms", (long long)d->grace_ms);
 	if (pthread_create(&d->stopper, NULL, stop_main, d) != 0) {
-		return EXIT_FORCED;
+		return EXITCODE_FAILED;
 	}
 	while (!atomic_load(&d->stopped)) {
 		int sig = wait_signal(d, 50);
 
 		if (sig == SIGTERM || sig == SIGINT) {
-			log_warn("second signal: exiting now; unfinished requests go back to the queue");
-			_exit(EXIT_FORCED);
+			log_warn(
+			    "second signal: exiting now; unfinished requests go back to the queue");
+			_exit(EXITCODE_FAILED);
 		}
 	}
 	pthread_join(d->stopper, NULL);
 	if (d->stop_result != WARREN_OK) {
 		log_warn("grace expired: exiting; unfinished requests go back to the queue");
-		_exit(EXIT_FORCED);
+		_exit(EXITCODE_FAILED);
 	}
 	warren_worker_free(d->worker);
 	log_info("stopped");
@@ -270,7 +271,7 @@ int main(int argc, char **argv)
 	if (load_config(&d, why, sizeof(why)) != 0) {
 		fprintf(stderr, PROG ": %s\n", why);
 		warren_config_free(d.cfg);
-		return EXIT_CONFIG;
+		return EXITCODE_CONFIG;
 	}
 	/* Signals are read by sigtimedwait in this thread only. */
 	sigemptyset(&d.signals);
@@ -282,7 +283,7 @@ int main(int argc, char **argv)
 	status = migrate(&d);
 	if (status != 0) {
 		warren_config_free(d.cfg);
-		return status < 0 ? EXIT_CONFIG : 0;
+		return status < 0 ? EXITCODE_CONFIG : EXITCODE_OK;
 	}
 	status = start_worker(&d);
 	if (status != 0) {
