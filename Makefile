@@ -172,6 +172,8 @@ WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
+WRAP_test_lane := engine_publish engine_connected engine_blocked engine_writable engine_generation \
+                  engine_ack engine_reject worker_job_new worker_enqueue worker_count
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc

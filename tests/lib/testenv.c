@@ -12,6 +12,7 @@
 
 #include <amqp_tcp_socket.h>
 
+#include "envelope.h"
 #include "sign.h"
 
 const char *testenv_url(void)
@@ -256,32 +257,26 @@ int raw_get(struct raw *r, const char *queue, amqp_message_t *msg)
 const char *raw_header(const amqp_basic_properties_t *p, const char *key)
 {
 	static char buf[1024];
+	const amqp_field_value_t *v = envelope_header(p, key);
 
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+	if (v == NULL) {
 		return NULL;
 	}
-	for (int i = 0; i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *e = &p->headers.entries[i];
-		if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0) {
-			continue;
-		}
-		switch (e->value.kind) {
-		case AMQP_FIELD_KIND_UTF8:
-		case AMQP_FIELD_KIND_BYTES:
-			snprintf(buf, sizeof(buf), "%.*s", (int)e->value.value.bytes.len,
-			         (const char *)e->value.value.bytes.bytes);
-			return buf;
-		case AMQP_FIELD_KIND_I64:
-			snprintf(buf, sizeof(buf), "%lld", (long long)e->value.value.i64);
-			return buf;
-		case AMQP_FIELD_KIND_I32:
-			snprintf(buf, sizeof(buf), "%d", (int)e->value.value.i32);
-			return buf;
-		default:
-			return "(another type)";
-		}
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_UTF8:
+	case AMQP_FIELD_KIND_BYTES:
+		snprintf(buf, sizeof(buf), "%.*s", (int)v->value.bytes.len,
+		         (const char *)v->value.bytes.bytes);
+		return buf;
+	case AMQP_FIELD_KIND_I64:
+		snprintf(buf, sizeof(buf), "%lld", (long long)v->value.i64);
+		return buf;
+	case AMQP_FIELD_KIND_I32:
+		snprintf(buf, sizeof(buf), "%d", (int)v->value.i32);
+		return buf;
+	default:
+		return "(another type)";
 	}
-	return NULL;
 }
 
 long raw_consumer_count(struct raw *r, const char *queue)
