@@ -34,18 +34,6 @@ static int setup(void **state)
 	return supervisor_start("it_poison", service_args, &client, &raw);
 }
 
-static int teardown(void **state)
-{
-	supervisor_stop(client, raw);
-	return 0;
-}
-
-static int purge_dlq(void **state)
-{
-	supervisor_forget(raw);
-	return 0;
-}
-
 /* ------------------------------------------------------------ helpers */
 
 static warren_value *json(const char *text)
@@ -230,18 +218,21 @@ static void test_a_handler_past_its_time_limit_is_answered_and_dead_lettered(voi
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_transient_failures_that_recover_succeed_once, purge_dlq),
-		cmocka_unit_test_setup(test_retries_that_run_out_are_dead_lettered_and_the_caller_told,
-		                       purge_dlq),
-		cmocka_unit_test_setup(test_a_retry_that_cannot_end_before_the_deadline_is_not_made,
-		                       purge_dlq),
-		cmocka_unit_test_setup(
-		    test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows, purge_dlq),
-		cmocka_unit_test_setup(
-		    test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered, purge_dlq),
-		cmocka_unit_test_setup(test_a_handler_past_its_time_limit_is_answered_and_dead_lettered,
-		                       purge_dlq),
+	    cmocka_unit_test_setup(test_transient_failures_that_recover_succeed_once,
+	                           supervisor_forget),
+	    cmocka_unit_test_setup(test_retries_that_run_out_are_dead_lettered_and_the_caller_told,
+	                           supervisor_forget),
+	    cmocka_unit_test_setup(test_a_retry_that_cannot_end_before_the_deadline_is_not_made,
+	                           supervisor_forget),
+	    cmocka_unit_test_setup(
+	        test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows,
+	        supervisor_forget),
+	    cmocka_unit_test_setup(
+	        test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered,
+	        supervisor_forget),
+	    cmocka_unit_test_setup(test_a_handler_past_its_time_limit_is_answered_and_dead_lettered,
+	                           supervisor_forget),
 	};
 
-	return cmocka_run_group_tests_name("poison", tests, setup, teardown);
+	return cmocka_run_group_tests_name("poison", tests, setup, supervisor_teardown);
 }

@@ -34,18 +34,6 @@ static int setup(void **state)
 	return supervisor_start("it_poison_prefetch", service_args, &client, &raw);
 }
 
-static int teardown(void **state)
-{
-	supervisor_stop(client, raw);
-	return 0;
-}
-
-static int purge_dlq(void **state)
-{
-	supervisor_forget(raw);
-	return 0;
-}
-
 /* ------------------------------------------------------------ helpers */
 
 static warren_value *json(const char *text)
@@ -100,8 +88,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup(test_a_crash_counts_only_against_the_request_that_was_running,
-	                           purge_dlq),
+	                           supervisor_forget),
 	};
 
-	return cmocka_run_group_tests_name("poison_prefetch", tests, setup, teardown);
+	return cmocka_run_group_tests_name("poison_prefetch", tests, setup, supervisor_teardown);
 }

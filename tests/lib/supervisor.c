@@ -21,6 +21,8 @@ static struct {
 	atomic_bool stop;
 	atomic_int restarts; /* deaths other than the final stop */
 	atomic_int pid;
+	warren_client *client;
+	struct raw *raw;
 } sup;
 
 static void *supervise(void *arg)
@@ -50,9 +52,11 @@ int supervisor_start(const char *app_id, const char *const *args, warren_client 
 	*raw = raw_connect();
 	raw_purge(*raw, "rpc.example");
 	raw_purge(*raw, "rpc.example.dlq");
+	sup.raw = *raw;
 	pthread_create(&sup.thread, NULL, supervise, (void *)args);
 	err = warren_client_new(cfg, app_id, client, NULL, 0);
 	warren_config_free(cfg);
+	sup.client = err == WARREN_OK ? *client : NULL;
 	if (err != WARREN_OK) {
 		return -1;
 	}
@@ -69,13 +73,14 @@ int supervisor_start(const char *app_id, const char *const *args, warren_client 
 	return -1;
 }
 
-void supervisor_stop(warren_client *client, struct raw *raw)
+int supervisor_teardown(void **state)
 {
 	atomic_store(&sup.stop, true);
 	kill(atomic_load(&sup.pid), SIGTERM);
 	pthread_join(sup.thread, NULL);
-	warren_client_free(client);
-	raw_close(raw);
+	warren_client_free(sup.client);
+	raw_close(sup.raw);
+	return 0;
 }
 
 int supervisor_restarts(void)
@@ -83,10 +88,11 @@ int supervisor_restarts(void)
 	return atomic_load(&sup.restarts);
 }
 
-void supervisor_forget(struct raw *raw)
+int supervisor_forget(void **state)
 {
-	raw_purge(raw, "rpc.example.dlq");
+	raw_purge(sup.raw, "rpc.example.dlq");
 	atomic_store(&sup.restarts, 0);
+	return 0;
 }
 
 const char *supervisor_take_reasons(struct raw *raw, long want)

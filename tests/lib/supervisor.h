@@ -13,18 +13,20 @@
 #include "warren.h"
 
 /* Empties rpc.example and rpc.example.dlq, starts example-service with
- * args (a NULL-terminated list, kept until supervisor_stop) under the
+ * args (a NULL-terminated list, kept until the teardown) under the
  * supervisor, and a client named app_id; 0 once example.echo answers,
  * else -1 (a cmocka group setup's result). */
 int supervisor_start(const char *app_id, const char *const *args, warren_client **client,
                      struct raw **raw);
-/* Stops the supervisor and the service (SIGTERM), frees client and raw. */
-void supervisor_stop(warren_client *client, struct raw *raw);
+/* A cmocka group teardown: stops the supervisor and the service (SIGTERM),
+ * frees the client and raw connection of supervisor_start. */
+int supervisor_teardown(void **state);
+/* A cmocka test setup: empties rpc.example.dlq and counts restarts from 0
+ * again. */
+int supervisor_forget(void **state);
 /* Deaths of the service since the last supervisor_forget, the final stop
  * not counted. */
 int supervisor_restarts(void);
-/* Empties rpc.example.dlq and counts restarts from 0 again. */
-void supervisor_forget(struct raw *raw);
 
 /* The rpc-dead-reason of every dead letter in rpc.example.dlq, taken, in
  * order, each followed by a space, once there are want of them (10 s at
