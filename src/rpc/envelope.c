@@ -193,16 +193,14 @@ bool envelope_field_int(const amqp_field_value_t *v, int64_t *out)
 	}
 }
 
-/* An integer, or a timestamp read as one: the request headers of warren(7)
- * have always taken both. */
-static bool field_int(const amqp_field_value_t *v, int64_t *out)
+/* An integer, or a timestamp read as one (a uint64): the request headers
+ * of warren(7) have always taken both. */
+static bool int_or_stamp(const amqp_field_value_t *v, int64_t *out)
 {
 	if (v->kind == AMQP_FIELD_KIND_TIMESTAMP) {
-		if (v->value.u64 > INT64_MAX) {
-			return false;
-		}
-		*out = (int64_t)v->value.u64;
-		return true;
+		amqp_field_value_t u = {.kind = AMQP_FIELD_KIND_U64, .value.u64 = v->value.u64};
+
+		return envelope_field_int(&u, out);
 	}
 	return envelope_field_int(v, out);
 }
@@ -240,7 +238,7 @@ static warren_err read_int_header(const amqp_basic_properties_t *p, const char *
 	if (v == NULL) {
 		return WARREN_OK;
 	}
-	if (!field_int(v, &n)) {
+	if (!int_or_stamp(v, &n)) {
 		snprintf(errstr, errlen, "header %s: expected an integer, got %s", key,
 		         kind_name(v->kind));
 		return WARREN_ERR_DECODE;
@@ -389,13 +387,13 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	 * the caller's error, so an odd value is just ignored. */
 	const amqp_field_value_t *dc = envelope_header(p, "x-delivery-count");
 	int64_t count = 0;
-	if (dc != NULL && field_int(dc, &count) && count >= 0 && count <= INT32_MAX) {
+	if (dc != NULL && int_or_stamp(dc, &count) && count >= 0 && count <= INT32_MAX) {
 		m->delivery_count = (int)count;
 	}
 	/* Deliveries of the batch it came in, before a worker republished it
 	 * alone (lane.c): they count as its own. */
 	const amqp_field_value_t *bc = envelope_header(p, BATCH_CRASHES_HEADER);
-	if (bc != NULL && field_int(bc, &count) && count > 0 &&
+	if (bc != NULL && int_or_stamp(bc, &count) && count > 0 &&
 	    count <= INT32_MAX - m->delivery_count) {
 		m->delivery_count += (int)count;
 	}
@@ -403,7 +401,7 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	 * (single replies), never the caller's error. */
 	const amqp_field_value_t *ab = envelope_header(p, BATCH_ACCEPT_HEADER);
 	int64_t accept = 0;
-	if (ab != NULL && field_int(ab, &accept) && accept > 0 && accept <= INT32_MAX) {
+	if (ab != NULL && int_or_stamp(ab, &accept) && accept > 0 && accept <= INT32_MAX) {
 		m->accept_batch = (int)accept;
 	}
 	return err;
