@@ -23,6 +23,7 @@
 #include "engine.h"
 #include "envelope.h"
 #include "fastrand.h"
+#include "lanes.h"
 #include "log.h"
 #include "pending.h"
 #include "reply.h"
@@ -77,19 +78,10 @@ struct call {
 };
 
 /* A service whose fast lane returned a request (no queue bound to rpc.fast
- * for it): its transient calls take the durable lane until `until`. */
+ * for it): its transient calls take the durable lane for LANE_DOWN_MS. */
 #define LANE_DOWN_SLOTS 16
 #define LANE_DOWN_MS    30000
-
-struct lane_down {
-	char service[65];
-	int64_t until; /* engine_now() ms; 0: free */
-};
-/* A service whose batch lane was found missing: singles until then. */
-struct lane_off {
-	char service[65];
-	int64_t until; /* engine_now() ms */
-};
+/* A service whose batch lane was found missing: singles for LANE_OFF_MS. */
 #define LANE_OFF_SLOTS 64
 #define LANE_OFF_MS    30000
 
@@ -111,7 +103,8 @@ struct warren_client {
 	/* I/O thread only: rpc.fast exists (checked at each connection), and
 	 * the services whose fast lane was found missing lately. */
 	bool fast_exchange;
-	struct lane_down down[LANE_DOWN_SLOTS];
+	struct lanes down;
+	struct lanes_slot down_slot[LANE_DOWN_SLOTS];
 	bool batch_replies; /* client.batch_replies: requests offer rpc-accept-batch */
 	char *batch;        /* client.batch: methods whose requests may go batched */
 	/* I/O thread only: requests queued this turn for a batch, batches
@@ -119,7 +112,8 @@ struct warren_client {
 	struct call *outq, *outq_tail;
 	struct req_batch *batches;
 	uint64_t batch_seq;
-	struct lane_off lane_off[LANE_OFF_SLOTS];
+	struct lanes lane_off;
+	struct lanes_slot lane_off_slot[LANE_OFF_SLOTS];
 	int64_t default_timeout_ms;
 	size_t max_size;
 	atomic_bool closing; /* set by warren_client_free, read on the I/O thread */
@@ -389,54 +383,17 @@ static size_t service_len(const char *method)
 	return dot != NULL ? (size_t)(dot - method) : strlen(method);
 }
 
-static struct lane_down *lane_down_find(warren_client *c, const char *method)
-{
-	size_t n = service_len(method);
-
-	for (int i = 0; i < LANE_DOWN_SLOTS; i++) {
-		if (c->down[i].until != 0 && strlen(c->down[i].service) == n &&
-		    memcmp(c->down[i].service, method, n) == 0) {
-			return &c->down[i];
-		}
-	}
-	return NULL;
-}
-
 /* Whether the call's request goes to rpc.fast now: a transient call, while
  * the exchange exists and its service's fast lane was not found missing in
  * the last LANE_DOWN_MS. */
 static bool lane_fast(warren_client *c, const struct call *call, int64_t now)
 {
-	const struct lane_down *d;
+	const char *method = call->out->meta.method;
 
 	if (!call->fast || !c->fast_exchange) {
 		return false;
 	}
-	d = lane_down_find(c, call->out->meta.method);
-	return d == NULL || d->until <= now;
-}
-
-/* Remembers that the method's service has no fast queue; the slot that
- * frees first is taken when all are in use. */
-static void lane_down_note(warren_client *c, const char *method, int64_t until)
-{
-	struct lane_down *d = lane_down_find(c, method);
-	size_t n = service_len(method);
-
-	if (d == NULL) {
-		d = &c->down[0];
-		for (int i = 1; i < LANE_DOWN_SLOTS; i++) {
-			if (c->down[i].until < d->until) {
-				d = &c->down[i]; /* a free slot (0) first */
-			}
-		}
-	}
-	if (n >= sizeof(d->service)) {
-		n = sizeof(d->service) - 1;
-	}
-	memcpy(d->service, method, n);
-	d->service[n] = '\0';
-	d->until = until;
+	return lanes_until(&c->down, method, service_len(method)) <= now;
 }
 
 /* The fast lane returned the request: no queue of its service is bound to
@@ -451,7 +408,8 @@ static bool fall_back(warren_client *c, struct call *call)
 	if (call->finished || call->waiting_retry || call->out == NULL) {
 		return false;
 	}
-	lane_down_note(c, call->out->meta.method, now + LANE_DOWN_MS);
+	lanes_note(&c->down, call->out->meta.method, service_len(call->out->meta.method),
+	           now + LANE_DOWN_MS);
 	call->fast = false;
 	call->retry.deadline = now;
 	memcpy(call->retry.id, call->entry.id, sizeof(call->retry.id));
@@ -991,25 +949,9 @@ static void service_of(const char *method, char *out, size_t cap)
 	snprintf(out, cap, "%.*s", (int)n, method);
 }
 
-static struct lane_off *lane_slot(warren_client *c, const char *service, bool make)
-{
-	struct lane_off *oldest = &c->lane_off[0];
-
-	for (int i = 0; i < LANE_OFF_SLOTS; i++) {
-		if (strcmp(c->lane_off[i].service, service) == 0) {
-			return &c->lane_off[i];
-		}
-		if (c->lane_off[i].until < oldest->until) {
-			oldest = &c->lane_off[i];
-		}
-	}
-	return make ? oldest : NULL;
-}
-
 static bool batchable(warren_client *c, const struct call *call)
 {
 	char service[65];
-	const struct lane_off *off;
 
 	/* Signed requests go alone: a batch delivered again is split into
 	 * fresh single deliveries, which a worker's replay filter would drop
@@ -1020,8 +962,7 @@ static bool batchable(warren_client *c, const struct call *call)
 		return false;
 	}
 	service_of(call->out->meta.method, service, sizeof(service));
-	off = lane_slot(c, service, false);
-	return off == NULL || off->until <= engine_now();
+	return lanes_until(&c->lane_off, service, strlen(service)) <= engine_now();
 }
 
 static void queue_request(warren_client *c, struct call *call)
@@ -1082,10 +1023,8 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	}
 	if (outcome == ENGINE_ACK && b->returned) {
 		/* No batch lane for this service: its workers do not take batches. */
-		struct lane_off *off = lane_slot(c, b->service, true);
-
-		snprintf(off->service, sizeof(off->service), "%s", b->service);
-		off->until = engine_now() + LANE_OFF_MS;
+		lanes_note(&c->lane_off, b->service, strlen(b->service),
+		           engine_now() + LANE_OFF_MS);
 		STAT_ADD(c, batch_fallbacks, 1);
 		log_info("service %s takes no batches (no queue on %s): single requests for %d s",
 		         b->service, BATCH_EXCHANGE, LANE_OFF_MS / 1000);
@@ -1646,6 +1585,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	                             .lost = client_lost,
 	                             .tick = client_tick};
 
+	c->down = (struct lanes){c->down_slot, LANE_DOWN_SLOTS};
+	c->lane_off = (struct lanes){c->lane_off_slot, LANE_OFF_SLOTS};
 	/* Queue mode acks every reply in the turn that handled it: merged. */
 	ec.batch_acks = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1;
 	snprintf(c->app_id, sizeof(c->app_id), "%s", app_id);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "deadletter.h"
+#include "envelope.h"
 #include "utf8.h"
 
 #define BROKER_PREFIX "broker:"
@@ -74,24 +75,6 @@ static bool key_starts(amqp_bytes_t key, const char *prefix)
 	size_t n = strlen(prefix);
 
 	return key.len >= n && memcmp(key.bytes, prefix, n) == 0;
-}
-
-const amqp_field_value_t *dlq_table_get(const amqp_table_t *t, const char *key)
-{
-	for (int i = 0; t != NULL && i < t->num_entries; i++) {
-		if (key_is(t->entries[i].key, key)) {
-			return &t->entries[i].value;
-		}
-	}
-	return NULL;
-}
-
-const amqp_field_value_t *dlq_header(const amqp_basic_properties_t *p, const char *key)
-{
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
-		return NULL;
-	}
-	return dlq_table_get(&p->headers, key);
 }
 
 /* ------------------------------------------------------------------ text */
@@ -189,39 +172,6 @@ static void note(struct dlq_letter *l, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Any integer kind; false for other kinds and for a uint64 above INT64_MAX. */
-static bool field_int(const amqp_field_value_t *v, int64_t *out)
-{
-	switch (v->kind) {
-	case AMQP_FIELD_KIND_I8:
-		*out = v->value.i8;
-		return true;
-	case AMQP_FIELD_KIND_U8:
-		*out = v->value.u8;
-		return true;
-	case AMQP_FIELD_KIND_I16:
-		*out = v->value.i16;
-		return true;
-	case AMQP_FIELD_KIND_U16:
-		*out = v->value.u16;
-		return true;
-	case AMQP_FIELD_KIND_I32:
-		*out = v->value.i32;
-		return true;
-	case AMQP_FIELD_KIND_U32:
-		*out = v->value.u32;
-		return true;
-	case AMQP_FIELD_KIND_I64:
-		*out = v->value.i64;
-		return true;
-	case AMQP_FIELD_KIND_U64:
-		*out = (int64_t)v->value.u64;
-		return v->value.u64 <= INT64_MAX;
-	default:
-		return false;
-	}
-}
-
 static bool field_is_text(const amqp_field_value_t *v)
 {
 	return v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES;
@@ -247,12 +197,12 @@ static bool read_text(const amqp_field_value_t *v, const char *key, char *dst, s
 static bool read_int(const amqp_basic_properties_t *p, const char *key, int64_t *out,
                      struct dlq_letter *l)
 {
-	const amqp_field_value_t *v = dlq_header(p, key);
+	const amqp_field_value_t *v = envelope_header(p, key);
 
 	if (v == NULL) {
 		return false;
 	}
-	if (!field_int(v, out)) {
+	if (!envelope_field_int(v, out)) {
 		note(l, "header %s: expected an integer, got %s", key, dlq_kind_name(v->kind));
 		return false;
 	}
@@ -262,7 +212,7 @@ static bool read_int(const amqp_basic_properties_t *p, const char *key, int64_t 
 /* The most recent entry of x-death (the broker puts it first), or NULL. */
 static const amqp_table_t *last_death(const amqp_basic_properties_t *p)
 {
-	const amqp_field_value_t *v = dlq_header(p, "x-death");
+	const amqp_field_value_t *v = envelope_header(p, "x-death");
 
 	if (v == NULL || v->kind != AMQP_FIELD_KIND_ARRAY || v->value.array.num_entries < 1 ||
 	    v->value.array.entries[0].kind != AMQP_FIELD_KIND_TABLE) {
@@ -275,13 +225,13 @@ static const amqp_table_t *last_death(const amqp_basic_properties_t *p)
 static bool read_broker_reason(const amqp_basic_properties_t *p, struct dlq_letter *l)
 {
 	const amqp_table_t *death = last_death(p);
-	const amqp_field_value_t *reason = dlq_header(p, "x-first-death-reason");
-	const amqp_field_value_t *queue = dlq_header(p, "x-first-death-queue");
+	const amqp_field_value_t *reason = envelope_header(p, "x-first-death-reason");
+	const amqp_field_value_t *queue = envelope_header(p, "x-first-death-queue");
 	char text[256] = "", from[256] = "";
 
 	if (reason == NULL && death != NULL) {
-		reason = dlq_table_get(death, "reason");
-		queue = dlq_table_get(death, "queue");
+		reason = envelope_header_find(death, "reason");
+		queue = envelope_header_find(death, "queue");
 	}
 	if (!read_text(reason, "x-first-death-reason", text, sizeof(text), l)) {
 		return false;
@@ -297,21 +247,22 @@ static bool read_broker_reason(const amqp_basic_properties_t *p, struct dlq_lett
 
 static void read_reason(const amqp_basic_properties_t *p, struct dlq_letter *l)
 {
-	const amqp_field_value_t *v = dlq_header(p, DL_H_REASON);
+	const amqp_field_value_t *v = envelope_header(p, DL_H_REASON);
 
 	if (read_text(v, DL_H_REASON, l->reason, sizeof(l->reason), l)) {
-		read_text(dlq_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error), l);
+		read_text(envelope_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error),
+		          l);
 		return;
 	}
 	if (v == NULL && read_broker_reason(p, l)) {
 		return;
 	}
 	snprintf(l->reason, sizeof(l->reason), DLQ_UNKNOWN);
-	if (v == NULL && dlq_header(p, "x-death") == NULL) {
+	if (v == NULL && envelope_header(p, "x-death") == NULL) {
 		note(l, "no " DL_H_REASON " header and no x-death: neither a worker nor the broker "
 		        "dead-lettered it");
 	}
-	read_text(dlq_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error), l);
+	read_text(envelope_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error), l);
 }
 
 /* rpc-dead-time, else the time of the last x-death (seconds). */
@@ -326,7 +277,7 @@ static void read_time(const amqp_basic_properties_t *p, struct dlq_letter *l)
 		l->time_ms = ms;
 		return;
 	}
-	t = death != NULL ? dlq_table_get(death, "time") : NULL;
+	t = death != NULL ? envelope_header_find(death, "time") : NULL;
 	if (t != NULL && t->kind == AMQP_FIELD_KIND_TIMESTAMP && t->value.u64 < INT64_MAX / 1000) {
 		l->time_ms = (int64_t)t->value.u64 * 1000;
 	}

@@ -30,13 +30,9 @@ struct dlq_letter {
 void dlq_letter_read(const amqp_basic_properties_t *p, const char *routing_key, const char *queue,
                      struct dlq_letter *out);
 
-/* The value of header key, or NULL. */
-const amqp_field_value_t *dlq_header(const amqp_basic_properties_t *p, const char *key);
 /* The name of an AMQP field kind, as export writes it in "$type" ("string",
  * "int32", "timestamp"...); "kind-0xNN" for one rabbitmq-c does not know. */
 const char *dlq_kind_name(uint8_t kind);
-/* The value of key in table t, or NULL. */
-const amqp_field_value_t *dlq_table_get(const amqp_table_t *t, const char *key);
 
 /* What list, replay, purge and export select. All given conditions must hold. */
 struct dlq_filter {

@@ -754,7 +754,7 @@ static void replay_failed(struct session *s, const struct dlq_letter *l, const c
 static bool replay_refused(const struct session *s, const amqp_basic_properties_t *p,
                            const struct dlq_letter *l, char *why, size_t cap)
 {
-	const amqp_field_value_t *signer = dlq_header(p, "rpc-key-id");
+	const amqp_field_value_t *signer = envelope_header(p, "rpc-key-id");
 	char id[SIGN_KEY_ID_MAX + 1];
 	bool text;
 

@@ -5,6 +5,7 @@
  * then walks the tree: the entries' properties and bodies point into it. */
 #include "batch.h"
 #include "codec.h"
+#include "envelope.h"
 #include "value_int.h"
 
 #include <msgpack.h>
@@ -94,36 +95,6 @@ size_t batch_item_bound(const struct batch_item *item)
 	return n;
 }
 
-/* An AMQP integer header as int64; false for other kinds. */
-static bool int_value(const amqp_field_value_t *v, int64_t *out)
-{
-	switch (v->kind) {
-	case AMQP_FIELD_KIND_I8:
-		*out = v->value.i8;
-		return true;
-	case AMQP_FIELD_KIND_U8:
-		*out = v->value.u8;
-		return true;
-	case AMQP_FIELD_KIND_I16:
-		*out = v->value.i16;
-		return true;
-	case AMQP_FIELD_KIND_U16:
-		*out = v->value.u16;
-		return true;
-	case AMQP_FIELD_KIND_I32:
-		*out = v->value.i32;
-		return true;
-	case AMQP_FIELD_KIND_U32:
-		*out = v->value.u32;
-		return true;
-	case AMQP_FIELD_KIND_I64:
-		*out = v->value.i64;
-		return true;
-	default:
-		return false;
-	}
-}
-
 static int pack_str(msgpack_packer *pk, const char *s, size_t len)
 {
 	return msgpack_pack_str_with_body(pk, s, len);
@@ -146,7 +117,7 @@ static int pack_headers(msgpack_packer *pk, const amqp_table_t *t)
 		} else if (h->value.kind == AMQP_FIELD_KIND_BYTES) {
 			rc = msgpack_pack_bin_with_body(pk, h->value.value.bytes.bytes,
 			                                h->value.value.bytes.len);
-		} else if (int_value(&h->value, &n)) {
+		} else if (envelope_field_int(&h->value, &n)) {
 			rc = msgpack_pack_int64(pk, n);
 		} else {
 			rc = -2; /* not in the format: the message cannot be batched */
@@ -231,30 +202,21 @@ static warren_err bad(char *errstr, size_t errlen, const char *fmt, ...)
 
 static warren_err check_version(const amqp_basic_properties_t *p, char *errstr, size_t errlen)
 {
-	size_t klen = strlen(BATCH_HEADER);
+	const amqp_field_value_t *h = envelope_header(p, BATCH_HEADER);
 	int64_t v;
 
-	if (p->_flags & AMQP_BASIC_HEADERS_FLAG) {
-		for (int i = 0; i < p->headers.num_entries; i++) {
-			const amqp_table_entry_t *h = &p->headers.entries[i];
-
-			if (h->key.len != klen || memcmp(h->key.bytes, BATCH_HEADER, klen) != 0) {
-				continue;
-			}
-			if (!int_value(&h->value, &v)) {
-				return bad(errstr, errlen, "header %s: expected an integer",
-				           BATCH_HEADER);
-			}
-			if (v != BATCH_VERSION) {
-				return bad(errstr, errlen,
-				           "batch format version %lld is not supported (this end "
-				           "reads %d)",
-				           (long long)v, BATCH_VERSION);
-			}
-			return WARREN_OK;
-		}
+	if (h == NULL) {
+		return bad(errstr, errlen, "no %s header (the batch format version)", BATCH_HEADER);
 	}
-	return bad(errstr, errlen, "no %s header (the batch format version)", BATCH_HEADER);
+	if (!envelope_field_int(h, &v)) {
+		return bad(errstr, errlen, "header %s: expected an integer", BATCH_HEADER);
+	}
+	if (v != BATCH_VERSION) {
+		return bad(errstr, errlen,
+		           "batch format version %lld is not supported (this end reads %d)",
+		           (long long)v, BATCH_VERSION);
+	}
+	return WARREN_OK;
 }
 
 static const char *type_of(const warren_value *v)

@@ -158,55 +158,73 @@ static const char *kind_name(uint8_t kind)
 	}
 }
 
-/* 1 and *out set: an integer; 0: not an integer kind. */
-static int field_int(const amqp_field_value_t *v, int64_t *out)
+bool envelope_field_int(const amqp_field_value_t *v, int64_t *out)
 {
 	switch (v->kind) {
 	case AMQP_FIELD_KIND_I8:
 		*out = v->value.i8;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_U8:
 		*out = v->value.u8;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_I16:
 		*out = v->value.i16;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_U16:
 		*out = v->value.u16;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_I32:
 		*out = v->value.i32;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_U32:
 		*out = v->value.u32;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_I64:
 		*out = v->value.i64;
-		return 1;
+		return true;
 	case AMQP_FIELD_KIND_U64:
-	case AMQP_FIELD_KIND_TIMESTAMP:
+		if (v->value.u64 > INT64_MAX) {
+			return false;
+		}
 		*out = (int64_t)v->value.u64;
-		return v->value.u64 <= INT64_MAX;
+		return true;
 	default:
-		return 0;
+		return false;
 	}
 }
 
-static const amqp_field_value_t *header_find(const amqp_basic_properties_t *p, const char *key)
+/* An integer, or a timestamp read as one (a uint64): the request headers
+ * of warren(7) have always taken both. */
+static bool int_or_stamp(const amqp_field_value_t *v, int64_t *out)
+{
+	if (v->kind == AMQP_FIELD_KIND_TIMESTAMP) {
+		amqp_field_value_t u = {.kind = AMQP_FIELD_KIND_U64, .value.u64 = v->value.u64};
+
+		return envelope_field_int(&u, out);
+	}
+	return envelope_field_int(v, out);
+}
+
+const amqp_field_value_t *envelope_header_find(const amqp_table_t *t, const char *key)
 {
 	size_t klen = strlen(key);
 
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
-		return NULL;
-	}
-	for (int i = 0; i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *e = &p->headers.entries[i];
+	for (int i = 0; t != NULL && i < t->num_entries; i++) {
+		const amqp_table_entry_t *e = &t->entries[i];
 
-		if (e->key.len == klen && memcmp(e->key.bytes, key, klen) == 0) {
+		if (e->key.len == klen && (klen == 0 || memcmp(e->key.bytes, key, klen) == 0)) {
 			return &e->value;
 		}
 	}
 	return NULL;
+}
+
+const amqp_field_value_t *envelope_header(const amqp_basic_properties_t *p, const char *key)
+{
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+		return NULL;
+	}
+	return envelope_header_find(&p->headers, key);
 }
 
 /* WARREN_OK with *out set, or left alone when absent; DECODE when ill-typed
@@ -214,13 +232,13 @@ static const amqp_field_value_t *header_find(const amqp_basic_properties_t *p, c
 static warren_err read_int_header(const amqp_basic_properties_t *p, const char *key, int64_t min,
                                   int64_t max, int64_t *out, char *errstr, size_t errlen)
 {
-	const amqp_field_value_t *v = header_find(p, key);
+	const amqp_field_value_t *v = envelope_header(p, key);
 	int64_t n;
 
 	if (v == NULL) {
 		return WARREN_OK;
 	}
-	if (!field_int(v, &n)) {
+	if (!int_or_stamp(v, &n)) {
 		snprintf(errstr, errlen, "header %s: expected an integer, got %s", key,
 		         kind_name(v->kind));
 		return WARREN_ERR_DECODE;
@@ -237,7 +255,7 @@ static warren_err read_int_header(const amqp_basic_properties_t *p, const char *
 static warren_err read_str_header(const amqp_basic_properties_t *p, const char *key, char *dst,
                                   size_t cap, char *errstr, size_t errlen)
 {
-	const amqp_field_value_t *v = header_find(p, key);
+	const amqp_field_value_t *v = envelope_header(p, key);
 
 	if (v == NULL) {
 		return WARREN_OK;
@@ -367,23 +385,23 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	m->status = (int)status;
 	/* The broker's own count of earlier deliveries (quorum queues): never
 	 * the caller's error, so an odd value is just ignored. */
-	const amqp_field_value_t *dc = header_find(p, "x-delivery-count");
+	const amqp_field_value_t *dc = envelope_header(p, "x-delivery-count");
 	int64_t count = 0;
-	if (dc != NULL && field_int(dc, &count) && count >= 0 && count <= INT32_MAX) {
+	if (dc != NULL && int_or_stamp(dc, &count) && count >= 0 && count <= INT32_MAX) {
 		m->delivery_count = (int)count;
 	}
 	/* Deliveries of the batch it came in, before a worker republished it
 	 * alone (lane.c): they count as its own. */
-	const amqp_field_value_t *bc = header_find(p, BATCH_CRASHES_HEADER);
-	if (bc != NULL && field_int(bc, &count) && count > 0 &&
+	const amqp_field_value_t *bc = envelope_header(p, BATCH_CRASHES_HEADER);
+	if (bc != NULL && int_or_stamp(bc, &count) && count > 0 &&
 	    count <= INT32_MAX - m->delivery_count) {
 		m->delivery_count += (int)count;
 	}
 	/* An offer, not an instruction: one this end cannot read is as none
 	 * (single replies), never the caller's error. */
-	const amqp_field_value_t *ab = header_find(p, BATCH_ACCEPT_HEADER);
+	const amqp_field_value_t *ab = envelope_header(p, BATCH_ACCEPT_HEADER);
 	int64_t accept = 0;
-	if (ab != NULL && field_int(ab, &accept) && accept > 0 && accept <= INT32_MAX) {
+	if (ab != NULL && int_or_stamp(ab, &accept) && accept > 0 && accept <= INT32_MAX) {
 		m->accept_batch = (int)accept;
 	}
 	return err;

@@ -84,6 +84,16 @@ warren_value *envelope_error_value(int status, const char *message, warren_value
 void envelope_error_parse(const warren_value *v, const char **message,
                           const warren_value **details);
 
+/* An AMQP integer field of any width (signed or unsigned, 8 to 64 bits) as
+ * int64: true with *out set; false, *out untouched, for any other kind (a
+ * timestamp included) and for a uint64 above INT64_MAX. */
+bool envelope_field_int(const amqp_field_value_t *v, int64_t *out);
+/* The value of key in t (NULL-safe), or NULL; points into t. */
+const amqp_field_value_t *envelope_header_find(const amqp_table_t *t, const char *key);
+/* The value of the header key of p, or NULL when p has no headers or not
+ * that one; points into p. */
+const amqp_field_value_t *envelope_header(const amqp_basic_properties_t *p, const char *key);
+
 /* Copies at most cap-1 bytes and a NUL; returns false if src was longer. */
 bool envelope_copy(char *dst, size_t cap, amqp_bytes_t src);
 

@@ -408,30 +408,15 @@ void security_sign_reply(const struct security *s, const struct envelope_meta *m
 
 /* ------------------------------------------------------------ checking */
 
-static const amqp_field_value_t *header(const amqp_basic_properties_t *p, const char *key)
-{
-	size_t n = strlen(key);
-
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
-		return NULL;
-	}
-	for (int i = 0; i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *e = &p->headers.entries[i];
-		if (e->key.len == n && memcmp(e->key.bytes, key, n) == 0) {
-			return &e->value;
-		}
-	}
-	return NULL;
-}
-
 /* The signature headers of p, checked against the keyring: the key on
  * success, else NULL with why. */
 static const struct sign_key *check_signature(const struct security *s,
                                               const amqp_basic_properties_t *p,
                                               struct sign_fields *f, char *why, size_t whylen)
 {
-	const amqp_field_value_t *id = header(p, "rpc-key-id"), *at = header(p, "rpc-signed-at"),
-	                         *sig = header(p, "rpc-signature");
+	const amqp_field_value_t *id = envelope_header(p, "rpc-key-id"),
+	                         *at = envelope_header(p, "rpc-signed-at"),
+	                         *sig = envelope_header(p, "rpc-signature");
 	char key_id[SIGN_KEY_ID_MAX + 1];
 	char content_type[128] = "";
 	const struct sign_key *key;
@@ -562,7 +547,7 @@ void security_retry_token(const struct security *s, const char *signer, const ch
 static bool retry_token_ok(const struct security *s, const amqp_basic_properties_t *p,
                            const char *signer, const struct envelope_meta *m)
 {
-	const amqp_field_value_t *t = header(p, SECURITY_RETRY_TOKEN);
+	const amqp_field_value_t *t = envelope_header(p, SECURITY_RETRY_TOKEN);
 	unsigned char want[SECURITY_TOKEN_BYTES];
 
 	if (t == NULL || t->kind != AMQP_FIELD_KIND_BYTES ||
@@ -684,8 +669,8 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 		         m->message_id, SECURITY_RETRY_TOKEN);
 		return WARREN_STATUS_UNAUTHENTICATED;
 	}
-	st = first_time(s, key, header(p, "rpc-signature"), m, f.signed_at_ms, redelivered, why,
-	                whylen);
+	st = first_time(s, key, envelope_header(p, "rpc-signature"), m, f.signed_at_ms, redelivered,
+	                why, whylen);
 	if (st != WARREN_STATUS_OK) {
 		return st;
 	}

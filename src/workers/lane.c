@@ -257,34 +257,17 @@ void lane_free(struct warren_worker *w)
 
 /* ------------------------------------------------------------ first delivery */
 
-/* The broker's x-delivery-count (quorum queues): earlier deliveries. */
+/* The broker's x-delivery-count (quorum queues): earlier deliveries; 0
+ * when absent or not an integer. */
 static int64_t delivery_count(const amqp_basic_properties_t *p)
 {
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+	const amqp_field_value_t *v = envelope_header(p, "x-delivery-count");
+	int64_t n = 0;
+
+	if (v == NULL || !envelope_field_int(v, &n)) {
 		return 0;
 	}
-	for (int i = 0; i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *h = &p->headers.entries[i];
-
-		if (h->key.len != 16 || memcmp(h->key.bytes, "x-delivery-count", 16) != 0) {
-			continue;
-		}
-		switch (h->value.kind) {
-		case AMQP_FIELD_KIND_I64:
-			return h->value.value.i64;
-		case AMQP_FIELD_KIND_I32:
-			return h->value.value.i32;
-		case AMQP_FIELD_KIND_U32:
-			return h->value.value.u32;
-		case AMQP_FIELD_KIND_I16:
-			return h->value.value.i16;
-		case AMQP_FIELD_KIND_U8:
-			return h->value.value.u8;
-		default:
-			return 0;
-		}
-	}
-	return 0;
+	return n;
 }
 
 /* An entry as a delivery of its own: its properties point into the

@@ -107,52 +107,17 @@ int requeue_crashes(struct warren_worker *w, const struct job *j)
 	return unexplained(w, j->delivery, j->meta.delivery_count);
 }
 
-/* Header key as an integer of any width; 0 when absent or odd. */
+/* Header key as an integer of any width; 0 when absent, odd or outside
+ * 0..INT32_MAX. */
 static int int_header(const amqp_basic_properties_t *p, const char *key)
 {
-	size_t klen = strlen(key);
+	const amqp_field_value_t *v = envelope_header(p, key);
+	int64_t n;
 
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+	if (v == NULL || !envelope_field_int(v, &n) || n < 0 || n > INT32_MAX) {
 		return 0;
 	}
-	for (int i = 0; i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *e = &p->headers.entries[i];
-		int64_t v = -1;
-
-		if (e->key.len != klen || memcmp(e->key.bytes, key, klen) != 0) {
-			continue;
-		}
-		switch (e->value.kind) {
-		case AMQP_FIELD_KIND_I8:
-			v = e->value.value.i8;
-			break;
-		case AMQP_FIELD_KIND_U8:
-			v = e->value.value.u8;
-			break;
-		case AMQP_FIELD_KIND_I16:
-			v = e->value.value.i16;
-			break;
-		case AMQP_FIELD_KIND_U16:
-			v = e->value.value.u16;
-			break;
-		case AMQP_FIELD_KIND_I32:
-			v = e->value.value.i32;
-			break;
-		case AMQP_FIELD_KIND_U32:
-			v = e->value.value.u32;
-			break;
-		case AMQP_FIELD_KIND_I64:
-			v = e->value.value.i64;
-			break;
-		case AMQP_FIELD_KIND_U64:
-			v = e->value.value.u64 <= INT32_MAX ? (int64_t)e->value.value.u64 : -1;
-			break;
-		default:
-			break;
-		}
-		return v >= 0 && v <= INT32_MAX ? (int)v : 0;
-	}
-	return 0;
+	return (int)n;
 }
 
 /* x-delivery-count as the broker wrote it, plus the deliveries of the batch

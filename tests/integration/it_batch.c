@@ -84,13 +84,10 @@ static warren_config *config(bool sign, const char *id, const char *ring, const 
 static warren_worker *start_worker(bool sign)
 {
 	warren_config *cfg = config(sign, "svc", "svc-ring", "true");
-	warren_worker *w = NULL;
-	char why[300] = "";
+	warren_worker *w = testenv_worker_start(cfg, "bulk.echo", echo, NULL);
 
-	assert_int_equal(warren_worker_new(cfg, &w, why, sizeof(why)), WARREN_OK);
-	assert_int_equal(warren_worker_handle(w, "bulk.echo", echo, NULL), WARREN_OK);
-	assert_int_equal(warren_worker_start(w, why, sizeof(why)), WARREN_OK);
 	warren_config_free(cfg);
+	assert_non_null(w);
 	return w;
 }
 
@@ -165,16 +162,32 @@ static int rounds_until_batched(warren_client *c, int64_t timeout_ms, bool reque
 	return rounds;
 }
 
+/* A worker and a client for rounds of calls (the client's side of the
+ * configuration as start_client), with the tallies at 0. */
+static void start_pair(bool sign, const char *ring, const char *batch_replies, warren_worker **w,
+                       warren_client **c)
+{
+	*w = start_worker(sign);
+	*c = start_client(sign, ring, batch_replies);
+	atomic_store(&right, 0);
+	atomic_store(&wrong, 0);
+}
+
+static void stop_pair(warren_worker *w, warren_client *c)
+{
+	warren_client_free(c);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK);
+}
+
 static void many_calls_in_flight_get_batched_replies_each_its_own_answer(void **state)
 {
-	warren_worker *w = start_worker(false);
-	warren_client *c = start_client(false, "", "true");
+	warren_worker *w;
+	warren_client *c;
 	warren_client_stats cs;
 	warren_worker_stats ws;
 	int rounds;
 
-	atomic_store(&right, 0);
-	atomic_store(&wrong, 0);
+	start_pair(false, "", "true", &w, &c);
 	rounds = rounds_until_batched(c, 10000, true);
 	warren_client_get_stats(c, &cs);
 	warren_worker_get_stats(w, &ws);
@@ -190,21 +203,18 @@ static void many_calls_in_flight_get_batched_replies_each_its_own_answer(void **
 	assert_int_equal(atomic_load(&right), rounds * CALLS);
 	assert_int_equal(atomic_load(&wrong), 0);
 	assert_int_equal(ws.replied, (uint64_t)rounds * CALLS);
-	warren_client_free(c);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	stop_pair(w, c);
 }
 
 /* client.batch_replies=false: no offer, so the worker sends none. */
 static void a_client_that_does_not_offer_gets_single_replies(void **state)
 {
-	warren_worker *w = start_worker(false);
-	warren_client *c = start_client(false, "", "false");
+	warren_worker *w;
+	warren_client *c;
 	warren_client_stats cs;
 	warren_worker_stats ws;
 
-	atomic_store(&right, 0);
-	atomic_store(&wrong, 0);
+	start_pair(false, "", "false", &w, &c);
 	for (int i = 0; i < 3; i++) {
 		round_of_calls(c, 10000);
 	}
@@ -216,9 +226,7 @@ static void a_client_that_does_not_offer_gets_single_replies(void **state)
 	assert_int_equal(cs.request_batches, 0);
 	assert_int_equal(ws.request_batches, 0);
 	assert_int_equal(atomic_load(&right), 3 * CALLS);
-	warren_client_free(c);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	stop_pair(w, c);
 }
 
 /* Publishes CALLS JSON requests to bulk.echo from a plain AMQP client, as
@@ -310,8 +318,7 @@ static int plain_round(bool accept)
 	int seen[CALLS] = {0}, batches;
 	warren_worker_stats ws;
 
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK); /* the queue is declared */
-	warren_worker_free(w);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK); /* the queue is declared */
 	assert_int_equal(raw_consume_replies(raw), 0);
 	publish_plain(raw, accept, ids);
 	w = start_worker(false);
@@ -322,8 +329,7 @@ static int plain_round(bool accept)
 	warren_worker_get_stats(w, &ws);
 	assert_int_equal((int)ws.reply_batches, batches);
 	raw_close(raw);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK);
 	return batches;
 }
 
@@ -351,34 +357,30 @@ static void a_plain_caller_that_offers_gets_the_documented_format(void **state)
  * caller verifies every entry (all verify with the service's key)... */
 static void signed_replies_in_a_batch_are_each_verified(void **state)
 {
-	warren_worker *w = start_worker(true);
-	warren_client *c = start_client(true, "app-ring", "true");
+	warren_worker *w;
+	warren_client *c;
 	warren_client_stats cs;
 	int rounds;
 
-	atomic_store(&right, 0);
-	atomic_store(&wrong, 0);
+	start_pair(true, "app-ring", "true", &w, &c);
 	rounds = rounds_until_batched(c, 10000, false);
 	warren_client_get_stats(c, &cs);
 	assert_true(cs.reply_batches >= 1);
 	assert_int_equal(cs.request_batches, 0); /* signed requests go alone */
 	assert_int_equal(cs.untrusted_replies, 0);
 	assert_int_equal(atomic_load(&right), rounds * CALLS);
-	warren_client_free(c);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	stop_pair(w, c);
 }
 
 /* ...and with the wrong key for the service, no entry is taken: each is
  * counted untrusted on its own and its call keeps waiting to its deadline. */
 static void a_batch_signed_with_another_key_has_every_entry_refused(void **state)
 {
-	warren_worker *w = start_worker(true);
-	warren_client *c = start_client(true, "bad-ring", "true");
+	warren_worker *w;
+	warren_client *c;
 	warren_client_stats cs;
 
-	atomic_store(&right, 0);
-	atomic_store(&wrong, 0);
+	start_pair(true, "bad-ring", "true", &w, &c);
 	round_of_calls(c, 3000);
 	warren_client_get_stats(c, &cs);
 	assert_int_equal(atomic_load(&right), 0);
@@ -386,9 +388,7 @@ static void a_batch_signed_with_another_key_has_every_entry_refused(void **state
 	assert_int_equal(cs.timeouts, CALLS);
 	/* Every reply was seen and refused, batched or not. */
 	assert_int_equal(cs.untrusted_replies, CALLS);
-	warren_client_free(c);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	stop_pair(w, c);
 }
 
 /* ---- batches of requests published by hand */
@@ -428,22 +428,35 @@ static void publish_three(struct raw *raw, const char *tag)
 	batch_props(&bp, bh, true);
 	bp._flags |= AMQP_BASIC_REPLY_TO_FLAG; /* completed by the broker for the entries */
 	bp.reply_to = amqp_cstring_bytes("amq.rabbitmq.reply-to");
-	assert_int_equal(amqp_basic_publish(raw_conn(raw), 1, amqp_cstring_bytes("rpc.batch"),
-	                                    amqp_cstring_bytes("bulk"), 1, 0, &bp,
-	                                    (amqp_bytes_t){.len = len, .bytes = body}),
-	                 AMQP_STATUS_OK);
+	/* Confirmed: published before any worker consumes it. */
+	assert_int_equal(raw_publish_to(raw, "rpc.batch", "bulk", &bp, body, len), 0);
 	free(body);
-	for (;;) { /* its confirm: published before any worker consumes it */
-		amqp_frame_t f;
-		struct timeval tv = {5, 0};
+}
 
-		assert_int_equal(amqp_simple_wait_frame_noblock(raw_conn(raw), &f, &tv),
-		                 AMQP_STATUS_OK);
-		if (f.frame_type == AMQP_FRAME_METHOD &&
-		    f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
-			break;
-		}
-	}
+/* The batch of publish_three waiting on the lane of batches, which a
+ * worker declared and nobody consumes now; replies go to raw, the
+ * dead-letter queue is empty. */
+static struct raw *three_waiting(const char *tag)
+{
+	struct raw *raw = raw_connect();
+
+	assert_int_equal(testenv_worker_stop(start_worker(false)), WARREN_OK);
+	raw_purge(raw, "rpc.bulk.dlq");
+	assert_int_equal(raw_consume_replies(raw), 0);
+	publish_three(raw, tag);
+	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 1, 5000), 1);
+	return raw;
+}
+
+/* Takes the batch waiting on the lane and gives it back, as a worker that
+ * died with it would: it comes again redelivered, its x-delivery-count up
+ * by one. */
+static void return_batch(struct raw *raw)
+{
+	uint64_t tag = raw_take(raw, "rpc.bulk.batch");
+
+	assert_true(tag != 0);
+	assert_int_equal(amqp_basic_reject(raw_conn(raw), 1, tag, 1), 0);
 }
 
 /* Reads the three answers: two echoes and the unknown method's error. */
@@ -471,15 +484,11 @@ static void expect_three(struct raw *raw)
  * with its reason; the others are answered and the batch acked. */
 static void a_poison_request_in_a_batch_is_dead_lettered_alone(void **state)
 {
-	warren_worker *w;
-	struct raw *raw = raw_connect();
+	struct raw *raw = three_waiting("poison");
+	warren_worker *w = start_worker(false);
 	amqp_message_t msg;
 	warren_worker_stats ws;
 
-	raw_purge(raw, "rpc.bulk.dlq");
-	assert_int_equal(raw_consume_replies(raw), 0);
-	publish_three(raw, "poison"); /* the lane is there: earlier tests' workers declared it */
-	w = start_worker(false);
 	expect_three(raw);
 	assert_int_equal(raw_await_count(raw, "rpc.bulk.dlq", 1, 5000), 1);
 	assert_int_equal(raw_get(raw, "rpc.bulk.dlq", &msg), 0);
@@ -494,8 +503,7 @@ static void a_poison_request_in_a_batch_is_dead_lettered_alone(void **state)
 	assert_int_equal(ws.dead_lettered, 1);
 	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 0, 5000), 0);
 	raw_close(raw);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK);
 }
 
 /* A batch delivered a second time is not run: its requests are
@@ -503,28 +511,11 @@ static void a_poison_request_in_a_batch_is_dead_lettered_alone(void **state)
  * it is acked; they are answered from there. */
 static void a_redelivered_batch_is_split_into_single_requests(void **state)
 {
-	warren_worker *w = start_worker(false);
-	struct raw *raw = raw_connect();
-	amqp_rpc_reply_t rep;
-	amqp_message_t msg;
+	struct raw *raw = three_waiting("again");
+	warren_worker *w;
 	warren_worker_stats ws;
 
-	/* The lane exists (the worker declared it); nobody consumes it now. */
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
-	raw_purge(raw, "rpc.bulk.dlq");
-	assert_int_equal(raw_consume_replies(raw), 0);
-	publish_three(raw, "again");
-	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 1, 5000), 1);
-	/* Taken once and given back: its next delivery is a redelivery. */
-	rep = amqp_basic_get(raw_conn(raw), 1, amqp_cstring_bytes("rpc.bulk.batch"), 0);
-	assert_int_equal(rep.reply_type, AMQP_RESPONSE_NORMAL);
-	assert_int_equal(rep.reply.id, AMQP_BASIC_GET_OK_METHOD);
-	uint64_t tag = ((amqp_basic_get_ok_t *)rep.reply.decoded)->delivery_tag;
-	assert_int_equal(amqp_read_message(raw_conn(raw), 1, &msg, 0).reply_type,
-	                 AMQP_RESPONSE_NORMAL);
-	amqp_destroy_message(&msg);
-	assert_int_equal(amqp_basic_reject(raw_conn(raw), 1, tag, 1), 0);
+	return_batch(raw); /* its next delivery is a redelivery */
 	w = start_worker(false);
 	expect_three(raw);
 	warren_worker_get_stats(w, &ws);
@@ -532,25 +523,7 @@ static void a_redelivered_batch_is_split_into_single_requests(void **state)
 	assert_int_equal(ws.received, 3); /* the three singles */
 	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 0, 5000), 0);
 	raw_close(raw);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
-}
-
-/* Takes the batch waiting on the lane and gives it back, as a worker that
- * died with it would: its x-delivery-count goes up by one. */
-static void return_batch(struct raw *raw)
-{
-	amqp_rpc_reply_t rep;
-	amqp_message_t msg;
-
-	rep = amqp_basic_get(raw_conn(raw), 1, amqp_cstring_bytes("rpc.bulk.batch"), 0);
-	assert_int_equal(rep.reply_type, AMQP_RESPONSE_NORMAL);
-	assert_int_equal(rep.reply.id, AMQP_BASIC_GET_OK_METHOD);
-	uint64_t tag = ((amqp_basic_get_ok_t *)rep.reply.decoded)->delivery_tag;
-	assert_int_equal(amqp_read_message(raw_conn(raw), 1, &msg, 0).reply_type,
-	                 AMQP_RESPONSE_NORMAL);
-	amqp_destroy_message(&msg);
-	assert_int_equal(amqp_basic_reject(raw_conn(raw), 1, tag, 1), 0);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK);
 }
 
 /* A batch of publish_three sent back `returns` times without an answer,
@@ -560,16 +533,10 @@ static void return_batch(struct raw *raw)
  * by a space. */
 static void split_after_returns(int returns, int *crashed, char *reasons, size_t size)
 {
-	warren_worker *w = start_worker(false);
-	struct raw *raw = raw_connect();
+	struct raw *raw = three_waiting("crashed");
+	warren_worker *w;
 	warren_worker_stats ws;
 
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
-	raw_purge(raw, "rpc.bulk.dlq");
-	assert_int_equal(raw_consume_replies(raw), 0);
-	publish_three(raw, "crashed");
-	assert_int_equal(raw_await_count(raw, "rpc.bulk.batch", 1, 5000), 1);
 	for (int i = 0; i < returns; i++) {
 		return_batch(raw);
 	}
@@ -595,8 +562,7 @@ static void split_after_returns(int returns, int *crashed, char *reasons, size_t
 	warren_worker_get_stats(w, &ws);
 	assert_int_equal(ws.batches_split, 1);
 	raw_close(raw);
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK);
 }
 
 /* A batch back worker.crash_limit (3) + 1 times without an answer: its
@@ -635,20 +601,12 @@ static void a_batch_back_as_often_as_the_crash_limit_has_its_requests_answered(v
 static void requests_go_alone_to_a_service_without_a_batch_lane(void **state)
 {
 	struct raw *raw = raw_connect();
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
 	warren_client *c = start_client(false, "", "true");
 	warren_client_stats cs;
 	char why[300];
 	int sent = 0;
 
-	assert_non_null(amqp_queue_declare(raw_conn(raw), 1, amqp_cstring_bytes("rpc.legacy"), 0, 1,
-	                                   0, 0, (amqp_table_t){1, &qt}));
-	assert_non_null(amqp_queue_bind(raw_conn(raw), 1, amqp_cstring_bytes("rpc.legacy"),
-	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("legacy.#"),
-	                                amqp_empty_table));
-	raw_purge(raw, "rpc.legacy");
+	assert_int_equal(raw_declare_service(raw, "legacy"), 0);
 	for (int round = 0; round < ROUNDS; round++) {
 		for (int i = 0; i < 50; i++) {
 			assert_int_equal(warren_call_async(c, "legacy.get", NULL,

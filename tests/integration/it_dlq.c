@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "envelope.h"
 #include "testenv.h"
 
 #define DLQ "rpc.example.dlq"
@@ -186,18 +187,6 @@ static void take(const char *queue, amqp_message_t *msg)
 	assert_int_equal(rep.reply_type, AMQP_RESPONSE_NORMAL);
 }
 
-static const amqp_field_value_t *header(const amqp_basic_properties_t *p, const char *key)
-{
-	for (int i = 0; (p->_flags & AMQP_BASIC_HEADERS_FLAG) && i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *e = &p->headers.entries[i];
-
-		if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0) {
-			return &e->value;
-		}
-	}
-	return NULL;
-}
-
 static bool bytes_eq(amqp_bytes_t a, amqp_bytes_t b)
 {
 	return a.len == b.len && (a.len == 0 || memcmp(a.bytes, b.bytes, a.len) == 0);
@@ -291,7 +280,7 @@ static void assert_headers_eq(const amqp_basic_properties_t *a, const amqp_basic
 		}
 		na++;
 		snprintf(key, sizeof(key), "%.*s", (int)e->key.len, (const char *)e->key.bytes);
-		v = header(b, key);
+		v = envelope_header(b, key);
 		if (v == NULL || !field_eq(&e->value, v)) {
 			fail_msg("header %s differs", key);
 		}
@@ -557,24 +546,24 @@ static void test_replay_drops_the_death_and_reply_to_and_keeps_the_idempotency_k
 	assert_true(bytes_is(p->content_type, "application/msgpack"));
 	assert_int_equal(p->delivery_mode, 2);
 	assert_int_equal(p->timestamp, 1700000000);
-	v = header(p, "rpc-attempt");
+	v = envelope_header(p, "rpc-attempt");
 	assert_non_null(v);
 	assert_int_equal(v->kind, AMQP_FIELD_KIND_I64);
 	assert_int_equal(v->value.i64, 1);
-	assert_non_null(header(p, "traceparent"));
-	assert_non_null(header(p, "x-custom"));
+	assert_non_null(envelope_header(p, "traceparent"));
+	assert_non_null(envelope_header(p, "x-custom"));
 	static const char *const gone[] = {
 	    "rpc-deadline",    "rpc-dead-reason",      "rpc-dead-error",
 	    "rpc-dead-worker", "rpc-dead-time",        "rpc-dead-queue",
 	    "x-death",         "x-first-death-reason", "x-last-death-queue"};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
-		if (header(p, gone[i]) != NULL) {
+		if (envelope_header(p, gone[i]) != NULL) {
 			fail_msg("the replay still carries %s", gone[i]);
 		}
 	}
 	/* The quorum queue counts this first delivery as x-delivery-count 0;
 	 * the dead letter's 3 is gone. */
-	v = header(p, "x-delivery-count");
+	v = envelope_header(p, "x-delivery-count");
 	assert_true(v == NULL || (v->kind == AMQP_FIELD_KIND_I64 && v->value.i64 == 0));
 	assert_int_equal(p->headers.num_entries, v != NULL ? 4 : 3);
 	assert_int_equal(got.body.len, sizeof(body_echo) - 1);

@@ -40,26 +40,22 @@ static warren_status echo(warren_request *req, void *arg)
 
 static warren_worker *start_worker(const char *service)
 {
-	char svc[64], method[80], why[300];
+	char svc[64], method[80];
 	warren_worker *w;
 	warren_config *cfg;
 
 	snprintf(svc, sizeof(svc), "worker.service=%s", service);
 	snprintf(method, sizeof(method), "%s.echo", service);
 	cfg = testenv_config((const char *const[]){svc, NULL});
-	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK ||
-	    warren_worker_handle(w, method, echo, NULL) != WARREN_OK ||
-	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
-		fail_msg("worker: %s", why);
-	}
+	w = testenv_worker_start(cfg, method, echo, NULL);
 	warren_config_free(cfg);
+	assert_non_null(w);
 	return w;
 }
 
 static void stop_worker(warren_worker *w)
 {
-	assert_int_equal(warren_worker_stop(w, 5000), WARREN_OK);
-	warren_worker_free(w);
+	assert_int_equal(testenv_worker_stop(w), WARREN_OK);
 }
 
 static warren_client *new_client(const char *const *overrides)
@@ -142,46 +138,41 @@ static int purge(void **state)
 	return 0;
 }
 
-static void test_a_transient_call_waits_in_the_fast_queue_and_is_answered_from_it(void **state)
+/* One call to lanes.echo, transient or not: it waits in its lane's queue
+ * and not the other's until a worker starts, which takes it from there
+ * and answers it. */
+static void one_call_waits_in_its_lane(bool transient)
 {
+	const char *queue = transient ? "rpc.lanes.fast" : "rpc.lanes";
+	const char *other = transient ? "rpc.lanes" : "rpc.lanes.fast";
 	warren_client *c = new_client(NULL);
 	struct outcome o;
 	warren_worker_stats ws;
 	warren_worker *w;
 
-	call_async(c, "lanes.echo", true, &o);
-	assert_int_equal(raw_await_count(raw, "rpc.lanes.fast", 1, 5000), 1);
-	assert_int_equal(raw_queue_count(raw, "rpc.lanes"), 0);
+	call_async(c, "lanes.echo", transient, &o);
+	assert_int_equal(raw_await_count(raw, queue, 1, 5000), 1);
+	assert_int_equal(raw_queue_count(raw, other), 0);
 	w = start_worker("lanes");
 	await_outcome(&o, WARREN_OK);
 	warren_worker_get_stats(w, &ws);
-	assert_int_equal(ws.fast_received, 1);
+	assert_int_equal(ws.fast_received, transient ? 1 : 0);
 	assert_int_equal(ws.received, 1);
 	assert_int_equal(ws.moved, 0);
-	assert_int_equal(client_stats(c).fast_sent, 1);
-	assert_int_equal(raw_queue_count(raw, "rpc.lanes.fast"), 0);
+	assert_int_equal(client_stats(c).fast_sent, transient ? 1 : 0);
+	assert_int_equal(raw_queue_count(raw, queue), 0);
 	stop_worker(w);
 	warren_client_free(c);
 }
 
+static void test_a_transient_call_waits_in_the_fast_queue_and_is_answered_from_it(void **state)
+{
+	one_call_waits_in_its_lane(true);
+}
+
 static void test_a_durable_call_still_goes_to_the_quorum_queue(void **state)
 {
-	warren_client *c = new_client(NULL);
-	struct outcome o;
-	warren_worker_stats ws;
-	warren_worker *w;
-
-	call_async(c, "lanes.echo", false, &o);
-	assert_int_equal(raw_await_count(raw, "rpc.lanes", 1, 5000), 1);
-	assert_int_equal(raw_queue_count(raw, "rpc.lanes.fast"), 0);
-	w = start_worker("lanes");
-	await_outcome(&o, WARREN_OK);
-	warren_worker_get_stats(w, &ws);
-	assert_int_equal(ws.fast_received, 0);
-	assert_int_equal(ws.received, 1);
-	assert_int_equal(client_stats(c).fast_sent, 0);
-	stop_worker(w);
-	warren_client_free(c);
+	one_call_waits_in_its_lane(false);
 }
 
 /* client.transient names the methods whose calls take the fast lane. */
@@ -222,21 +213,6 @@ static void answer_from_durable_queue(void)
 	amqp_destroy_message(&msg);
 }
 
-static void declare_nofast(void)
-{
-	amqp_connection_state_t conn = raw_conn(raw);
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
-
-	assert_non_null(amqp_queue_declare(conn, 1, amqp_cstring_bytes("rpc.nofast"), 0, 1, 0, 0,
-	                                   (amqp_table_t){1, &qt}));
-	assert_non_null(amqp_queue_bind(conn, 1, amqp_cstring_bytes("rpc.nofast"),
-	                                amqp_cstring_bytes("rpc"), amqp_cstring_bytes("nofast.#"),
-	                                amqp_empty_table));
-	raw_purge(raw, "rpc.nofast");
-}
-
 /* A rolling upgrade: the service's workers are of a version without the
  * fast lane. The transient call comes back unroutable from rpc.fast and is
  * sent again at once on the durable lane, where it is answered; the next
@@ -248,7 +224,7 @@ static void test_a_transient_call_falls_back_to_the_durable_lane_when_the_servic
 	struct outcome o;
 	warren_client_stats st;
 
-	declare_nofast();
+	assert_int_equal(raw_declare_service(raw, "nofast"), 0);
 	call_async(c, "nofast.echo", true, &o);
 	answer_from_durable_queue();
 	await_outcome(&o, WARREN_OK);
@@ -322,19 +298,12 @@ static void
 test_a_redelivered_fast_lane_request_moves_to_the_durable_lane_before_it_runs(void **state)
 {
 	struct raw *dying = raw_connect();
-	amqp_rpc_reply_t rep;
-	amqp_message_t msg;
 	amqp_envelope_t env;
 	warren_worker_stats ws;
 	warren_worker *w;
 
 	publish_fast("moved-1", "application/json", "{\"x\":1}");
-	rep = amqp_basic_get(raw_conn(dying), 1, amqp_cstring_bytes("rpc.lanes.fast"), 0);
-	assert_int_equal(rep.reply_type, AMQP_RESPONSE_NORMAL);
-	assert_int_equal(rep.reply.id, AMQP_BASIC_GET_OK_METHOD);
-	assert_int_equal(amqp_read_message(raw_conn(dying), 1, &msg, 0).reply_type,
-	                 AMQP_RESPONSE_NORMAL);
-	amqp_destroy_message(&msg);
+	assert_true(raw_take(dying, "rpc.lanes.fast") != 0);
 	raw_close(dying); /* unacked: back in the queue, marked redelivered */
 
 	w = start_worker("lanes");

@@ -12,44 +12,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include "supervisor.h"
 #include "testenv.h"
 #include "warren.h"
-
-/* ------------------------------------------------------------ supervisor */
-
-static struct {
-	pthread_t thread;
-	atomic_bool stop;
-	atomic_int restarts; /* deaths other than the final stop */
-	atomic_int pid;
-} sup;
-
-static void *supervise(void *arg)
-{
-	const char *const *args = arg;
-
-	while (!atomic_load(&sup.stop)) {
-		pid_t pid = testenv_spawn("example-service", args, false);
-		int status;
-
-		atomic_store(&sup.pid, pid);
-		waitpid(pid, &status, 0);
-		if (!atomic_load(&sup.stop)) {
-			atomic_fetch_add(&sup.restarts, 1);
-			usleep(100000); /* as Restart= waits a little */
-		}
-	}
-	return NULL;
-}
 
 static const char *const service_args[] = {
     "-o", "worker.threads=1", "-o", "worker.retry_attempts=3", "-o", "worker.crash_limit=2",
@@ -60,43 +31,7 @@ static struct raw *raw;
 
 static int setup(void **state)
 {
-	warren_config *cfg = testenv_config(NULL);
-
-	raw = raw_connect();
-	raw_purge(raw, "rpc.example");
-	raw_purge(raw, "rpc.example.dlq");
-	pthread_create(&sup.thread, NULL, supervise, (void *)service_args);
-	if (warren_client_new(cfg, "it_poison", &client, NULL, 0) != WARREN_OK) {
-		return -1;
-	}
-	warren_config_free(cfg);
-	/* Up once it answers. */
-	for (int i = 0; i < 100; i++) {
-		warren_reply *r = NULL;
-		if (warren_call(client, "example.echo", NULL, &(warren_call_opts){.timeout_ms = 500},
-		                &r, NULL, 0) == WARREN_OK) {
-			warren_reply_free(r);
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int teardown(void **state)
-{
-	atomic_store(&sup.stop, true);
-	kill(atomic_load(&sup.pid), SIGTERM);
-	pthread_join(sup.thread, NULL);
-	warren_client_free(client);
-	raw_close(raw);
-	return 0;
-}
-
-static int purge_dlq(void **state)
-{
-	raw_purge(raw, "rpc.example.dlq");
-	atomic_store(&sup.restarts, 0);
-	return 0;
+	return supervisor_start("it_poison", service_args, NULL, &client, &raw);
 }
 
 /* ------------------------------------------------------------ helpers */
@@ -127,24 +62,6 @@ static warren_err call(const char *method, const char *params, int timeout_ms,
 
 	warren_value_free(p);
 	return err;
-}
-
-/* The reasons of every dead letter in rpc.example.dlq, taken, in order,
- * separated by spaces. */
-static const char *take_reasons(long want)
-{
-	static char out[4096];
-	amqp_message_t msg;
-
-	out[0] = '\0';
-	assert_int_equal(raw_await_count(raw, "rpc.example.dlq", want, 10000), want);
-	while (raw_get(raw, "rpc.example.dlq", &msg) == 0) {
-		const char *r = raw_header(&msg.properties, "rpc-dead-reason");
-		strncat(out, r != NULL ? r : "(none)", sizeof(out) - strlen(out) - 2);
-		strcat(out, " ");
-		amqp_destroy_message(&msg);
-	}
-	return out;
 }
 
 /* ------------------------------------------------------------ tests */
@@ -178,7 +95,7 @@ static void test_retries_that_run_out_are_dead_lettered_and_the_caller_told(void
 	assert_string_equal(text, "{\"reason\":\"retries-exhausted\",\"dlq\":\"rpc.example.dlq\"}");
 	free(text);
 	warren_reply_free(reply);
-	assert_string_equal(take_reasons(1), "retries-exhausted ");
+	assert_string_equal(supervisor_take_reasons(raw, 1), "retries-exhausted ");
 }
 
 static void test_a_retry_that_cannot_end_before_the_deadline_is_not_made(void **state)
@@ -196,57 +113,22 @@ static void test_a_retry_that_cannot_end_before_the_deadline_is_not_made(void **
 	assert_int_equal(raw_queue_count(raw, "rpc.example.dlq"), 0);
 }
 
-struct tally {
-	atomic_int done, ok, other;
-	atomic_int crash_status;
-	char crash_message[200];
-	char crash_details[200];
-};
-
-static void on_echo(warren_err err, warren_reply *reply, const char *errmsg, void *arg)
-{
-	struct tally *t = arg;
-
-	atomic_fetch_add(err == WARREN_OK ? &t->ok : &t->other, 1);
-	atomic_fetch_add(&t->done, 1);
-	warren_reply_free(reply);
-}
-
-static void on_crash(warren_err err, warren_reply *reply, const char *errmsg, void *arg)
-{
-	struct tally *t = arg;
-	char *text = NULL;
-
-	atomic_store(&t->crash_status, reply != NULL ? (int)warren_reply_status(reply) : -1);
-	if (reply != NULL) {
-		snprintf(t->crash_message, sizeof(t->crash_message), "%s",
-		         warren_reply_message(reply));
-		if (warren_value_to_json(warren_reply_result(reply), &text, NULL, 0) == WARREN_OK) {
-			snprintf(t->crash_details, sizeof(t->crash_details), "%s", text);
-			free(text);
-		}
-	} else {
-		snprintf(t->crash_message, sizeof(t->crash_message), "%s: %s", warren_err_str(err),
-		         errmsg);
-	}
-	atomic_fetch_add(&t->done, 1);
-	warren_reply_free(reply);
-}
-
 static void test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows(
     void **state)
 {
-	struct tally t = {0};
+	struct supervisor_tally t = {0};
 	warren_call_opts o = {.timeout_ms = 30000};
 
-	assert_int_equal(warren_call_async(client, "example.crash", NULL, &o, on_crash, &t, NULL, 0),
-	                 WARREN_OK);
+	assert_int_equal(
+	    warren_call_async(client, "example.crash", NULL, &o, supervisor_on_crash, &t, NULL, 0),
+	    WARREN_OK);
 	/* Sent alone, not in a batch with the first echo: a request that
 	 * crashes its worker from a batch takes one crash more (warren(7)
 	 * BATCHES; it_batch). */
 	usleep(100000);
 	for (int i = 0; i < 30; i++) {
-		assert_int_equal(warren_call_async(client, "example.echo", NULL, &o, on_echo, &t, NULL, 0),
+		assert_int_equal(warren_call_async(client, "example.echo", NULL, &o,
+		                                   supervisor_on_echo, &t, NULL, 0),
 		                 WARREN_OK);
 		usleep(20000);
 	}
@@ -257,19 +139,19 @@ static void test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest
 	assert_int_equal(atomic_load(&t.ok), 30);
 	assert_int_equal(atomic_load(&t.other), 0);
 	/* Delivered, crashed; again, crashed; the third delivery is refused. */
-	assert_int_equal(atomic_load(&sup.restarts), 2);
+	assert_int_equal(supervisor_restarts(), 2);
 	assert_int_equal(atomic_load(&t.crash_status), WARREN_STATUS_INTERNAL);
 	assert_string_equal(t.crash_message,
 	                    "delivered 3 times without an answer: it may crash its worker");
 	assert_string_equal(t.crash_details,
 	                    "{\"reason\":\"crashed-worker\",\"dlq\":\"rpc.example.dlq\"}");
-	assert_string_equal(take_reasons(1), "crashed-worker ");
+	assert_string_equal(supervisor_take_reasons(raw, 1), "crashed-worker ");
 }
 
 static void test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered(
     void **state)
 {
-	struct tally t = {0};
+	struct supervisor_tally t = {0};
 	warren_call_opts o = {.timeout_ms = 30000};
 	warren_value *flaky = json("{\"failures\":99}");
 	const int good = 100, unknown = 7, exhausted = 3;
@@ -285,8 +167,9 @@ static void test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lett
 			method = "example.flaky";
 			p = flaky;
 		}
-		assert_int_equal(warren_call_async(client, method, p, &o, on_echo, &t, NULL, 0),
-		                 WARREN_OK);
+		assert_int_equal(
+		    warren_call_async(client, method, p, &o, supervisor_on_echo, &t, NULL, 0),
+		    WARREN_OK);
 	}
 	for (int i = 0; i < 600 && atomic_load(&t.done) < good + unknown + exhausted; i++) {
 		usleep(50000);
@@ -294,7 +177,7 @@ static void test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lett
 	warren_value_free(flaky);
 	assert_int_equal(atomic_load(&t.ok), good);
 	assert_int_equal(atomic_load(&t.other), unknown + exhausted);
-	const char *reasons = take_reasons(unknown + exhausted);
+	const char *reasons = supervisor_take_reasons(raw, unknown + exhausted);
 	int n_unknown = 0, n_exhausted = 0;
 	for (const char *p = reasons; (p = strstr(p, "unknown-method")) != NULL; p++) {
 		n_unknown++;
@@ -304,7 +187,7 @@ static void test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lett
 	}
 	assert_int_equal(n_unknown, unknown);
 	assert_int_equal(n_exhausted, exhausted);
-	assert_int_equal(atomic_load(&sup.restarts), 0);
+	assert_int_equal(supervisor_restarts(), 0);
 }
 
 /* A handler past its time limit: its caller gets DEADLINE_EXCEEDED at the
@@ -325,7 +208,7 @@ static void test_a_handler_past_its_time_limit_is_answered_and_dead_lettered(voi
 	assert_string_equal(text, "{\"reason\":\"handler-timeout\",\"dlq\":\"rpc.example.dlq\"}");
 	free(text);
 	warren_reply_free(reply);
-	assert_string_equal(take_reasons(1), "handler-timeout ");
+	assert_string_equal(supervisor_take_reasons(raw, 1), "handler-timeout ");
 	/* The handler ends 1.5 s later: no second answer, nothing requeued,
 	 * and the one thread serves again. */
 	usleep(1800000);
@@ -333,24 +216,27 @@ static void test_a_handler_past_its_time_limit_is_answered_and_dead_lettered(voi
 	assert_int_equal(raw_queue_count(raw, "rpc.example"), 0);
 	assert_int_equal(call("example.echo", "{}", 5000, &reply), WARREN_OK);
 	warren_reply_free(reply);
-	assert_int_equal(atomic_load(&sup.restarts), 0);
+	assert_int_equal(supervisor_restarts(), 0);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup(test_transient_failures_that_recover_succeed_once, purge_dlq),
-		cmocka_unit_test_setup(test_retries_that_run_out_are_dead_lettered_and_the_caller_told,
-		                       purge_dlq),
-		cmocka_unit_test_setup(test_a_retry_that_cannot_end_before_the_deadline_is_not_made,
-		                       purge_dlq),
-		cmocka_unit_test_setup(
-		    test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows, purge_dlq),
-		cmocka_unit_test_setup(
-		    test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered, purge_dlq),
-		cmocka_unit_test_setup(test_a_handler_past_its_time_limit_is_answered_and_dead_lettered,
-		                       purge_dlq),
+	    cmocka_unit_test_setup(test_transient_failures_that_recover_succeed_once,
+	                           supervisor_forget),
+	    cmocka_unit_test_setup(test_retries_that_run_out_are_dead_lettered_and_the_caller_told,
+	                           supervisor_forget),
+	    cmocka_unit_test_setup(test_a_retry_that_cannot_end_before_the_deadline_is_not_made,
+	                           supervisor_forget),
+	    cmocka_unit_test_setup(
+	        test_a_request_that_crashes_its_worker_is_dead_lettered_and_the_rest_flows,
+	        supervisor_forget),
+	    cmocka_unit_test_setup(
+	        test_a_mixed_run_ends_with_its_good_replies_and_its_poison_dead_lettered,
+	        supervisor_forget),
+	    cmocka_unit_test_setup(test_a_handler_past_its_time_limit_is_answered_and_dead_lettered,
+	                           supervisor_forget),
 	};
 
-	return cmocka_run_group_tests_name("poison", tests, setup, teardown);
+	return cmocka_run_group_tests_name("poison", tests, setup, supervisor_teardown);
 }

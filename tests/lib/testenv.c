@@ -12,6 +12,7 @@
 
 #include <amqp_tcp_socket.h>
 
+#include "envelope.h"
 #include "sign.h"
 
 const char *testenv_url(void)
@@ -256,32 +257,26 @@ int raw_get(struct raw *r, const char *queue, amqp_message_t *msg)
 const char *raw_header(const amqp_basic_properties_t *p, const char *key)
 {
 	static char buf[1024];
+	const amqp_field_value_t *v = envelope_header(p, key);
 
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
+	if (v == NULL) {
 		return NULL;
 	}
-	for (int i = 0; i < p->headers.num_entries; i++) {
-		const amqp_table_entry_t *e = &p->headers.entries[i];
-		if (e->key.len != strlen(key) || memcmp(e->key.bytes, key, e->key.len) != 0) {
-			continue;
-		}
-		switch (e->value.kind) {
-		case AMQP_FIELD_KIND_UTF8:
-		case AMQP_FIELD_KIND_BYTES:
-			snprintf(buf, sizeof(buf), "%.*s", (int)e->value.value.bytes.len,
-			         (const char *)e->value.value.bytes.bytes);
-			return buf;
-		case AMQP_FIELD_KIND_I64:
-			snprintf(buf, sizeof(buf), "%lld", (long long)e->value.value.i64);
-			return buf;
-		case AMQP_FIELD_KIND_I32:
-			snprintf(buf, sizeof(buf), "%d", (int)e->value.value.i32);
-			return buf;
-		default:
-			return "(another type)";
-		}
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_UTF8:
+	case AMQP_FIELD_KIND_BYTES:
+		snprintf(buf, sizeof(buf), "%.*s", (int)v->value.bytes.len,
+		         (const char *)v->value.bytes.bytes);
+		return buf;
+	case AMQP_FIELD_KIND_I64:
+		snprintf(buf, sizeof(buf), "%lld", (long long)v->value.i64);
+		return buf;
+	case AMQP_FIELD_KIND_I32:
+		snprintf(buf, sizeof(buf), "%d", (int)v->value.i32);
+		return buf;
+	default:
+		return "(another type)";
 	}
-	return NULL;
 }
 
 long raw_consumer_count(struct raw *r, const char *queue)
@@ -388,4 +383,63 @@ void testenv_write_key(const char *dir, const char *name, const unsigned char *k
 	fprintf(f, "%s\n", hex);
 	fclose(f);
 	chmod(path, mode);
+}
+
+uint64_t raw_take(struct raw *r, const char *queue)
+{
+	amqp_rpc_reply_t rep = amqp_basic_get(r->conn, 1, amqp_cstring_bytes(queue), 0);
+	amqp_message_t msg;
+	uint64_t tag;
+
+	if (rep.reply_type != AMQP_RESPONSE_NORMAL || rep.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+		return 0;
+	}
+	tag = ((amqp_basic_get_ok_t *)rep.reply.decoded)->delivery_tag;
+	if (amqp_read_message(r->conn, 1, &msg, 0).reply_type != AMQP_RESPONSE_NORMAL) {
+		return 0;
+	}
+	amqp_destroy_message(&msg);
+	return tag;
+}
+
+int raw_declare_service(struct raw *r, const char *service)
+{
+	amqp_table_entry_t qt = {
+	    .key = amqp_cstring_bytes("x-queue-type"),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
+	char queue[128], pattern[128];
+
+	snprintf(queue, sizeof(queue), "rpc.%s", service);
+	snprintf(pattern, sizeof(pattern), "%s.#", service);
+	if (amqp_queue_declare(r->conn, 1, amqp_cstring_bytes(queue), 0, 1, 0, 0,
+	                       (amqp_table_t){1, &qt}) == NULL ||
+	    amqp_queue_bind(r->conn, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes("rpc"),
+	                    amqp_cstring_bytes(pattern), amqp_empty_table) == NULL) {
+		return -1;
+	}
+	return raw_purge(r, queue) == 0 ? 0 : -1;
+}
+
+warren_worker *testenv_worker_start(const warren_config *cfg, const char *method,
+                                    warren_handler_fn fn, void *arg)
+{
+	warren_worker *w = NULL;
+	char why[300] = "";
+
+	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK ||
+	    warren_worker_handle(w, method, fn, arg) != WARREN_OK ||
+	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
+		fprintf(stderr, "worker for %s: %s\n", method, why);
+		warren_worker_free(w);
+		return NULL;
+	}
+	return w;
+}
+
+warren_err testenv_worker_stop(warren_worker *w)
+{
+	warren_err err = warren_worker_stop(w, 5000);
+
+	warren_worker_free(w);
+	return err;
 }

@@ -71,5 +71,20 @@ long raw_consumer_count(struct raw *r, const char *queue);
 int raw_purge(struct raw *r, const char *queue);
 /* Polls raw_queue_count until it equals want or timeout_ms passes; returns the last count. */
 long raw_await_count(struct raw *r, const char *queue, long want, int timeout_ms);
+/* Takes the first message of queue without acking it: its delivery tag (r
+ * holds the message until it rejects it or closes), or 0 when the queue is
+ * empty or on error. */
+uint64_t raw_take(struct raw *r, const char *queue);
+/* Declares rpc.<service> as a quorum queue bound to rpc by <service>.#, as
+ * a worker of a version without the fast lane or batches would, and empties
+ * it; 0, or -1. */
+int raw_declare_service(struct raw *r, const char *service);
+
+/* A worker for method with cfg, started: NULL (with why printed) when it
+ * cannot be. testenv_worker_stop stops it (5 s at most) and frees it;
+ * warren_worker_stop's result. */
+warren_worker *testenv_worker_start(const warren_config *cfg, const char *method,
+                                    warren_handler_fn fn, void *arg);
+warren_err testenv_worker_stop(warren_worker *w);
 
 #endif

@@ -331,29 +331,140 @@ static void test_the_accept_batch_offer_round_trips_and_an_odd_one_is_ignored(vo
 	assert_int_equal(out.accept_batch, 0);
 }
 
+/* ------------------------------------------------ envelope_field_int, _header */
+
+static void test_every_amqp_integer_kind_is_read_as_int64(void **state)
+{
+	const struct {
+		amqp_field_value_t v;
+		int64_t want;
+	} cases[] = {
+	    {{.kind = AMQP_FIELD_KIND_I8, .value.i8 = -128}, -128},
+	    {{.kind = AMQP_FIELD_KIND_U8, .value.u8 = 255}, 255},
+	    {{.kind = AMQP_FIELD_KIND_I16, .value.i16 = -32768}, -32768},
+	    {{.kind = AMQP_FIELD_KIND_U16, .value.u16 = 65535}, 65535},
+	    {{.kind = AMQP_FIELD_KIND_I32, .value.i32 = INT32_MIN}, INT32_MIN},
+	    {{.kind = AMQP_FIELD_KIND_U32, .value.u32 = UINT32_MAX}, UINT32_MAX},
+	    {{.kind = AMQP_FIELD_KIND_I64, .value.i64 = INT64_MIN}, INT64_MIN},
+	    {{.kind = AMQP_FIELD_KIND_U64, .value.u64 = INT64_MAX}, INT64_MAX},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int64_t n = 0;
+
+		assert_true(envelope_field_int(&cases[i].v, &n));
+		assert_true(n == cases[i].want);
+	}
+}
+
+static void test_a_uint64_beyond_int64_max_is_refused(void **state)
+{
+	amqp_field_value_t v = {.kind = AMQP_FIELD_KIND_U64, .value.u64 = (uint64_t)INT64_MAX + 1};
+	int64_t n = 42;
+
+	assert_false(envelope_field_int(&v, &n));
+	assert_int_equal(n, 42);
+	v.value.u64 = UINT64_MAX;
+	assert_false(envelope_field_int(&v, &n));
+	assert_int_equal(n, 42);
+}
+
+static void test_a_non_integer_kind_is_refused(void **state)
+{
+	const amqp_field_value_t cases[] = {
+	    {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = {1, (void *)"7"}},
+	    {.kind = AMQP_FIELD_KIND_BYTES, .value.bytes = {1, (void *)"7"}},
+	    {.kind = AMQP_FIELD_KIND_BOOLEAN, .value.boolean = 1},
+	    {.kind = AMQP_FIELD_KIND_F32, .value.f32 = 7},
+	    {.kind = AMQP_FIELD_KIND_F64, .value.f64 = 7},
+	    {.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = 7},
+	    {.kind = AMQP_FIELD_KIND_VOID},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int64_t n = 42;
+
+		assert_false(envelope_field_int(&cases[i], &n));
+		assert_int_equal(n, 42);
+	}
+}
+
+/* The request headers took a timestamp as an integer before
+ * envelope_field_int was shared, and still do. */
+static void test_a_timestamp_is_still_taken_as_a_deadline(void **state)
+{
+	amqp_table_entry_t h = {
+	    .key = amqp_cstring_bytes("rpc-deadline"),
+	    .value = {.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = 1700000000123}};
+	amqp_basic_properties_t p = with_header(&h);
+	struct envelope_meta m;
+
+	assert_int_equal(envelope_read(&p, &m, NULL, 0), WARREN_OK);
+	assert_true(m.deadline_ms == 1700000000123);
+}
+
+static void test_a_header_is_found_by_its_whole_key(void **state)
+{
+	amqp_table_entry_t h[] = {
+	    {.key = amqp_cstring_bytes("rpc-attempt-x"),
+	     .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 1}},
+	    {.key = amqp_cstring_bytes("rpc-attempt"),
+	     .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 2}},
+	};
+	amqp_table_t t = {2, h};
+	amqp_basic_properties_t p = {._flags = AMQP_BASIC_HEADERS_FLAG, .headers = t};
+
+	assert_ptr_equal(envelope_header_find(&t, "rpc-attempt"), &h[1].value);
+	assert_ptr_equal(envelope_header_find(&t, "rpc-attempt-x"), &h[0].value);
+	assert_ptr_equal(envelope_header(&p, "rpc-attempt"), &h[1].value);
+}
+
+static void test_a_missing_header_is_null(void **state)
+{
+	amqp_table_entry_t h = {.key = amqp_cstring_bytes("rpc-attempt"),
+	                        .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 2}};
+	amqp_table_t t = {1, &h};
+	amqp_basic_properties_t p = {.headers = t};
+
+	assert_null(envelope_header_find(&t, "rpc-attempts"));
+	assert_null(envelope_header_find(&t, "rpc-attemp"));
+	assert_null(envelope_header_find(&t, ""));
+	assert_null(envelope_header_find(NULL, "rpc-attempt"));
+	/* Headers present but not flagged: the message has none. */
+	assert_null(envelope_header(&p, "rpc-attempt"));
+	p._flags = AMQP_BASIC_HEADERS_FLAG;
+	assert_null(envelope_header(&p, "x-delivery-count"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_the_accept_batch_offer_round_trips_and_an_odd_one_is_ignored),
-		cmocka_unit_test(test_request_properties_round_trip),
-		cmocka_unit_test(test_request_without_deadline_or_reply_to_omits_them),
-		cmocka_unit_test(test_reply_properties_carry_status_and_correlation_id),
-		cmocka_unit_test(test_wrongly_typed_deadline_is_a_clear_error_after_the_ids),
-		cmocka_unit_test(test_any_integer_kind_is_accepted_for_a_header),
-		cmocka_unit_test(test_status_out_of_range_is_refused),
-		cmocka_unit_test(test_attempt_zero_is_refused),
-		cmocka_unit_test(test_traceparent_must_be_a_string),
-		cmocka_unit_test(test_overlong_correlation_id_is_refused),
-		cmocka_unit_test(test_unsupported_content_type_is_named),
-		cmocka_unit_test(test_absent_content_type_means_msgpack),
-		cmocka_unit_test(test_oversized_body_is_refused_before_decoding),
-		cmocka_unit_test(test_truncated_json_body_is_a_clear_error),
-		cmocka_unit_test(test_truncated_msgpack_body_is_a_clear_error),
-		cmocka_unit_test(test_empty_body_is_nil),
-		cmocka_unit_test(test_bodies_round_trip_in_msgpack_and_json),
-		cmocka_unit_test(test_binary_result_cannot_be_encoded_as_json),
-		cmocka_unit_test(test_error_body_has_code_message_and_details),
-		cmocka_unit_test(test_error_body_of_another_shape_parses_to_empty_message),
+	    cmocka_unit_test(test_request_properties_round_trip),
+	    cmocka_unit_test(test_every_amqp_integer_kind_is_read_as_int64),
+	    cmocka_unit_test(test_a_uint64_beyond_int64_max_is_refused),
+	    cmocka_unit_test(test_a_non_integer_kind_is_refused),
+	    cmocka_unit_test(test_a_timestamp_is_still_taken_as_a_deadline),
+	    cmocka_unit_test(test_a_header_is_found_by_its_whole_key),
+	    cmocka_unit_test(test_a_missing_header_is_null),
+	    cmocka_unit_test(test_request_without_deadline_or_reply_to_omits_them),
+	    cmocka_unit_test(test_reply_properties_carry_status_and_correlation_id),
+	    cmocka_unit_test(test_wrongly_typed_deadline_is_a_clear_error_after_the_ids),
+	    cmocka_unit_test(test_any_integer_kind_is_accepted_for_a_header),
+	    cmocka_unit_test(test_status_out_of_range_is_refused),
+	    cmocka_unit_test(test_attempt_zero_is_refused),
+	    cmocka_unit_test(test_traceparent_must_be_a_string),
+	    cmocka_unit_test(test_overlong_correlation_id_is_refused),
+	    cmocka_unit_test(test_unsupported_content_type_is_named),
+	    cmocka_unit_test(test_absent_content_type_means_msgpack),
+	    cmocka_unit_test(test_oversized_body_is_refused_before_decoding),
+	    cmocka_unit_test(test_truncated_json_body_is_a_clear_error),
+	    cmocka_unit_test(test_truncated_msgpack_body_is_a_clear_error),
+	    cmocka_unit_test(test_empty_body_is_nil),
+	    cmocka_unit_test(test_bodies_round_trip_in_msgpack_and_json),
+	    cmocka_unit_test(test_binary_result_cannot_be_encoded_as_json),
+	    cmocka_unit_test(test_error_body_has_code_message_and_details),
+	    cmocka_unit_test(test_error_body_of_another_shape_parses_to_empty_message),
 	};
 
 	return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);
