@@ -1687,8 +1687,8 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	return WARREN_OK;
 }
 
-static warren_err add_method(warren_worker *w, const char *method, warren_handler_fn fn,
-                             void *arg, bool on_io_thread)
+static warren_err add_method(warren_worker *w, const char *method, warren_handler_fn fn, void *arg,
+                             bool on_io_thread)
 {
 	size_t slen = strlen(w->service);
 	struct method *grown;
@@ -1724,8 +1724,8 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	return add_method(w, method, fn, arg, false);
 }
 
-warren_err warren_worker_handle_inline(warren_worker *w, const char *method,
-                                       warren_handler_fn fn, void *arg)
+warren_err warren_worker_handle_inline(warren_worker *w, const char *method, warren_handler_fn fn,
+                                       void *arg)
 {
 	return add_method(w, method, fn, arg, true);
 }

@@ -148,8 +148,7 @@ static int worker(int argc, char **argv)
 	sigaddset(&set_, SIGTERM);
 	sigaddset(&set_, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set_, NULL);
-	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK ||
-	    handle(w) != WARREN_OK ||
+	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK || handle(w) != WARREN_OK ||
 	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
 		fail("starting the worker", why);
 	}
