@@ -184,11 +184,13 @@ static void batched_both_ways(warren_worker *w)
 	atomic_store(&wrong, 0);
 	rounds = rounds_until_batched(c, 10000, true);
 	warren_client_get_stats(c, &cs);
-	/* A worker counts a batch of replies just after its publish, by when
-	 * the caller may have it already. */
+	/* A worker counts a batch of replies just after its publish, and its
+	 * replies at their confirm, by when the caller may have them already. */
 	for (int64_t end = testenv_mono_ms() + 5000;; usleep(10000)) {
 		warren_worker_get_stats(w, &ws);
-		if (ws.reply_batches >= cs.reply_batches || testenv_mono_ms() > end) {
+		if ((ws.reply_batches >= cs.reply_batches &&
+		     ws.replied >= (uint64_t)rounds * CALLS) ||
+		    testenv_mono_ms() > end) {
 			break;
 		}
 	}
