@@ -183,7 +183,7 @@ WRAP_test_timelimit := engine_now engine_wake job_wrap_reply worker_dead_letter
 WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consumer worker_consume \
                      worker_job_new worker_enqueue
 WRAP_test_lane := engine_publish engine_connected engine_blocked engine_writable engine_generation \
-                  engine_ack engine_reject worker_job_new worker_enqueue worker_count
+                  engine_ack engine_reject worker_job_new worker_start_job worker_count
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc

@@ -310,8 +310,10 @@ WARREN_API warren_status warren_request_fail(warren_request *r, warren_status st
 	WARREN_PRINTF(4, 5);
 
 /* A method's handler. Runs on one of the pool's handler threads (never the
- * I/O thread), so it may block, within the request's deadline. Returns the
- * reply's status; OK with the result set by warren_request_set_result. */
+ * I/O thread), so it may block, within the request's deadline; one
+ * registered with warren_worker_handle_inline runs on the I/O thread.
+ * Returns the reply's status; OK with the result set by
+ * warren_request_set_result. */
 typedef warren_status (*warren_handler_fn)(warren_request *req, void *arg);
 
 /* Per-thread hooks, run on each handler thread as it starts and ends. */
@@ -325,6 +327,14 @@ WARREN_API warren_err warren_worker_new(const warren_config *cfg, warren_worker 
  * dot). Only before warren_worker_start. */
 WARREN_API warren_err warren_worker_handle(warren_worker *w, const char *method,
                                            warren_handler_fn fn, void *arg);
+/* As warren_worker_handle, but fn runs on the worker's I/O thread as the
+ * request is delivered, with no hand-off to a handler thread and back: for
+ * handlers that answer from memory and never block (no I/O, no sleep, no
+ * lock held for long). While it runs the worker neither reads nor writes
+ * its connection; it has no time limit (warren_worker_set_timeout refuses
+ * it) and its thread data is NULL. */
+WARREN_API warren_err warren_worker_handle_inline(warren_worker *w, const char *method,
+                                                  warren_handler_fn fn, void *arg);
 WARREN_API warren_err warren_worker_on_thread(warren_worker *w, warren_thread_init_fn init,
                                               warren_thread_fini_fn fini, void *arg);
 /* A method's own time limit (instead of worker.handler_timeout): past it

@@ -210,12 +210,14 @@ static bool run_handler(struct warren_worker *w, struct job *j, const struct met
 	const char *message;
 	struct timespec t0, t1;
 
-	timelimit_begin(w, j, m);
+	if (!j->on_io_thread) {
+		timelimit_begin(w, j, m);
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	status = clamp_status(m->fn(&req, m->arg));
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	warren_value_free(params);
-	if (!timelimit_end(w, j)) {
+	if (!j->on_io_thread && !timelimit_end(w, j)) {
 		/* The I/O thread answered DEADLINE_EXCEEDED for it. */
 		record_call(w, m, WARREN_STATUS_DEADLINE_EXCEEDED, &t0, &t1);
 		warren_value_free(req.result);

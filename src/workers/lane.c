@@ -301,7 +301,7 @@ static void run_entries(struct warren_worker *w, struct engine *e, struct engine
                         struct batch *b)
 {
 	struct lane_batch *lb = calloc(1, sizeof(*lb));
-	size_t i = 0;
+	size_t i = 0, n = b->n;
 
 	if (lb == NULL) {
 		settle_delivery(e, d, true);
@@ -311,9 +311,9 @@ static void run_entries(struct warren_worker *w, struct engine *e, struct engine
 	}
 	lb->d = d;
 	lb->b = b;
-	lb->pending = b->n;
-	atomic_init(&lb->refs, (int)b->n);
-	for (; i < b->n; i++) {
+	lb->pending = n;
+	atomic_init(&lb->refs, (int)n);
+	for (; i < n; i++) {
 		struct job *j = worker_job_new(w);
 		struct engine_delivery *c = j != NULL ? entry_delivery(d, &b->entries[i]) : NULL;
 
@@ -323,10 +323,11 @@ static void run_entries(struct warren_worker *w, struct engine *e, struct engine
 		}
 		j->delivery = c;
 		j->lane = lb;
-		worker_enqueue(w, j);
+		worker_start_job(w, e, j);
 	}
-	/* Out of memory part way: the rest go back with the batch. */
-	for (size_t left = b->n - i; left > 0; left--) {
+	/* Out of memory part way: the rest go back with the batch (n: b is
+	 * freed with the last entry's job, which may have ended inline). */
+	for (size_t left = n - i; left > 0; left--) {
 		lane_settle(e, lb, true);
 		lane_release(lb);
 	}

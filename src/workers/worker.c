@@ -873,6 +873,53 @@ void worker_enqueue(struct warren_worker *w, struct job *j)
 	enqueue(w, j, true);
 }
 
+/* Whether j's request names a method registered to run on the I/O thread:
+ * its type, or else its routing key, as job_process reads it. */
+static bool runs_inline(const struct warren_worker *w, const struct job *j)
+{
+	const amqp_basic_properties_t *p = &j->delivery->message.properties;
+	const struct method *m;
+	char name[256];
+
+	if (w->ninline == 0 || j->action == JOB_PROBE) {
+		return false;
+	}
+	if ((p->_flags & AMQP_BASIC_TYPE_FLAG) && p->type.len > 0) {
+		if (p->type.len >= sizeof(name)) {
+			return false;
+		}
+		memcpy(name, p->type.bytes, p->type.len);
+		name[p->type.len] = '\0';
+	} else {
+		snprintf(name, sizeof(name), "%s", j->delivery->routing_key);
+	}
+	m = worker_find_method(w, name);
+	return m != NULL && m->on_io_thread;
+}
+
+void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j)
+{
+	bool answer;
+
+	if (!runs_inline(w, j)) {
+		enqueue(w, j, false);
+		w->unsignaled++;
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->stats.received++;
+	w->stats.in_progress++;
+	pthread_mutex_unlock(&w->mu);
+	j->on_io_thread = true;
+	answer = job_process(w, j, NULL);
+	worker_count(w, &w->stats.completed, 1);
+	if (answer) {
+		finish_task(e, &j->task);
+	} else {
+		job_free(j);
+	}
+}
+
 /* I/O thread, at the end of each turn: wakes as many handlers as the
  * turn's deliveries need, once, rather than at each delivery (when a
  * handler woken by the first would contend for w->mu with the I/O thread
@@ -1385,8 +1432,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		/* No crash is pending on this queue's head any more. */
 		end_careful(w, e, w->careful && holds_any(w));
 	}
-	enqueue(w, j, false);
-	w->unsignaled++;
+	worker_start_job(w, e, j);
 }
 
 /* Under mu: takes the queued jobs of connection gen out of the handler
@@ -1641,8 +1687,8 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	return WARREN_OK;
 }
 
-warren_err warren_worker_handle(warren_worker *w, const char *method, warren_handler_fn fn,
-                                void *arg)
+static warren_err add_method(warren_worker *w, const char *method, warren_handler_fn fn, void *arg,
+                             bool on_io_thread)
 {
 	size_t slen = strlen(w->service);
 	struct method *grown;
@@ -1666,8 +1712,22 @@ warren_err warren_worker_handle(warren_worker *w, const char *method, warren_han
 	grown[w->nmethods].fn = fn;
 	grown[w->nmethods].arg = arg;
 	grown[w->nmethods].timeout_ms = 0;
+	grown[w->nmethods].on_io_thread = on_io_thread;
 	w->nmethods++;
+	w->ninline += on_io_thread;
 	return WARREN_OK;
+}
+
+warren_err warren_worker_handle(warren_worker *w, const char *method, warren_handler_fn fn,
+                                void *arg)
+{
+	return add_method(w, method, fn, arg, false);
+}
+
+warren_err warren_worker_handle_inline(warren_worker *w, const char *method, warren_handler_fn fn,
+                                       void *arg)
+{
+	return add_method(w, method, fn, arg, true);
 }
 
 warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64_t timeout_ms)
@@ -1675,7 +1735,9 @@ warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64
 	struct method *m =
 	    w != NULL && method != NULL ? (struct method *)worker_find_method(w, method) : NULL;
 
-	if (m == NULL || w->started || timeout_ms <= 0) {
+	/* An inline handler holds the I/O thread, which could not answer for
+	 * it past a limit. */
+	if (m == NULL || w->started || timeout_ms <= 0 || m->on_io_thread) {
 		return WARREN_ERR_INVALID;
 	}
 	m->timeout_ms = timeout_ms;

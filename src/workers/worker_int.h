@@ -69,6 +69,7 @@ struct job {
 	struct job *park_next;
 	int64_t park_until, parked_since, park_backoff;
 	bool noted;              /* its requeue is noted for the crash count (requeue.c) */
+	bool on_io_thread;       /* run by worker_start_job: no time limit */
 	bool fast;               /* it came from the fast lane, rpc.<service>.fast */
 	struct job *reply_next;  /* I/O thread: in w->replies, its reply not yet sent */
 	struct lane_batch *lane; /* an entry of this batch of requests (lane.c), or NULL */
@@ -79,6 +80,7 @@ struct method {
 	warren_handler_fn fn;
 	void *arg;
 	int64_t timeout_ms;            /* 0: worker.handler_timeout */
+	bool on_io_thread;             /* warren_worker_handle_inline */
 	struct method_metrics metrics; /* under the worker's mu */
 };
 
@@ -133,6 +135,7 @@ struct warren_worker {
 	struct lane_wait *splits, *splits_tail;
 	struct method *methods;
 	size_t nmethods;
+	size_t ninline; /* methods that run on the I/O thread */
 	warren_thread_init_fn thread_init;
 	warren_thread_fini_fn thread_fini;
 	void *thread_arg;
@@ -257,6 +260,10 @@ void worker_cancel_consumer(struct warren_worker *w, struct engine *e);
 struct job *worker_job_new(struct warren_worker *w);
 /* Hands a job to the handler threads (a probe is not counted as received). */
 void worker_enqueue(struct warren_worker *w, struct job *j);
+/* I/O thread: runs a delivered request's job now when its method runs on
+ * the I/O thread (warren_worker_handle_inline), else queues it for the
+ * handler threads, woken at the end of the turn. */
+void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j);
 const struct method *worker_find_method(const struct warren_worker *w, const char *name);
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
 

@@ -4,7 +4,8 @@
  *
  *   bench_warren worker URL THREADS PREFETCH [SCHEME KEYDIR]
  *       worker.threads THREADS, worker.prefetch PREFETCH; bench.echo returns
- *       its params. Prints "ready" once consuming; stops on SIGTERM.
+ *       its params, on the worker's I/O thread (BENCH_INLINE=off: on the
+ *       handler threads). Prints "ready" once consuming; stops on SIGTERM.
  *   bench_warren caller URL durable|transient IN_FLIGHT PAYLOAD MEASURE_MS WARMUP_MS PEER_PID
  *                [SCHEME KEYDIR]
  *       IN_FLIGHT calls outstanding, each completion starting the next one
@@ -111,6 +112,19 @@ static warren_status echo(warren_request *req, void *arg)
 	return WARREN_STATUS_OK;
 }
 
+/* bench.echo never blocks: it runs on the worker's I/O thread
+ * (warren_worker_handle_inline), as a user would register it;
+ * BENCH_INLINE=off puts it on the handler threads instead. */
+static warren_err handle(warren_worker *w)
+{
+	const char *inline_ = getenv("BENCH_INLINE");
+
+	if (inline_ != NULL && strcmp(inline_, "off") == 0) {
+		return warren_worker_handle(w, METHOD, echo, NULL);
+	}
+	return warren_worker_handle_inline(w, METHOD, echo, NULL);
+}
+
 static int worker(int argc, char **argv)
 {
 	warren_config *cfg;
@@ -134,8 +148,7 @@ static int worker(int argc, char **argv)
 	sigaddset(&set_, SIGTERM);
 	sigaddset(&set_, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set_, NULL);
-	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK ||
-	    warren_worker_handle(w, METHOD, echo, NULL) != WARREN_OK ||
+	if (warren_worker_new(cfg, &w, why, sizeof(why)) != WARREN_OK || handle(w) != WARREN_OK ||
 	    warren_worker_start(w, why, sizeof(why)) != WARREN_OK) {
 		fail("starting the worker", why);
 	}

@@ -60,6 +60,22 @@ static warren_status alone(warren_request *req, void *arg)
 	return WARREN_STATUS_OK;
 }
 
+/* example.inline, registered to run on the I/O thread: notes whether it
+ * had thread data (a handler thread's; the I/O thread has none). */
+static atomic_int inline_had_data = -1;
+
+static warren_status on_io_thread(warren_request *req, void *arg)
+{
+	atomic_store(&inline_had_data, warren_request_thread_data(req) != NULL);
+	warren_request_set_result(req, warren_value_copy(warren_request_params(req)));
+	return WARREN_STATUS_OK;
+}
+
+static void *thread_data(int index, void *arg)
+{
+	return arg;
+}
+
 static int setup(void **state)
 {
 	warren_config *cfg = testenv_config((const char *const[]){"worker.service=example", NULL});
@@ -70,6 +86,9 @@ static int setup(void **state)
 	    warren_worker_handle(worker, "example.meta", meta, NULL) != WARREN_OK ||
 	    warren_worker_handle(worker, "example.slow", slow, NULL) != WARREN_OK ||
 	    warren_worker_handle(worker, "example.alone", alone, NULL) != WARREN_OK ||
+	    warren_worker_handle_inline(worker, "example.inline", on_io_thread, NULL) !=
+	        WARREN_OK ||
+	    warren_worker_on_thread(worker, thread_data, NULL, &handled) != WARREN_OK ||
 	    warren_worker_start(worker, why, sizeof(why)) != WARREN_OK) {
 		fprintf(stderr, "worker: %s\n", why);
 		return -1;
@@ -303,6 +322,15 @@ static void test_registering_a_method_outside_the_service_is_refused(void **stat
 	assert_int_equal(warren_worker_handle(w, "other.", count_and_echo, NULL), WARREN_ERR_INVALID);
 	assert_int_equal(warren_worker_handle(w, "other.x", count_and_echo, NULL), WARREN_OK);
 	assert_int_equal(warren_worker_handle(w, "other.x", count_and_echo, NULL), WARREN_ERR_INVALID);
+	/* The same rules for a method on the I/O thread, which has no time
+	 * limit of its own to set. */
+	assert_int_equal(warren_worker_handle_inline(w, "example.y", count_and_echo, NULL),
+	                 WARREN_ERR_INVALID);
+	assert_int_equal(warren_worker_handle_inline(w, "other.x", count_and_echo, NULL),
+	                 WARREN_ERR_INVALID);
+	assert_int_equal(warren_worker_handle_inline(w, "other.y", count_and_echo, NULL), WARREN_OK);
+	assert_int_equal(warren_worker_set_timeout(w, "other.y", 1000), WARREN_ERR_INVALID);
+	assert_int_equal(warren_worker_set_timeout(w, "other.x", 1000), WARREN_OK);
 	warren_worker_free(w);
 	warren_config_free(cfg);
 }
@@ -348,6 +376,30 @@ static void test_a_suspect_runs_alone_once_the_requests_held_are_answered(void *
 	expect_reply("c-after", 0, "application/json", "{}");
 }
 
+/* A method registered with warren_worker_handle_inline runs on the I/O
+ * thread: with every handler thread (worker.threads=4) busy with a slow
+ * request, it is still answered first, and without thread data. */
+static void test_an_inline_method_is_answered_while_every_handler_thread_is_busy(void **state)
+{
+	amqp_basic_properties_t p;
+	amqp_envelope_t env;
+	char corr[16];
+
+	for (int i = 0; i < 4; i++) {
+		snprintf(corr, sizeof(corr), "c-busy-%d", i);
+		p = props("application/json", corr, true);
+		assert_int_equal(raw_publish(raw, "example.slow", &p, "{}", 2), 0);
+	}
+	p = props("application/json", "c-inline", true);
+	assert_int_equal(raw_publish(raw, "example.inline", &p, "[1]", 3), 0);
+	expect_reply("c-inline", 0, "application/json", "[1]");
+	assert_int_equal(atomic_load(&inline_had_data), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(raw_wait(raw, 10000, &env), 0);
+		amqp_destroy_envelope(&env);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -363,6 +415,7 @@ int main(void)
 		cmocka_unit_test(test_stats_count_what_happened),
 		cmocka_unit_test(test_registering_a_method_outside_the_service_is_refused),
 		cmocka_unit_test(test_a_suspect_runs_alone_once_the_requests_held_are_answered),
+		cmocka_unit_test(test_an_inline_method_is_answered_while_every_handler_thread_is_busy),
 	};
 
 	return cmocka_run_group_tests_name("it_worker", tests, setup, teardown);

@@ -27,7 +27,7 @@ static struct {
 } seen;
 
 struct job *__wrap_worker_job_new(struct warren_worker *w);
-void __wrap_worker_enqueue(struct warren_worker *w, struct job *j);
+void __wrap_worker_start_job(struct warren_worker *w, struct engine *e, struct job *j);
 void __wrap_worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
 warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const char *routing_key,
                                  bool mandatory, const amqp_basic_properties_t *props,
@@ -46,7 +46,7 @@ struct job *__wrap_worker_job_new(struct warren_worker *w)
 	return NULL;
 }
 
-void __wrap_worker_enqueue(struct warren_worker *w, struct job *j)
+void __wrap_worker_start_job(struct warren_worker *w, struct engine *e, struct job *j)
 {
 	fail_msg("no job was made, none can be queued");
 }
