@@ -267,8 +267,10 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, DL_R_UNKNOWN_METHOD, why);
 		return WARREN_ERR_REMOTE;
 	}
-	if (envelope_decode_body(j->meta.format, body, len, w->max_size, params, why,
-	                         sizeof(why)) != WARREN_OK) {
+	/* In place: the params live only for the handler's call (warren.h),
+	 * the body they point into until the job ends. */
+	if (envelope_decode_body_in_place(j->meta.format, body, len, w->max_size, params, why,
+	                                  sizeof(why)) != WARREN_OK) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
 		return WARREN_ERR_DECODE;
 	}
@@ -310,6 +312,7 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	struct checked chk = {0};
 	warren_err err;
 	char why[400];
+	bool done;
 
 	if (j->action == JOB_PROBE) {
 		breaker_probed(w, w->probe != NULL ? clamp_status(w->probe(thread_data, w->probe_arg))
@@ -351,6 +354,8 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	}
 	err = admit(w, j, &m, chk.body != NULL ? chk.body : msg->body.bytes,
 	            chk.body != NULL ? chk.len : msg->body.len, &params);
+	/* After the handler: the params may point into the opened body. */
+	done = err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
 	free(chk.body);
-	return err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
+	return done;
 }
