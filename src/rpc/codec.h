@@ -27,5 +27,9 @@ warren_err codec_msgpack_decode_in_place(const void *buf, size_t len, warren_val
 
 /* Encodes v into a malloc'd buffer (*out, *outlen); the caller frees it. */
 warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outlen);
+/* The same, the buffer from alloc(n, arg) (NULL: out of memory), which must
+ * return memory that free() releases: a worker's recycled reply buffers. */
+warren_err codec_msgpack_encode_alloc(const warren_value *v, void *(*alloc)(size_t n, void *arg),
+                                      void *arg, void **out, size_t *outlen);
 
 #endif

@@ -456,6 +456,12 @@ static int fill_write(void *data, const char *buf, size_t len)
  * across the process's threads), no copy, nothing to give back. */
 warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outlen)
 {
+	return codec_msgpack_encode_alloc(v, NULL, NULL, out, outlen);
+}
+
+warren_err codec_msgpack_encode_alloc(const warren_value *v, void *(*alloc)(size_t n, void *arg),
+                                      void *arg, void **out, size_t *outlen)
+{
 	struct sized count = {0}, fill = {0};
 	msgpack_packer pk;
 	int rc;
@@ -469,7 +475,8 @@ warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outle
 		return rc == ENCODE_TOO_DEEP ? WARREN_ERR_INVALID : WARREN_ERR_NOMEM;
 	}
 	fill.cap = count.len;
-	fill.p = malloc(count.len > 0 ? count.len : 1);
+	fill.p = alloc != NULL ? alloc(count.len > 0 ? count.len : 1, arg)
+	                       : malloc(count.len > 0 ? count.len : 1);
 	if (fill.p == NULL) {
 		return WARREN_ERR_NOMEM;
 	}

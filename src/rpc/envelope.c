@@ -465,6 +465,13 @@ warren_err envelope_decode_body_in_place(enum envelope_format fmt, const void *b
 warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v, void **out,
                                 size_t *outlen, char *errstr, size_t errlen)
 {
+	return envelope_encode_body_alloc(fmt, v, NULL, NULL, out, outlen, errstr, errlen);
+}
+
+warren_err envelope_encode_body_alloc(enum envelope_format fmt, const warren_value *v,
+                                      void *(*alloc)(size_t n, void *arg), void *arg, void **out,
+                                      size_t *outlen, char *errstr, size_t errlen)
+{
 	warren_value *nil = NULL;
 	warren_err err;
 	char *text = NULL;
@@ -481,7 +488,7 @@ warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v,
 		*out = text;
 		*outlen = text != NULL ? strlen(text) : 0;
 	} else {
-		err = codec_msgpack_encode(v, out, outlen);
+		err = codec_msgpack_encode_alloc(v, alloc, arg, out, outlen);
 		if (err != WARREN_OK) {
 			snprintf(errstr, errlen, "cannot encode msgpack: %s", warren_err_str(err));
 		}

@@ -80,6 +80,10 @@ warren_err envelope_decode_body_in_place(enum envelope_format fmt, const void *b
 /* value (NULL: nil) -> body in the given format; *out malloc'd. */
 warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v, void **out,
                                 size_t *outlen, char *errstr, size_t errlen);
+/* The same, a msgpack body in a buffer from alloc (codec_msgpack_encode_alloc). */
+warren_err envelope_encode_body_alloc(enum envelope_format fmt, const warren_value *v,
+                                      void *(*alloc)(size_t n, void *arg), void *arg, void **out,
+                                      size_t *outlen, char *errstr, size_t errlen);
 
 /* The body of an error reply: {"code": NAME, "message": msg, "details": d}
  * (details taken; omitted when NULL). NULL when out of memory. */

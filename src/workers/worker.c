@@ -68,7 +68,7 @@ void job_free(struct job *j)
 	if (j->lane != NULL) {
 		lane_release(j->lane);
 	}
-	free(j->reply_body);
+	worker_spare_put(w, j->reply_body);
 	free(j);
 	pthread_mutex_lock(&w->mu);
 	w->stats.in_progress--;
@@ -138,7 +138,7 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
  * in again for the next replies (tests/bench/PROFILE.md). */
 static void drop_reply_body(struct job *j)
 {
-	free(j->reply_body);
+	worker_spare_put(j->worker, j->reply_body);
 	j->reply_body = NULL;
 	j->reply_len = 0;
 }
@@ -1630,6 +1630,7 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	}
 	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
+	pthread_mutex_init(&w->spare_mu, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	pthread_cond_init(&w->idle_cond, NULL);
 	err = worker_init(w, cfg, errstr, errlen);
@@ -1946,6 +1947,8 @@ static void worker_destroy(struct warren_worker *w)
 	free(w->thread_state);
 	free(w->notes);
 	security_free(w->sec);
+	worker_spare_free(w);
+	pthread_mutex_destroy(&w->spare_mu);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cond);
 	pthread_cond_destroy(&w->idle_cond);

@@ -692,6 +692,87 @@ static void test_10000_async_calls_256_in_flight_each_get_their_own_result(void 
 	free(r);
 }
 
+/* Large replies, many in flight: the worker recycles its large reply
+ * buffers (job.c, worker_spare_*), and each reply must still be its own
+ * call's bytes, never a buffer reused while another reply was in it. */
+#define LARGE_CALLS 300
+#define LARGE_BYTES 65536
+
+static void fill_large(unsigned char *p, int i)
+{
+	for (size_t k = 0; k < LARGE_BYTES; k++) {
+		p[k] = (unsigned char)(k * 31 + (size_t)i * 7 + 1);
+	}
+}
+
+static void on_large_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct slot *s = arg;
+	struct run *r = s->run;
+	const warren_value *res = warren_reply_result(reply);
+	unsigned char *want = malloc(LARGE_BYTES);
+	const void *got = NULL;
+	size_t len = 0;
+	int64_t i = -1;
+
+	fill_large(want, s->i);
+	if (err == WARREN_OK) {
+		warren_value_get_int(warren_map_get(res, "i"), &i);
+		warren_value_get_bin(warren_map_get(res, "blob"), &got, &len);
+	}
+	pthread_mutex_lock(&r->mu);
+	if (err != WARREN_OK) {
+		r->failed++;
+	} else if (i != s->i || len != LARGE_BYTES || memcmp(got, want, LARGE_BYTES) != 0) {
+		r->wrong++;
+	}
+	r->done++;
+	r->in_flight--;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	free(want);
+	warren_reply_free(reply);
+	free(s);
+}
+
+static void test_large_replies_many_in_flight_each_come_back_intact(void **state)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	unsigned char *blob = malloc(LARGE_BYTES);
+
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	for (int i = 0; i < LARGE_CALLS; i++) {
+		struct slot *s = malloc(sizeof(*s));
+		warren_value *p = warren_map();
+		warren_call_opts o = {.timeout_ms = 30000};
+
+		fill_large(blob, i);
+		warren_map_set(p, "i", warren_int(i));
+		warren_map_set(p, "blob", warren_bin(blob, LARGE_BYTES));
+		*s = (struct slot){.run = r, .i = i};
+		pthread_mutex_lock(&r->mu);
+		while (r->in_flight >= 64) {
+			pthread_cond_wait(&r->cond, &r->mu);
+		}
+		r->in_flight++;
+		pthread_mutex_unlock(&r->mu);
+		assert_int_equal(
+		    warren_call_async(client, "example.echo", p, &o, on_large_done, s, NULL, 0),
+		    WARREN_OK);
+		warren_value_free(p);
+	}
+	pthread_mutex_lock(&r->mu);
+	while (r->done < LARGE_CALLS) {
+		pthread_cond_wait(&r->cond, &r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
+	assert_int_equal(r->failed, 0);
+	assert_int_equal(r->wrong, 0);
+	free(blob);
+	free(r);
+}
+
 /* ---- deadlines and a worker going away ---- */
 
 static void test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline(void **state)
@@ -804,30 +885,34 @@ static void test_worker_killed_and_started_under_load_no_call_outlives_its_deadl
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_echo_round_trip_returns_the_params),
-		cmocka_unit_test(test_json_on_the_wire_is_answered_in_json),
-		cmocka_unit_test(test_handler_error_arrives_as_its_status_message_and_details),
-		cmocka_unit_test(test_invalid_params_are_invalid_argument),
-		cmocka_unit_test(test_unknown_method_is_unimplemented),
-		cmocka_unit_test(test_method_without_a_queue_fails_at_once_not_at_the_deadline),
-		cmocka_unit_test(test_a_request_is_published_again_until_its_queue_appears),
-		cmocka_unit_test_teardown(test_a_broker_alarm_fails_new_calls_after_the_blocked_timeout,
-		                          clear_alarm),
-		cmocka_unit_test_teardown(test_a_frozen_broker_is_found_dead_within_two_heartbeats,
-		                          thaw_broker),
-		cmocka_unit_test(test_a_call_carries_its_trace_to_the_handler),
-		cmocka_unit_test(test_one_way_send_is_confirmed),
-		cmocka_unit_test(test_durability_is_chosen_per_method_and_per_call),
-		cmocka_unit_test(test_bad_method_name_is_refused_locally),
-		cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),
-		cmocka_unit_test(test_a_named_reply_queue_carries_replies_too),
-		cmocka_unit_test(test_a_reply_after_the_deadline_is_dropped_and_counted_late),
-		cmocka_unit_test(test_a_request_the_broker_nacks_fails_at_once_as_unavailable),
-		cmocka_unit_test(test_freeing_the_client_ends_pending_calls_as_closed),
-		cmocka_unit_test(test_10000_async_calls_256_in_flight_each_get_their_own_result),
-		cmocka_unit_test(test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline),
-		cmocka_unit_test(test_worker_stopped_and_started_under_load_no_call_outlives_its_deadline),
-		cmocka_unit_test(test_worker_killed_and_started_under_load_no_call_outlives_its_deadline),
+	    cmocka_unit_test(test_echo_round_trip_returns_the_params),
+	    cmocka_unit_test(test_json_on_the_wire_is_answered_in_json),
+	    cmocka_unit_test(test_handler_error_arrives_as_its_status_message_and_details),
+	    cmocka_unit_test(test_invalid_params_are_invalid_argument),
+	    cmocka_unit_test(test_unknown_method_is_unimplemented),
+	    cmocka_unit_test(test_method_without_a_queue_fails_at_once_not_at_the_deadline),
+	    cmocka_unit_test(test_a_request_is_published_again_until_its_queue_appears),
+	    cmocka_unit_test_teardown(test_a_broker_alarm_fails_new_calls_after_the_blocked_timeout,
+	                              clear_alarm),
+	    cmocka_unit_test_teardown(test_a_frozen_broker_is_found_dead_within_two_heartbeats,
+	                              thaw_broker),
+	    cmocka_unit_test(test_a_call_carries_its_trace_to_the_handler),
+	    cmocka_unit_test(test_one_way_send_is_confirmed),
+	    cmocka_unit_test(test_durability_is_chosen_per_method_and_per_call),
+	    cmocka_unit_test(test_bad_method_name_is_refused_locally),
+	    cmocka_unit_test(test_a_full_correlation_table_refuses_the_call_at_once),
+	    cmocka_unit_test(test_a_named_reply_queue_carries_replies_too),
+	    cmocka_unit_test(test_a_reply_after_the_deadline_is_dropped_and_counted_late),
+	    cmocka_unit_test(test_a_request_the_broker_nacks_fails_at_once_as_unavailable),
+	    cmocka_unit_test(test_freeing_the_client_ends_pending_calls_as_closed),
+	    cmocka_unit_test(test_10000_async_calls_256_in_flight_each_get_their_own_result),
+	    cmocka_unit_test(test_large_replies_many_in_flight_each_come_back_intact),
+	    cmocka_unit_test(
+	        test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline),
+	    cmocka_unit_test(
+	        test_worker_stopped_and_started_under_load_no_call_outlives_its_deadline),
+	    cmocka_unit_test(
+	        test_worker_killed_and_started_under_load_no_call_outlives_its_deadline),
 	};
 
 	return cmocka_run_group_tests_name("it_call", tests, setup, teardown);
