@@ -17,6 +17,7 @@ struct reader {
 	size_t len, pos;
 	char *errstr;
 	size_t errlen;
+	bool in_place; /* binary values point into p (codec_msgpack_decode_in_place) */
 };
 
 /* Records "at byte AT: ..." and returns WARREN_ERR_DECODE. */
@@ -113,8 +114,13 @@ static warren_err decode_bytes(struct reader *r, size_t at, warren_type t, uint6
 	if (t == WARREN_STR && !utf8_valid(r->p + r->pos, n)) {
 		return fail(r, at, "string is not valid UTF-8");
 	}
-	*out = t == WARREN_STR ? warren_strn((const char *)r->p + r->pos, n)
-	                       : warren_bin(r->p + r->pos, n);
+	if (t == WARREN_STR) {
+		*out = warren_strn((const char *)r->p + r->pos, n);
+	} else if (r->in_place) {
+		*out = value_bin_borrowed(r->p + r->pos, n);
+	} else {
+		*out = warren_bin(r->p + r->pos, n);
+	}
 	r->pos += n;
 	return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
 }
@@ -335,10 +341,11 @@ static warren_err decode_value(struct reader *r, int depth, warren_value **out)
 	}
 }
 
-warren_err codec_msgpack_decode(const void *buf, size_t len, warren_value **out, char *errstr,
-                                size_t errlen)
+static warren_err decode(const void *buf, size_t len, bool in_place, warren_value **out,
+                         char *errstr, size_t errlen)
 {
-	struct reader r = {.p = buf, .len = len, .errstr = errstr, .errlen = errlen};
+	struct reader r = {
+	    .p = buf, .len = len, .errstr = errstr, .errlen = errlen, .in_place = in_place};
 	warren_value *v = NULL;
 	warren_err err;
 
@@ -359,6 +366,17 @@ warren_err codec_msgpack_decode(const void *buf, size_t len, warren_value **out,
 }
 
 /* ---------------------------------------------------------------- encoding */
+warren_err codec_msgpack_decode(const void *buf, size_t len, warren_value **out, char *errstr,
+                                size_t errlen)
+{
+	return decode(buf, len, false, out, errstr, errlen);
+}
+
+warren_err codec_msgpack_decode_in_place(const void *buf, size_t len, warren_value **out,
+                                         char *errstr, size_t errlen)
+{
+	return decode(buf, len, true, out, errstr, errlen);
+}
 
 /* 0, -1 when the buffer cannot grow, ENCODE_TOO_DEEP. */
 #define ENCODE_TOO_DEEP (-2)
@@ -438,6 +456,12 @@ static int fill_write(void *data, const char *buf, size_t len)
  * across the process's threads), no copy, nothing to give back. */
 warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outlen)
 {
+	return codec_msgpack_encode_alloc(v, NULL, NULL, out, outlen);
+}
+
+warren_err codec_msgpack_encode_alloc(const warren_value *v, void *(*alloc)(size_t n, void *arg),
+                                      void *arg, void **out, size_t *outlen)
+{
 	struct sized count = {0}, fill = {0};
 	msgpack_packer pk;
 	int rc;
@@ -451,7 +475,8 @@ warren_err codec_msgpack_encode(const warren_value *v, void **out, size_t *outle
 		return rc == ENCODE_TOO_DEEP ? WARREN_ERR_INVALID : WARREN_ERR_NOMEM;
 	}
 	fill.cap = count.len;
-	fill.p = malloc(count.len > 0 ? count.len : 1);
+	fill.p = alloc != NULL ? alloc(count.len > 0 ? count.len : 1, arg)
+	                       : malloc(count.len > 0 ? count.len : 1);
 	if (fill.p == NULL) {
 		return WARREN_ERR_NOMEM;
 	}

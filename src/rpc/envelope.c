@@ -436,8 +436,9 @@ warren_err envelope_read(const amqp_basic_properties_t *p, struct envelope_meta 
 	return err;
 }
 
-warren_err envelope_decode_body(enum envelope_format fmt, const void *body, size_t len,
-                                size_t max_size, warren_value **out, char *errstr, size_t errlen)
+static warren_err decode_body(enum envelope_format fmt, const void *body, size_t len,
+                              size_t max_size, bool in_place, warren_value **out, char *errstr,
+                              size_t errlen)
 {
 	char why[200] = "";
 	warren_err err;
@@ -455,7 +456,8 @@ warren_err envelope_decode_body(enum envelope_format fmt, const void *body, size
 	if (fmt == ENVELOPE_FMT_JSON) {
 		err = warren_value_from_json(body, len, out, why, sizeof(why));
 	} else {
-		err = codec_msgpack_decode(body, len, out, why, sizeof(why));
+		err = in_place ? codec_msgpack_decode_in_place(body, len, out, why, sizeof(why))
+		               : codec_msgpack_decode(body, len, out, why, sizeof(why));
 	}
 	if (err != WARREN_OK && err != WARREN_ERR_NOMEM) {
 		snprintf(errstr, errlen, "undecodable %s body: %s",
@@ -465,8 +467,28 @@ warren_err envelope_decode_body(enum envelope_format fmt, const void *body, size
 	return err;
 }
 
+warren_err envelope_decode_body(enum envelope_format fmt, const void *body, size_t len,
+                                size_t max_size, warren_value **out, char *errstr, size_t errlen)
+{
+	return decode_body(fmt, body, len, max_size, false, out, errstr, errlen);
+}
+
+warren_err envelope_decode_body_in_place(enum envelope_format fmt, const void *body, size_t len,
+                                         size_t max_size, warren_value **out, char *errstr,
+                                         size_t errlen)
+{
+	return decode_body(fmt, body, len, max_size, true, out, errstr, errlen);
+}
+
 warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v, void **out,
                                 size_t *outlen, char *errstr, size_t errlen)
+{
+	return envelope_encode_body_alloc(fmt, v, NULL, NULL, out, outlen, errstr, errlen);
+}
+
+warren_err envelope_encode_body_alloc(enum envelope_format fmt, const warren_value *v,
+                                      void *(*alloc)(size_t n, void *arg), void *arg, void **out,
+                                      size_t *outlen, char *errstr, size_t errlen)
 {
 	warren_value *nil = NULL;
 	warren_err err;
@@ -484,7 +506,7 @@ warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v,
 		*out = text;
 		*outlen = text != NULL ? strlen(text) : 0;
 	} else {
-		err = codec_msgpack_encode(v, out, outlen);
+		err = codec_msgpack_encode_alloc(v, alloc, arg, out, outlen);
 		if (err != WARREN_OK) {
 			snprintf(errstr, errlen, "cannot encode msgpack: %s", warren_err_str(err));
 		}

@@ -72,9 +72,18 @@ warren_err envelope_read(const amqp_basic_properties_t *p, struct envelope_meta 
  * decoding. An empty body decodes as nil. */
 warren_err envelope_decode_body(enum envelope_format fmt, const void *body, size_t len,
                                 size_t max_size, warren_value **out, char *errstr, size_t errlen);
+/* The same, with msgpack binary values pointing into body rather than
+ * copied (codec_msgpack_decode_in_place): body must outlive *out. */
+warren_err envelope_decode_body_in_place(enum envelope_format fmt, const void *body, size_t len,
+                                         size_t max_size, warren_value **out, char *errstr,
+                                         size_t errlen);
 /* value (NULL: nil) -> body in the given format; *out malloc'd. */
 warren_err envelope_encode_body(enum envelope_format fmt, const warren_value *v, void **out,
                                 size_t *outlen, char *errstr, size_t errlen);
+/* The same, a msgpack body in a buffer from alloc (codec_msgpack_encode_alloc). */
+warren_err envelope_encode_body_alloc(enum envelope_format fmt, const warren_value *v,
+                                      void *(*alloc)(size_t n, void *arg), void *arg, void **out,
+                                      size_t *outlen, char *errstr, size_t errlen);
 
 /* The body of an error reply: {"code": NAME, "message": msg, "details": d}
  * (details taken; omitted when NULL). NULL when out of memory. */

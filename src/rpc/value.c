@@ -98,6 +98,22 @@ warren_value *warren_bin(const void *p, size_t len)
 	return bytes_new(WARREN_BIN, p, len);
 }
 
+warren_value *value_bin_borrowed(const void *p, size_t len)
+{
+	warren_value *v;
+
+	if (p == NULL && len > 0) {
+		return NULL;
+	}
+	v = value_new(WARREN_BIN);
+	if (v != NULL) {
+		v->u.s.p = (char *)p; /* never written through: BIN has no setter */
+		v->u.s.len = len;
+		v->u.s.borrowed = true;
+	}
+	return v;
+}
+
 warren_value *warren_array(void)
 {
 	return value_new(WARREN_ARRAY);
@@ -318,7 +334,9 @@ void warren_value_free(warren_value *v)
 	switch (v->type) {
 	case WARREN_STR:
 	case WARREN_BIN:
-		free(v->u.s.p);
+		if (!v->u.s.borrowed) {
+			free(v->u.s.p);
+		}
 		break;
 	case WARREN_ARRAY:
 		for (size_t i = 0; i < v->u.a.len; i++) {

@@ -27,8 +27,9 @@ struct warren_value {
 		int64_t i;
 		double d;
 		struct {
-			char *p; /* len bytes, then a NUL */
+			char *p; /* len bytes, then a NUL unless borrowed */
 			size_t len;
+			bool borrowed; /* BIN only: p points into a buffer not ours */
 		} s;
 		struct {
 			warren_value **items;
@@ -37,6 +38,11 @@ struct warren_value {
 		struct value_map m;
 	} u;
 };
+
+/* A BIN whose bytes stay where they are: p must outlive the value, which
+ * never frees it (warren_value_copy makes an owned copy). No NUL follows
+ * the bytes, which is why strings are never borrowed. */
+warren_value *value_bin_borrowed(const void *p, size_t len);
 
 /* Makes room for n items (array) or entries (map) in all. */
 warren_err value_reserve(warren_value *v, size_t n);

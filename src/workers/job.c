@@ -6,6 +6,7 @@
  * failures past the last attempt) is dead-lettered and its caller answered,
  * unless the request failed authentication: then nobody is answered. A
  * transient failure with attempts left waits in a delay tier for the next. */
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,59 @@
 #include "seal.h"
 #include "worker_int.h"
 
+/* Large replies are recycled rather than freed and allocated again. On
+ * glibc a burst of them grows the handler thread's arena, their frees (on
+ * the I/O thread, once published) leave its top free and glibc gives it
+ * back to the kernel, and the next burst faults every page in again: 10-11
+ * page faults per call at 64 KiB, 128 in flight (tests/bench/PROFILE.md).
+ * What is kept is what the last burst needed, within WORKER_SPARE_BYTES. */
+void *worker_spare_take(size_t n, void *arg)
+{
+	struct warren_worker *w = arg;
+	void *p = NULL;
+
+	if (n >= WORKER_SPARE_MIN) {
+		pthread_mutex_lock(&w->spare_mu);
+		for (size_t i = w->nspare; i-- > 0;) {
+			size_t size = malloc_usable_size(w->spare[i]);
+
+			if (size >= n) {
+				p = w->spare[i];
+				w->spare[i] = w->spare[--w->nspare];
+				w->spare_bytes -= size;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&w->spare_mu);
+	}
+	return p != NULL ? p : malloc(n);
+}
+
+void worker_spare_put(struct warren_worker *w, void *p)
+{
+	size_t size = p != NULL ? malloc_usable_size(p) : 0;
+
+	if (size >= WORKER_SPARE_MIN) {
+		pthread_mutex_lock(&w->spare_mu);
+		if (w->nspare < WORKER_SPARES && w->spare_bytes + size <= WORKER_SPARE_BYTES) {
+			w->spare[w->nspare++] = p;
+			w->spare_bytes += size;
+			p = NULL;
+		}
+		pthread_mutex_unlock(&w->spare_mu);
+	}
+	free(p);
+}
+
+void worker_spare_free(struct warren_worker *w)
+{
+	for (size_t i = 0; i < w->nspare; i++) {
+		free(w->spare[i]);
+	}
+	w->nspare = 0;
+	w->spare_bytes = 0;
+}
+
 void job_wrap_reply(struct job *j)
 {
 	void *sealed = NULL;
@@ -28,7 +82,7 @@ void job_wrap_reply(struct job *j)
 	if (j->seal_key != NULL && j->reply_body != NULL) {
 		/* Out of memory: an empty body rather than one in the clear. */
 		seal_body(j->seal_key, j->reply_body, j->reply_len, &sealed, &len);
-		free(j->reply_body);
+		worker_spare_put(j->worker, j->reply_body);
 		j->reply_body = sealed;
 		j->reply_len = len;
 		j->reply_sealed = sealed != NULL;
@@ -44,15 +98,17 @@ static void encode_reply(struct job *j, int status, warren_value *body)
 	char why[300];
 
 	j->status = status;
-	if (envelope_encode_body(j->meta.format, body, &j->reply_body, &j->reply_len, why,
-	                         sizeof(why)) != WARREN_OK) {
+	if (envelope_encode_body_alloc(j->meta.format, body, worker_spare_take, j->worker,
+	                               &j->reply_body, &j->reply_len, why,
+	                               sizeof(why)) != WARREN_OK) {
 		warren_value *err;
 
 		/* The handler's result has no form in this content type (binary in JSON). */
 		j->status = WARREN_STATUS_INTERNAL;
 		err = envelope_error_value(j->status, why, NULL);
-		if (envelope_encode_body(j->meta.format, err, &j->reply_body, &j->reply_len, why,
-		                         sizeof(why)) != WARREN_OK) {
+		if (envelope_encode_body_alloc(j->meta.format, err, worker_spare_take, j->worker,
+		                               &j->reply_body, &j->reply_len, why,
+		                               sizeof(why)) != WARREN_OK) {
 			j->reply_body = NULL;
 			j->reply_len = 0;
 		}
@@ -269,8 +325,10 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 		poison(w, j, WARREN_STATUS_UNIMPLEMENTED, DL_R_UNKNOWN_METHOD, why);
 		return WARREN_ERR_REMOTE;
 	}
-	if (envelope_decode_body(j->meta.format, body, len, w->max_size, params, why,
-	                         sizeof(why)) != WARREN_OK) {
+	/* In place: the params live only for the handler's call (warren.h),
+	 * the body they point into until the job ends. */
+	if (envelope_decode_body_in_place(j->meta.format, body, len, w->max_size, params, why,
+	                                  sizeof(why)) != WARREN_OK) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
 		return WARREN_ERR_DECODE;
 	}
@@ -312,6 +370,7 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	struct checked chk = {0};
 	warren_err err;
 	char why[400];
+	bool done;
 
 	if (j->action == JOB_PROBE) {
 		breaker_probed(w, w->probe != NULL ? clamp_status(w->probe(thread_data, w->probe_arg))
@@ -353,6 +412,8 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	}
 	err = admit(w, j, &m, chk.body != NULL ? chk.body : msg->body.bytes,
 	            chk.body != NULL ? chk.len : msg->body.len, &params);
+	/* After the handler: the params may point into the opened body. */
+	done = err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
 	free(chk.body);
-	return err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
+	return done;
 }

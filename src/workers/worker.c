@@ -68,7 +68,7 @@ void job_free(struct job *j)
 	if (j->lane != NULL) {
 		lane_release(j->lane);
 	}
-	free(j->reply_body);
+	worker_spare_put(w, j->reply_body);
 	free(j);
 	pthread_mutex_lock(&w->mu);
 	w->stats.in_progress--;
@@ -129,9 +129,24 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	job_free(j);
 }
 
+/* A reply body is written to the socket by its publish (engine_publish
+ * keeps no pointer to it) and nothing publishes it again: it goes at once
+ * rather than with its job, once the broker confirms. Held until then, the
+ * replies a worker has in flight (prefetch many, 64 KiB each in the
+ * bench's large rows) made its heap swing by megabytes at every burst of
+ * confirms; glibc gave the top back to the kernel each time and faulted it
+ * in again for the next replies (tests/bench/PROFILE.md). */
+static void drop_reply_body(struct job *j)
+{
+	worker_spare_put(j->worker, j->reply_body);
+	j->reply_body = NULL;
+	j->reply_len = 0;
+}
+
 static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_fn fn)
 {
 	struct envelope_props props;
+	warren_err err;
 	struct envelope_meta rm = {
 	    .status = j->status, .format = j->meta.format, .sealed = j->reply_sealed};
 
@@ -142,8 +157,12 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 		                       j->sig.len);
 	}
 	/* Not mandatory: a direct reply-to publish is always "returned" (DESIGN.md 2). */
-	return engine_publish(e, "", j->meta.reply_to, false, &props.props, j->reply_body,
-	                      j->reply_len, fn, j);
+	err = engine_publish(e, "", j->meta.reply_to, false, &props.props, j->reply_body,
+	                     j->reply_len, fn, j);
+	if (err == WARREN_OK) {
+		drop_reply_body(j);
+	}
+	return err;
 }
 
 /* ------------------------------------------------------------ batched replies */
@@ -276,6 +295,9 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 		}
 		free(b);
 		return;
+	}
+	for (size_t i = 0; i < b->n; i++) {
+		drop_reply_body(b->jobs[i]);
 	}
 	pthread_mutex_lock(&w->mu);
 	w->stats.reply_batches++;
@@ -1676,6 +1698,7 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	}
 	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
+	pthread_mutex_init(&w->spare_mu, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	pthread_cond_init(&w->idle_cond, NULL);
 	err = worker_init(w, cfg, errstr, errlen);
@@ -2008,6 +2031,8 @@ static void worker_destroy(struct warren_worker *w)
 	free(w->thread_state);
 	free(w->notes);
 	security_free(w->sec);
+	worker_spare_free(w);
+	pthread_mutex_destroy(&w->spare_mu);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cond);
 	pthread_cond_destroy(&w->idle_cond);

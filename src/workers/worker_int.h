@@ -97,6 +97,12 @@ struct requeue_note {
 	int count;
 };
 
+/* Reply buffers of at least WORKER_SPARE_MIN bytes are recycled, up to
+ * WORKER_SPARES of them and WORKER_SPARE_BYTES in all (job.c). */
+#define WORKER_SPARE_MIN   (16 * 1024)
+#define WORKER_SPARES      64
+#define WORKER_SPARE_BYTES (8 * 1024 * 1024) /* at most, in all */
+
 struct warren_worker {
 	struct engine *engine;
 	char service[65];
@@ -184,6 +190,10 @@ struct warren_worker {
 	int64_t fast_retry_at; /* I/O thread: engine_now() ms of the next try at it */
 	char batch_queue[90];  /* rpc.<service>.batch: batches of requests */
 	char batch_consumer_tag[256];
+	/* Large reply buffers kept for the next replies (job.c, worker_spare_*). */
+	pthread_mutex_t spare_mu;
+	void *spare[WORKER_SPARES];
+	size_t nspare, spare_bytes;
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */
@@ -196,6 +206,14 @@ struct warren_worker {
 bool job_process(struct warren_worker *w, struct job *j, void *thread_data);
 /* Drops one reference to the job; the last frees it. */
 void job_free(struct job *j);
+/* A reply buffer of n bytes (alloc for envelope_encode_body_alloc, arg the
+ * worker): a spare one large enough, else malloc's. Any thread. */
+void *worker_spare_take(size_t n, void *arg);
+/* Frees a reply buffer (malloc'd, or from worker_spare_take), or keeps it
+ * for worker_spare_take when it is large. Any thread; NULL-safe. */
+void worker_spare_put(struct warren_worker *w, void *p);
+/* Frees the spare buffers (the worker's end). */
+void worker_spare_free(struct warren_worker *w);
 
 /* Handler time limits (timelimit.c). Handler thread: begin before running
  * the handler, end after (false: abandoned meanwhile). I/O thread: check

@@ -692,6 +692,87 @@ static void test_10000_async_calls_256_in_flight_each_get_their_own_result(void 
 	free(r);
 }
 
+/* Large replies, many in flight: the worker recycles its large reply
+ * buffers (job.c, worker_spare_*), and each reply must still be its own
+ * call's bytes, never a buffer reused while another reply was in it. */
+#define LARGE_CALLS 300
+#define LARGE_BYTES 65536
+
+static void fill_large(unsigned char *p, int i)
+{
+	for (size_t k = 0; k < LARGE_BYTES; k++) {
+		p[k] = (unsigned char)(k * 31 + (size_t)i * 7 + 1);
+	}
+}
+
+static void on_large_done(warren_err err, warren_reply *reply, const char *msg, void *arg)
+{
+	struct slot *s = arg;
+	struct run *r = s->run;
+	const warren_value *res = warren_reply_result(reply);
+	unsigned char *want = malloc(LARGE_BYTES);
+	const void *got = NULL;
+	size_t len = 0;
+	int64_t i = -1;
+
+	fill_large(want, s->i);
+	if (err == WARREN_OK) {
+		warren_value_get_int(warren_map_get(res, "i"), &i);
+		warren_value_get_bin(warren_map_get(res, "blob"), &got, &len);
+	}
+	pthread_mutex_lock(&r->mu);
+	if (err != WARREN_OK) {
+		r->failed++;
+	} else if (i != s->i || len != LARGE_BYTES || memcmp(got, want, LARGE_BYTES) != 0) {
+		r->wrong++;
+	}
+	r->done++;
+	r->in_flight--;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	free(want);
+	warren_reply_free(reply);
+	free(s);
+}
+
+static void test_large_replies_many_in_flight_each_come_back_intact(void **state)
+{
+	struct run *r = calloc(1, sizeof(*r));
+	unsigned char *blob = malloc(LARGE_BYTES);
+
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	for (int i = 0; i < LARGE_CALLS; i++) {
+		struct slot *s = malloc(sizeof(*s));
+		warren_value *p = warren_map();
+		warren_call_opts o = {.timeout_ms = 30000};
+
+		fill_large(blob, i);
+		warren_map_set(p, "i", warren_int(i));
+		warren_map_set(p, "blob", warren_bin(blob, LARGE_BYTES));
+		*s = (struct slot){.run = r, .i = i};
+		pthread_mutex_lock(&r->mu);
+		while (r->in_flight >= 64) {
+			pthread_cond_wait(&r->cond, &r->mu);
+		}
+		r->in_flight++;
+		pthread_mutex_unlock(&r->mu);
+		assert_int_equal(
+		    warren_call_async(client, "example.echo", p, &o, on_large_done, s, NULL, 0),
+		    WARREN_OK);
+		warren_value_free(p);
+	}
+	pthread_mutex_lock(&r->mu);
+	while (r->done < LARGE_CALLS) {
+		pthread_cond_wait(&r->cond, &r->mu);
+	}
+	pthread_mutex_unlock(&r->mu);
+	assert_int_equal(r->failed, 0);
+	assert_int_equal(r->wrong, 0);
+	free(blob);
+	free(r);
+}
+
 /* ---- deadlines and a worker going away ---- */
 
 static void test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline(void **state)
@@ -825,6 +906,7 @@ int main(void)
 		cmocka_unit_test(test_a_request_the_broker_nacks_fails_at_once_as_unavailable),
 		cmocka_unit_test(test_freeing_the_client_ends_pending_calls_as_closed),
 		cmocka_unit_test(test_10000_async_calls_256_in_flight_each_get_their_own_result),
+		cmocka_unit_test(test_large_replies_many_in_flight_each_come_back_intact),
 		cmocka_unit_test(test_call_with_no_worker_ends_with_deadline_exceeded_near_its_deadline),
 		cmocka_unit_test(test_worker_stopped_and_started_under_load_no_call_outlives_its_deadline),
 		cmocka_unit_test(test_worker_killed_and_started_under_load_no_call_outlives_its_deadline),

@@ -319,6 +319,7 @@ static void test_every_prefix_and_corruption_fails_cleanly(void **state)
 /* Allocations made while encoding (malloc and realloc are wrapped for
  * this test binary: WRAP_test_codec in the Makefile). */
 static int counting, mallocs, reallocs;
+static size_t largest; /* the largest malloc while counting */
 void *__real_malloc(size_t n);
 void *__real_realloc(void *p, size_t n);
 void *__wrap_malloc(size_t n);
@@ -327,6 +328,9 @@ void *__wrap_realloc(void *p, size_t n);
 void *__wrap_malloc(size_t n)
 {
 	mallocs += counting;
+	if (counting && n > largest) {
+		largest = n;
+	}
 	return __real_malloc(n);
 }
 
@@ -364,6 +368,66 @@ static void test_a_body_is_one_allocation_of_its_exact_size(void **state)
 	}
 }
 
+/* Decoded in place, a binary value is the body's own bytes: nothing of its
+ * size is allocated or copied (a worker's params, whose body outlives
+ * them). Its copy owns its bytes, and freeing either leaves the body alone;
+ * strings are still copies, with their NUL. */
+static void test_decoding_in_place_leaves_binary_values_in_the_body(void **state)
+{
+	size_t n = 65536;
+	unsigned char *blob = malloc(n);
+	warren_value *m = warren_map(), *v = NULL, *copy;
+	const void *bytes, *copied;
+	const char *s;
+	size_t len, slen;
+	void *body;
+	size_t body_len;
+	char why[200] = "";
+
+	(void)state;
+	for (size_t i = 0; i < n; i++) {
+		blob[i] = (unsigned char)(i * 7 + 3);
+	}
+	warren_map_set(m, "blob", warren_bin(blob, n));
+	warren_map_set(m, "name", warren_str("ada"));
+	assert_int_equal(codec_msgpack_encode(m, &body, &body_len), WARREN_OK);
+
+	mallocs = 0;
+	largest = 0;
+	counting = 1;
+	assert_int_equal(codec_msgpack_decode_in_place(body, body_len, &v, why, sizeof(why)),
+	                 WARREN_OK);
+	counting = 0;
+	assert_string_equal(why, "");
+	assert_true(largest < 1024);
+	assert_true(warren_value_equal(v, m));
+	assert_true(warren_value_get_bin(warren_map_get(v, "blob"), &bytes, &len));
+	assert_int_equal(len, n);
+	assert_true((const char *)bytes > (const char *)body &&
+	            (const char *)bytes + len <= (const char *)body + body_len);
+	assert_true(warren_value_get_str(warren_map_get(v, "name"), &s, &slen));
+	assert_true(s < (const char *)body || s >= (const char *)body + body_len);
+	assert_string_equal(s, "ada");
+
+	copy = warren_value_copy(v);
+	warren_value_free(v);
+	assert_true(warren_value_get_bin(warren_map_get(copy, "blob"), &copied, &len));
+	assert_ptr_not_equal(copied, bytes);
+	assert_memory_equal(copied, blob, n);
+	assert_memory_equal(bytes, blob, n); /* the body untouched by the free */
+	warren_value_free(copy);
+
+	/* Not in place, as before: the bytes are the value's own. */
+	assert_int_equal(codec_msgpack_decode(body, body_len, &v, why, sizeof(why)), WARREN_OK);
+	assert_true(warren_value_get_bin(warren_map_get(v, "blob"), &bytes, &len));
+	assert_true((const char *)bytes + len <= (const char *)body ||
+	            (const char *)bytes >= (const char *)body + body_len);
+	warren_value_free(v);
+	free(body);
+	warren_value_free(m);
+	free(blob);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -382,6 +446,7 @@ int main(void)
 	    cmocka_unit_test(test_unused_byte_ext_types_and_big_unsigned_are_refused),
 	    cmocka_unit_test(test_a_null_errstr_is_allowed),
 	    cmocka_unit_test(test_a_body_is_one_allocation_of_its_exact_size),
+	    cmocka_unit_test(test_decoding_in_place_leaves_binary_values_in_the_body),
 	    cmocka_unit_test(test_every_prefix_and_corruption_fails_cleanly),
 	};
 
