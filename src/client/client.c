@@ -433,12 +433,35 @@ static bool fall_back(warren_client *c, struct call *call)
 static bool batchable(warren_client *c, const struct call *call);
 static void queue_request(warren_client *c, struct call *call);
 
+/* Publishes call's request alone, now: to rpc.fast for a transient call
+ * while its service has a fast lane, else to rpc. */
+static void publish_one(warren_client *c, struct engine *e, struct call *call)
+{
+	struct envelope_props props;
+
+	call->returned = false;
+	call->on_fast = lane_fast(c, call, engine_now());
+	envelope_request_props(&call->out->meta, &props);
+	if (c->sec != NULL) {
+		const struct signature *sig = &call->out->sig;
+		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
+	}
+	if (engine_publish(e, call->on_fast ? ENVELOPE_FAST_EXCHANGE : ENVELOPE_EXCHANGE,
+	                   call->out->meta.method, true, &props.props, call->out->body,
+	                   call->out->len, on_confirm, call) != WARREN_OK) {
+		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
+		return;
+	}
+	call->awaiting_confirm = true;
+	if (call->on_fast) {
+		STAT_ADD(c, fast_sent, 1);
+	}
+}
+
 static void publish_task(struct engine *e, struct engine_task *t)
 {
 	struct call *call = (struct call *)t;
 	warren_client *c = call->client;
-	struct envelope_props props;
-	warren_err err;
 	int rc;
 
 	if (!call->in_table) {
@@ -470,26 +493,7 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		queue_request(c, call); /* published from this turn's tick */
 		return;
 	}
-	call->returned = false;
-	call->on_fast = lane_fast(c, call, engine_now());
-	envelope_request_props(&call->out->meta, &props);
-	if (c->sec != NULL) {
-		const struct signature *sig = &call->out->sig;
-		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
-	}
-	err = engine_publish(e, call->on_fast ? ENVELOPE_FAST_EXCHANGE : ENVELOPE_EXCHANGE,
-	                     call->out->meta.method, true, &props.props, call->out->body,
-	                     call->out->len, on_confirm, call);
-	if (err != WARREN_OK) {
-		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
-		return;
-	}
-	call->awaiting_confirm = true;
-	if (call->on_fast) {
-		pthread_mutex_lock(&c->stats_mu);
-		c->stats.fast_sent++;
-		pthread_mutex_unlock(&c->stats_mu);
-	}
+	publish_one(c, e, call);
 }
 
 /* A request written just before the broker blocked the connection is not
@@ -937,6 +941,7 @@ struct req_batch {
 	warren_client *c;
 	char id[32]; /* its correlation_id: a basic.return names it */
 	char service[65];
+	bool fast; /* transient requests, to rpc.fast; else to rpc.batch */
 	bool returned;
 	size_t n;
 	struct call *calls[];
@@ -957,9 +962,14 @@ static bool batchable(warren_client *c, const struct call *call)
 	 * fresh single deliveries, which a worker's replay filter would drop
 	 * as replays of entries it already saw (it_sign's lost-connection
 	 * test lost calls so). */
-	if (c->sec != NULL || c->batch[0] == '\0' || !call->out->meta.persistent ||
+	if (c->sec != NULL || c->batch[0] == '\0' ||
 	    !patterns_match(c->batch, call->out->meta.method, NULL, 0)) {
 		return false;
+	}
+	/* Transient requests travel batched on the fast lane, while their
+	 * service has one; durable ones on the lane of batches. */
+	if (!call->out->meta.persistent) {
+		return lane_fast(c, call, engine_now());
 	}
 	service_of(call->out->meta.method, service, sizeof(service));
 	return lanes_until(&c->lane_off, service, strlen(service)) <= engine_now();
@@ -991,24 +1001,6 @@ static bool unqueue(struct call *call)
 	return true;
 }
 
-/* Publishes call alone, now (its service's lane is off, or it is alone). */
-static void publish_alone(warren_client *c, struct engine *e, struct call *call)
-{
-	struct envelope_props props;
-
-	call->returned = false;
-	envelope_request_props(&call->out->meta, &props);
-	if (c->sec != NULL) {
-		const struct signature *sig = &call->out->sig;
-		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
-	}
-	if (engine_publish(e, ENVELOPE_EXCHANGE, call->out->meta.method, true, &props.props,
-	                   call->out->body, call->out->len, on_confirm, call) != WARREN_OK) {
-		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
-		return;
-	}
-	call->awaiting_confirm = true;
-}
 
 static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
@@ -1021,7 +1013,20 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 			break;
 		}
 	}
-	if (outcome == ENGINE_ACK && b->returned) {
+	if (outcome == ENGINE_ACK && b->returned && b->fast) {
+		/* No fast lane for this service: its transient calls take the
+		 * durable lane for LANE_DOWN_MS, these at once (as fall_back). */
+		lanes_note(&c->down, b->service, strlen(b->service), engine_now() + LANE_DOWN_MS);
+		STAT_ADD(c, fast_fallbacks, b->n);
+		log_info("no fast-lane queue for %s: %zu requests sent on the durable lane; that "
+		         "service's transient calls take it for %d s",
+		         b->service, b->n, LANE_DOWN_MS / 1000);
+		for (size_t i = 0; i < b->n; i++) {
+			if (unqueue(b->calls[i])) {
+				publish_one(c, e, b->calls[i]);
+			}
+		}
+	} else if (outcome == ENGINE_ACK && b->returned) {
 		/* No batch lane for this service: its workers do not take batches. */
 		lanes_note(&c->lane_off, b->service, strlen(b->service),
 		           engine_now() + LANE_OFF_MS);
@@ -1030,7 +1035,7 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		         b->service, BATCH_EXCHANGE, LANE_OFF_MS / 1000);
 		for (size_t i = 0; i < b->n; i++) {
 			if (unqueue(b->calls[i])) {
-				publish_alone(c, e, b->calls[i]);
+				publish_one(c, e, b->calls[i]);
 			}
 		}
 	} else {
@@ -1087,8 +1092,20 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 	amqp_table_entry_t headers[1];
 	void *body = NULL;
 	size_t len = 0;
-	warren_err err = encode_requests(c, b, &body, &len);
+	warren_err err;
 
+	if (b->fast && !lane_fast(c, b->calls[0], engine_now())) {
+		/* Its service's fast lane was found missing since they were
+		 * queued: each goes alone on the durable lane. */
+		for (size_t i = 0; i < b->n; i++) {
+			if (unqueue(b->calls[i])) {
+				publish_one(c, e, b->calls[i]);
+			}
+		}
+		free(b);
+		return;
+	}
+	err = encode_requests(c, b, &body, &len);
 	if (err == WARREN_OK && (engine_blocked(e) != NULL || !engine_writable(e, len))) {
 		for (size_t i = 0; i < b->n; i++) {
 			hold_unwritable(c, e, b->calls[i], len);
@@ -1098,7 +1115,7 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 		return;
 	}
 	if (err == WARREN_OK) {
-		batch_props(&props, headers, true);
+		batch_props(&props, headers, !b->fast);
 		snprintf(b->id, sizeof(b->id), "batch-%s-%llu", c->prefix,
 		         (unsigned long long)++c->batch_seq);
 		props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
@@ -1110,7 +1127,8 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 			props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
 			props.reply_to = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
 		}
-		err = engine_publish(e, BATCH_EXCHANGE, b->service, true, &props, body, len,
+		err = engine_publish(e, b->fast ? ENVELOPE_FAST_EXCHANGE : BATCH_EXCHANGE, b->service,
+		                     true, &props, body, len,
 		                     on_batch_confirm, b);
 	}
 	free(body);
@@ -1126,6 +1144,10 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 	}
 	for (size_t i = 0; i < b->n; i++) {
 		b->calls[i]->returned = false;
+		b->calls[i]->on_fast = b->fast;
+	}
+	if (b->fast) {
+		STAT_ADD(c, fast_sent, b->n);
 	}
 	b->next = c->batches;
 	c->batches = b;
@@ -1149,6 +1171,7 @@ static struct req_batch *take_requests(warren_client *c, struct call **list, siz
 	memset(b, 0, sizeof(*b));
 	b->c = c;
 	service_of((*list)->out->meta.method, b->service, sizeof(b->service));
+	b->fast = !(*list)->out->meta.persistent;
 	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
 		struct call *call = *pp;
 		char service[65];
@@ -1156,7 +1179,7 @@ static struct req_batch *take_requests(warren_client *c, struct call **list, siz
 		size_t need;
 
 		service_of(call->out->meta.method, service, sizeof(service));
-		if (strcmp(service, b->service) != 0) {
+		if (strcmp(service, b->service) != 0 || b->fast == call->out->meta.persistent) {
 			pp = &call->out_next;
 			continue;
 		}
@@ -1204,7 +1227,7 @@ static void flush_requests(warren_client *c, struct engine *e)
 			}
 			free(b);
 			if (!hold_unwritable(c, e, call, call->out->len) && unqueue(call)) {
-				publish_alone(c, e, call);
+				publish_one(c, e, call);
 			}
 			continue;
 		}

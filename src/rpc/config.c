@@ -109,8 +109,8 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   "(rpc-accept-batch): a worker then sends the replies to one "
                                   "caller that are ready together as one message."},
     [CFG_CLIENT_BATCH] = {"client.batch", CONFIG_STRING, 0, 0, "*", false, NULL,
-                          "Methods whose durable requests may travel batched to workers "
-                          "that take batches, comma-separated (a method may end in * or be "
+                          "Methods whose requests may travel batched (durable ones on "
+                          "rpc.batch, transient ones on rpc.fast), comma-separated (a method may end in * or be "
                           "*); empty: every request alone."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "

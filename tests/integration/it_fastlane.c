@@ -190,9 +190,9 @@ static void test_client_transient_patterns_send_calls_on_the_fast_lane(void **st
 	warren_client_free(c);
 }
 
-/* Plays a worker of a version without the fast lane: takes the request
- * from the durable queue rpc.nofast and answers it. */
-static void answer_from_durable_queue(void)
+/* Plays a worker of a version without the fast lane: takes a request from
+ * the durable queue (rpc.nofast) and answers it. */
+static void answer_from(const char *queue)
 {
 	amqp_message_t msg;
 	amqp_basic_properties_t p = {0};
@@ -200,8 +200,10 @@ static void answer_from_durable_queue(void)
 	                             .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 0}};
 	char reply_to[256];
 
-	assert_int_equal(raw_await_count(raw, "rpc.nofast", 1, 5000), 1);
-	assert_int_equal(raw_get(raw, "rpc.nofast", &msg), 0);
+	for (int i = 0; raw_get(raw, queue, &msg) != 0; i++) {
+		assert_true(i < 500); /* 5 s */
+		usleep(10000);
+	}
 	snprintf(reply_to, sizeof(reply_to), "%.*s", (int)msg.properties.reply_to.len,
 	         (const char *)msg.properties.reply_to.bytes);
 	p._flags =
@@ -226,7 +228,7 @@ static void test_a_transient_call_falls_back_to_the_durable_lane_when_the_servic
 
 	assert_int_equal(raw_declare_service(raw, "nofast"), 0);
 	call_async(c, "nofast.echo", true, &o);
-	answer_from_durable_queue();
+	answer_from("rpc.nofast");
 	await_outcome(&o, WARREN_OK);
 	st = client_stats(c);
 	assert_int_equal(st.fast_sent, 1);
@@ -234,11 +236,79 @@ static void test_a_transient_call_falls_back_to_the_durable_lane_when_the_servic
 	assert_int_equal(st.unroutable, 0);
 
 	call_async(c, "nofast.echo", true, &o);
-	answer_from_durable_queue();
+	answer_from("rpc.nofast");
 	await_outcome(&o, WARREN_OK);
 	st = client_stats(c);
 	assert_int_equal(st.fast_sent, 1); /* remembered: straight to the durable lane */
 	assert_int_equal(st.fast_fallbacks, 1);
+	warren_client_free(c);
+}
+
+/* Transient calls queued together travel as one batch on the fast lane
+ * (client.batch is every method by default): fewer messages than calls
+ * wait in rpc.lanes.fast, none in the lane of durable batches, and a
+ * worker answers each from there. */
+static void test_transient_calls_queued_together_travel_batched_on_the_fast_lane(void **state)
+{
+	enum { N = 50 };
+	warren_client *c = new_client(NULL);
+	static struct outcome o[N];
+	warren_client_stats cs;
+	warren_worker_stats ws;
+	warren_worker *w;
+	long waiting;
+
+	for (int i = 0; i < N; i++) {
+		call_async(c, "lanes.echo", true, &o[i]);
+	}
+	for (int i = 0; i < 500 && client_stats(c).fast_sent < N; i++) {
+		usleep(10000);
+	}
+	cs = client_stats(c);
+	assert_int_equal(cs.fast_sent, N);
+	assert_true(cs.request_batches >= 1);
+	waiting = raw_queue_count(raw, "rpc.lanes.fast");
+	assert_true(waiting < N);
+	assert_int_equal(raw_queue_count(raw, "rpc.lanes.batch"), 0);
+	assert_int_equal(raw_queue_count(raw, "rpc.lanes"), 0);
+	w = start_worker("lanes");
+	for (int i = 0; i < N; i++) {
+		await_outcome(&o[i], WARREN_OK);
+	}
+	warren_worker_get_stats(w, &ws);
+	assert_int_equal(ws.received, N);
+	assert_int_equal(ws.request_batches, cs.request_batches);
+	assert_int_equal(ws.fast_received, waiting);
+	assert_int_equal(ws.moved, 0);
+	stop_worker(w);
+	warren_client_free(c);
+}
+
+/* The same rolling upgrade with transient calls batched: the batch comes
+ * back unroutable from rpc.fast, and each of its calls is sent again alone
+ * on the durable lane, where it is answered. */
+static void test_a_batch_of_transient_calls_falls_back_to_the_durable_lane(void **state)
+{
+	enum { N = 20 };
+	warren_client *c = new_client(NULL);
+	static struct outcome o[N];
+	warren_client_stats st;
+
+	assert_int_equal(raw_declare_service(raw, "nofastb"), 0);
+	for (int i = 0; i < N; i++) {
+		call_async(c, "nofastb.echo", true, &o[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		answer_from("rpc.nofastb");
+	}
+	for (int i = 0; i < N; i++) {
+		await_outcome(&o[i], WARREN_OK);
+	}
+	st = client_stats(c);
+	assert_true(st.request_batches >= 1);
+	assert_int_equal(st.fast_sent, N);
+	assert_int_equal(st.fast_fallbacks, N);
+	assert_int_equal(st.unroutable, 0);
 	warren_client_free(c);
 }
 
@@ -381,6 +451,10 @@ int main(void)
 	        purge),
 	    cmocka_unit_test_setup(
 	        test_a_transient_call_takes_the_durable_lane_when_rpc_fast_is_missing, purge),
+	    cmocka_unit_test_setup(
+	        test_transient_calls_queued_together_travel_batched_on_the_fast_lane, purge),
+	    cmocka_unit_test_setup(test_a_batch_of_transient_calls_falls_back_to_the_durable_lane,
+	                           purge),
 	    cmocka_unit_test_setup(
 	        test_a_redelivered_fast_lane_request_moves_to_the_durable_lane_before_it_runs,
 	        purge),
