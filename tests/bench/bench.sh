@@ -75,38 +75,9 @@ for scheme in mac ed25519; do
 	cp -p "$DIR/keys/$scheme/app.key" "$DIR/keys/$scheme/svc-ring/"
 done
 
-# The value of KEY in a result line.
-val() {
-	local line=$1 key=$2 kv
-	for kv in $line; do
-		if [ "${kv%%=*}" = "$key" ]; then
-			echo "${kv#*=}"
-			return
-		fi
-	done
-	echo "?"
-}
-
-# Starts a responder in the background (RESPONDER=its pid) and waits for
-# its "ready".
-start_responder() {
-	: >"$DIR/responder.out"
-	"$@" >"$DIR/responder.out" 2>"$DIR/responder.err" &
-	RESPONDER=$!
-	for _ in $(seq 1 500); do
-		grep -q ready "$DIR/responder.out" && return 0
-		kill -0 "$RESPONDER" 2>/dev/null || break
-		sleep 0.02
-	done
-	echo "bench.sh: the responder did not start: $(cat "$DIR/responder.err")" >&2
-	return 1
-}
-
-stop_responder() {
-	kill "$RESPONDER" 2>/dev/null || true
-	wait "$RESPONDER" 2>/dev/null || true
-	RESPONDER=
-}
+PROG=bench.sh
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
 
 # run baseline|warren MODE IN_FLIGHT PAYLOAD THREADS [PREFETCH [SCHEME]]:
 # one measured run; its result line in LINE (not a subshell: RESPONDER must

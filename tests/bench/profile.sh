@@ -90,29 +90,9 @@ URL=$WARREN_TEST_URL
 BENCH_BROKER_PID=$(cat "$DIR/rabbitmq.pid")
 export BENCH_BROKER_PID
 
-val() { # LINE KEY: the value of KEY=... in LINE
-	local kv
-	for kv in $1; do
-		if [ "${kv%%=*}" = "$2" ]; then
-			echo "${kv#*=}"
-			return
-		fi
-	done
-	echo "?"
-}
-
-start_responder() {
-	: >"$DIR/responder.out"
-	"$@" >"$DIR/responder.out" 2>"$DIR/responder.err" &
-	RESPONDER=$!
-	for _ in $(seq 1 500); do
-		grep -q ready "$DIR/responder.out" && return 0
-		kill -0 "$RESPONDER" 2>/dev/null || break
-		sleep 0.02
-	done
-	echo "profile.sh: the responder did not start: $(cat "$DIR/responder.err")" >&2
-	return 1
-}
+PROG=profile.sh
+# shellcheck source=tests/bench/lib.sh
+. "$ROOT/tests/bench/lib.sh"
 
 # counts FILE EVENT: the count of EVENT in a perf stat -x, output (0 if none).
 counts() {
@@ -174,9 +154,7 @@ profile_run() {
 	wait "$CALLER" || true
 	CALLER=
 	wait "${perfs[@]}" || true
-	kill "$RESPONDER" 2>/dev/null || true
-	wait "$RESPONDER" 2>/dev/null || true
-	RESPONDER=
+	stop_responder
 	line=$(cat "$OUT/$tag.line")
 	rate=$(val "$line" rate)
 	secs=$(awk -v m="$PERF_MS" 'BEGIN { print m / 1000 }')

@@ -62,6 +62,25 @@ static warren_value *json(const char *text)
 	return v;
 }
 
+/* Waits for the slow call, the crash and its neighbours to end: every
+ * neighbour answered, the slow call too; only the crash is poison, after
+ * two crashes (crash_limit=2), each with the crashing request alone or the
+ * first one among its neighbours. */
+static void expect_only_the_crash_dead_lettered(struct supervisor_tally *t, int neighbours)
+{
+	for (int i = 0; i < 1200 && atomic_load(&t->done) < neighbours + 2; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(atomic_load(&t->done), neighbours + 2);
+	assert_int_equal(atomic_load(&t->ok), neighbours + 1);
+	assert_int_equal(atomic_load(&t->other), 0);
+	assert_int_equal(atomic_load(&t->crash_status), WARREN_STATUS_INTERNAL);
+	assert_string_equal(t->crash_details,
+	                    "{\"reason\":\"crashed-worker\",\"dlq\":\"rpc.example.dlq\"}");
+	assert_string_equal(supervisor_take_reasons(raw, 1), "crashed-worker ");
+	assert_int_equal(supervisor_restarts(), 2);
+}
+
 /* ------------------------------------------------------------ tests */
 
 /* A slow call holds the one handler thread while the crashing call and its
@@ -86,20 +105,7 @@ static void test_a_crash_counts_only_against_the_request_that_was_running(void *
 		                 WARREN_OK);
 	}
 	warren_value_free(slow);
-	for (int i = 0; i < 1200 && atomic_load(&t.done) < neighbours + 2; i++) {
-		usleep(50000);
-	}
-	assert_int_equal(atomic_load(&t.done), neighbours + 2);
-	/* Every neighbour answered, the slow call too; only the crash is poison. */
-	assert_int_equal(atomic_load(&t.ok), neighbours + 1);
-	assert_int_equal(atomic_load(&t.other), 0);
-	assert_int_equal(atomic_load(&t.crash_status), WARREN_STATUS_INTERNAL);
-	assert_string_equal(t.crash_details,
-	                    "{\"reason\":\"crashed-worker\",\"dlq\":\"rpc.example.dlq\"}");
-	assert_string_equal(supervisor_take_reasons(raw, 1), "crashed-worker ");
-	/* Two crashes (crash_limit=2), each with the crashing request alone or
-	 * the first one among its neighbours. */
-	assert_int_equal(supervisor_restarts(), 2);
+	expect_only_the_crash_dead_lettered(&t, neighbours);
 }
 
 /* As above, with the neighbours sent as batches (rpc.example.batch): the
@@ -109,34 +115,28 @@ static void test_a_crash_counts_only_against_the_request_that_was_running(void *
  * crashed with the batch unacked, which came back a second time and split
  * again with two crashes against each of its requests, and crash_limit=2
  * dead-lettered them (answered "delivered 3 times without an answer"). */
-static void test_a_crash_counts_only_against_the_request_that_was_running_among_batches(
-    void **state)
+static void
+test_a_crash_counts_only_against_the_request_that_was_running_among_batches(void **state)
 {
 	struct supervisor_tally t = {0};
 	warren_call_opts o = {.timeout_ms = 60000};
 	warren_value *slow = json("{\"ms\":300}");
 	const int neighbours = 40;
 
-	assert_int_equal(warren_call_async(client, "example.sleep", slow, &o, supervisor_on_echo, &t, NULL, 0),
-	                 WARREN_OK);
 	assert_int_equal(
-	    warren_call_async(client, "example.crash", NULL, &o, supervisor_on_crash, &t, NULL, 0), WARREN_OK);
+	    warren_call_async(client, "example.sleep", slow, &o, supervisor_on_echo, &t, NULL, 0),
+	    WARREN_OK);
+	assert_int_equal(
+	    warren_call_async(client, "example.crash", NULL, &o, supervisor_on_crash, &t, NULL, 0),
+	    WARREN_OK);
 	warren_value_free(slow);
 	usleep(100000); /* both queued at the worker before the batches */
 	for (int i = 0; i < neighbours; i++) {
-		assert_int_equal(
-		    warren_call_async(batching, "example.echo", NULL, &o, supervisor_on_echo, &t, NULL, 0),
-		    WARREN_OK);
+		assert_int_equal(warren_call_async(batching, "example.echo", NULL, &o,
+		                                   supervisor_on_echo, &t, NULL, 0),
+		                 WARREN_OK);
 	}
-	for (int i = 0; i < 1200 && atomic_load(&t.done) < neighbours + 2; i++) {
-		usleep(50000);
-	}
-	assert_int_equal(atomic_load(&t.done), neighbours + 2);
-	assert_int_equal(atomic_load(&t.ok), neighbours + 1);
-	assert_int_equal(atomic_load(&t.other), 0);
-	assert_int_equal(atomic_load(&t.crash_status), WARREN_STATUS_INTERNAL);
-	assert_string_equal(supervisor_take_reasons(raw, 1), "crashed-worker ");
-	assert_int_equal(supervisor_restarts(), 2);
+	expect_only_the_crash_dead_lettered(&t, neighbours);
 }
 
 int main(void)
