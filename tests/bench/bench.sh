@@ -208,6 +208,16 @@ for threads in 1 4; do
 done
 
 echo
+echo "bench.echo on the handler threads (rows above: on the worker's I/O thread, registered with"
+echo "warren_worker_handle_inline; here BENCH_INLINE=off, warren_worker_handle), durable, 100 B:"
+header
+for row in "128 1" "128 4" "1 1"; do
+	read -r n threads <<<"$row"
+	BENCH_INLINE=off pair durable "$n" 100 "$threads"
+	fmt_row threads "$n" 100 "$threads" "$B" "$W"
+done
+
+echo
 echo "Signing (warren only, durable, 128 in flight, 100 B, 4 handler threads; $REPS rounds of"
 echo "none, mac, ed25519, then each with its bodies encrypted (+enc, security.encrypt), back to"
 echo "back, ${TARGET_MS} ms each, each scheme's median run):"
