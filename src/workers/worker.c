@@ -22,6 +22,8 @@
 
 /* worker.prefetch 0: this many, or one per handler thread if that is more. */
 #define PREFETCH_AUTO 128
+/* The lanes a worker consumes, as bits of careful_lanes. */
+enum { LANE_SERVICE = 1u, LANE_BATCH = 2u, LANE_FAST = 4u };
 
 void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
 {
@@ -60,6 +62,7 @@ const struct method *worker_find_method(const struct warren_worker *w, const cha
 void job_free(struct job *j)
 {
 	struct warren_worker *w = j->worker;
+	bool suspect = j->suspect;
 
 	if (atomic_fetch_sub(&j->refs, 1) > 1) {
 		return; /* its other owner frees it */
@@ -72,6 +75,7 @@ void job_free(struct job *j)
 	free(j);
 	pthread_mutex_lock(&w->mu);
 	w->stats.in_progress--;
+	w->suspects -= suspect;
 	pthread_cond_broadcast(&w->idle_cond);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -884,6 +888,7 @@ static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 		w->stats.received++;
 	}
 	w->stats.in_progress++;
+	w->suspects += j->suspect;
 	if (signal) {
 		pthread_cond_signal(&w->cond);
 	}
@@ -931,6 +936,7 @@ void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j)
 	pthread_mutex_lock(&w->mu);
 	w->stats.received++;
 	w->stats.in_progress++;
+	w->suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->on_io_thread = true;
 	answer = job_process(w, j, NULL);
@@ -1165,25 +1171,59 @@ static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, c
 	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
 }
 
-/* The three lanes (the service queue, its batches, the fast lane), on the
- * one channel: its prefetch bounds them together, 1
- * while careful (a suspect is then the only request this worker holds),
- * worker.prefetch otherwise. basic.qos applies to the consumers started
- * after it. */
-static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
-                   size_t errlen)
+/* A lane's consumer tag (LANE_SERVICE, LANE_BATCH, LANE_FAST). */
+static char *lane_tag(struct warren_worker *w, unsigned lane)
 {
-	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(w->careful ? 1 : w->prefetch), 0) == NULL) {
+	return lane == LANE_FAST ? w->fast_tag
+	                         : lane == LANE_BATCH ? w->batch_consumer_tag : w->consumer_tag;
+}
+
+/* The lanes consumed now, as bits. */
+static unsigned lanes_consumed(struct warren_worker *w)
+{
+	return (w->consumer_tag[0] != '\0' ? LANE_SERVICE : 0u) |
+	       (w->batch_consumer_tag[0] != '\0' ? LANE_BATCH : 0u) |
+	       (w->fast_tag[0] != '\0' ? LANE_FAST : 0u);
+}
+
+/* Consumes one lane with prefetch 1 (careful: noted in careful_lanes) or
+ * worker.prefetch; basic.qos applies to the consumers started after it. */
+static int consume_lane(struct warren_worker *w, amqp_connection_state_t conn, unsigned lane,
+                        bool careful, char *errstr, size_t errlen)
+{
+	int rc;
+
+	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(careful ? 1 : w->prefetch), 0) == NULL) {
 		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
 		return -1;
 	}
-	if (consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
-	                  errlen) != 0 ||
-	    consume_queue(conn, w->batch_queue, w->batch_consumer_tag,
-	                  sizeof(w->batch_consumer_tag), errstr, errlen) != 0) {
+	if (lane == LANE_FAST) {
+		rc = consume_fast(w, conn, errstr, errlen);
+	} else if (lane == LANE_BATCH) {
+		rc = consume_queue(conn, w->batch_queue, w->batch_consumer_tag,
+		                   sizeof(w->batch_consumer_tag), errstr, errlen);
+	} else {
+		rc = consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
+		                   errlen);
+	}
+	if (rc == 0 && careful && lane_tag(w, lane)[0] != '\0') {
+		w->careful_lanes |= lane;
+	}
+	return rc;
+}
+
+/* The three lanes (the service queue, its batches, the fast lane), on the
+ * one channel, each with prefetch 1 while careful (all_careful),
+ * worker.prefetch otherwise. */
+static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
+                   size_t errlen)
+{
+	w->careful_lanes = 0;
+	if (consume_lane(w, conn, LANE_SERVICE, w->careful, errstr, errlen) != 0 ||
+	    consume_lane(w, conn, LANE_BATCH, w->careful, errstr, errlen) != 0) {
 		return -1;
 	}
-	return consume_fast(w, conn, errstr, errlen);
+	return consume_lane(w, conn, LANE_FAST, w->careful, errstr, errlen);
 }
 
 void worker_consume(struct warren_worker *w, struct engine *e)
@@ -1207,7 +1247,7 @@ static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
 	if (now < w->fast_retry_at) {
 		return w->fast_retry_at;
 	}
-	if (consume_fast(w, engine_conn(e), why, sizeof(why)) != 0) {
+	if (consume_lane(w, engine_conn(e), LANE_FAST, w->careful, why, sizeof(why)) != 0) {
 		engine_fail(e, why);
 		return INT64_MAX;
 	}
@@ -1285,37 +1325,60 @@ static bool holds_any(struct warren_worker *w)
  * while this worker holds anything else, or a second crash would count
  * against its neighbours too (x-delivery-count counts every return). A
  * worker consuming with the full prefetch that receives a suspect keeps it
- * aside, cancels its consumer, lets every other request it holds finish
+ * aside, cancels its consumers, lets every other request it holds finish
  * and be acked, runs the suspect alone (isolate_tick), and consumes again
- * with prefetch 1 (careful), so that each further suspect runs alone; the
- * first request that is no suspect brings the full prefetch back. Further
- * suspects that raced in before the cancel are given back (noted). A
- * worker starts careful: a new process knows of no return, and the
- * requests its predecessor held wait at the queue's head. */
-static void set_careful(struct warren_worker *w, struct engine *e, bool careful)
+ * careful: every lane with prefetch 1, so that each further suspect runs
+ * alone. Further suspects that raced in before the cancel are given back
+ * (noted). A worker starts careful: a new process knows of no return, and
+ * the requests its predecessor held wait at the queue's head.
+ *
+ * A lane leaves careful mode on its own (relax), when it hands over a
+ * request (or a batch) that is no suspect while no suspect is held: its
+ * one-request window is then full, so cancelling its consumer returns
+ * nothing the broker had already sent it (RabbitMQ gives such requests
+ * back with x-delivery-count raised, returns this worker never sees and
+ * cannot note). A suspect runs at once only while every lane is careful;
+ * once one has left, it is kept aside as above. */
+static bool all_careful(struct warren_worker *w)
 {
-	bool consuming = w->consumer_tag[0] != '\0';
-
-	if (w->careful == careful) {
-		return;
-	}
-	w->careful = careful;
-	if (consuming && engine_connected(e)) {
-		worker_cancel_consumer(w, e);
-		worker_consume(w, e);
-	}
+	return w->careful && w->careful_lanes == lanes_consumed(w);
 }
 
-/* A request that is no suspect came while careful (held_before: whether
- * this worker held anything before it came): back to the full prefetch,
- * unless a suspect is still held, which may yet crash this worker. The
- * full prefetch would hand it more requests to hold beside that suspect,
- * each counted in its crash; careful, they wait at the queue, and the
- * next request that finds this worker holding nothing ends careful mode. */
-static void end_careful(struct warren_worker *w, struct engine *e, bool held_before)
+/* Whether a suspect is queued or running (of this connection or the
+ * last: a handler still runs on after its connection is lost). */
+static bool holds_suspect(struct warren_worker *w)
 {
-	if (w->careful && !held_before) {
-		set_careful(w, e, false);
+	int64_t n;
+
+	pthread_mutex_lock(&w->mu);
+	n = w->suspects;
+	pthread_mutex_unlock(&w->mu);
+	return n > 0;
+}
+
+/* A request that is no suspect came on lane while careful (beside:
+ * whether a suspect was held when it came): that lane goes back to the
+ * full prefetch, unless a suspect is still held, which may yet crash this
+ * worker. The full prefetch would hand it more requests to hold beside
+ * that suspect, each counted in its crash; careful, they wait at the
+ * queue, and the lane's next request that finds no suspect held relaxes
+ * it. Careful mode ends with its last careful lane. */
+static void relax(struct warren_worker *w, struct engine *e, unsigned lane, bool beside)
+{
+	char why[300];
+
+	if (!w->careful || beside || !(w->careful_lanes & lane) || w->paused || w->stopping ||
+	    !engine_connected(e)) {
+		return;
+	}
+	cancel_tag(e, lane_tag(w, lane));
+	w->careful_lanes &= ~lane;
+	if (consume_lane(w, engine_conn(e), lane, false, why, sizeof(why)) != 0) {
+		engine_fail(e, why);
+		return;
+	}
+	if (w->careful_lanes == 0) {
+		w->careful = false;
 	}
 }
 
@@ -1391,6 +1454,7 @@ static void move(struct warren_worker *w, struct engine *e, struct job *j)
 	pthread_mutex_lock(&w->mu);
 	w->stats.received++;
 	w->stats.in_progress++;
+	w->suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->action = JOB_MOVE;
 	finish_task(e, &j->task);
@@ -1400,6 +1464,9 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 {
 	struct warren_worker *w = arg;
 	bool fast = w->fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->fast_tag) == 0;
+	unsigned lane = fast ? LANE_FAST
+	                     : strcmp(d->consumer_tag, w->batch_consumer_tag) == 0 ? LANE_BATCH
+	                                                                          : LANE_SERVICE;
 	struct job *j;
 	bool suspect;
 
@@ -1413,13 +1480,13 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		/* A batch delivered for the first time holds no suspect (one
 		 * delivered again is split into single requests, which are
 		 * judged one by one): like any request that is no suspect, it
-		 * brings the full prefetch back (else a careful worker that gets
-		 * only batches would take one batch at a time on that lane), but
-		 * not beside a suspect still held (see end_careful). */
-		bool held = w->careful && holds_any(w);
+		 * relaxes its lane (else a careful worker that gets only batches
+		 * would take one batch at a time on that lane), but not beside a
+		 * suspect still held (see relax). */
+		bool beside = w->careful && holds_suspect(w);
 
 		if (lane_deliver(w, e, d)) {
-			end_careful(w, e, held);
+			relax(w, e, lane, beside);
 		}
 		return;
 	}
@@ -1431,6 +1498,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	}
 	j->delivery = d;
 	suspect = requeue_suspect(w, d);
+	j->suspect = suspect;
 	j->fast = fast;
 	if (w->stopping) {
 		/* Raced in after basic.cancel: give it back untouched. */
@@ -1443,7 +1511,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		move(w, e, j);
 		return;
 	}
-	if (suspect && (!w->careful || w->splitting > 0)) {
+	if (suspect && (!all_careful(w) || w->splitting > 0)) {
 		/* Careful, a suspect still waits while a redelivered batch it may
 		 * come from is not acked yet: a crash now would bring the batch
 		 * back and split it again, its entries counted twice. */
@@ -1452,7 +1520,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	}
 	if (!suspect) {
 		/* No crash is pending on this queue's head any more. */
-		end_careful(w, e, w->careful && holds_any(w));
+		relax(w, e, lane, w->careful && holds_suspect(w));
 	}
 	worker_start_job(w, e, j);
 }
@@ -1651,7 +1719,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
 		w->prefetch = w->threads > PREFETCH_AUTO ? w->threads : PREFETCH_AUTO;
 	}
-	w->careful = true; /* see set_careful */
+	w->careful = true; /* see all_careful */
 	if (!requeue_init(w)) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;

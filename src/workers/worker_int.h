@@ -70,6 +70,7 @@ struct job {
 	int64_t park_until, parked_since, park_backoff;
 	bool noted;              /* its requeue is noted for the crash count (requeue.c) */
 	bool on_io_thread;       /* run by worker_start_job: no time limit */
+	bool suspect;            /* requeue_suspect: counted in w->suspects */
 	bool fast;               /* it came from the fast lane, rpc.<service>.fast */
 	struct job *reply_next;  /* I/O thread: in w->replies, its reply not yet sent */
 	struct lane_batch *lane; /* an entry of this batch of requests (lane.c), or NULL */
@@ -154,6 +155,7 @@ struct warren_worker {
 	bool quit;
 	int unsignaled; /* I/O thread only: deliveries queued this turn, no handler woken yet */
 	warren_worker_stats stats;
+	int64_t suspects; /* under mu: jobs of suspects queued or running (careful mode) */
 	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
 
 	char metrics_listen[256];     /* metrics.listen; empty: no server */
@@ -180,6 +182,7 @@ struct warren_worker {
 	 * requests held are finishing; isolated: the suspect kept aside to run
 	 * alone once they have; drained_ticks: turns seen with none held. */
 	bool careful, draining;
+	unsigned careful_lanes; /* the lanes still consumed with prefetch 1 (worker.c) */
 	struct job *isolated;
 	int drained_ticks;
 	/* Redelivered batches whose entries are being republished alone
