@@ -71,10 +71,29 @@ else
 Q := @
 endif
 
+# libwarren, named file by file: the core, the caller side, the worker side.
+# A new file joins the library only by being listed here (test_lib_sources.sh
+# checks that every source file under src/ is in exactly one list).
+LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/config.c \
+              src/rpc/engine.c src/rpc/envelope.c src/rpc/errors.c src/rpc/fastrand.c \
+              src/rpc/log.c src/rpc/metrics_http.c src/rpc/patterns.c src/rpc/prom.c \
+              src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c src/rpc/tls.c \
+              src/rpc/trace.c src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c \
+              src/client/client.c src/client/client_metrics.c src/client/lanes.c \
+              src/client/pending.c src/client/reply.c \
+              src/workers/breaker.c src/workers/forward.c src/workers/job.c src/workers/lane.c \
+              src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
+              src/workers/retry.c src/workers/timelimit.c src/workers/worker.c
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# What only the programs use, never part of libwarren: the command line and
+# sd_notify of the daemons, rpc-call's load mode, rpc-dlq's dead letters and
+# its synchronous connection. An internal archive, linked before libwarren.
+TOOL_SRC   := src/rpc/cli.c src/rpc/syncconn.c src/workers/sdnotify.c src/client/load.c \
+              src/client/dlq_json.c src/client/dlq_letter.c src/client/dlq_print.c
+TOOL_OBJ   := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
+TOOLS_LIB  := $(BUILD)/lib/libwarren-tools.a
 PROG_SRC   := src/client/rpc-call.c src/client/rpc-dlq.c src/client/notify-user.c \
               src/client/warren-key.c src/workers/example-service.c
-LIB_SRC    := $(filter-out $(PROG_SRC),$(wildcard src/rpc/*.c src/client/*.c src/workers/*.c))
-LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # The user service's own modules (its handlers and its PostgreSQL store) are
 # not part of libwarren.
 USER_SRC   := $(wildcard src/workers/user/*.c)
@@ -134,7 +153,7 @@ FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
 .PHONY: all check check-faults check-unit check-integration demo deps clean install uninstall tests style \
-        fuzz bench version
+        fuzz bench version sources
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(PROGRAMS)
 
@@ -145,10 +164,16 @@ $(BUILD)/obj/%.o: %.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(STATIC_LIB): $(LIB_OBJ)
+# Made again when the Makefile changes: its lists say what goes in.
+$(STATIC_LIB): $(LIB_OBJ) Makefile
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  AR      $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
+
+$(TOOLS_LIB): $(TOOL_OBJ) Makefile
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
 
 $(SHARED_LIB): $(LIB_OBJ)
 	@mkdir -p $(@D)
@@ -157,17 +182,17 @@ $(SHARED_LIB): $(LIB_OBJ)
 	$(Q)ln -sf libwarren.so.$(VERSION) $(BUILD)/lib/libwarren.so.$(SOVERSION)
 	$(Q)ln -sf libwarren.so.$(SOVERSION) $(BUILD)/lib/libwarren.so
 
-$(BUILD)/bin/%: $(BUILD)/obj/src/client/%.o $(STATIC_LIB)
+$(BUILD)/bin/%: $(BUILD)/obj/src/client/%.o $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(STATIC_LIB)
+$(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/bin/user-service: $(USER_OBJ) $(STATIC_LIB)
+$(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
@@ -188,7 +213,7 @@ WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties 
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
 
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
@@ -196,17 +221,17 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(STATIC_LIB)
 # A unit test of a module outside libwarren links that module's object too.
 $(BUILD)/tests/unit/test_params: $(BUILD)/obj/src/workers/user/params.o
 
-$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(STATIC_LIB)
+$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
 
-$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(STATIC_LIB)
+$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(STATIC_LIB)
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq -lcmocka
@@ -267,6 +292,13 @@ bench: deps
 # The version taken from warren.h, for scripts and tests.
 version:
 	@echo $(VERSION)
+
+# The source lists, one a line (test_lib_sources.sh).
+sources:
+	@echo "lib $(LIB_SRC)"
+	@echo "tool $(TOOL_SRC)"
+	@echo "prog $(PROG_SRC)"
+	@echo "user $(USER_SRC)"
 
 style:
 	clang-format -i $(wildcard src/*/*.[ch] tests/*/*.[ch])

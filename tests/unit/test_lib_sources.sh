@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# test_lib_sources.sh: libwarren is the files the Makefile names as the
+# library, and nothing of the programs. Every C file under src/ is in
+# exactly one of the Makefile's lists (the library, the programs' own
+# modules, the programs, the user service), so that a new file joins the
+# library only by being named there; libwarren.a defines no main and none
+# of the programs' modules' functions.
+# Ends with "N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 2
+# shellcheck source=tests/lib/check.sh
+. "$ROOT/tests/lib/check.sh"
+BUILD_DIR=${WARREN_BUILD:-build}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+make -s --no-print-directory sources >"$TMP/lists"
+for list in lib tool prog user; do
+	sed -n "s/^$list //p" "$TMP/lists" | tr ' ' '\n' | sed '/^$/d' | sort >"$TMP/$list"
+done
+sort "$TMP"/lib "$TMP"/tool "$TMP"/prog "$TMP"/user >"$TMP/listed"
+find src -name '*.c' | sort >"$TMP/found"
+
+check "every C file under src/ is in one of the Makefile's lists" 0 '' '' -- \
+	comm -23 "$TMP/found" "$TMP/listed"
+check "no file is in two lists" 0 '' '' -- \
+	bash -c "uniq -d '$TMP/listed'"
+check "the library names no program" 0 '' '' -- \
+	comm -12 "$TMP/lib" "$TMP/prog"
+check "the library names none of the programs' own modules" 0 '' '' -- \
+	comm -12 "$TMP/lib" "$TMP/tool"
+
+lib="$BUILD_DIR/lib/libwarren.a"
+nm -g --defined-only "$lib" 2>/dev/null | awk 'NF == 3 { print $3 }' | sort -u >"$TMP/defined"
+check "libwarren.a defines no main" 1 '' '' -- \
+	grep -x main "$TMP/defined"
+check "libwarren.a defines none of the programs' modules' functions" 1 '' '' -- \
+	grep -E '^(cli_|syncconn_|sdnotify_|load_|dlq_)' "$TMP/defined"
+summary
