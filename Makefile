@@ -301,7 +301,7 @@ sources:
 	@echo "user $(USER_SRC)"
 
 style:
-	clang-format -i $(wildcard src/*/*.[ch] tests/*/*.[ch])
+	clang-format -i $(wildcard src/*/*.[ch] src/*/*/*.[ch] tests/*/*.[ch])
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/warren

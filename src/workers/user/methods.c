@@ -9,9 +9,9 @@
 #include "params.h"
 #include "store.h"
 
-#define MAX_ID INT64_MAX
+#define MAX_ID               INT64_MAX
 #define MAX_PREFERENCES_JSON 16384
-#define MAX_PAGE 1000
+#define MAX_PAGE             1000
 
 /* Ends a handler with the store's outcome (taking its result). */
 static warren_status answer(warren_request *req, struct outcome *out)
@@ -65,7 +65,8 @@ static warren_status user_list(warren_request *req, void *arg)
 	if (check_str(&c, "cursor", false, 1, 20, &cursor)) {
 		after = strtoll(cursor, &end, 10);
 		if (*end != '\0' || after < 1) {
-			check_fail(&c, "field cursor: \"%s\" is not a cursor from user.list", cursor);
+			check_fail(&c, "field cursor: \"%s\" is not a cursor from user.list",
+			           cursor);
 		}
 	}
 	if (c.status != WARREN_STATUS_OK) {
@@ -214,13 +215,13 @@ warren_err methods_register(warren_worker *w, const char *conninfo)
 		const char *name;
 		warren_handler_fn fn;
 	} table[] = {
-		{"user.get", user_get},
-		{"user.list", user_list},
-		{"user.create", user_create},
-		{"user.update", user_update},
-		{"user.delete", user_delete},
-		{"user.preferences.get", preferences_get},
-		{"user.preferences.set", preferences_set},
+	    {"user.get", user_get},
+	    {"user.list", user_list},
+	    {"user.create", user_create},
+	    {"user.update", user_update},
+	    {"user.delete", user_delete},
+	    {"user.preferences.get", preferences_get},
+	    {"user.preferences.set", preferences_set},
 	};
 	warren_err err = warren_worker_on_thread(w, thread_start, thread_end, (void *)conninfo);
 

@@ -147,8 +147,7 @@ bool check_email(struct check *c, const char *name, bool required, const char **
 	return true;
 }
 
-bool check_map_json(struct check *c, const char *name, bool required, size_t max_json,
-                    char **json)
+bool check_map_json(struct check *c, const char *name, bool required, size_t max_json, char **json)
 {
 	const warren_value *v = field(c, name, required, WARREN_MAP);
 	char why[200];

@@ -25,8 +25,7 @@ bool check_str(struct check *c, const char *name, bool required, size_t min, siz
                const char **out);
 bool check_email(struct check *c, const char *name, bool required, const char **out);
 /* A map, as compact JSON text (malloc'd) in *json. */
-bool check_map_json(struct check *c, const char *name, bool required, size_t max_json,
-                    char **json);
+bool check_map_json(struct check *c, const char *name, bool required, size_t max_json, char **json);
 
 /* Fails the check with a message of its own (INVALID_ARGUMENT). */
 void check_fail(struct check *c, const char *fmt, ...) WARREN_PRINTF(2, 3);

@@ -25,22 +25,22 @@ struct store {
 /* Each entry takes the schema from version i to i+1. Never edit one that has
  * shipped: append another. */
 static const char *const migrations[] = {
-	"CREATE TABLE users ("
-	" id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-	" email text NOT NULL,"
-	" name text NOT NULL,"
-	" preferences jsonb NOT NULL DEFAULT '{}'::jsonb,"
-	" created_at timestamptz NOT NULL DEFAULT now(),"
-	" updated_at timestamptz NOT NULL DEFAULT now());"
-	"CREATE UNIQUE INDEX users_email_key ON users (lower(email));"
-	"CREATE TABLE rpc_idempotency ("
-	" message_id text PRIMARY KEY,"
-	" method text NOT NULL,"
-	" status integer,"
-	" message text,"
-	" reply text,"
-	" created_at timestamptz NOT NULL DEFAULT now());"
-	"CREATE INDEX rpc_idempotency_created_at ON rpc_idempotency (created_at);",
+    "CREATE TABLE users ("
+    " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    " email text NOT NULL,"
+    " name text NOT NULL,"
+    " preferences jsonb NOT NULL DEFAULT '{}'::jsonb,"
+    " created_at timestamptz NOT NULL DEFAULT now(),"
+    " updated_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE UNIQUE INDEX users_email_key ON users (lower(email));"
+    "CREATE TABLE rpc_idempotency ("
+    " message_id text PRIMARY KEY,"
+    " method text NOT NULL,"
+    " status integer,"
+    " message text,"
+    " reply text,"
+    " created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX rpc_idempotency_created_at ON rpc_idempotency (created_at);",
 };
 
 #define NMIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -124,7 +124,8 @@ static int migrate(PGconn *db, char *errstr, size_t errlen)
 	}
 	for (size_t i = (size_t)version; i < NMIGRATIONS; i++) {
 		snprintf(sql, sizeof(sql), "INSERT INTO user_service_schema VALUES (%zu)", i + 1);
-		if (run(db, migrations[i], errstr, errlen) != 0 || run(db, sql, errstr, errlen) != 0) {
+		if (run(db, migrations[i], errstr, errlen) != 0 ||
+		    run(db, sql, errstr, errlen) != 0) {
 			return -1;
 		}
 		log_info("database schema migrated to version %zu", i + 1);
@@ -156,21 +157,21 @@ static const struct statement {
 	const char *name;
 	const char *sql;
 } statements[] = {
-	{"get_by_id", "SELECT " USER_COLUMNS " FROM users WHERE id = $1"},
-	{"get_by_email", "SELECT " USER_COLUMNS " FROM users WHERE lower(email) = lower($1)"},
-	{"list", "SELECT " USER_COLUMNS " FROM users WHERE id > $1 ORDER BY id LIMIT $2"},
-	{"create", "INSERT INTO users (email, name, preferences) VALUES ($1, $2, "
-	           "coalesce($3::jsonb, '{}'::jsonb)) RETURNING " USER_COLUMNS},
-	{"update", "UPDATE users SET email = coalesce($2, email), name = coalesce($3, name), "
-	           "preferences = coalesce($4::jsonb, preferences), updated_at = now() "
-	           "WHERE id = $1 RETURNING " USER_COLUMNS},
-	{"delete", "DELETE FROM users WHERE id = $1 RETURNING " USER_COLUMNS},
-	{"claim", "INSERT INTO rpc_idempotency (message_id, method) VALUES ($1, $2) "
-	          "ON CONFLICT (message_id) DO NOTHING RETURNING 1"},
-	{"stored", "SELECT method, status, message, reply FROM rpc_idempotency "
-	           "WHERE message_id = $1"},
-	{"record", "UPDATE rpc_idempotency SET status = $2, message = $3, reply = $4 "
-	           "WHERE message_id = $1"},
+    {"get_by_id", "SELECT " USER_COLUMNS " FROM users WHERE id = $1"},
+    {"get_by_email", "SELECT " USER_COLUMNS " FROM users WHERE lower(email) = lower($1)"},
+    {"list", "SELECT " USER_COLUMNS " FROM users WHERE id > $1 ORDER BY id LIMIT $2"},
+    {"create", "INSERT INTO users (email, name, preferences) VALUES ($1, $2, "
+               "coalesce($3::jsonb, '{}'::jsonb)) RETURNING " USER_COLUMNS},
+    {"update", "UPDATE users SET email = coalesce($2, email), name = coalesce($3, name), "
+               "preferences = coalesce($4::jsonb, preferences), updated_at = now() "
+               "WHERE id = $1 RETURNING " USER_COLUMNS},
+    {"delete", "DELETE FROM users WHERE id = $1 RETURNING " USER_COLUMNS},
+    {"claim", "INSERT INTO rpc_idempotency (message_id, method) VALUES ($1, $2) "
+              "ON CONFLICT (message_id) DO NOTHING RETURNING 1"},
+    {"stored", "SELECT method, status, message, reply FROM rpc_idempotency "
+               "WHERE message_id = $1"},
+    {"record", "UPDATE rpc_idempotency SET status = $2, message = $3, reply = $4 "
+               "WHERE message_id = $1"},
 };
 
 struct store *store_open(const char *conninfo, const char *app_name)
@@ -196,7 +197,7 @@ void store_close(struct store *s)
 }
 
 static void fail(struct outcome *out, warren_status status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static void fail(struct outcome *out, warren_status status, const char *fmt, ...)
 {
@@ -268,7 +269,7 @@ static void exec_failed(struct store *s, PGresult *r, const char *what, struct o
 	char why[256];
 
 	pq_message(PQresultErrorMessage(r)[0] != '\0' ? PQresultErrorMessage(r)
-	                                               : PQerrorMessage(s->db),
+	                                              : PQerrorMessage(s->db),
 	           why, sizeof(why));
 	if (PQstatus(s->db) != CONNECTION_OK || sqlstate_is(r, "57P01") ||
 	    sqlstate_is(r, "40001") || sqlstate_is(r, "40P01")) {
@@ -445,7 +446,8 @@ static void make_change(struct store *s, const struct change *c, struct outcome 
 	case CHANGE_UPDATE:
 	case CHANGE_SET_PREFERENCES:
 		r = exec(s, "update", 4,
-		         (const char *const[]){idtext, c->email, c->name, c->preferences_json}, out);
+		         (const char *const[]){idtext, c->email, c->name, c->preferences_json},
+		         out);
 		break;
 	case CHANGE_DELETE:
 		r = exec(s, "delete", 1, (const char *const[]){idtext}, out);
@@ -491,8 +493,8 @@ static void replay(PGresult *r, const char *method, struct outcome *out)
 	const char *json = PQgetvalue(r, 0, 3);
 
 	if (strcmp(PQgetvalue(r, 0, 0), method) != 0) {
-		fail(out, WARREN_STATUS_FAILED_PRECONDITION,
-		     "message_id was already used for %s", PQgetvalue(r, 0, 0));
+		fail(out, WARREN_STATUS_FAILED_PRECONDITION, "message_id was already used for %s",
+		     PQgetvalue(r, 0, 0));
 		return;
 	}
 	out->status = (warren_status)atoi(PQgetvalue(r, 0, 1));
@@ -505,8 +507,7 @@ static void replay(PGresult *r, const char *method, struct outcome *out)
 
 /* true when message_id was new (claimed); false with out set to the stored
  * outcome, or to an error. */
-static bool claim(struct store *s, const char *message_id, const char *method,
-                  struct outcome *out)
+static bool claim(struct store *s, const char *message_id, const char *method, struct outcome *out)
 {
 	PGresult *r = exec(s, "claim", 2, (const char *const[]){message_id, method}, out);
 	bool claimed;

@@ -10,9 +10,9 @@ struct store;
 
 /* What a store operation ended with, as the caller will see it. */
 struct outcome {
-	warren_status status;  /* OK, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, INTERNAL... */
-	warren_value *result;  /* OK: the result; otherwise the error's details or NULL */
-	char message[256];     /* otherwise: the error message */
+	warren_status status; /* OK, NOT_FOUND, ALREADY_EXISTS, UNAVAILABLE, INTERNAL... */
+	warren_value *result; /* OK: the result; otherwise the error's details or NULL */
+	char message[256];    /* otherwise: the error message */
 };
 
 enum { STORE_OK = 0, STORE_RETRY = -1, STORE_PERMANENT = -2 };
