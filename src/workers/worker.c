@@ -1356,6 +1356,19 @@ static bool holds_suspect(struct warren_worker *w)
 	return n > 0;
 }
 
+/* The lane d came on, while careful (0 otherwise: nothing to relax, and
+ * no tag compared on the hot path). */
+static unsigned careful_lane(struct warren_worker *w, const struct engine_delivery *d, bool fast)
+{
+	if (!w->careful) {
+		return 0;
+	}
+	if (fast) {
+		return LANE_FAST;
+	}
+	return strcmp(d->consumer_tag, w->batch_consumer_tag) == 0 ? LANE_BATCH : LANE_SERVICE;
+}
+
 /* A request that is no suspect came on lane while careful (beside:
  * whether a suspect was held when it came): that lane goes back to the
  * full prefetch, unless a suspect is still held, which may yet crash this
@@ -1464,9 +1477,6 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 {
 	struct warren_worker *w = arg;
 	bool fast = w->fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->fast_tag) == 0;
-	unsigned lane = fast ? LANE_FAST
-	                     : strcmp(d->consumer_tag, w->batch_consumer_tag) == 0 ? LANE_BATCH
-	                                                                          : LANE_SERVICE;
 	struct job *j;
 	bool suspect;
 
@@ -1484,6 +1494,8 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		 * would take one batch at a time on that lane), but not beside a
 		 * suspect still held (see relax). */
 		bool beside = w->careful && holds_suspect(w);
+
+		unsigned lane = careful_lane(w, d, fast);
 
 		if (lane_deliver(w, e, d)) {
 			relax(w, e, lane, beside);
@@ -1520,7 +1532,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	}
 	if (!suspect) {
 		/* No crash is pending on this queue's head any more. */
-		relax(w, e, lane, w->careful && holds_suspect(w));
+		relax(w, e, careful_lane(w, d, fast), w->careful && holds_suspect(w));
 	}
 	worker_start_job(w, e, j);
 }

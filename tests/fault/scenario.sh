@@ -49,6 +49,19 @@ cleanup() {
 trap cleanup EXIT
 
 # The fault, over about a third of the run, starting after a quarter.
+# bounce_node NODE SECS: the cluster node named NODE (an Erlang node name)
+# stops its broker for SECS seconds, then starts it again.
+bounce_node() {
+	local n dir
+	for n in "$WARREN_CLUSTER_DIR"/n*; do
+		# shellcheck disable=SC1091
+		[ "$(. "$n/env" && echo "$WARREN_TEST_NODE")" = "$1" ] && dir=$n
+	done
+	tests/lib/broker.sh ctl "$dir" stop_app >>"$tmp/ctl.log" 2>&1
+	sleep "$2"
+	tests/lib/broker.sh ctl "$dir" start_app >>"$tmp/ctl.log" 2>&1
+}
+
 inject() {
 	local third=$((SECONDS_ / 3 > 1 ? SECONDS_ / 3 : 1))
 	case $NAME in
@@ -82,33 +95,22 @@ inject() {
 	cluster_leader)
 		# The node leading the service queue goes away and comes back;
 		# the quorum queue elects another leader meanwhile.
-		local leader ldir n
+		local leader
 		leader=$(tests/lib/broker.sh ctl "$WARREN_CLUSTER_DIR/n1" -q list_queues name leader |
 			awk '$1 == "rpc.user" { print $2 }')
-		for n in "$WARREN_CLUSTER_DIR"/n*; do
-			# shellcheck disable=SC1091
-			[ "$(. "$n/env" && echo "$WARREN_TEST_NODE")" = "$leader" ] && ldir=$n
-		done
 		echo "leader of rpc.user: $leader" >>"$tmp/ctl.log"
-		tests/lib/broker.sh ctl "$ldir" stop_app >>"$tmp/ctl.log" 2>&1
-		sleep "$third"
-		tests/lib/broker.sh ctl "$ldir" start_app >>"$tmp/ctl.log" 2>&1
+		bounce_node "$leader" "$third"
 		;;
 	cluster_fast)
 		# The node holding rpc.user.fast, a classic queue: the transient
 		# reads waiting there or running are lost, and must each end with
 		# an error or their deadline.
-		local node ndir n
+		local node
 		node=$(tests/lib/broker.sh ctl "$WARREN_CLUSTER_DIR/n1" -q list_queues name pid |
 			awk '$1 == "rpc.user.fast" { print $2 }' |
 			sed 's/^<\(.*\)\.[0-9]*\.[0-9]*\.[0-9]*>$/\1/')
-		for n in "$WARREN_CLUSTER_DIR"/n*; do
-			[ "$(. "$n/env" && echo "$WARREN_TEST_NODE")" = "$node" ] && ndir=$n
-		done
 		echo "node of rpc.user.fast: $node" >>"$tmp/ctl.log"
-		tests/lib/broker.sh ctl "$ndir" stop_app >>"$tmp/ctl.log" 2>&1
-		sleep "$third"
-		tests/lib/broker.sh ctl "$ndir" start_app >>"$tmp/ctl.log" 2>&1
+		bounce_node "$node" "$third"
 		;;
 	slow_handler)
 		# Every handler waits on the lock for 3 s: longer than two

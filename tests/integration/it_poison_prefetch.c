@@ -84,14 +84,14 @@ static void expect_only_the_crash_dead_lettered(struct supervisor_tally *t, int 
 /* ------------------------------------------------------------ tests */
 
 /* A slow call holds the one handler thread while the crashing call and its
- * neighbours arrive, so that all of them are prefetched together: the
- * first crash returns every one of them with x-delivery-count raised. */
-static void test_a_crash_counts_only_against_the_request_that_was_running(void **state)
+ * neighbours (sent by via) arrive, so that all of them are prefetched
+ * together: the first crash returns every one of them with
+ * x-delivery-count raised. settle_us: a pause after the crash is sent. */
+static void crash_among(warren_client *via, int neighbours, useconds_t settle_us)
 {
 	struct supervisor_tally t = {0};
 	warren_call_opts o = {.timeout_ms = 60000};
 	warren_value *slow = json("{\"ms\":300}");
-	const int neighbours = 20;
 
 	assert_int_equal(
 	    warren_call_async(client, "example.sleep", slow, &o, supervisor_on_echo, &t, NULL, 0),
@@ -99,44 +99,33 @@ static void test_a_crash_counts_only_against_the_request_that_was_running(void *
 	assert_int_equal(
 	    warren_call_async(client, "example.crash", NULL, &o, supervisor_on_crash, &t, NULL, 0),
 	    WARREN_OK);
-	for (int i = 0; i < neighbours; i++) {
-		assert_int_equal(warren_call_async(client, "example.echo", NULL, &o,
-		                                   supervisor_on_echo, &t, NULL, 0),
-		                 WARREN_OK);
-	}
 	warren_value_free(slow);
+	usleep(settle_us);
+	for (int i = 0; i < neighbours; i++) {
+		assert_int_equal(
+		    warren_call_async(via, "example.echo", NULL, &o, supervisor_on_echo, &t, NULL, 0),
+		    WARREN_OK);
+	}
 	expect_only_the_crash_dead_lettered(&t, neighbours);
 }
 
-/* As above, with the neighbours sent as batches (rpc.example.batch): the
- * first crash returns them too, and each batch comes back as a suspect to
- * be split into single requests. A split is a publish and a confirm: a
- * worker that ran the crashing request while a split was still on its way
- * crashed with the batch unacked, which came back a second time and split
- * again with two crashes against each of its requests, and crash_limit=2
+static void test_a_crash_counts_only_against_the_request_that_was_running(void **state)
+{
+	crash_among(client, 20, 0);
+}
+
+/* As above, with the neighbours sent as batches (rpc.example.batch) once
+ * the slow call and the crash are queued at the worker: the first crash
+ * returns them too, and each batch comes back as a suspect to be split
+ * into single requests. A split is a publish and a confirm: a worker that
+ * ran the crashing request while a split was still on its way crashed
+ * with the batch unacked, which came back a second time and split again
+ * with two crashes against each of its requests, and crash_limit=2
  * dead-lettered them (answered "delivered 3 times without an answer"). */
 static void
 test_a_crash_counts_only_against_the_request_that_was_running_among_batches(void **state)
 {
-	struct supervisor_tally t = {0};
-	warren_call_opts o = {.timeout_ms = 60000};
-	warren_value *slow = json("{\"ms\":300}");
-	const int neighbours = 40;
-
-	assert_int_equal(
-	    warren_call_async(client, "example.sleep", slow, &o, supervisor_on_echo, &t, NULL, 0),
-	    WARREN_OK);
-	assert_int_equal(
-	    warren_call_async(client, "example.crash", NULL, &o, supervisor_on_crash, &t, NULL, 0),
-	    WARREN_OK);
-	warren_value_free(slow);
-	usleep(100000); /* both queued at the worker before the batches */
-	for (int i = 0; i < neighbours; i++) {
-		assert_int_equal(warren_call_async(batching, "example.echo", NULL, &o,
-		                                   supervisor_on_echo, &t, NULL, 0),
-		                 WARREN_OK);
-	}
-	expect_only_the_crash_dead_lettered(&t, neighbours);
+	crash_among(batching, 40, 100000);
 }
 
 int main(void)
