@@ -79,6 +79,7 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/
               src/rpc/log.c src/rpc/metrics_http.c src/rpc/patterns.c src/rpc/prom.c \
               src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c src/rpc/tls.c \
               src/rpc/trace.c src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c \
+              src/rpc/wire_declare.c src/rpc/wire_headers.c src/rpc/wire_names.c \
               src/client/client.c src/client/client_metrics.c src/client/lanes.c \
               src/client/pending.c src/client/reply.c \
               src/workers/breaker.c src/workers/forward.c src/workers/job.c src/workers/lane.c \
@@ -148,7 +149,7 @@ FUZZ_CFLAGS:= -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -O1 -g $(WARN) -Wno-unkno
 FUZZ_LIB_SRC := src/rpc/codec_msgpack.c src/rpc/config.c src/rpc/envelope.c src/rpc/errors.c \
               src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c src/rpc/security.c \
               src/rpc/sign.c src/rpc/seal.c src/rpc/patterns.c src/rpc/secret.c \
-              tests/fuzz/oracle.c
+              src/rpc/wire_headers.c tests/fuzz/oracle.c
 FUZZ_OBJ   := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_BIN   := $(patsubst tests/fuzz/%.c,$(FUZZ_DIR)/%,$(wildcard tests/fuzz/fuzz_*.c))
 
@@ -209,6 +210,8 @@ WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consu
                      worker_job_new worker_enqueue
 WRAP_test_lane := engine_publish engine_connected engine_blocked engine_writable engine_generation \
                   engine_ack engine_reject worker_job_new worker_start_job worker_count
+# test_wire records what the wire module declares, instead of declaring it.
+WRAP_test_wire := amqp_exchange_declare amqp_queue_declare amqp_queue_bind
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc

@@ -31,6 +31,7 @@
 #include "seal.h"
 #include "security.h"
 #include "trace.h"
+#include "wire.h"
 
 enum reply_mode { REPLY_DIRECT, REPLY_QUEUE };
 
@@ -446,7 +447,7 @@ static void publish_one(warren_client *c, struct engine *e, struct call *call)
 		const struct signature *sig = &call->out->sig;
 		envelope_add_signature(&props, sig->key_id, sig->signed_at_ms, sig->sig, sig->len);
 	}
-	if (engine_publish(e, call->on_fast ? ENVELOPE_FAST_EXCHANGE : ENVELOPE_EXCHANGE,
+	if (engine_publish(e, call->on_fast ? WIRE_FAST_EXCHANGE : WIRE_EXCHANGE,
 	                   call->out->meta.method, true, &props.props, call->out->body,
 	                   call->out->len, on_confirm, call) != WARREN_OK) {
 		retry_or_finish(call, lost_err(c), "publish failed: connection lost");
@@ -624,7 +625,7 @@ static warren_err fill_meta(warren_client *c, struct call *call, const char *met
 	snprintf(m->app_id, sizeof(m->app_id), "%s", c->app_id);
 	if (!call->one_way) {
 		snprintf(m->reply_to, sizeof(m->reply_to), "%s",
-		         c->reply_mode == REPLY_DIRECT ? ENVELOPE_DIRECT_REPLY_TO : c->reply_queue);
+		         c->reply_mode == REPLY_DIRECT ? WIRE_DIRECT_REPLY_TO : c->reply_queue);
 	}
 	m->format = o->json ? ENVELOPE_FMT_JSON : ENVELOPE_FMT_MSGPACK;
 	m->persistent = !o->transient && !patterns_match(c->transient, m->method, NULL, 0);
@@ -1032,7 +1033,7 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		           engine_now() + LANE_OFF_MS);
 		STAT_ADD(c, batch_fallbacks, 1);
 		log_info("service %s takes no batches (no queue on %s): single requests for %d s",
-		         b->service, BATCH_EXCHANGE, LANE_OFF_MS / 1000);
+		         b->service, WIRE_BATCH_EXCHANGE, LANE_OFF_MS / 1000);
 		for (size_t i = 0; i < b->n; i++) {
 			if (unqueue(b->calls[i])) {
 				publish_one(c, e, b->calls[i]);
@@ -1125,11 +1126,10 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 		 * it for its entries (warren(7) BATCHES). */
 		if (c->reply_mode == REPLY_DIRECT) {
 			props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-			props.reply_to = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
+			props.reply_to = amqp_cstring_bytes(WIRE_DIRECT_REPLY_TO);
 		}
-		err = engine_publish(e, b->fast ? ENVELOPE_FAST_EXCHANGE : BATCH_EXCHANGE, b->service,
-		                     true, &props, body, len,
-		                     on_batch_confirm, b);
+		err = engine_publish(e, b->fast ? WIRE_FAST_EXCHANGE : WIRE_BATCH_EXCHANGE,
+		                     b->service, true, &props, body, len, on_batch_confirm, b);
 	}
 	free(body);
 	if (err != WARREN_OK) {
@@ -1265,9 +1265,7 @@ static int fast_exchange_exists(amqp_connection_state_t conn, bool *exists)
 	if (amqp_channel_open(conn, CLIENT_PROBE_CHANNEL) == NULL) {
 		return -1;
 	}
-	if (amqp_exchange_declare(
-	        conn, CLIENT_PROBE_CHANNEL, amqp_cstring_bytes(ENVELOPE_FAST_EXCHANGE),
-	        amqp_cstring_bytes("topic"), 1, 1, 0, 0, amqp_empty_table) != NULL) {
+	if (wire_check_exchange(conn, CLIENT_PROBE_CHANNEL, WIRE_FAST_EXCHANGE)) {
 		*exists = true;
 		return amqp_channel_close(conn, CLIENT_PROBE_CHANNEL, AMQP_REPLY_SUCCESS)
 		                   .reply_type == AMQP_RESPONSE_NORMAL
@@ -1289,36 +1287,30 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 {
 	warren_client *c = arg;
 	amqp_connection_state_t conn = engine_conn(e);
-	amqp_bytes_t queue = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
+	amqp_bytes_t queue = amqp_cstring_bytes(WIRE_DIRECT_REPLY_TO);
 
 	/* Only checked (a passive declare): a caller needs no right to create
 	 * it (rabbitmq/definitions.json, or any worker, does). */
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(ENVELOPE_EXCHANGE),
-	                          amqp_cstring_bytes("topic"), 1, 1, 0, 0,
-	                          amqp_empty_table) == NULL) {
+	if (!wire_check_exchange(conn, 1, WIRE_EXCHANGE)) {
 		engine_describe_reply(amqp_get_rpc_reply(conn),
-		                      "exchange rpc (import rabbitmq/definitions.json)", errstr,
-		                      errlen);
+		                      "exchange " WIRE_EXCHANGE
+		                      " (import rabbitmq/definitions.json)",
+		                      errstr, errlen);
 		return -1;
 	}
 	if (fast_exchange_exists(conn, &c->fast_exchange) != 0) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "exchange rpc.fast", errstr,
-		                      errlen);
+		engine_describe_reply(amqp_get_rpc_reply(conn), "exchange " WIRE_FAST_EXCHANGE,
+		                      errstr, errlen);
 		return -1;
 	}
 	if (!c->fast_exchange) {
 		log_info("exchange %s is missing: transient calls take the durable lane until the "
 		         "next connection",
-		         ENVELOPE_FAST_EXCHANGE);
+		         WIRE_FAST_EXCHANGE);
 	}
 	if (c->reply_mode == REPLY_QUEUE) {
-		amqp_table_entry_t exp = {
-		    .key = amqp_cstring_bytes("x-expires"),
-		    .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 300000}};
-		amqp_table_t args = {1, &exp};
-
 		queue = amqp_cstring_bytes(c->reply_queue);
-		if (amqp_queue_declare(conn, 1, queue, 0, 0, 0, 0, args) == NULL) {
+		if (!wire_declare_reply_queue(conn, 1, c->reply_queue)) {
 			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the reply queue",
 			                      errstr, errlen);
 			return -1;
@@ -1614,8 +1606,7 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	ec.batch_acks = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1;
 	snprintf(c->app_id, sizeof(c->app_id), "%s", app_id);
 	random_hex(c->prefix, 8);
-	snprintf(c->reply_queue, sizeof(c->reply_queue), "rpc.reply.%.64s.%s", c->app_id,
-	         c->prefix);
+	wire_reply_queue(c->reply_queue, sizeof(c->reply_queue), c->app_id, c->prefix);
 	c->reply_mode = config_int(cfg, CFG_CLIENT_REPLY_MODE) == 1 ? REPLY_QUEUE : REPLY_DIRECT;
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);

@@ -17,6 +17,7 @@
 #include "dlq_letter.h"
 #include "errstr.h"
 #include "utf8.h"
+#include "wire.h"
 
 #define TYPE_KEY "$type"
 
@@ -681,8 +682,7 @@ static json_t *headers_json(const amqp_table_t *h, bool export)
 	for (int i = 0; i < h->num_entries; i++) {
 		amqp_bytes_t k = h->entries[i].key;
 
-		if (!export || k.len != strlen("x-delivery-count") ||
-		    memcmp(k.bytes, "x-delivery-count", k.len) != 0) {
+		if (!export || !wire_key_is(k, WIRE_H_DELIVERY_COUNT)) {
 			kept[t.num_entries++] = h->entries[i];
 		}
 	}

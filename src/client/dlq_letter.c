@@ -14,6 +14,7 @@
 #include "deadletter.h"
 #include "envelope.h"
 #include "utf8.h"
+#include "wire.h"
 
 #define BROKER_PREFIX "broker:"
 
@@ -61,20 +62,6 @@ const char *dlq_kind_name(uint8_t kind)
 	}
 	snprintf(other, sizeof(other), "kind-0x%02x", kind);
 	return other;
-}
-
-static bool key_is(amqp_bytes_t key, const char *s)
-{
-	size_t n = strlen(s);
-
-	return key.len == n && (n == 0 || memcmp(key.bytes, s, n) == 0);
-}
-
-static bool key_starts(amqp_bytes_t key, const char *prefix)
-{
-	size_t n = strlen(prefix);
-
-	return key.len >= n && memcmp(key.bytes, prefix, n) == 0;
 }
 
 /* ------------------------------------------------------------------ text */
@@ -197,7 +184,7 @@ static bool read_text(const amqp_field_value_t *v, const char *key, char *dst, s
 static bool read_int(const amqp_basic_properties_t *p, const char *key, int64_t *out,
                      struct dlq_letter *l)
 {
-	const amqp_field_value_t *v = envelope_header(p, key);
+	const amqp_field_value_t *v = wire_header(p, key);
 
 	if (v == NULL) {
 		return false;
@@ -212,7 +199,7 @@ static bool read_int(const amqp_basic_properties_t *p, const char *key, int64_t 
 /* The most recent entry of x-death (the broker puts it first), or NULL. */
 static const amqp_table_t *last_death(const amqp_basic_properties_t *p)
 {
-	const amqp_field_value_t *v = envelope_header(p, "x-death");
+	const amqp_field_value_t *v = wire_header(p, WIRE_H_DEATH);
 
 	if (v == NULL || v->kind != AMQP_FIELD_KIND_ARRAY || v->value.array.num_entries < 1 ||
 	    v->value.array.entries[0].kind != AMQP_FIELD_KIND_TABLE) {
@@ -225,19 +212,19 @@ static const amqp_table_t *last_death(const amqp_basic_properties_t *p)
 static bool read_broker_reason(const amqp_basic_properties_t *p, struct dlq_letter *l)
 {
 	const amqp_table_t *death = last_death(p);
-	const amqp_field_value_t *reason = envelope_header(p, "x-first-death-reason");
-	const amqp_field_value_t *queue = envelope_header(p, "x-first-death-queue");
+	const amqp_field_value_t *reason = wire_header(p, WIRE_H_FIRST_DEATH_REASON);
+	const amqp_field_value_t *queue = wire_header(p, WIRE_H_FIRST_DEATH_QUEUE);
 	char text[256] = "", from[256] = "";
 
 	if (reason == NULL && death != NULL) {
-		reason = envelope_header_find(death, "reason");
-		queue = envelope_header_find(death, "queue");
+		reason = wire_header_find(death, "reason");
+		queue = wire_header_find(death, "queue");
 	}
-	if (!read_text(reason, "x-first-death-reason", text, sizeof(text), l)) {
+	if (!read_text(reason, WIRE_H_FIRST_DEATH_REASON, text, sizeof(text), l)) {
 		return false;
 	}
 	snprintf(l->reason, sizeof(l->reason), BROKER_PREFIX "%s", text);
-	if (read_text(queue, "x-first-death-queue", from, sizeof(from), l)) {
+	if (read_text(queue, WIRE_H_FIRST_DEATH_QUEUE, from, sizeof(from), l)) {
 		snprintf(l->error, sizeof(l->error), "dead-lettered by the broker from %s", from);
 	} else {
 		snprintf(l->error, sizeof(l->error), "dead-lettered by the broker");
@@ -247,22 +234,21 @@ static bool read_broker_reason(const amqp_basic_properties_t *p, struct dlq_lett
 
 static void read_reason(const amqp_basic_properties_t *p, struct dlq_letter *l)
 {
-	const amqp_field_value_t *v = envelope_header(p, DL_H_REASON);
+	const amqp_field_value_t *v = wire_header(p, DL_H_REASON);
 
 	if (read_text(v, DL_H_REASON, l->reason, sizeof(l->reason), l)) {
-		read_text(envelope_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error),
-		          l);
+		read_text(wire_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error), l);
 		return;
 	}
 	if (v == NULL && read_broker_reason(p, l)) {
 		return;
 	}
 	snprintf(l->reason, sizeof(l->reason), DLQ_UNKNOWN);
-	if (v == NULL && envelope_header(p, "x-death") == NULL) {
-		note(l, "no " DL_H_REASON " header and no x-death: neither a worker nor the broker "
-		        "dead-lettered it");
+	if (v == NULL && wire_header(p, WIRE_H_DEATH) == NULL) {
+		note(l, "no " DL_H_REASON " header and no " WIRE_H_DEATH ": neither a worker nor "
+		        "the broker dead-lettered it");
 	}
-	read_text(envelope_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error), l);
+	read_text(wire_header(p, DL_H_ERROR), DL_H_ERROR, l->error, sizeof(l->error), l);
 }
 
 /* rpc-dead-time, else the time of the last x-death (seconds). */
@@ -277,7 +263,7 @@ static void read_time(const amqp_basic_properties_t *p, struct dlq_letter *l)
 		l->time_ms = ms;
 		return;
 	}
-	t = death != NULL ? envelope_header_find(death, "time") : NULL;
+	t = death != NULL ? wire_header_find(death, "time") : NULL;
 	if (t != NULL && t->kind == AMQP_FIELD_KIND_TIMESTAMP && t->value.u64 < INT64_MAX / 1000) {
 		l->time_ms = (int64_t)t->value.u64 * 1000;
 	}
@@ -417,45 +403,41 @@ bool dlq_replay_drops(amqp_bytes_t key)
 {
 	/* The caller's signature (rpc-key-id, rpc-signed-at, rpc-signature)
 	 * and retry token cover fields a replay changes: they go too. */
-	static const char *const exact[] = {"x-death",       "x-delivery-count", "rpc-deadline",
-	                                    "rpc-attempt",   "rpc-key-id",       "rpc-signed-at",
-	                                    "rpc-signature", "rpc-retry-token"};
-	static const char *const prefixes[] = {"rpc-dead-", "x-first-death-", "x-last-death-"};
+	static const char *const exact[] = {"rpc-deadline",  "rpc-attempt",   "rpc-key-id",
+	                                    "rpc-signed-at", "rpc-signature", "rpc-retry-token"};
 
-	for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
-		if (key_is(key, exact[i])) {
-			return true;
-		}
+	if (wire_history_header(key) || wire_key_starts(key, "rpc-dead-")) {
+		return true;
 	}
-	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
-		if (key_starts(key, prefixes[i])) {
+	for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+		if (wire_key_is(key, exact[i])) {
 			return true;
 		}
 	}
 	return false;
 }
 
+static bool replay_drops(amqp_bytes_t key, const void *arg)
+{
+	return dlq_replay_drops(key);
+}
+
 bool dlq_replay_props(const amqp_basic_properties_t *orig, struct dlq_replay *out)
 {
-	int n = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? orig->headers.num_entries : 0, kept = 0;
+	int kept;
 
 	out->props = *orig;
 	/* Room for rpc-attempt and the three headers of a signature. */
-	out->entries = malloc(((size_t)n + 4) * sizeof(*out->entries));
+	out->entries = malloc(((size_t)wire_header_count(orig) + 4) * sizeof(*out->entries));
 	if (out->entries == NULL) {
 		return false;
 	}
-	for (int i = 0; i < n; i++) {
-		if (!dlq_replay_drops(orig->headers.entries[i].key)) {
-			out->entries[kept++] = orig->headers.entries[i];
-		}
-	}
+	kept = wire_props_copy(&out->props, orig, out->entries, replay_drops, NULL);
 	out->entries[kept].key = amqp_cstring_bytes("rpc-attempt");
 	out->entries[kept].value.kind = AMQP_FIELD_KIND_I64;
 	out->entries[kept].value.value.i64 = 1;
 	kept++;
-	out->props.headers = (amqp_table_t){.num_entries = kept, .entries = out->entries};
-	out->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+	out->props.headers.num_entries = kept;
 	out->props._flags &= ~AMQP_BASIC_REPLY_TO_FLAG;
 	out->props.reply_to = amqp_empty_bytes;
 	return true;

@@ -27,9 +27,9 @@
 #include "security.h"
 #include "syncconn.h"
 #include "warren.h"
+#include "wire.h"
 
 #define MAX_LIMIT       1000000000
-#define REPLAY_EXCHANGE "rpc"
 
 /* The options a command accepts, as bits. */
 enum {
@@ -754,7 +754,7 @@ static void replay_failed(struct session *s, const struct dlq_letter *l, const c
 static bool replay_refused(const struct session *s, const amqp_basic_properties_t *p,
                            const struct dlq_letter *l, char *why, size_t cap)
 {
-	const amqp_field_value_t *signer = envelope_header(p, "rpc-key-id");
+	const amqp_field_value_t *signer = wire_header(p, "rpc-key-id");
 	char id[SIGN_KEY_ID_MAX + 1];
 	bool text;
 
@@ -833,7 +833,7 @@ static int replay_one(struct session *s, const struct cand *c)
 		replay_failed(s, l, text);
 		return EXITCODE_OK;
 	}
-	err = syncconn_publish(s->sc, REPLAY_EXCHANGE, l->route, &r.props, msg->body, &outcome, why,
+	err = syncconn_publish(s->sc, WIRE_EXCHANGE, l->route, &r.props, msg->body, &outcome, why,
 	                       sizeof(why));
 	dlq_replay_free(&r);
 	if (err != WARREN_OK) {
@@ -1026,7 +1026,8 @@ static int import_one(struct session *s, const struct import_line *in, amqp_pool
 	}
 	/* Straight to the queue through the default exchange: it lands in the
 	 * DLQ named on the command line, whatever its routing key would reach. */
-	err = syncconn_publish(s->sc, "", s->queue, &props, body, &outcome, why, sizeof(why));
+	err = syncconn_publish(s->sc, WIRE_DEFAULT_EXCHANGE, s->queue, &props, body, &outcome, why,
+	                       sizeof(why));
 	if (err != WARREN_OK) {
 		snprintf(text, sizeof(text), "import: line %zu: %s", in->lineno, why);
 		return broker_failed(err, text);
@@ -1088,7 +1089,7 @@ int main(int argc, char **argv)
 	if (status != EXITCODE_OK) {
 		return status;
 	}
-	snprintf(s.queue, sizeof(s.queue), "rpc.%s.dlq", o.service);
+	wire_dlq(s.queue, sizeof(s.queue), o.service);
 	cfg = cli_build_config(&o.cc, "WARREN_URL", why, sizeof(why));
 	if (cfg == NULL) {
 		fprintf(stderr, "rpc-dlq: %s\n", why);

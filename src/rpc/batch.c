@@ -7,6 +7,7 @@
 #include "codec.h"
 #include "envelope.h"
 #include "value_int.h"
+#include "wire.h"
 
 #include <msgpack.h>
 #include <stdarg.h>
@@ -202,7 +203,7 @@ static warren_err bad(char *errstr, size_t errlen, const char *fmt, ...)
 
 static warren_err check_version(const amqp_basic_properties_t *p, char *errstr, size_t errlen)
 {
-	const amqp_field_value_t *h = envelope_header(p, BATCH_HEADER);
+	const amqp_field_value_t *h = wire_header(p, BATCH_HEADER);
 	int64_t v;
 
 	if (h == NULL) {

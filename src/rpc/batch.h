@@ -21,9 +21,8 @@
  * start from (warren(7) BATCHES). */
 #define BATCH_CRASHES_HEADER "rpc-crashes"
 /* Batches of requests travel on a lane of their own, which only workers
- * that take batches consume: this topic exchange, routing key the service,
- * and per service the queue rpc.<service>.batch. */
-#define BATCH_EXCHANGE "rpc.batch"
+ * that take batches consume: the topic exchange WIRE_BATCH_EXCHANGE,
+ * routing key the service, and per service its batch queue (wire.h). */
 /* The most entries one batch may carry (a writer splits beyond). */
 #define BATCH_MAX_ENTRIES 1024
 /* The most bytes a writer puts in one batch: an entry that would take a

@@ -4,13 +4,11 @@
  *
  * A dead letter is the original request (body, content_type, type,
  * correlation_id, message_id, reply_to, app_id, timestamp, its headers)
- * published persistent to the exchange DEADLETTER_EXCHANGE with the
- * request's routing key (its method), which routes it to
- * rpc.<service>.dlq, with these headers added or replaced: */
+ * published persistent to the exchange WIRE_DLX (wire.h) with the
+ * request's routing key (its method), which routes it to the service's
+ * dead-letter queue (wire_dlq), with these headers added or replaced: */
 #ifndef WARREN_DEADLETTER_H
 #define WARREN_DEADLETTER_H
-
-#define DEADLETTER_EXCHANGE "rpc.dlx"
 
 #define DL_H_REASON "rpc-dead-reason" /* string: one of the DL_R_* below */
 #define DL_H_ERROR "rpc-dead-error"   /* string: what went wrong, for people */

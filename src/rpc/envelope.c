@@ -205,34 +205,12 @@ static bool int_or_stamp(const amqp_field_value_t *v, int64_t *out)
 	return envelope_field_int(v, out);
 }
 
-const amqp_field_value_t *envelope_header_find(const amqp_table_t *t, const char *key)
-{
-	size_t klen = strlen(key);
-
-	for (int i = 0; t != NULL && i < t->num_entries; i++) {
-		const amqp_table_entry_t *e = &t->entries[i];
-
-		if (e->key.len == klen && (klen == 0 || memcmp(e->key.bytes, key, klen) == 0)) {
-			return &e->value;
-		}
-	}
-	return NULL;
-}
-
-const amqp_field_value_t *envelope_header(const amqp_basic_properties_t *p, const char *key)
-{
-	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG)) {
-		return NULL;
-	}
-	return envelope_header_find(&p->headers, key);
-}
-
 /* WARREN_OK with *out set, or left alone when absent; DECODE when ill-typed
  * or outside min..max. */
 static warren_err read_int_header(const amqp_basic_properties_t *p, const char *key, int64_t min,
                                   int64_t max, int64_t *out, char *errstr, size_t errlen)
 {
-	const amqp_field_value_t *v = envelope_header(p, key);
+	const amqp_field_value_t *v = wire_header(p, key);
 	int64_t n;
 
 	if (v == NULL) {
@@ -255,7 +233,7 @@ static warren_err read_int_header(const amqp_basic_properties_t *p, const char *
 static warren_err read_str_header(const amqp_basic_properties_t *p, const char *key, char *dst,
                                   size_t cap, char *errstr, size_t errlen)
 {
-	const amqp_field_value_t *v = envelope_header(p, key);
+	const amqp_field_value_t *v = wire_header(p, key);
 
 	if (v == NULL) {
 		return WARREN_OK;
@@ -385,21 +363,21 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	m->status = (int)status;
 	/* The broker's own count of earlier deliveries (quorum queues): never
 	 * the caller's error, so an odd value is just ignored. */
-	const amqp_field_value_t *dc = envelope_header(p, "x-delivery-count");
+	const amqp_field_value_t *dc = wire_header(p, WIRE_H_DELIVERY_COUNT);
 	int64_t count = 0;
 	if (dc != NULL && int_or_stamp(dc, &count) && count >= 0 && count <= INT32_MAX) {
 		m->delivery_count = (int)count;
 	}
 	/* Deliveries of the batch it came in, before a worker republished it
 	 * alone (lane.c): they count as its own. */
-	const amqp_field_value_t *bc = envelope_header(p, BATCH_CRASHES_HEADER);
+	const amqp_field_value_t *bc = wire_header(p, BATCH_CRASHES_HEADER);
 	if (bc != NULL && int_or_stamp(bc, &count) && count > 0 &&
 	    count <= INT32_MAX - m->delivery_count) {
 		m->delivery_count += (int)count;
 	}
 	/* An offer, not an instruction: one this end cannot read is as none
 	 * (single replies), never the caller's error. */
-	const amqp_field_value_t *ab = envelope_header(p, BATCH_ACCEPT_HEADER);
+	const amqp_field_value_t *ab = wire_header(p, BATCH_ACCEPT_HEADER);
 	int64_t accept = 0;
 	if (ab != NULL && int_or_stamp(ab, &accept) && accept > 0 && accept <= INT32_MAX) {
 		m->accept_batch = (int)accept;

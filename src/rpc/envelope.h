@@ -1,6 +1,8 @@
-/* envelope.h: the wire contract of DESIGN.md section 2 in one place: AMQP
- * properties and headers of requests and replies to and from a plain struct,
- * and bodies to and from warren_value in the message's content type. */
+/* envelope.h: requests and replies of the wire contract (DESIGN.md section
+ * 2): AMQP properties and headers of requests and replies to and from a
+ * plain struct, and bodies to and from warren_value in the message's content
+ * type. The broker's names and declarations, and the header lookup, are
+ * wire.h's. */
 #ifndef WARREN_ENVELOPE_H
 #define WARREN_ENVELOPE_H
 
@@ -8,11 +10,8 @@
 #include <amqp_framing.h>
 
 #include "warren.h"
+#include "wire.h"
 
-#define ENVELOPE_EXCHANGE "rpc"
-/* The fast lane: transient calls, to a classic queue rpc.<service>.fast. */
-#define ENVELOPE_FAST_EXCHANGE "rpc.fast"
-#define ENVELOPE_DIRECT_REPLY_TO "amq.rabbitmq.reply-to"
 #define ENVELOPE_MSGPACK "application/msgpack"
 #define ENVELOPE_JSON "application/json"
 
@@ -97,11 +96,6 @@ void envelope_error_parse(const warren_value *v, const char **message,
  * int64: true with *out set; false, *out untouched, for any other kind (a
  * timestamp included) and for a uint64 above INT64_MAX. */
 bool envelope_field_int(const amqp_field_value_t *v, int64_t *out);
-/* The value of key in t (NULL-safe), or NULL; points into t. */
-const amqp_field_value_t *envelope_header_find(const amqp_table_t *t, const char *key);
-/* The value of the header key of p, or NULL when p has no headers or not
- * that one; points into p. */
-const amqp_field_value_t *envelope_header(const amqp_basic_properties_t *p, const char *key);
 
 /* Copies at most cap-1 bytes and a NUL; returns false if src was longer. */
 bool envelope_copy(char *dst, size_t cap, amqp_bytes_t src);

@@ -11,6 +11,7 @@
 #include "config.h"
 #include "patterns.h"
 #include "seal.h"
+#include "wire.h"
 
 /* One signature seen, in the replay record. Links are an entry's index
  * + 1, so that 0 (calloc's) means none. */
@@ -355,7 +356,7 @@ void security_free(struct security *s)
  * caller wrote. */
 static const char *canonical_reply_to(const char *r)
 {
-	static const char direct[] = "amq.rabbitmq.reply-to";
+	static const char direct[] = WIRE_DIRECT_REPLY_TO;
 
 	return strncmp(r, direct, sizeof(direct) - 1) == 0 ? direct : r;
 }
@@ -414,9 +415,9 @@ static const struct sign_key *check_signature(const struct security *s,
                                               const amqp_basic_properties_t *p,
                                               struct sign_fields *f, char *why, size_t whylen)
 {
-	const amqp_field_value_t *id = envelope_header(p, "rpc-key-id"),
-	                         *at = envelope_header(p, "rpc-signed-at"),
-	                         *sig = envelope_header(p, "rpc-signature");
+	const amqp_field_value_t *id = wire_header(p, "rpc-key-id"),
+	                         *at = wire_header(p, "rpc-signed-at"),
+	                         *sig = wire_header(p, "rpc-signature");
 	char key_id[SIGN_KEY_ID_MAX + 1];
 	char content_type[128] = "";
 	const struct sign_key *key;
@@ -547,7 +548,7 @@ void security_retry_token(const struct security *s, const char *signer, const ch
 static bool retry_token_ok(const struct security *s, const amqp_basic_properties_t *p,
                            const char *signer, const struct envelope_meta *m)
 {
-	const amqp_field_value_t *t = envelope_header(p, SECURITY_RETRY_TOKEN);
+	const amqp_field_value_t *t = wire_header(p, SECURITY_RETRY_TOKEN);
 	unsigned char want[SECURITY_TOKEN_BYTES];
 
 	if (t == NULL || t->kind != AMQP_FIELD_KIND_BYTES ||
@@ -669,7 +670,7 @@ int security_check_request(struct security *s, const amqp_basic_properties_t *p,
 		         m->message_id, SECURITY_RETRY_TOKEN);
 		return WARREN_STATUS_UNAUTHENTICATED;
 	}
-	st = first_time(s, key, envelope_header(p, "rpc-signature"), m, f.signed_at_ms, redelivered,
+	st = first_time(s, key, wire_header(p, "rpc-signature"), m, f.signed_at_ms, redelivered,
 	                why, whylen);
 	if (st != WARREN_STATUS_OK) {
 		return st;

@@ -5,30 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool key_is(amqp_bytes_t k, const char *s)
+#include "wire.h"
+
+struct added {
+	const amqp_table_entry_t *add;
+	int nadd;
+};
+
+/* The headers about to be replaced (wire_props_copy leaves out the
+ * broker's history, which must not travel with a republished copy). */
+static bool replaced(amqp_bytes_t k, const void *arg)
 {
-	size_t n = strlen(s);
+	const struct added *a = arg;
 
-	return k.len == n && memcmp(k.bytes, s, n) == 0;
-}
-
-static bool key_starts(amqp_bytes_t k, const char *prefix)
-{
-	size_t n = strlen(prefix);
-
-	return k.len >= n && memcmp(k.bytes, prefix, n) == 0;
-}
-
-/* Headers the broker writes about a message's past, which must not travel
- * with a republished copy, and the ones about to be replaced. */
-static bool dropped(amqp_bytes_t k, const amqp_table_entry_t *add, int nadd)
-{
-	if (key_is(k, "x-death") || key_starts(k, "x-first-death-") ||
-	    key_starts(k, "x-last-death-") || key_is(k, "x-delivery-count")) {
-		return true;
-	}
-	for (int i = 0; i < nadd; i++) {
-		if (k.len == add[i].key.len && memcmp(k.bytes, add[i].key.bytes, k.len) == 0) {
+	for (int i = 0; i < a->nadd; i++) {
+		if (k.len == a->add[i].key.len &&
+		    memcmp(k.bytes, a->add[i].key.bytes, k.len) == 0) {
 			return true;
 		}
 	}
@@ -38,23 +30,20 @@ static bool dropped(amqp_bytes_t k, const amqp_table_entry_t *add, int nadd)
 bool forward_props(struct forward *f, const amqp_basic_properties_t *orig,
                    const amqp_table_entry_t *add, int nadd)
 {
-	int n = 0, have = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? orig->headers.num_entries : 0;
+	struct added a = {add, nadd};
+	int n;
 
 	memset(f, 0, sizeof(*f));
 	f->props = *orig;
-	f->entries = malloc(sizeof(*f->entries) * (size_t)(have + nadd + 1));
+	f->entries = malloc(sizeof(*f->entries) * (size_t)(wire_header_count(orig) + nadd + 1));
 	if (f->entries == NULL) {
 		return false;
 	}
-	for (int i = 0; i < have; i++) {
-		if (!dropped(orig->headers.entries[i].key, add, nadd)) {
-			f->entries[n++] = orig->headers.entries[i];
-		}
-	}
+	n = wire_props_copy(&f->props, orig, f->entries, replaced, &a);
 	for (int i = 0; i < nadd; i++) {
 		f->entries[n++] = add[i];
 	}
-	f->props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+	f->props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
 	f->props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
 	f->props.headers = (amqp_table_t){.num_entries = n, .entries = f->entries};
 	f->props.delivery_mode = 2;

@@ -11,6 +11,7 @@
 #include "batch.h"
 #include "log.h"
 #include "worker_int.h"
+#include "wire.h"
 
 /* The batch delivery its entries' jobs come from. pending and requeue: I/O
  * thread only; refs: one per entry job alive (any thread frees a job). */
@@ -67,14 +68,14 @@ void lane_release(struct lane_batch *lb)
 static void direct_reply_to(const struct engine_delivery *d, amqp_basic_properties_t *p)
 {
 	const amqp_basic_properties_t *bp = &d->message.properties;
-	size_t n = strlen(ENVELOPE_DIRECT_REPLY_TO);
+	size_t n = strlen(WIRE_DIRECT_REPLY_TO);
 
 	if (!(p->_flags & AMQP_BASIC_REPLY_TO_FLAG) || p->reply_to.len != n ||
-	    memcmp(p->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) != 0) {
+	    memcmp(p->reply_to.bytes, WIRE_DIRECT_REPLY_TO, n) != 0) {
 		return;
 	}
 	if ((bp->_flags & AMQP_BASIC_REPLY_TO_FLAG) && bp->reply_to.len > n &&
-	    memcmp(bp->reply_to.bytes, ENVELOPE_DIRECT_REPLY_TO, n) == 0) {
+	    memcmp(bp->reply_to.bytes, WIRE_DIRECT_REPLY_TO, n) == 0) {
 		p->reply_to = bp->reply_to;
 	} else {
 		p->_flags &= ~AMQP_BASIC_REPLY_TO_FLAG;
@@ -162,8 +163,8 @@ static void split_now(struct warren_worker *w, struct engine *e, struct engine_d
 
 		direct_reply_to(d, &props);
 		if (headers != NULL) {
-			err = engine_publish(e, "", w->queue, true, &props, en->body.bytes,
-			                     en->body.len, on_split_confirm, s);
+			err = engine_publish(e, WIRE_DEFAULT_EXCHANGE, w->queue, true, &props,
+			                     en->body.bytes, en->body.len, on_split_confirm, s);
 		}
 		free(headers);
 		if (err != WARREN_OK) {
@@ -261,7 +262,7 @@ void lane_free(struct warren_worker *w)
  * when absent or not an integer. */
 static int64_t delivery_count(const amqp_basic_properties_t *p)
 {
-	const amqp_field_value_t *v = envelope_header(p, "x-delivery-count");
+	const amqp_field_value_t *v = wire_header(p, WIRE_H_DELIVERY_COUNT);
 	int64_t n = 0;
 
 	if (v == NULL || !envelope_field_int(v, &n)) {

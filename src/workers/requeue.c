@@ -13,6 +13,7 @@
 
 #include "batch.h"
 #include "worker_int.h"
+#include "wire.h"
 
 #define NOTES_MIN 256
 
@@ -111,7 +112,7 @@ int requeue_crashes(struct warren_worker *w, const struct job *j)
  * 0..INT32_MAX. */
 static int int_header(const amqp_basic_properties_t *p, const char *key)
 {
-	const amqp_field_value_t *v = envelope_header(p, key);
+	const amqp_field_value_t *v = wire_header(p, key);
 	int64_t n;
 
 	if (v == NULL || !envelope_field_int(v, &n) || n < 0 || n > INT32_MAX) {
@@ -125,7 +126,7 @@ static int int_header(const amqp_basic_properties_t *p, const char *key)
  * them. */
 static int delivery_count(const amqp_basic_properties_t *p)
 {
-	int n = int_header(p, "x-delivery-count");
+	int n = int_header(p, WIRE_H_DELIVERY_COUNT);
 	int carried = int_header(p, BATCH_CRASHES_HEADER);
 
 	return carried <= INT32_MAX - n ? n + carried : n;

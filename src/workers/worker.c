@@ -18,6 +18,7 @@
 #include "log.h"
 #include "retry.h"
 #include "seal.h"
+#include "wire.h"
 #include "worker_int.h"
 
 /* worker.prefetch 0: this many, or one per handler thread if that is more. */
@@ -161,8 +162,8 @@ static warren_err publish_reply(struct engine *e, struct job *j, engine_confirm_
 		                       j->sig.len);
 	}
 	/* Not mandatory: a direct reply-to publish is always "returned" (DESIGN.md 2). */
-	err = engine_publish(e, "", j->meta.reply_to, false, &props.props, j->reply_body,
-	                     j->reply_len, fn, j);
+	err = engine_publish(e, WIRE_DEFAULT_EXCHANGE, j->meta.reply_to, false, &props.props,
+	                     j->reply_body, j->reply_len, fn, j);
 	if (err == WARREN_OK) {
 		drop_reply_body(j);
 	}
@@ -290,8 +291,8 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 		return;
 	}
 	batch_props(&props, headers, false);
-	err = engine_publish(e, "", b->jobs[0]->meta.reply_to, false, &props, body, len,
-	                     on_batch_confirm, b);
+	err = engine_publish(e, WIRE_DEFAULT_EXCHANGE, b->jobs[0]->meta.reply_to, false, &props,
+	                     body, len, on_batch_confirm, b);
 	free(body);
 	if (err != WARREN_OK) {
 		for (size_t i = 0; i < b->n; i++) {
@@ -477,7 +478,7 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 	log_error("no queue is bound for the %s of correlation_id=%s (exchange %s): holding the "
 	          "request unacked, trying again in %lld ms",
 	          j->action == JOB_RETRY ? "retry" : "dead letter", j->meta.correlation_id,
-	          j->action == JOB_RETRY ? "rpc.delay.*" : DEADLETTER_EXCHANGE,
+	          j->action == JOB_RETRY ? WIRE_DELAY_PREFIX "*" : WIRE_DLX,
 	          (long long)j->park_backoff);
 	j->park_until = now + j->park_backoff;
 	j->park_next = w->parked;
@@ -579,7 +580,7 @@ static warren_err publish_dead_letter(struct engine *e, struct job *j)
 	route_key(j, key, sizeof(key));
 	log_warn("dead-lettering %s correlation_id=%s reason=%s: %s", key, j->meta.correlation_id,
 	         j->dead_reason, j->dead_error);
-	err = engine_publish(e, DEADLETTER_EXCHANGE, key, true, &f.props, d->message.body.bytes,
+	err = engine_publish(e, WIRE_DLX, key, true, &f.props, d->message.body.bytes,
 	                     d->message.body.len, on_dead_letter_confirm, j);
 	forward_free(&f);
 	if (err == WARREN_OK) {
@@ -595,7 +596,7 @@ static warren_err publish_retry(struct engine *e, struct job *j)
 	unsigned char token[SECURITY_TOKEN_BYTES];
 	amqp_table_entry_t add[] = {forward_int("rpc-attempt", j->meta.attempt + 1),
 	                            forward_bytes(SECURITY_RETRY_TOKEN, token, sizeof(token))};
-	const struct retry_tier *tier = retry_tier_for(j->retry_delay_ms);
+	const struct wire_delay_tier *tier = retry_tier_for(j->retry_delay_ms);
 	struct forward f;
 	char key[256];
 	warren_err err;
@@ -658,7 +659,7 @@ static warren_err publish_move(struct engine *e, struct job *j)
 	log_warn("moving %s from %s to the durable lane: redelivered, its worker may have "
 	         "crashed",
 	         key, j->worker->fast_queue);
-	err = engine_publish(e, ENVELOPE_EXCHANGE, key, true, &f.props, d->message.body.bytes,
+	err = engine_publish(e, WIRE_EXCHANGE, key, true, &f.props, d->message.body.bytes,
 	                     d->message.body.len, on_move_confirm, j);
 	forward_free(&f);
 	if (err == WARREN_OK) {
@@ -968,130 +969,19 @@ static void wake_handlers(struct warren_worker *w)
 
 /* ------------------------------------------------------------ engine hooks */
 
-static int declare_queue(amqp_connection_state_t conn, const char *name, char *errstr,
-                         size_t errlen)
-{
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}};
-	amqp_table_t args = {1, &qt};
-	char what[128];
-
-	if (amqp_queue_declare(conn, 1, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL) {
-		return 0;
-	}
-	snprintf(what, sizeof(what), "declaring queue %s", name);
-	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
-	return -1;
-}
-
-/* The fast lane's queue: classic, durable, as rabbitmq/definitions.json
- * declares it (its policy adds the dead-lettering and the length limit). */
-static bool declare_classic_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
-{
-	amqp_table_entry_t qt = {
-	    .key = amqp_cstring_bytes("x-queue-type"),
-	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("classic")}};
-	amqp_table_t args = {1, &qt};
-
-	return amqp_queue_declare(conn, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args) != NULL;
-}
-
-static bool declare_exchange_on(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
-{
-	return amqp_exchange_declare(conn, ch, amqp_cstring_bytes(name),
-	                             amqp_cstring_bytes("topic"), 0, 1, 0, 0,
-	                             amqp_empty_table) != NULL;
-}
-
-static int declare_exchange(amqp_connection_state_t conn, const char *name, char *errstr,
-                            size_t errlen)
-{
-	char what[128];
-
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("topic"), 0,
-	                          1, 0, 0, amqp_empty_table) != NULL) {
-		return 0;
-	}
-	snprintf(what, sizeof(what), "declaring exchange %s", name);
-	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
-	return -1;
-}
-
-static int bind_queue(amqp_connection_state_t conn, const char *queue, const char *exchange,
-                      const char *key, char *errstr, size_t errlen)
-{
-	char what[200];
-
-	if (amqp_queue_bind(conn, 1, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
-	                    amqp_cstring_bytes(key), amqp_empty_table) != NULL) {
-		return 0;
-	}
-	snprintf(what, sizeof(what), "binding %s to %s", queue, exchange);
-	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
-	return -1;
-}
-
-/* A delay tier: a fanout exchange and a quorum queue that dead-letters what
- * expires back to rpc, as rabbitmq/definitions.json declares them. */
-static int declare_delay_tier(amqp_connection_state_t conn, const char *name, char *errstr,
-                              size_t errlen)
-{
-	amqp_table_entry_t args[] = {
-	    {.key = amqp_cstring_bytes("x-queue-type"),
-	     .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}},
-	    {.key = amqp_cstring_bytes("x-dead-letter-exchange"),
-	     .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	               .value.bytes = amqp_cstring_bytes(ENVELOPE_EXCHANGE)}},
-	    {.key = amqp_cstring_bytes("x-dead-letter-strategy"),
-	     .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	               .value.bytes = amqp_cstring_bytes("at-least-once")}},
-	    {.key = amqp_cstring_bytes("x-overflow"),
-	     .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	               .value.bytes = amqp_cstring_bytes("reject-publish")}},
-	};
-	char what[128];
-
-	if (amqp_exchange_declare(conn, 1, amqp_cstring_bytes(name), amqp_cstring_bytes("fanout"),
-	                          0, 1, 0, 0, amqp_empty_table) == NULL) {
-		snprintf(what, sizeof(what), "declaring exchange %s", name);
-		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
-		return -1;
-	}
-	if (amqp_queue_declare(conn, 1, amqp_cstring_bytes(name), 0, 1, 0, 0,
-	                       (amqp_table_t){4, args}) == NULL) {
-		snprintf(what, sizeof(what), "declaring queue %s", name);
-		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
-		return -1;
-	}
-	return bind_queue(conn, name, name, "", errstr, errlen);
-}
-
-/* The same objects and arguments as rabbitmq/definitions.json (its policy
- * adds the dead-lettering and the delivery limit). */
+/* The service's objects, as rabbitmq/definitions.json declares them
+ * (wire_declare_service; its policies add the dead-lettering and the
+ * delivery limit). */
 static int declare_topology(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                             size_t errlen)
 {
-	for (int i = 0; i < RETRY_TIERS; i++) {
-		if (declare_delay_tier(conn, retry_tiers[i].name, errstr, errlen) != 0) {
-			return -1;
-		}
+	char what[200];
+
+	if (wire_declare_service(conn, 1, w->service, what, sizeof(what))) {
+		return 0;
 	}
-	if (declare_exchange(conn, ENVELOPE_EXCHANGE, errstr, errlen) != 0 ||
-	    declare_exchange(conn, DEADLETTER_EXCHANGE, errstr, errlen) != 0 ||
-	    declare_queue(conn, w->queue, errstr, errlen) != 0 ||
-	    declare_queue(conn, w->dlq, errstr, errlen) != 0 ||
-	    bind_queue(conn, w->queue, ENVELOPE_EXCHANGE, w->binding, errstr, errlen) != 0 ||
-	    bind_queue(conn, w->dlq, DEADLETTER_EXCHANGE, w->binding, errstr, errlen) != 0) {
-		return -1;
-	}
-	/* The lane of batches, which only workers that take them consume. */
-	if (declare_exchange(conn, BATCH_EXCHANGE, errstr, errlen) != 0 ||
-	    declare_queue(conn, w->batch_queue, errstr, errlen) != 0 ||
-	    bind_queue(conn, w->batch_queue, BATCH_EXCHANGE, w->binding, errstr, errlen) != 0) {
-		return -1;
-	}
-	return 0;
+	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+	return -1;
 }
 
 static int consume_queue(amqp_connection_state_t conn, const char *queue, char *tag, size_t taglen,
@@ -1128,11 +1018,7 @@ static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
 	if (amqp_channel_open(conn, FAST_CHANNEL) == NULL) {
 		return -1;
 	}
-	if (declare_exchange_on(conn, FAST_CHANNEL, ENVELOPE_FAST_EXCHANGE) &&
-	    declare_classic_queue(conn, FAST_CHANNEL, w->fast_queue) &&
-	    amqp_queue_bind(conn, FAST_CHANNEL, amqp_cstring_bytes(w->fast_queue),
-	                    amqp_cstring_bytes(ENVELOPE_FAST_EXCHANGE),
-	                    amqp_cstring_bytes(w->binding), amqp_empty_table) != NULL) {
+	if (wire_declare_fast_lane(conn, FAST_CHANNEL, w->service)) {
 		r = amqp_channel_close(conn, FAST_CHANNEL, AMQP_REPLY_SUCCESS);
 		return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 	}
@@ -1720,11 +1606,11 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 		return WARREN_ERR_CONFIG;
 	}
 	snprintf(w->service, sizeof(w->service), "%s", service);
-	snprintf(w->queue, sizeof(w->queue), "rpc.%s", service);
-	snprintf(w->dlq, sizeof(w->dlq), "rpc.%s.dlq", service);
-	snprintf(w->fast_queue, sizeof(w->fast_queue), "rpc.%s.fast", service);
-	snprintf(w->binding, sizeof(w->binding), "%s.#", service);
-	snprintf(w->batch_queue, sizeof(w->batch_queue), "rpc.%s.batch", service);
+	wire_service_queue(w->queue, sizeof(w->queue), service);
+	wire_dlq(w->dlq, sizeof(w->dlq), service);
+	wire_fast_queue(w->fast_queue, sizeof(w->fast_queue), service);
+	wire_binding(w->binding, sizeof(w->binding), service);
+	wire_batch_queue(w->batch_queue, sizeof(w->batch_queue), service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {

@@ -280,7 +280,7 @@ static void assert_headers_eq(const amqp_basic_properties_t *a, const amqp_basic
 		}
 		na++;
 		snprintf(key, sizeof(key), "%.*s", (int)e->key.len, (const char *)e->key.bytes);
-		v = envelope_header(b, key);
+		v = wire_header(b, key);
 		if (v == NULL || !field_eq(&e->value, v)) {
 			fail_msg("header %s differs", key);
 		}
@@ -546,24 +546,24 @@ static void test_replay_drops_the_death_and_reply_to_and_keeps_the_idempotency_k
 	assert_true(bytes_is(p->content_type, "application/msgpack"));
 	assert_int_equal(p->delivery_mode, 2);
 	assert_int_equal(p->timestamp, 1700000000);
-	v = envelope_header(p, "rpc-attempt");
+	v = wire_header(p, "rpc-attempt");
 	assert_non_null(v);
 	assert_int_equal(v->kind, AMQP_FIELD_KIND_I64);
 	assert_int_equal(v->value.i64, 1);
-	assert_non_null(envelope_header(p, "traceparent"));
-	assert_non_null(envelope_header(p, "x-custom"));
+	assert_non_null(wire_header(p, "traceparent"));
+	assert_non_null(wire_header(p, "x-custom"));
 	static const char *const gone[] = {
 	    "rpc-deadline",    "rpc-dead-reason",      "rpc-dead-error",
 	    "rpc-dead-worker", "rpc-dead-time",        "rpc-dead-queue",
 	    "x-death",         "x-first-death-reason", "x-last-death-queue"};
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
-		if (envelope_header(p, gone[i]) != NULL) {
+		if (wire_header(p, gone[i]) != NULL) {
 			fail_msg("the replay still carries %s", gone[i]);
 		}
 	}
 	/* The quorum queue counts this first delivery as x-delivery-count 0;
 	 * the dead letter's 3 is gone. */
-	v = envelope_header(p, "x-delivery-count");
+	v = wire_header(p, "x-delivery-count");
 	assert_true(v == NULL || (v->kind == AMQP_FIELD_KIND_I64 && v->value.i64 == 0));
 	assert_int_equal(p->headers.num_entries, v != NULL ? 4 : 3);
 	assert_int_equal(got.body.len, sizeof(body_echo) - 1);

@@ -759,7 +759,7 @@ static void raw_sealed(struct raw *r, struct security *app, const char *corr,
 	snprintf(m.method, sizeof(m.method), "secure.echo");
 	snprintf(m.correlation_id, sizeof(m.correlation_id), "%s", corr);
 	snprintf(m.message_id, sizeof(m.message_id), "m-%s", corr);
-	snprintf(m.reply_to, sizeof(m.reply_to), "%s", ENVELOPE_DIRECT_REPLY_TO);
+	snprintf(m.reply_to, sizeof(m.reply_to), "%s", WIRE_DIRECT_REPLY_TO);
 	if (key != NULL) {
 		assert_int_equal(seal_body(key, body, len, &sealed, &len), 0);
 		body = sealed;

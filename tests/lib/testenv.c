@@ -257,7 +257,7 @@ int raw_get(struct raw *r, const char *queue, amqp_message_t *msg)
 const char *raw_header(const amqp_basic_properties_t *p, const char *key)
 {
 	static char buf[1024];
-	const amqp_field_value_t *v = envelope_header(p, key);
+	const amqp_field_value_t *v = wire_header(p, key);
 
 	if (v == NULL) {
 		return NULL;

@@ -270,9 +270,9 @@ static void test_a_replay_drops_death_deadline_and_reply_to_and_resets_the_attem
 	assert_true(r.props._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
 	assert_true(r.props._flags & AMQP_BASIC_CORRELATION_ID_FLAG);
 	assert_int_equal(r.props.headers.num_entries, 3);
-	assert_non_null(envelope_header_find(&r.props.headers, "traceparent"));
-	assert_non_null(envelope_header_find(&r.props.headers, "x-custom"));
-	const amqp_field_value_t *a = envelope_header_find(&r.props.headers, "rpc-attempt");
+	assert_non_null(wire_header_find(&r.props.headers, "traceparent"));
+	assert_non_null(wire_header_find(&r.props.headers, "x-custom"));
+	const amqp_field_value_t *a = wire_header_find(&r.props.headers, "rpc-attempt");
 	assert_non_null(a);
 	assert_int_equal(a->kind, AMQP_FIELD_KIND_I64);
 	assert_int_equal(a->value.i64, 1);
@@ -304,25 +304,25 @@ static void test_a_replay_drops_the_callers_signature_and_carries_the_operators(
 
 	assert_true(dlq_replay_props(&p, &r));
 	assert_int_equal(r.props.headers.num_entries, 2);
-	assert_null(envelope_header_find(&r.props.headers, "rpc-key-id"));
-	assert_null(envelope_header_find(&r.props.headers, "rpc-retry-token"));
+	assert_null(wire_header_find(&r.props.headers, "rpc-key-id"));
+	assert_null(wire_header_find(&r.props.headers, "rpc-retry-token"));
 	dlq_replay_add_signature(&r, "ops", 1700000000123, sig, sizeof(sig));
 	assert_int_equal(r.props.headers.num_entries, 5);
-	v = envelope_header_find(&r.props.headers, "rpc-key-id");
+	v = wire_header_find(&r.props.headers, "rpc-key-id");
 	assert_non_null(v);
 	assert_int_equal(v->kind, AMQP_FIELD_KIND_UTF8);
 	assert_int_equal(v->value.bytes.len, 3);
 	assert_memory_equal(v->value.bytes.bytes, "ops", 3);
-	v = envelope_header_find(&r.props.headers, "rpc-signed-at");
+	v = wire_header_find(&r.props.headers, "rpc-signed-at");
 	assert_non_null(v);
 	assert_int_equal(v->kind, AMQP_FIELD_KIND_I64);
 	assert_int_equal(v->value.i64, 1700000000123);
-	v = envelope_header_find(&r.props.headers, "rpc-signature");
+	v = wire_header_find(&r.props.headers, "rpc-signature");
 	assert_non_null(v);
 	assert_int_equal(v->kind, AMQP_FIELD_KIND_BYTES);
 	assert_int_equal(v->value.bytes.len, 3);
 	assert_memory_equal(v->value.bytes.bytes, sig, 3);
-	assert_non_null(envelope_header_find(&r.props.headers, "traceparent"));
+	assert_non_null(wire_header_find(&r.props.headers, "traceparent"));
 	dlq_replay_free(&r);
 }
 

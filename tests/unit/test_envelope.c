@@ -403,39 +403,6 @@ static void test_a_timestamp_is_still_taken_as_a_deadline(void **state)
 	assert_true(m.deadline_ms == 1700000000123);
 }
 
-static void test_a_header_is_found_by_its_whole_key(void **state)
-{
-	amqp_table_entry_t h[] = {
-	    {.key = amqp_cstring_bytes("rpc-attempt-x"),
-	     .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 1}},
-	    {.key = amqp_cstring_bytes("rpc-attempt"),
-	     .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 2}},
-	};
-	amqp_table_t t = {2, h};
-	amqp_basic_properties_t p = {._flags = AMQP_BASIC_HEADERS_FLAG, .headers = t};
-
-	assert_ptr_equal(envelope_header_find(&t, "rpc-attempt"), &h[1].value);
-	assert_ptr_equal(envelope_header_find(&t, "rpc-attempt-x"), &h[0].value);
-	assert_ptr_equal(envelope_header(&p, "rpc-attempt"), &h[1].value);
-}
-
-static void test_a_missing_header_is_null(void **state)
-{
-	amqp_table_entry_t h = {.key = amqp_cstring_bytes("rpc-attempt"),
-	                        .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = 2}};
-	amqp_table_t t = {1, &h};
-	amqp_basic_properties_t p = {.headers = t};
-
-	assert_null(envelope_header_find(&t, "rpc-attempts"));
-	assert_null(envelope_header_find(&t, "rpc-attemp"));
-	assert_null(envelope_header_find(&t, ""));
-	assert_null(envelope_header_find(NULL, "rpc-attempt"));
-	/* Headers present but not flagged: the message has none. */
-	assert_null(envelope_header(&p, "rpc-attempt"));
-	p._flags = AMQP_BASIC_HEADERS_FLAG;
-	assert_null(envelope_header(&p, "x-delivery-count"));
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -445,8 +412,6 @@ int main(void)
 	    cmocka_unit_test(test_a_uint64_beyond_int64_max_is_refused),
 	    cmocka_unit_test(test_a_non_integer_kind_is_refused),
 	    cmocka_unit_test(test_a_timestamp_is_still_taken_as_a_deadline),
-	    cmocka_unit_test(test_a_header_is_found_by_its_whole_key),
-	    cmocka_unit_test(test_a_missing_header_is_null),
 	    cmocka_unit_test(test_request_without_deadline_or_reply_to_omits_them),
 	    cmocka_unit_test(test_reply_properties_carry_status_and_correlation_id),
 	    cmocka_unit_test(test_wrongly_typed_deadline_is_a_clear_error_after_the_ids),

@@ -60,7 +60,7 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
                                  bool mandatory, const amqp_basic_properties_t *props,
                                  const void *body, size_t len, engine_confirm_fn fn, void *ctx)
 {
-	const amqp_field_value_t *c = envelope_header(props, BATCH_CRASHES_HEADER);
+	const amqp_field_value_t *c = wire_header(props, BATCH_CRASHES_HEADER);
 	int i = seen.published++;
 
 	assert_true(i < ENTRIES);

@@ -42,7 +42,7 @@ static void test_each_wait_goes_to_the_tier_just_below_it(void **state)
 	for (int a = 1; a <= 10; a++) {
 		for (uint32_t r = 0; r < 5000; r += 13) {
 			int64_t d = retry_delay_ms(250, a, r);
-			const struct retry_tier *t = retry_tier_for(d);
+			const struct wire_delay_tier *t = retry_tier_for(d);
 			assert_true(t->ms <= d && d < 2 * t->ms);
 		}
 	}

@@ -106,7 +106,7 @@ static void sign(struct security *app, struct request *r, const char *corr, cons
 	snprintf(r->m.method, sizeof(r->m.method), "user.get");
 	snprintf(r->m.correlation_id, sizeof(r->m.correlation_id), "%s", corr);
 	snprintf(r->m.message_id, sizeof(r->m.message_id), "%s", msgid);
-	snprintf(r->m.reply_to, sizeof(r->m.reply_to), "%s", ENVELOPE_DIRECT_REPLY_TO);
+	snprintf(r->m.reply_to, sizeof(r->m.reply_to), "%s", WIRE_DIRECT_REPLY_TO);
 	security_sign_request(app, &r->m, body, strlen(body), &r->sig);
 	envelope_request_props(&r->m, &r->ep);
 	envelope_add_signature(&r->ep, r->sig.key_id, r->sig.signed_at_ms, r->sig.sig, r->sig.len);
