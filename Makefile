@@ -75,9 +75,9 @@ endif
 # A new file joins the library only by being listed here (test_lib_sources.sh
 # checks that every source file under src/ is in exactly one list).
 LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/config.c \
-              src/rpc/engine.c src/rpc/envelope.c src/rpc/errors.c src/rpc/fastrand.c \
+              src/rpc/connect.c src/rpc/engine.c src/rpc/envelope.c src/rpc/errors.c src/rpc/fastrand.c \
               src/rpc/log.c src/rpc/metrics_http.c src/rpc/patterns.c src/rpc/prom.c \
-              src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c src/rpc/tls.c \
+              src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c \
               src/rpc/trace.c src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c \
               src/rpc/wire_declare.c src/rpc/wire_headers.c src/rpc/wire_names.c \
               src/client/client.c src/client/client_metrics.c src/client/lanes.c \
@@ -202,6 +202,8 @@ $(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
 # name rabbitmq-c functions to mock in WRAP_<test>.
 WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
+WRAP_test_connect := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
+                     amqp_confirm_select amqp_get_rpc_reply amqp_send_method
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
 WRAP_test_params := warren_request_params warren_request_fail

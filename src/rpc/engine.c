@@ -4,8 +4,6 @@
  * reconnects with jittered exponential back-off over the URL list. */
 #include "engine.h"
 #include "config.h"
-#include "secret.h"
-#include "tls.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -23,14 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <sodium.h>
 
 #include "log.h"
 
-#define CHANNEL 1
-#define FRAME_MAX 131072
+#define CHANNEL CONNECT_CHANNEL
 #define FRAMES_PER_TURN 256 /* so a flood of frames never starves the task queue */
 /* engine_writable: what a publish adds to its body (frame headers, the
  * properties and headers, a signature), and the room kept free for small
@@ -42,12 +37,6 @@
  * much), the next wait is a plain timeout of this many ms instead, so the
  * loop never spins on a socket that stays writable. */
 #define WRITE_RECHECK_MS 2
-
-struct url {
-	char *buf;  /* amqp_parse_url writes into it; info points into it */
-	size_t len; /* of buf, which holds the password: wiped over len */
-	struct amqp_connection_info info;
-};
 
 /* A publish waiting for its confirm; the ring is sorted by tag. */
 struct confirm_slot {
@@ -72,11 +61,8 @@ struct engine {
 	char blocked_reason[128];
 	int64_t blocked_since;      /* engine_now() when it began */
 	atomic_int_fast64_t blocked_ms; /* time blocked, all connections */
-	struct url *urls;
-	size_t nurls, next_url, failed_in_round;
-	char *vhost, *password, *name;
-	char *tls_ca, *tls_cert, *tls_key;
-	bool tls_verify;
+	struct connect_target *target; /* the URL list, login and TLS */
+	size_t failed_in_round;
 	int heartbeat_s;
 	int64_t connect_timeout_ms, reconnect_min_ms, reconnect_max_ms;
 
@@ -136,85 +122,12 @@ void engine_delivery_free(struct engine_delivery *d)
 
 /* ------------------------------------------------------------ configuration */
 
-/* A URL's text holds its password: wiped before it is freed (over its
- * whole length: amqp_parse_url cut it with NULs). */
-static void url_text_free(struct url *u)
-{
-	if (u->buf != NULL) {
-		sodium_memzero(u->buf, u->len);
-		free(u->buf);
-		u->buf = NULL;
-	}
-}
-
-static int parse_urls(struct engine *e, const char *list, char *errstr, size_t errlen)
-{
-	char *copy = strdup(list), *save = NULL;
-	int rc = -1;
-
-	if (copy == NULL) {
-		return -1;
-	}
-	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-		struct url *grown = realloc(e->urls, (e->nurls + 1) * sizeof(*grown));
-		char shown[512];
-
-		if (grown == NULL) {
-			goto out;
-		}
-		e->urls = grown;
-		grown[e->nurls].buf = strdup(tok);
-		grown[e->nurls].len = strlen(tok);
-		if (grown[e->nurls].buf == NULL) {
-			goto out;
-		}
-		amqp_default_connection_info(&grown[e->nurls].info);
-		if (amqp_parse_url(grown[e->nurls].buf, &grown[e->nurls].info) != AMQP_STATUS_OK) {
-			snprintf(errstr, errlen, "broker.url: cannot parse \"%s\"",
-			         secret_mask_url(tok, SIZE_MAX, shown, sizeof(shown)));
-			url_text_free(&grown[e->nurls]);
-			goto out;
-		}
-		e->nurls++;
-	}
-	rc = e->nurls > 0 ? 0 : -1;
-	if (rc != 0) {
-		snprintf(errstr, errlen, "broker.url: no URL given");
-	}
-out:
-	sodium_memzero(copy, strlen(list));
-	free(copy);
-	return rc;
-}
-
-static char *read_password(const char *path, char *errstr, size_t errlen)
-{
-	char line[1024];
-	char *pw = NULL;
-
-	if (secret_read_line("broker.password_file", path, line, sizeof(line), errstr, errlen) ==
-	    0) {
-		pw = strdup(line);
-	}
-	sodium_memzero(line, sizeof(line));
-	return pw;
-}
-
 struct engine_config engine_config_of(const warren_config *cfg, const char *name)
 {
 	return (struct engine_config){
-	    .urls = config_str(cfg, CFG_BROKER_URL),
-	    .vhost = config_str(cfg, CFG_BROKER_VHOST),
-	    .password_file = config_str(cfg, CFG_BROKER_PASSWORD_FILE),
-	    .name = name,
-	    .heartbeat_s = (int)(config_int(cfg, CFG_BROKER_HEARTBEAT) / 1000),
-	    .connect_timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT),
+	    .broker = connect_config_of(cfg, name),
 	    .reconnect_min_ms = config_int(cfg, CFG_BROKER_RECONNECT_MIN),
 	    .reconnect_max_ms = config_int(cfg, CFG_BROKER_RECONNECT_MAX),
-	    .tls_ca = config_str(cfg, CFG_BROKER_TLS_CA),
-	    .tls_cert = config_str(cfg, CFG_BROKER_TLS_CERT),
-	    .tls_key = config_str(cfg, CFG_BROKER_TLS_KEY),
-	    .tls_verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0,
 	};
 }
 
@@ -222,7 +135,10 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
                           char *errstr, size_t errlen)
 {
 	struct engine *e = calloc(1, sizeof(*e));
+	struct connect_config broker = cfg->broker;
 
+	/* The engine reads and handles basic.cancel and connection.blocked. */
+	broker.capabilities = true;
 	if (e == NULL) {
 		snprintf(errstr, errlen, "out of memory");
 		return NULL;
@@ -231,33 +147,20 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->wakefd = -1;
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_cond_init(&e->cond, NULL);
-	e->heartbeat_s = cfg->heartbeat_s;
-	e->connect_timeout_ms = cfg->connect_timeout_ms;
+	e->heartbeat_s = cfg->broker.heartbeat_s;
+	e->connect_timeout_ms = cfg->broker.timeout_ms;
 	e->reconnect_min_ms = cfg->reconnect_min_ms;
 	e->reconnect_max_ms = cfg->reconnect_max_ms;
 	e->backoff_ms = cfg->reconnect_min_ms;
-	e->vhost = strdup(cfg->vhost != NULL ? cfg->vhost : "");
-	e->tls_ca = strdup(cfg->tls_ca != NULL ? cfg->tls_ca : "");
-	e->tls_cert = strdup(cfg->tls_cert != NULL ? cfg->tls_cert : "");
-	e->tls_key = strdup(cfg->tls_key != NULL ? cfg->tls_key : "");
-	e->tls_verify = cfg->tls_verify;
 	e->batch_acks = cfg->batch_acks;
 	e->max_body = cfg->max_body;
-	e->name = strdup(cfg->name != NULL ? cfg->name : "warren");
 	e->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (e->vhost == NULL || e->name == NULL || e->wakefd < 0 || e->tls_ca == NULL ||
-	    e->tls_cert == NULL || e->tls_key == NULL) {
+	if (e->wakefd < 0) {
 		snprintf(errstr, errlen, "cannot create the engine: %s", strerror(errno));
 		goto fail;
 	}
-	if (parse_urls(e, cfg->urls, errstr, errlen) != 0) {
+	if (connect_target_new(&broker, &e->target, errstr, errlen) != WARREN_OK) {
 		goto fail;
-	}
-	if (cfg->password_file != NULL && cfg->password_file[0] != '\0') {
-		e->password = read_password(cfg->password_file, errstr, errlen);
-		if (e->password == NULL) {
-			goto fail;
-		}
 	}
 	return e;
 fail:
@@ -467,118 +370,6 @@ static void flush_acks(struct engine *e)
 
 /* ------------------------------------------------------------ connecting */
 
-void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr, size_t errlen)
-{
-	switch (r.reply_type) {
-	case AMQP_RESPONSE_NORMAL:
-		snprintf(errstr, errlen, "%s: ok", what);
-		return;
-	case AMQP_RESPONSE_NONE:
-		snprintf(errstr, errlen, "%s: no reply from the broker", what);
-		return;
-	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		snprintf(errstr, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
-		return;
-	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		break;
-	}
-	if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-		amqp_connection_close_t *c = r.reply.decoded;
-
-		snprintf(errstr, errlen, "%s: %u %.*s", what, c->reply_code, (int)c->reply_text.len,
-		         (const char *)c->reply_text.bytes);
-	} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-		amqp_channel_close_t *c = r.reply.decoded;
-
-		snprintf(errstr, errlen, "%s: %u %.*s", what, c->reply_code, (int)c->reply_text.len,
-		         (const char *)c->reply_text.bytes);
-	} else {
-		snprintf(errstr, errlen, "%s: unexpected method 0x%08x", what, r.reply.id);
-	}
-}
-
-static amqp_rpc_reply_t login(struct engine *e, const struct url *u)
-{
-	amqp_table_entry_t caps[2], props[2];
-	/* broker.vhost wins; then the URL's path. "amqp://host/" names the
-	 * empty vhost, which RabbitMQ never has: it means the default "/". */
-	const char *vhost = e->vhost[0] != '\0' ? e->vhost : u->info.vhost;
-
-	if (vhost[0] == '\0') {
-		vhost = "/";
-	}
-	const char *password = e->password != NULL ? e->password : u->info.password;
-
-	caps[0].key = amqp_cstring_bytes("consumer_cancel_notify");
-	caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[0].value.value.boolean = 1;
-	caps[1].key = amqp_cstring_bytes("connection.blocked");
-	caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-	caps[1].value.value.boolean = 1;
-	props[0].key = amqp_cstring_bytes("capabilities");
-	props[0].value.kind = AMQP_FIELD_KIND_TABLE;
-	props[0].value.value.table = (amqp_table_t){2, caps};
-	props[1].key = amqp_cstring_bytes("connection_name");
-	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
-	props[1].value.value.bytes = amqp_cstring_bytes(e->name);
-	amqp_table_t table = {2, props};
-	return amqp_login_with_properties(e->conn, vhost, 0, FRAME_MAX, e->heartbeat_s, &table,
-	                                  AMQP_SASL_METHOD_PLAIN, u->info.user, password);
-}
-
-static int open_channel(struct engine *e, char *errstr, size_t errlen)
-{
-	if (amqp_channel_open(e->conn, CHANNEL) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(e->conn), "channel.open", errstr, errlen);
-		return -1;
-	}
-	if (amqp_confirm_select(e->conn, CHANNEL) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(e->conn), "confirm.select", errstr, errlen);
-		return -1;
-	}
-	return 0;
-}
-
-static int open_connection(struct engine *e, const struct url *u, char *errstr, size_t errlen)
-{
-	struct timeval tv = {.tv_sec = e->connect_timeout_ms / 1000,
-	                     .tv_usec = (e->connect_timeout_ms % 1000) * 1000};
-	amqp_socket_t *sock;
-	amqp_rpc_reply_t r;
-	int st;
-
-	e->conn = amqp_new_connection();
-	sock = e->conn == NULL  ? NULL
-	       : u->info.ssl ? amqp_ssl_socket_new(e->conn)
-	                     : amqp_tcp_socket_new(e->conn);
-	if (sock == NULL) {
-		snprintf(errstr, errlen, "out of memory");
-		return -1;
-	}
-	struct tls_options tls = {e->tls_ca, e->tls_cert, e->tls_key, e->tls_verify};
-	if (u->info.ssl && tls_setup(sock, &tls, errstr, errlen) != 0) {
-		return -1;
-	}
-	st = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &tv);
-	if (st != AMQP_STATUS_OK) {
-		snprintf(errstr, errlen, "cannot connect to %s:%d: %s", u->info.host, u->info.port,
-		         amqp_error_string2(st));
-		return -1;
-	}
-	amqp_set_handshake_timeout(e->conn, &tv);
-	/* Bounds every synchronous RPC (declares, cancel): expiry closes the socket. */
-	amqp_set_rpc_timeout(e->conn, &tv);
-	r = login(e, u);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		char what[300];
-
-		snprintf(what, sizeof(what), "login to %s:%d", u->info.host, u->info.port);
-		engine_describe_reply(r, what, errstr, errlen);
-		return -1;
-	}
-	return open_channel(e, errstr, errlen);
-}
-
 static void set_start(struct engine *e, enum start_state s, const char *why)
 {
 	pthread_mutex_lock(&e->mu);
@@ -617,11 +408,9 @@ static void destroy_conn(struct engine *e, bool graceful)
 
 static void try_connect(struct engine *e)
 {
-	const struct url *u = &e->urls[e->next_url];
 	char why[512] = "";
 
-	e->next_url = (e->next_url + 1) % e->nurls;
-	if (open_connection(e, u, why, sizeof(why)) == 0) {
+	if (connect_next(e->target, &e->conn, why, sizeof(why)) == WARREN_OK) {
 		e->connected = true;
 		e->sndbuf = 0; /* a new socket: engine_writable reads its buffer */
 		if (e->blocked) {
@@ -633,7 +422,8 @@ static void try_connect(struct engine *e)
 		dl_reset(e);
 		e->fail_pending = false;
 		if (e->hooks.setup(e, e->hooks.arg, why, sizeof(why)) == 0 && !e->fail_pending) {
-			log_info("connected to %s:%d", u->info.host, u->info.port);
+			log_info("connected to %s:%d", connect_current(e->target)->host,
+			         connect_current(e->target)->port);
 			e->backoff_ms = e->reconnect_min_ms;
 			e->failed_in_round = 0;
 			e->ever_connected = true;
@@ -646,7 +436,7 @@ static void try_connect(struct engine *e)
 	destroy_conn(e, false);
 	log_warn("%s", why);
 	e->failed_in_round++;
-	if (!e->ever_connected && e->failed_in_round >= e->nurls) {
+	if (!e->ever_connected && e->failed_in_round >= connect_target_count(e->target)) {
 		e->gave_up = true;
 	}
 	set_start(e, e->gave_up ? START_FAILED : START_PENDING, why);
@@ -866,25 +656,13 @@ static void on_return(struct engine *e, const amqp_frame_t *f)
 	amqp_destroy_message(&msg);
 }
 
-static void on_close(struct engine *e, const amqp_frame_t *f, bool channel)
+/* The broker closed the channel or the connection: answered, and the
+ * connection is dropped either way (channel 1 is the only one). */
+static void on_close(struct engine *e, const amqp_frame_t *f)
 {
 	char why[400];
 
-	if (channel) {
-		const amqp_channel_close_t *c = f->payload.method.decoded;
-		amqp_channel_close_ok_t ok = {0};
-
-		snprintf(why, sizeof(why), "channel closed by the broker: %u %.*s", c->reply_code,
-		         (int)c->reply_text.len, (const char *)c->reply_text.bytes);
-		amqp_send_method(e->conn, f->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-	} else {
-		const amqp_connection_close_t *c = f->payload.method.decoded;
-		amqp_connection_close_ok_t ok = {0};
-
-		snprintf(why, sizeof(why), "connection closed by the broker: %u %.*s",
-		         c->reply_code, (int)c->reply_text.len, (const char *)c->reply_text.bytes);
-		amqp_send_method(e->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-	}
+	connect_closed_by_broker(e->conn, f, why, sizeof(why));
 	engine_fail(e, why);
 }
 
@@ -917,10 +695,8 @@ static void dispatch(struct engine *e, const amqp_frame_t *f)
 		engine_fail(e, "the broker cancelled the consumer (queue deleted or moved)");
 		break;
 	case AMQP_CHANNEL_CLOSE_METHOD:
-		on_close(e, f, true);
-		break;
 	case AMQP_CONNECTION_CLOSE_METHOD:
-		on_close(e, f, false);
+		on_close(e, f);
 		break;
 	case AMQP_CONNECTION_BLOCKED_METHOD: {
 		const amqp_connection_blocked_t *b = f->payload.method.decoded;
@@ -1107,7 +883,7 @@ warren_err engine_start(struct engine *e, char *errstr, size_t errlen)
 	e->thread_started = true;
 	clock_gettime(CLOCK_REALTIME, &until);
 	/* Every URL gets one full connect_timeout, plus slack for the setup. */
-	int64_t ms = e->connect_timeout_ms * (int64_t)e->nurls + 1000;
+	int64_t ms = e->connect_timeout_ms * (int64_t)connect_target_count(e->target) + 1000;
 	until.tv_sec += ms / 1000;
 	until.tv_nsec += (ms % 1000) * 1000000;
 	if (until.tv_nsec >= 1000000000) {
@@ -1150,19 +926,7 @@ void engine_free(struct engine *e)
 	}
 	engine_stop(e);
 	destroy_conn(e, false);
-	for (size_t i = 0; i < e->nurls; i++) {
-		url_text_free(&e->urls[i]);
-	}
-	free(e->urls);
-	if (e->password != NULL) {
-		sodium_memzero(e->password, strlen(e->password));
-	}
-	free(e->password);
-	free(e->vhost);
-	free(e->tls_ca);
-	free(e->tls_cert);
-	free(e->tls_key);
-	free(e->name);
+	connect_target_free(e->target);
 	free(e->ring);
 	free(e->dl);
 	if (e->wakefd >= 0) {

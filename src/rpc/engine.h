@@ -8,6 +8,7 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 
+#include "connect.h"
 #include "warren.h"
 
 struct engine;
@@ -59,16 +60,10 @@ struct engine_hooks {
 };
 
 struct engine_config {
-	const char *urls;          /* comma-separated amqp:// URLs */
-	const char *vhost;         /* "" : the URL's */
-	const char *password_file; /* "" : the URL's password */
-	const char *name;          /* connection_name client property */
-	int heartbeat_s;
-	int64_t connect_timeout_ms;
+	/* The URL list, login, TLS, heartbeat and connect timeout (connect.h);
+	 * the engine asks for the capabilities whatever broker.capabilities says. */
+	struct connect_config broker;
 	int64_t reconnect_min_ms, reconnect_max_ms;
-	/* amqps:// */
-	const char *tls_ca, *tls_cert, *tls_key; /* "" : system CAs, no client certificate */
-	bool tls_verify;
 	/* Every delivery is acked or rejected by engine_ack/engine_reject (a
 	 * consumer with manual acks): the engine then tracks them, and the acks
 	 * of a loop turn go out at its end, merged with multiple=1 as far as
@@ -143,8 +138,13 @@ void engine_wake(struct engine *e);
 /* Drops the connection (it reconnects after back-off). */
 void engine_fail(struct engine *e, const char *why);
 
-/* Describes an rpc reply of rabbitmq-c ("404 NOT_FOUND - no queue 'x'"). */
-void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr, size_t errlen);
+/* Describes an rpc reply of rabbitmq-c ("404 NOT_FOUND - no queue 'x'"):
+ * connect_describe_reply, under the name the owners' setup code calls. */
+static inline void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr,
+                                         size_t errlen)
+{
+	connect_describe_reply(r, what, errstr, errlen);
+}
 
 /* Monotonic milliseconds. */
 int64_t engine_now(void);

@@ -1,10 +1,10 @@
 /* syncconn.c: a blocking connection for tools, beside the engine's I/O
- * thread: connect over the URL list once, then synchronous gets, acks and
- * confirmed publishes on channel 1. Every wait is bounded by
- * broker.connect_timeout, and a broker's channel.close or connection.close
- * is answered and turned into an error with its code and text. */
+ * thread: one walk over the URL list (connect.c, the engine's connection
+ * stack), then synchronous gets, acks and confirmed publishes on channel 1.
+ * Every wait is bounded by broker.connect_timeout, and a broker's
+ * channel.close or connection.close is answered and turned into an error
+ * with its code and text. */
 #include "syncconn.h"
-#include "tls.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -12,16 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
-#include <sodium.h>
-
-#include "config.h"
+#include "connect.h"
 #include "errstr.h"
-#include "secret.h"
 
-#define CHANNEL   1
-#define FRAME_MAX 131072
+#define CHANNEL CONNECT_CHANNEL
 
 struct syncconn {
 	amqp_connection_state_t conn;
@@ -29,15 +23,6 @@ struct syncconn {
 	bool alive;         /* the connection can still be used */
 	uint64_t next_tag;  /* the delivery tag of the next publish */
 	int64_t timeout_ms; /* broker.connect_timeout: bounds every wait */
-};
-
-/* What one connection attempt needs, from the config. */
-struct target {
-	const char *vhost;    /* broker.vhost; "" for the URL's */
-	struct tls_options tls;
-	const char *password; /* from broker.password_file; NULL for the URL's */
-	const char *name;
-	struct timeval tv;
 };
 
 static int64_t now_ms(void)
@@ -53,219 +38,27 @@ static struct timeval ms_to_tv(int64_t ms)
 	return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 }
 
-/* Answers a close the broker sent, so the channel or connection ends cleanly. */
-static void answer_close(struct syncconn *sc, amqp_method_number_t id)
-{
-	if (id == AMQP_CHANNEL_CLOSE_METHOD) {
-		amqp_channel_close_ok_t ok = {0};
-
-		amqp_send_method(sc->conn, CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-		sc->channel_open = false;
-	} else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
-		amqp_connection_close_ok_t ok = {0};
-
-		amqp_send_method(sc->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
-		sc->alive = false;
-		sc->channel_open = false;
-	}
-}
-
-/* "WHAT: 404 NOT_FOUND - no queue 'x' in vhost '/'" for a close carrying
- * code and text; decoded is the close method's decoded body. */
-static void describe_close(amqp_method_number_t id, const void *decoded, const char *what,
-                           char *errstr, size_t errlen)
-{
-	const amqp_bytes_t *text;
-	unsigned code;
-
-	if (id == AMQP_CHANNEL_CLOSE_METHOD) {
-		code = ((const amqp_channel_close_t *)decoded)->reply_code;
-		text = &((const amqp_channel_close_t *)decoded)->reply_text;
-	} else {
-		code = ((const amqp_connection_close_t *)decoded)->reply_code;
-		text = &((const amqp_connection_close_t *)decoded)->reply_text;
-	}
-	errstr_set(errstr, errlen, "%s: %u %.*s", what, code, (int)text->len,
-	           (const char *)text->bytes);
-}
-
 /* Turns a failed synchronous reply into an error: BROKER when the broker
- * closed only the channel, TRANSPORT for everything else. */
+ * closed only the channel, TRANSPORT (and the connection unusable) for
+ * everything else. */
 static warren_err reply_error(struct syncconn *sc, amqp_rpc_reply_t r, const char *what,
                               char *errstr, size_t errlen)
 {
-	switch (r.reply_type) {
-	case AMQP_RESPONSE_NORMAL:
-	case AMQP_RESPONSE_NONE:
-		errstr_set(errstr, errlen, "%s: no reply from the broker", what);
-		break;
-	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		errstr_set(errstr, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+	warren_err err = connect_refusal(sc->conn, CHANNEL, r, what, errstr, errlen);
+
+	sc->channel_open = false;
+	if (err != WARREN_ERR_BROKER) {
 		sc->alive = false;
-		break;
-	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD ||
-		    r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-			describe_close(r.reply.id, r.reply.decoded, what, errstr, errlen);
-			answer_close(sc, r.reply.id);
-			return r.reply.id == AMQP_CHANNEL_CLOSE_METHOD && sc->alive
-			           ? WARREN_ERR_BROKER
-			           : WARREN_ERR_TRANSPORT;
-		}
-		errstr_set(errstr, errlen, "%s: unexpected method 0x%08x", what, r.reply.id);
-		break;
 	}
-	sc->alive = false;
-	return WARREN_ERR_TRANSPORT;
-}
-
-static warren_err open_channel(struct syncconn *sc, char *errstr, size_t errlen)
-{
-	if (amqp_channel_open(sc->conn, CHANNEL) == NULL) {
-		return reply_error(sc, amqp_get_rpc_reply(sc->conn), "channel.open", errstr,
-		                   errlen);
-	}
-	if (amqp_confirm_select(sc->conn, CHANNEL) == NULL) {
-		return reply_error(sc, amqp_get_rpc_reply(sc->conn), "confirm.select", errstr,
-		                   errlen);
-	}
-	sc->channel_open = true;
-	sc->next_tag = 1;
-	return WARREN_OK;
-}
-
-static amqp_rpc_reply_t login(struct syncconn *sc, const struct amqp_connection_info *u,
-                              const struct target *t)
-{
-	/* broker.vhost wins, then the URL's path; "amqp://host/" names the
-	 * empty vhost, which means the default "/" (as in the engine). */
-	const char *vhost = t->vhost[0] != '\0' ? t->vhost : u->vhost;
-	amqp_table_entry_t props[1];
-
-	if (vhost[0] == '\0') {
-		vhost = "/";
-	}
-	props[0].key = amqp_cstring_bytes("connection_name");
-	props[0].value.kind = AMQP_FIELD_KIND_UTF8;
-	props[0].value.value.bytes = amqp_cstring_bytes(t->name);
-	amqp_table_t table = {1, props};
-	/* Heartbeat 0: a tool blocked on its user's answer must not be cut off. */
-	return amqp_login_with_properties(sc->conn, vhost, 0, FRAME_MAX, 0, &table,
-	                                  AMQP_SASL_METHOD_PLAIN, u->user,
-	                                  t->password != NULL ? t->password : u->password);
-}
-
-/* One URL: a fresh connection, login, channel. On failure the connection
- * is destroyed and errstr says why. */
-static warren_err connect_one(struct syncconn *sc, const struct amqp_connection_info *u,
-                              const struct target *t, char *errstr, size_t errlen)
-{
-	struct timeval tv = t->tv;
-	amqp_socket_t *sock;
-	amqp_rpc_reply_t r;
-	warren_err err = WARREN_ERR_TRANSPORT;
-	int st;
-
-	sc->conn = amqp_new_connection();
-	sock = sc->conn == NULL ? NULL
-	       : u->ssl         ? amqp_ssl_socket_new(sc->conn)
-	                        : amqp_tcp_socket_new(sc->conn);
-	if (sock == NULL) {
-		errstr_set(errstr, errlen, "out of memory");
-		err = WARREN_ERR_NOMEM;
-		goto fail;
-	}
-	if (u->ssl && tls_setup(sock, &t->tls, errstr, errlen) != 0) {
-		err = WARREN_ERR_CONFIG;
-		goto fail;
-	}
-	st = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
-	if (st != AMQP_STATUS_OK) {
-		errstr_set(errstr, errlen, "cannot connect to %s:%d: %s", u->host, u->port,
-		           amqp_error_string2(st));
-		goto fail;
-	}
-	amqp_set_handshake_timeout(sc->conn, &tv);
-	amqp_set_rpc_timeout(sc->conn, &tv);
-	sc->alive = true;
-	r = login(sc, u, t);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		char what[300];
-
-		snprintf(what, sizeof(what), "login to %s:%d", u->host, u->port);
-		reply_error(sc, r, what, errstr, errlen);
-		goto fail;
-	}
-	err = open_channel(sc, errstr, errlen);
-	if (err == WARREN_OK) {
-		return WARREN_OK;
-	}
-	err = WARREN_ERR_TRANSPORT;
-fail:
-	if (sc->conn != NULL) {
-		amqp_destroy_connection(sc->conn);
-	}
-	sc->conn = NULL;
-	sc->alive = false;
-	return err;
-}
-
-/* Tries each URL of the comma-separated list in turn. The reasons of the
- * failed ones are joined with "; ". */
-static warren_err connect_list(struct syncconn *sc, const char *list, const struct target *t,
-                               char *errstr, size_t errlen)
-{
-	char *copy = strdup(list), *save = NULL, why[512];
-	warren_err err = WARREN_ERR_CONFIG;
-	size_t used = 0;
-
-	if (copy == NULL) {
-		errstr_set(errstr, errlen, "out of memory");
-		return WARREN_ERR_NOMEM;
-	}
-	errstr_set(errstr, errlen, "broker.url: no URL given");
-	for (char *tok = strtok_r(copy, ",", &save); tok != NULL;
-	     tok = strtok_r(NULL, ",", &save)) {
-		char url[1024];
-		struct amqp_connection_info info;
-
-		snprintf(url, sizeof(url), "%s", tok);
-		amqp_default_connection_info(&info);
-		if (amqp_parse_url(url, &info) != AMQP_STATUS_OK) {
-			errstr_set(errstr, errlen, "broker.url: cannot parse \"%s\"",
-			           secret_mask_url(tok, SIZE_MAX, why, sizeof(why)));
-			sodium_memzero(url, sizeof(url));
-			err = WARREN_ERR_CONFIG;
-			break;
-		}
-		err = connect_one(sc, &info, t, why, sizeof(why));
-		sodium_memzero(url, sizeof(url));
-		if (err == WARREN_OK || err == WARREN_ERR_CONFIG || err == WARREN_ERR_NOMEM) {
-			errstr_set(errstr, errlen, "%s", why);
-			break;
-		}
-		if (errstr != NULL && used < errlen) {
-			used += (size_t)snprintf(errstr + used, errlen - used, "%s%s",
-			                         used > 0 ? "; " : "", why);
-		}
-	}
-	sodium_memzero(copy, strlen(list));
-	free(copy);
 	return err;
 }
 
 warren_err syncconn_open(const warren_config *cfg, const char *name, struct syncconn **out,
                          char *errstr, size_t errlen)
 {
+	struct connect_config cc = connect_config_of(cfg, name);
 	struct syncconn *sc = calloc(1, sizeof(*sc));
-	const char *pwfile = config_str(cfg, CFG_BROKER_PASSWORD_FILE);
-	char password[1024];
-	struct target t = {.vhost = config_str(cfg, CFG_BROKER_VHOST),
-	                   .name = name,
-	                   .tls = {.ca = config_str(cfg, CFG_BROKER_TLS_CA),
-	                           .cert = config_str(cfg, CFG_BROKER_TLS_CERT),
-	                           .key = config_str(cfg, CFG_BROKER_TLS_KEY),
-	                           .verify = config_int(cfg, CFG_BROKER_TLS_VERIFY) != 0}};
+	struct connect_target *t = NULL;
 	warren_err err;
 
 	*out = NULL;
@@ -273,22 +66,21 @@ warren_err syncconn_open(const warren_config *cfg, const char *name, struct sync
 		errstr_set(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
-	sc->timeout_ms = config_int(cfg, CFG_BROKER_CONNECT_TIMEOUT);
-	t.tv = ms_to_tv(sc->timeout_ms);
-	if (pwfile != NULL && pwfile[0] != '\0') {
-		if (secret_read_line("broker.password_file", pwfile, password, sizeof(password),
-		                     errstr, errlen) != 0) {
-			free(sc);
-			return WARREN_ERR_CONFIG;
-		}
-		t.password = password;
+	/* Heartbeat 0: a tool blocked on its user's answer must not be cut off. */
+	cc.heartbeat_s = 0;
+	sc->timeout_ms = cc.timeout_ms;
+	err = connect_target_new(&cc, &t, errstr, errlen);
+	if (err == WARREN_OK) {
+		err = connect_first(t, &sc->conn, errstr, errlen);
 	}
-	err = connect_list(sc, config_str(cfg, CFG_BROKER_URL), &t, errstr, errlen);
-	explicit_bzero(password, sizeof(password));
+	connect_target_free(t);
 	if (err != WARREN_OK) {
 		free(sc);
 		return err;
 	}
+	sc->alive = true;
+	sc->channel_open = true;
+	sc->next_tag = 1;
 	*out = sc;
 	return WARREN_OK;
 }
@@ -338,6 +130,20 @@ warren_err syncconn_finish(struct syncconn *sc, char *errstr, size_t errlen)
 	return WARREN_OK;
 }
 
+/* Channel 1 again, after the broker closed it. */
+static warren_err reopen_channel(struct syncconn *sc, char *errstr, size_t errlen)
+{
+	warren_err err = connect_open_channel(sc->conn, errstr, errlen);
+
+	if (err == WARREN_OK) {
+		sc->channel_open = true;
+		sc->next_tag = 1;
+	} else if (err != WARREN_ERR_BROKER) {
+		sc->alive = false;
+	}
+	return err;
+}
+
 warren_err syncconn_queue_count(struct syncconn *sc, const char *queue, bool *exists,
                                 uint32_t *count, char *errstr, size_t errlen)
 {
@@ -359,10 +165,11 @@ warren_err syncconn_queue_count(struct syncconn *sc, const char *queue, bool *ex
 	if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
 	    r.reply.id == AMQP_CHANNEL_CLOSE_METHOD &&
 	    ((amqp_channel_close_t *)r.reply.decoded)->reply_code == AMQP_NOT_FOUND) {
-		answer_close(sc, r.reply.id);
+		connect_answer_close(sc->conn, CHANNEL, r.reply.id);
+		sc->channel_open = false;
 		*exists = false;
 		*count = 0;
-		return open_channel(sc, errstr, errlen);
+		return reopen_channel(sc, errstr, errlen);
 	}
 	return reply_error(sc, r, "queue.declare", errstr, errlen);
 }
@@ -548,13 +355,13 @@ static warren_err await_confirm(struct syncconn *sc, uint64_t tag, enum syncconn
 		}
 		case AMQP_CHANNEL_CLOSE_METHOD:
 		case AMQP_CONNECTION_CLOSE_METHOD:
-			describe_close(f.payload.method.id, f.payload.method.decoded,
-			               f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD
-			                   ? "the broker closed the channel"
-			                   : "the broker closed the connection",
-			               errstr, errlen);
-			answer_close(sc, f.payload.method.id);
-			return sc->alive ? WARREN_ERR_BROKER : WARREN_ERR_TRANSPORT;
+			sc->channel_open = false;
+			if (connect_closed_by_broker(sc->conn, &f, errstr, errlen) !=
+			    WARREN_ERR_BROKER) {
+				sc->alive = false;
+				return WARREN_ERR_TRANSPORT;
+			}
+			return WARREN_ERR_BROKER;
 		default:
 			break;
 		}

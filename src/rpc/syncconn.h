@@ -30,13 +30,15 @@ struct syncconn_msg {
 };
 
 /* Connects to the first reachable URL of cfg's broker.url (broker.vhost,
- * broker.password_file and broker.connect_timeout apply; heartbeats are
- * off, since a tool may wait for its user), opens channel 1 and selects
- * confirms. name is the connection_name shown by rabbitmqctl.
- * broker.connect_timeout also bounds every later wait for the broker.
- * Returns WARREN_OK with *out the caller's; WARREN_ERR_CONFIG for a bad URL
- * or password file; WARREN_ERR_TRANSPORT when no URL could be reached or
- * logged in to (errstr names each failure); WARREN_ERR_NOMEM. */
+ * broker.password_file, broker.tls_* and broker.connect_timeout apply;
+ * heartbeats are off, since a tool may wait for its user), opens channel 1
+ * and selects confirms, as connect_first does. name is the connection_name
+ * shown by rabbitmqctl. broker.connect_timeout also bounds every later wait
+ * for the broker. Returns WARREN_OK with *out the caller's;
+ * WARREN_ERR_CONFIG for a bad URL anywhere in the list (before any is
+ * tried), a bad password file or TLS files; WARREN_ERR_TRANSPORT when no URL
+ * could be reached or logged in to (errstr names each failure);
+ * WARREN_ERR_NOMEM. */
 warren_err syncconn_open(const warren_config *cfg, const char *name, struct syncconn **out,
                          char *errstr, size_t errlen);
 

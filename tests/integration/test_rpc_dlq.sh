@@ -403,7 +403,7 @@ check "import of an unknown key" 7 '' \
 } >"$tmp/refused.jsonl"
 check "a line the broker refuses ends the import with 4 and says how far it got" 4 \
 	'imported 1 of 3 dead letters into rpc.example.dlq' \
-	'rpc-dlq: import: line 2: the broker closed the channel: 406 PRECONDITION_FAILED - fast reply consumer does not exist' -- \
+	'rpc-dlq: import: line 2: channel closed by the broker: 406 PRECONDITION_FAILED - fast reply consumer does not exist' -- \
 	bash -c "'$BIN/rpc-dlq' import example <'$tmp/refused.jsonl'"
 check "purge the line imported before" 0 'purged 1 dead letter' '' -- dlq purge example --yes -n 1
 check "the malformed imports added nothing" 0 "$(cat "$tmp/export2.jsonl")" '' -- dlq export example

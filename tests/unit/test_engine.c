@@ -188,6 +188,22 @@ static void test_a_tool_shows_an_unparsable_url_without_its_password(void **stat
 	warren_config_free(cfg);
 }
 
+/* The tools parse the whole list first, as the engine does: a bad URL
+ * behind a good one is refused at once, not when the failover reaches it. */
+static void test_a_tool_refuses_an_unparsable_url_before_trying_any(void **state)
+{
+	warren_config *cfg = config(BAD_URL);
+	struct syncconn *sc = NULL;
+	char why[300];
+
+	script.open_results[0] = AMQP_STATUS_SOCKET_ERROR;
+	assert_int_equal(syncconn_open(cfg, "t", &sc, why, sizeof(why)), WARREN_ERR_CONFIG);
+	assert_null(sc);
+	assert_string_equal(why, BAD_URL_MSG);
+	assert_int_equal(script.opens, 0);
+	warren_config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -198,6 +214,7 @@ int main(void)
 		cmocka_unit_test_setup(test_unreadable_password_file_is_a_config_error, reset_script),
 		cmocka_unit_test_setup(test_an_unparsable_url_is_shown_without_its_password, reset_script),
 		cmocka_unit_test_setup(test_a_tool_shows_an_unparsable_url_without_its_password, reset_script),
+		cmocka_unit_test_setup(test_a_tool_refuses_an_unparsable_url_before_trying_any, reset_script),
 	};
 
 	return cmocka_run_group_tests_name("engine", tests, NULL, NULL);
