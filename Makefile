@@ -85,6 +85,17 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/
               src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
               src/workers/retry.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# Both libraries are made from one object, libwarren.o: the library's
+# objects linked together (ld -r), then every symbol -fvisibility=hidden
+# hid (all but WARREN_API's) made local (objcopy --localize-hidden). So
+# libwarren.a, like libwarren.so, exports warren_* alone, and a program
+# linking it statically may name its own functions log_event or config_int
+# (test_symbols.sh). The programs and the tests, which use the internal
+# modules, link the same objects as they are: an internal archive, never
+# installed.
+LIB_RELOC  := $(BUILD)/obj/libwarren.o
+INT_LIB    := $(BUILD)/lib/libwarren-internal.a
+OBJCOPY    ?= objcopy
 # What only the programs use, never part of libwarren: the command line and
 # sd_notify of the daemons, rpc-call's load mode, rpc-dlq's dead letters and
 # its synchronous connection. An internal archive, linked before libwarren.
@@ -165,7 +176,18 @@ $(BUILD)/obj/%.o: %.c
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # Made again when the Makefile changes: its lists say what goes in.
-$(STATIC_LIB): $(LIB_OBJ) Makefile
+$(LIB_RELOC): $(LIB_OBJ) Makefile
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD -r   $@")
+	$(Q)$(LD) -r -o $@.tmp $(filter %.o,$^)
+	$(Q)$(OBJCOPY) --localize-hidden $@.tmp $@ && rm -f $@.tmp
+
+$(STATIC_LIB): $(LIB_RELOC)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $<
+
+$(INT_LIB): $(LIB_OBJ) Makefile
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
@@ -175,29 +197,29 @@ $(TOOLS_LIB): $(TOOL_OBJ) Makefile
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
 
-$(SHARED_LIB): $(LIB_OBJ)
+$(SHARED_LIB): $(LIB_RELOC)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared -Wl,-soname,libwarren.so.$(SOVERSION) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	$(Q)$(CC) -shared -Wl,-soname,libwarren.so.$(SOVERSION) $(ALL_LDFLAGS) -o $@ $< $(DEP_LIBS)
 	$(Q)ln -sf libwarren.so.$(VERSION) $(BUILD)/lib/libwarren.so.$(SOVERSION)
 	$(Q)ln -sf libwarren.so.$(SOVERSION) $(BUILD)/lib/libwarren.so
 
-$(BUILD)/bin/%: $(BUILD)/obj/src/client/%.o $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/bin/%: $(BUILD)/obj/src/client/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
 
-# Unit tests link the static library (internal symbols included). A test may
+# Unit tests link the internal archive (internal symbols included). A test may
 # name rabbitmq-c functions to mock in WRAP_<test>.
 WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
@@ -213,7 +235,7 @@ WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties 
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
 
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
@@ -221,17 +243,17 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(STATIC_LIB)
 # A unit test of a module outside libwarren links that module's object too.
 $(BUILD)/tests/unit/test_params: $(BUILD)/obj/src/workers/user/params.o
 
-$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
 
-$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq -lcmocka
