@@ -52,8 +52,8 @@ WARN       := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wwrite-strings -Wmissi
 # Warnings are added to the user's CFLAGS rather than replacing them.
 PQ_CFLAGS  := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 ALL_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE $(OPT) $(WARN) $(SAN_FLAGS) -fPIC \
-              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/workers -Itests/lib \
-              $(PQ_CFLAGS) $(CFLAGS)
+              -fvisibility=hidden -pthread -MMD -MP -Isrc/rpc -Isrc/client -Isrc/client/tools \
+              -Isrc/workers -Itests/lib $(PQ_CFLAGS) $(CFLAGS)
 DEP_LIBS   := -lrabbitmq -lmsgpackc -ljansson -linih -lsodium -lmicrohttpd -lm
 # The same dependencies for warren.pc (config/warren.pc.in): those with a
 # usable .pc file as Requires.private, the others (msgpack.pc has a wrong
@@ -86,22 +86,46 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/
               src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
               src/workers/retry.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-# What only the programs use, never part of libwarren: the command line and
-# sd_notify of the daemons, rpc-call's load mode, rpc-dlq's dead letters and
-# its synchronous connection. An internal archive, linked before libwarren.
-TOOL_SRC   := src/rpc/cli.c src/rpc/syncconn.c src/workers/sdnotify.c src/client/load.c \
-              src/client/dlq_json.c src/client/dlq_letter.c src/client/dlq_print.c
+# Both libraries are made from one object, libwarren.o: the library's
+# objects linked together (ld -r), then every symbol -fvisibility=hidden
+# hid (all but WARREN_API's) made local (objcopy --localize-hidden). So
+# libwarren.a, like libwarren.so, exports warren_* alone, and a program
+# linking it statically may name its own functions log_event or config_int
+# (test_symbols.sh). The programs and the tests, which use the internal
+# modules, link the same objects as they are: an internal archive, never
+# installed.
+LIB_RELOC  := $(BUILD)/obj/libwarren.o
+INT_LIB    := $(BUILD)/lib/libwarren-internal.a
+OBJCOPY    ?= objcopy
+# What programs share and the library does not use: an internal archive,
+# never installed, linked before the library's objects. Its folder,
+# src/client/tools/, holds the command-line tools' shared modules (the
+# synchronous connection of rpc-dlq and its tests); a file put there joins
+# this archive, never the library. The command line and sd_notify of the
+# daemons are still in src/rpc/ and src/workers/.
+TOOL_SRC   := $(wildcard src/client/tools/*.c) src/rpc/cli.c src/workers/sdnotify.c
 TOOL_OBJ   := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
 TOOLS_LIB  := $(BUILD)/lib/libwarren-tools.a
-PROG_SRC   := src/client/rpc-call.c src/client/rpc-dlq.c src/client/notify-user.c \
-              src/client/warren-key.c src/workers/example-service.c
-# The user service's own modules (its handlers and its PostgreSQL store) are
-# not part of libwarren.
-USER_SRC   := $(wildcard src/workers/user/*.c)
-USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
-PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(BUILD)/bin/notify-user \
-              $(BUILD)/bin/warren-key $(BUILD)/bin/example-service \
-              $(BUILD)/bin/user-service
+# The programs, each in a folder of its own and made of every C file there:
+# its main and its own modules (rpc-call's load mode, rpc-dlq's dead
+# letters, the user service's handlers and PostgreSQL store). NAME_SRC are
+# a program's sources, NAME_LIBS the archives it links (default: the tools'
+# archive and the library's objects as they are; notify-user, written on
+# warren.h alone, links the libwarren.a that is installed), NAME_LDLIBS
+# what it needs besides DEP_LIBS.
+PROGRAM_NAMES := rpc-call rpc-dlq notify-user warren-key example-service user-service
+rpc-call_SRC        := $(wildcard src/client/rpc-call/*.c)
+rpc-dlq_SRC         := $(wildcard src/client/rpc-dlq/*.c)
+notify-user_SRC     := $(wildcard src/client/notify-user/*.c)
+notify-user_LIBS     = $(STATIC_LIB)
+warren-key_SRC      := $(wildcard src/client/warren-key/*.c)
+example-service_SRC := src/workers/example-service.c
+user-service_SRC    := $(wildcard src/workers/user/*.c)
+user-service_LDLIBS := -lpq
+PROG_SRC   := $(foreach p,$(PROGRAM_NAMES),$($(p)_SRC))
+PROGRAMS   := $(PROGRAM_NAMES:%=$(BUILD)/bin/%)
+# objs FILES: the objects of the sources FILES.
+objs        = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
 
@@ -166,7 +190,18 @@ $(BUILD)/obj/%.o: %.c
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # Made again when the Makefile changes: its lists say what goes in.
-$(STATIC_LIB): $(LIB_OBJ) Makefile
+$(LIB_RELOC): $(LIB_OBJ) Makefile
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD -r   $@")
+	$(Q)$(LD) -r -o $@.tmp $(filter %.o,$^)
+	$(Q)$(OBJCOPY) --localize-hidden $@.tmp $@ && rm -f $@.tmp
+
+$(STATIC_LIB): $(LIB_RELOC)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $<
+
+$(INT_LIB): $(LIB_OBJ) Makefile
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
@@ -176,29 +211,23 @@ $(TOOLS_LIB): $(TOOL_OBJ) Makefile
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $(filter %.o,$^)
 
-$(SHARED_LIB): $(LIB_OBJ)
+$(SHARED_LIB): $(LIB_RELOC)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared -Wl,-soname,libwarren.so.$(SOVERSION) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	$(Q)$(CC) -shared -Wl,-soname,libwarren.so.$(SOVERSION) $(ALL_LDFLAGS) -o $@ $< $(DEP_LIBS)
 	$(Q)ln -sf libwarren.so.$(VERSION) $(BUILD)/lib/libwarren.so.$(SOVERSION)
 	$(Q)ln -sf libwarren.so.$(SOVERSION) $(BUILD)/lib/libwarren.so
 
-$(BUILD)/bin/%: $(BUILD)/obj/src/client/%.o $(TOOLS_LIB) $(STATIC_LIB)
+# Each program from its folder's objects, then its archives (one
+# prerequisite line per program, written by the foreach).
+$(foreach p,$(PROGRAM_NAMES),$(eval $(BUILD)/bin/$(p): $(call objs,$($(p)_SRC)) \
+    $(or $($(p)_LIBS),$(TOOLS_LIB) $(INT_LIB))))
+$(PROGRAMS):
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(DEP_LIBS) $($(@F)_LDLIBS)
 
-$(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(TOOLS_LIB) $(STATIC_LIB)
-	@mkdir -p $(@D)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
-
-$(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
-	@mkdir -p $(@D)
-	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
-
-# Unit tests link the static library (internal symbols included). A test may
+# Unit tests link the internal archive (internal symbols included). A test may
 # name rabbitmq-c functions to mock in WRAP_<test>.
 WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
@@ -218,28 +247,33 @@ WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties 
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
 
-$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $^ $(DEP_LIBS) -lcmocka
+	$(Q)$(CC) $(ALL_LDFLAGS) $(addprefix -Wl$(,)--wrap=,$(WRAP_$*)) -o $@ $(filter %.o,$^) \
+	    $(filter %.a,$^) $(DEP_LIBS) -lcmocka
 
-# A unit test of a module outside libwarren links that module's object too.
-$(BUILD)/tests/unit/test_params: $(BUILD)/obj/src/workers/user/params.o
+# A test of a program's own module links that module's objects too (before
+# the archives: the rules above link every object first).
+$(BUILD)/tests/unit/test_params: $(call objs,src/workers/user/params.c)
+$(BUILD)/tests/unit/test_dlq_json: $(call objs,src/client/rpc-dlq/dlq_json.c src/client/rpc-dlq/dlq_letter.c)
+$(BUILD)/tests/unit/test_dlq_letter: $(call objs,src/client/rpc-dlq/dlq_letter.c)
+$(BUILD)/tests/integration/it_client_metrics: $(call objs,src/client/rpc-call/load.c)
 
-$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
 
-$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/bench/%: $(BUILD)/obj/tests/bench/%.o $(BENCH_LIB_OBJ) $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/tests/integration/%: $(BUILD)/obj/tests/integration/%.o $(TEST_LIB_OBJ) $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq -lcmocka
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(DEP_LIBS) -lpq -lcmocka
 
 , := ,
 
@@ -302,8 +336,7 @@ version:
 sources:
 	@echo "lib $(LIB_SRC)"
 	@echo "tool $(TOOL_SRC)"
-	@echo "prog $(PROG_SRC)"
-	@echo "user $(USER_SRC)"
+	@$(foreach p,$(PROGRAM_NAMES),echo "prog $(p) $($(p)_SRC)";)
 
 style:
 	clang-format -i $(wildcard src/*/*.[ch] src/*/*/*.[ch] tests/*/*.[ch])

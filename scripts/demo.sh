@@ -60,7 +60,7 @@ say "fetching one, then listing them"
 run "$BIN/rpc-call" user.get '{"id": 1}'
 run "$BIN/rpc-call" user.list '{"limit": 2}'
 
-say "the notification side (src/client/notify-user.c, a caller written on libwarren)"
+say "the notification side (src/client/notify-user/notify-user.c, a caller written on libwarren)"
 run "$BIN/rpc-call" user.preferences.set '{"id": 2, "preferences": {"channel": "sms"}}'
 run "$BIN/notify-user" -e alan@example.org "Your report is ready"
 run "$BIN/notify-user" -a "We will be down for maintenance on Sunday"

@@ -21,7 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "load.h"
+#include "rpc-call/load.h"
 #include "testenv.h"
 
 static pid_t worker_pid;

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dlq_json.h"
+#include "rpc-dlq/dlq_json.h"
 
 static char *dump(json_t *j)
 {

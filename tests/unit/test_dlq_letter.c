@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-#include "dlq_letter.h"
+#include "rpc-dlq/dlq_letter.h"
 #include "envelope.h"
 
 #define NOW 1800000000000LL

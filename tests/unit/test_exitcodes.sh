@@ -61,12 +61,13 @@ check_program() {
 	fi
 }
 
-check_program src/client/rpc-call.c -- man/rpc-call.1
-check_program src/client/rpc-dlq.c -- man/rpc-dlq.1
-check_program src/client/warren-key.c -- man/warren-key.1
+check_program src/client/rpc-call/*.c -- man/rpc-call.1
+check_program src/client/rpc-dlq/*.c -- man/rpc-dlq.1
+check_program src/client/warren-key/*.c -- man/warren-key.1
+check_program src/client/notify-user/*.c -- man/notify-user.1
 check_program src/workers/user/main.c src/rpc/cli.c -- man/user-service.8
 
-mismatch=$(diff <(table src/rpc/exitcodes.h | sort) <(table src/client/notify-user.c | sort) |
+mismatch=$(diff <(table src/rpc/exitcodes.h | sort) <(table src/client/notify-user/notify-user.c | sort) |
 	grep '^>' || true)
 check "notify-user spells the table's values" 0 '' '' -- printf '%s' "$mismatch"
 summary

@@ -231,12 +231,12 @@ else
 	flunk "pkg-config --static --libs warren: missing${missing:- -lwarren} (DEP_LIBS: $deps)" "$slibs"
 fi
 
-sed 's|^#include "warren.h"$|#include <warren/warren.h>|' src/client/notify-user.c >"$TMP/notify-user.c"
+sed 's|^#include "warren.h"$|#include <warren/warren.h>|' src/client/notify-user/notify-user.c >"$TMP/notify-user.c"
 if grep -qx '#include <warren/warren.h>' "$TMP/notify-user.c" && ! grep -q '^#include "' "$TMP/notify-user.c"; then
 	pass "notify-user.c includes <warren/warren.h> and no header of the source tree"
 else
 	flunk "notify-user.c: cannot rewrite its include to <warren/warren.h>" \
-		"$(grep -n '^#include' src/client/notify-user.c)"
+		"$(grep -n '^#include' src/client/notify-user/notify-user.c)"
 fi
 usage=$("$BUILD/bin/notify-user" -h 2>&1)
 
