@@ -74,28 +74,33 @@ endif
 # libwarren, named file by file: the core, the caller side, the worker side.
 # A new file joins the library only by being listed here (test_lib_sources.sh
 # checks that every source file under src/ is in exactly one list).
-LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/config.c \
+LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/cli.c src/rpc/codec_msgpack.c src/rpc/config.c \
               src/rpc/engine.c src/rpc/envelope.c src/rpc/errors.c src/rpc/fastrand.c \
               src/rpc/log.c src/rpc/metrics_http.c src/rpc/patterns.c src/rpc/prom.c \
               src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c src/rpc/tls.c \
               src/rpc/trace.c src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c \
               src/client/client.c src/client/client_metrics.c src/client/lanes.c \
               src/client/pending.c src/client/reply.c \
-              src/workers/breaker.c src/workers/forward.c src/workers/job.c src/workers/lane.c \
-              src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
-              src/workers/retry.c src/workers/timelimit.c src/workers/worker.c
+              src/workers/breaker.c src/workers/daemon.c src/workers/forward.c src/workers/job.c \
+              src/workers/lane.c src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
+              src/workers/retry.c src/workers/sdnotify.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
-# What only the programs use, never part of libwarren: the command line and
-# sd_notify of the daemons, rpc-call's load mode, rpc-dlq's dead letters and
-# its synchronous connection. An internal archive, linked before libwarren.
-TOOL_SRC   := src/rpc/cli.c src/rpc/syncconn.c src/workers/sdnotify.c src/client/load.c \
+# What only the programs use, never part of libwarren: rpc-call's load mode,
+# rpc-dlq's dead letters and its synchronous connection. An internal
+# archive, linked before libwarren. (The command line and sd_notify are the
+# library's: warren_daemon uses them.)
+TOOL_SRC   := src/rpc/syncconn.c src/client/load.c \
               src/client/dlq_json.c src/client/dlq_letter.c src/client/dlq_print.c
 TOOL_OBJ   := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
 TOOLS_LIB  := $(BUILD)/lib/libwarren-tools.a
+# The example service, written on the public header alone (warren_daemon).
+EXAMPLE_SRC:= src/workers/example/main.c
+EXAMPLE_OBJ:= $(EXAMPLE_SRC:%.c=$(BUILD)/obj/%.o)
 PROG_SRC   := src/client/rpc-call.c src/client/rpc-dlq.c src/client/notify-user.c \
-              src/client/warren-key.c src/workers/example-service.c
-# The user service's own modules (its handlers and its PostgreSQL store) are
-# not part of libwarren.
+              src/client/warren-key.c $(EXAMPLE_SRC)
+# The user service's own modules (its handlers, its keys and its PostgreSQL
+# store) are not part of libwarren; like the example service it is written
+# on the public header alone, and links libwarren only.
 USER_SRC   := $(wildcard src/workers/user/*.c)
 USER_OBJ   := $(USER_SRC:%.c=$(BUILD)/obj/%.o)
 PROGRAMS   := $(BUILD)/bin/rpc-call $(BUILD)/bin/rpc-dlq $(BUILD)/bin/notify-user \
@@ -192,10 +197,15 @@ $(BUILD)/bin/%: $(BUILD)/obj/src/workers/%.o $(TOOLS_LIB) $(STATIC_LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
+$(BUILD)/bin/user-service: $(USER_OBJ) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS) -lpq
+
+$(BUILD)/bin/example-service: $(EXAMPLE_OBJ) $(STATIC_LIB)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 # Unit tests link the static library (internal symbols included). A test may
 # name rabbitmq-c functions to mock in WRAP_<test>.
@@ -220,6 +230,7 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(STATIC_LIB)
 
 # A unit test of a module outside libwarren links that module's object too.
 $(BUILD)/tests/unit/test_params: $(BUILD)/obj/src/workers/user/params.o
+$(BUILD)/tests/unit/test_config_docs: $(BUILD)/obj/src/workers/user/keys.o
 
 $(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(STATIC_LIB)
 	@mkdir -p $(@D)
