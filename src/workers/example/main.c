@@ -12,6 +12,7 @@
  * 0 stopped, 1 stopped with requests left, 2 usage, 3 configuration, 4 the
  * broker or the metrics address unavailable, 6 internal. See
  * example-service(8). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

@@ -1,4 +1,5 @@
 /* keys.c: the [db] keys of user-service, registered with warren_daemon. */
+#define _POSIX_C_SOURCE 200809L
 #include "keys.h"
 
 const warren_key user_keys[] = {

@@ -3,6 +3,7 @@
  * (Type=notify, watchdog); SIGTERM drains, SIGHUP reloads. Written on the
  * public header alone: warren_daemon does the process, this file the
  * database. See user-service(8). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <string.h>
 

@@ -3,6 +3,7 @@
  * so a redelivered request finds the stored outcome instead of changing
  * anything twice; a lost connection is reopened (statements prepared again)
  * and the transaction retried once before the caller hears UNAVAILABLE. */
+#define _POSIX_C_SOURCE 200809L
 #include "store.h"
 
 #include <stdarg.h>
