@@ -525,8 +525,8 @@ typedef struct warren_daemon warren_daemon;
  * main, before any thread starts. Returns WARREN_EXIT_OK with *out the
  * daemon; or *out NULL and the status to exit with: WARREN_EXIT_OK after
  * -h or -V, WARREN_EXIT_USAGE after the error and the usage on stderr
- * ("PROGRAM: unknown option -x"), WARREN_EXIT_INTERNAL when out of memory.
- * argv must outlive the daemon. */
+ * ("PROGRAM: unknown option -x"), WARREN_EXIT_INTERNAL when out of memory
+ * or program or out is NULL. argv must outlive the daemon. */
 WARREN_API int warren_daemon_new(int argc, char **argv, const char *program, const char *service,
                                  warren_daemon **out);
 
@@ -556,9 +556,10 @@ WARREN_API const warren_config *warren_daemon_config(const warren_daemon *d);
  * warren_daemon_run. The daemon owns it. */
 WARREN_API warren_worker *warren_daemon_worker(warren_daemon *d);
 
-/* Runs after each SIGHUP that was taken, on the daemon's thread, with
- * the running configuration in which the keys marked reloadable (the
- * library's and the program's) now have their new values. */
+/* Runs after each SIGHUP whose configuration was taken (not after one
+ * refused for a bad file), on the daemon's thread, with the running
+ * configuration in which the keys marked reloadable (the library's and the
+ * program's) now have their new values. */
 typedef void (*warren_reload_fn)(const warren_config *cfg, void *arg);
 WARREN_API void warren_daemon_on_reload(warren_daemon *d, warren_reload_fn fn, void *arg);
 
@@ -568,6 +569,11 @@ WARREN_API void warren_daemon_on_reload(warren_daemon *d, warren_reload_fn fn, v
  * work before serving, such as waiting for a database. True when asked to
  * stop. */
 WARREN_API bool warren_daemon_sleep(warren_daemon *d, int64_t ms);
+
+/* Names what the worker's circuit breaker protects in the STATUS line
+ * sent while it is open: "paused, NAME keeps failing (...)"; copied.
+ * Default: "a dependency". */
+WARREN_API void warren_daemon_set_dependency(warren_daemon *d, const char *name);
 
 /* Sends STATUS=TEXT to systemd (when $NOTIFY_SOCKET is set). */
 WARREN_API void warren_daemon_status(warren_daemon *d, const char *fmt, ...) WARREN_PRINTF(2, 3);

@@ -24,6 +24,7 @@
 struct warren_daemon {
 	char program[64];
 	char service[65];     /* worker.service when the configuration leaves it empty */
+	char dependency[64];  /* what the breaker protects, for STATUS */
 	struct cli_config cc; /* -c and -o, pointing into argv */
 	warren_config *keys;  /* every key at its default, the program's added */
 	warren_config *cfg;   /* the running configuration, once loaded */
@@ -46,6 +47,10 @@ int warren_daemon_new(int argc, char **argv, const char *program, const char *se
 	warren_daemon *d;
 	int status;
 
+	if (out == NULL || program == NULL) {
+		fprintf(stderr, "warren_daemon_new: program and out must not be NULL\n");
+		return EXITCODE_INTERNAL;
+	}
 	*out = NULL;
 	d = calloc(1, sizeof(*d));
 	if (d == NULL || (d->keys = warren_config_new()) == NULL) {
@@ -55,6 +60,7 @@ int warren_daemon_new(int argc, char **argv, const char *program, const char *se
 	}
 	snprintf(d->program, sizeof(d->program), "%s", program);
 	snprintf(d->service, sizeof(d->service), "%s", service != NULL ? service : "");
+	snprintf(d->dependency, sizeof(d->dependency), "a dependency");
 	log_set_program(d->program);
 	optind = 0; /* a fresh scan, whoever used getopt before */
 	status = cli_parse_daemon_args(argc, argv, d->program, &d->cc);
@@ -143,12 +149,17 @@ int warren_daemon_load(warren_daemon *d)
 
 const warren_config *warren_daemon_config(const warren_daemon *d)
 {
-	return d->cfg;
+	return d != NULL ? d->cfg : NULL;
 }
 
 warren_worker *warren_daemon_worker(warren_daemon *d)
 {
-	return d->worker;
+	return d != NULL ? d->worker : NULL;
+}
+
+void warren_daemon_set_dependency(warren_daemon *d, const char *name)
+{
+	snprintf(d->dependency, sizeof(d->dependency), "%s", name != NULL ? name : "a dependency");
 }
 
 void warren_daemon_on_reload(warren_daemon *d, warren_reload_fn fn, void *arg)
@@ -260,8 +271,8 @@ static void report(warren_daemon *d)
 
 	warren_worker_get_stats(d->worker, &s);
 	if (s.breaker_open) {
-		snprintf(state, sizeof(state), "paused, the database keeps failing (%s); probing",
-		         s.breaker_error);
+		snprintf(state, sizeof(state), "paused, %s keeps failing (%s); probing",
+		         d->dependency, s.breaker_error);
 	} else {
 		snprintf(state, sizeof(state), "%s",
 		         s.connected ? "consuming" : "reconnecting to the broker");

@@ -113,6 +113,17 @@ static void test_help_and_version_answer_on_stdout_with_no_daemon(void **state)
 	assert_string_equal(out_cap.text, "svc " WARREN_VERSION "\n");
 }
 
+static void test_a_daemon_without_a_program_name_is_refused(void **state)
+{
+	char *argv[] = {(char *)"svc", NULL};
+	warren_daemon *d = (warren_daemon *)1;
+
+	capture(&err_cap);
+	assert_int_equal(warren_daemon_new(1, argv, NULL, "svc", &d), WARREN_EXIT_INTERNAL);
+	release(&err_cap);
+	assert_string_equal(err_cap.text, "warren_daemon_new: program and out must not be NULL\n");
+}
+
 static void test_each_usage_error_is_worded_and_exits_2(void **state)
 {
 	static const struct {
@@ -416,6 +427,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_help_and_version_answer_on_stdout_with_no_daemon),
+	    cmocka_unit_test(test_a_daemon_without_a_program_name_is_refused),
 	    cmocka_unit_test(test_each_usage_error_is_worded_and_exits_2),
 	    cmocka_unit_test(test_a_bad_configuration_exits_3_with_its_reason),
 	    cmocka_unit_test(test_loading_sets_the_service_and_makes_the_worker),

@@ -88,6 +88,7 @@ int main(int argc, char **argv)
 	if (d == NULL) {
 		return status;
 	}
+	warren_daemon_set_dependency(d, "the database");
 	status = add_keys(d);
 	if (status == WARREN_EXIT_OK) {
 		status = warren_daemon_load(d);
