@@ -543,7 +543,8 @@ WARREN_API warren_err warren_daemon_add_key(warren_daemon *d, const warren_key *
  * WARREN_EXIT_OK; or WARREN_EXIT_CONFIG after "PROGRAM: why" on stderr
  * (a bad file, key, value or -o argument, a password in -o), another
  * status for a worker that cannot be created (as warren_daemon_run). A
- * failed load is kept: warren_daemon_run returns its status at once. */
+ * failed load is kept: warren_daemon_run returns its status at once.
+ * A NULL d (warren_daemon_run too): WARREN_EXIT_INTERNAL. */
 WARREN_API int warren_daemon_load(warren_daemon *d);
 
 /* The running configuration (NULL before warren_daemon_load), which

@@ -131,6 +131,9 @@ int warren_daemon_load(warren_daemon *d)
 	char why[512];
 	warren_err err;
 
+	if (d == NULL) {
+		return EXITCODE_INTERNAL;
+	}
 	if (d->status != EXITCODE_OK || d->cfg != NULL) {
 		return d->status;
 	}
@@ -358,6 +361,9 @@ int warren_daemon_run(warren_daemon *d)
 	char why[512];
 	warren_err err;
 
+	if (d == NULL) {
+		return status;
+	}
 	if (status == EXITCODE_OK && d->stop) {
 		log_info("stopped before serving");
 	} else if (status == EXITCODE_OK) {

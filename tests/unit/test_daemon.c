@@ -122,6 +122,9 @@ static void test_a_daemon_without_a_program_name_is_refused(void **state)
 	assert_int_equal(warren_daemon_new(1, argv, NULL, "svc", &d), WARREN_EXIT_INTERNAL);
 	release(&err_cap);
 	assert_string_equal(err_cap.text, "warren_daemon_new: program and out must not be NULL\n");
+	/* What a main that skipped its check hands on. */
+	assert_int_equal(warren_daemon_load(NULL), WARREN_EXIT_INTERNAL);
+	assert_int_equal(warren_daemon_run(NULL), WARREN_EXIT_INTERNAL);
 }
 
 static void test_each_usage_error_is_worded_and_exits_2(void **state)
