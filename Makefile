@@ -74,7 +74,7 @@ endif
 # libwarren, named file by file: the core, the caller side, the worker side.
 # A new file joins the library only by being listed here (test_lib_sources.sh
 # checks that every source file under src/ is in exactly one list).
-LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/config.c \
+LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/cli.c src/rpc/codec_msgpack.c src/rpc/config.c \
               src/rpc/connect.c src/rpc/engine.c src/rpc/envelope.c src/rpc/errors.c src/rpc/fastrand.c \
               src/rpc/log.c src/rpc/metrics_http.c src/rpc/patterns.c src/rpc/prom.c \
               src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c \
@@ -82,9 +82,9 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/
               src/rpc/wire_declare.c src/rpc/wire_headers.c src/rpc/wire_names.c \
               src/client/client.c src/client/client_metrics.c src/client/lanes.c \
               src/client/pending.c src/client/reply.c \
-              src/workers/breaker.c src/workers/forward.c src/workers/job.c src/workers/lane.c \
-              src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
-              src/workers/retry.c src/workers/timelimit.c src/workers/worker.c
+              src/workers/breaker.c src/workers/daemon.c src/workers/forward.c src/workers/job.c \
+              src/workers/lane.c src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
+              src/workers/retry.c src/workers/sdnotify.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # Both libraries are made from one object, libwarren.o: the library's
 # objects linked together (ld -r), then every symbol -fvisibility=hidden
@@ -101,17 +101,18 @@ OBJCOPY    ?= objcopy
 # never installed, linked before the library's objects. Its folder,
 # src/client/tools/, holds the command-line tools' shared modules (the
 # synchronous connection of rpc-dlq and its tests); a file put there joins
-# this archive, never the library. The command line and sd_notify of the
-# daemons are still in src/rpc/ and src/workers/.
-TOOL_SRC   := $(wildcard src/client/tools/*.c) src/rpc/cli.c src/workers/sdnotify.c
+# this archive, never the library. (The command line and sd_notify are the
+# library's: warren_daemon uses them.)
+TOOL_SRC   := $(wildcard src/client/tools/*.c)
 TOOL_OBJ   := $(TOOL_SRC:%.c=$(BUILD)/obj/%.o)
 TOOLS_LIB  := $(BUILD)/lib/libwarren-tools.a
 # The programs, each in a folder of its own and made of every C file there:
 # its main and its own modules (rpc-call's load mode, rpc-dlq's dead
 # letters, the user service's handlers and PostgreSQL store). NAME_SRC are
 # a program's sources, NAME_LIBS the archives it links (default: the tools'
-# archive and the library's objects as they are; notify-user, written on
-# warren.h alone, links the libwarren.a that is installed), NAME_LDLIBS
+# archive and the library's objects as they are; notify-user and the two
+# services, written on warren.h alone, link the libwarren.a that is
+# installed), NAME_LDLIBS
 # what it needs besides DEP_LIBS.
 PROGRAM_NAMES := rpc-call rpc-dlq notify-user warren-key example-service user-service
 rpc-call_SRC        := $(wildcard src/client/rpc-call/*.c)
@@ -119,8 +120,10 @@ rpc-dlq_SRC         := $(wildcard src/client/rpc-dlq/*.c)
 notify-user_SRC     := $(wildcard src/client/notify-user/*.c)
 notify-user_LIBS     = $(STATIC_LIB)
 warren-key_SRC      := $(wildcard src/client/warren-key/*.c)
-example-service_SRC := src/workers/example-service.c
+example-service_SRC := $(wildcard src/workers/example/*.c)
+example-service_LIBS = $(STATIC_LIB)
 user-service_SRC    := $(wildcard src/workers/user/*.c)
+user-service_LIBS    = $(STATIC_LIB)
 user-service_LDLIBS := -lpq
 PROG_SRC   := $(foreach p,$(PROGRAM_NAMES),$($(p)_SRC))
 PROGRAMS   := $(PROGRAM_NAMES:%=$(BUILD)/bin/%)
@@ -256,6 +259,7 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(INT_LIB)
 # A test of a program's own module links that module's objects too (before
 # the archives: the rules above link every object first).
 $(BUILD)/tests/unit/test_params: $(call objs,src/workers/user/params.c)
+$(BUILD)/tests/unit/test_config_docs: $(call objs,src/workers/user/keys.c)
 $(BUILD)/tests/unit/test_dlq_json: $(call objs,src/client/rpc-dlq/dlq_json.c src/client/rpc-dlq/dlq_letter.c)
 $(BUILD)/tests/unit/test_dlq_letter: $(call objs,src/client/rpc-dlq/dlq_letter.c)
 $(BUILD)/tests/integration/it_client_metrics: $(call objs,src/client/rpc-call/load.c)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "exitcodes.h"
 
 bool cli_add_override(struct cli_config *cc, const char *arg)
@@ -66,65 +67,69 @@ static bool conninfo_has_password(const char *conninfo)
 
 /* A -o argument that puts a password on the command line, where every
  * user of the machine can read it (ps, /proc): refused, with where the
- * password belongs instead. */
-static bool secret_on_command_line(const char *arg, char *errstr, size_t errlen)
+ * password belongs instead. Which keys may carry one is the table's to say
+ * (config_password_file), a program's own keys included. */
+static bool secret_on_command_line(const warren_config *cfg, const char *arg, char *errstr,
+                                   size_t errlen)
 {
 	size_t klen = strcspn(arg, "=");
 	const char *value = arg[klen] == '=' ? arg + klen + 1 : "";
+	const char *where;
 
 	while (klen > 0 && (arg[klen - 1] == ' ' || arg[klen - 1] == '\t')) {
 		klen--;
 	}
 	value += strspn(value, " \t");
-	if (klen == 10 && memcmp(arg, "broker.url", 10) == 0 && url_has_password(value)) {
-		snprintf(
-		    errstr, errlen,
-		    "-o broker.url: a password on the command line can be read by every user of "
-		    "this machine; put it in broker.password_file or the configuration file");
-		return true;
+	where = config_password_file(cfg, arg, klen);
+	if (where == NULL || !(url_has_password(value) || conninfo_has_password(value))) {
+		return false;
 	}
-	if (klen == 11 && memcmp(arg, "db.conninfo", 11) == 0 &&
-	    (conninfo_has_password(value) || url_has_password(value))) {
-		snprintf(
-		    errstr, errlen,
-		    "-o db.conninfo: a password on the command line can be read by every user of "
-		    "this machine; put it in db.conninfo_file or the configuration file");
-		return true;
-	}
-	return false;
+	snprintf(errstr, errlen,
+	         "-o %.*s: a password on the command line can be read by every user of this "
+	         "machine; put it in %s or the configuration file",
+	         (int)klen, arg, where);
+	return true;
 }
 
-warren_config *cli_build_config(const struct cli_config *cc, const char *url_env, char *errstr,
-                                size_t errlen)
+int cli_fill_config(warren_config *cfg, const struct cli_config *cc, const char *url_env,
+                    char *errstr, size_t errlen)
 {
-	warren_config *cfg = warren_config_new();
 	const char *url = url_env != NULL ? getenv(url_env) : NULL;
 
-	if (cfg == NULL) {
-		snprintf(errstr, errlen, "out of memory");
-		return NULL;
-	}
 	if (cc->file != NULL && warren_config_load(cfg, cc->file, errstr, errlen) != WARREN_OK) {
-		goto fail;
+		return -1;
 	}
 	if (url != NULL && url[0] != '\0') {
 		char why[512];
 
 		if (warren_config_set(cfg, "broker.url", url, why, sizeof(why)) != WARREN_OK) {
 			snprintf(errstr, errlen, "%s: %s", url_env, why);
-			goto fail;
+			return -1;
 		}
 	}
 	for (int i = 0; i < cc->noverrides; i++) {
-		if (secret_on_command_line(cc->overrides[i], errstr, errlen) ||
+		if (secret_on_command_line(cfg, cc->overrides[i], errstr, errlen) ||
 		    warren_config_set_arg(cfg, cc->overrides[i], errstr, errlen) != WARREN_OK) {
-			goto fail;
+			return -1;
 		}
 	}
+	return 0;
+}
+
+warren_config *cli_build_config(const struct cli_config *cc, const char *url_env, char *errstr,
+                                size_t errlen)
+{
+	warren_config *cfg = warren_config_new();
+
+	if (cfg == NULL) {
+		snprintf(errstr, errlen, "out of memory");
+		return NULL;
+	}
+	if (cli_fill_config(cfg, cc, url_env, errstr, errlen) != 0) {
+		warren_config_free(cfg);
+		return NULL;
+	}
 	return cfg;
-fail:
-	warren_config_free(cfg);
-	return NULL;
 }
 
 /* Whether arg ("--name" or "--name=value") is the long option of longs
@@ -189,10 +194,12 @@ int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_co
 			break;
 		case 'h':
 			printf(CLI_DAEMON_USAGE, prog);
-			exit(EXITCODE_OK);
+			cc->done = true;
+			return EXITCODE_OK;
 		case 'V':
 			printf("%s %s\n", prog, WARREN_VERSION);
-			exit(EXITCODE_OK);
+			cc->done = true;
+			return EXITCODE_OK;
 		default:
 			cli_option_error(prog, opt, argv, longs);
 			fprintf(stderr, CLI_DAEMON_USAGE, prog);

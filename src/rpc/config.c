@@ -150,13 +150,6 @@ const struct config_def config_defs[CFG__COUNT] = {
                                     "Time limit of a handler (a method may set its own): past it "
                                     "the request is answered DEADLINE_EXCEEDED, dead-lettered and "
                                     "acknowledged, whatever the handler still does."},
-    [CFG_DB_CONNINFO] = {"db.conninfo", CONFIG_STRING, 0, 0, "", false, NULL,
-                         "PostgreSQL connection string (libpq keywords or a postgresql:// URI) "
-                         "of a service that keeps its data in PostgreSQL."},
-    [CFG_DB_CONNINFO_FILE] = {"db.conninfo_file", CONFIG_STRING, 0, 0, "", false, NULL,
-                              "File whose first line is the PostgreSQL connection string, so "
-                              "that a password need not be in the configuration; wins over "
-                              "db.conninfo."},
     [CFG_MESSAGE_MAX_SIZE] = {"message.max_size", CONFIG_SIZE, 1, 128 * MIB, "1M", false, NULL,
                               "Largest message body sent or accepted, in bytes (k, M and G "
                               "suffixes allowed)."},
@@ -235,9 +228,46 @@ struct config_slot {
 	int64_t num; /* ms, bytes, enum index, 0/1, or the integer; 0 for strings */
 };
 
+/* A key a program added (warren_config_add_key): its row, whose strings
+ * it owns, and its value. Its id is CFG__COUNT + its index. */
+struct config_extra {
+	struct config_def def;
+	char *password_file; /* owned; NULL: none */
+	struct config_slot slot;
+};
+
 struct warren_config {
 	struct config_slot slot[CFG__COUNT]; /* indexed by config_id */
+	struct config_extra *extra;          /* the program's keys, in the order added */
+	int nextra;
 };
+
+/* Where a key's -o value would put a password on the command line: the key
+ * that holds it instead (a program's key names its own). */
+static const char *const config_password_files[CFG__COUNT] = {
+    [CFG_BROKER_URL] = "broker.password_file",
+};
+
+/* The sections of the library's keys, which a program's keys stay out of so
+ * that a key the library adds later cannot collide with one of theirs. */
+static const char *const library_sections[] = {
+    "broker", "client", "worker", "message", "log", "security", "metrics", NULL,
+};
+
+static const struct config_def *def_of(const warren_config *cfg, int id)
+{
+	return id < CFG__COUNT ? &config_defs[id] : &cfg->extra[id - CFG__COUNT].def;
+}
+
+static struct config_slot *slot_of(warren_config *cfg, int id)
+{
+	return id < CFG__COUNT ? &cfg->slot[id] : &cfg->extra[id - CFG__COUNT].slot;
+}
+
+static const struct config_slot *cslot_of(const warren_config *cfg, int id)
+{
+	return id < CFG__COUNT ? &cfg->slot[id] : &cfg->extra[id - CFG__COUNT].slot;
+}
 
 /* ----------------------------------------------------------------- helpers */
 
@@ -591,17 +621,18 @@ static char *canonical_text(const struct config_def *d, const char *text, int64_
 /* ------------------------------------------------------------ set and get */
 
 /* Validates text for id and stores it; on failure the old value stays. */
-static warren_err set_id(warren_config *cfg, config_id id, const char *text, char *errstr,
-                         size_t errlen)
+static warren_err set_id(warren_config *cfg, int id, const char *text, char *errstr, size_t errlen)
 {
-	const struct config_def *d = &config_defs[id];
+	const struct config_def *d = def_of(cfg, id);
+	struct config_slot *slot = slot_of(cfg, id);
 	int64_t num;
 	char *canon;
 
 	if (!parse_value(d, text, &num, errstr, errlen)) {
 		return WARREN_ERR_CONFIG;
 	}
-	if (config_checks[id] != NULL && !config_checks[id](d, text, num, errstr, errlen)) {
+	if (id < CFG__COUNT && config_checks[id] != NULL &&
+	    !config_checks[id](d, text, num, errstr, errlen)) {
 		return WARREN_ERR_CONFIG;
 	}
 	canon = canonical_text(d, text, num);
@@ -609,17 +640,22 @@ static warren_err set_id(warren_config *cfg, config_id id, const char *text, cha
 		errstr_set(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
-	free(cfg->slot[id].text);
-	cfg->slot[id].text = canon;
-	cfg->slot[id].num = num;
+	free(slot->text);
+	slot->text = canon;
+	slot->num = num;
 	return WARREN_OK;
 }
 
-/* The id of the key spelled by the first len bytes of key, or -1. */
-static int lookup_n(const char *key, size_t len)
+/* The id of the key spelled by the first len bytes of key, the library's
+ * or (cfg not NULL) one cfg's program added, or -1. */
+static int lookup_n(const warren_config *cfg, const char *key, size_t len)
 {
-	for (int i = 0; i < CFG__COUNT; i++) {
-		if (strncmp(config_defs[i].key, key, len) == 0 && config_defs[i].key[len] == '\0') {
+	int n = CFG__COUNT + (cfg != NULL ? cfg->nextra : 0);
+
+	for (int i = 0; i < n; i++) {
+		const char *name = def_of(cfg, i)->key;
+
+		if (strncmp(name, key, len) == 0 && name[len] == '\0') {
 			return i;
 		}
 	}
@@ -628,7 +664,73 @@ static int lookup_n(const char *key, size_t len)
 
 int config_lookup(const char *key)
 {
-	return key == NULL ? -1 : lookup_n(key, strlen(key));
+	return key == NULL ? -1 : lookup_n(NULL, key, strlen(key));
+}
+
+int config_lookup_in(const warren_config *cfg, const char *key)
+{
+	return cfg == NULL || key == NULL ? -1 : lookup_n(cfg, key, strlen(key));
+}
+
+int config_count(const warren_config *cfg)
+{
+	return CFG__COUNT + cfg->nextra;
+}
+
+const struct config_def *config_def_at(const warren_config *cfg, int id)
+{
+	return def_of(cfg, id);
+}
+
+const char *config_password_file(const warren_config *cfg, const char *key, size_t len)
+{
+	int id = lookup_n(cfg, key, len);
+
+	if (id < 0) {
+		return NULL;
+	}
+	return id < CFG__COUNT ? config_password_files[id]
+	                       : cfg->extra[id - CFG__COUNT].password_file;
+}
+
+/* Appends key to the comma-separated list in buf (no blanks: the list
+ * goes into a logfmt field as it is). */
+static void list_key(char *buf, size_t cap, const char *key)
+{
+	size_t used = strlen(buf);
+
+	snprintf(buf + used, cap - used, "%s%s", used > 0 ? "," : "", key);
+}
+
+/* Driven by the table's reloadable column, the program's keys included:
+ * nothing here names a key. */
+warren_err config_reload(warren_config *cfg, const warren_config *fresh, char *changed, size_t clen,
+                         char *ignored, size_t ilen)
+{
+	changed[0] = ignored[0] = '\0';
+	for (int i = 0; i < config_count(cfg); i++) {
+		const struct config_def *d = def_of(cfg, i);
+		struct config_slot *slot = slot_of(cfg, i);
+		const struct config_slot *now = cslot_of(fresh, i);
+		char *text;
+
+		if (strcmp(slot->text, now->text) == 0) {
+			continue;
+		}
+		if (!d->reload) {
+			list_key(ignored, ilen, d->key);
+			continue;
+		}
+		text = strdup(now->text);
+		if (text == NULL) {
+			return WARREN_ERR_NOMEM;
+		}
+		free(slot->text);
+		slot->text = text;
+		slot->num = now->num;
+		list_key(changed, clen, d->key);
+	}
+	return WARREN_OK;
 }
 
 const char *config_str(const warren_config *cfg, config_id id)
@@ -643,6 +745,21 @@ int64_t config_int(const warren_config *cfg, config_id id)
 	return cfg->slot[id].num;
 }
 
+/* Frees what an added key's row owns (its value is the caller's). */
+static void extra_free(struct config_extra *x)
+{
+	free((char *)x->def.key);
+	free((char *)x->def.def);
+	free((char *)x->def.desc);
+	if (x->def.enum_values != NULL) {
+		for (size_t i = 0; x->def.enum_values[i] != NULL; i++) {
+			free((char *)x->def.enum_values[i]);
+		}
+		free((char **)x->def.enum_values);
+	}
+	free(x->password_file);
+}
+
 void warren_config_free(warren_config *cfg)
 {
 	if (cfg == NULL) {
@@ -651,6 +768,11 @@ void warren_config_free(warren_config *cfg)
 	for (int i = 0; i < CFG__COUNT; i++) {
 		free(cfg->slot[i].text);
 	}
+	for (int i = 0; i < cfg->nextra; i++) {
+		extra_free(&cfg->extra[i]);
+		free(cfg->extra[i].slot.text);
+	}
+	free(cfg->extra);
 	free(cfg);
 }
 
@@ -685,12 +807,12 @@ warren_err warren_config_set(warren_config *cfg, const char *key, const char *va
 		errstr_set(errstr, errlen, "warren_config_set: config, key and value must not be NULL");
 		return WARREN_ERR_INVALID;
 	}
-	id = config_lookup(key);
+	id = lookup_n(cfg, key, strlen(key));
 	if (id < 0) {
 		errstr_set(errstr, errlen, "unknown key \"%s\"", key);
 		return WARREN_ERR_CONFIG;
 	}
-	return set_id(cfg, (config_id)id, value, errstr, errlen);
+	return set_id(cfg, id, value, errstr, errlen);
 }
 
 /* The value is everything after the first '=', so it may hold '=' itself. */
@@ -708,19 +830,185 @@ warren_err warren_config_set_arg(warren_config *cfg, const char *arg, char *errs
 		errstr_set(errstr, errlen, "-o \"%s\": expected key=value", arg);
 		return WARREN_ERR_CONFIG;
 	}
-	id = lookup_n(arg, (size_t)(eq - arg));
+	id = lookup_n(cfg, arg, (size_t)(eq - arg));
 	if (id < 0) {
 		errstr_set(errstr, errlen, "unknown key \"%.*s\"", (int)(eq - arg), arg);
 		return WARREN_ERR_CONFIG;
 	}
-	return set_id(cfg, (config_id)id, eq + 1, errstr, errlen);
+	return set_id(cfg, id, eq + 1, errstr, errlen);
 }
 
 const char *warren_config_get(const warren_config *cfg, const char *key)
 {
-	int id = config_lookup(key);
+	int id = cfg == NULL || key == NULL ? -1 : lookup_n(cfg, key, strlen(key));
 
-	return cfg == NULL || id < 0 ? NULL : cfg->slot[id].text;
+	return id < 0 ? NULL : cslot_of(cfg, id)->text;
+}
+
+warren_err warren_config_get_int(const warren_config *cfg, const char *key, int64_t *out)
+{
+	int id = cfg == NULL || key == NULL ? -1 : lookup_n(cfg, key, strlen(key));
+
+	if (id < 0 || out == NULL || def_of(cfg, id)->type == CONFIG_STRING) {
+		return WARREN_ERR_INVALID;
+	}
+	*out = cslot_of(cfg, id)->num;
+	return WARREN_OK;
+}
+
+/* ------------------------------------------------------ a program's keys */
+
+/* "section.name" of a-z, 0-9 and _, the section not the library's. */
+static bool check_new_name(const warren_config *cfg, const char *name, char *errstr, size_t errlen)
+{
+	static const char allowed[] = "abcdefghijklmnopqrstuvwxyz0123456789_";
+	size_t sec = strspn(name, allowed), rest;
+
+	rest = name[sec] == '.' ? strspn(name + sec + 1, allowed) : 0;
+	if (sec == 0 || rest == 0 || name[sec + 1 + rest] != '\0' || sec + 1 + rest > 64) {
+		errstr_set(
+		    errstr, errlen,
+		    "key \"%s\": want section.name of a-z, 0-9 and _ (at most 64 characters)",
+		    name);
+		return false;
+	}
+	for (size_t i = 0; library_sections[i] != NULL; i++) {
+		if (strlen(library_sections[i]) == sec &&
+		    strncmp(name, library_sections[i], sec) == 0) {
+			errstr_set(errstr, errlen,
+			           "key \"%s\": [%s] is a section of the library's; put the "
+			           "program's keys in a section of its own",
+			           name, library_sections[i]);
+			return false;
+		}
+	}
+	if (lookup_n(cfg, name, strlen(name)) >= 0) {
+		errstr_set(errstr, errlen, "key \"%s\" is already a key", name);
+		return false;
+	}
+	return true;
+}
+
+static bool check_new_key(const warren_config *cfg, const warren_key *k, char *errstr,
+                          size_t errlen)
+{
+	if (k->name == NULL || k->description == NULL) {
+		errstr_set(errstr, errlen,
+		           "warren_config_add_key: name and description must be set");
+		return false;
+	}
+	if (!check_new_name(cfg, k->name, errstr, errlen)) {
+		return false;
+	}
+	if ((unsigned)k->type > WARREN_KEY_ENUM) {
+		errstr_set(errstr, errlen, "key \"%s\": unknown type %d", k->name, (int)k->type);
+		return false;
+	}
+	if ((k->type == WARREN_KEY_ENUM) != (k->values != NULL && k->values[0] != NULL)) {
+		errstr_set(errstr, errlen, "key \"%s\": an enum needs values, other types none",
+		           k->name);
+		return false;
+	}
+	if ((k->type == WARREN_KEY_INT || k->type == WARREN_KEY_DURATION ||
+	     k->type == WARREN_KEY_SIZE) &&
+	    k->min > k->max) {
+		errstr_set(errstr, errlen, "key \"%s\": min %" PRId64 " is above max %" PRId64,
+		           k->name, k->min, k->max);
+		return false;
+	}
+	return true;
+}
+
+static char **copy_values(const char *const *values)
+{
+	size_t n = 0;
+	char **copy;
+
+	while (values[n] != NULL) {
+		n++;
+	}
+	copy = calloc(n + 1, sizeof(*copy));
+	for (size_t i = 0; copy != NULL && i < n; i++) {
+		copy[i] = strdup(values[i]);
+		if (copy[i] == NULL) {
+			for (size_t j = 0; j < i; j++) {
+				free(copy[j]);
+			}
+			free(copy);
+			copy = NULL;
+		}
+	}
+	return copy;
+}
+
+/* The row of k, its strings copied; false when out of memory (x freed). */
+static bool extra_fill(struct config_extra *x, const warren_key *k)
+{
+	static const config_type types[] = {
+	    [WARREN_KEY_STRING] = CONFIG_STRING, [WARREN_KEY_INT] = CONFIG_INT,
+	    [WARREN_KEY_BOOL] = CONFIG_BOOL,     [WARREN_KEY_DURATION] = CONFIG_DURATION,
+	    [WARREN_KEY_SIZE] = CONFIG_SIZE,     [WARREN_KEY_ENUM] = CONFIG_ENUM,
+	};
+	bool ranged = k->type == WARREN_KEY_INT || k->type == WARREN_KEY_DURATION ||
+	              k->type == WARREN_KEY_SIZE;
+	int64_t nvalues = 0;
+
+	memset(x, 0, sizeof(*x));
+	while (k->type == WARREN_KEY_ENUM && k->values[nvalues] != NULL) {
+		nvalues++;
+	}
+	x->def.type = types[k->type];
+	x->def.min = ranged ? k->min : 0;
+	x->def.max = ranged ? k->max : k->type == WARREN_KEY_BOOL ? 1 : nvalues - 1;
+	x->def.reload = k->reloadable;
+	x->def.key = strdup(k->name);
+	x->def.def = strdup(k->def != NULL ? k->def : "");
+	x->def.desc = strdup(k->description);
+	x->def.enum_values =
+	    k->type == WARREN_KEY_ENUM ? (const char *const *)copy_values(k->values) : NULL;
+	x->password_file = k->password_file != NULL ? strdup(k->password_file) : NULL;
+	if (x->def.key == NULL || x->def.def == NULL || x->def.desc == NULL ||
+	    (k->type == WARREN_KEY_ENUM && x->def.enum_values == NULL) ||
+	    (k->password_file != NULL && x->password_file == NULL)) {
+		extra_free(x);
+		return false;
+	}
+	return true;
+}
+
+warren_err warren_config_add_key(warren_config *cfg, const warren_key *key, char *errstr,
+                                 size_t errlen)
+{
+	struct config_extra *grown;
+	warren_err err;
+	int id;
+
+	if (cfg == NULL || key == NULL) {
+		errstr_set(errstr, errlen,
+		           "warren_config_add_key: config and key must not be NULL");
+		return WARREN_ERR_INVALID;
+	}
+	if (!check_new_key(cfg, key, errstr, errlen)) {
+		return WARREN_ERR_INVALID;
+	}
+	grown = realloc(cfg->extra, (size_t)(cfg->nextra + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		errstr_set(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	cfg->extra = grown;
+	if (!extra_fill(&cfg->extra[cfg->nextra], key)) {
+		errstr_set(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
+	id = CFG__COUNT + cfg->nextra++;
+	err = set_id(cfg, id, cfg->extra[id - CFG__COUNT].def.def, errstr, errlen);
+	if (err != WARREN_OK) {
+		/* A default its own row refuses: the key is not added. */
+		extra_free(&cfg->extra[--cfg->nextra]);
+		return err == WARREN_ERR_CONFIG ? WARREN_ERR_INVALID : err;
+	}
+	return WARREN_OK;
 }
 
 /* -------------------------------------------------------------- INI files */
@@ -820,14 +1108,56 @@ static int on_pair(void *user, const char *section, const char *name, const char
 	return 1;
 }
 
-static warren_config *config_copy(const warren_config *src)
+/* The program's keys of src, added to the empty cfg. */
+static bool copy_extras(warren_config *cfg, const warren_config *src)
+{
+	if (src->nextra == 0) {
+		return true;
+	}
+	cfg->extra = calloc((size_t)src->nextra, sizeof(*cfg->extra));
+	if (cfg->extra == NULL) {
+		return false;
+	}
+	for (int i = 0; i < src->nextra; i++) {
+		const struct config_def *d = &src->extra[i].def;
+		warren_key k = {
+		    .name = d->key,
+		    .type = WARREN_KEY_STRING,
+		    .def = d->def,
+		    .values = d->enum_values,
+		    .description = d->desc,
+		    .password_file = src->extra[i].password_file,
+		};
+		struct config_extra *x = &cfg->extra[i];
+
+		/* The row is copied as is; extra_fill only for its strings. */
+		k.type = d->type == CONFIG_ENUM ? WARREN_KEY_ENUM : WARREN_KEY_STRING;
+		if (!extra_fill(x, &k)) {
+			return false;
+		}
+		x->def.type = d->type;
+		x->def.min = d->min;
+		x->def.max = d->max;
+		x->def.reload = d->reload;
+		cfg->nextra++;
+	}
+	return true;
+}
+
+warren_config *config_dup(const warren_config *src)
 {
 	warren_config *cfg = calloc(1, sizeof(*cfg));
 
-	for (int i = 0; cfg != NULL && i < CFG__COUNT; i++) {
-		cfg->slot[i].num = src->slot[i].num;
-		cfg->slot[i].text = strdup(src->slot[i].text);
-		if (cfg->slot[i].text == NULL) {
+	if (cfg != NULL && !copy_extras(cfg, src)) {
+		warren_config_free(cfg);
+		return NULL;
+	}
+	for (int i = 0; cfg != NULL && i < config_count(src); i++) {
+		struct config_slot *slot = slot_of(cfg, i);
+
+		slot->num = cslot_of(src, i)->num;
+		slot->text = strdup(cslot_of(src, i)->text);
+		if (slot->text == NULL) {
 			warren_config_free(cfg);
 			cfg = NULL;
 		}
@@ -875,7 +1205,7 @@ warren_err warren_config_load(warren_config *cfg, const char *path, char *errstr
 		errstr_set(errstr, errlen, "%s: %s", path, strerror(errno));
 		return WARREN_ERR_CONFIG;
 	}
-	ld.scratch = config_copy(cfg);
+	ld.scratch = config_dup(cfg);
 	if (ld.scratch == NULL) {
 		errstr_set(errstr, errlen, "out of memory");
 		err = WARREN_ERR_NOMEM;

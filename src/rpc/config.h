@@ -39,8 +39,6 @@ typedef enum config_id {
 	CFG_WORKER_BREAKER_THRESHOLD, /* int: consecutive transient failures opening the breaker */
 	CFG_WORKER_BREAKER_PROBE,   /* duration: probe interval while open */
 	CFG_WORKER_HANDLER_TIMEOUT, /* duration: a handler's time limit */
-	CFG_DB_CONNINFO,            /* string: libpq connection string */
-	CFG_DB_CONNINFO_FILE,       /* string: path; its first line is the connection string */
 	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */
 	CFG_LOG_LEVEL,              /* enum: error | warn | info | debug */
 	CFG_SECURITY_SCHEME,        /* enum: none | mac | ed25519 */
@@ -83,7 +81,30 @@ extern const struct config_def config_defs[CFG__COUNT];
 const char *config_str(const warren_config *cfg, config_id id);
 int64_t config_int(const warren_config *cfg, config_id id); /* INT, BOOL, DURATION (ms), SIZE, ENUM index */
 
-/* The id of "section.name", or -1. */
+/* The id of the library's key "section.name", or -1. */
 int config_lookup(const char *key);
+
+/* Keys of cfg, the library's (ids 0..CFG__COUNT-1) then those its program
+ * added with warren_config_add_key, and the row of each. */
+int config_count(const warren_config *cfg);
+/* The id of key in cfg (the library's or its program's), or -1. */
+int config_lookup_in(const warren_config *cfg, const char *key);
+const struct config_def *config_def_at(const warren_config *cfg, int id);
+
+/* The key that holds the password of the key spelled by the first len
+ * bytes of key, whose value -o must then not carry one ("broker.url":
+ * "broker.password_file"); NULL for any other key. */
+const char *config_password_file(const warren_config *cfg, const char *key, size_t len);
+
+/* A copy of cfg, the program's keys included; NULL when out of memory. */
+warren_config *config_dup(const warren_config *src);
+
+/* SIGHUP's step: copies from fresh (a config with the same keys, just
+ * read) the value of every key its row marks reloadable, the program's
+ * keys included. Lists in changed the reloadable keys whose value changed,
+ * in ignored the others that changed and wait for a restart (each
+ * comma-separated, "" when none). WARREN_ERR_NOMEM part way through. */
+warren_err config_reload(warren_config *cfg, const warren_config *fresh, char *changed, size_t clen,
+                         char *ignored, size_t ilen);
 
 #endif

@@ -24,6 +24,15 @@ enum exitcode {
 	EXITCODE_NOT_FOUND = 8,   /* what was named does not exist (a queue, a message) */
 };
 
+/* The public names of the same table (warren.h), for programs written on
+ * the public header alone. */
+#define EXITCODE_SAME(n) ((int)EXITCODE_##n == (int)WARREN_EXIT_##n)
+_Static_assert(EXITCODE_SAME(OK) && EXITCODE_SAME(FAILED) && EXITCODE_SAME(USAGE) &&
+                   EXITCODE_SAME(CONFIG) && EXITCODE_SAME(UNAVAILABLE) && EXITCODE_SAME(TIMEOUT) &&
+                   EXITCODE_SAME(INTERNAL) && EXITCODE_SAME(INPUT) && EXITCODE_SAME(NOT_FOUND),
+               "exitcodes.h and warren.h disagree");
+#undef EXITCODE_SAME
+
 /* The exit status for how a library call ended. No default: -Wswitch names
  * a warren_err added without its status. */
 static inline int exitcode_for(warren_err err)

@@ -50,19 +50,40 @@ static void quote(char *dst, size_t cap, const char *src)
 	dst[n] = '\0';
 }
 
+static void log_line(enum log_level level, const char *extra, const char *fmt, va_list ap)
+    WARREN_PRINTF(3, 0);
+
 void log_event(enum log_level level, const char *extra, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_line(level, extra, fmt, ap);
+	va_end(ap);
+}
+
+void warren_log(warren_log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if ((unsigned)level > WARREN_LOG_DEBUG) {
+		level = WARREN_LOG_ERROR;
+	}
+	va_start(ap, fmt);
+	log_line((enum log_level)level, NULL, fmt, ap);
+	va_end(ap);
+}
+
+static void log_line(enum log_level level, const char *extra, const char *fmt, va_list ap)
 {
 	char msg[1024], quoted[2100], stamp[32];
 	struct timespec ts;
 	struct tm tm;
-	va_list ap;
 
 	if (!log_enabled(level)) {
 		return;
 	}
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	quote(quoted, sizeof(quoted), msg);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);

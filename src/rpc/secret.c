@@ -11,6 +11,9 @@
 
 #include <sodium.h>
 
+#include "config.h"
+#include "errstr.h"
+
 const char *secret_resolve(const char *path, char *buf, size_t cap)
 {
 	const char *creds = getenv("CREDENTIALS_DIRECTORY");
@@ -78,4 +81,27 @@ const char *secret_mask_url(const char *url, size_t n, char *out, size_t cap)
 		         (int)(url + len - at), at);
 	}
 	return out;
+}
+
+warren_err warren_config_read_secret(const warren_config *cfg, const char *key, char *dst,
+                                     size_t cap, char *errstr, size_t errlen)
+{
+	int id = config_lookup_in(cfg, key);
+	const char *path;
+
+	if (dst == NULL || cap < 2) {
+		return WARREN_ERR_INVALID;
+	}
+	dst[0] = '\0';
+	if (id < 0 || config_def_at(cfg, id)->type != CONFIG_STRING) {
+		errstr_set(errstr, errlen, "warren_config_read_secret: \"%s\" is not a string key",
+		           key != NULL ? key : "(null)");
+		return WARREN_ERR_INVALID;
+	}
+	path = warren_config_get(cfg, key);
+	if (path[0] == '\0') {
+		return WARREN_OK;
+	}
+	return secret_read_line(key, path, dst, cap, errstr, errlen) == 0 ? WARREN_OK
+	                                                                  : WARREN_ERR_CONFIG;
 }

@@ -173,11 +173,79 @@ WARREN_API warren_err warren_config_set_arg(warren_config *cfg, const char *arg,
  * unknown key. Valid until the key is next set or cfg is freed. */
 WARREN_API const char *warren_config_get(const warren_config *cfg, const char *key);
 
+/* The current value of an INT, BOOL (0 or 1), DURATION (ms), SIZE (bytes)
+ * or ENUM (the index of its name) key in *out. WARREN_ERR_INVALID for an
+ * unknown key or a STRING one (use warren_config_get). */
+WARREN_API warren_err warren_config_get_int(const warren_config *cfg, const char *key,
+                                            int64_t *out);
+
+/* The types of a key, as warren.conf(5) describes them. */
+typedef enum warren_key_type {
+	WARREN_KEY_STRING = 0,
+	WARREN_KEY_INT = 1,      /* decimal, within min..max */
+	WARREN_KEY_BOOL = 2,     /* true/false, yes/no, on/off, 1/0 */
+	WARREN_KEY_DURATION = 3, /* "250ms", "30s", "2m", "1h" or seconds; min..max in ms */
+	WARREN_KEY_SIZE = 4,     /* "65536", "64k", "1M"; min..max in bytes */
+	WARREN_KEY_ENUM = 5,     /* one of values */
+} warren_key_type;
+
+/* A configuration key of a program's own, beside the library's: it is
+ * read from the same file and -o options, validated the same way and
+ * reloaded on SIGHUP by warren_daemon when reloadable. */
+typedef struct warren_key {
+	const char *name;        /* "section.name": a-z, 0-9 and _, in a section that
+	                          * is not one of the library's (broker, client,
+	                          * worker, message, log, security, metrics) */
+	warren_key_type type;
+	int64_t min, max;        /* inclusive range of INT, DURATION and SIZE */
+	const char *def;         /* the default, in the file's syntax (NULL: "") */
+	bool reloadable;         /* warren_daemon applies a new value on SIGHUP */
+	const char *const *values; /* ENUM: the names, NULL-terminated */
+	const char *description; /* one sentence, for the program's man page */
+	/* When set, the value may carry a password (a URL's user:password@, a
+	 * password= keyword): -o refuses such a value, since every user of the
+	 * machine can read a command line, and names this key (the file the
+	 * secret belongs in) instead. */
+	const char *password_file;
+} warren_key;
+
+/* Adds key to cfg at its default; the strings are copied. Only before the
+ * config is loaded or set: the key is then known to warren_config_load,
+ * _set, _set_arg, _get and _get_int. WARREN_ERR_INVALID, with errstr, for a
+ * malformed name, a section of the library's, a name already a key, a
+ * range with min > max, an ENUM without values, or a default that its own
+ * type or range refuses. */
+WARREN_API warren_err warren_config_add_key(warren_config *cfg, const warren_key *key,
+                                            char *errstr, size_t errlen);
+
+/* Reads a secret: the first line (without its newline) of the file named
+ * by the STRING key, a relative name being looked up in systemd's
+ * $CREDENTIALS_DIRECTORY (LoadCredential=) when that is set. An empty key
+ * gives "" and WARREN_OK. WARREN_ERR_CONFIG, with errstr "KEY: PATH:
+ * why", for a file that cannot be read, an empty first line or one of cap
+ * bytes or more; WARREN_ERR_INVALID for an unknown or non-STRING key. On
+ * any failure dst holds "". */
+WARREN_API warren_err warren_config_read_secret(const warren_config *cfg, const char *key,
+                                                char *dst, size_t cap, char *errstr,
+                                                size_t errlen);
+
 /* The library logs one logfmt line per event on stderr ("level=warn
  * time=... prog=NAME msg=..."). This sets NAME (NULL: unchanged) and the
  * lowest level written, from cfg's log.level (NULL: unchanged). The
  * setting is process-wide. */
 WARREN_API void warren_log_configure(const warren_config *cfg, const char *program);
+
+/* The levels of log.level, most severe first. */
+typedef enum warren_log_level {
+	WARREN_LOG_ERROR = 0,
+	WARREN_LOG_WARN = 1,
+	WARREN_LOG_INFO = 2,
+	WARREN_LOG_DEBUG = 3,
+} warren_log_level;
+
+/* Writes one line at level (when log.level lets it through) as the
+ * library does, msg="..." quoted. Thread-safe: lines never interleave. */
+WARREN_API void warren_log(warren_log_level level, const char *fmt, ...) WARREN_PRINTF(2, 3);
 
 /* -------------------------------------------------------------------- client */
 
@@ -410,6 +478,130 @@ typedef struct warren_worker_stats {
 	char breaker_error[256];/* the failure that opened it */
 } warren_worker_stats;
 WARREN_API void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out);
+
+/* -------------------------------------------------------------------- daemon */
+
+/* Exit statuses of warren's programs, the table of warren(7) EXIT STATUS,
+ * for a program's main to return. Never renumbered: scripts and systemd's
+ * RestartPreventExitStatus= use them. */
+typedef enum warren_exit {
+	WARREN_EXIT_OK = 0,          /* done; a daemon stopped cleanly */
+	WARREN_EXIT_FAILED = 1,      /* the work ran and failed; a daemon stopped with requests
+	                              * left (the grace ran out, or a second SIGTERM) */
+	WARREN_EXIT_USAGE = 2,       /* a bad command line */
+	WARREN_EXIT_CONFIG = 3,      /* a bad configuration file, key, value or secret file */
+	WARREN_EXIT_UNAVAILABLE = 4, /* the broker (or the metrics address) unavailable */
+	WARREN_EXIT_TIMEOUT = 5,     /* a deadline passed before the answer */
+	WARREN_EXIT_INTERNAL = 6,    /* out of memory, a system call */
+	WARREN_EXIT_INPUT = 7,       /* bad input data */
+	WARREN_EXIT_NOT_FOUND = 8,   /* what was named does not exist */
+} warren_exit;
+
+/* A worker process as systemd runs it (Type=notify): the standard options,
+ * the configuration, logging, signals, sd_notify and the watchdog around a
+ * warren_worker, so that a service is its handlers and a few lines of main:
+ *
+ *     warren_daemon *d;
+ *     int status = warren_daemon_new(argc, argv, "echo-service", "echo", &d);
+ *
+ *     if (d == NULL)
+ *         return status;              -h, -V or a bad command line
+ *     if (warren_daemon_load(d) == WARREN_EXIT_OK)
+ *         warren_worker_handle(warren_daemon_worker(d), "echo.say", say, NULL);
+ *     return warren_daemon_run(d);
+ *
+ * Every function below is called from the thread that runs main, the
+ * daemon's thread; the daemon is not thread-safe. libwarren(3) DAEMONS
+ * describes the whole life of one. */
+typedef struct warren_daemon warren_daemon;
+
+/* Reads the command line: -c/--config FILE, -o/--option key=value
+ * (repeated, applied in order after the file), -h/--help (the usage on
+ * stdout), -V/--version ("PROGRAM VERSION" on stdout); program names the
+ * daemon in messages and logs, service is worker.service when the
+ * configuration leaves it empty. Blocks SIGTERM, SIGINT and SIGHUP in the
+ * calling thread, which every thread started later inherits (the daemon
+ * takes them with sigtimedwait), and ignores SIGPIPE: call it first in
+ * main, before any thread starts. Returns WARREN_EXIT_OK with *out the
+ * daemon; or *out NULL and the status to exit with: WARREN_EXIT_OK after
+ * -h or -V, WARREN_EXIT_USAGE after the error and the usage on stderr
+ * ("PROGRAM: unknown option -x"), WARREN_EXIT_INTERNAL when out of memory
+ * or program or out is NULL. argv must outlive the daemon. */
+WARREN_API int warren_daemon_new(int argc, char **argv, const char *program, const char *service,
+                                 warren_daemon **out);
+
+/* Adds a configuration key of the program's own (warren_config_add_key),
+ * read by warren_daemon_load with the library's. Only before it:
+ * WARREN_ERR_INVALID after. Errors as warren_config_add_key's. */
+WARREN_API warren_err warren_daemon_add_key(warren_daemon *d, const warren_key *key,
+                                            char *errstr, size_t errlen);
+
+/* Reads the configuration (every key's default, then the -c file, then
+ * the -o overrides), applies log.level and the program's name to the log
+ * (warren_log_configure), sets worker.service to the daemon's service if
+ * empty and creates the worker (warren_worker_new), not yet connected.
+ * WARREN_EXIT_OK; or WARREN_EXIT_CONFIG after "PROGRAM: why" on stderr
+ * (a bad file, key, value or -o argument, a password in -o), another
+ * status for a worker that cannot be created (as warren_daemon_run). A
+ * failed load is kept: warren_daemon_run returns its status at once.
+ * A NULL d (warren_daemon_run too): WARREN_EXIT_INTERNAL. */
+WARREN_API int warren_daemon_load(warren_daemon *d);
+
+/* The running configuration (NULL before warren_daemon_load), which
+ * SIGHUP updates in place. Read it on the daemon's thread only: a handler
+ * takes what it needs at start or from a reload hook. */
+WARREN_API const warren_config *warren_daemon_config(const warren_daemon *d);
+
+/* The daemon's worker (NULL before warren_daemon_load): register the
+ * handlers, thread hooks, probe and time limits on it before
+ * warren_daemon_run. The daemon owns it. */
+WARREN_API warren_worker *warren_daemon_worker(warren_daemon *d);
+
+/* Runs after each SIGHUP whose configuration was taken (not after one
+ * refused for a bad file), on the daemon's thread, with the running
+ * configuration in which the keys marked reloadable (the library's and the
+ * program's) now have their new values. */
+typedef void (*warren_reload_fn)(const warren_config *cfg, void *arg);
+WARREN_API void warren_daemon_on_reload(warren_daemon *d, warren_reload_fn fn, void *arg);
+
+/* Waits up to ms, handling signals as warren_daemon_run does: SIGHUP
+ * reloads, SIGTERM or SIGINT ends the wait and asks the daemon to stop
+ * (warren_daemon_run then returns WARREN_EXIT_OK without starting). For
+ * work before serving, such as waiting for a database. True when asked to
+ * stop. */
+WARREN_API bool warren_daemon_sleep(warren_daemon *d, int64_t ms);
+
+/* Names what the worker's circuit breaker protects in the STATUS line
+ * sent while it is open: "paused, NAME keeps failing (...)"; copied.
+ * Default: "a dependency". */
+WARREN_API void warren_daemon_set_dependency(warren_daemon *d, const char *name);
+
+/* Sends STATUS=TEXT to systemd (when $NOTIFY_SOCKET is set). */
+WARREN_API void warren_daemon_status(warren_daemon *d, const char *fmt, ...) WARREN_PRINTF(2, 3);
+
+/* Starts the worker (warren_worker_start), tells systemd READY=1, and
+ * serves until SIGTERM or SIGINT: meanwhile STATUS= tells what the worker
+ * does, WATCHDOG=1 is sent every half $WATCHDOG_USEC while both the I/O
+ * thread and the handler pool make progress (a free handler thread or one
+ * finished since the last look), and SIGHUP re-reads the configuration
+ * from the same sources and applies every key marked reloadable
+ * (RELOADING=1, then READY=1; a bad file keeps the running configuration,
+ * and changed keys that are not reloadable are logged as waiting for a
+ * restart). SIGTERM sends STOPPING=1 and drains: no new request is taken
+ * and those in progress have worker.grace to finish. Frees the daemon and
+ * returns the status to exit with: WARREN_EXIT_OK once drained;
+ * WARREN_EXIT_CONFIG ("PROGRAM: why" on stderr) for a configuration the
+ * worker refuses at start; WARREN_EXIT_UNAVAILABLE (logged) when the
+ * broker cannot be reached or the metrics address bound;
+ * WARREN_EXIT_INTERNAL when out of memory. When the grace runs out, or at
+ * a second SIGTERM, the process ends at once with WARREN_EXIT_FAILED
+ * (_exit: unfinished requests go back to the queue when the connection
+ * closes). */
+WARREN_API int warren_daemon_run(warren_daemon *d);
+
+/* Frees a daemon that will not run, its worker and configuration.
+ * NULL-safe. */
+WARREN_API void warren_daemon_free(warren_daemon *d);
 
 /* Milliseconds since the Unix epoch, as used in rpc-deadline. */
 WARREN_API int64_t warren_now_ms(void);

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # test_libwarren_example.sh: the programs in the EXAMPLES section of
 # man/libwarren.3 are real. The page's C blocks (the ".Bd -literal" blocks
-# without an offset: first the caller, then the worker; the shell session is
+# without an offset: first the caller, then the service; the shell session is
 # indented) are taken out, un-escaped, compiled against the build tree's
 # static library with warnings as errors, and run against the private broker:
 # the caller first against example-service, then against the page's own
-# worker, with the output the page shows.
+# service, a daemon on warren_daemon: its standard options, answering
+# rpc-call and the page's caller, its own key echo.tag reloaded on SIGHUP,
+# and a clean stop on SIGTERM.
 set -uo pipefail
 
 BIN=${WARREN_BIN:?run through scripts/run-tests.sh}
@@ -71,15 +73,15 @@ compile() {
 }
 
 example 1 >"$tmp/echo-call.mdoc"
-example 2 >"$tmp/echo-worker.mdoc"
-for name in echo-call echo-worker; do
+example 2 >"$tmp/echo-service.mdoc"
+for name in echo-call echo-service; do
 	if [ ! -s "$tmp/$name.mdoc" ]; then
 		flunk "$name: no such block in the EXAMPLES section of man/libwarren.3"
 	elif unescape "$tmp/$name.mdoc" "$tmp/$name.c"; then
 		compile "$name"
 	fi
 done
-if [ ! -x "$tmp/echo-call" ] || [ ! -x "$tmp/echo-worker" ]; then
+if [ ! -x "$tmp/echo-call" ] || [ ! -x "$tmp/echo-service" ]; then
 	summary
 	exit 1
 fi
@@ -111,23 +113,47 @@ check "the caller reports a bad WARREN_URL" 1 '' \
 	'echo-call: broker.url: "http://x" is not an amqp:// or amqps:// URL' -- \
 	env WARREN_URL=http://x "${call[@]}"
 
-# Now the page's worker alone serves example.echo.
+# The page's service: the standard options of every daemon.
+svc=$tmp/echo-service
+VERSION=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' "$ROOT/src/rpc/warren.h")
+check "the page's service answers -h with its usage on stdout" 0 \
+	'usage: echo-service [-c FILE] [-o key=value]... [-h] [-V]' '' -- "$svc" -h
+check "the page's service answers --version" 0 "echo-service $VERSION" '' -- "$svc" --version
+check "the page's service refuses an unknown option (usage, 2)" 2 '' \
+	'echo-service: unknown option -x
+usage: echo-service [-c FILE] [-o key=value]... [-h] [-V]' -- "$svc" -x
+check "the page's service refuses a key it does not have (configuration, 3)" 3 '' \
+	'echo-service: unknown key "echo.tags"' -- "$svc" -o echo.tags=x
+
+# Now the page's service alone serves example.echo, tagged from its file.
 kill "$service_pid"
 wait "$service_pid" 2>/dev/null
 service_pid=
-"$tmp/echo-worker" 2>"$tmp/echo-worker.log" &
+printf '[broker]\nurl = %s\n[echo]\ntag = one\n' "$URL" >"$tmp/echo.conf"
+"$svc" -c "$tmp/echo.conf" 2>"$tmp/echo-service.log" &
 worker_pid=$!
-ready || flunk "the page's worker did not come up" "$(cat "$tmp/echo-worker.log")"
-check "the page's worker answers the page's caller" 0 '["from","the","page"]' '' -- \
-	"${call[@]}" '["from", "the", "page"]'
+ready || flunk "the page's service did not come up" "$(cat "$tmp/echo-service.log")"
+check "the page's service answers rpc-call, tagged" 0 '{"tag":"one","params":{"a":1}}' '' -- \
+	"$BIN/rpc-call" example.echo '{"a": 1}'
+check "the page's service answers the page's caller" 0 \
+	'{"tag":"one","params":["from","the","page"]}' '' -- "${call[@]}" '["from", "the", "page"]'
+# SIGHUP applies the new tag: echo.tag is reloadable.
+printf '[broker]\nurl = %s\n[echo]\ntag = two\n' "$URL" >"$tmp/echo.conf"
+kill -HUP "$worker_pid"
+for _ in $(seq 1 50); do
+	grep -q 'msg="configuration reloaded" keys=echo.tag' "$tmp/echo-service.log" && break
+	sleep 0.1
+done
+check "after SIGHUP the page's service answers with the new tag" 0 '{"tag":"two","params":{"a":1}}' '' -- \
+	"$BIN/rpc-call" example.echo '{"a": 1}'
 kill -TERM "$worker_pid"
 wait "$worker_pid"
 status=$?
 worker_pid=
-if [ "$status" = 0 ]; then
-	pass "the page's worker stops on SIGTERM with status 0"
+if [ "$status" = 0 ] && grep -q 'msg="stopped"' "$tmp/echo-service.log"; then
+	pass "the page's service drains and stops on SIGTERM with status 0"
 else
-	flunk "the page's worker stopped with status $status" "$(cat "$tmp/echo-worker.log")"
+	flunk "the page's service stopped with status $status" "$(cat "$tmp/echo-service.log")"
 fi
 
 summary

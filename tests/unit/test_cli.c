@@ -1,7 +1,8 @@
 /* test_cli.c: what every program does with its command line (cli.h): the
  * order defaults, file, environment, -o; passwords refused on the command
- * line, where every user can read them; a daemon's standard options, and
- * each error worded as the user sees it. */
+ * line, where every user can read them, in the library's broker.url and in
+ * a program's own key that names its password file; a daemon's standard
+ * options, and each error worded as the user sees it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -133,6 +134,22 @@ static void test_a_daemon_words_each_usage_error(void **state)
 	                              "usage: svc [-c FILE] [-o key=value]... [-h] [-V]\n");
 }
 
+/* -h and -V answer on stdout and leave the exit to the caller: a library
+ * (warren_daemon) must not exit under its program. */
+static void test_help_and_version_are_answered_without_exiting(void **state)
+{
+	struct cli_config cc = {0};
+
+	assert_int_equal(parse(&cc, (const char *const[]){"--help", NULL}), EXITCODE_OK);
+	assert_true(cc.done);
+	memset(&cc, 0, sizeof(cc));
+	assert_int_equal(parse(&cc, (const char *const[]){"-V", NULL}), EXITCODE_OK);
+	assert_true(cc.done);
+	memset(&cc, 0, sizeof(cc));
+	assert_int_equal(parse(&cc, (const char *const[]){"-c", "x.conf", NULL}), EXITCODE_OK);
+	assert_false(cc.done);
+}
+
 static void test_at_most_64_overrides(void **state)
 {
 	const char *args[2 * CLI_MAX_OVERRIDES + 3];
@@ -237,18 +254,44 @@ static const char db_refusal[] =
     "-o db.conninfo: a password on the command line can be read by every user of this machine; "
     "put it in db.conninfo_file or the configuration file";
 
-/* The error of building with one -o, "" when it is taken. */
+/* The error of building with one -o, "" when it is taken: a config of
+ * the library's keys and a program's two [db] keys, db.conninfo carrying a
+ * password that belongs in db.conninfo_file (as user-service has them). */
 static const char *one_override(const char *arg)
 {
 	static char why[512];
 	struct cli_config cc = {0};
-	warren_config *cfg;
+	warren_config *cfg = warren_config_new();
+	const warren_key conninfo = {.name = "db.conninfo",
+	                             .description = "Where the database is.",
+	                             .password_file = "db.conninfo_file"};
+	const warren_key file = {.name = "db.conninfo_file", .description = "Its file."};
+	int rc;
 
 	why[0] = '\0';
+	assert_int_equal(warren_config_add_key(cfg, &conninfo, why, sizeof(why)), WARREN_OK);
+	assert_int_equal(warren_config_add_key(cfg, &file, why, sizeof(why)), WARREN_OK);
 	cli_add_override(&cc, arg);
-	cfg = build(&cc, NULL, why);
+	rc = cli_fill_config(cfg, &cc, NULL, why, sizeof(why));
 	warren_config_free(cfg);
-	return cfg != NULL ? "" : why;
+	return rc == 0 ? "" : why;
+}
+
+/* Without the program's key, -o db.conninfo is just an unknown key. */
+static void test_a_key_the_program_did_not_add_is_unknown(void **state)
+{
+	char why[512] = "";
+	struct cli_config cc = {0};
+
+	cli_add_override(&cc, "db.conninfo=host=db password=s3cret");
+	assert_null(build(&cc, NULL, why));
+	assert_string_equal(why, "unknown key \"db.conninfo\"");
+}
+
+/* The program's key that names no password file takes any value. */
+static void test_a_key_without_a_password_file_takes_a_password(void **state)
+{
+	assert_string_equal(one_override("db.conninfo_file=password=x"), "");
 }
 
 static void test_a_broker_password_on_the_command_line_is_refused(void **state)
@@ -300,6 +343,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_a_daemon_takes_c_and_o_short_and_long),
 	    cmocka_unit_test(test_a_daemon_words_each_usage_error),
+	    cmocka_unit_test(test_help_and_version_are_answered_without_exiting),
 	    cmocka_unit_test(test_at_most_64_overrides),
 	    cmocka_unit_test_teardown(test_the_order_is_defaults_file_environment_overrides,
 	                              unset_env),
@@ -307,6 +351,8 @@ int main(void)
 	    cmocka_unit_test(test_a_broker_password_on_the_command_line_is_refused),
 	    cmocka_unit_test(test_urls_without_a_secret_are_taken),
 	    cmocka_unit_test(test_a_database_password_on_the_command_line_is_refused),
+	    cmocka_unit_test(test_a_key_the_program_did_not_add_is_unknown),
+	    cmocka_unit_test(test_a_key_without_a_password_file_takes_a_password),
 	};
 
 	return cmocka_run_group_tests_name("cli", tests, setup, teardown);

@@ -100,8 +100,6 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"worker.breaker_threshold", "10"},
 	    {"worker.breaker_probe", "5000ms"},
 	    {"worker.handler_timeout", "300000ms"},
-	    {"db.conninfo", ""},
-	    {"db.conninfo_file", ""},
 	    {"message.max_size", "1048576"},
 	    {"log.level", "info"},
 	    {"security.scheme", "none"},

@@ -1,8 +1,9 @@
 /* test_config_docs.c: the operator-facing copies of the configuration table
  * agree with config_defs[]: warren.conf(5) documents every key, and no other,
  * with its type, range, default and SIGHUP behaviour; config/warren.conf lists
- * every key commented out at its default under its section; and the shipped
- * files (and the page's example file) load.
+ * every key commented out at its default under its section; user-service(8)
+ * documents the keys user-service adds (src/workers/user/keys.c) the same
+ * way; and the shipped files (and the page's example file) load.
  *
  * Files are found under $WARREN_SRC_DIR, or the current directory (the test
  * runner runs from the top of the source tree). */
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "user/keys.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -300,8 +302,8 @@ static void count_in_item(const struct lines *page, const struct item *it, const
 
 /* Checks one fact line of an item: exactly one line starts with prefix, and
  * it is want. Returns the number of problems (printed). */
-static int check_fact(const struct lines *page, const struct item *it, const char *key,
-                      const char *want, const char *prefix)
+static int check_fact(const char *path, const struct lines *page, const struct item *it,
+                      const char *key, const char *want, const char *prefix)
 {
 	int exact, prefixed;
 
@@ -309,10 +311,56 @@ static int check_fact(const struct lines *page, const struct item *it, const cha
 	if (exact == 1 && prefixed == 1) {
 		return 0;
 	}
-	print_error(PAGE ": item %s: want exactly one line \"%s\" (found it %d times, %d lines "
-	                 "starting \"%s\")\n",
-	            key, want, exact, prefixed, prefix);
+	print_error("%s: item %s: want exactly one line \"%s\" (found it %d times, %d lines "
+	            "starting \"%s\")\n",
+	            path, key, want, exact, prefixed, prefix);
 	return 1;
+}
+
+/* The item of row d in the page at path: under its section, with its type,
+ * default, reload sentence and description. Returns the problems (printed). */
+static int check_item(const char *path, const struct lines *page, const struct config_def *d)
+{
+	struct item it = find_item(page, d->key);
+	char want[512], sec[64];
+	const char *name;
+	int bad = 0, exact, reloaded, not_reloaded;
+
+	if (it.count != 1) {
+		print_error("%s: want one line \".It Cm %s\", found %d\n", path, d->key, it.count);
+		return 1;
+	}
+	split_key(d->key, sec, sizeof(sec), &name);
+	if (strcmp(it.section, sec) != 0) {
+		print_error("%s: %s is under \".Ss [%s]\", not \".Ss [%s]\"\n", path, d->key,
+		            it.section, sec);
+		bad++;
+	}
+	type_line(d, want, sizeof(want));
+	bad += check_fact(path, page, &it, d->key, want, "Type:");
+	if (d->def[0] == '\0') {
+		snprintf(want, sizeof(want), "Default: empty.");
+	} else {
+		snprintf(want, sizeof(want), "Default: %s.", d->def);
+	}
+	bad += check_fact(path, page, &it, d->key, want, "Default:");
+	/* One of the two reload sentences, and the right one. */
+	count_in_item(page, &it, "Reloaded on SIGHUP.", "Reloaded on SIGHUP.", &reloaded, &exact);
+	count_in_item(page, &it, "Not reloaded on SIGHUP.", "Not reloaded on SIGHUP.",
+	              &not_reloaded, &exact);
+	if (reloaded + not_reloaded != 1 || reloaded != (d->reload ? 1 : 0)) {
+		print_error("%s: item %s: want exactly one line \"%s\"\n", path, d->key,
+		            d->reload ? "Reloaded on SIGHUP." : "Not reloaded on SIGHUP.");
+		bad++;
+	}
+	/* The description's first words, so that the page says what the key is. */
+	snprintf(want, sizeof(want), "%.12s", d->desc);
+	if (it.start + 1 >= it.end || !starts_with(page->line[it.start + 1], want)) {
+		print_error("%s: item %s: want its description, starting \"%s\"\n", path, d->key,
+		            want);
+		bad++;
+	}
+	return bad;
 }
 
 static void test_page_documents_every_key(void **state)
@@ -321,49 +369,7 @@ static void test_page_documents_every_key(void **state)
 	int bad = 0;
 
 	for (int i = 0; i < CFG__COUNT; i++) {
-		const struct config_def *d = &config_defs[i];
-		struct item it = find_item(&page, d->key);
-		char want[512], sec[64];
-		const char *name;
-		int exact, reloaded, not_reloaded;
-
-		if (it.count != 1) {
-			print_error(PAGE ": want one line \".It Cm %s\", found %d\n", d->key,
-			            it.count);
-			bad++;
-			continue;
-		}
-		split_key(d->key, sec, sizeof(sec), &name);
-		if (strcmp(it.section, sec) != 0) {
-			print_error(PAGE ": %s is under \".Ss [%s]\", not \".Ss [%s]\"\n", d->key,
-			            it.section, sec);
-			bad++;
-		}
-		type_line(d, want, sizeof(want));
-		bad += check_fact(&page, &it, d->key, want, "Type:");
-		if (d->def[0] == '\0') {
-			snprintf(want, sizeof(want), "Default: empty.");
-		} else {
-			snprintf(want, sizeof(want), "Default: %s.", d->def);
-		}
-		bad += check_fact(&page, &it, d->key, want, "Default:");
-		/* One of the two reload sentences, and the right one. */
-		count_in_item(&page, &it, "Reloaded on SIGHUP.", "Reloaded on SIGHUP.", &reloaded,
-		              &exact);
-		count_in_item(&page, &it, "Not reloaded on SIGHUP.", "Not reloaded on SIGHUP.",
-		              &not_reloaded, &exact);
-		if (reloaded + not_reloaded != 1 || reloaded != (d->reload ? 1 : 0)) {
-			print_error(PAGE ": item %s: want exactly one line \"%s\"\n", d->key,
-			            d->reload ? "Reloaded on SIGHUP." : "Not reloaded on SIGHUP.");
-			bad++;
-		}
-		/* The description's first words, so that the page says what the key is. */
-		snprintf(want, sizeof(want), "%.12s", d->desc);
-		if (it.start + 1 >= it.end || !starts_with(page.line[it.start + 1], want)) {
-			print_error(PAGE ": item %s: want its description, starting \"%s\"\n",
-			            d->key, want);
-			bad++;
-		}
+		bad += check_item(PAGE, &page, &config_defs[i]);
 	}
 	free_lines(&page);
 	assert_int_equal(bad, 0);
@@ -546,13 +552,60 @@ static void test_example_uncommented_sets_defaults(void **state)
 	free_lines(&ex);
 }
 
+/* ------------------------------------------------- user-service's own keys */
+
+#define USER_PAGE "man/user-service.8"
+
+/* A config of the library's keys and user-service's (keys.c). */
+static warren_config *user_config(void)
+{
+	warren_config *cfg = warren_config_new();
+	char why[300] = "";
+
+	assert_non_null(cfg);
+	for (size_t i = 0; i < user_nkeys; i++) {
+		if (warren_config_add_key(cfg, &user_keys[i], why, sizeof(why)) != WARREN_OK) {
+			fail_msg("%s: %s", user_keys[i].name, why);
+		}
+	}
+	return cfg;
+}
+
+/* user-service(8) documents each key user-service adds, as warren.conf(5)
+ * does the library's; warren.conf(5) documents none of them (see
+ * test_page_documents_no_other_key). */
+static void test_user_service_page_documents_its_keys(void **state)
+{
+	struct lines page = read_lines(USER_PAGE);
+	warren_config *cfg = user_config();
+	int bad = 0;
+
+	assert_int_equal(config_count(cfg), CFG__COUNT + (int)user_nkeys);
+	for (int id = CFG__COUNT; id < config_count(cfg); id++) {
+		bad += check_item(USER_PAGE, &page, config_def_at(cfg, id));
+	}
+	/* And no other: every item of its CONFIGURATION section is one of them. */
+	for (size_t i = 0, in = 0; i < page.n; i++) {
+		if (starts_with(page.line[i], ".Sh ")) {
+			in = strcmp(page.line[i], ".Sh CONFIGURATION") == 0;
+		} else if (in && starts_with(page.line[i], ".It Cm ") &&
+		           config_lookup_in(cfg, page.line[i] + 7) < CFG__COUNT) {
+			print_error(USER_PAGE ":%zu: \"%s\" is not a key of user-service's\n",
+			            i + 1, page.line[i] + 7);
+			bad++;
+		}
+	}
+	warren_config_free(cfg);
+	free_lines(&page);
+	assert_int_equal(bad, 0);
+}
+
 /* ----------------------------------------------- config/user-service.conf */
 
 static void test_user_service_conf_loads(void **state)
 {
-	warren_config *cfg = warren_config_new();
+	warren_config *cfg = user_config();
 
-	assert_non_null(cfg);
 	load_ok(cfg, src_path("config/user-service.conf"));
 	assert_string_equal(warren_config_get(cfg, "worker.service"), "user");
 	assert_string_equal(warren_config_get(cfg, "db.conninfo_file"), "db-conninfo");
@@ -569,6 +622,7 @@ int main(void)
 	    cmocka_unit_test(test_example_lists_every_key),
 	    cmocka_unit_test(test_example_loads_as_defaults),
 	    cmocka_unit_test(test_example_uncommented_sets_defaults),
+	    cmocka_unit_test(test_user_service_page_documents_its_keys),
 	    cmocka_unit_test(test_user_service_conf_loads),
 	};
 

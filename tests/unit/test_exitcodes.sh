@@ -23,10 +23,12 @@ page_codes() {
 		on && /^\.It [0-9]+$/ { print $2 }' "$1" | sort -n
 }
 
-# The numbers of the EXITCODE_* names a source file uses, sorted.
+# The numbers of the EXITCODE_* names (or their public spelling in
+# warren.h, WARREN_EXIT_*) a source file uses, sorted.
 source_codes() {
 	local name
-	grep -ho 'EXITCODE_[A-Z_]*' "$@" | sort -u | while read -r name; do
+	grep -hoE '(EXITCODE|WARREN_EXIT)_[A-Z_]*' "$@" | sed 's/^WARREN_EXIT_/EXITCODE_/' |
+		sort -u | while read -r name; do
 		printf '%s\n' "${codes[$name]:-unknown:$name}"
 	done | sort -n
 }
@@ -65,7 +67,14 @@ check_program src/client/rpc-call/*.c -- man/rpc-call.1
 check_program src/client/rpc-dlq/*.c -- man/rpc-dlq.1
 check_program src/client/warren-key/*.c -- man/warren-key.1
 check_program src/client/notify-user/*.c -- man/notify-user.1
-check_program src/workers/user/main.c src/rpc/cli.c -- man/user-service.8
+# The services on warren_daemon return its codes (src/workers/daemon.c) too.
+check_program src/workers/user/*.c src/workers/daemon.c src/rpc/cli.c -- man/user-service.8
+check_program src/workers/example/*.c src/workers/daemon.c src/rpc/cli.c -- man/example-service.8
+
+# warren.h spells the table for programs on the public header alone.
+public=$(sed -n 's/^[[:space:]]*WARREN_EXIT_\([A-Z_]*\) = \([0-9]*\),.*/EXITCODE_\1=\2/p' src/rpc/warren.h | sort)
+check "warren.h's WARREN_EXIT_* are the table's codes" 0 "$(table src/rpc/exitcodes.h | sort)" '' -- \
+	printf '%s\n' "$public"
 
 mismatch=$(diff <(table src/rpc/exitcodes.h | sort) <(table src/client/notify-user/notify-user.c | sort) |
 	grep '^>' || true)

@@ -43,5 +43,5 @@ check "the library's objects define functions" 0 '' '' -- \
 check "the library's objects define no main" 1 '' '' -- \
 	grep -x main "$TMP/defined"
 check "the library's objects define none of the programs' modules' functions" 1 '' '' -- \
-	grep -E '^(cli_|syncconn_|sdnotify_|load_|dlq_)' "$TMP/defined"
+	grep -E '^(syncconn_|load_|dlq_)' "$TMP/defined"
 summary

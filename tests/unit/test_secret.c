@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "secret.h"
+#include "warren.h"
 
 static char dir[64];
 
@@ -126,6 +127,46 @@ static void test_a_masked_url_is_cut_to_the_buffer(void **state)
 	                    "amqp://user:***");
 }
 
+/* warren_config_read_secret: the file a string key names, through the
+ * credentials directory; an empty key is no secret; a key that names no
+ * file (unknown, or not a string) is the caller's mistake. */
+static void test_a_secret_is_read_from_the_file_a_key_names(void **state)
+{
+	warren_config *cfg = warren_config_new();
+	char out[64] = "x", why[256] = "";
+
+	assert_non_null(cfg);
+	put("broker-pw", "from-credentials\n");
+	setenv("CREDENTIALS_DIRECTORY", dir, 1);
+	assert_int_equal(warren_config_read_secret(cfg, "broker.password_file", out, sizeof(out),
+	                                           why, sizeof(why)),
+	                 WARREN_OK);
+	assert_string_equal(out, "");
+	assert_int_equal(warren_config_set(cfg, "broker.password_file", "broker-pw", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_read_secret(cfg, "broker.password_file", out, sizeof(out),
+	                                           why, sizeof(why)),
+	                 WARREN_OK);
+	assert_string_equal(out, "from-credentials");
+	assert_int_equal(warren_config_set(cfg, "broker.password_file", "absent", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_read_secret(cfg, "broker.password_file", out, sizeof(out),
+	                                           why, sizeof(why)),
+	                 WARREN_ERR_CONFIG);
+	assert_string_equal(out, "");
+	assert_non_null(strstr(why, "broker.password_file: "));
+	assert_non_null(strstr(why, "/absent: No such file or directory"));
+	assert_int_equal(warren_config_read_secret(cfg, "worker.threads", out, sizeof(out), why,
+	                                           sizeof(why)),
+	                 WARREN_ERR_INVALID);
+	assert_string_equal(why, "warren_config_read_secret: \"worker.threads\" is not a string key");
+	assert_int_equal(warren_config_read_secret(cfg, "no.such", out, sizeof(out), why,
+	                                           sizeof(why)),
+	                 WARREN_ERR_INVALID);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	warren_config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -134,6 +175,7 @@ int main(void)
 		cmocka_unit_test(test_failures_name_the_key_and_the_file),
 		cmocka_unit_test(test_url_passwords_are_masked_for_messages),
 		cmocka_unit_test(test_a_masked_url_is_cut_to_the_buffer),
+		cmocka_unit_test(test_a_secret_is_read_from_the_file_a_key_names),
 	};
 
 	return cmocka_run_group_tests_name("secret", tests, setup, teardown);

@@ -1,6 +1,7 @@
 /* methods.c: the user service's methods: each checks its parameters, then
  * asks the handler thread's store. Validation failures, unknown users and
  * duplicate emails are ordinary error replies, never poison. */
+#define _POSIX_C_SOURCE 200809L
 #include "methods.h"
 
 #include <stdio.h>

@@ -1,5 +1,6 @@
 /* params.c: field checks for the user service's handlers. Messages follow
  * one pattern, "field NAME: what is wrong", which the tests assert. */
+#define _POSIX_C_SOURCE 200809L
 #include "params.h"
 
 #include <stdarg.h>

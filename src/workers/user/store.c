@@ -3,6 +3,7 @@
  * so a redelivered request finds the stored outcome instead of changing
  * anything twice; a lost connection is reopened (statements prepared again)
  * and the transaction retried once before the caller hears UNAVAILABLE. */
+#define _POSIX_C_SOURCE 200809L
 #include "store.h"
 
 #include <stdarg.h>
@@ -12,7 +13,7 @@
 
 #include <libpq-fe.h>
 
-#include "log.h"
+#include "warren.h"
 
 struct store {
 	char *conninfo;
@@ -49,7 +50,7 @@ static const char *const migrations[] = {
  * debug log, not raw to stderr. */
 static void on_notice(void *arg, const char *message)
 {
-	log_debug("database notice: %.*s", (int)strcspn(message, "\n"), message);
+	warren_log(WARREN_LOG_DEBUG, "database notice: %.*s", (int)strcspn(message, "\n"), message);
 }
 
 static PGconn *connect_db(const char *conninfo, const char *app_name)
@@ -128,7 +129,7 @@ static int migrate(PGconn *db, char *errstr, size_t errlen)
 		    run(db, sql, errstr, errlen) != 0) {
 			return -1;
 		}
-		log_info("database schema migrated to version %zu", i + 1);
+		warren_log(WARREN_LOG_INFO, "database schema migrated to version %zu", i + 1);
 	}
 	return run(db, "COMMIT", errstr, errlen);
 }

@@ -7,22 +7,17 @@
  *                  then returns {"attempt": the attempt that succeeded}
  *   example.crash  aborts the process: a request that kills its worker
  *   example.trace  returns {"traceparent": the request's}
- * Exit statuses from exitcodes.h: 0 stopped, 1 stopped with requests left,
- * 2 usage, 3 configuration, 4 the broker or the metrics address
- * unavailable, 6 internal. */
-#include <pthread.h>
-#include <signal.h>
+ * Written on the public header alone: warren_daemon runs the process
+ * (options, configuration, signals, sd_notify). Exit statuses (warren(7)):
+ * 0 stopped, 1 stopped with requests left, 2 usage, 3 configuration, 4 the
+ * broker or the metrics address unavailable, 6 internal. See
+ * example-service(8). */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
-#include "cli.h"
-#include "exitcodes.h"
-#include "log.h"
 #include "warren.h"
-
-#define GRACE_MS 10000
 
 static warren_status echo(warren_request *req, void *arg)
 {
@@ -93,16 +88,13 @@ static warren_status trace(warren_request *req, void *arg)
 
 static warren_status crash(warren_request *req, void *arg)
 {
-	log_warn("example.crash: aborting as asked");
+	warren_log(WARREN_LOG_WARN, "example.crash: aborting as asked");
 	abort();
 }
 
-/* The worker serving every example.* method, in *out; the exit status. */
-static int start(warren_config *cfg, warren_worker **out)
+/* Every example.* method on the daemon's worker. */
+static warren_err handle_all(warren_worker *w)
 {
-	warren_worker *w = NULL;
-	char why[512];
-	warren_err err = warren_worker_new(cfg, &w, why, sizeof(why));
 	static const struct {
 		const char *method;
 		warren_handler_fn fn;
@@ -110,60 +102,27 @@ static int start(warren_config *cfg, warren_worker **out)
 	    {"example.echo", echo},   {"example.sleep", sleep_ms}, {"example.fail", fail},
 	    {"example.flaky", flaky}, {"example.crash", crash},    {"example.trace", trace},
 	};
+	warren_err err = WARREN_OK;
 
 	for (size_t i = 0; err == WARREN_OK && i < sizeof(methods) / sizeof(methods[0]); i++) {
 		err = warren_worker_handle(w, methods[i].method, methods[i].fn, NULL);
-		snprintf(why, sizeof(why), "%s", warren_err_str(err));
 	}
-	if (err == WARREN_OK) {
-		err = warren_worker_start(w, why, sizeof(why));
-	}
-	if (err != WARREN_OK) {
-		log_error("cannot start: %s", why);
-		warren_worker_free(w);
-		return exitcode_for_start(err);
-	}
-	*out = w;
-	return EXITCODE_OK;
+	return err;
 }
 
 int main(int argc, char **argv)
 {
-	struct cli_config cc = {0};
-	char why[512];
-	sigset_t sigs;
-	int sig = 0, status = cli_parse_daemon_args(argc, argv, "example-service", &cc);
+	warren_daemon *d = NULL;
+	int status = warren_daemon_new(argc, argv, "example-service", "example", &d);
 
-	if (status != 0) {
+	if (d == NULL) {
 		return status;
 	}
-	log_set_program("example-service");
-	warren_config *cfg = cli_build_config(&cc, NULL, why, sizeof(why));
-	if (cfg == NULL) {
-		fprintf(stderr, "example-service: %s\n", why);
-		return EXITCODE_CONFIG;
+	if (warren_daemon_load(d) == WARREN_EXIT_OK &&
+	    handle_all(warren_daemon_worker(d)) != WARREN_OK) {
+		fprintf(stderr, "example-service: cannot register the example.* methods\n");
+		warren_daemon_free(d);
+		return WARREN_EXIT_INTERNAL;
 	}
-	warren_log_configure(cfg, NULL);
-	if (strcmp(warren_config_get(cfg, "worker.service"), "") == 0) {
-		warren_config_set(cfg, "worker.service", "example", NULL, 0);
-	}
-	/* Signals are taken by sigwait in this thread only. */
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	warren_worker *w = NULL;
-	status = start(cfg, &w);
-	warren_config_free(cfg);
-	if (status != EXITCODE_OK) {
-		return status;
-	}
-	log_info("serving example.echo, example.sleep, example.fail, example.flaky, example.crash, "
-	         "example.trace");
-	sigwait(&sigs, &sig);
-	log_info("signal %d: stopping, grace %d ms", sig, GRACE_MS);
-	status = warren_worker_stop(w, GRACE_MS) == WARREN_OK ? EXITCODE_OK : EXITCODE_FAILED;
-	warren_worker_free(w);
-	return status;
+	return warren_daemon_run(d);
 }
