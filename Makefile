@@ -133,7 +133,10 @@ STATIC_LIB := $(BUILD)/lib/libwarren.a
 SHARED_LIB := $(BUILD)/lib/libwarren.so.$(VERSION)
 
 # What make install adds besides the library and programs.
-MAN_PAGES  := $(wildcard man/*.[1-9])
+# The example programs (notify-user, example-service) are built in the tree
+# and not installed: neither are their pages.
+EXAMPLE_MAN:= man/notify-user.1 man/example-service.8
+MAN_PAGES  := $(filter-out $(EXAMPLE_MAN),$(wildcard man/*.[1-9]))
 CONF_FILES := config/warren.conf config/user-service.conf
 UNIT_FILES := config/user-service.service config/user-service@.service
 UNIT_PATHS := -e 's\#/usr/local/sbin/\#$(SBINDIR)/\#g' -e 's\#/etc/warren/\#$(SYSCONFDIR)/warren/\#g' \
