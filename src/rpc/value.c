@@ -156,10 +156,22 @@ warren_err value_reserve(warren_value *v, size_t n)
 		           : WARREN_ERR_NOMEM;
 	}
 	if (v->type == WARREN_MAP) {
-		return grow((void **)&v->u.m.e, &v->u.m.cap, n, sizeof(*v->u.m.e)) ? WARREN_OK
-		                                                                    : WARREN_ERR_NOMEM;
+		return grow((void **)&v->u.m.e, &v->u.m.cap, n, sizeof(*v->u.m.e))
+		           ? WARREN_OK
+		           : WARREN_ERR_NOMEM;
 	}
 	return WARREN_ERR_INVALID;
+}
+
+warren_value *value_container(warren_type t, size_t n)
+{
+	warren_value *c = t == WARREN_ARRAY ? warren_array() : warren_map();
+
+	if (c == NULL || value_reserve(c, n) != WARREN_OK) {
+		warren_value_free(c);
+		return NULL;
+	}
+	return c;
 }
 
 warren_err warren_array_push(warren_value *arr, warren_value *item)
@@ -370,9 +382,8 @@ warren_value *warren_value_copy(const warren_value *v)
 	case WARREN_BIN:
 		return bytes_new(v->type, v->u.s.p, v->u.s.len);
 	case WARREN_ARRAY:
-		c = warren_array();
-		if (c == NULL || value_reserve(c, v->u.a.len) != WARREN_OK) {
-			warren_value_free(c);
+		c = value_container(WARREN_ARRAY, v->u.a.len);
+		if (c == NULL) {
 			return NULL;
 		}
 		for (size_t i = 0; i < v->u.a.len; i++) {
@@ -383,9 +394,8 @@ warren_value *warren_value_copy(const warren_value *v)
 		}
 		return c;
 	case WARREN_MAP:
-		c = warren_map();
-		if (c == NULL || value_reserve(c, v->u.m.len) != WARREN_OK) {
-			warren_value_free(c);
+		c = value_container(WARREN_MAP, v->u.m.len);
+		if (c == NULL) {
 			return NULL;
 		}
 		for (size_t i = 0; i < v->u.m.len; i++) {

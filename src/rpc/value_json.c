@@ -30,9 +30,8 @@ static warren_err container_from_jansson(const json_t *j, int depth, warren_valu
 		return WARREN_ERR_DECODE;
 	}
 	if (json_is_array(j)) {
-		c = warren_array();
-		if (c == NULL || value_reserve(c, json_array_size(j)) != WARREN_OK) {
-			warren_value_free(c);
+		c = value_container(WARREN_ARRAY, json_array_size(j));
+		if (c == NULL) {
 			return WARREN_ERR_NOMEM;
 		}
 		for (size_t i = 0; i < json_array_size(j) && err == WARREN_OK; i++) {
@@ -47,9 +46,8 @@ static warren_err container_from_jansson(const json_t *j, int depth, warren_valu
 		size_t klen;
 		json_t *val;
 
-		c = warren_map();
-		if (c == NULL || value_reserve(c, json_object_size(j)) != WARREN_OK) {
-			warren_value_free(c);
+		c = value_container(WARREN_MAP, json_object_size(j));
+		if (c == NULL) {
 			return WARREN_ERR_NOMEM;
 		}
 		json_object_keylen_foreach((json_t *)j, key, klen, val)
@@ -120,7 +118,7 @@ warren_err warren_value_from_json(const char *text, size_t len, warren_value **o
 			errstr_set(errstr, errlen, "empty JSON text");
 		} else {
 			errstr_set(errstr, errlen, "line %d, column %d: %s", jerr.line, jerr.column,
-			        jerr.text);
+			           jerr.text);
 		}
 		return WARREN_ERR_DECODE;
 	}
@@ -235,69 +233,96 @@ static void put_float(struct jbuf *b, double d)
 	}
 }
 
+static warren_err to_json(const warren_value *v, struct jbuf *b, char *errstr, size_t errlen);
+
+static warren_err array_to_json(const warren_value *v, struct jbuf *b, char *errstr, size_t errlen)
+{
+	warren_err err = WARREN_OK;
+
+	put(b, "[", 1);
+	for (size_t i = 0; i < v->u.a.len && err == WARREN_OK; i++) {
+		if (i > 0) {
+			put(b, ",", 1);
+		}
+		err = to_json(v->u.a.items[i], b, errstr, errlen);
+	}
+	put(b, "]", 1);
+	return err;
+}
+
+static warren_err map_to_json(const warren_value *v, struct jbuf *b, char *errstr, size_t errlen)
+{
+	warren_err err = WARREN_OK;
+
+	put(b, "{", 1);
+	for (size_t i = 0; i < v->u.m.len && err == WARREN_OK; i++) {
+		const struct value_entry *e = &v->u.m.e[i];
+		if (!utf8_valid(e->key, e->klen)) {
+			errstr_set(errstr, errlen, "a map key is not valid UTF-8");
+			return WARREN_ERR_INVALID;
+		}
+		if (i > 0) {
+			put(b, ",", 1);
+		}
+		put_quoted(b, e->key, e->klen);
+		put(b, ":", 1);
+		err = to_json(e->val, b, errstr, errlen);
+	}
+	put(b, "}", 1);
+	return err;
+}
+
+/* A float, a string or binary data: what has no JSON form is refused. */
+static warren_err leaf_to_json(const warren_value *v, struct jbuf *b, char *errstr, size_t errlen)
+{
+	if (v->type == WARREN_FLOAT) {
+		if (!isfinite(v->u.d)) {
+			errstr_set(errstr, errlen, "the float %s has no JSON form",
+			           isnan(v->u.d) ? "NaN"
+			           : v->u.d > 0  ? "infinity"
+			                         : "-infinity");
+			return WARREN_ERR_INVALID;
+		}
+		put_float(b, v->u.d);
+		return WARREN_OK;
+	}
+	if (v->type == WARREN_BIN) {
+		errstr_set(errstr, errlen, "binary data (%zu bytes) has no JSON form", v->u.s.len);
+		return WARREN_ERR_INVALID;
+	}
+	if (!utf8_valid(v->u.s.p, v->u.s.len)) {
+		errstr_set(errstr, errlen, "a string is not valid UTF-8");
+		return WARREN_ERR_INVALID;
+	}
+	put_quoted(b, v->u.s.p, v->u.s.len);
+	return WARREN_OK;
+}
+
 static warren_err to_json(const warren_value *v, struct jbuf *b, char *errstr, size_t errlen)
 {
 	char num[24];
-	warren_err err = WARREN_OK;
 
 	switch (warren_value_type(v)) {
 	case WARREN_NIL:
 		put(b, "null", 4);
-		break;
+		return WARREN_OK;
 	case WARREN_BOOL:
 		put_str(b, v->u.b ? "true" : "false");
-		break;
+		return WARREN_OK;
 	case WARREN_INT:
 		snprintf(num, sizeof(num), "%lld", (long long)v->u.i);
 		put_str(b, num);
-		break;
+		return WARREN_OK;
 	case WARREN_FLOAT:
-		if (!isfinite(v->u.d)) {
-			errstr_set(errstr, errlen, "the float %s has no JSON form",
-			        isnan(v->u.d) ? "NaN" : v->u.d > 0 ? "infinity" : "-infinity");
-			return WARREN_ERR_INVALID;
-		}
-		put_float(b, v->u.d);
-		break;
 	case WARREN_STR:
-		if (!utf8_valid(v->u.s.p, v->u.s.len)) {
-			errstr_set(errstr, errlen, "a string is not valid UTF-8");
-			return WARREN_ERR_INVALID;
-		}
-		put_quoted(b, v->u.s.p, v->u.s.len);
-		break;
 	case WARREN_BIN:
-		errstr_set(errstr, errlen, "binary data (%zu bytes) has no JSON form", v->u.s.len);
-		return WARREN_ERR_INVALID;
+		return leaf_to_json(v, b, errstr, errlen);
 	case WARREN_ARRAY:
-		put(b, "[", 1);
-		for (size_t i = 0; i < v->u.a.len && err == WARREN_OK; i++) {
-			if (i > 0) {
-				put(b, ",", 1);
-			}
-			err = to_json(v->u.a.items[i], b, errstr, errlen);
-		}
-		put(b, "]", 1);
-		break;
+		return array_to_json(v, b, errstr, errlen);
 	case WARREN_MAP:
-		put(b, "{", 1);
-		for (size_t i = 0; i < v->u.m.len && err == WARREN_OK; i++) {
-			const struct value_entry *e = &v->u.m.e[i];
-			if (!utf8_valid(e->key, e->klen)) {
-				errstr_set(errstr, errlen, "a map key is not valid UTF-8");
-				return WARREN_ERR_INVALID;
-			}
-			if (i > 0) {
-				put(b, ",", 1);
-			}
-			put_quoted(b, e->key, e->klen);
-			put(b, ":", 1);
-			err = to_json(e->val, b, errstr, errlen);
-		}
-		put(b, "}", 1);
-		break;
+		return map_to_json(v, b, errstr, errlen);
 	}
-	return err;
+	return WARREN_OK;
 }
 
 warren_err warren_value_to_json(const warren_value *v, char **out, char *errstr, size_t errlen)
