@@ -177,6 +177,35 @@ static const char *quoted_key(const warren_value *k, char *buf, size_t len)
 	return buf;
 }
 
+/* One key (a string without NUL, not seen before) and its value into m. */
+static warren_err decode_entry(struct reader *r, int depth, warren_value *m)
+{
+	size_t key_at = r->pos;
+	warren_value *key = NULL, *val = NULL;
+	char quoted[48];
+	warren_err err;
+
+	if (remaining(r) > 0 && strcmp(format_kind(r->p[r->pos]), "string") != 0) {
+		return fail(r, key_at, "map key is %s, expected string", format_kind(r->p[r->pos]));
+	}
+	err = decode_value(r, depth + 1, &key);
+	if (err == WARREN_OK && memchr(key->u.s.p, '\0', key->u.s.len) != NULL) {
+		err = fail(r, key_at, "map key contains a NUL byte");
+	}
+	if (err == WARREN_OK) {
+		err = decode_value(r, depth + 1, &val);
+	}
+	if (err == WARREN_OK) {
+		err = value_map_add(m, key->u.s.p, key->u.s.len, val, false);
+		if (err == WARREN_ERR_INVALID) {
+			err = fail(r, key_at, "duplicate map key%s",
+			           quoted_key(key, quoted, sizeof(quoted)));
+		}
+	}
+	warren_value_free(key);
+	return err;
+}
+
 static warren_err decode_map(struct reader *r, size_t at, int depth, uint64_t n, warren_value **out)
 {
 	warren_value *m;
@@ -192,30 +221,7 @@ static warren_err decode_map(struct reader *r, size_t at, int depth, uint64_t n,
 		return WARREN_ERR_NOMEM;
 	}
 	for (uint64_t i = 0; i < n && err == WARREN_OK; i++) {
-		size_t key_at = r->pos;
-		warren_value *key = NULL, *val = NULL;
-		char quoted[48];
-
-		if (remaining(r) > 0 && strcmp(format_kind(r->p[r->pos]), "string") != 0) {
-			err = fail(r, key_at, "map key is %s, expected string",
-			           format_kind(r->p[r->pos]));
-			break;
-		}
-		err = decode_value(r, depth + 1, &key);
-		if (err == WARREN_OK && memchr(key->u.s.p, '\0', key->u.s.len) != NULL) {
-			err = fail(r, key_at, "map key contains a NUL byte");
-		}
-		if (err == WARREN_OK) {
-			err = decode_value(r, depth + 1, &val);
-		}
-		if (err == WARREN_OK) {
-			err = value_map_add(m, key->u.s.p, key->u.s.len, val, false);
-			if (err == WARREN_ERR_INVALID) {
-				err = fail(r, key_at, "duplicate map key%s",
-				           quoted_key(key, quoted, sizeof(quoted)));
-			}
-		}
-		warren_value_free(key);
+		err = decode_entry(r, depth, m);
 	}
 	if (err != WARREN_OK) {
 		warren_value_free(m);

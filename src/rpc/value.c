@@ -277,6 +277,23 @@ static ptrdiff_t map_find(const struct value_map *m, const char *key, size_t kle
 	return -1;
 }
 
+/* Keeps the hash index in step with the entry just appended, once the map
+ * is past linear search. */
+static void index_appended(struct value_map *m)
+{
+	if (m->len <= MAP_LINEAR_MAX) {
+		return;
+	}
+	if (m->index != NULL && m->len * 2 <= m->index_cap) {
+		index_insert(m, m->len - 1);
+	} else if (!index_rebuild(m, m->len)) {
+		/* Fall back to linear search rather than fail. */
+		free(m->index);
+		m->index = NULL;
+		m->index_cap = 0;
+	}
+}
+
 warren_err value_map_add(warren_value *map, const char *key, size_t klen, warren_value *val,
                          bool replace)
 {
@@ -312,18 +329,7 @@ warren_err value_map_add(warren_value *map, const char *key, size_t klen, warren
 	k[klen] = '\0';
 	m->e[m->len] = (struct value_entry){.key = k, .klen = klen, .val = val};
 	m->len++;
-	if (m->len > MAP_LINEAR_MAX) {
-		if (m->index == NULL || m->len * 2 > m->index_cap) {
-			if (!index_rebuild(m, m->len)) {
-				/* Fall back to linear search rather than fail. */
-				free(m->index);
-				m->index = NULL;
-				m->index_cap = 0;
-			}
-		} else {
-			index_insert(m, m->len - 1);
-		}
-	}
+	index_appended(m);
 	return WARREN_OK;
 }
 
@@ -416,6 +422,35 @@ warren_value *warren_value_copy(const warren_value *v)
 	}
 }
 
+static bool arrays_equal(const warren_value *a, const warren_value *b)
+{
+	if (a->u.a.len != b->u.a.len) {
+		return false;
+	}
+	for (size_t i = 0; i < a->u.a.len; i++) {
+		if (!warren_value_equal(a->u.a.items[i], b->u.a.items[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Same keys and values; order does not matter. */
+static bool maps_equal(const warren_value *a, const warren_value *b)
+{
+	if (a->u.m.len != b->u.m.len) {
+		return false;
+	}
+	for (size_t i = 0; i < a->u.m.len; i++) {
+		const struct value_entry *e = &a->u.m.e[i];
+		ptrdiff_t j = map_find(&b->u.m, e->key, e->klen);
+		if (j < 0 || !warren_value_equal(e->val, b->u.m.e[j].val)) {
+			return false;
+		}
+	}
+	return true;
+}
+
 bool warren_value_equal(const warren_value *a, const warren_value *b)
 {
 	if (warren_value_type(a) != warren_value_type(b)) {
@@ -438,28 +473,9 @@ bool warren_value_equal(const warren_value *a, const warren_value *b)
 	case WARREN_BIN:
 		return a->u.s.len == b->u.s.len && memcmp(a->u.s.p, b->u.s.p, a->u.s.len) == 0;
 	case WARREN_ARRAY:
-		if (a->u.a.len != b->u.a.len) {
-			return false;
-		}
-		for (size_t i = 0; i < a->u.a.len; i++) {
-			if (!warren_value_equal(a->u.a.items[i], b->u.a.items[i])) {
-				return false;
-			}
-		}
-		return true;
+		return arrays_equal(a, b);
 	case WARREN_MAP:
-		/* Same keys and values; order does not matter. */
-		if (a->u.m.len != b->u.m.len) {
-			return false;
-		}
-		for (size_t i = 0; i < a->u.m.len; i++) {
-			const struct value_entry *e = &a->u.m.e[i];
-			ptrdiff_t j = map_find(&b->u.m, e->key, e->klen);
-			if (j < 0 || !warren_value_equal(e->val, b->u.m.e[j].val)) {
-				return false;
-			}
-		}
-		return true;
+		return maps_equal(a, b);
 	}
 	return false;
 }

@@ -19,49 +19,63 @@
 static warren_err from_jansson(const json_t *j, int depth, warren_value **out, char *errstr,
                                size_t errlen);
 
+/* The items of JSON array j, converted, into the array c. */
+static warren_err items_from_jansson(warren_value *c, const json_t *j, int depth, char *errstr,
+                                     size_t errlen)
+{
+	warren_err err = WARREN_OK;
+
+	for (size_t i = 0; i < json_array_size(j) && err == WARREN_OK; i++) {
+		warren_value *item = NULL;
+		err = from_jansson(json_array_get(j, i), depth + 1, &item, errstr, errlen);
+		if (err == WARREN_OK) {
+			err = warren_array_push(c, item);
+		}
+	}
+	return err;
+}
+
+/* The members of JSON object j, converted, into the map c. */
+static warren_err entries_from_jansson(warren_value *c, const json_t *j, int depth, char *errstr,
+                                       size_t errlen)
+{
+	warren_err err = WARREN_OK;
+	const char *key;
+	size_t klen;
+	json_t *val;
+
+	json_object_keylen_foreach((json_t *)j, key, klen, val)
+	{
+		warren_value *item = NULL;
+		err = from_jansson(val, depth + 1, &item, errstr, errlen);
+		if (err == WARREN_OK) {
+			err = value_map_add(c, key, klen, item, false);
+		}
+		if (err != WARREN_OK) {
+			break;
+		}
+	}
+	return err;
+}
+
 static warren_err container_from_jansson(const json_t *j, int depth, warren_value **out,
                                          char *errstr, size_t errlen)
 {
+	bool array = json_is_array(j);
 	warren_value *c;
-	warren_err err = WARREN_OK;
+	warren_err err;
 
 	if (depth >= CODEC_MAX_DEPTH) {
 		errstr_set(errstr, errlen, "nested deeper than %d levels", CODEC_MAX_DEPTH);
 		return WARREN_ERR_DECODE;
 	}
-	if (json_is_array(j)) {
-		c = value_container(WARREN_ARRAY, json_array_size(j));
-		if (c == NULL) {
-			return WARREN_ERR_NOMEM;
-		}
-		for (size_t i = 0; i < json_array_size(j) && err == WARREN_OK; i++) {
-			warren_value *item = NULL;
-			err = from_jansson(json_array_get(j, i), depth + 1, &item, errstr, errlen);
-			if (err == WARREN_OK) {
-				err = warren_array_push(c, item);
-			}
-		}
-	} else {
-		const char *key;
-		size_t klen;
-		json_t *val;
-
-		c = value_container(WARREN_MAP, json_object_size(j));
-		if (c == NULL) {
-			return WARREN_ERR_NOMEM;
-		}
-		json_object_keylen_foreach((json_t *)j, key, klen, val)
-		{
-			warren_value *item = NULL;
-			err = from_jansson(val, depth + 1, &item, errstr, errlen);
-			if (err == WARREN_OK) {
-				err = value_map_add(c, key, klen, item, false);
-			}
-			if (err != WARREN_OK) {
-				break;
-			}
-		}
+	c = value_container(array ? WARREN_ARRAY : WARREN_MAP,
+	                    array ? json_array_size(j) : json_object_size(j));
+	if (c == NULL) {
+		return WARREN_ERR_NOMEM;
 	}
+	err = array ? items_from_jansson(c, j, depth, errstr, errlen)
+	            : entries_from_jansson(c, j, depth, errstr, errlen);
 	if (err != WARREN_OK) {
 		warren_value_free(c);
 		return err;
@@ -164,52 +178,57 @@ static void put_str(struct jbuf *b, const char *s)
 	put(b, s, strlen(s));
 }
 
+/* The escape of byte c (a control character, '"' or '\\') into esc; its
+ * length. */
+static size_t escape(unsigned char c, char esc[6])
+{
+	static const char hex[] = "0123456789abcdef";
+
+	esc[0] = '\\';
+	switch (c) {
+	case '"':
+	case '\\':
+		esc[1] = (char)c;
+		return 2;
+	case '\n':
+		esc[1] = 'n';
+		return 2;
+	case '\r':
+		esc[1] = 'r';
+		return 2;
+	case '\t':
+		esc[1] = 't';
+		return 2;
+	case '\b':
+		esc[1] = 'b';
+		return 2;
+	case '\f':
+		esc[1] = 'f';
+		return 2;
+	default:
+		memcpy(esc + 1, "u00", 3);
+		esc[4] = hex[c >> 4];
+		esc[5] = hex[c & 15];
+		return 6;
+	}
+}
+
 /* A JSON string literal of n bytes (already checked to be UTF-8). */
 static void put_quoted(struct jbuf *b, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
 	size_t run = 0; /* start of the pending run of plain bytes */
 
 	put(b, "\"", 1);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
-		char esc[7];
-		size_t elen = 2;
+		char esc[6];
 
 		if (c >= 0x20 && c != '"' && c != '\\') {
 			continue;
 		}
 		put(b, s + run, i - run);
 		run = i + 1;
-		esc[0] = '\\';
-		switch (c) {
-		case '"':
-		case '\\':
-			esc[1] = (char)c;
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		default:
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[c >> 4];
-			esc[5] = hex[c & 15];
-			elen = 6;
-			break;
-		}
-		put(b, esc, elen);
+		put(b, esc, escape(c, esc));
 	}
 	put(b, s + run, n - run);
 	put(b, "\"", 1);

@@ -351,6 +351,43 @@ static void batch_line(const char *method, const char *status, const warren_valu
 	warren_value_free(out);
 }
 
+/* One line of -b: the call it names, and its line of output; the exit
+ * status for it. */
+static int batch_one(warren_client *client, const warren_call_opts *opts, const char *line,
+                     size_t len, const char *label)
+{
+	warren_value *v = NULL;
+	const char *method = NULL;
+	size_t mlen;
+	warren_reply *reply = NULL;
+	warren_err err;
+	char why[600];
+
+	if (warren_value_from_json(line, len, &v, why, sizeof(why)) != WARREN_OK) {
+		batch_line(label, "INVALID_ARGUMENT", NULL, why);
+		return EXITCODE_INPUT;
+	}
+	if (!warren_value_get_str(warren_map_get(v, "method"), &method, &mlen)) {
+		batch_line(label, "INVALID_ARGUMENT", NULL,
+		           "expected {\"method\": \"SERVICE.NAME\", \"params\": ...}");
+		warren_value_free(v);
+		return EXITCODE_INPUT;
+	}
+	err = warren_call(client, method, warren_map_get(v, "params"), opts, &reply, why,
+	                  sizeof(why));
+	if (err == WARREN_OK) {
+		batch_line(method, "OK", warren_reply_result(reply), NULL);
+	} else if (reply != NULL) {
+		batch_line(method, warren_status_name(warren_reply_status(reply)), NULL,
+		           warren_reply_message(reply));
+	} else {
+		batch_line(method, warren_status_name(warren_err_status(err)), NULL, why);
+	}
+	warren_reply_free(reply);
+	warren_value_free(v);
+	return exitcode_for(err);
+}
+
 /* -b: one call per line of standard input, {"method": M, "params": P},
  * one line of result each on standard output, in order. Exits as the first
  * failure (a malformed line counts as bad input). */
@@ -358,50 +395,23 @@ static int batch(const struct options *o, warren_client *client)
 {
 	warren_call_opts opts = {
 	    .timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
-	char *line = NULL, why[600], label[32];
+	char *line = NULL, label[32];
 	size_t cap = 0;
 	ssize_t len;
 	int status = EXITCODE_OK, lineno = 0;
 
 	while ((len = getline(&line, &cap, stdin)) > 0) {
-		warren_value *v = NULL;
-		const char *method = NULL;
-		size_t mlen;
-		warren_reply *reply = NULL;
-		warren_err err;
-		int st = EXITCODE_OK;
+		int st;
 
 		lineno++;
-		snprintf(label, sizeof(label), "line %d", lineno);
 		if (len == 1 && line[0] == '\n') {
 			continue;
 		}
-		if (warren_value_from_json(line, (size_t)len, &v, why, sizeof(why)) != WARREN_OK) {
-			batch_line(label, "INVALID_ARGUMENT", NULL, why);
-			st = EXITCODE_INPUT;
-		} else if (!warren_value_get_str(warren_map_get(v, "method"), &method, &mlen)) {
-			batch_line(label, "INVALID_ARGUMENT", NULL,
-			           "expected {\"method\": \"SERVICE.NAME\", \"params\": ...}");
-			st = EXITCODE_INPUT;
-		} else {
-			err = warren_call(client, method, warren_map_get(v, "params"), &opts,
-			                  &reply, why, sizeof(why));
-			if (err == WARREN_OK) {
-				batch_line(method, "OK", warren_reply_result(reply), NULL);
-			} else if (reply != NULL) {
-				batch_line(method, warren_status_name(warren_reply_status(reply)),
-				           NULL, warren_reply_message(reply));
-			} else {
-				batch_line(method, warren_status_name(warren_err_status(err)), NULL,
-				           why);
-			}
-			st = exitcode_for(err);
-		}
+		snprintf(label, sizeof(label), "line %d", lineno);
+		st = batch_one(client, &opts, line, (size_t)len, label);
 		if (status == EXITCODE_OK) {
 			status = st;
 		}
-		warren_reply_free(reply);
-		warren_value_free(v);
 	}
 	free(line);
 	return status;
