@@ -19,6 +19,19 @@ bool cli_add_override(struct cli_config *cc, const char *arg)
 	return true;
 }
 
+int cli_take_config_option(struct cli_config *cc, const char *prog, int opt, const char *arg)
+{
+	if (opt == 'c') {
+		cc->file = arg;
+		return EXITCODE_OK;
+	}
+	if (!cli_add_override(cc, arg)) {
+		fprintf(stderr, "%s: too many -o options\n", prog);
+		return EXITCODE_USAGE;
+	}
+	return EXITCODE_OK;
+}
+
 /* Whether a URL list ("amqp://user:password@host/,...") holds a password
  * other than RabbitMQ's well-known "guest" (no secret: the broker lets
  * guest in from localhost only). */
@@ -184,11 +197,8 @@ int cli_parse_daemon_args(int argc, char **argv, const char *prog, struct cli_co
 	while ((opt = getopt_long(argc, argv, ":c:o:hV", longs, NULL)) != -1) {
 		switch (opt) {
 		case 'c':
-			cc->file = optarg;
-			break;
 		case 'o':
-			if (!cli_add_override(cc, optarg)) {
-				fprintf(stderr, "%s: too many -o options\n", prog);
+			if (cli_take_config_option(cc, prog, opt, optarg) != EXITCODE_OK) {
 				return EXITCODE_USAGE;
 			}
 			break;

@@ -19,6 +19,11 @@ struct cli_config {
 /* Records one -o argument; false when there are too many. */
 bool cli_add_override(struct cli_config *cc, const char *arg);
 
+/* Takes -c FILE or -o key=value (opt 'c' or 'o', arg its value) into cc:
+ * EXITCODE_OK (exitcodes.h), or EXITCODE_USAGE after "PROG: too many -o
+ * options" on stderr. */
+int cli_take_config_option(struct cli_config *cc, const char *prog, int opt, const char *arg);
+
 /* The usage line of a worker daemon, a printf format taking the program. */
 #define CLI_DAEMON_USAGE "usage: %s [-c FILE] [-o key=value]... [-h] [-V]\n"
 

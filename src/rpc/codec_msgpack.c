@@ -43,6 +43,13 @@ static size_t remaining(const struct reader *r)
 	return r->len - r->pos;
 }
 
+/* A value just built: WARREN_OK, or WARREN_ERR_NOMEM when building it failed. */
+static warren_err made(warren_value *v, warren_value **out)
+{
+	*out = v;
+	return v != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+}
+
 /* Reads an n-byte big-endian unsigned number (n <= 8). */
 static bool read_be(struct reader *r, size_t n, uint64_t *out)
 {
@@ -136,9 +143,8 @@ static warren_err decode_array(struct reader *r, size_t at, int depth, uint64_t 
 		return fail(r, at, "array of %llu items but only %zu bytes remain",
 		            (unsigned long long)n, remaining(r));
 	}
-	a = warren_array();
-	if (a == NULL || value_reserve(a, n) != WARREN_OK) {
-		warren_value_free(a);
+	a = value_container(WARREN_ARRAY, n);
+	if (a == NULL) {
 		return WARREN_ERR_NOMEM;
 	}
 	for (uint64_t i = 0; i < n && err == WARREN_OK; i++) {
@@ -171,8 +177,36 @@ static const char *quoted_key(const warren_value *k, char *buf, size_t len)
 	return buf;
 }
 
-static warren_err decode_map(struct reader *r, size_t at, int depth, uint64_t n,
-                             warren_value **out)
+/* One key (a string without NUL, not seen before) and its value into m. */
+static warren_err decode_entry(struct reader *r, int depth, warren_value *m)
+{
+	size_t key_at = r->pos;
+	warren_value *key = NULL, *val = NULL;
+	char quoted[48];
+	warren_err err;
+
+	if (remaining(r) > 0 && strcmp(format_kind(r->p[r->pos]), "string") != 0) {
+		return fail(r, key_at, "map key is %s, expected string", format_kind(r->p[r->pos]));
+	}
+	err = decode_value(r, depth + 1, &key);
+	if (err == WARREN_OK && memchr(key->u.s.p, '\0', key->u.s.len) != NULL) {
+		err = fail(r, key_at, "map key contains a NUL byte");
+	}
+	if (err == WARREN_OK) {
+		err = decode_value(r, depth + 1, &val);
+	}
+	if (err == WARREN_OK) {
+		err = value_map_add(m, key->u.s.p, key->u.s.len, val, false);
+		if (err == WARREN_ERR_INVALID) {
+			err = fail(r, key_at, "duplicate map key%s",
+			           quoted_key(key, quoted, sizeof(quoted)));
+		}
+	}
+	warren_value_free(key);
+	return err;
+}
+
+static warren_err decode_map(struct reader *r, size_t at, int depth, uint64_t n, warren_value **out)
 {
 	warren_value *m;
 	warren_err err = WARREN_OK;
@@ -182,36 +216,12 @@ static warren_err decode_map(struct reader *r, size_t at, int depth, uint64_t n,
 		return fail(r, at, "map of %llu entries but only %zu bytes remain",
 		            (unsigned long long)n, remaining(r));
 	}
-	m = warren_map();
-	if (m == NULL || value_reserve(m, n) != WARREN_OK) {
-		warren_value_free(m);
+	m = value_container(WARREN_MAP, n);
+	if (m == NULL) {
 		return WARREN_ERR_NOMEM;
 	}
 	for (uint64_t i = 0; i < n && err == WARREN_OK; i++) {
-		size_t key_at = r->pos;
-		warren_value *key = NULL, *val = NULL;
-		char quoted[48];
-
-		if (remaining(r) > 0 && strcmp(format_kind(r->p[r->pos]), "string") != 0) {
-			err = fail(r, key_at, "map key is %s, expected string",
-			           format_kind(r->p[r->pos]));
-			break;
-		}
-		err = decode_value(r, depth + 1, &key);
-		if (err == WARREN_OK && memchr(key->u.s.p, '\0', key->u.s.len) != NULL) {
-			err = fail(r, key_at, "map key contains a NUL byte");
-		}
-		if (err == WARREN_OK) {
-			err = decode_value(r, depth + 1, &val);
-		}
-		if (err == WARREN_OK) {
-			err = value_map_add(m, key->u.s.p, key->u.s.len, val, false);
-			if (err == WARREN_ERR_INVALID) {
-				err = fail(r, key_at, "duplicate map key%s",
-				           quoted_key(key, quoted, sizeof(quoted)));
-			}
-		}
-		warren_value_free(key);
+		err = decode_entry(r, depth, m);
 	}
 	if (err != WARREN_OK) {
 		warren_value_free(m);
@@ -236,19 +246,18 @@ static warren_err decode_number(struct reader *r, size_t at, uint8_t b, warren_v
 
 	if (b == 0xca || b == 0xcb) {
 		if (!read_be(r, b == 0xca ? 4 : 8, &u)) {
-			return fail(r, r->len, "unexpected end of data in the float at byte %zu", at);
+			return fail(r, r->len, "unexpected end of data in the float at byte %zu",
+			            at);
 		}
 		if (b == 0xca) {
 			uint32_t bits = (uint32_t)u;
 			float f;
 			memcpy(&f, &bits, sizeof(f));
-			*out = warren_float(f);
-		} else {
-			double d;
-			memcpy(&d, &u, sizeof(d));
-			*out = warren_float(d);
+			return made(warren_float(f), out);
 		}
-		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+		double d;
+		memcpy(&d, &u, sizeof(d));
+		return made(warren_float(d), out);
 	}
 	size_t w = width[(b - 0xcc) & 3];
 	if (!read_be(r, w, &u)) {
@@ -259,85 +268,114 @@ static warren_err decode_number(struct reader *r, size_t at, uint8_t b, warren_v
 			return fail(r, at, "integer %llu is out of the int64 range",
 			            (unsigned long long)u);
 		}
-		*out = warren_int((int64_t)u);
-	} else {
-		/* Sign-extend the w-byte two's complement value. */
-		int64_t i = w == 8 ? (int64_t)u : (int64_t)(u ^ (1ULL << (w * 8 - 1))) -
-		                                      (int64_t)(1ULL << (w * 8 - 1));
-		*out = warren_int(i);
+		return made(warren_int((int64_t)u), out);
 	}
-	return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+	/* Sign-extend the w-byte two's complement value. */
+	int64_t i = w == 8 ? (int64_t)u
+	                   : (int64_t)(u ^ (1ULL << (w * 8 - 1))) - (int64_t)(1ULL << (w * 8 - 1));
+	return made(warren_int(i), out);
 }
 
-static warren_err decode_value(struct reader *r, int depth, warren_value **out)
+/* Whether header byte b starts an array or a map. */
+static bool is_container(uint8_t b)
 {
-	size_t at = r->pos;
-	uint8_t b;
-	uint64_t n;
-	warren_err err;
+	return (b >= 0x80 && b <= 0x9f) || (b >= 0xdc && b <= 0xdf);
+}
 
-	if (remaining(r) == 0) {
-		return fail(r, at, "unexpected end of data");
-	}
-	b = r->p[r->pos++];
-	if (b <= 0x7f || b >= 0xe0) {
-		*out = warren_int(b <= 0x7f ? b : (int64_t)(int8_t)b);
-		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
-	}
-	if ((b <= 0x9f || b == 0xdc || b == 0xdd || b == 0xde || b == 0xdf) &&
-	    depth >= CODEC_MAX_DEPTH) {
-		return fail(r, at, "nested deeper than %d levels", CODEC_MAX_DEPTH);
-	}
+/* fixmap, fixarray and fixstr: the length is in the header byte. */
+static warren_err decode_fix(struct reader *r, size_t at, int depth, uint8_t b, warren_value **out)
+{
 	if (b <= 0x8f) {
 		return decode_map(r, at, depth, b & 0x0f, out);
 	}
 	if (b <= 0x9f) {
 		return decode_array(r, at, depth, b & 0x0f, out);
 	}
+	return decode_bytes(r, at, WARREN_STR, b & 0x1f, out);
+}
+
+/* The width of the length that follows header byte b (bin, ext, str,
+ * array, map 8/16/32). */
+static size_t len_width(uint8_t b)
+{
+	switch (b) {
+	case 0xc4:
+	case 0xc7:
+	case 0xd9:
+		return 1;
+	case 0xc5:
+	case 0xc8:
+	case 0xda:
+	case 0xdc:
+	case 0xde:
+		return 2;
+	default: /* 0xc6, 0xc9, 0xdb, 0xdd, 0xdf */
+		return 4;
+	}
+}
+
+/* The formats whose length follows the header byte. */
+static warren_err decode_sized(struct reader *r, size_t at, int depth, uint8_t b,
+                               warren_value **out)
+{
+	uint64_t n = 0;
+	warren_err err = read_len(r, at, len_width(b), &n);
+
+	if (err != WARREN_OK) {
+		return err;
+	}
+	if (b <= 0xc6) {
+		return decode_bytes(r, at, WARREN_BIN, n, out);
+	}
+	if (b <= 0xc9) {
+		return decode_ext(r, at, n);
+	}
+	if (b <= 0xdb) {
+		return decode_bytes(r, at, WARREN_STR, n, out);
+	}
+	if (b <= 0xdd) {
+		return decode_array(r, at, depth, n, out);
+	}
+	return decode_map(r, at, depth, n, out);
+}
+
+static warren_err decode_value(struct reader *r, int depth, warren_value **out)
+{
+	size_t at = r->pos;
+	uint8_t b;
+
+	if (remaining(r) == 0) {
+		return fail(r, at, "unexpected end of data");
+	}
+	b = r->p[r->pos++];
+	if (b <= 0x7f || b >= 0xe0) {
+		return made(warren_int(b <= 0x7f ? b : (int64_t)(int8_t)b), out);
+	}
+	if (is_container(b) && depth >= CODEC_MAX_DEPTH) {
+		return fail(r, at, "nested deeper than %d levels", CODEC_MAX_DEPTH);
+	}
 	if (b <= 0xbf) {
-		return decode_bytes(r, at, WARREN_STR, b & 0x1f, out);
+		return decode_fix(r, at, depth, b, out);
 	}
 	switch (b) {
 	case 0xc0:
-		*out = warren_nil();
-		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
+		return made(warren_nil(), out);
 	case 0xc1:
 		return fail(r, at, "byte 0xc1 is never used in msgpack");
 	case 0xc2:
 	case 0xc3:
-		*out = warren_bool(b == 0xc3);
-		return *out != NULL ? WARREN_OK : WARREN_ERR_NOMEM;
-	case 0xc4:
-	case 0xc5:
-	case 0xc6:
-		err = read_len(r, at, (size_t)1 << (b - 0xc4), &n);
-		return err != WARREN_OK ? err : decode_bytes(r, at, WARREN_BIN, n, out);
-	case 0xc7:
-	case 0xc8:
-	case 0xc9:
-		err = read_len(r, at, (size_t)1 << (b - 0xc7), &n);
-		return err != WARREN_OK ? err : decode_ext(r, at, n);
+		return made(warren_bool(b == 0xc3), out);
 	case 0xd4:
 	case 0xd5:
 	case 0xd6:
 	case 0xd7:
 	case 0xd8:
 		return decode_ext(r, at, (uint64_t)1 << (b - 0xd4));
-	case 0xd9:
-	case 0xda:
-	case 0xdb:
-		err = read_len(r, at, (size_t)1 << (b - 0xd9), &n);
-		return err != WARREN_OK ? err : decode_bytes(r, at, WARREN_STR, n, out);
-	case 0xdc:
-	case 0xdd:
-		err = read_len(r, at, b == 0xdc ? 2 : 4, &n);
-		return err != WARREN_OK ? err : decode_array(r, at, depth, n, out);
-	case 0xde:
-	case 0xdf:
-		err = read_len(r, at, b == 0xde ? 2 : 4, &n);
-		return err != WARREN_OK ? err : decode_map(r, at, depth, n, out);
-	default: /* 0xca..0xd3 */
-		return decode_number(r, at, b, out);
+	default:
+		if (b >= 0xca && b <= 0xd3) {
+			return decode_number(r, at, b, out);
+		}
+		return decode_sized(r, at, depth, b, out);
 	}
 }
 

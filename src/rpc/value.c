@@ -156,10 +156,22 @@ warren_err value_reserve(warren_value *v, size_t n)
 		           : WARREN_ERR_NOMEM;
 	}
 	if (v->type == WARREN_MAP) {
-		return grow((void **)&v->u.m.e, &v->u.m.cap, n, sizeof(*v->u.m.e)) ? WARREN_OK
-		                                                                    : WARREN_ERR_NOMEM;
+		return grow((void **)&v->u.m.e, &v->u.m.cap, n, sizeof(*v->u.m.e))
+		           ? WARREN_OK
+		           : WARREN_ERR_NOMEM;
 	}
 	return WARREN_ERR_INVALID;
+}
+
+warren_value *value_container(warren_type t, size_t n)
+{
+	warren_value *c = t == WARREN_ARRAY ? warren_array() : warren_map();
+
+	if (c == NULL || value_reserve(c, n) != WARREN_OK) {
+		warren_value_free(c);
+		return NULL;
+	}
+	return c;
 }
 
 warren_err warren_array_push(warren_value *arr, warren_value *item)
@@ -265,6 +277,23 @@ static ptrdiff_t map_find(const struct value_map *m, const char *key, size_t kle
 	return -1;
 }
 
+/* Keeps the hash index in step with the entry just appended, once the map
+ * is past linear search. */
+static void index_appended(struct value_map *m)
+{
+	if (m->len <= MAP_LINEAR_MAX) {
+		return;
+	}
+	if (m->index != NULL && m->len * 2 <= m->index_cap) {
+		index_insert(m, m->len - 1);
+	} else if (!index_rebuild(m, m->len)) {
+		/* Fall back to linear search rather than fail. */
+		free(m->index);
+		m->index = NULL;
+		m->index_cap = 0;
+	}
+}
+
 warren_err value_map_add(warren_value *map, const char *key, size_t klen, warren_value *val,
                          bool replace)
 {
@@ -300,18 +329,7 @@ warren_err value_map_add(warren_value *map, const char *key, size_t klen, warren
 	k[klen] = '\0';
 	m->e[m->len] = (struct value_entry){.key = k, .klen = klen, .val = val};
 	m->len++;
-	if (m->len > MAP_LINEAR_MAX) {
-		if (m->index == NULL || m->len * 2 > m->index_cap) {
-			if (!index_rebuild(m, m->len)) {
-				/* Fall back to linear search rather than fail. */
-				free(m->index);
-				m->index = NULL;
-				m->index_cap = 0;
-			}
-		} else {
-			index_insert(m, m->len - 1);
-		}
-	}
+	index_appended(m);
 	return WARREN_OK;
 }
 
@@ -370,9 +388,8 @@ warren_value *warren_value_copy(const warren_value *v)
 	case WARREN_BIN:
 		return bytes_new(v->type, v->u.s.p, v->u.s.len);
 	case WARREN_ARRAY:
-		c = warren_array();
-		if (c == NULL || value_reserve(c, v->u.a.len) != WARREN_OK) {
-			warren_value_free(c);
+		c = value_container(WARREN_ARRAY, v->u.a.len);
+		if (c == NULL) {
 			return NULL;
 		}
 		for (size_t i = 0; i < v->u.a.len; i++) {
@@ -383,9 +400,8 @@ warren_value *warren_value_copy(const warren_value *v)
 		}
 		return c;
 	case WARREN_MAP:
-		c = warren_map();
-		if (c == NULL || value_reserve(c, v->u.m.len) != WARREN_OK) {
-			warren_value_free(c);
+		c = value_container(WARREN_MAP, v->u.m.len);
+		if (c == NULL) {
 			return NULL;
 		}
 		for (size_t i = 0; i < v->u.m.len; i++) {
@@ -404,6 +420,35 @@ warren_value *warren_value_copy(const warren_value *v)
 		}
 		return c;
 	}
+}
+
+static bool arrays_equal(const warren_value *a, const warren_value *b)
+{
+	if (a->u.a.len != b->u.a.len) {
+		return false;
+	}
+	for (size_t i = 0; i < a->u.a.len; i++) {
+		if (!warren_value_equal(a->u.a.items[i], b->u.a.items[i])) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Same keys and values; order does not matter. */
+static bool maps_equal(const warren_value *a, const warren_value *b)
+{
+	if (a->u.m.len != b->u.m.len) {
+		return false;
+	}
+	for (size_t i = 0; i < a->u.m.len; i++) {
+		const struct value_entry *e = &a->u.m.e[i];
+		ptrdiff_t j = map_find(&b->u.m, e->key, e->klen);
+		if (j < 0 || !warren_value_equal(e->val, b->u.m.e[j].val)) {
+			return false;
+		}
+	}
+	return true;
 }
 
 bool warren_value_equal(const warren_value *a, const warren_value *b)
@@ -428,28 +473,9 @@ bool warren_value_equal(const warren_value *a, const warren_value *b)
 	case WARREN_BIN:
 		return a->u.s.len == b->u.s.len && memcmp(a->u.s.p, b->u.s.p, a->u.s.len) == 0;
 	case WARREN_ARRAY:
-		if (a->u.a.len != b->u.a.len) {
-			return false;
-		}
-		for (size_t i = 0; i < a->u.a.len; i++) {
-			if (!warren_value_equal(a->u.a.items[i], b->u.a.items[i])) {
-				return false;
-			}
-		}
-		return true;
+		return arrays_equal(a, b);
 	case WARREN_MAP:
-		/* Same keys and values; order does not matter. */
-		if (a->u.m.len != b->u.m.len) {
-			return false;
-		}
-		for (size_t i = 0; i < a->u.m.len; i++) {
-			const struct value_entry *e = &a->u.m.e[i];
-			ptrdiff_t j = map_find(&b->u.m, e->key, e->klen);
-			if (j < 0 || !warren_value_equal(e->val, b->u.m.e[j].val)) {
-				return false;
-			}
-		}
-		return true;
+		return maps_equal(a, b);
 	}
 	return false;
 }

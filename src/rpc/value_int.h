@@ -47,6 +47,10 @@ warren_value *value_bin_borrowed(const void *p, size_t len);
 /* Makes room for n items (array) or entries (map) in all. */
 warren_err value_reserve(warren_value *v, size_t n);
 
+/* A new empty array or map (t) with room for n items or entries, so that
+ * filling it does not grow it; NULL when out of memory. */
+warren_value *value_container(warren_type t, size_t n);
+
 /* Adds key (klen bytes) -> val to map, taking val also on failure. An
  * existing key is replaced when replace is true and otherwise refused with
  * WARREN_ERR_INVALID. */

@@ -70,6 +70,18 @@ check "a bad -o is a configuration error" 3 '' \
 	'notify-user: client.timeout: "soon" is not a duration (e.g. 250ms, 30s, 2m)' -- \
 	"$BIN/notify-user" -o client.timeout=soon -i 1 hello
 
+# The library's local failures take the codes of warren(7)'s one table, as
+# rpc-call's do: a request the library refuses to send is bad input (7), a
+# system call that fails (here binding an address this host does not have)
+# is internal (6). Both exited 4, "unavailable", before.
+long=$(printf 'x%.0s' $(seq 1 200))
+check "a request larger than message.max_size is bad input, exit 7" 7 '' \
+	'notify-user: user.get: INVALID_ARGUMENT: request of 221 bytes is larger than message.max_size (100)' -- \
+	"$BIN/notify-user" -o message.max_size=100 -e "$long@example.org" hello
+check "a metrics address that cannot be bound is internal, exit 6" 6 '' \
+	'notify-user: client.metrics_listen: cannot listen on 192.0.2.1:9: Cannot assign requested address' -- \
+	"$BIN/notify-user" -o client.metrics_listen=192.0.2.1:9 -i 1 hello
+
 kill -STOP "$service_pid"
 check "a service that does not answer: DEADLINE_EXCEEDED, exit 5" 5 '' \
 	'notify-user: user.get: DEADLINE_EXCEEDED: no reply within 300 ms' -- \

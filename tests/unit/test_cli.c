@@ -173,6 +173,27 @@ static void test_at_most_64_overrides(void **state)
 	assert_false(cli_add_override(&cc, "log.level=error"));
 }
 
+/* What rpc-call and rpc-dlq do with their own option tables: -c and -o
+ * through one function, the 65th -o refused in the program's name. */
+static void test_a_program_takes_c_and_o_through_one_function(void **state)
+{
+	struct cli_config cc = {0};
+	int rc = EXITCODE_OK;
+
+	assert_int_equal(cli_take_config_option(&cc, "prog", 'c', "a.conf"), EXITCODE_OK);
+	assert_string_equal(cc.file, "a.conf");
+	for (int i = 0; i < CLI_MAX_OVERRIDES; i++) {
+		assert_int_equal(cli_take_config_option(&cc, "prog", 'o', "log.level=warn"),
+		                 EXITCODE_OK);
+	}
+	capture_stderr();
+	rc = cli_take_config_option(&cc, "prog", 'o', "log.level=error");
+	stderr_text();
+	assert_int_equal(rc, EXITCODE_USAGE);
+	assert_string_equal(err_text, "prog: too many -o options\n");
+	assert_int_equal(cc.noverrides, CLI_MAX_OVERRIDES);
+}
+
 /* ---------------------------------------------------------- build_config */
 
 static warren_config *build(const struct cli_config *cc, const char *env, char *why)
@@ -345,6 +366,7 @@ int main(void)
 	    cmocka_unit_test(test_a_daemon_words_each_usage_error),
 	    cmocka_unit_test(test_help_and_version_are_answered_without_exiting),
 	    cmocka_unit_test(test_at_most_64_overrides),
+	    cmocka_unit_test(test_a_program_takes_c_and_o_through_one_function),
 	    cmocka_unit_test_teardown(test_the_order_is_defaults_file_environment_overrides,
 	                              unset_env),
 	    cmocka_unit_test_teardown(test_bad_input_is_worded, unset_env),

@@ -10,7 +10,8 @@
  * out here to stay on the public header): 0 sent (or skipped by the user's
  * preferences), 1 the service answered with an error (NOT_FOUND...),
  * 2 usage, 3 configuration, 4 the service is unavailable, 5 deadline
- * exceeded, 6 internal (out of memory). */
+ * exceeded, 6 internal (out of memory, an undecodable reply, a system call),
+ * 7 a request the library will not send (larger than message.max_size). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ enum exitcode {
 	EXITCODE_UNAVAILABLE = 4,
 	EXITCODE_TIMEOUT = 5,
 	EXITCODE_INTERNAL = 6,
+	EXITCODE_INPUT = 7,
 };
 
 struct options {
@@ -86,55 +88,66 @@ static void option_error(int opt, const char *arg)
 	        arg, opt == ':' ? " needs a value" : "");
 }
 
-static int parse_args(int argc, char **argv, warren_config *cfg, struct options *o)
+/* -t SECONDS: a positive number of seconds, kept in ms. */
+static int take_timeout(const char *arg, struct options *o)
+{
+	char *end;
+
+	o->timeout_ms = (int64_t)(strtod(arg, &end) * 1000);
+	if (*end != '\0' || end == arg || o->timeout_ms <= 0) {
+		fprintf(stderr, PROG ": -t \"%s\": expected a number of seconds\n", arg);
+		return EXITCODE_USAGE;
+	}
+	return EXITCODE_OK;
+}
+
+/* -c FILE or -o key=value, applied to cfg in the order given. */
+static int take_config(int opt, const char *arg, warren_config *cfg)
 {
 	char why[512];
-	char *end;
-	int opt;
+	warren_err err = opt == 'c' ? warren_config_load(cfg, arg, why, sizeof(why))
+	                            : warren_config_set_arg(cfg, arg, why, sizeof(why));
 
-	/* The leading ':' lets us word the errors ourselves. */
-	while ((opt = getopt_long(argc, argv, ":c:o:t:i:e:ahV", long_options, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			if (warren_config_load(cfg, optarg, why, sizeof(why)) != WARREN_OK) {
-				fprintf(stderr, PROG ": %s\n", why);
-				return EXITCODE_CONFIG;
-			}
-			break;
-		case 'o':
-			if (warren_config_set_arg(cfg, optarg, why, sizeof(why)) != WARREN_OK) {
-				fprintf(stderr, PROG ": %s\n", why);
-				return EXITCODE_CONFIG;
-			}
-			break;
-		case 't':
-			o->timeout_ms = (int64_t)(strtod(optarg, &end) * 1000);
-			if (*end != '\0' || end == optarg || o->timeout_ms <= 0) {
-				fprintf(stderr, PROG ": -t \"%s\": expected a number of seconds\n",
-				        optarg);
-				return EXITCODE_USAGE;
-			}
-			break;
-		case 'i':
-			o->id = optarg;
-			break;
-		case 'e':
-			o->email = optarg;
-			break;
-		case 'a':
-			o->all = true;
-			break;
-		case 'h':
-			printf(USAGE);
-			exit(EXITCODE_OK);
-		case 'V':
-			printf(PROG " %s\n", WARREN_VERSION);
-			exit(EXITCODE_OK);
-		default:
-			option_error(opt, argv[optind - 1]);
-			return EXITCODE_USAGE;
-		}
+	if (err != WARREN_OK) {
+		fprintf(stderr, PROG ": %s\n", why);
+		return EXITCODE_CONFIG;
 	}
+	return EXITCODE_OK;
+}
+
+/* One option getopt_long returned; EXITCODE_OK to go on. */
+static int take_option(int opt, char **argv, warren_config *cfg, struct options *o)
+{
+	switch (opt) {
+	case 'c':
+	case 'o':
+		return take_config(opt, optarg, cfg);
+	case 't':
+		return take_timeout(optarg, o);
+	case 'i':
+		o->id = optarg;
+		return EXITCODE_OK;
+	case 'e':
+		o->email = optarg;
+		return EXITCODE_OK;
+	case 'a':
+		o->all = true;
+		return EXITCODE_OK;
+	case 'h':
+		printf(USAGE);
+		exit(EXITCODE_OK);
+	case 'V':
+		printf(PROG " %s\n", WARREN_VERSION);
+		exit(EXITCODE_OK);
+	default:
+		option_error(opt, argv[optind - 1]);
+		return EXITCODE_USAGE;
+	}
+}
+
+/* After the options: exactly one selector, and the MESSAGE. */
+static int take_operands(int argc, char **argv, struct options *o)
+{
 	if ((o->id != NULL) + (o->email != NULL) + o->all != 1) {
 		fprintf(stderr, PROG ": give exactly one of -i ID, -e EMAIL and -a\n" USAGE);
 		return EXITCODE_USAGE;
@@ -144,12 +157,29 @@ static int parse_args(int argc, char **argv, warren_config *cfg, struct options 
 		return EXITCODE_USAGE;
 	}
 	o->message = argv[optind];
-	return 0;
+	return EXITCODE_OK;
+}
+
+static int parse_args(int argc, char **argv, warren_config *cfg, struct options *o)
+{
+	int opt;
+
+	/* The leading ':' lets us word the errors ourselves. */
+	while ((opt = getopt_long(argc, argv, ":c:o:t:i:e:ahV", long_options, NULL)) != -1) {
+		int status = take_option(opt, argv, cfg, o);
+
+		if (status != EXITCODE_OK) {
+			return status;
+		}
+	}
+	return take_operands(argc, argv, o);
 }
 
 /* ------------------------------------------------------------ calls */
 
-/* The exit status for how a call ended. */
+/* The exit status for how a call ended: the mapping of warren(7)'s table
+ * (exitcode_for in src/rpc/exitcodes.h), the same as rpc-call's. No
+ * default: -Wswitch names a warren_err added without its status. */
 static int exit_for(warren_err err)
 {
 	switch (err) {
@@ -157,15 +187,24 @@ static int exit_for(warren_err err)
 		return EXITCODE_OK;
 	case WARREN_ERR_REMOTE:
 		return EXITCODE_FAILED;
-	case WARREN_ERR_TIMEOUT:
-		return EXITCODE_TIMEOUT;
+	case WARREN_ERR_INVALID:
+		return EXITCODE_INPUT;
 	case WARREN_ERR_CONFIG:
 		return EXITCODE_CONFIG;
-	case WARREN_ERR_NOMEM:
-		return EXITCODE_INTERNAL;
-	default:
+	case WARREN_ERR_TRANSPORT:
+	case WARREN_ERR_BROKER:
+	case WARREN_ERR_UNROUTABLE:
+	case WARREN_ERR_CLOSED:
 		return EXITCODE_UNAVAILABLE;
+	case WARREN_ERR_TIMEOUT:
+		return EXITCODE_TIMEOUT;
+	case WARREN_ERR_NOMEM:
+	case WARREN_ERR_DECODE:
+	case WARREN_ERR_FULL:
+	case WARREN_ERR_SYSTEM:
+		return EXITCODE_INTERNAL;
 	}
+	return EXITCODE_INTERNAL;
 }
 
 /* One blocking call. On success *result is the reply's result (owned by
@@ -307,7 +346,7 @@ int main(int argc, char **argv)
 		return EXITCODE_CONFIG;
 	}
 	status = parse_args(argc, argv, cfg, &o);
-	if (status != 0) {
+	if (status != EXITCODE_OK) {
 		warren_config_free(cfg);
 		return status;
 	}

@@ -82,6 +82,48 @@ static double quantile(const int64_t *sorted, int64_t n, double q)
 	return (double)sorted[(k > n ? n : k) - 1] / 1000.0;
 }
 
+/* Starts call l->next, waiting first for a free slot; false when out of
+ * memory. A call that cannot start is recorded as ended. Lock held. */
+static bool start_one(struct load *l, warren_client *c, const char *method,
+                      const warren_value *params, const warren_call_opts *opts, int in_flight)
+{
+	struct ticket *t;
+	warren_err err;
+
+	while (l->in_flight >= in_flight) {
+		pthread_cond_wait(&l->cond, &l->mu);
+	}
+	t = malloc(sizeof(*t));
+	if (t == NULL) {
+		return false;
+	}
+	*t = (struct ticket){.l = l, .i = l->next++, .started_us = now_us()};
+	l->in_flight++;
+	/* The completion may run at once on the I/O thread: unlock. */
+	pthread_mutex_unlock(&l->mu);
+	err = warren_call_async(c, method, params, opts, on_done, t, NULL, 0);
+	pthread_mutex_lock(&l->mu);
+	if (err != WARREN_OK) {
+		record(l, t->i, now_us() - t->started_us, err, NULL);
+		free(t);
+	}
+	return true;
+}
+
+/* The latency percentiles of the calls made, from the sorted latencies. */
+static void summarize(struct load_result *out, int64_t *lat_us)
+{
+	if (out->calls == 0) {
+		return;
+	}
+	qsort(lat_us, (size_t)out->calls, sizeof(*lat_us), cmp64);
+	out->p50 = quantile(lat_us, out->calls, 0.50);
+	out->p90 = quantile(lat_us, out->calls, 0.90);
+	out->p99 = quantile(lat_us, out->calls, 0.99);
+	out->p999 = quantile(lat_us, out->calls, 0.999);
+	out->max = (double)lat_us[out->calls - 1] / 1000.0;
+}
+
 warren_err load_run(warren_client *c, const char *method, const warren_value *params,
                     const warren_call_opts *opts, int64_t count, int in_flight,
                     struct load_result *out, char *errstr, size_t errlen)
@@ -101,25 +143,8 @@ warren_err load_run(warren_client *c, const char *method, const warren_value *pa
 	t0 = now_us();
 	pthread_mutex_lock(&l.mu);
 	while (l.next < count) {
-		struct ticket *t;
-		warren_err err;
-
-		while (l.in_flight >= in_flight) {
-			pthread_cond_wait(&l.cond, &l.mu);
-		}
-		t = malloc(sizeof(*t));
-		if (t == NULL) {
+		if (!start_one(&l, c, method, params, opts, in_flight)) {
 			break;
-		}
-		*t = (struct ticket){.l = &l, .i = l.next++, .started_us = now_us()};
-		l.in_flight++;
-		/* The completion may run at once on the I/O thread: unlock. */
-		pthread_mutex_unlock(&l.mu);
-		err = warren_call_async(c, method, params, opts, on_done, t, NULL, 0);
-		pthread_mutex_lock(&l.mu);
-		if (err != WARREN_OK) {
-			record(&l, t->i, now_us() - t->started_us, err, NULL);
-			free(t);
 		}
 	}
 	while (l.done < l.next) {
@@ -128,14 +153,7 @@ warren_err load_run(warren_client *c, const char *method, const warren_value *pa
 	pthread_mutex_unlock(&l.mu);
 	out->seconds = (double)(now_us() - t0) / 1e6;
 	out->calls = l.next;
-	if (out->calls > 0) {
-		qsort(l.lat_us, (size_t)out->calls, sizeof(*l.lat_us), cmp64);
-		out->p50 = quantile(l.lat_us, out->calls, 0.50);
-		out->p90 = quantile(l.lat_us, out->calls, 0.90);
-		out->p99 = quantile(l.lat_us, out->calls, 0.99);
-		out->p999 = quantile(l.lat_us, out->calls, 0.999);
-		out->max = (double)l.lat_us[out->calls - 1] / 1000.0;
-	}
+	summarize(out, l.lat_us);
 	pthread_cond_destroy(&l.cond);
 	pthread_mutex_destroy(&l.mu);
 	free(l.lat_us);
@@ -154,7 +172,8 @@ void load_print(FILE *to, const char *method, int in_flight, const struct load_r
 	fprintf(to, "outcomes: ");
 	for (int s = 0; s < 17; s++) {
 		if (r->by_status[s] > 0) {
-			fprintf(to, "%s%lld %s", sep, (long long)r->by_status[s], warren_status_name(s));
+			fprintf(to, "%s%lld %s", sep, (long long)r->by_status[s],
+			        warren_status_name(s));
 			sep = ", ";
 		}
 	}

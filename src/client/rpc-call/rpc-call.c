@@ -96,107 +96,123 @@ static int check_load_options(const struct options *o)
 	return EXITCODE_OK;
 }
 
-static int parse_args(int argc, char **argv, struct options *o)
-{
-	static const struct option longs[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"option", required_argument, NULL, 'o'},
-	    {"timeout", required_argument, NULL, 't'},
-	    {"message-id", required_argument, NULL, 'm'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"transient", no_argument, NULL, 'T'},
-	    {"one-way", no_argument, NULL, '1'},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"batch", no_argument, NULL, 'b'},
-	    {"count", required_argument, NULL, 'n'},
-	    {"in-flight", required_argument, NULL, 'P'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},
-	    {"keys", no_argument, NULL, 'K'},
-	    {NULL, 0, NULL, 0},
-	};
-	int64_t n;
-	int opt;
+static const struct option long_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"option", required_argument, NULL, 'o'},
+    {"timeout", required_argument, NULL, 't'},
+    {"message-id", required_argument, NULL, 'm'},
+    {"json", no_argument, NULL, 'j'},
+    {"transient", no_argument, NULL, 'T'},
+    {"one-way", no_argument, NULL, '1'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"batch", no_argument, NULL, 'b'},
+    {"count", required_argument, NULL, 'n'},
+    {"in-flight", required_argument, NULL, 'P'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {"keys", no_argument, NULL, 'K'},
+    {NULL, 0, NULL, 0},
+};
 
-	/* The leading ':' lets us word the errors ourselves. */
-	while ((opt = getopt_long(argc, argv, ":c:o:t:m:jT1vbn:P:hVK", longs, NULL)) != -1) {
-		switch (opt) {
-		case 'c':
-			o->cc.file = optarg;
-			break;
-		case 'o':
-			if (!cli_add_override(&o->cc, optarg)) {
-				fprintf(stderr, "rpc-call: too many -o options\n");
-				return EXITCODE_USAGE;
-			}
-			break;
-		case 't':
-			if (!parse_seconds(optarg, &o->timeout_ms)) {
-				fprintf(stderr,
-				        "rpc-call: -t \"%s\": expected a number of seconds from "
-				        "0.001 to 86400\n",
-				        optarg);
-				return EXITCODE_USAGE;
-			}
-			break;
-		case 'm':
-			o->message_id = optarg;
-			break;
-		case 'j':
-			o->json_wire = true;
-			break;
-		case 'T':
-			o->transient = true;
-			break;
-		case '1':
-			o->one_way = true;
-			break;
-		case 'v':
-			o->verbose = true;
-			break;
-		case 'b':
-			o->batch = true;
-			break;
-		case 'n':
-			if (!parse_count(optarg, 1, 100000000, &o->count)) {
-				fprintf(stderr,
-				        "rpc-call: -n \"%s\": expected a number of calls from 1 to "
-				        "100000000\n",
-				        optarg);
-				return EXITCODE_USAGE;
-			}
-			break;
-		case 'P':
-			if (!parse_count(optarg, 1, 100000, &n)) {
-				fprintf(stderr,
-				        "rpc-call: -P \"%s\": expected a number of calls in flight "
-				        "from 1 to "
-				        "100000\n",
-				        optarg);
-				return EXITCODE_USAGE;
-			}
-			o->in_flight = (int)n;
-			break;
-		case 'h':
-			usage(stdout);
-			exit(EXITCODE_OK);
-		case 'V':
-			printf("rpc-call %s\n", WARREN_VERSION);
-			exit(EXITCODE_OK);
-		case 'K':
-			/* Every configuration key, for -o (and the shell's completion). */
-			for (int i = 0; i < CFG__COUNT; i++) {
-				printf("%s\n", config_defs[i].key);
-			}
-			exit(EXITCODE_OK);
-		default:
-			cli_option_error("rpc-call", opt, argv, longs);
-			usage(stderr);
-			return EXITCODE_USAGE;
-		}
+/* The flag an option without a value sets; NULL for the other options. */
+static bool *flag_of(struct options *o, int opt)
+{
+	switch (opt) {
+	case 'j':
+		return &o->json_wire;
+	case 'T':
+		return &o->transient;
+	case '1':
+		return &o->one_way;
+	case 'v':
+		return &o->verbose;
+	case 'b':
+		return &o->batch;
+	default:
+		return NULL;
 	}
+}
+
+static int bad_value(const char *flag, const char *arg, const char *expected)
+{
+	fprintf(stderr, "rpc-call: %s \"%s\": expected %s\n", flag, arg, expected);
+	return EXITCODE_USAGE;
+}
+
+/* -t SECONDS, -n COUNT or -P IN_FLIGHT: the value in range, or a usage error. */
+static int take_number(struct options *o, int opt, const char *arg)
+{
+	int64_t n;
+
+	switch (opt) {
+	case 't':
+		return parse_seconds(arg, &o->timeout_ms)
+		           ? EXITCODE_OK
+		           : bad_value("-t", arg, "a number of seconds from 0.001 to 86400");
+	case 'n':
+		return parse_count(arg, 1, 100000000, &o->count)
+		           ? EXITCODE_OK
+		           : bad_value("-n", arg, "a number of calls from 1 to 100000000");
+	default: /* 'P' */
+		if (!parse_count(arg, 1, 100000, &n)) {
+			return bad_value("-P", arg, "a number of calls in flight from 1 to 100000");
+		}
+		o->in_flight = (int)n;
+		return EXITCODE_OK;
+	}
+}
+
+/* -K: every configuration key, for -o (and the shell's completion). */
+static void print_keys(void)
+{
+	for (int i = 0; i < CFG__COUNT; i++) {
+		printf("%s\n", config_defs[i].key);
+	}
+}
+
+/* One option getopt_long returned; EXITCODE_OK to go on. */
+static int take_option(struct options *o, int opt, char **argv)
+{
+	bool *flag = flag_of(o, opt);
+
+	if (flag != NULL) {
+		*flag = true;
+		return EXITCODE_OK;
+	}
+	switch (opt) {
+	case 'c':
+	case 'o':
+		return cli_take_config_option(&o->cc, "rpc-call", opt, optarg);
+	case 't':
+	case 'n':
+	case 'P':
+		return take_number(o, opt, optarg);
+	case 'm':
+		o->message_id = optarg;
+		return EXITCODE_OK;
+	case 'h':
+		usage(stdout);
+		exit(EXITCODE_OK);
+	case 'V':
+		printf("rpc-call %s\n", WARREN_VERSION);
+		exit(EXITCODE_OK);
+	case 'K':
+		print_keys();
+		exit(EXITCODE_OK);
+	default:
+		cli_option_error("rpc-call", opt, argv, long_options);
+		usage(stderr);
+		return EXITCODE_USAGE;
+	}
+}
+
+/* After the options: nothing with -b, else METHOD and perhaps PARAMS. */
+static int take_operands(int argc, char **argv, struct options *o)
+{
+	int left = argc - optind;
+
 	if (o->batch) {
-		if (argc != optind || o->count > 0 || o->one_way || o->message_id != NULL) {
+		if (left != 0 || o->count > 0 || o->one_way || o->message_id != NULL) {
 			fprintf(stderr,
 			        "rpc-call: -b takes its calls from standard input: no METHOD, "
 			        "-n, -1 or -m\n");
@@ -205,15 +221,30 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 		return EXITCODE_OK;
 	}
-	if (argc - optind < 1 || argc - optind > 2) {
+	if (left < 1 || left > 2) {
 		fprintf(stderr, "rpc-call: %s\n",
-		        argc - optind < 1 ? "missing METHOD" : "too many arguments");
+		        left < 1 ? "missing METHOD" : "too many arguments");
 		usage(stderr);
 		return EXITCODE_USAGE;
 	}
 	o->method = argv[optind];
-	o->params = argc - optind == 2 ? argv[optind + 1] : NULL;
+	o->params = left == 2 ? argv[optind + 1] : NULL;
 	return check_load_options(o);
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	int opt;
+
+	/* The leading ':' lets us word the errors ourselves. */
+	while ((opt = getopt_long(argc, argv, ":c:o:t:m:jT1vbn:P:hVK", long_options, NULL)) != -1) {
+		int status = take_option(o, opt, argv);
+
+		if (status != EXITCODE_OK) {
+			return status;
+		}
+	}
+	return take_operands(argc, argv, o);
 }
 
 /* Reads all of f into a malloc'd, NUL-terminated buffer. */
@@ -320,6 +351,43 @@ static void batch_line(const char *method, const char *status, const warren_valu
 	warren_value_free(out);
 }
 
+/* One line of -b: the call it names, and its line of output; the exit
+ * status for it. */
+static int batch_one(warren_client *client, const warren_call_opts *opts, const char *line,
+                     size_t len, const char *label)
+{
+	warren_value *v = NULL;
+	const char *method = NULL;
+	size_t mlen;
+	warren_reply *reply = NULL;
+	warren_err err;
+	char why[600];
+
+	if (warren_value_from_json(line, len, &v, why, sizeof(why)) != WARREN_OK) {
+		batch_line(label, "INVALID_ARGUMENT", NULL, why);
+		return EXITCODE_INPUT;
+	}
+	if (!warren_value_get_str(warren_map_get(v, "method"), &method, &mlen)) {
+		batch_line(label, "INVALID_ARGUMENT", NULL,
+		           "expected {\"method\": \"SERVICE.NAME\", \"params\": ...}");
+		warren_value_free(v);
+		return EXITCODE_INPUT;
+	}
+	err = warren_call(client, method, warren_map_get(v, "params"), opts, &reply, why,
+	                  sizeof(why));
+	if (err == WARREN_OK) {
+		batch_line(method, "OK", warren_reply_result(reply), NULL);
+	} else if (reply != NULL) {
+		batch_line(method, warren_status_name(warren_reply_status(reply)), NULL,
+		           warren_reply_message(reply));
+	} else {
+		batch_line(method, warren_status_name(warren_err_status(err)), NULL, why);
+	}
+	warren_reply_free(reply);
+	warren_value_free(v);
+	return exitcode_for(err);
+}
+
 /* -b: one call per line of standard input, {"method": M, "params": P},
  * one line of result each on standard output, in order. Exits as the first
  * failure (a malformed line counts as bad input). */
@@ -327,50 +395,23 @@ static int batch(const struct options *o, warren_client *client)
 {
 	warren_call_opts opts = {
 	    .timeout_ms = o->timeout_ms, .json = o->json_wire, .transient = o->transient};
-	char *line = NULL, why[600], label[32];
+	char *line = NULL, label[32];
 	size_t cap = 0;
 	ssize_t len;
 	int status = EXITCODE_OK, lineno = 0;
 
 	while ((len = getline(&line, &cap, stdin)) > 0) {
-		warren_value *v = NULL;
-		const char *method = NULL;
-		size_t mlen;
-		warren_reply *reply = NULL;
-		warren_err err;
-		int st = EXITCODE_OK;
+		int st;
 
 		lineno++;
-		snprintf(label, sizeof(label), "line %d", lineno);
 		if (len == 1 && line[0] == '\n') {
 			continue;
 		}
-		if (warren_value_from_json(line, (size_t)len, &v, why, sizeof(why)) != WARREN_OK) {
-			batch_line(label, "INVALID_ARGUMENT", NULL, why);
-			st = EXITCODE_INPUT;
-		} else if (!warren_value_get_str(warren_map_get(v, "method"), &method, &mlen)) {
-			batch_line(label, "INVALID_ARGUMENT", NULL,
-			           "expected {\"method\": \"SERVICE.NAME\", \"params\": ...}");
-			st = EXITCODE_INPUT;
-		} else {
-			err = warren_call(client, method, warren_map_get(v, "params"), &opts,
-			                  &reply, why, sizeof(why));
-			if (err == WARREN_OK) {
-				batch_line(method, "OK", warren_reply_result(reply), NULL);
-			} else if (reply != NULL) {
-				batch_line(method, warren_status_name(warren_reply_status(reply)),
-				           NULL, warren_reply_message(reply));
-			} else {
-				batch_line(method, warren_status_name(warren_err_status(err)), NULL,
-				           why);
-			}
-			st = exitcode_for(err);
-		}
+		snprintf(label, sizeof(label), "line %d", lineno);
+		st = batch_one(client, &opts, line, (size_t)len, label);
 		if (status == EXITCODE_OK) {
 			status = st;
 		}
-		warren_reply_free(reply);
-		warren_value_free(v);
 	}
 	free(line);
 	return status;

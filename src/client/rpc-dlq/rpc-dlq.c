@@ -256,14 +256,8 @@ static int take_option(struct options *o, int opt, char **argv)
 {
 	switch (opt) {
 	case 'c':
-		o->cc.file = optarg;
-		return EXITCODE_OK;
 	case 'o':
-		if (!cli_add_override(&o->cc, optarg)) {
-			fprintf(stderr, "rpc-dlq: too many -o options\n");
-			return EXITCODE_USAGE;
-		}
-		return EXITCODE_OK;
+		return cli_take_config_option(&o->cc, "rpc-dlq", opt, optarg);
 	case 'n':
 		if (!parse_limit(optarg, &o->limit)) {
 			fprintf(

@@ -277,10 +277,62 @@ warren_err syncconn_requeue(struct syncconn *sc, uint64_t tag, char *errstr, siz
 	return err;
 }
 
-/* True when an ack or nack for tag (or a multiple one covering it) arrived. */
-static bool covers(uint64_t got, bool multiple, uint64_t tag)
+/* Whether f, a basic.ack or basic.nack, settles tag (itself, or a
+ * multiple one covering it); *nacked says which. */
+static bool settles(const amqp_frame_t *f, uint64_t tag, bool *nacked)
 {
+	uint64_t got;
+	bool multiple;
+
+	*nacked = f->payload.method.id == AMQP_BASIC_NACK_METHOD;
+	if (*nacked) {
+		const amqp_basic_nack_t *n = f->payload.method.decoded;
+
+		got = n->delivery_tag;
+		multiple = n->multiple;
+	} else {
+		const amqp_basic_ack_t *a = f->payload.method.decoded;
+
+		got = a->delivery_tag;
+		multiple = a->multiple;
+	}
 	return got == tag || (multiple && got >= tag);
+}
+
+/* The next method frame before deadline; TRANSPORT (and the connection
+ * unusable) when none comes or the connection fails. */
+static warren_err next_method(struct syncconn *sc, int64_t deadline, amqp_frame_t *f, char *errstr,
+                              size_t errlen)
+{
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		struct timeval tv = ms_to_tv(left > 0 ? left : 0);
+		int st = amqp_simple_wait_frame_noblock(sc->conn, f, &tv);
+
+		if (st != AMQP_STATUS_OK) {
+			errstr_set(errstr, errlen, "waiting for the broker's confirm: %s",
+			           st == AMQP_STATUS_TIMEOUT ? "no answer in time"
+			                                     : amqp_error_string2(st));
+			sc->alive = false;
+			return WARREN_ERR_TRANSPORT;
+		}
+		if (f->frame_type == AMQP_FRAME_METHOD) {
+			return WARREN_OK;
+		}
+	}
+}
+
+/* A channel.close or connection.close instead of the confirm: BROKER when
+ * only the channel closed, TRANSPORT (and the connection unusable) else. */
+static warren_err closed_while_waiting(struct syncconn *sc, const amqp_frame_t *f, char *errstr,
+                                       size_t errlen)
+{
+	sc->channel_open = false;
+	if (connect_closed_by_broker(sc->conn, f, errstr, errlen) != WARREN_ERR_BROKER) {
+		sc->alive = false;
+		return WARREN_ERR_TRANSPORT;
+	}
+	return WARREN_ERR_BROKER;
 }
 
 /* Reads a basic.return's content and remembers its code and text. */
@@ -306,24 +358,15 @@ static warren_err await_confirm(struct syncconn *sc, uint64_t tag, enum syncconn
                                 char *errstr, size_t errlen)
 {
 	int64_t deadline = now_ms() + sc->timeout_ms;
-	bool returned = false;
+	bool returned = false, nacked;
 	char ret_why[300] = "";
+	amqp_frame_t f;
 
 	for (;;) {
-		int64_t left = deadline - now_ms();
-		struct timeval tv = ms_to_tv(left > 0 ? left : 0);
-		amqp_frame_t f;
-		int st = amqp_simple_wait_frame_noblock(sc->conn, &f, &tv);
+		warren_err err = next_method(sc, deadline, &f, errstr, errlen);
 
-		if (st != AMQP_STATUS_OK) {
-			errstr_set(errstr, errlen, "waiting for the broker's confirm: %s",
-			           st == AMQP_STATUS_TIMEOUT ? "no answer in time"
-			                                     : amqp_error_string2(st));
-			sc->alive = false;
-			return WARREN_ERR_TRANSPORT;
-		}
-		if (f.frame_type != AMQP_FRAME_METHOD) {
-			continue;
+		if (err != WARREN_OK) {
+			return err;
 		}
 		switch (f.payload.method.id) {
 		case AMQP_BASIC_RETURN_METHOD:
@@ -333,35 +376,19 @@ static warren_err await_confirm(struct syncconn *sc, uint64_t tag, enum syncconn
 			}
 			returned = true;
 			break;
-		case AMQP_BASIC_ACK_METHOD: {
-			const amqp_basic_ack_t *a = f.payload.method.decoded;
-
-			if (covers(a->delivery_tag, a->multiple, tag)) {
-				*outcome = returned ? SYNCCONN_RETURNED : SYNCCONN_CONFIRMED;
-				errstr_set(errstr, errlen, "%s", ret_why);
-				return WARREN_OK;
+		case AMQP_BASIC_ACK_METHOD:
+		case AMQP_BASIC_NACK_METHOD:
+			if (!settles(&f, tag, &nacked)) {
+				break;
 			}
-			break;
-		}
-		case AMQP_BASIC_NACK_METHOD: {
-			const amqp_basic_nack_t *n = f.payload.method.decoded;
-
-			if (covers(n->delivery_tag, n->multiple, tag)) {
-				*outcome = SYNCCONN_NACKED;
-				errstr_set(errstr, errlen, "the broker nacked it");
-				return WARREN_OK;
-			}
-			break;
-		}
+			*outcome = nacked     ? SYNCCONN_NACKED
+			           : returned ? SYNCCONN_RETURNED
+			                      : SYNCCONN_CONFIRMED;
+			errstr_set(errstr, errlen, "%s", nacked ? "the broker nacked it" : ret_why);
+			return WARREN_OK;
 		case AMQP_CHANNEL_CLOSE_METHOD:
 		case AMQP_CONNECTION_CLOSE_METHOD:
-			sc->channel_open = false;
-			if (connect_closed_by_broker(sc->conn, &f, errstr, errlen) !=
-			    WARREN_ERR_BROKER) {
-				sc->alive = false;
-				return WARREN_ERR_TRANSPORT;
-			}
-			return WARREN_ERR_BROKER;
+			return closed_while_waiting(sc, &f, errstr, errlen);
 		default:
 			break;
 		}
