@@ -3,6 +3,7 @@
  * that rpc-deadline is measured by; and errstr_set, which fills an error
  * buffer. */
 #include "errstr.h"
+#include "exitcodes.h"
 #include "warren.h"
 
 #include <stdarg.h>
@@ -140,4 +141,9 @@ void errstr_set(char *errstr, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(errstr, errlen, fmt, ap);
 	va_end(ap);
+}
+
+warren_exit warren_exit_for(warren_err err)
+{
+	return (warren_exit)exitcode_for(err);
 }

@@ -497,6 +497,14 @@ typedef enum warren_exit {
 	WARREN_EXIT_NOT_FOUND = 8,   /* what was named does not exist */
 } warren_exit;
 
+/* The exit status for a program whose work ended with err, as warren's
+ * programs exit: WARREN_EXIT_OK for WARREN_OK, WARREN_EXIT_FAILED for
+ * WARREN_ERR_REMOTE (the service answered with an error), WARREN_EXIT_INPUT
+ * for WARREN_ERR_INVALID, WARREN_EXIT_CONFIG, WARREN_EXIT_UNAVAILABLE for
+ * the broker unreachable, refusing, lost or a request unroutable,
+ * WARREN_EXIT_TIMEOUT, and WARREN_EXIT_INTERNAL for the rest. */
+WARREN_API warren_exit warren_exit_for(warren_err err);
+
 /* A worker process as systemd runs it (Type=notify): the standard options,
  * the configuration, logging, signals, sd_notify and the watchdog around a
  * warren_worker, so that a service is its handlers and a few lines of main:

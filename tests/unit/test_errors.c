@@ -95,6 +95,22 @@ static void test_local_errors_map_to_the_statuses_callers_see(void **state)
 	assert_int_equal(warren_err_status((warren_err)99), WARREN_STATUS_UNKNOWN);
 }
 
+static void test_each_error_has_the_exit_status_of_the_table(void **state)
+{
+	static const int want[][2] = {
+	    {WARREN_OK, 0},           {WARREN_ERR_REMOTE, 1},    {WARREN_ERR_CONFIG, 3},
+	    {WARREN_ERR_TRANSPORT, 4}, {WARREN_ERR_BROKER, 4},   {WARREN_ERR_UNROUTABLE, 4},
+	    {WARREN_ERR_CLOSED, 4},    {WARREN_ERR_TIMEOUT, 5},  {WARREN_ERR_NOMEM, 6},
+	    {WARREN_ERR_DECODE, 6},    {WARREN_ERR_FULL, 6},     {WARREN_ERR_SYSTEM, 6},
+	    {WARREN_ERR_INVALID, 7},
+	};
+
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		assert_int_equal(warren_exit_for((warren_err)want[i][0]), want[i][1]);
+	}
+	assert_int_equal(warren_exit_for((warren_err)99), WARREN_EXIT_INTERNAL);
+}
+
 static void test_now_is_wall_clock_milliseconds(void **state)
 {
 	int64_t before = (int64_t)time(NULL) * 1000;
@@ -113,6 +129,7 @@ int main(void)
 	    cmocka_unit_test(test_a_status_out_of_range_is_named_unknown),
 	    cmocka_unit_test(test_parse_refuses_unknown_or_differently_cased_names),
 	    cmocka_unit_test(test_local_errors_map_to_the_statuses_callers_see),
+	    cmocka_unit_test(test_each_error_has_the_exit_status_of_the_table),
 	    cmocka_unit_test(test_now_is_wall_clock_milliseconds),
 	};
 

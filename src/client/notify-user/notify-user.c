@@ -6,8 +6,7 @@
  *
  *   notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a  MESSAGE
  *
- * Exit status, the values of warren's table (src/rpc/exitcodes.h, spelled
- * out here to stay on the public header): 0 sent (or skipped by the user's
+ * Exit status, warren's table (WARREN_EXIT_* in warren.h): 0 sent (or skipped by the user's
  * preferences), 1 the service answered with an error (NOT_FOUND...),
  * 2 usage, 3 configuration, 4 the service is unavailable, 5 deadline
  * exceeded, 6 internal (out of memory, an undecodable reply, a system call),
@@ -23,17 +22,6 @@
 #define USAGE                                                                                      \
 	"usage: " PROG " [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a MESSAGE\n" \
 	"       " PROG " -h | -V\n"
-
-enum exitcode {
-	EXITCODE_OK = 0,
-	EXITCODE_FAILED = 1,
-	EXITCODE_USAGE = 2,
-	EXITCODE_CONFIG = 3,
-	EXITCODE_UNAVAILABLE = 4,
-	EXITCODE_TIMEOUT = 5,
-	EXITCODE_INTERNAL = 6,
-	EXITCODE_INPUT = 7,
-};
 
 struct options {
 	const char *id, *email, *message;
@@ -96,9 +84,9 @@ static int take_timeout(const char *arg, struct options *o)
 	o->timeout_ms = (int64_t)(strtod(arg, &end) * 1000);
 	if (*end != '\0' || end == arg || o->timeout_ms <= 0) {
 		fprintf(stderr, PROG ": -t \"%s\": expected a number of seconds\n", arg);
-		return EXITCODE_USAGE;
+		return WARREN_EXIT_USAGE;
 	}
-	return EXITCODE_OK;
+	return WARREN_EXIT_OK;
 }
 
 /* -c FILE or -o key=value, applied to cfg in the order given. */
@@ -110,12 +98,12 @@ static int take_config(int opt, const char *arg, warren_config *cfg)
 
 	if (err != WARREN_OK) {
 		fprintf(stderr, PROG ": %s\n", why);
-		return EXITCODE_CONFIG;
+		return WARREN_EXIT_CONFIG;
 	}
-	return EXITCODE_OK;
+	return WARREN_EXIT_OK;
 }
 
-/* One option getopt_long returned; EXITCODE_OK to go on. */
+/* One option getopt_long returned; WARREN_EXIT_OK to go on. */
 static int take_option(int opt, char **argv, warren_config *cfg, struct options *o)
 {
 	switch (opt) {
@@ -126,22 +114,22 @@ static int take_option(int opt, char **argv, warren_config *cfg, struct options 
 		return take_timeout(optarg, o);
 	case 'i':
 		o->id = optarg;
-		return EXITCODE_OK;
+		return WARREN_EXIT_OK;
 	case 'e':
 		o->email = optarg;
-		return EXITCODE_OK;
+		return WARREN_EXIT_OK;
 	case 'a':
 		o->all = true;
-		return EXITCODE_OK;
+		return WARREN_EXIT_OK;
 	case 'h':
 		printf(USAGE);
-		exit(EXITCODE_OK);
+		exit(WARREN_EXIT_OK);
 	case 'V':
 		printf(PROG " %s\n", WARREN_VERSION);
-		exit(EXITCODE_OK);
+		exit(WARREN_EXIT_OK);
 	default:
 		option_error(opt, argv[optind - 1]);
-		return EXITCODE_USAGE;
+		return WARREN_EXIT_USAGE;
 	}
 }
 
@@ -150,14 +138,14 @@ static int take_operands(int argc, char **argv, struct options *o)
 {
 	if ((o->id != NULL) + (o->email != NULL) + o->all != 1) {
 		fprintf(stderr, PROG ": give exactly one of -i ID, -e EMAIL and -a\n" USAGE);
-		return EXITCODE_USAGE;
+		return WARREN_EXIT_USAGE;
 	}
 	if (optind != argc - 1 || argv[optind][0] == '\0') {
 		fprintf(stderr, PROG ": give one MESSAGE to send\n" USAGE);
-		return EXITCODE_USAGE;
+		return WARREN_EXIT_USAGE;
 	}
 	o->message = argv[optind];
-	return EXITCODE_OK;
+	return WARREN_EXIT_OK;
 }
 
 static int parse_args(int argc, char **argv, warren_config *cfg, struct options *o)
@@ -168,7 +156,7 @@ static int parse_args(int argc, char **argv, warren_config *cfg, struct options 
 	while ((opt = getopt_long(argc, argv, ":c:o:t:i:e:ahV", long_options, NULL)) != -1) {
 		int status = take_option(opt, argv, cfg, o);
 
-		if (status != EXITCODE_OK) {
+		if (status != WARREN_EXIT_OK) {
 			return status;
 		}
 	}
@@ -176,36 +164,6 @@ static int parse_args(int argc, char **argv, warren_config *cfg, struct options 
 }
 
 /* ------------------------------------------------------------ calls */
-
-/* The exit status for how a call ended: the mapping of warren(7)'s table
- * (exitcode_for in src/rpc/exitcodes.h), the same as rpc-call's. No
- * default: -Wswitch names a warren_err added without its status. */
-static int exit_for(warren_err err)
-{
-	switch (err) {
-	case WARREN_OK:
-		return EXITCODE_OK;
-	case WARREN_ERR_REMOTE:
-		return EXITCODE_FAILED;
-	case WARREN_ERR_INVALID:
-		return EXITCODE_INPUT;
-	case WARREN_ERR_CONFIG:
-		return EXITCODE_CONFIG;
-	case WARREN_ERR_TRANSPORT:
-	case WARREN_ERR_BROKER:
-	case WARREN_ERR_UNROUTABLE:
-	case WARREN_ERR_CLOSED:
-		return EXITCODE_UNAVAILABLE;
-	case WARREN_ERR_TIMEOUT:
-		return EXITCODE_TIMEOUT;
-	case WARREN_ERR_NOMEM:
-	case WARREN_ERR_DECODE:
-	case WARREN_ERR_FULL:
-	case WARREN_ERR_SYSTEM:
-		return EXITCODE_INTERNAL;
-	}
-	return EXITCODE_INTERNAL;
-}
 
 /* One blocking call. On success *result is the reply's result (owned by
  * *reply, which the caller frees); otherwise the failure is printed. */
@@ -226,7 +184,7 @@ static int call(warren_client *c, const struct options *o, const char *method,
 		fprintf(stderr, PROG ": %s: %s: %s\n", method,
 		        warren_status_name(warren_err_status(err)), why);
 	}
-	return exit_for(err);
+	return warren_exit_for(err);
 }
 
 static const char *str_field(const warren_value *user, const char *name, const char *dflt)
@@ -268,14 +226,14 @@ static int notify_one(warren_client *c, const struct options *o)
 		if (*end != '\0' || end == o->id) {
 			fprintf(stderr, PROG ": -i \"%s\": expected a user id (a number)\n", o->id);
 			warren_value_free(params);
-			return EXITCODE_USAGE;
+			return WARREN_EXIT_USAGE;
 		}
 		warren_map_set(params, "id", warren_int(id));
 	} else {
 		warren_map_set(params, "email", warren_str(o->email));
 	}
 	status = call(c, o, "user.get", params, &reply);
-	if (status == EXITCODE_OK) {
+	if (status == WARREN_EXIT_OK) {
 		send_to(warren_reply_result(reply), o->message);
 	}
 	warren_reply_free(reply);
@@ -287,7 +245,7 @@ static int notify_one(warren_client *c, const struct options *o)
 static int notify_all(warren_client *c, const struct options *o)
 {
 	char cursor[64] = "";
-	int status = EXITCODE_OK;
+	int status = WARREN_EXIT_OK;
 
 	do {
 		warren_value *params = warren_map();
@@ -302,7 +260,7 @@ static int notify_all(warren_client *c, const struct options *o)
 		}
 		status = call(c, o, "user.list", params, &reply);
 		warren_value_free(params);
-		if (status != EXITCODE_OK) {
+		if (status != WARREN_EXIT_OK) {
 			warren_reply_free(reply);
 			break;
 		}
@@ -333,7 +291,7 @@ int main(int argc, char **argv)
 
 	if (cfg == NULL) {
 		fprintf(stderr, PROG ": out of memory\n");
-		return EXITCODE_INTERNAL;
+		return WARREN_EXIT_INTERNAL;
 	}
 	/* Failures are reported on stderr by this program: the library's own
 	 * log lines only for errors, unless -c or -o say otherwise. */
@@ -343,10 +301,10 @@ int main(int argc, char **argv)
 	    warren_config_set(cfg, "broker.url", url, why, sizeof(why)) != WARREN_OK) {
 		fprintf(stderr, PROG ": WARREN_URL: %s\n", why);
 		warren_config_free(cfg);
-		return EXITCODE_CONFIG;
+		return WARREN_EXIT_CONFIG;
 	}
 	status = parse_args(argc, argv, cfg, &o);
-	if (status != EXITCODE_OK) {
+	if (status != WARREN_EXIT_OK) {
 		warren_config_free(cfg);
 		return status;
 	}
@@ -355,7 +313,7 @@ int main(int argc, char **argv)
 	if (err != WARREN_OK) {
 		fprintf(stderr, PROG ": %s\n", why);
 		warren_config_free(cfg);
-		return exit_for(err);
+		return warren_exit_for(err);
 	}
 	warren_config_free(cfg);
 	status = o.all ? notify_all(c, &o) : notify_one(c, &o);
