@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -66,7 +67,7 @@ struct call {
 	bool on_fast;          /* the current publish went to rpc.fast */
 	/* Held while the broker blocks publishes: in c->held, since held_since. */
 	bool held;
-	struct call *held_prev, *held_next;
+	TAILQ_ENTRY(call) held_link;
 	int64_t held_since;
 	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
 	struct client_method *metrics;
@@ -74,8 +75,12 @@ struct call {
 	/* Queued this turn to go in a batch of requests (c->outq); the engine
 	 * is as good as holding it (awaiting_confirm is set meanwhile). */
 	bool queued;
-	struct call *out_next;
+	TAILQ_ENTRY(call) out_link; /* in c->outq, then in flush_requests' list */
 };
+
+TAILQ_HEAD(call_tailq, call);
+struct req_batch;
+LIST_HEAD(req_batches, req_batch);
 
 /* A service whose fast lane returned a request (no queue bound to rpc.fast
  * for it): its transient calls take the durable lane for LANE_DOWN_MS. */
@@ -92,7 +97,7 @@ struct warren_client {
 	struct pending retries; /* calls waiting to be published again, by due time */
 	int retry_attempts;
 	int64_t retry_delay_ms;
-	struct call *held_head, *held_tail; /* oldest first */
+	struct call_tailq held; /* oldest first */
 	int64_t blocked_timeout_ms;
 	int64_t blocked_since; /* engine_now() when the tick first saw the block; 0: not blocked */
 	enum reply_mode reply_mode;
@@ -109,8 +114,8 @@ struct warren_client {
 	char *batch;        /* client.batch: methods whose requests may go batched */
 	/* I/O thread only: requests queued this turn for a batch, batches
 	 * published and not yet confirmed, services without a batch lane. */
-	struct call *outq, *outq_tail;
-	struct req_batch *batches;
+	struct call_tailq outq;
+	struct req_batches batches;
 	uint64_t batch_seq;
 	struct lanes lane_off;
 	struct lanes_slot lane_off_slot[LANE_OFF_SLOTS];
@@ -229,17 +234,7 @@ static void count_end(warren_client *c, warren_err err)
 
 static void unhold(warren_client *c, struct call *call)
 {
-	if (call->held_prev != NULL) {
-		call->held_prev->held_next = call->held_next;
-	} else {
-		c->held_head = call->held_next;
-	}
-	if (call->held_next != NULL) {
-		call->held_next->held_prev = call->held_prev;
-	} else {
-		c->held_tail = call->held_prev;
-	}
-	call->held_prev = call->held_next = NULL;
+	TAILQ_REMOVE(&c->held, call, held_link);
 	call->held = false;
 }
 
@@ -252,14 +247,7 @@ static void hold(warren_client *c, struct call *call)
 	if (call->held_since == 0) {
 		call->held_since = engine_now();
 	}
-	call->held_next = NULL;
-	call->held_prev = c->held_tail;
-	if (c->held_tail != NULL) {
-		c->held_tail->held_next = call;
-	} else {
-		c->held_head = call;
-	}
-	c->held_tail = call;
+	TAILQ_INSERT_TAIL(&c->held, call, held_link);
 }
 
 /* The one terminal path: leaves the table, runs done, frees the call unless
@@ -543,8 +531,9 @@ static void release_held(warren_client *c, struct engine *e, int64_t now)
 		fail_blocked_unconfirmed(c, reason);
 	}
 
-	while (c->held_head != NULL) {
-		struct call *call = c->held_head;
+	struct call *call;
+
+	while ((call = TAILQ_FIRST(&c->held)) != NULL) {
 		bool connected = engine_connected(e);
 
 		if (reason == NULL && connected && engine_writable(e, call->out->len)) {
@@ -937,7 +926,8 @@ warren_err warren_send(warren_client *c, const char *method, const warren_value 
  * such worker ever declared the lane) comes back, and its requests go
  * alone at once; that service then gets singles for LANE_OFF_MS. */
 struct req_batch {
-	struct req_batch *next; /* in c->batches */
+	LIST_ENTRY(req_batch) link; /* in c->batches once published */
+	bool listed;
 	warren_client *c;
 	char id[32]; /* its correlation_id: a basic.return names it */
 	char service[65];
@@ -979,13 +969,7 @@ static void queue_request(warren_client *c, struct call *call)
 {
 	call->queued = true;
 	call->awaiting_confirm = true; /* so that finish leaves it to the flush */
-	call->out_next = NULL;
-	if (c->outq_tail != NULL) {
-		c->outq_tail->out_next = call;
-	} else {
-		c->outq = call;
-	}
-	c->outq_tail = call;
+	TAILQ_INSERT_TAIL(&c->outq, call, out_link);
 }
 
 /* Takes call out of the batching: false when it has ended meanwhile (it
@@ -1001,17 +985,14 @@ static bool unqueue(struct call *call)
 	return true;
 }
 
-
 static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
 	struct req_batch *b = ctx;
 	warren_client *c = b->c;
 
-	for (struct req_batch **pp = &c->batches; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == b) {
-			*pp = b->next;
-			break;
-		}
+	if (b->listed) {
+		LIST_REMOVE(b, link);
+		b->listed = false;
 	}
 	if (outcome == ENGINE_ACK && b->returned && b->fast) {
 		/* No fast lane for this service: its transient calls take the
@@ -1127,9 +1108,8 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 			props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
 			props.reply_to = amqp_cstring_bytes(ENVELOPE_DIRECT_REPLY_TO);
 		}
-		err = engine_publish(e, b->fast ? ENVELOPE_FAST_EXCHANGE : BATCH_EXCHANGE, b->service,
-		                     true, &props, body, len,
-		                     on_batch_confirm, b);
+		err = engine_publish(e, b->fast ? ENVELOPE_FAST_EXCHANGE : BATCH_EXCHANGE,
+		                     b->service, true, &props, body, len, on_batch_confirm, b);
 	}
 	free(body);
 	if (err != WARREN_OK) {
@@ -1149,8 +1129,8 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 	if (b->fast) {
 		STAT_ADD(c, fast_sent, b->n);
 	}
-	b->next = c->batches;
-	c->batches = b;
+	LIST_INSERT_HEAD(&c->batches, b, link);
+	b->listed = true;
 	STAT_ADD(c, request_batches, 1);
 }
 
@@ -1158,29 +1138,28 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
  * many as one batch may carry within message.max_size and BATCH_MAX_BYTES
  * (n bounds them): a large request goes alone, as it would have anyway,
  * and no batch is larger than the socket is asked to take at once. */
-static struct req_batch *take_requests(warren_client *c, struct call **list, size_t n)
+static struct req_batch *take_requests(warren_client *c, struct call_tailq *list, size_t n)
 {
 	struct req_batch *b = malloc(sizeof(*b) + n * sizeof(b->calls[0]));
 	size_t max = c->max_size < BATCH_MAX_BYTES ? c->max_size : BATCH_MAX_BYTES;
 	size_t room = max > BATCH_OVERHEAD ? max - BATCH_OVERHEAD : 0;
-	struct call **pp = list;
+	struct call *call, *next;
 
 	if (b == NULL) {
 		return NULL;
 	}
 	memset(b, 0, sizeof(*b));
 	b->c = c;
-	service_of((*list)->out->meta.method, b->service, sizeof(b->service));
-	b->fast = !(*list)->out->meta.persistent;
-	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
-		struct call *call = *pp;
+	service_of(TAILQ_FIRST(list)->out->meta.method, b->service, sizeof(b->service));
+	b->fast = !TAILQ_FIRST(list)->out->meta.persistent;
+	for (call = TAILQ_FIRST(list); call != NULL && b->n < BATCH_MAX_ENTRIES; call = next) {
 		char service[65];
 		struct envelope_props p;
 		size_t need;
 
+		next = TAILQ_NEXT(call, out_link);
 		service_of(call->out->meta.method, service, sizeof(service));
 		if (strcmp(service, b->service) != 0 || b->fast == call->out->meta.persistent) {
-			pp = &call->out_next;
 			continue;
 		}
 		envelope_request_props(&call->out->meta, &p);
@@ -1190,7 +1169,7 @@ static struct req_batch *take_requests(warren_client *c, struct call **list, siz
 			break;
 		}
 		room -= need < room ? need : room;
-		*pp = call->out_next;
+		TAILQ_REMOVE(list, call, out_link);
 		b->calls[b->n++] = call;
 	}
 	return b;
@@ -1200,30 +1179,27 @@ static struct req_batch *take_requests(warren_client *c, struct call **list, siz
  * alone as it would have gone anyway. */
 static void flush_requests(warren_client *c, struct engine *e)
 {
-	struct call *list = NULL, **tail = &list;
+	struct call_tailq list = TAILQ_HEAD_INITIALIZER(list);
+	struct call *call;
 	size_t n = 0;
 
 	/* The calls that ended meanwhile are released, not sent. */
-	for (struct call *call = c->outq, *next; call != NULL; call = next) {
-		next = call->out_next;
+	while ((call = TAILQ_FIRST(&c->outq)) != NULL) {
+		TAILQ_REMOVE(&c->outq, call, out_link);
 		if (call->finished) {
 			unqueue(call);
 			continue;
 		}
-		call->out_next = NULL;
-		*tail = call;
-		tail = &call->out_next;
+		TAILQ_INSERT_TAIL(&list, call, out_link);
 		n++;
 	}
-	c->outq = c->outq_tail = NULL;
-	while (list != NULL) {
+	while (!TAILQ_EMPTY(&list)) {
 		struct req_batch *b = take_requests(c, &list, n);
 
 		if (b == NULL || b->n == 1) {
-			struct call *call = b != NULL ? b->calls[0] : list;
-
+			call = b != NULL ? b->calls[0] : TAILQ_FIRST(&list);
 			if (b == NULL) {
-				list = call->out_next;
+				TAILQ_REMOVE(&list, call, out_link);
 			}
 			free(b);
 			if (!hold_unwritable(c, e, call, call->out->len) && unqueue(call)) {
@@ -1238,12 +1214,13 @@ static void flush_requests(warren_client *c, struct engine *e)
 /* At shutdown, with the I/O thread gone: calls still queued end here. */
 static void drop_queued(warren_client *c)
 {
-	for (struct call *call = c->outq, *next; call != NULL; call = next) {
-		next = call->out_next;
+	struct call *call;
+
+	while ((call = TAILQ_FIRST(&c->outq)) != NULL) {
+		TAILQ_REMOVE(&c->outq, call, out_link);
 		finish(call, WARREN_ERR_TRANSPORT, NULL, "the client is shutting down");
 		unqueue(call);
 	}
-	c->outq = c->outq_tail = NULL;
 }
 
 /* ------------------------------------------------------------ engine hooks */
@@ -1492,7 +1469,10 @@ static void client_returned(struct engine *e, void *arg, const amqp_basic_proper
 	}
 	envelope_copy(id, sizeof(id), props->correlation_id);
 	if (batch_is(props)) {
-		for (struct req_batch *b = c->batches; b != NULL; b = b->next) {
+		struct req_batch *b;
+
+		LIST_FOREACH(b, &c->batches, link)
+		{
 			if (strcmp(b->id, id) == 0) {
 				b->returned = true; /* its confirm follows */
 			}
@@ -1582,8 +1562,9 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 	flush_requests(c, e);
 	entry = pending_first(&c->table);
 	int64_t next = entry != NULL ? entry->deadline : INT64_MAX;
-	if (c->held_head != NULL && c->held_head->held_since + c->blocked_timeout_ms < next) {
-		next = c->held_head->held_since + c->blocked_timeout_ms;
+	if (!TAILQ_EMPTY(&c->held) &&
+	    TAILQ_FIRST(&c->held)->held_since + c->blocked_timeout_ms < next) {
+		next = TAILQ_FIRST(&c->held)->held_since + c->blocked_timeout_ms;
 	}
 	if (c->blocked_since != 0 && c->blocked_since + c->blocked_timeout_ms < next) {
 		next = c->blocked_since + c->blocked_timeout_ms;
@@ -1620,6 +1601,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
 	pthread_mutex_init(&c->stats_mu, NULL);
+	TAILQ_INIT(&c->held);
+	TAILQ_INIT(&c->outq);
 	client_metrics_init(&c->metrics);
 	c->retry_attempts = (int)config_int(cfg, CFG_CLIENT_RETRY_ATTEMPTS);
 	c->retry_delay_ms = config_int(cfg, CFG_CLIENT_RETRY_DELAY);

@@ -29,14 +29,14 @@
 
 #include "log.h"
 
-#define CHANNEL 1
-#define FRAME_MAX 131072
+#define CHANNEL         1
+#define FRAME_MAX       131072
 #define FRAMES_PER_TURN 256 /* so a flood of frames never starves the task queue */
 /* engine_writable: what a publish adds to its body (frame headers, the
  * properties and headers, a signature), and the room kept free for small
  * frames (acks, heartbeats, channel.close) however full the socket is. */
-#define WRITE_OVERHEAD   4096
-#define WRITE_RESERVE    65536
+#define WRITE_OVERHEAD 4096
+#define WRITE_RESERVE  65536
 /* While an owner waits for room, the loop waits for POLLOUT; when POLLOUT
  * came and there was still not room enough (it says some room, not how
  * much), the next wait is a plain timeout of this many ms instead, so the
@@ -68,9 +68,9 @@ struct unsettled {
 
 struct engine {
 	struct engine_hooks hooks;
-	bool blocked;               /* connection.blocked: a resource alarm */
+	bool blocked; /* connection.blocked: a resource alarm */
 	char blocked_reason[128];
-	int64_t blocked_since;      /* engine_now() when it began */
+	int64_t blocked_since;          /* engine_now() when it began */
 	atomic_int_fast64_t blocked_ms; /* time blocked, all connections */
 	struct url *urls;
 	size_t nurls, next_url, failed_in_round;
@@ -88,7 +88,7 @@ struct engine {
 	/* Shared with other threads, under mu. */
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	struct engine_task *head, *tail;
+	STAILQ_HEAD(, engine_task) tasks;
 	bool stopping;
 	enum start_state start;
 	char last_error[256];
@@ -109,11 +109,11 @@ struct engine {
 	int64_t backoff_ms, next_attempt;
 	bool fail_pending;
 	char fail_why[256];
-	bool gave_up; /* the first connection failed: engine_start is stopping us */
+	bool gave_up;       /* the first connection failed: engine_start is stopping us */
 	bool want_write;    /* engine_writable said no this turn: wait for room */
 	bool woke_writable; /* the last wait ended with POLLOUT */
 	bool pollout_idle;  /* ... and the owner still found no room: no POLLOUT next wait */
-	int sndbuf;      /* SO_SNDBUF as engine_writable last read it (0: not yet) */
+	int sndbuf;         /* SO_SNDBUF as engine_writable last read it (0: not yet) */
 	bool ever_connected;
 };
 
@@ -155,7 +155,8 @@ static int parse_urls(struct engine *e, const char *list, char *errstr, size_t e
 	if (copy == NULL) {
 		return -1;
 	}
-	for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = strtok_r(copy, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
 		struct url *grown = realloc(e->urls, (e->nurls + 1) * sizeof(*grown));
 		char shown[512];
 
@@ -230,6 +231,7 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->hooks = *hooks;
 	e->wakefd = -1;
 	pthread_mutex_init(&e->mu, NULL);
+	STAILQ_INIT(&e->tasks);
 	pthread_cond_init(&e->cond, NULL);
 	e->heartbeat_s = cfg->heartbeat_s;
 	e->connect_timeout_ms = cfg->connect_timeout_ms;
@@ -285,7 +287,7 @@ static int ring_push(struct engine *e, uint64_t tag, engine_confirm_fn fn, void 
 		e->ring_head = 0;
 	}
 	e->ring[(e->ring_head + e->ring_len) % e->ring_cap] =
-		(struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
+	    (struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
 	e->ring_len++;
 	return 0;
 }
@@ -533,7 +535,8 @@ static int open_channel(struct engine *e, char *errstr, size_t errlen)
 		return -1;
 	}
 	if (amqp_confirm_select(e->conn, CHANNEL) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(e->conn), "confirm.select", errstr, errlen);
+		engine_describe_reply(amqp_get_rpc_reply(e->conn), "confirm.select", errstr,
+		                      errlen);
 		return -1;
 	}
 	return 0;
@@ -548,9 +551,9 @@ static int open_connection(struct engine *e, const struct url *u, char *errstr, 
 	int st;
 
 	e->conn = amqp_new_connection();
-	sock = e->conn == NULL  ? NULL
-	       : u->info.ssl ? amqp_ssl_socket_new(e->conn)
-	                     : amqp_tcp_socket_new(e->conn);
+	sock = e->conn == NULL ? NULL
+	       : u->info.ssl   ? amqp_ssl_socket_new(e->conn)
+	                       : amqp_tcp_socket_new(e->conn);
 	if (sock == NULL) {
 		snprintf(errstr, errlen, "out of memory");
 		return -1;
@@ -598,8 +601,8 @@ static void schedule_retry(struct engine *e)
 
 	/* Full jitter on the upper half: spreads a herd of reconnecting clients. */
 	e->next_attempt = engine_now() + half + (int64_t)randombytes_uniform((uint32_t)half + 1);
-	e->backoff_ms = e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms
-	                                                        : e->backoff_ms * 2;
+	e->backoff_ms =
+	    e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms : e->backoff_ms * 2;
 }
 
 static void destroy_conn(struct engine *e, bool graceful)
@@ -973,27 +976,18 @@ static void read_frames(struct engine *e)
 
 /* ------------------------------------------------------------ the loop */
 
-static struct engine_task *take_tasks(struct engine *e)
-{
-	struct engine_task *list;
-
-	pthread_mutex_lock(&e->mu);
-	list = e->head;
-	e->head = NULL;
-	e->tail = NULL;
-	pthread_mutex_unlock(&e->mu);
-	return list;
-}
-
 static void run_tasks(struct engine *e)
 {
-	struct engine_task *t = take_tasks(e);
+	STAILQ_HEAD(, engine_task) list = STAILQ_HEAD_INITIALIZER(list);
+	struct engine_task *t;
 
-	while (t != NULL) {
-		struct engine_task *next = t->next;
-
+	pthread_mutex_lock(&e->mu);
+	STAILQ_CONCAT(&list, &e->tasks);
+	pthread_mutex_unlock(&e->mu);
+	/* A task may free itself as it runs: take it off first. */
+	while ((t = STAILQ_FIRST(&list)) != NULL) {
+		STAILQ_REMOVE_HEAD(&list, link);
 		t->run(e, t);
-		t = next;
 	}
 }
 
@@ -1186,19 +1180,13 @@ bool engine_submit(struct engine *e, struct engine_task *t)
 {
 	bool was_empty;
 
-	t->next = NULL;
 	pthread_mutex_lock(&e->mu);
 	if (e->stopping) {
 		pthread_mutex_unlock(&e->mu);
 		return false;
 	}
-	was_empty = e->head == NULL;
-	if (e->tail != NULL) {
-		e->tail->next = t;
-	} else {
-		e->head = t;
-	}
-	e->tail = t;
+	was_empty = STAILQ_EMPTY(&e->tasks);
+	STAILQ_INSERT_TAIL(&e->tasks, t, link);
 	pthread_mutex_unlock(&e->mu);
 	/* One wake per batch: the thread takes the whole list at once. */
 	if (was_empty) {

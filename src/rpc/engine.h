@@ -7,6 +7,7 @@
 
 #include <amqp.h>
 #include <amqp_framing.h>
+#include <sys/queue.h>
 
 #include "warren.h"
 
@@ -15,7 +16,7 @@ struct engine;
 /* A unit of work run on the I/O thread. Embedded in the submitter's own
  * struct, so submitting never allocates. */
 struct engine_task {
-	struct engine_task *next;
+	STAILQ_ENTRY(engine_task) link; /* in the engine's queue of tasks */
 	void (*run)(struct engine *e, struct engine_task *t);
 };
 

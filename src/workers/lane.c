@@ -101,8 +101,8 @@ static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 struct lane_wait {
 	struct engine_delivery *d;
 	struct batch *b;
-	int64_t count; /* the batch's x-delivery-count, for rpc-crashes */
-	struct lane_wait *next;
+	int64_t count;                /* the batch's x-delivery-count, for rpc-crashes */
+	STAILQ_ENTRY(lane_wait) link; /* in w->splits */
 };
 
 /* The entry's headers with rpc-crashes set to crashes (any it had is
@@ -200,7 +200,7 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 {
 	struct lane_wait *lw;
 
-	if (w->splits == NULL && (!engine_connected(e) || split_writable(e, d))) {
+	if (STAILQ_EMPTY(&w->splits) && (!engine_connected(e) || split_writable(e, d))) {
 		split_now(w, e, d, b, count);
 		batch_free(b);
 		return;
@@ -213,27 +213,19 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 		return;
 	}
 	*lw = (struct lane_wait){.d = d, .b = b, .count = count};
-	if (w->splits_tail != NULL) {
-		w->splits_tail->next = lw;
-	} else {
-		w->splits = lw;
-	}
-	w->splits_tail = lw;
+	STAILQ_INSERT_TAIL(&w->splits, lw, link);
 }
 
 void lane_tick(struct warren_worker *w, struct engine *e)
 {
-	while (w->splits != NULL) {
-		struct lane_wait *lw = w->splits;
+	struct lane_wait *lw;
 
+	while ((lw = STAILQ_FIRST(&w->splits)) != NULL) {
 		if (lw->d->generation == engine_generation(e) && engine_connected(e) &&
 		    !split_writable(e, lw->d)) {
 			break; /* engine_writable has the loop turn again soon */
 		}
-		w->splits = lw->next;
-		if (w->splits == NULL) {
-			w->splits_tail = NULL;
-		}
+		STAILQ_REMOVE_HEAD(&w->splits, link);
 		if (lw->d->generation == engine_generation(e)) {
 			split_now(w, e, lw->d, lw->b, lw->count);
 			batch_free(lw->b);
@@ -246,13 +238,12 @@ void lane_tick(struct warren_worker *w, struct engine *e)
 
 void lane_free(struct warren_worker *w)
 {
-	while (w->splits != NULL) {
-		struct lane_wait *lw = w->splits;
+	struct lane_wait *lw;
 
-		w->splits = lw->next;
+	while ((lw = STAILQ_FIRST(&w->splits)) != NULL) {
+		STAILQ_REMOVE_HEAD(&w->splits, link);
 		free_wait(lw);
 	}
-	w->splits_tail = NULL;
 }
 
 /* ------------------------------------------------------------ first delivery */

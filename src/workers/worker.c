@@ -182,13 +182,7 @@ struct reply_batch {
 
 static void queue_reply(struct warren_worker *w, struct job *j)
 {
-	j->reply_next = NULL;
-	if (w->replies_tail != NULL) {
-		w->replies_tail->reply_next = j;
-	} else {
-		w->replies = j;
-	}
-	w->replies_tail = j;
+	TAILQ_INSERT_TAIL(&w->replies, j, reply_link);
 }
 
 /* Each reply of the batch is confirmed (or not) as it would have been alone. */
@@ -257,7 +251,7 @@ static bool batch_writable(struct engine *e, size_t len)
  * so this thread never blocks in a write (false: hold it). */
 static bool hold_unless_writable(struct warren_worker *w, struct engine *e, struct job *j)
 {
-	if (w->held == NULL && can_publish(e, j)) {
+	if (STAILQ_EMPTY(&w->held) && can_publish(e, j)) {
 		return false;
 	}
 	hold(w, j);
@@ -281,7 +275,7 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 		free(b);
 		return;
 	}
-	if (w->held != NULL || !batch_writable(e, len)) {
+	if (!STAILQ_EMPTY(&w->held) || !batch_writable(e, len)) {
 		for (size_t i = 0; i < b->n; i++) {
 			hold(w, b->jobs[i]);
 		}
@@ -312,26 +306,25 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 /* Takes out of *list the replies to first's reply_to, first included, as
  * many as one batch may carry within message.max_size and BATCH_MAX_BYTES
  * (a large reply goes alone, as it would have anyway). */
-static struct reply_batch *take_group(struct warren_worker *w, struct job **list, size_t n)
+static struct reply_batch *take_group(struct warren_worker *w, struct job_queue *list, size_t n)
 {
 	struct reply_batch *b = malloc(sizeof(*b) + n * sizeof(b->jobs[0]));
-	const char *to = (*list)->meta.reply_to;
+	const char *to = TAILQ_FIRST(list)->meta.reply_to;
 	size_t max = w->max_size < BATCH_MAX_BYTES ? w->max_size : BATCH_MAX_BYTES;
 	size_t room = max > BATCH_OVERHEAD ? max - BATCH_OVERHEAD : 0;
-	struct job **pp = list;
+	struct job *j, *next;
 
 	if (b == NULL) {
 		return NULL;
 	}
 	b->n = 0;
-	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
-		struct job *j = *pp;
+	for (j = TAILQ_FIRST(list); j != NULL && b->n < BATCH_MAX_ENTRIES; j = next) {
 		struct envelope_meta rm;
 		struct envelope_props p;
 		size_t need;
 
+		next = TAILQ_NEXT(j, reply_link);
 		if (strcmp(j->meta.reply_to, to) != 0) {
-			pp = &j->reply_next;
 			continue;
 		}
 		reply_props(j, &rm, &p);
@@ -341,7 +334,7 @@ static struct reply_batch *take_group(struct warren_worker *w, struct job **list
 			break; /* the rest go in the next batch */
 		}
 		room -= need < room ? need : room;
-		*pp = j->reply_next;
+		TAILQ_REMOVE(list, j, reply_link);
 		b->jobs[b->n++] = j;
 	}
 	return b;
@@ -349,20 +342,21 @@ static struct reply_batch *take_group(struct warren_worker *w, struct job **list
 
 static void flush_replies(struct warren_worker *w, struct engine *e)
 {
-	struct job *list = w->replies;
+	struct job_queue list = TAILQ_HEAD_INITIALIZER(list);
+	struct job *j;
 	size_t n = 0;
 
-	w->replies = w->replies_tail = NULL;
-	for (struct job *j = list; j != NULL; j = j->reply_next) {
+	TAILQ_CONCAT(&list, &w->replies, reply_link);
+	TAILQ_FOREACH(j, &list, reply_link)
+	{
 		n++;
 	}
-	while (list != NULL) {
+	while (!TAILQ_EMPTY(&list)) {
 		struct reply_batch *b = take_group(w, &list, n);
 
 		if (b == NULL) { /* out of memory: each alone */
-			struct job *j = list;
-
-			list = j->reply_next;
+			j = TAILQ_FIRST(&list);
+			TAILQ_REMOVE(&list, j, reply_link);
 			if (!hold_unless_writable(w, e, j)) {
 				publish_single(e, j);
 			}
@@ -387,25 +381,16 @@ static void flush_replies(struct warren_worker *w, struct engine *e)
 static void sent_link(struct warren_worker *w, struct job *j)
 {
 	j->returned = false;
-	j->pub_prev = NULL;
-	j->pub_next = w->sent;
-	if (w->sent != NULL) {
-		w->sent->pub_prev = j;
-	}
-	w->sent = j;
+	LIST_INSERT_HEAD(&w->sent, j, sent_link);
+	j->is_sent = true;
 }
 
 static void sent_unlink(struct warren_worker *w, struct job *j)
 {
-	if (j->pub_prev != NULL) {
-		j->pub_prev->pub_next = j->pub_next;
-	} else if (w->sent == j) {
-		w->sent = j->pub_next;
+	if (j->is_sent) {
+		LIST_REMOVE(j, sent_link);
+		j->is_sent = false;
 	}
-	if (j->pub_next != NULL) {
-		j->pub_next->pub_prev = j->pub_prev;
-	}
-	j->pub_prev = j->pub_next = NULL;
 }
 
 static bool same_bytes(bool a_set, amqp_bytes_t a, bool b_set, amqp_bytes_t b)
@@ -426,7 +411,10 @@ static void worker_returned(struct engine *e, void *arg, const amqp_basic_proper
 	struct job *oldest = NULL;
 	bool set = props->_flags & AMQP_BASIC_CORRELATION_ID_FLAG;
 
-	for (struct job *j = w->sent; j != NULL; j = j->pub_next) {
+	struct job *j;
+
+	LIST_FOREACH(j, &w->sent, sent_link)
+	{
 		const amqp_basic_properties_t *p = &j->delivery->message.properties;
 
 		if (!j->returned && same_bytes(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG,
@@ -480,8 +468,7 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 	          j->action == JOB_RETRY ? "rpc.delay.*" : DEADLETTER_EXCHANGE,
 	          (long long)j->park_backoff);
 	j->park_until = now + j->park_backoff;
-	j->park_next = w->parked;
-	w->parked = j;
+	LIST_INSERT_HEAD(&w->parked, j, park_link);
 }
 
 static void finish_task(struct engine *e, struct engine_task *t);
@@ -698,13 +685,7 @@ static bool can_publish(struct engine *e, const struct job *j)
 
 static void hold(struct warren_worker *w, struct job *j)
 {
-	j->held_next = NULL;
-	if (w->held_tail != NULL) {
-		w->held_tail->held_next = j;
-	} else {
-		w->held = j;
-	}
-	w->held_tail = j;
+	STAILQ_INSERT_TAIL(&w->held, j, held_link);
 }
 
 /* Its connection is gone and the broker has requeued the request: a
@@ -741,7 +722,7 @@ static void finish_task(struct engine *e, struct engine_task *t)
 	if (drop_stale(e, j)) {
 		return;
 	}
-	if (publishes(j) && (j->worker->held != NULL || !can_publish(e, j))) {
+	if (publishes(j) && (!STAILQ_EMPTY(&j->worker->held) || !can_publish(e, j))) {
 		hold(j->worker, j);
 		return;
 	}
@@ -807,17 +788,14 @@ static struct job *next_job(struct warren_worker *w)
 	struct job *j;
 
 	pthread_mutex_lock(&w->mu);
-	while (w->head == NULL && !w->quit) {
+	while (TAILQ_EMPTY(&w->jobs) && !w->quit) {
 		pthread_cond_wait(&w->cond, &w->mu);
 	}
 	/* Stopping: what is still queued is never started (the broker has
 	 * it back once the connection closes). */
-	j = w->quit ? NULL : w->head;
+	j = w->quit ? NULL : TAILQ_FIRST(&w->jobs);
 	if (j != NULL) {
-		w->head = j->next;
-		if (w->head == NULL) {
-			w->tail = NULL;
-		}
+		TAILQ_REMOVE(&w->jobs, j, queued);
 	}
 	pthread_mutex_unlock(&w->mu);
 	return j;
@@ -877,13 +855,7 @@ static void *handler_main(void *arg)
 static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 {
 	pthread_mutex_lock(&w->mu);
-	j->next = NULL;
-	if (w->tail != NULL) {
-		w->tail->next = j;
-	} else {
-		w->head = j;
-	}
-	w->tail = j;
+	TAILQ_INSERT_TAIL(&w->jobs, j, queued);
 	if (j->delivery != NULL) {
 		w->stats.received++;
 	}
@@ -1174,8 +1146,9 @@ static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, c
 /* A lane's consumer tag (LANE_SERVICE, LANE_BATCH, LANE_FAST). */
 static char *lane_tag(struct warren_worker *w, unsigned lane)
 {
-	return lane == LANE_FAST ? w->fast_tag
-	                         : lane == LANE_BATCH ? w->batch_consumer_tag : w->consumer_tag;
+	return lane == LANE_FAST    ? w->fast_tag
+	       : lane == LANE_BATCH ? w->batch_consumer_tag
+	                            : w->consumer_tag;
 }
 
 /* The lanes consumed now, as bits. */
@@ -1316,8 +1289,8 @@ static bool holds_any(struct warren_worker *w)
 	pthread_mutex_lock(&w->mu);
 	held = w->stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
-	return held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL ||
-	       w->splitting > 0;
+	return held > 0 || !STAILQ_EMPTY(&w->held) || !LIST_EMPTY(&w->sent) ||
+	       !LIST_EMPTY(&w->parked) || w->splitting > 0;
 }
 
 /* Suspects run alone. A request that was out with a worker process that
@@ -1540,64 +1513,47 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 /* Under mu: takes the queued jobs of connection gen out of the handler
  * queue (their requests are the broker's again) and notes, for the crash
  * count, every request of gen this worker still holds. Returns the taken
- * jobs, linked by next. */
-static struct job *take_stale_locked(struct warren_worker *w, uint64_t gen)
+ * jobs in stale. */
+static void take_stale_locked(struct warren_worker *w, uint64_t gen, struct job_queue *stale)
 {
-	struct job *stale = NULL, **pp = &w->head;
+	struct job *j, *next;
 
-	w->tail = NULL;
-	while (*pp != NULL) {
-		struct job *j = *pp;
-
+	for (j = TAILQ_FIRST(&w->jobs); j != NULL; j = next) {
+		next = TAILQ_NEXT(j, queued);
 		if (j->delivery != NULL && j->delivery->generation == gen) {
-			*pp = j->next;
+			TAILQ_REMOVE(&w->jobs, j, queued);
 			requeue_note_locked(w, j);
-			j->next = stale;
-			stale = j;
+			TAILQ_INSERT_TAIL(stale, j, queued);
 			w->stats.stale_dropped++;
-		} else {
-			w->tail = j;
-			pp = &j->next;
 		}
 	}
-	for (struct job *j = w->running; j != NULL; j = j->run_next) {
+	LIST_FOREACH(j, &w->running, run_link)
+	{
 		if (j->delivery != NULL && j->delivery->generation == gen) {
 			requeue_note_locked(w, j);
 		}
 	}
-	return stale;
 }
 
 /* The held and parked jobs of connection gen are dropped: the broker has
  * requeued their requests. */
 static void drop_stale_waiting(struct warren_worker *w, uint64_t gen)
 {
-	struct job *keep = NULL, *keep_tail = NULL, *parked = w->parked;
+	struct job_stailq held = STAILQ_HEAD_INITIALIZER(held);
+	struct job *j;
 
-	while (w->held != NULL) {
-		struct job *j = w->held;
-
-		w->held = j->held_next;
+	STAILQ_CONCAT(&held, &w->held);
+	while ((j = STAILQ_FIRST(&held)) != NULL) {
+		STAILQ_REMOVE_HEAD(&held, held_link);
 		if (j->delivery != NULL && j->delivery->generation == gen) {
 			requeue_note(w, j);
 			job_free(j);
 			continue;
 		}
-		j->held_next = NULL;
-		if (keep_tail != NULL) {
-			keep_tail->held_next = j;
-		} else {
-			keep = j;
-		}
-		keep_tail = j;
+		STAILQ_INSERT_TAIL(&w->held, j, held_link);
 	}
-	w->held = keep;
-	w->held_tail = keep_tail;
-	w->parked = NULL;
-	while (parked != NULL) {
-		struct job *j = parked;
-
-		parked = j->park_next;
+	while ((j = LIST_FIRST(&w->parked)) != NULL) {
+		LIST_REMOVE(j, park_link);
 		requeue_note(w, j);
 		job_free(j);
 	}
@@ -1611,14 +1567,15 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 {
 	struct warren_worker *w = arg;
 	uint64_t gen = engine_generation(e);
-	struct job *stale;
+	struct job_queue stale = TAILQ_HEAD_INITIALIZER(stale);
+	struct job *j;
 
 	pthread_mutex_lock(&w->mu);
 	w->stats.connected = false;
 	if (!w->stopping) {
 		w->stats.reconnects++;
 	}
-	stale = take_stale_locked(w, gen);
+	take_stale_locked(w, gen, &stale);
 	pthread_mutex_unlock(&w->mu);
 	if (w->isolated != NULL) {
 		/* The suspect kept aside is the broker's again: a return this
@@ -1627,10 +1584,8 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 		job_free_unqueued(w->isolated);
 		w->isolated = NULL;
 	}
-	while (stale != NULL) {
-		struct job *j = stale;
-
-		stale = j->next;
+	while ((j = TAILQ_FIRST(&stale)) != NULL) {
+		TAILQ_REMOVE(&stale, j, queued);
 		job_free(j);
 	}
 	drop_stale_waiting(w, gen);
@@ -1643,14 +1598,10 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
  * again soon). */
 static void release_held(struct warren_worker *w, struct engine *e)
 {
-	while (w->held != NULL && engine_connected(e) && can_publish(e, w->held)) {
-		struct job *j = w->held;
+	struct job *j;
 
-		w->held = j->held_next;
-		if (w->held == NULL) {
-			w->held_tail = NULL;
-		}
-		j->held_next = NULL;
+	while ((j = STAILQ_FIRST(&w->held)) != NULL && engine_connected(e) && can_publish(e, j)) {
+		STAILQ_REMOVE_HEAD(&w->held, held_link);
 		if (!drop_stale(e, j)) {
 			run_job(e, j);
 		}
@@ -1661,22 +1612,19 @@ static void release_held(struct warren_worker *w, struct engine *e)
  * returns when the next one is. */
 static int64_t release_parked(struct warren_worker *w, struct engine *e, int64_t now)
 {
-	struct job **pp = &w->parked;
+	struct job *j, *after;
 	int64_t next = INT64_MAX;
 
-	while (*pp != NULL) {
-		struct job *j = *pp;
-
+	for (j = LIST_FIRST(&w->parked); j != NULL; j = after) {
+		after = LIST_NEXT(j, park_link);
 		if (j->park_until <= now && engine_connected(e)) {
-			*pp = j->park_next;
-			j->park_next = NULL;
+			LIST_REMOVE(j, park_link);
 			finish_task(e, &j->task);
 			continue;
 		}
 		if (j->park_until < next) {
 			next = j->park_until;
 		}
-		pp = &j->park_next;
 	}
 	return next;
 }
@@ -1778,6 +1726,10 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	}
 	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
+	TAILQ_INIT(&w->jobs);
+	TAILQ_INIT(&w->replies);
+	STAILQ_INIT(&w->held);
+	STAILQ_INIT(&w->splits);
 	pthread_mutex_init(&w->spare_mu, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	pthread_cond_init(&w->idle_cond, NULL);
@@ -1994,16 +1946,12 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
  * engine nor the security state of a stopped worker. */
 static void abandon_running_locked(struct warren_worker *w)
 {
-	struct job *j = w->running;
+	struct job *j;
 
-	while (j != NULL) {
-		struct job *next = j->run_next;
-
-		j->run_prev = j->run_next = NULL;
+	while ((j = LIST_FIRST(&w->running)) != NULL) {
+		LIST_REMOVE(j, run_link);
 		j->run_state = RUN_ABANDONED;
-		j = next;
 	}
-	w->running = NULL;
 }
 
 /* Tells the handler threads to end and joins them, waiting up to
@@ -2079,29 +2027,40 @@ warren_err warren_worker_stop(warren_worker *w, int grace_ms)
 	return idle && left == 0 ? WARREN_OK : WARREN_ERR_TIMEOUT;
 }
 
-static void free_list(struct job *j, size_t next_offset)
+static void free_unacked(struct job *j)
 {
-	while (j != NULL) {
-		struct job *next = *(struct job **)((char *)j + next_offset);
-
+	if (j != NULL) {
 		engine_delivery_free(j->delivery);
 		free(j->reply_body);
 		free(j);
-		j = next;
 	}
 }
 
 /* The last reference is gone: no thread of the worker runs any more. */
 static void worker_destroy(struct warren_worker *w)
 {
+	struct job *j;
+
 	engine_free(w->engine);
 	/* Jobs still queued, held or parked were never acked: the broker has
 	 * requeued them. */
-	free_list(w->head, offsetof(struct job, next));
-	free_list(w->held, offsetof(struct job, held_next));
-	free_list(w->parked, offsetof(struct job, park_next));
-	free_list(w->isolated, offsetof(struct job, next));
-	free_list(w->replies, offsetof(struct job, reply_next));
+	while ((j = TAILQ_FIRST(&w->jobs)) != NULL) {
+		TAILQ_REMOVE(&w->jobs, j, queued);
+		free_unacked(j);
+	}
+	while ((j = STAILQ_FIRST(&w->held)) != NULL) {
+		STAILQ_REMOVE_HEAD(&w->held, held_link);
+		free_unacked(j);
+	}
+	while ((j = LIST_FIRST(&w->parked)) != NULL) {
+		LIST_REMOVE(j, park_link);
+		free_unacked(j);
+	}
+	free_unacked(w->isolated);
+	while ((j = TAILQ_FIRST(&w->replies)) != NULL) {
+		TAILQ_REMOVE(&w->replies, j, reply_link);
+		free_unacked(j);
+	}
 	lane_free(w);
 	for (size_t i = 0; i < w->nmethods; i++) {
 		free(w->methods[i].name);

@@ -147,6 +147,7 @@ static struct warren_worker *worker(void)
 	strcpy(w->queue, "rpc.echo");
 	strcpy(w->dlq, "rpc.echo.dlq");
 	w->max_size = 1024 * 1024;
+	STAILQ_INIT(&w->splits);
 	return w;
 }
 
