@@ -202,13 +202,17 @@ $(BUILD)/bin/user-service: $(USER_OBJ) $(TOOLS_LIB) $(STATIC_LIB)
 WRAP_test_codec := malloc realloc
 WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
-                    engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
+                    engine_blocked engine_blocked_ms engine_now engine_writable engine_ack \
+                    engine_must_hold engine_hold engine_unhold engine_held_first engine_held_next
 WRAP_test_params := warren_request_params warren_request_fail
 WRAP_test_timelimit := engine_now engine_wake job_wrap_reply worker_dead_letter
 WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consumer worker_consume \
                      worker_job_new worker_enqueue
 WRAP_test_lane := engine_publish engine_connected engine_blocked engine_writable engine_generation \
                   engine_ack engine_reject worker_job_new worker_start_job worker_count
+WRAP_test_engine_hold := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
+              amqp_confirm_select amqp_channel_close amqp_connection_close \
+              amqp_simple_wait_frame_noblock
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc

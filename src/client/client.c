@@ -65,10 +65,9 @@ struct call {
 	bool returned;         /* basic.return came for the current publish */
 	bool fast;             /* transient: sent on the fast lane while it has a queue */
 	bool on_fast;          /* the current publish went to rpc.fast */
-	/* Held while the broker blocks publishes: in c->held, since held_since. */
-	bool held;
-	TAILQ_ENTRY(call) held_link;
-	int64_t held_since;
+	/* Held by the engine while its publish cannot be made (hold.on), since
+	 * hold.since: client.blocked_timeout counts from there. */
+	struct engine_held hold;
 	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
 	struct client_method *metrics;
 	struct timespec started;
@@ -97,7 +96,6 @@ struct warren_client {
 	struct pending retries; /* calls waiting to be published again, by due time */
 	int retry_attempts;
 	int64_t retry_delay_ms;
-	struct call_tailq held; /* oldest first */
 	int64_t blocked_timeout_ms;
 	int64_t blocked_since; /* engine_now() when the tick first saw the block; 0: not blocked */
 	enum reply_mode reply_mode;
@@ -232,22 +230,23 @@ static void count_end(warren_client *c, warren_err err)
 	pthread_mutex_unlock(&c->stats_mu);
 }
 
-static void unhold(warren_client *c, struct call *call)
+/* The engine holds the call's publish until it can be made (publish_task
+ * runs it then). A call held again (released, then batched into more
+ * than the socket takes) keeps its first since: client.blocked_timeout
+ * counts from when it first had to wait. */
+static void publish_task(struct engine *e, struct engine_task *t);
+
+static void release_call(struct engine *e, struct engine_held *h)
 {
-	TAILQ_REMOVE(&c->held, call, held_link);
-	call->held = false;
+	struct call *call = (struct call *)((char *)h - offsetof(struct call, hold));
+
+	publish_task(e, &call->task);
 }
 
 static void hold(warren_client *c, struct call *call)
 {
-	call->held = true;
-	/* A call held again (released, then batched into more than the
-	 * socket takes) keeps its first since: client.blocked_timeout counts
-	 * from when it first had to wait. */
-	if (call->held_since == 0) {
-		call->held_since = engine_now();
-	}
-	TAILQ_INSERT_TAIL(&c->held, call, held_link);
+	call->hold.len = call->out->len;
+	engine_hold(c->engine, &call->hold);
 }
 
 /* The one terminal path: leaves the table, runs done, frees the call unless
@@ -273,9 +272,7 @@ static void finish(struct call *call, warren_err err, warren_reply *reply, const
 		pending_remove(&c->retries, &call->retry);
 		call->waiting_retry = false;
 	}
-	if (call->held) {
-		unhold(c, call);
-	}
+	engine_unhold(c->engine, &call->hold);
 	if (fmt != NULL) {
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -473,7 +470,7 @@ static void publish_task(struct engine *e, struct engine_task *t)
 		retry_or_finish(call, lost_err(c), "not connected to the broker");
 		return;
 	}
-	if (engine_blocked(e) != NULL || !engine_writable(e, call->out->len)) {
+	if (engine_must_hold(e, call->out->len)) {
 		hold(c, call);
 		return;
 	}
@@ -517,9 +514,10 @@ static void fail_blocked_unconfirmed(warren_client *c, const char *reason)
 	free(calls);
 }
 
-/* Held calls: published once the broker takes publishes again; failed
- * when they have waited client.blocked_timeout. */
-static void release_held(warren_client *c, struct engine *e, int64_t now)
+/* Held calls are published by the engine once the broker takes
+ * publishes again (release_call); here they fail when they have waited
+ * client.blocked_timeout. */
+static void expire_held(warren_client *c, struct engine *e, int64_t now)
 {
 	const char *reason = engine_blocked(e);
 
@@ -531,25 +529,20 @@ static void release_held(warren_client *c, struct engine *e, int64_t now)
 		fail_blocked_unconfirmed(c, reason);
 	}
 
-	struct call *call;
+	struct engine_held *h;
 
-	while ((call = TAILQ_FIRST(&c->held)) != NULL) {
+	/* The oldest is not due: none is. */
+	while ((h = engine_held_first(e)) != NULL && now - h->since >= c->blocked_timeout_ms) {
+		struct call *call = (struct call *)((char *)h - offsetof(struct call, hold));
 		bool connected = engine_connected(e);
 
-		if (reason == NULL && connected && engine_writable(e, call->out->len)) {
-			unhold(c, call);
-			publish_task(e, &call->task);
-		} else if (now - call->held_since >= c->blocked_timeout_ms) {
-			finish(call, WARREN_ERR_BROKER, NULL,
-			       "the broker refuses publishes (%s): not sent within %lld ms "
-			       "(client.blocked_timeout)",
-			       reason != NULL ? reason
-			       : connected    ? "it does not read the connection"
-			                      : "not connected",
-			       (long long)c->blocked_timeout_ms);
-		} else {
-			break; /* the oldest is not due: none is */
-		}
+		finish(call, WARREN_ERR_BROKER, NULL,
+		       "the broker refuses publishes (%s): not sent within %lld ms "
+		       "(client.blocked_timeout)",
+		       reason != NULL ? reason
+		       : connected    ? "it does not read the connection"
+		                      : "not connected",
+		       (long long)c->blocked_timeout_ms);
 	}
 }
 
@@ -698,6 +691,7 @@ static struct call *call_new(warren_client *c, const char *method, const warren_
 	call->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : c->default_timeout_ms;
 	call->tries = 1;
 	call->task.run = publish_task;
+	call->hold.release = release_call;
 	*err = fill_meta(c, call, method, o, errstr, errlen);
 	if (*err == WARREN_OK) {
 		*err = encode_params(c, call, params, errstr, errlen);
@@ -1058,7 +1052,7 @@ static warren_err encode_requests(warren_client *c, struct req_batch *b, void **
  * is held, each of its calls, and sent again from a later tick. */
 static bool hold_unwritable(warren_client *c, struct engine *e, struct call *call, size_t len)
 {
-	if (engine_blocked(e) == NULL && engine_writable(e, len)) {
+	if (!engine_must_hold(e, len)) {
 		return false;
 	}
 	if (unqueue(call)) {
@@ -1087,7 +1081,7 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 		return;
 	}
 	err = encode_requests(c, b, &body, &len);
-	if (err == WARREN_OK && (engine_blocked(e) != NULL || !engine_writable(e, len))) {
+	if (err == WARREN_OK && engine_must_hold(e, len)) {
 		for (size_t i = 0; i < b->n; i++) {
 			hold_unwritable(c, e, b->calls[i], len);
 		}
@@ -1506,7 +1500,7 @@ static void collect_failing(struct pending_entry *entry, void *arg)
 	struct collect *col = arg;
 	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
 
-	if (col->all || (!call->awaiting_confirm && !call->waiting_retry && !call->held)) {
+	if (col->all || (!call->awaiting_confirm && !call->waiting_retry && !call->hold.on)) {
 		col->calls[(*col->n)++] = call;
 	}
 }
@@ -1548,6 +1542,7 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 {
 	warren_client *c = arg;
 	struct pending_entry *entry;
+	struct engine_held *held;
 
 	flush_requests(c, e); /* this turn's: before any of them can expire */
 	while ((entry = pending_pop_expired(&c->table, now)) != NULL) {
@@ -1558,13 +1553,13 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 		       (long long)call->timeout_ms);
 	}
 	republish_due(c, e, now);
-	release_held(c, e, now);
+	expire_held(c, e, now);
 	flush_requests(c, e);
 	entry = pending_first(&c->table);
 	int64_t next = entry != NULL ? entry->deadline : INT64_MAX;
-	if (!TAILQ_EMPTY(&c->held) &&
-	    TAILQ_FIRST(&c->held)->held_since + c->blocked_timeout_ms < next) {
-		next = TAILQ_FIRST(&c->held)->held_since + c->blocked_timeout_ms;
+	held = engine_held_first(e);
+	if (held != NULL && held->since + c->blocked_timeout_ms < next) {
+		next = held->since + c->blocked_timeout_ms;
 	}
 	if (c->blocked_since != 0 && c->blocked_since + c->blocked_timeout_ms < next) {
 		next = c->blocked_since + c->blocked_timeout_ms;
@@ -1601,7 +1596,6 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->default_timeout_ms = config_int(cfg, CFG_CLIENT_TIMEOUT);
 	c->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
 	pthread_mutex_init(&c->stats_mu, NULL);
-	TAILQ_INIT(&c->held);
 	TAILQ_INIT(&c->outq);
 	client_metrics_init(&c->metrics);
 	c->retry_attempts = (int)config_int(cfg, CFG_CLIENT_RETRY_ATTEMPTS);

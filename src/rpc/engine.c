@@ -115,6 +115,10 @@ struct engine {
 	bool pollout_idle;  /* ... and the owner still found no room: no POLLOUT next wait */
 	int sndbuf;         /* SO_SNDBUF as engine_writable last read it (0: not yet) */
 	bool ever_connected;
+	/* Publishes held until they can be made (engine_hold), oldest first;
+	 * releasing: one is being released (engine_must_hold lets it pass). */
+	TAILQ_HEAD(, engine_held) held;
+	bool releasing;
 };
 
 int64_t engine_now(void)
@@ -232,6 +236,7 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->wakefd = -1;
 	pthread_mutex_init(&e->mu, NULL);
 	STAILQ_INIT(&e->tasks);
+	TAILQ_INIT(&e->held);
 	pthread_cond_init(&e->cond, NULL);
 	e->heartbeat_s = cfg->heartbeat_s;
 	e->connect_timeout_ms = cfg->connect_timeout_ms;
@@ -1001,6 +1006,21 @@ static bool is_stopping(struct engine *e)
 	return s;
 }
 
+/* The held publishes that can go now, in order (engine_hold). */
+static void release_held(struct engine *e)
+{
+	struct engine_held *h;
+
+	while ((h = TAILQ_FIRST(&e->held)) != NULL && engine_connected(e) &&
+	       engine_blocked(e) == NULL && engine_writable(e, h->len)) {
+		TAILQ_REMOVE(&e->held, h, link);
+		h->on = false;
+		e->releasing = true;
+		h->release(e, h);
+		e->releasing = false;
+	}
+}
+
 static int poll_timeout(struct engine *e, int64_t now, int64_t next_tick)
 {
 	int64_t wait = e->heartbeat_s > 0 ? e->heartbeat_s * 1000 / 4 : 1000;
@@ -1063,6 +1083,7 @@ static void turn(struct engine *e)
 		log_warn("%s", e->fail_why);
 		disconnect(e, e->fail_why, false);
 	}
+	release_held(e);
 	next_tick = e->hooks.tick(e, e->hooks.arg, engine_now());
 	/* Woken by room in the socket, and still not room enough: the next
 	 * wait is a short timeout rather than a POLLOUT that fires at once. */
@@ -1314,6 +1335,47 @@ const char *engine_blocked(const struct engine *e)
 int64_t engine_blocked_ms(struct engine *e)
 {
 	return (int64_t)atomic_load(&e->blocked_ms);
+}
+
+bool engine_must_hold(struct engine *e, size_t len)
+{
+	if (engine_blocked(e) != NULL) {
+		return true;
+	}
+	if (!TAILQ_EMPTY(&e->held) && !e->releasing) {
+		return true;
+	}
+	return !engine_writable(e, len);
+}
+
+void engine_hold(struct engine *e, struct engine_held *h)
+{
+	if (h->on) {
+		return;
+	}
+	if (h->since == 0) {
+		h->since = engine_now();
+	}
+	TAILQ_INSERT_TAIL(&e->held, h, link);
+	h->on = true;
+}
+
+void engine_unhold(struct engine *e, struct engine_held *h)
+{
+	if (h->on) {
+		TAILQ_REMOVE(&e->held, h, link);
+		h->on = false;
+	}
+}
+
+struct engine_held *engine_held_first(struct engine *e)
+{
+	return TAILQ_FIRST(&e->held);
+}
+
+struct engine_held *engine_held_next(struct engine *e, struct engine_held *h)
+{
+	return TAILQ_NEXT(h, link);
 }
 
 uint64_t engine_turns(struct engine *e)

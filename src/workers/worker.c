@@ -237,24 +237,18 @@ static warren_err encode_replies(struct reply_batch *b, void **body, size_t *len
 	return err;
 }
 
-static bool can_publish(struct engine *e, const struct job *j);
-static void hold(struct warren_worker *w, struct job *j);
+static size_t publish_len(const struct job *j);
+static void hold(struct engine *e, struct job *j);
 
-/* Whether the socket takes len bytes now (can_publish, for a batch). */
-static bool batch_writable(struct engine *e, size_t len)
+/* A reply that cannot be written now is held by the engine, as a single
+ * reply is in finish_task: released, it is queued again once there is
+ * room, so this thread never blocks in a write (true: it is held). */
+static bool hold_unless_writable(struct engine *e, struct job *j)
 {
-	return engine_blocked(e) == NULL && engine_writable(e, len);
-}
-
-/* A reply that cannot be written now waits in w->held, as a single reply
- * does in finish_task: release_held queues it again once there is room,
- * so this thread never blocks in a write (false: hold it). */
-static bool hold_unless_writable(struct warren_worker *w, struct engine *e, struct job *j)
-{
-	if (STAILQ_EMPTY(&w->held) && can_publish(e, j)) {
+	if (!engine_must_hold(e, publish_len(j))) {
 		return false;
 	}
-	hold(w, j);
+	hold(e, j);
 	return true;
 }
 
@@ -268,16 +262,16 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 
 	if (err != WARREN_OK) {
 		for (size_t i = 0; i < b->n; i++) {
-			if (!hold_unless_writable(w, e, b->jobs[i])) {
+			if (!hold_unless_writable(e, b->jobs[i])) {
 				publish_single(e, b->jobs[i]);
 			}
 		}
 		free(b);
 		return;
 	}
-	if (!STAILQ_EMPTY(&w->held) || !batch_writable(e, len)) {
+	if (engine_must_hold(e, len)) {
 		for (size_t i = 0; i < b->n; i++) {
-			hold(w, b->jobs[i]);
+			hold(e, b->jobs[i]);
 		}
 		free(body);
 		free(b);
@@ -357,13 +351,13 @@ static void flush_replies(struct warren_worker *w, struct engine *e)
 		if (b == NULL) { /* out of memory: each alone */
 			j = TAILQ_FIRST(&list);
 			TAILQ_REMOVE(&list, j, reply_link);
-			if (!hold_unless_writable(w, e, j)) {
+			if (!hold_unless_writable(e, j)) {
 				publish_single(e, j);
 			}
 			continue;
 		}
 		if (b->n == 1) {
-			if (!hold_unless_writable(w, e, b->jobs[0])) {
+			if (!hold_unless_writable(e, b->jobs[0])) {
 				publish_single(e, b->jobs[0]);
 			}
 			free(b);
@@ -669,23 +663,25 @@ static bool publishes(const struct job *j)
 	return j->action != JOB_ACK && j->action != JOB_PROBE;
 }
 
-/* Whether j's publish can be made now. Not while the broker blocks
- * publishes (a publish would stop it reading the connection at all), nor
- * while the socket holds more than engine_writable allows: rabbitmq-c 0.11
- * would wait inside the write with no time limit, and this thread would
- * stop (no heartbeats, acks, time limits or stop) for as long as the
- * broker does not read. */
-static bool can_publish(struct engine *e, const struct job *j)
+/* The bytes j's publish writes: its reply, or its request as it came (a
+ * dead letter, a retry, a move). */
+static size_t publish_len(const struct job *j)
 {
 	bool reply = j->action == JOB_REPLY_THEN_ACK || j->action == JOB_DEAD_ANSWER;
-	size_t len = reply ? j->reply_len : j->delivery->message.body.len;
 
-	return engine_blocked(e) == NULL && engine_writable(e, len);
+	return reply ? j->reply_len : j->delivery->message.body.len;
 }
 
-static void hold(struct warren_worker *w, struct job *j)
+/* A publish that cannot be made now waits in the engine (engine_must_hold:
+ * the broker blocks publishes, and a publish would stop it reading the
+ * connection at all; or the socket holds more than engine_writable allows,
+ * and rabbitmq-c 0.11 would wait inside the write with no time limit, this
+ * thread stopped: no heartbeats, acks, time limits or stop). The engine
+ * releases it in order (release_job). */
+static void hold(struct engine *e, struct job *j)
 {
-	STAILQ_INSERT_TAIL(&w->held, j, held_link);
+	j->hold.len = publish_len(j);
+	engine_hold(e, &j->hold);
 }
 
 /* Its connection is gone and the broker has requeued the request: a
@@ -709,12 +705,22 @@ static bool drop_stale(struct engine *e, struct job *j)
 
 static void run_job(struct engine *e, struct job *j);
 
+/* The engine's go-ahead for a held job; one from an older connection is
+ * dropped (the broker has requeued its request). */
+static void release_job(struct engine *e, struct engine_held *h)
+{
+	struct job *j = (struct job *)((char *)h - offsetof(struct job, hold));
+
+	if (!drop_stale(e, j)) {
+		run_job(e, j);
+	}
+}
+
 /* Runs on the I/O thread once a handler thread is done with the job (and
  * for a dead letter the time limit or a park makes, or the answer after a
  * dead letter). A publish that cannot be made (no connection) leaves the
- * request unacked: the broker delivers it again. A publish that must wait
- * (can_publish), or that would pass one already waiting, waits in w->held
- * until release_held makes it. */
+ * request unacked: the broker delivers it again. A publish that must wait,
+ * or that would pass one already waiting, is held (hold). */
 static void finish_task(struct engine *e, struct engine_task *t)
 {
 	struct job *j = (struct job *)t;
@@ -722,8 +728,8 @@ static void finish_task(struct engine *e, struct engine_task *t)
 	if (drop_stale(e, j)) {
 		return;
 	}
-	if (publishes(j) && (!STAILQ_EMPTY(&j->worker->held) || !can_publish(e, j))) {
-		hold(j->worker, j);
+	if (publishes(j) && engine_must_hold(e, publish_len(j))) {
+		hold(e, j);
 		return;
 	}
 	run_job(e, j);
@@ -1275,6 +1281,7 @@ struct job *worker_job_new(struct warren_worker *w)
 	if (j != NULL) {
 		j->worker = w;
 		j->task.run = finish_task;
+		j->hold.release = release_job;
 		atomic_init(&j->refs, 1);
 	}
 	return j;
@@ -1289,7 +1296,7 @@ static bool holds_any(struct warren_worker *w)
 	pthread_mutex_lock(&w->mu);
 	held = w->stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
-	return held > 0 || !STAILQ_EMPTY(&w->held) || !LIST_EMPTY(&w->sent) ||
+	return held > 0 || engine_held_first(w->engine) != NULL || !LIST_EMPTY(&w->sent) ||
 	       !LIST_EMPTY(&w->parked) || w->splitting > 0;
 }
 
@@ -1537,20 +1544,19 @@ static void take_stale_locked(struct warren_worker *w, uint64_t gen, struct job_
 
 /* The held and parked jobs of connection gen are dropped: the broker has
  * requeued their requests. */
-static void drop_stale_waiting(struct warren_worker *w, uint64_t gen)
+static void drop_stale_waiting(struct warren_worker *w, struct engine *e, uint64_t gen)
 {
-	struct job_stailq held = STAILQ_HEAD_INITIALIZER(held);
+	struct engine_held *h, *next;
 	struct job *j;
 
-	STAILQ_CONCAT(&held, &w->held);
-	while ((j = STAILQ_FIRST(&held)) != NULL) {
-		STAILQ_REMOVE_HEAD(&held, held_link);
+	for (h = engine_held_first(e); h != NULL; h = next) {
+		next = engine_held_next(e, h);
+		j = (struct job *)((char *)h - offsetof(struct job, hold));
 		if (j->delivery != NULL && j->delivery->generation == gen) {
+			engine_unhold(e, h);
 			requeue_note(w, j);
 			job_free(j);
-			continue;
 		}
-		STAILQ_INSERT_TAIL(&w->held, j, held_link);
 	}
 	while ((j = LIST_FIRST(&w->parked)) != NULL) {
 		LIST_REMOVE(j, park_link);
@@ -1588,24 +1594,7 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 		TAILQ_REMOVE(&stale, j, queued);
 		job_free(j);
 	}
-	drop_stale_waiting(w, gen);
-}
-
-/* Once the broker takes publishes again and the socket has room, the held
- * jobs go on, in order; a job from an older connection is dropped (the
- * broker has requeued its request). One that still cannot go stops the
- * rest behind it until a later turn (engine_writable has the loop turn
- * again soon). */
-static void release_held(struct warren_worker *w, struct engine *e)
-{
-	struct job *j;
-
-	while ((j = STAILQ_FIRST(&w->held)) != NULL && engine_connected(e) && can_publish(e, j)) {
-		STAILQ_REMOVE_HEAD(&w->held, held_link);
-		if (!drop_stale(e, j)) {
-			run_job(e, j);
-		}
-	}
+	drop_stale_waiting(w, e, gen);
 }
 
 /* Publishes again the parked dead letters and retries that are due;
@@ -1634,7 +1623,6 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 	int64_t a, b, c, d;
 
 	wake_handlers(arg);
-	release_held(arg, e);
 	flush_replies(arg, e);
 	lane_tick(arg, e);
 	a = timelimit_check(arg, e, now);
@@ -1728,7 +1716,6 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	pthread_mutex_init(&w->mu, NULL);
 	TAILQ_INIT(&w->jobs);
 	TAILQ_INIT(&w->replies);
-	STAILQ_INIT(&w->held);
 	STAILQ_INIT(&w->splits);
 	pthread_mutex_init(&w->spare_mu, NULL);
 	pthread_cond_init(&w->cond, NULL);
@@ -2039,17 +2026,20 @@ static void free_unacked(struct job *j)
 /* The last reference is gone: no thread of the worker runs any more. */
 static void worker_destroy(struct warren_worker *w)
 {
+	struct engine_held *h;
 	struct job *j;
 
-	engine_free(w->engine);
 	/* Jobs still queued, held or parked were never acked: the broker has
-	 * requeued them. */
+	 * requeued them. The held ones are freed once the I/O thread is gone,
+	 * before the engine that holds them. */
+	engine_stop(w->engine);
+	while (w->engine != NULL && (h = engine_held_first(w->engine)) != NULL) {
+		engine_unhold(w->engine, h);
+		free_unacked((struct job *)((char *)h - offsetof(struct job, hold)));
+	}
+	engine_free(w->engine);
 	while ((j = TAILQ_FIRST(&w->jobs)) != NULL) {
 		TAILQ_REMOVE(&w->jobs, j, queued);
-		free_unacked(j);
-	}
-	while ((j = STAILQ_FIRST(&w->held)) != NULL) {
-		STAILQ_REMOVE_HEAD(&w->held, held_link);
 		free_unacked(j);
 	}
 	while ((j = LIST_FIRST(&w->parked)) != NULL) {

@@ -58,8 +58,8 @@ struct job {
 	bool reply_sealed;                /* reply_body is sealed */
 	LIST_ENTRY(job) run_link;         /* in w->running (or timelimit_check's overdue) */
 	char dead_error[400];
-	int64_t retry_delay_ms;      /* JOB_RETRY */
-	STAILQ_ENTRY(job) held_link; /* in w->held while its publish must wait (worker.c) */
+	int64_t retry_delay_ms;  /* JOB_RETRY */
+	struct engine_held hold; /* held by the engine while its publish must wait (worker.c) */
 	/* I/O thread only. A dead letter or retry published and not yet
 	 * confirmed is in w->sent (sent_link, is_sent); returned: the broker
 	 * returned it unroutable (basic.return comes before the confirm). */
@@ -79,10 +79,9 @@ struct job {
 };
 
 /* The lists a job is on (sys/queue.h): the handler queue and the replies
- * (removal from the middle), the held publishes (in order), the running,
- * sent and parked jobs (unordered, removal anywhere). */
+ * (removal from the middle), the running, sent and parked jobs
+ * (unordered, removal anywhere). Held publishes are the engine's. */
 TAILQ_HEAD(job_queue, job);
-STAILQ_HEAD(job_stailq, job);
 LIST_HEAD(job_list, job);
 struct lane_wait;
 STAILQ_HEAD(lane_waits, lane_wait);
@@ -141,10 +140,6 @@ struct warren_worker {
 	int64_t next_probe; /* engine_now() ms */
 	bool paused;        /* consumer cancelled by the breaker */
 
-	/* I/O thread only: finished jobs whose publish waits, in order, for
-	 * the broker to take publishes again (connection.blocked) or to read
-	 * what the socket already holds (engine_writable). */
-	struct job_stailq held;
 	/* I/O thread only: replies ready this turn whose callers take batches
 	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
 	struct job_queue replies;
