@@ -175,7 +175,7 @@ static void split_now(struct warren_worker *w, struct engine *e, struct engine_d
 			break;
 		}
 	}
-	worker_count(w, &w->stats.batches_split, 1);
+	worker_count(w, &w->metrics.stats.batches_split, 1);
 }
 
 /* Whether the socket takes the split of d now: its entries together are
@@ -330,7 +330,7 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	char why[300] = "the body is larger than message.max_size";
 	int64_t count = 0;
 
-	worker_count(w, &w->stats.request_batches, 1);
+	worker_count(w, &w->metrics.stats.request_batches, 1);
 	if (w->stopping) {
 		settle_delivery(e, d, true);
 		engine_delivery_free(d);
@@ -341,7 +341,7 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	                 w->max_size, &b, why, sizeof(why)) != WARREN_OK) {
 		/* Poison as a whole: the queue's policy dead-letters it. */
 		log_warn("malformed batch of requests rejected to %s: %s", w->dlq, why);
-		worker_count(w, &w->stats.bad_batches, 1);
+		worker_count(w, &w->metrics.stats.bad_batches, 1);
 		engine_reject(e, d->generation, d->delivery_tag, false);
 		engine_delivery_free(d);
 		return false;

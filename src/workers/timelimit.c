@@ -1,4 +1,4 @@
-/* timelimit.c: handler time limits. A job is in w->running while its
+/* timelimit.c: handler time limits. A job is in w->limits.running while its
  * handler runs; the I/O thread answers for one past its limit (reply
  * DEADLINE_EXCEEDED, dead letter, ack) so that the broker's
  * consumer_timeout never closes the channel over one stuck handler. The
@@ -12,18 +12,18 @@
 
 void timelimit_begin(struct warren_worker *w, struct job *j, const struct method *m)
 {
-	int64_t limit = m->timeout_ms > 0 ? m->timeout_ms : w->handler_timeout_ms;
+	int64_t limit = m->timeout_ms > 0 ? m->timeout_ms : w->limits.default_ms;
 
 	pthread_mutex_lock(&w->mu);
 	j->limit_ms = limit;
 	j->limit_at = engine_now() + limit;
 	j->run_state = RUN_RUNNING;
-	LIST_INSERT_HEAD(&w->running, j, run_link);
+	LIST_INSERT_HEAD(&w->limits.running, j, run_link);
 	/* The I/O thread only needs waking when this limit comes before the
 	 * one its timer already waits for: not on every request. */
-	bool sooner = j->limit_at < w->limit_known;
+	bool sooner = j->limit_at < w->limits.known;
 	if (sooner) {
-		w->limit_known = j->limit_at;
+		w->limits.known = j->limit_at;
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (sooner) {
@@ -79,7 +79,7 @@ int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now)
 	int64_t earliest = INT64_MAX;
 
 	pthread_mutex_lock(&w->mu);
-	for (j = LIST_FIRST(&w->running); j != NULL; j = next) {
+	for (j = LIST_FIRST(&w->limits.running); j != NULL; j = next) {
 		next = LIST_NEXT(j, run_link);
 		if (j->limit_at <= now) {
 			LIST_REMOVE(j, run_link);
@@ -90,7 +90,7 @@ int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now)
 			earliest = j->limit_at;
 		}
 	}
-	w->limit_known = earliest;
+	w->limits.known = earliest;
 	pthread_mutex_unlock(&w->mu);
 	while ((j = LIST_FIRST(&overdue)) != NULL) {
 		LIST_REMOVE(j, run_link);

@@ -25,28 +25,6 @@
 /* The lanes a worker consumes, as bits of careful_lanes. */
 enum { LANE_SERVICE = 1u, LANE_BATCH = 2u, LANE_FAST = 4u };
 
-void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
-{
-	pthread_mutex_lock(&w->mu);
-	*field += n;
-	pthread_mutex_unlock(&w->mu);
-}
-
-void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
-{
-	pthread_mutex_lock(&w->mu);
-	*out = w->stats;
-	pthread_mutex_unlock(&w->mu);
-	out->io_loops = engine_turns(w->engine);
-	out->blocked_ms = (uint64_t)engine_blocked_ms(w->engine);
-	out->threads = w->threads;
-	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
-	 * the next reading however idle the connection is. */
-	if (w->engine != NULL) {
-		engine_wake(w->engine);
-	}
-}
-
 const struct method *worker_find_method(const struct warren_worker *w, const char *name)
 {
 	for (size_t i = 0; i < w->nmethods; i++) {
@@ -74,7 +52,7 @@ void job_free(struct job *j)
 	worker_spare_put(w, j->reply_body);
 	free(j);
 	pthread_mutex_lock(&w->mu);
-	w->stats.in_progress--;
+	w->metrics.stats.in_progress--;
 	w->suspects -= suspect;
 	pthread_cond_broadcast(&w->idle_cond);
 	pthread_mutex_unlock(&w->mu);
@@ -119,10 +97,10 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	struct warren_worker *w = j->worker;
 
 	if (outcome == ENGINE_ACK) {
-		worker_count(w, &w->stats.replied, 1);
+		worker_count(w, &w->metrics.stats.replied, 1);
 		if (j->delivery->generation == engine_generation(e)) {
 			job_ack(e, j);
-			worker_count(w, &w->stats.acked, 1);
+			worker_count(w, &w->metrics.stats.acked, 1);
 		}
 	} else {
 		/* NACK: the broker could not take the reply: run the request
@@ -292,8 +270,8 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 		drop_reply_body(b->jobs[i]);
 	}
 	pthread_mutex_lock(&w->mu);
-	w->stats.reply_batches++;
-	w->stats.batched_replies += b->n;
+	w->metrics.stats.reply_batches++;
+	w->metrics.stats.batched_replies += b->n;
 	pthread_mutex_unlock(&w->mu);
 }
 
@@ -438,7 +416,7 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 {
 	int64_t now = engine_now();
 
-	worker_count(w, &w->stats.unroutable, 1);
+	worker_count(w, &w->metrics.stats.unroutable, 1);
 	if (j->parked_since == 0) {
 		j->parked_since = now;
 		j->park_backoff = PARK_MIN_MS;
@@ -479,7 +457,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 		return;
 	}
 	if (outcome == ENGINE_ACK) {
-		worker_count(w, &w->stats.dead_lettered, 1);
+		worker_count(w, &w->metrics.stats.dead_lettered, 1);
 		metrics_record_dead_letter(w, j->dead_reason);
 		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL) {
 			/* Its answer is a publish like any other: it may wait. */
@@ -488,7 +466,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 			return;
 		}
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
 	}
@@ -506,9 +484,9 @@ static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		return;
 	}
 	if (outcome == ENGINE_ACK) {
-		worker_count(w, &w->stats.retried, 1);
+		worker_count(w, &w->metrics.stats.retried, 1);
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
 	}
@@ -613,9 +591,9 @@ static void on_move_confirm(struct engine *e, void *ctx, enum engine_confirm out
 
 	sent_unlink(w, j);
 	if (outcome == ENGINE_ACK && !j->returned) {
-		worker_count(w, &w->stats.moved, 1);
+		worker_count(w, &w->metrics.stats.moved, 1);
 		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 	} else {
 		give_back(e, j, outcome == ENGINE_LOST ? ENGINE_LOST : ENGINE_NACK);
 	}
@@ -755,7 +733,7 @@ static void run_job(struct engine *e, struct job *j)
 		}
 		/* The dead letter is safe: ack it even unanswered. */
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 		break;
 	case JOB_DEAD_LETTER:
 		if (publish_dead_letter(e, j) == WARREN_OK) {
@@ -774,7 +752,7 @@ static void run_job(struct engine *e, struct job *j)
 		break;
 	case JOB_ACK:
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 		break;
 	case JOB_PROBE:
 		break;
@@ -791,20 +769,9 @@ struct thread_start {
 
 static struct job *next_job(struct warren_worker *w)
 {
-	struct job *j;
-
-	pthread_mutex_lock(&w->mu);
-	while (TAILQ_EMPTY(&w->jobs) && !w->quit) {
-		pthread_cond_wait(&w->cond, &w->mu);
-	}
 	/* Stopping: what is still queued is never started (the broker has
 	 * it back once the connection closes). */
-	j = w->quit ? NULL : TAILQ_FIRST(&w->jobs);
-	if (j != NULL) {
-		TAILQ_REMOVE(&w->jobs, j, queued);
-	}
-	pthread_mutex_unlock(&w->mu);
-	return j;
+	return handlerq_pop(&w->handlers);
 }
 
 static void worker_release(struct warren_worker *w);
@@ -840,7 +807,7 @@ static void *handler_main(void *arg)
 	while ((j = next_job(w)) != NULL) {
 		bool answer = job_process(w, j, data);
 
-		worker_count(w, &w->stats.completed, 1);
+		worker_count(w, &w->metrics.stats.completed, 1);
 		if (!answer) {
 			job_free(j); /* past its limit: the I/O thread answered */
 		} else if (!engine_submit(w->engine, &j->task)) {
@@ -857,20 +824,19 @@ static void *handler_main(void *arg)
 }
 
 /* Queues j for a handler thread; signal: wake one now (otherwise
- * wake_handlers does, at the end of the I/O thread's turn). */
+ * handlerq_wake does, at the end of the I/O thread's turn). Counted in
+ * progress first, so that a handler done with it at once never takes the
+ * count below what is really in progress. */
 static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 {
 	pthread_mutex_lock(&w->mu);
-	TAILQ_INSERT_TAIL(&w->jobs, j, queued);
 	if (j->delivery != NULL) {
-		w->stats.received++;
+		w->metrics.stats.received++;
 	}
-	w->stats.in_progress++;
+	w->metrics.stats.in_progress++;
 	w->suspects += j->suspect;
-	if (signal) {
-		pthread_cond_signal(&w->cond);
-	}
 	pthread_mutex_unlock(&w->mu);
+	handlerq_push(&w->handlers, j, signal);
 }
 
 void worker_enqueue(struct warren_worker *w, struct job *j)
@@ -908,39 +874,20 @@ void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j)
 
 	if (!runs_inline(w, j)) {
 		enqueue(w, j, false);
-		w->unsignaled++;
 		return;
 	}
 	pthread_mutex_lock(&w->mu);
-	w->stats.received++;
-	w->stats.in_progress++;
+	w->metrics.stats.received++;
+	w->metrics.stats.in_progress++;
 	w->suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->on_io_thread = true;
 	answer = job_process(w, j, NULL);
-	worker_count(w, &w->stats.completed, 1);
+	worker_count(w, &w->metrics.stats.completed, 1);
 	if (answer) {
 		finish_task(e, &j->task);
 	} else {
 		job_free(j);
-	}
-}
-
-/* I/O thread, at the end of each turn: wakes as many handlers as the
- * turn's deliveries need, once, rather than at each delivery (when a
- * handler woken by the first would contend for w->mu with the I/O thread
- * queueing the rest). */
-static void wake_handlers(struct warren_worker *w)
-{
-	int n = w->unsignaled;
-
-	w->unsignaled = 0;
-	if (n >= w->threads) {
-		pthread_cond_broadcast(&w->cond);
-	} else {
-		while (n-- > 0) {
-			pthread_cond_signal(&w->cond);
-		}
 	}
 }
 
@@ -1219,8 +1166,8 @@ static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
 {
 	char why[300];
 
-	if (!engine_connected(e) || w->stopping || w->paused || w->consumer_tag[0] == '\0' ||
-	    w->fast_tag[0] != '\0') {
+	if (!engine_connected(e) || w->stopping || w->breaker.paused ||
+	    w->consumer_tag[0] == '\0' || w->fast_tag[0] != '\0') {
 		return INT64_MAX;
 	}
 	if (now < w->fast_retry_at) {
@@ -1265,10 +1212,10 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 		return -1;
 	}
 	pthread_mutex_lock(&w->mu);
-	w->stats.connected = true;
+	w->metrics.stats.connected = true;
 	pthread_mutex_unlock(&w->mu);
 	/* Stopping, or the breaker is open: connected, but not consuming. */
-	if (w->stopping || w->paused) {
+	if (w->stopping || w->breaker.paused) {
 		return 0;
 	}
 	return consume(w, conn, errstr, errlen);
@@ -1294,7 +1241,7 @@ static bool holds_any(struct warren_worker *w)
 	int64_t held;
 
 	pthread_mutex_lock(&w->mu);
-	held = w->stats.in_progress;
+	held = w->metrics.stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
 	return held > 0 || engine_held_first(w->engine) != NULL || !LIST_EMPTY(&w->sent) ||
 	       !LIST_EMPTY(&w->parked) || w->splitting > 0;
@@ -1360,8 +1307,8 @@ static void relax(struct warren_worker *w, struct engine *e, unsigned lane, bool
 {
 	char why[300];
 
-	if (!w->careful || beside || !(w->careful_lanes & lane) || w->paused || w->stopping ||
-	    !engine_connected(e)) {
+	if (!w->careful || beside || !(w->careful_lanes & lane) || w->breaker.paused ||
+	    w->stopping || !engine_connected(e)) {
 		return;
 	}
 	cancel_tag(e, lane_tag(w, lane));
@@ -1426,7 +1373,7 @@ static int64_t isolate_tick(struct warren_worker *w, struct engine *e, int64_t n
 	}
 	w->draining = false;
 	w->careful = true;
-	if (!w->paused && !w->stopping && engine_connected(e)) {
+	if (!w->breaker.paused && !w->stopping && engine_connected(e)) {
 		worker_consume(w, e);
 	}
 	return INT64_MAX;
@@ -1445,8 +1392,8 @@ static bool crash_suspect(struct warren_worker *w, const struct job *j)
 static void move(struct warren_worker *w, struct engine *e, struct job *j)
 {
 	pthread_mutex_lock(&w->mu);
-	w->stats.received++;
-	w->stats.in_progress++;
+	w->metrics.stats.received++;
+	w->metrics.stats.in_progress++;
 	w->suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->action = JOB_MOVE;
@@ -1461,10 +1408,10 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	bool suspect;
 
 	if (d->redelivered) {
-		worker_count(w, &w->stats.redelivered, 1);
+		worker_count(w, &w->metrics.stats.redelivered, 1);
 	}
 	if (fast) {
-		worker_count(w, &w->stats.fast_received, 1);
+		worker_count(w, &w->metrics.stats.fast_received, 1);
 	}
 	if (batch_is(&d->message.properties)) {
 		/* A batch delivered for the first time holds no suspect (one
@@ -1521,20 +1468,22 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
  * queue (their requests are the broker's again) and notes, for the crash
  * count, every request of gen this worker still holds. Returns the taken
  * jobs in stale. */
+static bool of_generation(const struct job *j, void *gen)
+{
+	return j->delivery != NULL && j->delivery->generation == *(uint64_t *)gen;
+}
+
 static void take_stale_locked(struct warren_worker *w, uint64_t gen, struct job_queue *stale)
 {
-	struct job *j, *next;
+	struct job *j;
 
-	for (j = TAILQ_FIRST(&w->jobs); j != NULL; j = next) {
-		next = TAILQ_NEXT(j, queued);
-		if (j->delivery != NULL && j->delivery->generation == gen) {
-			TAILQ_REMOVE(&w->jobs, j, queued);
-			requeue_note_locked(w, j);
-			TAILQ_INSERT_TAIL(stale, j, queued);
-			w->stats.stale_dropped++;
-		}
+	handlerq_take_if(&w->handlers, of_generation, &gen, stale);
+	TAILQ_FOREACH(j, stale, queued)
+	{
+		requeue_note_locked(w, j);
+		w->metrics.stats.stale_dropped++;
 	}
-	LIST_FOREACH(j, &w->running, run_link)
+	LIST_FOREACH(j, &w->limits.running, run_link)
 	{
 		if (j->delivery != NULL && j->delivery->generation == gen) {
 			requeue_note_locked(w, j);
@@ -1577,9 +1526,9 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 	struct job *j;
 
 	pthread_mutex_lock(&w->mu);
-	w->stats.connected = false;
+	w->metrics.stats.connected = false;
 	if (!w->stopping) {
-		w->stats.reconnects++;
+		w->metrics.stats.reconnects++;
 	}
 	take_stale_locked(w, gen, &stale);
 	pthread_mutex_unlock(&w->mu);
@@ -1622,7 +1571,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
 	int64_t a, b, c, d;
 
-	wake_handlers(arg);
+	handlerq_wake(&((struct warren_worker *)arg)->handlers);
 	flush_replies(arg, e);
 	lane_tick(arg, e);
 	a = timelimit_check(arg, e, now);
@@ -1662,6 +1611,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	snprintf(w->binding, sizeof(w->binding), "%s.#", service);
 	snprintf(w->batch_queue, sizeof(w->batch_queue), "rpc.%s.batch", service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
+	w->handlers.threads = w->threads;
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {
 		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
@@ -1679,12 +1629,12 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
 	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
 	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
-	w->handler_timeout_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
-	w->limit_known = INT64_MAX;
+	w->limits.default_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
+	w->limits.known = INT64_MAX;
 	w->consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
-	w->breaker_threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
-	w->probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
-	snprintf(w->metrics_listen, sizeof(w->metrics_listen), "%s",
+	w->breaker.threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
+	w->breaker.probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
+	snprintf(w->metrics.listen, sizeof(w->metrics.listen), "%s",
 	         config_str(cfg, CFG_METRICS_LISTEN));
 	char host[128] = "?";
 	gethostname(host, sizeof(host) - 1);
@@ -1714,11 +1664,10 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	}
 	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
-	TAILQ_INIT(&w->jobs);
+	handlerq_init(&w->handlers, 0); /* threads: from worker_init */
 	TAILQ_INIT(&w->replies);
 	STAILQ_INIT(&w->splits);
 	pthread_mutex_init(&w->spare_mu, NULL);
-	pthread_cond_init(&w->cond, NULL);
 	pthread_cond_init(&w->idle_cond, NULL);
 	err = worker_init(w, cfg, errstr, errlen);
 	if (err != WARREN_OK) {
@@ -1790,11 +1739,11 @@ warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64
  * consumer_timeout, which would close the whole channel. */
 static warren_err check_time_limits(const struct warren_worker *w, char *errstr, size_t errlen)
 {
-	if (w->handler_timeout_ms >= w->consumer_timeout_ms) {
+	if (w->limits.default_ms >= w->consumer_timeout_ms) {
 		snprintf(errstr, errlen,
 		         "worker.handler_timeout (%lld ms) must be shorter than "
 		         "broker.consumer_timeout (%lld ms)",
-		         (long long)w->handler_timeout_ms, (long long)w->consumer_timeout_ms);
+		         (long long)w->limits.default_ms, (long long)w->consumer_timeout_ms);
 		return WARREN_ERR_CONFIG;
 	}
 	for (size_t i = 0; i < w->nmethods; i++) {
@@ -1815,8 +1764,8 @@ warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn fn, void *a
 	if (w == NULL || w->started) {
 		return WARREN_ERR_INVALID;
 	}
-	w->probe = fn;
-	w->probe_arg = arg;
+	w->breaker.probe = fn;
+	w->breaker.probe_arg = arg;
 	return WARREN_OK;
 }
 
@@ -1873,8 +1822,8 @@ warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen)
 	}
 	/* Before anything is consumed: an address that cannot be bound must not
 	 * cost a request. */
-	if (w->metrics_listen[0] != '\0') {
-		err = metrics_start(w, w->metrics_listen, &w->metrics, errstr, errlen);
+	if (w->metrics.listen[0] != '\0') {
+		err = metrics_start(w, w->metrics.listen, &w->metrics.http, errstr, errlen);
 		if (err != WARREN_OK) {
 			return err;
 		}
@@ -1908,7 +1857,7 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
 	bool idle;
 
 	pthread_mutex_lock(&w->mu);
-	while (w->stats.in_progress > 0 && engine_now() < deadline) {
+	while (w->metrics.stats.in_progress > 0 && engine_now() < deadline) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1919,7 +1868,7 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
 		}
 		pthread_cond_timedwait(&w->idle_cond, &w->mu, &ts);
 	}
-	idle = w->stats.in_progress == 0;
+	idle = w->metrics.stats.in_progress == 0;
 	pthread_mutex_unlock(&w->mu);
 	return idle;
 }
@@ -1935,7 +1884,7 @@ static void abandon_running_locked(struct warren_worker *w)
 {
 	struct job *j;
 
-	while ((j = LIST_FIRST(&w->running)) != NULL) {
+	while ((j = LIST_FIRST(&w->limits.running)) != NULL) {
 		LIST_REMOVE(j, run_link);
 		j->run_state = RUN_ABANDONED;
 	}
@@ -1950,10 +1899,7 @@ static int stop_handlers(struct warren_worker *w)
 	struct timespec until;
 	int left = 0;
 
-	pthread_mutex_lock(&w->mu);
-	w->quit = true;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->mu);
+	handlerq_quit(&w->handlers);
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += STOP_BOUND_MS / 1000;
 	until.tv_nsec += (STOP_BOUND_MS % 1000) * 1000000L;
@@ -1972,7 +1918,7 @@ static int stop_handlers(struct warren_worker *w)
 		if (detach) {
 			w->thread_state[i] = THREAD_DETACHED;
 			atomic_fetch_add(&w->refs, 1); /* the thread's, until it ends */
-			w->stats.detached_handlers++;
+			w->metrics.stats.detached_handlers++;
 			abandon_running_locked(w);
 			left++;
 		}
@@ -2026,6 +1972,7 @@ static void free_unacked(struct job *j)
 /* The last reference is gone: no thread of the worker runs any more. */
 static void worker_destroy(struct warren_worker *w)
 {
+	struct job_queue queued = TAILQ_HEAD_INITIALIZER(queued);
 	struct engine_held *h;
 	struct job *j;
 
@@ -2038,8 +1985,9 @@ static void worker_destroy(struct warren_worker *w)
 		free_unacked((struct job *)((char *)h - offsetof(struct job, hold)));
 	}
 	engine_free(w->engine);
-	while ((j = TAILQ_FIRST(&w->jobs)) != NULL) {
-		TAILQ_REMOVE(&w->jobs, j, queued);
+	handlerq_take_if(&w->handlers, NULL, NULL, &queued);
+	while ((j = TAILQ_FIRST(&queued)) != NULL) {
+		TAILQ_REMOVE(&queued, j, queued);
 		free_unacked(j);
 	}
 	while ((j = LIST_FIRST(&w->parked)) != NULL) {
@@ -2063,7 +2011,7 @@ static void worker_destroy(struct warren_worker *w)
 	worker_spare_free(w);
 	pthread_mutex_destroy(&w->spare_mu);
 	pthread_mutex_destroy(&w->mu);
-	pthread_cond_destroy(&w->cond);
+	handlerq_destroy(&w->handlers);
 	pthread_cond_destroy(&w->idle_cond);
 	free(w);
 }
@@ -2080,8 +2028,8 @@ void warren_worker_free(warren_worker *w)
 	if (w == NULL) {
 		return;
 	}
-	metrics_http_stop(w->metrics); /* it reads the worker: first */
-	w->metrics = NULL;
+	metrics_http_stop(w->metrics.http); /* it reads the worker: first */
+	w->metrics.http = NULL;
 	warren_worker_stop(w, 0);
 	worker_release(w);
 }

@@ -7,10 +7,13 @@
 #include <stdatomic.h>
 #include <sys/queue.h>
 
+#include "breaker.h"
 #include "engine.h"
 #include "envelope.h"
+#include "handlerq.h"
 #include "metrics.h"
 #include "security.h"
+#include "timelimit.h"
 
 struct warren_request {
 	const struct envelope_meta *meta;
@@ -56,7 +59,7 @@ struct job {
 	const unsigned char *seal_key;    /* the request came sealed: seal the reply with it */
 	char signer[SIGN_KEY_ID_MAX + 1]; /* the request's signer, when the worker checks */
 	bool reply_sealed;                /* reply_body is sealed */
-	LIST_ENTRY(job) run_link;         /* in w->running (or timelimit_check's overdue) */
+	LIST_ENTRY(job) run_link;         /* in w->limits.running (or timelimit_check's overdue) */
 	char dead_error[400];
 	int64_t retry_delay_ms;  /* JOB_RETRY */
 	struct engine_held hold; /* held by the engine while its publish must wait (worker.c) */
@@ -81,8 +84,6 @@ struct job {
 /* The lists a job is on (sys/queue.h): the handler queue and the replies
  * (removal from the middle), the running, sent and parked jobs
  * (unordered, removal anywhere). Held publishes are the engine's. */
-TAILQ_HEAD(job_queue, job);
-LIST_HEAD(job_list, job);
 struct lane_wait;
 STAILQ_HEAD(lane_waits, lane_wait);
 
@@ -124,21 +125,11 @@ struct warren_worker {
 	char identity[200]; /* rpc-dead-worker: service@host:pid */
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
-	int64_t handler_timeout_ms, consumer_timeout_ms;
+	int64_t consumer_timeout_ms;
 	struct security *sec;    /* NULL: nothing signed or checked */
-	struct job_list running; /* under mu: jobs in a handler, for their time limits */
-	int64_t limit_known;     /* under mu: the earliest limit the I/O thread's timer knows */
+	struct timelimit limits; /* handler time limits (timelimit.h: its lock rule) */
 
-	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
-	 * probe_queued, next_probe. I/O thread only: paused. */
-	int breaker_threshold;
-	int64_t probe_ms;
-	warren_probe_fn probe;
-	void *probe_arg;
-	int consecutive; /* transient failures in a row */
-	bool probe_queued;
-	int64_t next_probe; /* engine_now() ms */
-	bool paused;        /* consumer cancelled by the breaker */
+	struct breaker breaker; /* the circuit breaker (breaker.h: its lock rule) */
 
 	/* I/O thread only: replies ready this turn whose callers take batches
 	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
@@ -153,19 +144,14 @@ struct warren_worker {
 	warren_thread_fini_fn thread_fini;
 	void *thread_arg;
 
-	/* The handler queue and counters, under mu. */
+	/* The jobs handed to the handler threads (handlerq.c: its own lock). */
+	struct handlerq handlers;
+	/* The counters, under mu. */
 	pthread_mutex_t mu;
-	pthread_cond_t cond;      /* a job was queued, or quit */
 	pthread_cond_t idle_cond; /* in_progress fell */
-	struct job_queue jobs;
-	bool quit;
-	int unsignaled; /* I/O thread only: deliveries queued this turn, no handler woken yet */
-	warren_worker_stats stats;
-	int64_t suspects; /* under mu: jobs of suspects queued or running (careful mode) */
-	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
+	int64_t suspects;         /* under mu: jobs of suspects queued or running (careful mode) */
 
-	char metrics_listen[256];     /* metrics.listen; empty: no server */
-	struct metrics_http *metrics; /* the running server, or NULL */
+	struct worker_metrics metrics; /* stats and metrics (metrics.h: its lock rule) */
 
 	pthread_t *handler_threads;
 	int *thread_state; /* under mu: THREAD_* of each handler thread */
@@ -292,6 +278,5 @@ void worker_enqueue(struct warren_worker *w, struct job *j);
  * handler threads, woken at the end of the turn. */
 void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j);
 const struct method *worker_find_method(const struct warren_worker *w, const char *name);
-void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
 
 #endif
