@@ -79,10 +79,11 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/codec_msgpack.c src/rpc/
               src/rpc/log.c src/rpc/metrics_http.c src/rpc/patterns.c src/rpc/prom.c \
               src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c src/rpc/tls.c \
               src/rpc/trace.c src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c \
-              src/client/client.c src/client/client_metrics.c src/client/lanes.c \
-              src/client/pending.c src/client/reply.c \
-              src/workers/breaker.c src/workers/forward.c src/workers/handlerq.c src/workers/job.c src/workers/lane.c \
-              src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
+              src/client/client.c src/client/client_batch.c src/client/client_metrics.c \
+              src/client/client_publish.c src/client/client_reply.c src/client/client_request.c \
+              src/client/lanes.c src/client/pending.c src/client/reply.c \
+              src/workers/breaker.c src/workers/forward.c src/workers/handlerq.c src/workers/job.c \
+              src/workers/lane.c src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
               src/workers/retry.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # What only the programs use, never part of libwarren: the command line and
