@@ -80,11 +80,13 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/cli.c src/rpc/codec_msgp
               src/rpc/seal.c src/rpc/secret.c src/rpc/security.c src/rpc/sign.c \
               src/rpc/trace.c src/rpc/utf8.c src/rpc/value.c src/rpc/value_json.c \
               src/rpc/wire_declare.c src/rpc/wire_headers.c src/rpc/wire_names.c \
-              src/client/client.c src/client/client_metrics.c src/client/lanes.c \
-              src/client/pending.c src/client/reply.c \
-              src/workers/breaker.c src/workers/daemon.c src/workers/forward.c src/workers/job.c \
-              src/workers/lane.c src/workers/metrics.c src/workers/request.c src/workers/requeue.c \
-              src/workers/retry.c src/workers/sdnotify.c src/workers/timelimit.c src/workers/worker.c
+              src/client/client.c src/client/client_batch.c src/client/client_metrics.c \
+              src/client/client_publish.c src/client/client_reply.c src/client/client_request.c \
+              src/client/lanes.c src/client/pending.c src/client/reply.c \
+              src/workers/breaker.c src/workers/daemon.c src/workers/forward.c \
+              src/workers/handlerq.c src/workers/job.c src/workers/lane.c src/workers/metrics.c \
+              src/workers/request.c src/workers/requeue.c src/workers/retry.c \
+              src/workers/sdnotify.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # Both libraries are made from one object, libwarren.o: the library's
 # objects linked together (ld -r), then every symbol -fvisibility=hidden
@@ -240,7 +242,8 @@ WRAP_test_engine := amqp_socket_open_noblock amqp_login_with_properties
 WRAP_test_connect := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
                      amqp_confirm_select amqp_get_rpc_reply amqp_send_method
 WRAP_test_client := engine_new engine_start engine_free engine_submit engine_publish engine_connected \
-                    engine_blocked engine_blocked_ms engine_now engine_writable engine_ack
+                    engine_blocked engine_blocked_ms engine_now engine_writable engine_ack \
+                    engine_must_hold engine_hold engine_unhold engine_held_first engine_held_next
 WRAP_test_params := warren_request_params warren_request_fail
 WRAP_test_timelimit := engine_now engine_wake job_wrap_reply worker_dead_letter
 WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consumer worker_consume \
@@ -249,6 +252,9 @@ WRAP_test_lane := engine_publish engine_connected engine_blocked engine_writable
                   engine_ack engine_reject worker_job_new worker_start_job worker_count
 # test_wire records what the wire module declares, instead of declaring it.
 WRAP_test_wire := amqp_exchange_declare amqp_queue_declare amqp_queue_bind
+WRAP_test_engine_hold := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
+              amqp_confirm_select amqp_channel_close amqp_connection_close \
+              amqp_simple_wait_frame_noblock
 WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
               amqp_confirm_select amqp_channel_close amqp_connection_close \
               amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc

@@ -30,8 +30,8 @@
 /* engine_writable: what a publish adds to its body (frame headers, the
  * properties and headers, a signature), and the room kept free for small
  * frames (acks, heartbeats, channel.close) however full the socket is. */
-#define WRITE_OVERHEAD   4096
-#define WRITE_RESERVE    65536
+#define WRITE_OVERHEAD 4096
+#define WRITE_RESERVE  65536
 /* While an owner waits for room, the loop waits for POLLOUT; when POLLOUT
  * came and there was still not room enough (it says some room, not how
  * much), the next wait is a plain timeout of this many ms instead, so the
@@ -57,9 +57,9 @@ struct unsettled {
 
 struct engine {
 	struct engine_hooks hooks;
-	bool blocked;               /* connection.blocked: a resource alarm */
+	bool blocked; /* connection.blocked: a resource alarm */
 	char blocked_reason[128];
-	int64_t blocked_since;      /* engine_now() when it began */
+	int64_t blocked_since;          /* engine_now() when it began */
 	atomic_int_fast64_t blocked_ms; /* time blocked, all connections */
 	struct connect_target *target; /* the URL list, login and TLS */
 	size_t failed_in_round;
@@ -74,7 +74,7 @@ struct engine {
 	/* Shared with other threads, under mu. */
 	pthread_mutex_t mu;
 	pthread_cond_t cond;
-	struct engine_task *head, *tail;
+	STAILQ_HEAD(, engine_task) tasks;
 	bool stopping;
 	enum start_state start;
 	char last_error[256];
@@ -95,12 +95,16 @@ struct engine {
 	int64_t backoff_ms, next_attempt;
 	bool fail_pending;
 	char fail_why[256];
-	bool gave_up; /* the first connection failed: engine_start is stopping us */
+	bool gave_up;       /* the first connection failed: engine_start is stopping us */
 	bool want_write;    /* engine_writable said no this turn: wait for room */
 	bool woke_writable; /* the last wait ended with POLLOUT */
 	bool pollout_idle;  /* ... and the owner still found no room: no POLLOUT next wait */
-	int sndbuf;      /* SO_SNDBUF as engine_writable last read it (0: not yet) */
+	int sndbuf;         /* SO_SNDBUF as engine_writable last read it (0: not yet) */
 	bool ever_connected;
+	/* Publishes held until they can be made (engine_hold), oldest first;
+	 * releasing: one is being released (engine_must_hold lets it pass). */
+	TAILQ_HEAD(, engine_held) held;
+	bool releasing;
 };
 
 int64_t engine_now(void)
@@ -146,6 +150,8 @@ struct engine *engine_new(const struct engine_config *cfg, const struct engine_h
 	e->hooks = *hooks;
 	e->wakefd = -1;
 	pthread_mutex_init(&e->mu, NULL);
+	STAILQ_INIT(&e->tasks);
+	TAILQ_INIT(&e->held);
 	pthread_cond_init(&e->cond, NULL);
 	e->heartbeat_s = cfg->broker.heartbeat_s;
 	e->connect_timeout_ms = cfg->broker.timeout_ms;
@@ -188,7 +194,7 @@ static int ring_push(struct engine *e, uint64_t tag, engine_confirm_fn fn, void 
 		e->ring_head = 0;
 	}
 	e->ring[(e->ring_head + e->ring_len) % e->ring_cap] =
-		(struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
+	    (struct confirm_slot){.tag = tag, .fn = fn, .ctx = ctx};
 	e->ring_len++;
 	return 0;
 }
@@ -389,8 +395,8 @@ static void schedule_retry(struct engine *e)
 
 	/* Full jitter on the upper half: spreads a herd of reconnecting clients. */
 	e->next_attempt = engine_now() + half + (int64_t)randombytes_uniform((uint32_t)half + 1);
-	e->backoff_ms = e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms
-	                                                        : e->backoff_ms * 2;
+	e->backoff_ms =
+	    e->backoff_ms * 2 > e->reconnect_max_ms ? e->reconnect_max_ms : e->backoff_ms * 2;
 }
 
 static void destroy_conn(struct engine *e, bool graceful)
@@ -749,27 +755,18 @@ static void read_frames(struct engine *e)
 
 /* ------------------------------------------------------------ the loop */
 
-static struct engine_task *take_tasks(struct engine *e)
-{
-	struct engine_task *list;
-
-	pthread_mutex_lock(&e->mu);
-	list = e->head;
-	e->head = NULL;
-	e->tail = NULL;
-	pthread_mutex_unlock(&e->mu);
-	return list;
-}
-
 static void run_tasks(struct engine *e)
 {
-	struct engine_task *t = take_tasks(e);
+	STAILQ_HEAD(, engine_task) list = STAILQ_HEAD_INITIALIZER(list);
+	struct engine_task *t;
 
-	while (t != NULL) {
-		struct engine_task *next = t->next;
-
+	pthread_mutex_lock(&e->mu);
+	STAILQ_CONCAT(&list, &e->tasks);
+	pthread_mutex_unlock(&e->mu);
+	/* A task may free itself as it runs: take it off first. */
+	while ((t = STAILQ_FIRST(&list)) != NULL) {
+		STAILQ_REMOVE_HEAD(&list, link);
 		t->run(e, t);
-		t = next;
 	}
 }
 
@@ -781,6 +778,21 @@ static bool is_stopping(struct engine *e)
 	s = e->stopping;
 	pthread_mutex_unlock(&e->mu);
 	return s;
+}
+
+/* The held publishes that can go now, in order (engine_hold). */
+static void release_held(struct engine *e)
+{
+	struct engine_held *h;
+
+	while ((h = TAILQ_FIRST(&e->held)) != NULL && engine_connected(e) &&
+	       engine_blocked(e) == NULL && engine_writable(e, h->len)) {
+		TAILQ_REMOVE(&e->held, h, link);
+		h->on = false;
+		e->releasing = true;
+		h->release(e, h);
+		e->releasing = false;
+	}
 }
 
 static int poll_timeout(struct engine *e, int64_t now, int64_t next_tick)
@@ -845,6 +857,7 @@ static void turn(struct engine *e)
 		log_warn("%s", e->fail_why);
 		disconnect(e, e->fail_why, false);
 	}
+	release_held(e);
 	next_tick = e->hooks.tick(e, e->hooks.arg, engine_now());
 	/* Woken by room in the socket, and still not room enough: the next
 	 * wait is a short timeout rather than a POLLOUT that fires at once. */
@@ -950,19 +963,13 @@ bool engine_submit(struct engine *e, struct engine_task *t)
 {
 	bool was_empty;
 
-	t->next = NULL;
 	pthread_mutex_lock(&e->mu);
 	if (e->stopping) {
 		pthread_mutex_unlock(&e->mu);
 		return false;
 	}
-	was_empty = e->head == NULL;
-	if (e->tail != NULL) {
-		e->tail->next = t;
-	} else {
-		e->head = t;
-	}
-	e->tail = t;
+	was_empty = STAILQ_EMPTY(&e->tasks);
+	STAILQ_INSERT_TAIL(&e->tasks, t, link);
 	pthread_mutex_unlock(&e->mu);
 	/* One wake per batch: the thread takes the whole list at once. */
 	if (was_empty) {
@@ -1090,6 +1097,47 @@ const char *engine_blocked(const struct engine *e)
 int64_t engine_blocked_ms(struct engine *e)
 {
 	return (int64_t)atomic_load(&e->blocked_ms);
+}
+
+bool engine_must_hold(struct engine *e, size_t len)
+{
+	if (engine_blocked(e) != NULL) {
+		return true;
+	}
+	if (!TAILQ_EMPTY(&e->held) && !e->releasing) {
+		return true;
+	}
+	return !engine_writable(e, len);
+}
+
+void engine_hold(struct engine *e, struct engine_held *h)
+{
+	if (h->on) {
+		return;
+	}
+	if (h->since == 0) {
+		h->since = engine_now();
+	}
+	TAILQ_INSERT_TAIL(&e->held, h, link);
+	h->on = true;
+}
+
+void engine_unhold(struct engine *e, struct engine_held *h)
+{
+	if (h->on) {
+		TAILQ_REMOVE(&e->held, h, link);
+		h->on = false;
+	}
+}
+
+struct engine_held *engine_held_first(struct engine *e)
+{
+	return TAILQ_FIRST(&e->held);
+}
+
+struct engine_held *engine_held_next(struct engine *e, struct engine_held *h)
+{
+	return TAILQ_NEXT(h, link);
 }
 
 uint64_t engine_turns(struct engine *e)

@@ -7,6 +7,7 @@
 
 #include <amqp.h>
 #include <amqp_framing.h>
+#include <sys/queue.h>
 
 #include "connect.h"
 #include "warren.h"
@@ -16,7 +17,7 @@ struct engine;
 /* A unit of work run on the I/O thread. Embedded in the submitter's own
  * struct, so submitting never allocates. */
 struct engine_task {
-	struct engine_task *next;
+	STAILQ_ENTRY(engine_task) link; /* in the engine's queue of tasks */
 	void (*run)(struct engine *e, struct engine_task *t);
 };
 
@@ -96,10 +97,47 @@ void engine_free(struct engine *e); /* stops first; NULL-safe */
 uint64_t engine_turns(struct engine *e);
 
 /* I/O thread: while the broker has this connection blocked (connection.blocked,
- * a memory or disk alarm), the reason it gave; otherwise NULL. Owners hold
- * their publishes meanwhile (a publish would stop the broker reading the
- * connection at all) and make them from their tick once it is NULL. */
+ * a memory or disk alarm), the reason it gave; otherwise NULL. Publishes
+ * wait meanwhile (engine_must_hold): a publish would stop the broker
+ * reading the connection at all. */
 const char *engine_blocked(const struct engine *e);
+
+/* A publish held by the engine until it can be made: embedded in the
+ * owner's struct (holding never allocates), set up by the owner (len,
+ * release), linked by the engine. I/O thread only. */
+struct engine_held {
+	TAILQ_ENTRY(engine_held) link; /* the engine's */
+	bool on;                       /* in the engine's queue (read-only for the owner) */
+	size_t len;                    /* the bytes its publish writes: engine_writable's measure */
+	int64_t since;                 /* engine_now() when first held (0: never); kept when held
+	                                * again, the owner's to reset */
+	/* The engine's go-ahead: h is out of the queue and the connection is
+	 * up, unblocked, and takes h->len bytes; the owner publishes now (an
+	 * engine_must_hold asked from inside says no unless blocked or full). */
+	void (*release)(struct engine *e, struct engine_held *h);
+};
+
+/* I/O thread: whether a publish of len bytes must be held (engine_hold)
+ * rather than made now: the broker blocks the connection, the socket has
+ * no room for it (a write would stop this thread, see engine_writable), or
+ * publishes are held already (they go first: held publishes keep their
+ * order). Not connected and none held: false (engine_publish then fails
+ * at once). */
+bool engine_must_hold(struct engine *e, size_t len);
+/* I/O thread: holds h at the end of the queue. Every turn, before the
+ * owner's tick, the engine releases held publishes from the head, in the
+ * order held, while the connection is up, unblocked, and has room for the
+ * head's len; the rest wait for a later turn. Held publishes survive a
+ * lost connection: the owner drops those it no longer wants. */
+void engine_hold(struct engine *e, struct engine_held *h);
+/* I/O thread: takes h out of the queue (the owner gave up on it); nothing
+ * when it is not held. */
+void engine_unhold(struct engine *e, struct engine_held *h);
+/* I/O thread: the oldest held publish and the one after h (NULL at the
+ * end), for the owner's walk over its held publishes (expiry, a lost
+ * connection); engine_unhold of the one visited is allowed. */
+struct engine_held *engine_held_first(struct engine *e);
+struct engine_held *engine_held_next(struct engine *e, struct engine_held *h);
 /* Any thread: the time blocks have lasted so far (ended ones; ms). */
 int64_t engine_blocked_ms(struct engine *e);
 

@@ -15,26 +15,28 @@ void breaker_record(struct warren_worker *w, int status, const char *message)
 {
 	bool opened = false;
 
-	if (w->breaker_threshold == 0) {
+	if (w->breaker.threshold == 0) {
 		return;
 	}
 	pthread_mutex_lock(&w->mu);
 	if (!TRANSIENT(status)) {
-		w->consecutive = 0;
-	} else if (++w->consecutive >= w->breaker_threshold && !w->stats.breaker_open) {
-		w->stats.breaker_open = true;
-		w->stats.breaker_trips++;
-		snprintf(w->stats.breaker_error, sizeof(w->stats.breaker_error), "%s: %s",
-		         warren_status_name(status), message);
-		w->next_probe = engine_now() + w->probe_ms;
+		w->breaker.consecutive = 0;
+	} else if (++w->breaker.consecutive >= w->breaker.threshold &&
+	           !w->metrics.stats.breaker_open) {
+		w->metrics.stats.breaker_open = true;
+		w->metrics.stats.breaker_trips++;
+		snprintf(w->metrics.stats.breaker_error, sizeof(w->metrics.stats.breaker_error),
+		         "%s: %s", warren_status_name(status), message);
+		w->breaker.next_probe = engine_now() + w->breaker.probe_ms;
 		opened = true;
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (opened) {
-		log_warn("circuit breaker open after %d failures in a row (last: %s: %s): consuming "
-		         "stops; probing every %lld ms",
-		         w->breaker_threshold, warren_status_name(status), message,
-		         (long long)w->probe_ms);
+		log_warn(
+		    "circuit breaker open after %d failures in a row (last: %s: %s): consuming "
+		    "stops; probing every %lld ms",
+		    w->breaker.threshold, warren_status_name(status), message,
+		    (long long)w->breaker.probe_ms);
 		engine_wake(w->engine);
 	}
 }
@@ -42,22 +44,22 @@ void breaker_record(struct warren_worker *w, int status, const char *message)
 void breaker_probed(struct warren_worker *w, int status)
 {
 	pthread_mutex_lock(&w->mu);
-	w->probe_queued = false;
+	w->breaker.probe_queued = false;
 	if (status == WARREN_STATUS_OK) {
-		w->stats.breaker_open = false;
-		w->stats.breaker_error[0] = '\0';
+		w->metrics.stats.breaker_open = false;
+		w->metrics.stats.breaker_error[0] = '\0';
 		/* Without a probe of its own, one more failure opens it again. */
-		w->consecutive = w->probe != NULL ? 0 : w->breaker_threshold - 1;
+		w->breaker.consecutive = w->breaker.probe != NULL ? 0 : w->breaker.threshold - 1;
 	} else {
-		w->next_probe = engine_now() + w->probe_ms;
+		w->breaker.next_probe = engine_now() + w->breaker.probe_ms;
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (status == WARREN_STATUS_OK) {
 		log_info("circuit breaker closed: %s; consuming again",
-		         w->probe != NULL ? "the probe succeeded" : "trying again");
+		         w->breaker.probe != NULL ? "the probe succeeded" : "trying again");
 	} else {
 		log_info("circuit breaker probe failed (%s); next in %lld ms",
-		         warren_status_name(status), (long long)w->probe_ms);
+		         warren_status_name(status), (long long)w->breaker.probe_ms);
 	}
 	engine_wake(w->engine);
 }
@@ -81,18 +83,18 @@ int64_t breaker_tick(struct warren_worker *w, struct engine *e, int64_t now)
 	int64_t next;
 
 	pthread_mutex_lock(&w->mu);
-	open = w->stats.breaker_open;
-	next = w->next_probe;
-	if (open && w->paused && !w->probe_queued && now >= w->next_probe) {
-		w->probe_queued = true;
+	open = w->metrics.stats.breaker_open;
+	next = w->breaker.next_probe;
+	if (open && w->breaker.paused && !w->breaker.probe_queued && now >= w->breaker.next_probe) {
+		w->breaker.probe_queued = true;
 		probe = true;
 	}
 	pthread_mutex_unlock(&w->mu);
-	if (open && !w->paused) {
+	if (open && !w->breaker.paused) {
 		worker_cancel_consumer(w, e);
-		w->paused = true;
-	} else if (!open && w->paused) {
-		w->paused = false;
+		w->breaker.paused = true;
+	} else if (!open && w->breaker.paused) {
+		w->breaker.paused = false;
 		/* Isolating a suspect: its own tick consumes again once drained. */
 		if (!w->stopping && !w->draining && engine_connected(e)) {
 			worker_consume(w, e);

@@ -153,7 +153,7 @@ static bool expired(struct warren_worker *w, struct job *j)
 	if (j->meta.deadline_ms == 0 || warren_now_ms() <= j->meta.deadline_ms) {
 		return false;
 	}
-	worker_count(w, &w->stats.expired, 1);
+	worker_count(w, &w->metrics.stats.expired, 1);
 	log_debug("dropped unexecuted, deadline passed: correlation_id=%s", j->meta.correlation_id);
 	j->action = JOB_ACK;
 	return true;
@@ -179,11 +179,11 @@ static bool refused(struct warren_worker *w, struct job *j, struct checked *chk)
 	}
 	if (st == WARREN_STATUS_ALREADY_EXISTS) {
 		log_warn("dropped: %s (correlation_id=%s)", why, j->meta.correlation_id);
-		worker_count(w, &w->stats.replays, 1);
+		worker_count(w, &w->metrics.stats.replays, 1);
 		j->action = JOB_ACK;
 		return true;
 	}
-	worker_count(w, &w->stats.unauthenticated, 1);
+	worker_count(w, &w->metrics.stats.unauthenticated, 1);
 	if (chk->authentic) {
 		poison(w, j, st, reason, why);
 	} else {
@@ -206,8 +206,8 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 	char why[400];
 
 	if (j->meta.attempt < w->retry_attempts) {
-		j->retry_delay_ms = retry_delay_ms(w->retry_delay_ms, j->meta.attempt,
-		                                   randombytes_random());
+		j->retry_delay_ms =
+		    retry_delay_ms(w->retry_delay_ms, j->meta.attempt, randombytes_random());
 		if (j->meta.deadline_ms == 0 ||
 		    warren_now_ms() + j->retry_delay_ms < j->meta.deadline_ms) {
 			j->action = JOB_RETRY;
@@ -224,7 +224,8 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 static void record_call(struct warren_worker *w, const struct method *m, int status,
                         const struct timespec *t0, const struct timespec *t1)
 {
-	double seconds = (double)(t1->tv_sec - t0->tv_sec) + (double)(t1->tv_nsec - t0->tv_nsec) / 1e9;
+	double seconds =
+	    (double)(t1->tv_sec - t0->tv_sec) + (double)(t1->tv_nsec - t0->tv_nsec) / 1e9;
 
 	metrics_record_call(w, m, status, seconds);
 }
@@ -289,7 +290,7 @@ static bool run_handler(struct warren_worker *w, struct job *j, const struct met
 		encode_reply(j, status, req.result);
 		return true;
 	}
-	worker_count(w, &w->stats.handler_errors, 1);
+	worker_count(w, &w->metrics.stats.handler_errors, 1);
 	warren_value_free(req.result);
 	message = req.message[0] != '\0' ? req.message : warren_status_name(status);
 	breaker_record(w, status, message);
@@ -373,8 +374,9 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	bool done;
 
 	if (j->action == JOB_PROBE) {
-		breaker_probed(w, w->probe != NULL ? clamp_status(w->probe(thread_data, w->probe_arg))
-		                                   : WARREN_STATUS_OK);
+		breaker_probed(w, w->breaker.probe != NULL ? clamp_status(w->breaker.probe(
+		                                                 thread_data, w->breaker.probe_arg))
+		                                           : WARREN_STATUS_OK);
 		return true;
 	}
 	msg = &j->delivery->message;

@@ -102,8 +102,8 @@ static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 struct lane_wait {
 	struct engine_delivery *d;
 	struct batch *b;
-	int64_t count; /* the batch's x-delivery-count, for rpc-crashes */
-	struct lane_wait *next;
+	int64_t count;                /* the batch's x-delivery-count, for rpc-crashes */
+	STAILQ_ENTRY(lane_wait) link; /* in w->splits */
 };
 
 /* The entry's headers with rpc-crashes set to crashes (any it had is
@@ -176,7 +176,7 @@ static void split_now(struct warren_worker *w, struct engine *e, struct engine_d
 			break;
 		}
 	}
-	worker_count(w, &w->stats.batches_split, 1);
+	worker_count(w, &w->metrics.stats.batches_split, 1);
 }
 
 /* Whether the socket takes the split of d now: its entries together are
@@ -201,7 +201,7 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 {
 	struct lane_wait *lw;
 
-	if (w->splits == NULL && (!engine_connected(e) || split_writable(e, d))) {
+	if (STAILQ_EMPTY(&w->splits) && (!engine_connected(e) || split_writable(e, d))) {
 		split_now(w, e, d, b, count);
 		batch_free(b);
 		return;
@@ -214,27 +214,19 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 		return;
 	}
 	*lw = (struct lane_wait){.d = d, .b = b, .count = count};
-	if (w->splits_tail != NULL) {
-		w->splits_tail->next = lw;
-	} else {
-		w->splits = lw;
-	}
-	w->splits_tail = lw;
+	STAILQ_INSERT_TAIL(&w->splits, lw, link);
 }
 
 void lane_tick(struct warren_worker *w, struct engine *e)
 {
-	while (w->splits != NULL) {
-		struct lane_wait *lw = w->splits;
+	struct lane_wait *lw;
 
+	while ((lw = STAILQ_FIRST(&w->splits)) != NULL) {
 		if (lw->d->generation == engine_generation(e) && engine_connected(e) &&
 		    !split_writable(e, lw->d)) {
 			break; /* engine_writable has the loop turn again soon */
 		}
-		w->splits = lw->next;
-		if (w->splits == NULL) {
-			w->splits_tail = NULL;
-		}
+		STAILQ_REMOVE_HEAD(&w->splits, link);
 		if (lw->d->generation == engine_generation(e)) {
 			split_now(w, e, lw->d, lw->b, lw->count);
 			batch_free(lw->b);
@@ -247,13 +239,12 @@ void lane_tick(struct warren_worker *w, struct engine *e)
 
 void lane_free(struct warren_worker *w)
 {
-	while (w->splits != NULL) {
-		struct lane_wait *lw = w->splits;
+	struct lane_wait *lw;
 
-		w->splits = lw->next;
+	while ((lw = STAILQ_FIRST(&w->splits)) != NULL) {
+		STAILQ_REMOVE_HEAD(&w->splits, link);
 		free_wait(lw);
 	}
-	w->splits_tail = NULL;
 }
 
 /* ------------------------------------------------------------ first delivery */
@@ -340,7 +331,7 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	char why[300] = "the body is larger than message.max_size";
 	int64_t count = 0;
 
-	worker_count(w, &w->stats.request_batches, 1);
+	worker_count(w, &w->metrics.stats.request_batches, 1);
 	if (w->stopping) {
 		settle_delivery(e, d, true);
 		engine_delivery_free(d);
@@ -351,7 +342,7 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	                 w->max_size, &b, why, sizeof(why)) != WARREN_OK) {
 		/* Poison as a whole: the queue's policy dead-letters it. */
 		log_warn("malformed batch of requests rejected to %s: %s", w->dlq, why);
-		worker_count(w, &w->stats.bad_batches, 1);
+		worker_count(w, &w->metrics.stats.bad_batches, 1);
 		engine_reject(e, d->generation, d->delivery_tag, false);
 		engine_delivery_free(d);
 		return false;

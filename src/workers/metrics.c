@@ -1,6 +1,7 @@
-/* metrics.c: a worker's Prometheus metrics. Handler and I/O threads count
- * under the worker's mu; the metrics server's thread (metrics_http.c) renders
- * a snapshot taken under the same mutex. Nothing here touches AMQP. */
+/* metrics.c: a worker's counters, its stats and Prometheus metrics (see
+ * metrics.h for the lock rule). Handler and I/O threads count under the
+ * worker's mu; the metrics server's thread (metrics_http.c) renders a
+ * snapshot taken under the same mutex. Nothing here touches AMQP. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,28 @@ static const char *const reasons[METRICS_NREASONS] = {
     DL_R_HANDLER_TIMEOUT, DL_R_BAD_SIGNATURE, DL_R_NOT_ALLOWED,    DL_R_TOO_LARGE};
 
 /* ------------------------------------------------------------ recording */
+
+void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
+{
+	pthread_mutex_lock(&w->mu);
+	*field += n;
+	pthread_mutex_unlock(&w->mu);
+}
+
+void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
+{
+	pthread_mutex_lock(&w->mu);
+	*out = w->metrics.stats;
+	pthread_mutex_unlock(&w->mu);
+	out->io_loops = engine_turns(w->engine);
+	out->blocked_ms = (uint64_t)engine_blocked_ms(w->engine);
+	out->threads = w->threads;
+	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
+	 * the next reading however idle the connection is. */
+	if (w->engine != NULL) {
+		engine_wake(w->engine);
+	}
+}
 
 void metrics_record_call(struct warren_worker *w, const struct method *m, int status,
                          double seconds)
@@ -31,7 +54,7 @@ void metrics_record_dead_letter(struct warren_worker *w, const char *reason)
 {
 	for (int i = 0; i < METRICS_NREASONS; i++) {
 		if (reason != NULL && strcmp(reason, reasons[i]) == 0) {
-			worker_count(w, &w->dead_by_reason[i], 1);
+			worker_count(w, &w->metrics.dead_by_reason[i], 1);
 			return;
 		}
 	}
@@ -54,7 +77,7 @@ static bool take_snapshot(struct warren_worker *w, struct snapshot *s)
 	}
 	warren_worker_get_stats(w, &s->stats);
 	pthread_mutex_lock(&w->mu);
-	memcpy(s->dead, w->dead_by_reason, sizeof(s->dead));
+	memcpy(s->dead, w->metrics.dead_by_reason, sizeof(s->dead));
 	for (size_t i = 0; i < w->nmethods; i++) {
 		s->methods[i] = w->methods[i].metrics;
 	}
@@ -75,14 +98,17 @@ static void put_methods(FILE *f, const struct warren_worker *w, const struct sna
 	prom_put_head(f, "warren_worker_requests_total", "counter",
 	              "Requests whose handler ended, by method and the status it answered.");
 	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service}, {"method", w->methods[i].name}};
+		const struct prom_label l[] = {{"service", w->service},
+		                               {"method", w->methods[i].name}};
 
-		prom_put_by_status(f, "warren_worker_requests_total", l, 2, s->methods[i].by_status);
+		prom_put_by_status(f, "warren_worker_requests_total", l, 2,
+		                   s->methods[i].by_status);
 	}
 	prom_put_head(f, "warren_worker_request_duration_seconds", "histogram",
 	              "How long handlers ran, by method.");
 	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service}, {"method", w->methods[i].name}};
+		const struct prom_label l[] = {{"service", w->service},
+		                               {"method", w->methods[i].name}};
 
 		prom_put_histogram(f, "warren_worker_request_duration_seconds", l, 2,
 		                   &s->methods[i].duration);

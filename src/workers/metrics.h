@@ -1,6 +1,13 @@
-/* metrics.h: a worker's Prometheus metrics: what the handler and I/O threads
- * record, and the rendering the metrics server (metrics_http.h) shows at
- * /metrics. */
+/* metrics.h: a worker's counters: its stats (warren_worker_get_stats) and
+ * Prometheus metrics, what the handler and I/O threads record, and the
+ * rendering the metrics server (metrics_http.h) shows at /metrics.
+ *
+ * Lock rule: stats, dead_by_reason and every method's method_metrics are
+ * under the worker's mu (the same mutex as its in-progress count, which a
+ * stop waits on); worker_count and the metrics_record_* functions take it,
+ * any thread may call them. listen is set before the worker starts; http
+ * is started and stopped by the owner's thread (warren_worker_start/free),
+ * and its thread only renders snapshots taken under mu. */
 #ifndef WARREN_METRICS_H
 #define WARREN_METRICS_H
 
@@ -22,6 +29,17 @@ struct method_metrics {
 	uint64_t by_status[PROM_NSTATUS]; /* answers, by status */
 	struct prom_hist duration;        /* how long its handlers ran */
 };
+
+struct worker_metrics {
+	warren_worker_stats stats;                 /* under mu */
+	uint64_t dead_by_reason[METRICS_NREASONS]; /* under mu: confirmed dead letters */
+	char listen[256];                          /* metrics.listen; empty: no server */
+	struct metrics_http *http;                 /* the running server, or NULL */
+};
+
+/* Any thread: adds n to a counter of the worker's (a field of
+ * w->metrics.stats or w->metrics.dead_by_reason). Takes mu. */
+void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
 
 /* Handler thread: a handler of m ended with status after seconds. Takes mu. */
 void metrics_record_call(struct warren_worker *w, const struct method *m, int status,

@@ -1,4 +1,4 @@
-/* timelimit.c: handler time limits. A job is in w->running while its
+/* timelimit.c: handler time limits. A job is in w->limits.running while its
  * handler runs; the I/O thread answers for one past its limit (reply
  * DEADLINE_EXCEEDED, dead letter, ack) so that the broker's
  * consumer_timeout never closes the channel over one stuck handler. The
@@ -10,38 +10,20 @@
 #include "log.h"
 #include "worker_int.h"
 
-static void unlink_running(struct warren_worker *w, struct job *j)
-{
-	if (j->run_prev != NULL) {
-		j->run_prev->run_next = j->run_next;
-	} else {
-		w->running = j->run_next;
-	}
-	if (j->run_next != NULL) {
-		j->run_next->run_prev = j->run_prev;
-	}
-	j->run_prev = j->run_next = NULL;
-}
-
 void timelimit_begin(struct warren_worker *w, struct job *j, const struct method *m)
 {
-	int64_t limit = m->timeout_ms > 0 ? m->timeout_ms : w->handler_timeout_ms;
+	int64_t limit = m->timeout_ms > 0 ? m->timeout_ms : w->limits.default_ms;
 
 	pthread_mutex_lock(&w->mu);
 	j->limit_ms = limit;
 	j->limit_at = engine_now() + limit;
 	j->run_state = RUN_RUNNING;
-	j->run_prev = NULL;
-	j->run_next = w->running;
-	if (w->running != NULL) {
-		w->running->run_prev = j;
-	}
-	w->running = j;
+	LIST_INSERT_HEAD(&w->limits.running, j, run_link);
 	/* The I/O thread only needs waking when this limit comes before the
 	 * one its timer already waits for: not on every request. */
-	bool sooner = j->limit_at < w->limit_known;
+	bool sooner = j->limit_at < w->limits.known;
 	if (sooner) {
-		w->limit_known = j->limit_at;
+		w->limits.known = j->limit_at;
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (sooner) {
@@ -56,7 +38,7 @@ bool timelimit_end(struct warren_worker *w, struct job *j)
 	pthread_mutex_lock(&w->mu);
 	on_time = j->run_state == RUN_RUNNING;
 	if (on_time) {
-		unlink_running(w, j);
+		LIST_REMOVE(j, run_link);
 		j->run_state = RUN_DONE;
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -72,8 +54,8 @@ static void abandon(struct engine *e, struct job *j)
 
 	snprintf(why, sizeof(why), "the handler of %s ran past its time limit of %lld ms",
 	         j->meta.method, (long long)j->limit_ms);
-	log_warn("%s (correlation_id=%s): answering DEADLINE_EXCEEDED and dead-lettering it",
-	         why, j->meta.correlation_id);
+	log_warn("%s (correlation_id=%s): answering DEADLINE_EXCEEDED and dead-lettering it", why,
+	         j->meta.correlation_id);
 	warren_map_set(details, "reason", warren_str(DL_R_HANDLER_TIMEOUT));
 	warren_map_set(details, "dlq", warren_str(w->dlq));
 	j->status = WARREN_STATUS_DEADLINE_EXCEEDED;
@@ -92,29 +74,26 @@ static void abandon(struct engine *e, struct job *j)
 
 int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now)
 {
-	struct job *overdue = NULL, *next;
+	struct job_list overdue = LIST_HEAD_INITIALIZER(overdue);
+	struct job *j, *next;
 	int64_t earliest = INT64_MAX;
 
 	pthread_mutex_lock(&w->mu);
-	for (struct job *j = w->running; j != NULL; j = next) {
-		next = j->run_next;
+	for (j = LIST_FIRST(&w->limits.running); j != NULL; j = next) {
+		next = LIST_NEXT(j, run_link);
 		if (j->limit_at <= now) {
-			unlink_running(w, j);
+			LIST_REMOVE(j, run_link);
 			j->run_state = RUN_ABANDONED;
 			atomic_fetch_add(&j->refs, 1); /* the handler thread keeps one */
-			j->run_next = overdue;
-			overdue = j;
+			LIST_INSERT_HEAD(&overdue, j, run_link);
 		} else if (j->limit_at < earliest) {
 			earliest = j->limit_at;
 		}
 	}
-	w->limit_known = earliest;
+	w->limits.known = earliest;
 	pthread_mutex_unlock(&w->mu);
-	while (overdue != NULL) {
-		struct job *j = overdue;
-
-		overdue = j->run_next;
-		j->run_next = NULL;
+	while ((j = LIST_FIRST(&overdue)) != NULL) {
+		LIST_REMOVE(j, run_link);
 		abandon(e, j);
 	}
 	return earliest;

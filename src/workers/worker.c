@@ -26,28 +26,6 @@
 /* The lanes a worker consumes, as bits of careful_lanes. */
 enum { LANE_SERVICE = 1u, LANE_BATCH = 2u, LANE_FAST = 4u };
 
-void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n)
-{
-	pthread_mutex_lock(&w->mu);
-	*field += n;
-	pthread_mutex_unlock(&w->mu);
-}
-
-void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
-{
-	pthread_mutex_lock(&w->mu);
-	*out = w->stats;
-	pthread_mutex_unlock(&w->mu);
-	out->io_loops = engine_turns(w->engine);
-	out->blocked_ms = (uint64_t)engine_blocked_ms(w->engine);
-	out->threads = w->threads;
-	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
-	 * the next reading however idle the connection is. */
-	if (w->engine != NULL) {
-		engine_wake(w->engine);
-	}
-}
-
 const struct method *worker_find_method(const struct warren_worker *w, const char *name)
 {
 	for (size_t i = 0; i < w->nmethods; i++) {
@@ -75,7 +53,7 @@ void job_free(struct job *j)
 	worker_spare_put(w, j->reply_body);
 	free(j);
 	pthread_mutex_lock(&w->mu);
-	w->stats.in_progress--;
+	w->metrics.stats.in_progress--;
 	w->suspects -= suspect;
 	pthread_cond_broadcast(&w->idle_cond);
 	pthread_mutex_unlock(&w->mu);
@@ -120,10 +98,10 @@ static void on_reply_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 	struct warren_worker *w = j->worker;
 
 	if (outcome == ENGINE_ACK) {
-		worker_count(w, &w->stats.replied, 1);
+		worker_count(w, &w->metrics.stats.replied, 1);
 		if (j->delivery->generation == engine_generation(e)) {
 			job_ack(e, j);
-			worker_count(w, &w->stats.acked, 1);
+			worker_count(w, &w->metrics.stats.acked, 1);
 		}
 	} else {
 		/* NACK: the broker could not take the reply: run the request
@@ -183,13 +161,7 @@ struct reply_batch {
 
 static void queue_reply(struct warren_worker *w, struct job *j)
 {
-	j->reply_next = NULL;
-	if (w->replies_tail != NULL) {
-		w->replies_tail->reply_next = j;
-	} else {
-		w->replies = j;
-	}
-	w->replies_tail = j;
+	TAILQ_INSERT_TAIL(&w->replies, j, reply_link);
 }
 
 /* Each reply of the batch is confirmed (or not) as it would have been alone. */
@@ -244,24 +216,18 @@ static warren_err encode_replies(struct reply_batch *b, void **body, size_t *len
 	return err;
 }
 
-static bool can_publish(struct engine *e, const struct job *j);
-static void hold(struct warren_worker *w, struct job *j);
+static size_t publish_len(const struct job *j);
+static void hold(struct engine *e, struct job *j);
 
-/* Whether the socket takes len bytes now (can_publish, for a batch). */
-static bool batch_writable(struct engine *e, size_t len)
+/* A reply that cannot be written now is held by the engine, as a single
+ * reply is in finish_task: released, it is queued again once there is
+ * room, so this thread never blocks in a write (true: it is held). */
+static bool hold_unless_writable(struct engine *e, struct job *j)
 {
-	return engine_blocked(e) == NULL && engine_writable(e, len);
-}
-
-/* A reply that cannot be written now waits in w->held, as a single reply
- * does in finish_task: release_held queues it again once there is room,
- * so this thread never blocks in a write (false: hold it). */
-static bool hold_unless_writable(struct warren_worker *w, struct engine *e, struct job *j)
-{
-	if (w->held == NULL && can_publish(e, j)) {
+	if (!engine_must_hold(e, publish_len(j))) {
 		return false;
 	}
-	hold(w, j);
+	hold(e, j);
 	return true;
 }
 
@@ -275,16 +241,16 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 
 	if (err != WARREN_OK) {
 		for (size_t i = 0; i < b->n; i++) {
-			if (!hold_unless_writable(w, e, b->jobs[i])) {
+			if (!hold_unless_writable(e, b->jobs[i])) {
 				publish_single(e, b->jobs[i]);
 			}
 		}
 		free(b);
 		return;
 	}
-	if (w->held != NULL || !batch_writable(e, len)) {
+	if (engine_must_hold(e, len)) {
 		for (size_t i = 0; i < b->n; i++) {
-			hold(w, b->jobs[i]);
+			hold(e, b->jobs[i]);
 		}
 		free(body);
 		free(b);
@@ -305,34 +271,33 @@ static void publish_batch(struct warren_worker *w, struct engine *e, struct repl
 		drop_reply_body(b->jobs[i]);
 	}
 	pthread_mutex_lock(&w->mu);
-	w->stats.reply_batches++;
-	w->stats.batched_replies += b->n;
+	w->metrics.stats.reply_batches++;
+	w->metrics.stats.batched_replies += b->n;
 	pthread_mutex_unlock(&w->mu);
 }
 
 /* Takes out of *list the replies to first's reply_to, first included, as
  * many as one batch may carry within message.max_size and BATCH_MAX_BYTES
  * (a large reply goes alone, as it would have anyway). */
-static struct reply_batch *take_group(struct warren_worker *w, struct job **list, size_t n)
+static struct reply_batch *take_group(struct warren_worker *w, struct job_queue *list, size_t n)
 {
 	struct reply_batch *b = malloc(sizeof(*b) + n * sizeof(b->jobs[0]));
-	const char *to = (*list)->meta.reply_to;
+	const char *to = TAILQ_FIRST(list)->meta.reply_to;
 	size_t max = w->max_size < BATCH_MAX_BYTES ? w->max_size : BATCH_MAX_BYTES;
 	size_t room = max > BATCH_OVERHEAD ? max - BATCH_OVERHEAD : 0;
-	struct job **pp = list;
+	struct job *j, *next;
 
 	if (b == NULL) {
 		return NULL;
 	}
 	b->n = 0;
-	while (*pp != NULL && b->n < BATCH_MAX_ENTRIES) {
-		struct job *j = *pp;
+	for (j = TAILQ_FIRST(list); j != NULL && b->n < BATCH_MAX_ENTRIES; j = next) {
 		struct envelope_meta rm;
 		struct envelope_props p;
 		size_t need;
 
+		next = TAILQ_NEXT(j, reply_link);
 		if (strcmp(j->meta.reply_to, to) != 0) {
-			pp = &j->reply_next;
 			continue;
 		}
 		reply_props(j, &rm, &p);
@@ -342,7 +307,7 @@ static struct reply_batch *take_group(struct warren_worker *w, struct job **list
 			break; /* the rest go in the next batch */
 		}
 		room -= need < room ? need : room;
-		*pp = j->reply_next;
+		TAILQ_REMOVE(list, j, reply_link);
 		b->jobs[b->n++] = j;
 	}
 	return b;
@@ -350,27 +315,28 @@ static struct reply_batch *take_group(struct warren_worker *w, struct job **list
 
 static void flush_replies(struct warren_worker *w, struct engine *e)
 {
-	struct job *list = w->replies;
+	struct job_queue list = TAILQ_HEAD_INITIALIZER(list);
+	struct job *j;
 	size_t n = 0;
 
-	w->replies = w->replies_tail = NULL;
-	for (struct job *j = list; j != NULL; j = j->reply_next) {
+	TAILQ_CONCAT(&list, &w->replies, reply_link);
+	TAILQ_FOREACH(j, &list, reply_link)
+	{
 		n++;
 	}
-	while (list != NULL) {
+	while (!TAILQ_EMPTY(&list)) {
 		struct reply_batch *b = take_group(w, &list, n);
 
 		if (b == NULL) { /* out of memory: each alone */
-			struct job *j = list;
-
-			list = j->reply_next;
-			if (!hold_unless_writable(w, e, j)) {
+			j = TAILQ_FIRST(&list);
+			TAILQ_REMOVE(&list, j, reply_link);
+			if (!hold_unless_writable(e, j)) {
 				publish_single(e, j);
 			}
 			continue;
 		}
 		if (b->n == 1) {
-			if (!hold_unless_writable(w, e, b->jobs[0])) {
+			if (!hold_unless_writable(e, b->jobs[0])) {
 				publish_single(e, b->jobs[0]);
 			}
 			free(b);
@@ -388,25 +354,16 @@ static void flush_replies(struct warren_worker *w, struct engine *e)
 static void sent_link(struct warren_worker *w, struct job *j)
 {
 	j->returned = false;
-	j->pub_prev = NULL;
-	j->pub_next = w->sent;
-	if (w->sent != NULL) {
-		w->sent->pub_prev = j;
-	}
-	w->sent = j;
+	LIST_INSERT_HEAD(&w->sent, j, sent_link);
+	j->is_sent = true;
 }
 
 static void sent_unlink(struct warren_worker *w, struct job *j)
 {
-	if (j->pub_prev != NULL) {
-		j->pub_prev->pub_next = j->pub_next;
-	} else if (w->sent == j) {
-		w->sent = j->pub_next;
+	if (j->is_sent) {
+		LIST_REMOVE(j, sent_link);
+		j->is_sent = false;
 	}
-	if (j->pub_next != NULL) {
-		j->pub_next->pub_prev = j->pub_prev;
-	}
-	j->pub_prev = j->pub_next = NULL;
 }
 
 static bool same_bytes(bool a_set, amqp_bytes_t a, bool b_set, amqp_bytes_t b)
@@ -427,7 +384,10 @@ static void worker_returned(struct engine *e, void *arg, const amqp_basic_proper
 	struct job *oldest = NULL;
 	bool set = props->_flags & AMQP_BASIC_CORRELATION_ID_FLAG;
 
-	for (struct job *j = w->sent; j != NULL; j = j->pub_next) {
+	struct job *j;
+
+	LIST_FOREACH(j, &w->sent, sent_link)
+	{
 		const amqp_basic_properties_t *p = &j->delivery->message.properties;
 
 		if (!j->returned && same_bytes(p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG,
@@ -457,7 +417,7 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 {
 	int64_t now = engine_now();
 
-	worker_count(w, &w->stats.unroutable, 1);
+	worker_count(w, &w->metrics.stats.unroutable, 1);
 	if (j->parked_since == 0) {
 		j->parked_since = now;
 		j->park_backoff = PARK_MIN_MS;
@@ -481,8 +441,7 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 	          j->action == JOB_RETRY ? WIRE_DELAY_PREFIX "*" : WIRE_DLX,
 	          (long long)j->park_backoff);
 	j->park_until = now + j->park_backoff;
-	j->park_next = w->parked;
-	w->parked = j;
+	LIST_INSERT_HEAD(&w->parked, j, park_link);
 }
 
 static void finish_task(struct engine *e, struct engine_task *t);
@@ -499,7 +458,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 		return;
 	}
 	if (outcome == ENGINE_ACK) {
-		worker_count(w, &w->stats.dead_lettered, 1);
+		worker_count(w, &w->metrics.stats.dead_lettered, 1);
 		metrics_record_dead_letter(w, j->dead_reason);
 		if (j->meta.reply_to[0] != '\0' && j->reply_body != NULL) {
 			/* Its answer is a publish like any other: it may wait. */
@@ -508,7 +467,7 @@ static void on_dead_letter_confirm(struct engine *e, void *ctx, enum engine_conf
 			return;
 		}
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
 	}
@@ -526,9 +485,9 @@ static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		return;
 	}
 	if (outcome == ENGINE_ACK) {
-		worker_count(w, &w->stats.retried, 1);
+		worker_count(w, &w->metrics.stats.retried, 1);
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 	} else {
 		give_back(e, j, outcome);
 	}
@@ -633,9 +592,9 @@ static void on_move_confirm(struct engine *e, void *ctx, enum engine_confirm out
 
 	sent_unlink(w, j);
 	if (outcome == ENGINE_ACK && !j->returned) {
-		worker_count(w, &w->stats.moved, 1);
+		worker_count(w, &w->metrics.stats.moved, 1);
 		engine_ack(e, j->delivery->generation, j->delivery->delivery_tag);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 	} else {
 		give_back(e, j, outcome == ENGINE_LOST ? ENGINE_LOST : ENGINE_NACK);
 	}
@@ -683,29 +642,25 @@ static bool publishes(const struct job *j)
 	return j->action != JOB_ACK && j->action != JOB_PROBE;
 }
 
-/* Whether j's publish can be made now. Not while the broker blocks
- * publishes (a publish would stop it reading the connection at all), nor
- * while the socket holds more than engine_writable allows: rabbitmq-c 0.11
- * would wait inside the write with no time limit, and this thread would
- * stop (no heartbeats, acks, time limits or stop) for as long as the
- * broker does not read. */
-static bool can_publish(struct engine *e, const struct job *j)
+/* The bytes j's publish writes: its reply, or its request as it came (a
+ * dead letter, a retry, a move). */
+static size_t publish_len(const struct job *j)
 {
 	bool reply = j->action == JOB_REPLY_THEN_ACK || j->action == JOB_DEAD_ANSWER;
-	size_t len = reply ? j->reply_len : j->delivery->message.body.len;
 
-	return engine_blocked(e) == NULL && engine_writable(e, len);
+	return reply ? j->reply_len : j->delivery->message.body.len;
 }
 
-static void hold(struct warren_worker *w, struct job *j)
+/* A publish that cannot be made now waits in the engine (engine_must_hold:
+ * the broker blocks publishes, and a publish would stop it reading the
+ * connection at all; or the socket holds more than engine_writable allows,
+ * and rabbitmq-c 0.11 would wait inside the write with no time limit, this
+ * thread stopped: no heartbeats, acks, time limits or stop). The engine
+ * releases it in order (release_job). */
+static void hold(struct engine *e, struct job *j)
 {
-	j->held_next = NULL;
-	if (w->held_tail != NULL) {
-		w->held_tail->held_next = j;
-	} else {
-		w->held = j;
-	}
-	w->held_tail = j;
+	j->hold.len = publish_len(j);
+	engine_hold(e, &j->hold);
 }
 
 /* Its connection is gone and the broker has requeued the request: a
@@ -729,12 +684,22 @@ static bool drop_stale(struct engine *e, struct job *j)
 
 static void run_job(struct engine *e, struct job *j);
 
+/* The engine's go-ahead for a held job; one from an older connection is
+ * dropped (the broker has requeued its request). */
+static void release_job(struct engine *e, struct engine_held *h)
+{
+	struct job *j = (struct job *)((char *)h - offsetof(struct job, hold));
+
+	if (!drop_stale(e, j)) {
+		run_job(e, j);
+	}
+}
+
 /* Runs on the I/O thread once a handler thread is done with the job (and
  * for a dead letter the time limit or a park makes, or the answer after a
  * dead letter). A publish that cannot be made (no connection) leaves the
- * request unacked: the broker delivers it again. A publish that must wait
- * (can_publish), or that would pass one already waiting, waits in w->held
- * until release_held makes it. */
+ * request unacked: the broker delivers it again. A publish that must wait,
+ * or that would pass one already waiting, is held (hold). */
 static void finish_task(struct engine *e, struct engine_task *t)
 {
 	struct job *j = (struct job *)t;
@@ -742,8 +707,8 @@ static void finish_task(struct engine *e, struct engine_task *t)
 	if (drop_stale(e, j)) {
 		return;
 	}
-	if (publishes(j) && (j->worker->held != NULL || !can_publish(e, j))) {
-		hold(j->worker, j);
+	if (publishes(j) && engine_must_hold(e, publish_len(j))) {
+		hold(e, j);
 		return;
 	}
 	run_job(e, j);
@@ -769,7 +734,7 @@ static void run_job(struct engine *e, struct job *j)
 		}
 		/* The dead letter is safe: ack it even unanswered. */
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 		break;
 	case JOB_DEAD_LETTER:
 		if (publish_dead_letter(e, j) == WARREN_OK) {
@@ -788,7 +753,7 @@ static void run_job(struct engine *e, struct job *j)
 		break;
 	case JOB_ACK:
 		job_ack(e, j);
-		worker_count(w, &w->stats.acked, 1);
+		worker_count(w, &w->metrics.stats.acked, 1);
 		break;
 	case JOB_PROBE:
 		break;
@@ -805,23 +770,9 @@ struct thread_start {
 
 static struct job *next_job(struct warren_worker *w)
 {
-	struct job *j;
-
-	pthread_mutex_lock(&w->mu);
-	while (w->head == NULL && !w->quit) {
-		pthread_cond_wait(&w->cond, &w->mu);
-	}
 	/* Stopping: what is still queued is never started (the broker has
 	 * it back once the connection closes). */
-	j = w->quit ? NULL : w->head;
-	if (j != NULL) {
-		w->head = j->next;
-		if (w->head == NULL) {
-			w->tail = NULL;
-		}
-	}
-	pthread_mutex_unlock(&w->mu);
-	return j;
+	return handlerq_pop(&w->handlers);
 }
 
 static void worker_release(struct warren_worker *w);
@@ -857,7 +808,7 @@ static void *handler_main(void *arg)
 	while ((j = next_job(w)) != NULL) {
 		bool answer = job_process(w, j, data);
 
-		worker_count(w, &w->stats.completed, 1);
+		worker_count(w, &w->metrics.stats.completed, 1);
 		if (!answer) {
 			job_free(j); /* past its limit: the I/O thread answered */
 		} else if (!engine_submit(w->engine, &j->task)) {
@@ -874,26 +825,19 @@ static void *handler_main(void *arg)
 }
 
 /* Queues j for a handler thread; signal: wake one now (otherwise
- * wake_handlers does, at the end of the I/O thread's turn). */
+ * handlerq_wake does, at the end of the I/O thread's turn). Counted in
+ * progress first, so that a handler done with it at once never takes the
+ * count below what is really in progress. */
 static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 {
 	pthread_mutex_lock(&w->mu);
-	j->next = NULL;
-	if (w->tail != NULL) {
-		w->tail->next = j;
-	} else {
-		w->head = j;
-	}
-	w->tail = j;
 	if (j->delivery != NULL) {
-		w->stats.received++;
+		w->metrics.stats.received++;
 	}
-	w->stats.in_progress++;
+	w->metrics.stats.in_progress++;
 	w->suspects += j->suspect;
-	if (signal) {
-		pthread_cond_signal(&w->cond);
-	}
 	pthread_mutex_unlock(&w->mu);
+	handlerq_push(&w->handlers, j, signal);
 }
 
 void worker_enqueue(struct warren_worker *w, struct job *j)
@@ -931,39 +875,20 @@ void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j)
 
 	if (!runs_inline(w, j)) {
 		enqueue(w, j, false);
-		w->unsignaled++;
 		return;
 	}
 	pthread_mutex_lock(&w->mu);
-	w->stats.received++;
-	w->stats.in_progress++;
+	w->metrics.stats.received++;
+	w->metrics.stats.in_progress++;
 	w->suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->on_io_thread = true;
 	answer = job_process(w, j, NULL);
-	worker_count(w, &w->stats.completed, 1);
+	worker_count(w, &w->metrics.stats.completed, 1);
 	if (answer) {
 		finish_task(e, &j->task);
 	} else {
 		job_free(j);
-	}
-}
-
-/* I/O thread, at the end of each turn: wakes as many handlers as the
- * turn's deliveries need, once, rather than at each delivery (when a
- * handler woken by the first would contend for w->mu with the I/O thread
- * queueing the rest). */
-static void wake_handlers(struct warren_worker *w)
-{
-	int n = w->unsignaled;
-
-	w->unsignaled = 0;
-	if (n >= w->threads) {
-		pthread_cond_broadcast(&w->cond);
-	} else {
-		while (n-- > 0) {
-			pthread_cond_signal(&w->cond);
-		}
 	}
 }
 
@@ -1060,8 +985,9 @@ static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, c
 /* A lane's consumer tag (LANE_SERVICE, LANE_BATCH, LANE_FAST). */
 static char *lane_tag(struct warren_worker *w, unsigned lane)
 {
-	return lane == LANE_FAST ? w->fast_tag
-	                         : lane == LANE_BATCH ? w->batch_consumer_tag : w->consumer_tag;
+	return lane == LANE_FAST    ? w->fast_tag
+	       : lane == LANE_BATCH ? w->batch_consumer_tag
+	                            : w->consumer_tag;
 }
 
 /* The lanes consumed now, as bits. */
@@ -1126,8 +1052,8 @@ static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
 {
 	char why[300];
 
-	if (!engine_connected(e) || w->stopping || w->paused || w->consumer_tag[0] == '\0' ||
-	    w->fast_tag[0] != '\0') {
+	if (!engine_connected(e) || w->stopping || w->breaker.paused ||
+	    w->consumer_tag[0] == '\0' || w->fast_tag[0] != '\0') {
 		return INT64_MAX;
 	}
 	if (now < w->fast_retry_at) {
@@ -1172,10 +1098,10 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 		return -1;
 	}
 	pthread_mutex_lock(&w->mu);
-	w->stats.connected = true;
+	w->metrics.stats.connected = true;
 	pthread_mutex_unlock(&w->mu);
 	/* Stopping, or the breaker is open: connected, but not consuming. */
-	if (w->stopping || w->paused) {
+	if (w->stopping || w->breaker.paused) {
 		return 0;
 	}
 	return consume(w, conn, errstr, errlen);
@@ -1188,6 +1114,7 @@ struct job *worker_job_new(struct warren_worker *w)
 	if (j != NULL) {
 		j->worker = w;
 		j->task.run = finish_task;
+		j->hold.release = release_job;
 		atomic_init(&j->refs, 1);
 	}
 	return j;
@@ -1200,10 +1127,10 @@ static bool holds_any(struct warren_worker *w)
 	int64_t held;
 
 	pthread_mutex_lock(&w->mu);
-	held = w->stats.in_progress;
+	held = w->metrics.stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
-	return held > 0 || w->held != NULL || w->sent != NULL || w->parked != NULL ||
-	       w->splitting > 0;
+	return held > 0 || engine_held_first(w->engine) != NULL || !LIST_EMPTY(&w->sent) ||
+	       !LIST_EMPTY(&w->parked) || w->splitting > 0;
 }
 
 /* Suspects run alone. A request that was out with a worker process that
@@ -1266,8 +1193,8 @@ static void relax(struct warren_worker *w, struct engine *e, unsigned lane, bool
 {
 	char why[300];
 
-	if (!w->careful || beside || !(w->careful_lanes & lane) || w->paused || w->stopping ||
-	    !engine_connected(e)) {
+	if (!w->careful || beside || !(w->careful_lanes & lane) || w->breaker.paused ||
+	    w->stopping || !engine_connected(e)) {
 		return;
 	}
 	cancel_tag(e, lane_tag(w, lane));
@@ -1332,7 +1259,7 @@ static int64_t isolate_tick(struct warren_worker *w, struct engine *e, int64_t n
 	}
 	w->draining = false;
 	w->careful = true;
-	if (!w->paused && !w->stopping && engine_connected(e)) {
+	if (!w->breaker.paused && !w->stopping && engine_connected(e)) {
 		worker_consume(w, e);
 	}
 	return INT64_MAX;
@@ -1351,8 +1278,8 @@ static bool crash_suspect(struct warren_worker *w, const struct job *j)
 static void move(struct warren_worker *w, struct engine *e, struct job *j)
 {
 	pthread_mutex_lock(&w->mu);
-	w->stats.received++;
-	w->stats.in_progress++;
+	w->metrics.stats.received++;
+	w->metrics.stats.in_progress++;
 	w->suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->action = JOB_MOVE;
@@ -1367,10 +1294,10 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	bool suspect;
 
 	if (d->redelivered) {
-		worker_count(w, &w->stats.redelivered, 1);
+		worker_count(w, &w->metrics.stats.redelivered, 1);
 	}
 	if (fast) {
-		worker_count(w, &w->stats.fast_received, 1);
+		worker_count(w, &w->metrics.stats.fast_received, 1);
 	}
 	if (batch_is(&d->message.properties)) {
 		/* A batch delivered for the first time holds no suspect (one
@@ -1426,64 +1353,48 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 /* Under mu: takes the queued jobs of connection gen out of the handler
  * queue (their requests are the broker's again) and notes, for the crash
  * count, every request of gen this worker still holds. Returns the taken
- * jobs, linked by next. */
-static struct job *take_stale_locked(struct warren_worker *w, uint64_t gen)
+ * jobs in stale. */
+static bool of_generation(const struct job *j, void *gen)
 {
-	struct job *stale = NULL, **pp = &w->head;
+	return j->delivery != NULL && j->delivery->generation == *(uint64_t *)gen;
+}
 
-	w->tail = NULL;
-	while (*pp != NULL) {
-		struct job *j = *pp;
+static void take_stale_locked(struct warren_worker *w, uint64_t gen, struct job_queue *stale)
+{
+	struct job *j;
 
-		if (j->delivery != NULL && j->delivery->generation == gen) {
-			*pp = j->next;
-			requeue_note_locked(w, j);
-			j->next = stale;
-			stale = j;
-			w->stats.stale_dropped++;
-		} else {
-			w->tail = j;
-			pp = &j->next;
-		}
+	handlerq_take_if(&w->handlers, of_generation, &gen, stale);
+	TAILQ_FOREACH(j, stale, queued)
+	{
+		requeue_note_locked(w, j);
+		w->metrics.stats.stale_dropped++;
 	}
-	for (struct job *j = w->running; j != NULL; j = j->run_next) {
+	LIST_FOREACH(j, &w->limits.running, run_link)
+	{
 		if (j->delivery != NULL && j->delivery->generation == gen) {
 			requeue_note_locked(w, j);
 		}
 	}
-	return stale;
 }
 
 /* The held and parked jobs of connection gen are dropped: the broker has
  * requeued their requests. */
-static void drop_stale_waiting(struct warren_worker *w, uint64_t gen)
+static void drop_stale_waiting(struct warren_worker *w, struct engine *e, uint64_t gen)
 {
-	struct job *keep = NULL, *keep_tail = NULL, *parked = w->parked;
+	struct engine_held *h, *next;
+	struct job *j;
 
-	while (w->held != NULL) {
-		struct job *j = w->held;
-
-		w->held = j->held_next;
+	for (h = engine_held_first(e); h != NULL; h = next) {
+		next = engine_held_next(e, h);
+		j = (struct job *)((char *)h - offsetof(struct job, hold));
 		if (j->delivery != NULL && j->delivery->generation == gen) {
+			engine_unhold(e, h);
 			requeue_note(w, j);
 			job_free(j);
-			continue;
 		}
-		j->held_next = NULL;
-		if (keep_tail != NULL) {
-			keep_tail->held_next = j;
-		} else {
-			keep = j;
-		}
-		keep_tail = j;
 	}
-	w->held = keep;
-	w->held_tail = keep_tail;
-	w->parked = NULL;
-	while (parked != NULL) {
-		struct job *j = parked;
-
-		parked = j->park_next;
+	while ((j = LIST_FIRST(&w->parked)) != NULL) {
+		LIST_REMOVE(j, park_link);
 		requeue_note(w, j);
 		job_free(j);
 	}
@@ -1497,14 +1408,15 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 {
 	struct warren_worker *w = arg;
 	uint64_t gen = engine_generation(e);
-	struct job *stale;
+	struct job_queue stale = TAILQ_HEAD_INITIALIZER(stale);
+	struct job *j;
 
 	pthread_mutex_lock(&w->mu);
-	w->stats.connected = false;
+	w->metrics.stats.connected = false;
 	if (!w->stopping) {
-		w->stats.reconnects++;
+		w->metrics.stats.reconnects++;
 	}
-	stale = take_stale_locked(w, gen);
+	take_stale_locked(w, gen, &stale);
 	pthread_mutex_unlock(&w->mu);
 	if (w->isolated != NULL) {
 		/* The suspect kept aside is the broker's again: a return this
@@ -1513,56 +1425,30 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 		job_free_unqueued(w->isolated);
 		w->isolated = NULL;
 	}
-	while (stale != NULL) {
-		struct job *j = stale;
-
-		stale = j->next;
+	while ((j = TAILQ_FIRST(&stale)) != NULL) {
+		TAILQ_REMOVE(&stale, j, queued);
 		job_free(j);
 	}
-	drop_stale_waiting(w, gen);
-}
-
-/* Once the broker takes publishes again and the socket has room, the held
- * jobs go on, in order; a job from an older connection is dropped (the
- * broker has requeued its request). One that still cannot go stops the
- * rest behind it until a later turn (engine_writable has the loop turn
- * again soon). */
-static void release_held(struct warren_worker *w, struct engine *e)
-{
-	while (w->held != NULL && engine_connected(e) && can_publish(e, w->held)) {
-		struct job *j = w->held;
-
-		w->held = j->held_next;
-		if (w->held == NULL) {
-			w->held_tail = NULL;
-		}
-		j->held_next = NULL;
-		if (!drop_stale(e, j)) {
-			run_job(e, j);
-		}
-	}
+	drop_stale_waiting(w, e, gen);
 }
 
 /* Publishes again the parked dead letters and retries that are due;
  * returns when the next one is. */
 static int64_t release_parked(struct warren_worker *w, struct engine *e, int64_t now)
 {
-	struct job **pp = &w->parked;
+	struct job *j, *after;
 	int64_t next = INT64_MAX;
 
-	while (*pp != NULL) {
-		struct job *j = *pp;
-
+	for (j = LIST_FIRST(&w->parked); j != NULL; j = after) {
+		after = LIST_NEXT(j, park_link);
 		if (j->park_until <= now && engine_connected(e)) {
-			*pp = j->park_next;
-			j->park_next = NULL;
+			LIST_REMOVE(j, park_link);
 			finish_task(e, &j->task);
 			continue;
 		}
 		if (j->park_until < next) {
 			next = j->park_until;
 		}
-		pp = &j->park_next;
 	}
 	return next;
 }
@@ -1571,8 +1457,7 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 {
 	int64_t a, b, c, d;
 
-	wake_handlers(arg);
-	release_held(arg, e);
+	handlerq_wake(&((struct warren_worker *)arg)->handlers);
 	flush_replies(arg, e);
 	lane_tick(arg, e);
 	a = timelimit_check(arg, e, now);
@@ -1612,6 +1497,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	wire_binding(w->binding, sizeof(w->binding), service);
 	wire_batch_queue(w->batch_queue, sizeof(w->batch_queue), service);
 	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
+	w->handlers.threads = w->threads;
 	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
 	if (w->prefetch == 0) {
 		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
@@ -1629,12 +1515,12 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
 	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
 	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
-	w->handler_timeout_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
-	w->limit_known = INT64_MAX;
+	w->limits.default_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
+	w->limits.known = INT64_MAX;
 	w->consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
-	w->breaker_threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
-	w->probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
-	snprintf(w->metrics_listen, sizeof(w->metrics_listen), "%s",
+	w->breaker.threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
+	w->breaker.probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
+	snprintf(w->metrics.listen, sizeof(w->metrics.listen), "%s",
 	         config_str(cfg, CFG_METRICS_LISTEN));
 	char host[128] = "?";
 	gethostname(host, sizeof(host) - 1);
@@ -1664,8 +1550,10 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	}
 	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
+	handlerq_init(&w->handlers, 0); /* threads: from worker_init */
+	TAILQ_INIT(&w->replies);
+	STAILQ_INIT(&w->splits);
 	pthread_mutex_init(&w->spare_mu, NULL);
-	pthread_cond_init(&w->cond, NULL);
 	pthread_cond_init(&w->idle_cond, NULL);
 	err = worker_init(w, cfg, errstr, errlen);
 	if (err != WARREN_OK) {
@@ -1737,11 +1625,11 @@ warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64
  * consumer_timeout, which would close the whole channel. */
 static warren_err check_time_limits(const struct warren_worker *w, char *errstr, size_t errlen)
 {
-	if (w->handler_timeout_ms >= w->consumer_timeout_ms) {
+	if (w->limits.default_ms >= w->consumer_timeout_ms) {
 		snprintf(errstr, errlen,
 		         "worker.handler_timeout (%lld ms) must be shorter than "
 		         "broker.consumer_timeout (%lld ms)",
-		         (long long)w->handler_timeout_ms, (long long)w->consumer_timeout_ms);
+		         (long long)w->limits.default_ms, (long long)w->consumer_timeout_ms);
 		return WARREN_ERR_CONFIG;
 	}
 	for (size_t i = 0; i < w->nmethods; i++) {
@@ -1762,8 +1650,8 @@ warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn fn, void *a
 	if (w == NULL || w->started) {
 		return WARREN_ERR_INVALID;
 	}
-	w->probe = fn;
-	w->probe_arg = arg;
+	w->breaker.probe = fn;
+	w->breaker.probe_arg = arg;
 	return WARREN_OK;
 }
 
@@ -1820,8 +1708,8 @@ warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen)
 	}
 	/* Before anything is consumed: an address that cannot be bound must not
 	 * cost a request. */
-	if (w->metrics_listen[0] != '\0') {
-		err = metrics_start(w, w->metrics_listen, &w->metrics, errstr, errlen);
+	if (w->metrics.listen[0] != '\0') {
+		err = metrics_start(w, w->metrics.listen, &w->metrics.http, errstr, errlen);
 		if (err != WARREN_OK) {
 			return err;
 		}
@@ -1855,7 +1743,7 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
 	bool idle;
 
 	pthread_mutex_lock(&w->mu);
-	while (w->stats.in_progress > 0 && engine_now() < deadline) {
+	while (w->metrics.stats.in_progress > 0 && engine_now() < deadline) {
 		struct timespec ts;
 
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1866,7 +1754,7 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
 		}
 		pthread_cond_timedwait(&w->idle_cond, &w->mu, &ts);
 	}
-	idle = w->stats.in_progress == 0;
+	idle = w->metrics.stats.in_progress == 0;
 	pthread_mutex_unlock(&w->mu);
 	return idle;
 }
@@ -1880,16 +1768,12 @@ static bool wait_idle(struct warren_worker *w, int64_t deadline)
  * engine nor the security state of a stopped worker. */
 static void abandon_running_locked(struct warren_worker *w)
 {
-	struct job *j = w->running;
+	struct job *j;
 
-	while (j != NULL) {
-		struct job *next = j->run_next;
-
-		j->run_prev = j->run_next = NULL;
+	while ((j = LIST_FIRST(&w->limits.running)) != NULL) {
+		LIST_REMOVE(j, run_link);
 		j->run_state = RUN_ABANDONED;
-		j = next;
 	}
-	w->running = NULL;
 }
 
 /* Tells the handler threads to end and joins them, waiting up to
@@ -1901,10 +1785,7 @@ static int stop_handlers(struct warren_worker *w)
 	struct timespec until;
 	int left = 0;
 
-	pthread_mutex_lock(&w->mu);
-	w->quit = true;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->mu);
+	handlerq_quit(&w->handlers);
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += STOP_BOUND_MS / 1000;
 	until.tv_nsec += (STOP_BOUND_MS % 1000) * 1000000L;
@@ -1923,7 +1804,7 @@ static int stop_handlers(struct warren_worker *w)
 		if (detach) {
 			w->thread_state[i] = THREAD_DETACHED;
 			atomic_fetch_add(&w->refs, 1); /* the thread's, until it ends */
-			w->stats.detached_handlers++;
+			w->metrics.stats.detached_handlers++;
 			abandon_running_locked(w);
 			left++;
 		}
@@ -1965,29 +1846,45 @@ warren_err warren_worker_stop(warren_worker *w, int grace_ms)
 	return idle && left == 0 ? WARREN_OK : WARREN_ERR_TIMEOUT;
 }
 
-static void free_list(struct job *j, size_t next_offset)
+static void free_unacked(struct job *j)
 {
-	while (j != NULL) {
-		struct job *next = *(struct job **)((char *)j + next_offset);
-
+	if (j != NULL) {
 		engine_delivery_free(j->delivery);
 		free(j->reply_body);
 		free(j);
-		j = next;
 	}
 }
 
 /* The last reference is gone: no thread of the worker runs any more. */
 static void worker_destroy(struct warren_worker *w)
 {
-	engine_free(w->engine);
+	struct job_queue queued = TAILQ_HEAD_INITIALIZER(queued);
+	struct engine_held *h;
+	struct job *j;
+
 	/* Jobs still queued, held or parked were never acked: the broker has
-	 * requeued them. */
-	free_list(w->head, offsetof(struct job, next));
-	free_list(w->held, offsetof(struct job, held_next));
-	free_list(w->parked, offsetof(struct job, park_next));
-	free_list(w->isolated, offsetof(struct job, next));
-	free_list(w->replies, offsetof(struct job, reply_next));
+	 * requeued them. The held ones are freed once the I/O thread is gone,
+	 * before the engine that holds them. */
+	engine_stop(w->engine);
+	while (w->engine != NULL && (h = engine_held_first(w->engine)) != NULL) {
+		engine_unhold(w->engine, h);
+		free_unacked((struct job *)((char *)h - offsetof(struct job, hold)));
+	}
+	engine_free(w->engine);
+	handlerq_take_if(&w->handlers, NULL, NULL, &queued);
+	while ((j = TAILQ_FIRST(&queued)) != NULL) {
+		TAILQ_REMOVE(&queued, j, queued);
+		free_unacked(j);
+	}
+	while ((j = LIST_FIRST(&w->parked)) != NULL) {
+		LIST_REMOVE(j, park_link);
+		free_unacked(j);
+	}
+	free_unacked(w->isolated);
+	while ((j = TAILQ_FIRST(&w->replies)) != NULL) {
+		TAILQ_REMOVE(&w->replies, j, reply_link);
+		free_unacked(j);
+	}
 	lane_free(w);
 	for (size_t i = 0; i < w->nmethods; i++) {
 		free(w->methods[i].name);
@@ -2000,7 +1897,7 @@ static void worker_destroy(struct warren_worker *w)
 	worker_spare_free(w);
 	pthread_mutex_destroy(&w->spare_mu);
 	pthread_mutex_destroy(&w->mu);
-	pthread_cond_destroy(&w->cond);
+	handlerq_destroy(&w->handlers);
 	pthread_cond_destroy(&w->idle_cond);
 	free(w);
 }
@@ -2017,8 +1914,8 @@ void warren_worker_free(warren_worker *w)
 	if (w == NULL) {
 		return;
 	}
-	metrics_http_stop(w->metrics); /* it reads the worker: first */
-	w->metrics = NULL;
+	metrics_http_stop(w->metrics.http); /* it reads the worker: first */
+	w->metrics.http = NULL;
 	warren_worker_stop(w, 0);
 	worker_release(w);
 }

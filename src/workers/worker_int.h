@@ -5,11 +5,15 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/queue.h>
 
+#include "breaker.h"
 #include "engine.h"
 #include "envelope.h"
+#include "handlerq.h"
 #include "metrics.h"
 #include "security.h"
+#include "timelimit.h"
 
 struct warren_request {
 	const struct envelope_meta *meta;
@@ -38,7 +42,7 @@ enum job_action {
 
 struct job {
 	struct engine_task task; /* the reply/ack step, queued to the I/O thread */
-	struct job *next;        /* in the handler queue */
+	TAILQ_ENTRY(job) queued; /* in the handler queue, or a list of stale jobs */
 	struct warren_worker *worker;
 	struct engine_delivery *delivery; /* NULL for a probe */
 	struct envelope_meta meta;
@@ -55,26 +59,33 @@ struct job {
 	const unsigned char *seal_key;    /* the request came sealed: seal the reply with it */
 	char signer[SIGN_KEY_ID_MAX + 1]; /* the request's signer, when the worker checks */
 	bool reply_sealed;                /* reply_body is sealed */
-	struct job *run_prev, *run_next;  /* in w->running */
+	LIST_ENTRY(job) run_link;         /* in w->limits.running (or timelimit_check's overdue) */
 	char dead_error[400];
-	int64_t retry_delay_ms; /* JOB_RETRY */
-	struct job *held_next;  /* in w->held while its publish must wait (worker.c) */
+	int64_t retry_delay_ms;  /* JOB_RETRY */
+	struct engine_held hold; /* held by the engine while its publish must wait (worker.c) */
 	/* I/O thread only. A dead letter or retry published and not yet
-	 * confirmed is in w->sent (pub_prev/pub_next); returned: the broker
+	 * confirmed is in w->sent (sent_link, is_sent); returned: the broker
 	 * returned it unroutable (basic.return comes before the confirm). */
-	struct job *pub_prev, *pub_next;
+	LIST_ENTRY(job) sent_link;
+	bool is_sent;
 	bool returned;
 	/* I/O thread only: parked in w->parked after an unroutable dead letter
 	 * or retry, published again at park_until; parked_since: the first. */
-	struct job *park_next;
+	LIST_ENTRY(job) park_link;
 	int64_t park_until, parked_since, park_backoff;
-	bool noted;              /* its requeue is noted for the crash count (requeue.c) */
-	bool on_io_thread;       /* run by worker_start_job: no time limit */
-	bool suspect;            /* requeue_suspect: counted in w->suspects */
-	bool fast;               /* it came from the fast lane, rpc.<service>.fast */
-	struct job *reply_next;  /* I/O thread: in w->replies, its reply not yet sent */
-	struct lane_batch *lane; /* an entry of this batch of requests (lane.c), or NULL */
+	bool noted;                  /* its requeue is noted for the crash count (requeue.c) */
+	bool on_io_thread;           /* run by worker_start_job: no time limit */
+	bool suspect;                /* requeue_suspect: counted in w->suspects */
+	bool fast;                   /* it came from the fast lane, rpc.<service>.fast */
+	TAILQ_ENTRY(job) reply_link; /* I/O thread: in w->replies, its reply not yet sent */
+	struct lane_batch *lane;     /* an entry of this batch of requests (lane.c), or NULL */
 };
+
+/* The lists a job is on (sys/queue.h): the handler queue and the replies
+ * (removal from the middle), the running, sent and parked jobs
+ * (unordered, removal anywhere). Held publishes are the engine's. */
+struct lane_wait;
+STAILQ_HEAD(lane_waits, lane_wait);
 
 struct method {
 	char *name;
@@ -114,32 +125,18 @@ struct warren_worker {
 	char identity[200]; /* rpc-dead-worker: service@host:pid */
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
-	int64_t handler_timeout_ms, consumer_timeout_ms;
-	struct security *sec; /* NULL: nothing signed or checked */
-	struct job *running;  /* under mu: jobs in a handler, for their time limits */
-	int64_t limit_known;  /* under mu: the earliest limit the I/O thread's timer knows */
+	int64_t consumer_timeout_ms;
+	struct security *sec;    /* NULL: nothing signed or checked */
+	struct timelimit limits; /* handler time limits (timelimit.h: its lock rule) */
 
-	/* The circuit breaker. Under mu: consecutive, stats.breaker_*,
-	 * probe_queued, next_probe. I/O thread only: paused. */
-	int breaker_threshold;
-	int64_t probe_ms;
-	warren_probe_fn probe;
-	void *probe_arg;
-	int consecutive; /* transient failures in a row */
-	bool probe_queued;
-	int64_t next_probe; /* engine_now() ms */
-	bool paused;        /* consumer cancelled by the breaker */
+	struct breaker breaker; /* the circuit breaker (breaker.h: its lock rule) */
 
-	/* I/O thread only: finished jobs whose publish waits, in order, for
-	 * the broker to take publishes again (connection.blocked) or to read
-	 * what the socket already holds (engine_writable). */
-	struct job *held, *held_tail;
 	/* I/O thread only: replies ready this turn whose callers take batches
 	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
-	struct job *replies, *replies_tail;
+	struct job_queue replies;
 	/* Redelivered batches whose split must wait for room in the socket
 	 * (lane.c; I/O thread): in order, published from the tick. */
-	struct lane_wait *splits, *splits_tail;
+	struct lane_waits splits;
 	struct method *methods;
 	size_t nmethods;
 	size_t ninline; /* methods that run on the I/O thread */
@@ -147,19 +144,14 @@ struct warren_worker {
 	warren_thread_fini_fn thread_fini;
 	void *thread_arg;
 
-	/* The handler queue and counters, under mu. */
+	/* The jobs handed to the handler threads (handlerq.c: its own lock). */
+	struct handlerq handlers;
+	/* The counters, under mu. */
 	pthread_mutex_t mu;
-	pthread_cond_t cond;      /* a job was queued, or quit */
 	pthread_cond_t idle_cond; /* in_progress fell */
-	struct job *head, *tail;
-	bool quit;
-	int unsignaled; /* I/O thread only: deliveries queued this turn, no handler woken yet */
-	warren_worker_stats stats;
-	int64_t suspects; /* under mu: jobs of suspects queued or running (careful mode) */
-	uint64_t dead_by_reason[METRICS_NREASONS]; /* confirmed dead letters, by reason */
+	int64_t suspects;         /* under mu: jobs of suspects queued or running (careful mode) */
 
-	char metrics_listen[256];     /* metrics.listen; empty: no server */
-	struct metrics_http *metrics; /* the running server, or NULL */
+	struct worker_metrics metrics; /* stats and metrics (metrics.h: its lock rule) */
 
 	pthread_t *handler_threads;
 	int *thread_state; /* under mu: THREAD_* of each handler thread */
@@ -169,8 +161,8 @@ struct warren_worker {
 	atomic_int refs;
 	/* I/O thread only: dead letters and retries awaiting their confirm, and
 	 * those parked after the broker returned them unroutable. */
-	struct job *sent;
-	struct job *parked;
+	struct job_list sent;
+	struct job_list parked;
 	/* Under mu: requests given back to the queue by this worker (requeue.c). */
 	struct requeue_note *notes;
 	size_t nnotes, next_note;
@@ -286,6 +278,5 @@ void worker_enqueue(struct warren_worker *w, struct job *j);
  * handler threads, woken at the end of the turn. */
 void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j);
 const struct method *worker_find_method(const struct warren_worker *w, const char *name);
-void worker_count(struct warren_worker *w, uint64_t *field, uint64_t n);
 
 #endif

@@ -79,8 +79,8 @@ static int setup(void **state)
 	assert_non_null(w);
 	pthread_mutex_init(&w->mu, NULL);
 	w->engine = e;
-	w->breaker_threshold = 3;
-	w->probe_ms = 5000;
+	w->breaker.threshold = 3;
+	w->breaker.probe_ms = 5000;
 	return 0;
 }
 
@@ -103,17 +103,17 @@ static void fail_times(int n, int status)
 static void test_transient_failures_in_a_row_open_it(void **state)
 {
 	fail_times(2, WARREN_STATUS_UNAVAILABLE);
-	assert_false(w->stats.breaker_open);
+	assert_false(w->metrics.stats.breaker_open);
 	assert_int_equal(wakes, 0);
 	breaker_record(w, WARREN_STATUS_RESOURCE_EXHAUSTED, "pool full");
-	assert_true(w->stats.breaker_open);
-	assert_int_equal(w->stats.breaker_trips, 1);
-	assert_string_equal(w->stats.breaker_error, "RESOURCE_EXHAUSTED: pool full");
-	assert_true(w->next_probe == 1000 + 5000);
+	assert_true(w->metrics.stats.breaker_open);
+	assert_int_equal(w->metrics.stats.breaker_trips, 1);
+	assert_string_equal(w->metrics.stats.breaker_error, "RESOURCE_EXHAUSTED: pool full");
+	assert_true(w->breaker.next_probe == 1000 + 5000);
 	assert_int_equal(wakes, 1); /* the I/O thread is told at once */
 	/* More failures while open trip nothing more. */
 	fail_times(10, WARREN_STATUS_UNAVAILABLE);
-	assert_int_equal(w->stats.breaker_trips, 1);
+	assert_int_equal(w->metrics.stats.breaker_trips, 1);
 	assert_int_equal(wakes, 1);
 }
 
@@ -126,19 +126,19 @@ static void test_anything_but_a_transient_failure_resets_the_count(void **state)
 	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
 		fail_times(2, WARREN_STATUS_UNAVAILABLE);
 		breaker_record(w, others[i], "");
-		assert_int_equal(w->consecutive, 0);
+		assert_int_equal(w->breaker.consecutive, 0);
 	}
 	fail_times(2, WARREN_STATUS_UNAVAILABLE);
-	assert_false(w->stats.breaker_open);
-	assert_int_equal(w->stats.breaker_trips, 0);
+	assert_false(w->metrics.stats.breaker_open);
+	assert_int_equal(w->metrics.stats.breaker_trips, 0);
 }
 
 static void test_a_threshold_of_0_turns_it_off(void **state)
 {
-	w->breaker_threshold = 0;
+	w->breaker.threshold = 0;
 	fail_times(1000, WARREN_STATUS_UNAVAILABLE);
-	assert_false(w->stats.breaker_open);
-	assert_int_equal(w->consecutive, 0);
+	assert_false(w->metrics.stats.breaker_open);
+	assert_int_equal(w->breaker.consecutive, 0);
 	assert_int_equal(breaker_tick(w, e, now_ms), INT64_MAX);
 	assert_int_equal(cancels, 0);
 }
@@ -149,7 +149,7 @@ static void test_the_tick_pauses_consuming_then_probes_once_when_due(void **stat
 	/* First tick: the consumer is cancelled; the probe is not due yet. */
 	assert_true(breaker_tick(w, e, now_ms) == 6000);
 	assert_int_equal(cancels, 1);
-	assert_true(w->paused);
+	assert_true(w->breaker.paused);
 	assert_int_equal(enqueued, 0);
 	/* Not yet due: nothing. */
 	assert_true(breaker_tick(w, e, 5999) == 6000);
@@ -162,7 +162,7 @@ static void test_the_tick_pauses_consuming_then_probes_once_when_due(void **stat
 	assert_int_equal(enqueued, 1);
 	assert_non_null(queued);
 	assert_int_equal(queued->action, JOB_PROBE);
-	assert_true(w->probe_queued);
+	assert_true(w->breaker.probe_queued);
 	assert_int_equal(cancels, 1);
 }
 
@@ -173,9 +173,9 @@ static void test_a_failed_probe_waits_another_interval(void **state)
 	breaker_tick(w, e, 6000);
 	now_ms = 6100;
 	breaker_probed(w, WARREN_STATUS_UNAVAILABLE);
-	assert_true(w->stats.breaker_open);
-	assert_false(w->probe_queued);
-	assert_true(w->next_probe == 11100);
+	assert_true(w->metrics.stats.breaker_open);
+	assert_false(w->breaker.probe_queued);
+	assert_true(w->breaker.next_probe == 11100);
 	assert_true(breaker_tick(w, e, 11099) == 11100);
 	assert_int_equal(enqueued, 1);
 	breaker_tick(w, e, 11100);
@@ -188,16 +188,16 @@ static void test_a_probe_that_succeeds_closes_it_and_consuming_resumes(void **st
 	breaker_tick(w, e, now_ms);
 	breaker_tick(w, e, 6000);
 	breaker_probed(w, WARREN_STATUS_OK);
-	assert_false(w->stats.breaker_open);
-	assert_string_equal(w->stats.breaker_error, "");
+	assert_false(w->metrics.stats.breaker_open);
+	assert_string_equal(w->metrics.stats.breaker_error, "");
 	assert_true(breaker_tick(w, e, 6001) == INT64_MAX);
-	assert_false(w->paused);
+	assert_false(w->breaker.paused);
 	assert_int_equal(consumes, 1);
 	/* Without a probe of its own the worker only tried again: one more
 	 * transient failure opens it again. */
 	breaker_record(w, WARREN_STATUS_UNAVAILABLE, "still down");
-	assert_true(w->stats.breaker_open);
-	assert_int_equal(w->stats.breaker_trips, 2);
+	assert_true(w->metrics.stats.breaker_open);
+	assert_int_equal(w->metrics.stats.breaker_trips, 2);
 }
 
 static warren_status probe_fn(void *thread_data, void *arg)
@@ -207,13 +207,13 @@ static warren_status probe_fn(void *thread_data, void *arg)
 
 static void test_after_its_own_probe_succeeds_the_count_starts_over(void **state)
 {
-	w->probe = probe_fn;
+	w->breaker.probe = probe_fn;
 	fail_times(3, WARREN_STATUS_UNAVAILABLE);
 	breaker_probed(w, WARREN_STATUS_OK);
 	fail_times(2, WARREN_STATUS_UNAVAILABLE);
-	assert_false(w->stats.breaker_open);
+	assert_false(w->metrics.stats.breaker_open);
 	breaker_record(w, WARREN_STATUS_UNAVAILABLE, "down again");
-	assert_true(w->stats.breaker_open);
+	assert_true(w->metrics.stats.breaker_open);
 }
 
 static void test_closing_while_stopping_or_disconnected_does_not_consume(void **state)
@@ -223,17 +223,17 @@ static void test_closing_while_stopping_or_disconnected_does_not_consume(void **
 	breaker_probed(w, WARREN_STATUS_OK);
 	connected = false;
 	breaker_tick(w, e, now_ms);
-	assert_false(w->paused);
+	assert_false(w->breaker.paused);
 	assert_int_equal(consumes, 0);
 
 	fail_times(1, WARREN_STATUS_UNAVAILABLE); /* one more reopens it (no probe) */
 	breaker_tick(w, e, now_ms);
-	assert_true(w->paused);
+	assert_true(w->breaker.paused);
 	breaker_probed(w, WARREN_STATUS_OK);
 	connected = true;
 	w->stopping = true;
 	breaker_tick(w, e, now_ms);
-	assert_false(w->paused);
+	assert_false(w->breaker.paused);
 	assert_int_equal(consumes, 0);
 }
 
@@ -245,9 +245,9 @@ static void test_no_memory_for_the_probe_is_a_failed_probe(void **state)
 	now_ms = 6000;
 	breaker_tick(w, e, 6000);
 	assert_int_equal(enqueued, 0);
-	assert_false(w->probe_queued);
-	assert_true(w->stats.breaker_open);
-	assert_true(w->next_probe == 11000);
+	assert_false(w->breaker.probe_queued);
+	assert_true(w->metrics.stats.breaker_open);
+	assert_true(w->breaker.next_probe == 11000);
 }
 
 int main(void)

@@ -32,6 +32,11 @@ int64_t __wrap_engine_blocked_ms(struct engine *e);
 int64_t __wrap_engine_now(void);
 bool __wrap_engine_writable(struct engine *e, size_t len);
 void __wrap_engine_ack(struct engine *e, uint64_t generation, uint64_t tag);
+bool __wrap_engine_must_hold(struct engine *e, size_t len);
+void __wrap_engine_hold(struct engine *e, struct engine_held *h);
+void __wrap_engine_unhold(struct engine *e, struct engine_held *h);
+struct engine_held *__wrap_engine_held_first(struct engine *e);
+struct engine_held *__wrap_engine_held_next(struct engine *e, struct engine_held *h);
 
 #define MAX_TASKS 16
 
@@ -43,6 +48,11 @@ static struct {
 	int ntasks;
 	int64_t now;
 	bool full; /* engine_writable says no */
+	/* Publishes held as the engine holds them (engine_hold), oldest first;
+	 * releasing: the turn's release of one is under way. */
+	struct engine_held *held[MAX_TASKS];
+	int nheld;
+	bool releasing;
 	int publishes;
 	int attempts[4]; /* rpc-attempt of the first publishes */
 	char message_ids[4][65];
@@ -165,6 +175,49 @@ bool __wrap_engine_writable(struct engine *e, size_t len)
 	return !eng.full;
 }
 
+bool __wrap_engine_must_hold(struct engine *e, size_t len)
+{
+	return eng.full || (eng.nheld > 0 && !eng.releasing);
+}
+
+void __wrap_engine_hold(struct engine *e, struct engine_held *h)
+{
+	assert_false(h->on);
+	assert_true(eng.nheld < MAX_TASKS);
+	if (h->since == 0) {
+		h->since = eng.now;
+	}
+	h->on = true;
+	eng.held[eng.nheld++] = h;
+}
+
+void __wrap_engine_unhold(struct engine *e, struct engine_held *h)
+{
+	for (int i = 0; h->on && i < eng.nheld; i++) {
+		if (eng.held[i] == h) {
+			memmove(&eng.held[i], &eng.held[i + 1],
+			        (size_t)(eng.nheld - i - 1) * sizeof(h));
+			eng.nheld--;
+			h->on = false;
+		}
+	}
+}
+
+struct engine_held *__wrap_engine_held_first(struct engine *e)
+{
+	return eng.nheld > 0 ? eng.held[0] : NULL;
+}
+
+struct engine_held *__wrap_engine_held_next(struct engine *e, struct engine_held *h)
+{
+	for (int i = 0; i + 1 < eng.nheld; i++) {
+		if (eng.held[i] == h) {
+			return eng.held[i + 1];
+		}
+	}
+	return NULL;
+}
+
 void __wrap_engine_ack(struct engine *e, uint64_t generation, uint64_t tag)
 {
 	if (eng.acks < 4) {
@@ -206,9 +259,19 @@ static void confirm(enum engine_confirm outcome)
 	fn((struct engine *)&eng.fake, eng.confirm_ctx, outcome);
 }
 
+/* The turn's end, as the engine runs it: the held publishes that can go
+ * are released, in order, then the owner's tick. */
 static void tick_at(int64_t now)
 {
 	eng.now = now;
+	while (eng.nheld > 0 && !eng.full) {
+		struct engine_held *h = eng.held[0];
+
+		__wrap_engine_unhold((struct engine *)&eng.fake, h);
+		eng.releasing = true;
+		h->release((struct engine *)&eng.fake, h);
+		eng.releasing = false;
+	}
 	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
 }
 
@@ -263,7 +326,8 @@ static void deliver_stray(uint64_t tag)
 	d->delivery_tag = tag;
 	d->generation = 1;
 	d->message.properties._flags = AMQP_BASIC_CORRELATION_ID_FLAG;
-	d->message.properties.correlation_id = amqp_cstring_bytes("0123456789abcdef0123456789abcdef");
+	d->message.properties.correlation_id =
+	    amqp_cstring_bytes("0123456789abcdef0123456789abcdef");
 	eng.hooks.deliver((struct engine *)&eng.fake, eng.hooks.arg, d);
 }
 

@@ -147,6 +147,7 @@ static struct warren_worker *worker(void)
 	strcpy(w->queue, "rpc.echo");
 	strcpy(w->dlq, "rpc.echo.dlq");
 	w->max_size = 1024 * 1024;
+	STAILQ_INIT(&w->splits);
 	return w;
 }
 
@@ -176,7 +177,7 @@ static void assert_split(amqp_field_value_t count, int64_t want)
 	}
 	assert_int_equal(seen.acked, 1);
 	assert_int_equal(w->splitting, 0);
-	assert_int_equal(w->stats.batches_split, 1);
+	assert_int_equal(w->metrics.stats.batches_split, 1);
 	free(w);
 }
 
@@ -205,7 +206,7 @@ static void assert_run(const amqp_field_value_t *count)
 	assert_int_equal(seen.jobs_asked, 1);
 	assert_int_equal(seen.published, 0);
 	assert_int_equal(seen.requeued, 1);
-	assert_int_equal(w->stats.batches_split, 0);
+	assert_int_equal(w->metrics.stats.batches_split, 0);
 	free(w);
 }
 

@@ -60,8 +60,8 @@ static int setup(void **state)
 	assert_non_null(w);
 	pthread_mutex_init(&w->mu, NULL);
 	w->engine = e;
-	w->handler_timeout_ms = 1000;
-	w->limit_known = INT64_MAX;
+	w->limits.default_ms = 1000;
+	w->limits.known = INT64_MAX;
 	strcpy(w->dlq, "rpc.svc.dlq");
 	memset(jobs, 0, sizeof(jobs));
 	for (int i = 0; i < 3; i++) {
@@ -91,10 +91,10 @@ static void test_a_handler_that_ends_in_time_is_its_own(void **state)
 	assert_int_equal(jobs[0].run_state, RUN_RUNNING);
 	assert_true(jobs[0].limit_at == 11000);
 	assert_int_equal(jobs[0].limit_ms, 1000);
-	assert_ptr_equal(w->running, &jobs[0]);
+	assert_ptr_equal(LIST_FIRST(&w->limits.running), &jobs[0]);
 	assert_true(timelimit_end(w, &jobs[0]));
 	assert_int_equal(jobs[0].run_state, RUN_DONE);
-	assert_null(w->running);
+	assert_true(LIST_EMPTY(&w->limits.running));
 	/* Nothing overdue after it ended, even long after its limit. */
 	assert_true(timelimit_check(w, e, 99999) == INT64_MAX);
 	assert_int_equal(dead, 0);
@@ -112,7 +112,7 @@ static void test_the_io_thread_is_woken_only_for_a_sooner_limit(void **state)
 	assert_int_equal(jobs[2].limit_ms, 200);
 	/* The check says when the next one falls. */
 	assert_true(timelimit_check(w, e, 10200) == 10300);
-	assert_true(w->limit_known == 10300);
+	assert_true(w->limits.known == 10300);
 	assert_int_equal(dead, 0);
 }
 
@@ -154,7 +154,7 @@ static void test_a_handler_past_its_limit_is_answered_for(void **state)
 	assert_false(timelimit_end(w, &jobs[1]));
 	assert_true(timelimit_end(w, &jobs[2]));
 	assert_true(timelimit_end(w, &jobs[0]));
-	assert_null(w->running);
+	assert_true(LIST_EMPTY(&w->limits.running));
 }
 
 static void test_every_overdue_handler_is_answered_for_once(void **state)
@@ -164,7 +164,7 @@ static void test_every_overdue_handler_is_answered_for_once(void **state)
 	}
 	assert_true(timelimit_check(w, e, 20000) == INT64_MAX);
 	assert_int_equal(dead, 3);
-	assert_null(w->running);
+	assert_true(LIST_EMPTY(&w->limits.running));
 	assert_true(timelimit_check(w, e, 30000) == INT64_MAX);
 	assert_int_equal(dead, 3);
 	for (int i = 0; i < 3; i++) {

@@ -6,7 +6,7 @@
  *
  *   notify-user [-c FILE] [-o key=value]... [-t SECONDS] -i ID | -e EMAIL | -a  MESSAGE
  *
- * Exit status, warren's table (WARREN_EXIT_* in warren.h): 0 sent (or skipped by the user's
+ * Exit status, warren's table (enum warren_exit in warren.h): 0 sent (or skipped by the user's
  * preferences), 1 the service answered with an error (NOT_FOUND...),
  * 2 usage, 3 configuration, 4 the service is unavailable, 5 deadline
  * exceeded, 6 internal (out of memory, an undecodable reply, a system call),
