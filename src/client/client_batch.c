@@ -163,23 +163,78 @@ static bool hold_unwritable(warren_client *c, struct engine *e, struct call *cal
 	return true;
 }
 
-static void publish_batch(warren_client *c, struct engine *e, struct req_batch *b)
+/* Each call of b goes alone on the durable lane: its service's fast lane
+ * was found missing since they were queued. */
+static void publish_each_alone(warren_client *c, struct engine *e, struct req_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		if (unqueue(b->calls[i])) {
+			client_publish_one(c, e, b->calls[i]);
+		}
+	}
+	free(b);
+}
+
+/* Publishes b's encoded body with the batch's own properties. */
+static warren_err send_batch(warren_client *c, struct engine *e, struct req_batch *b,
+                             const void *body, size_t len)
 {
 	amqp_basic_properties_t props;
 	amqp_table_entry_t headers[1];
+
+	batch_props(&props, headers, !b->fast);
+	snprintf(b->id, sizeof(b->id), "batch-%s-%llu", c->prefix,
+	         (unsigned long long)++c->batch_seq);
+	props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+	props.correlation_id = amqp_cstring_bytes(b->id);
+	/* The broker gives a direct reply-to name its channel's suffix only in
+	 * the properties of the message itself: the batch says it for its
+	 * entries (warren(7) BATCHES). */
+	if (c->reply_mode == REPLY_DIRECT) {
+		props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+		props.reply_to = amqp_cstring_bytes(WIRE_DIRECT_REPLY_TO);
+	}
+	return engine_publish(e, b->fast ? WIRE_FAST_EXCHANGE : WIRE_BATCH_EXCHANGE, b->service,
+	                      true, &props, body, len, on_batch_confirm, b);
+}
+
+/* b could not be published: each of its calls is retried or ends. */
+static void batch_not_sent(warren_client *c, struct req_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		if (unqueue(b->calls[i])) {
+			client_retry_or_finish(b->calls[i], client_lost_err(c),
+			                       "publish failed: connection lost");
+		}
+	}
+	free(b);
+}
+
+/* b is on the wire: listed until its confirm, its calls marked sent. */
+static void batch_sent(warren_client *c, struct req_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		b->calls[i]->returned = false;
+		b->calls[i]->on_fast = b->fast;
+	}
+	if (b->fast) {
+		STAT_ADD(c, fast_sent, b->n);
+	}
+	LIST_INSERT_HEAD(&c->batches, b, link);
+	b->listed = true;
+	STAT_ADD(c, request_batches, 1);
+}
+
+/* Publishes b as one message; or its calls each alone when their fast
+ * lane is gone, or held when the engine holds publishes. */
+static void publish_batch(warren_client *c, struct engine *e, struct req_batch *b)
+{
 	void *body = NULL;
 	size_t len = 0;
 	warren_err err;
 
 	if (b->fast && !client_lane_fast(c, b->calls[0], engine_now())) {
-		/* Its service's fast lane was found missing since they were
-		 * queued: each goes alone on the durable lane. */
-		for (size_t i = 0; i < b->n; i++) {
-			if (unqueue(b->calls[i])) {
-				client_publish_one(c, e, b->calls[i]);
-			}
-		}
-		free(b);
+		publish_each_alone(c, e, b);
 		return;
 	}
 	err = encode_requests(c, b, &body, &len);
@@ -192,42 +247,14 @@ static void publish_batch(warren_client *c, struct engine *e, struct req_batch *
 		return;
 	}
 	if (err == WARREN_OK) {
-		batch_props(&props, headers, !b->fast);
-		snprintf(b->id, sizeof(b->id), "batch-%s-%llu", c->prefix,
-		         (unsigned long long)++c->batch_seq);
-		props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-		props.correlation_id = amqp_cstring_bytes(b->id);
-		/* The broker gives a direct reply-to name its channel's suffix
-		 * only in the properties of the message itself: the batch says
-		 * it for its entries (warren(7) BATCHES). */
-		if (c->reply_mode == REPLY_DIRECT) {
-			props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-			props.reply_to = amqp_cstring_bytes(WIRE_DIRECT_REPLY_TO);
-		}
-		err = engine_publish(e, b->fast ? WIRE_FAST_EXCHANGE : WIRE_BATCH_EXCHANGE,
-		                     b->service, true, &props, body, len, on_batch_confirm, b);
+		err = send_batch(c, e, b, body, len);
 	}
 	free(body);
 	if (err != WARREN_OK) {
-		for (size_t i = 0; i < b->n; i++) {
-			if (unqueue(b->calls[i])) {
-				client_retry_or_finish(b->calls[i], client_lost_err(c),
-				                       "publish failed: connection lost");
-			}
-		}
-		free(b);
+		batch_not_sent(c, b);
 		return;
 	}
-	for (size_t i = 0; i < b->n; i++) {
-		b->calls[i]->returned = false;
-		b->calls[i]->on_fast = b->fast;
-	}
-	if (b->fast) {
-		STAT_ADD(c, fast_sent, b->n);
-	}
-	LIST_INSERT_HEAD(&c->batches, b, link);
-	b->listed = true;
-	STAT_ADD(c, request_batches, 1);
+	batch_sent(c, b);
 }
 
 /* Takes out of *list the live calls for the first one's service, as
