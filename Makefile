@@ -252,12 +252,15 @@ WRAP_test_lane := engine_publish engine_connected engine_blocked engine_writable
                   engine_ack engine_reject worker_job_new worker_start_job worker_count
 # test_wire records what the wire module declares, instead of declaring it.
 WRAP_test_wire := amqp_exchange_declare amqp_queue_declare amqp_queue_bind
-WRAP_test_engine_hold := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
-              amqp_confirm_select amqp_channel_close amqp_connection_close \
-              amqp_simple_wait_frame_noblock
-WRAP_test_engine_deliver := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
-              amqp_confirm_select amqp_channel_close amqp_connection_close \
-              amqp_simple_wait_frame_noblock amqp_simple_wait_frame amqp_bytes_malloc
+# tests/unit/fake_open.c: a broker that lets every connection in, for the
+# tests that script the engine's frames.
+FAKE_OPEN_WRAPS := amqp_socket_open_noblock amqp_login_with_properties amqp_channel_open \
+              amqp_confirm_select amqp_channel_close amqp_connection_close
+WRAP_test_engine_hold := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock
+WRAP_test_engine_deliver := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock \
+              amqp_simple_wait_frame amqp_bytes_malloc
+$(BUILD)/tests/unit/test_engine_hold $(BUILD)/tests/unit/test_engine_deliver: \
+              $(call objs,tests/unit/fake_open.c)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)

@@ -22,17 +22,8 @@
 
 #include "config.h"
 #include "engine.h"
+#include "fake_open.h"
 
-int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port,
-                                    const struct timeval *tv);
-amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,
-                                                   int channel_max, int frame_max, int heartbeat,
-                                                   const amqp_table_t *props,
-                                                   amqp_sasl_method_enum method, ...);
-amqp_channel_open_ok_t *__wrap_amqp_channel_open(amqp_connection_state_t c, amqp_channel_t ch);
-amqp_confirm_select_ok_t *__wrap_amqp_confirm_select(amqp_connection_state_t c, amqp_channel_t ch);
-amqp_rpc_reply_t __wrap_amqp_channel_close(amqp_connection_state_t c, amqp_channel_t ch, int code);
-amqp_rpc_reply_t __wrap_amqp_connection_close(amqp_connection_state_t c, int code);
 int __wrap_amqp_simple_wait_frame_noblock(amqp_connection_state_t c, amqp_frame_t *f,
                                           const struct timeval *tv);
 
@@ -61,44 +52,6 @@ static struct {
 	bool hold_in_release[NHELD]; /* engine_must_hold inside the release */
 	atomic_bool blocked_at_tick; /* the tick saw engine_blocked */
 } seen;
-
-int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port,
-                                    const struct timeval *tv)
-{
-	return AMQP_STATUS_OK;
-}
-
-amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,
-                                                   int channel_max, int frame_max, int heartbeat,
-                                                   const amqp_table_t *props,
-                                                   amqp_sasl_method_enum method, ...)
-{
-	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
-}
-
-amqp_channel_open_ok_t *__wrap_amqp_channel_open(amqp_connection_state_t c, amqp_channel_t ch)
-{
-	static amqp_channel_open_ok_t ok;
-
-	return &ok;
-}
-
-amqp_confirm_select_ok_t *__wrap_amqp_confirm_select(amqp_connection_state_t c, amqp_channel_t ch)
-{
-	static amqp_confirm_select_ok_t ok;
-
-	return &ok;
-}
-
-amqp_rpc_reply_t __wrap_amqp_channel_close(amqp_connection_state_t c, amqp_channel_t ch, int code)
-{
-	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
-}
-
-amqp_rpc_reply_t __wrap_amqp_connection_close(amqp_connection_state_t c, int code)
-{
-	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
-}
 
 static void method_frame(amqp_frame_t *f, amqp_method_number_t id, void *decoded)
 {
