@@ -212,9 +212,18 @@ struct worker_life {
 };
 
 /* The worker: composed of its parts, each with its lock rule (above, and
- * in the part's header). Lock order: the worker's mu, then the handler
- * queue's lock (handlerq.h) or the spares' (spare.h), both innermost; no
- * part takes mu while holding its own lock. */
+ * in the part's header).
+ *
+ * Locks: the worker's mu guards what the handler threads and the I/O
+ * thread share and must see in one step: the stats and metrics, the
+ * breaker's counts, the time limits and a job's run_state, the requeue
+ * notes, careful.suspects and pool.state. These parts keep no lock of their
+ * own by design (metrics.h, breaker.h, timelimit.h say why): each holds
+ * mu for a few assignments, and the stats tie them together. Two parts
+ * have their own lock, both innermost: the handler queue's (handlerq.h)
+ * and the spares' (spare.h). Lock order: mu, then handlers.mu or
+ * spares.mu; nothing takes mu while holding either, and neither is taken
+ * while holding the other, so there is no cycle. */
 struct warren_worker {
 	struct engine *engine; /* set by warren_worker_new */
 	struct security *sec;  /* set by warren_worker_new; NULL: nothing signed or checked */
