@@ -908,7 +908,7 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 	if (wire_declare_service(conn, 1, w->topo.service, what, sizeof(what))) {
 		return 0;
 	}
-	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+	connect_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 	return -1;
 }
 
@@ -921,7 +921,7 @@ static int consume_queue(amqp_connection_state_t conn, const char *queue, char *
 
 	if (ok == NULL) {
 		snprintf(what, sizeof(what), "consuming %s", queue);
-		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+		connect_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 		return -1;
 	}
 	envelope_copy(tag, taglen, ok->consumer_tag);
@@ -955,7 +955,7 @@ static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
 	    r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
 		return -1;
 	}
-	engine_describe_reply(r, "declaring the fast lane", why, sizeof(why));
+	connect_describe_reply(r, "declaring the fast lane", why, sizeof(why));
 	log_warn("%s: serving the durable lane %s alone, trying again in %d s", why, w->topo.queue,
 	         FAST_RETRY_MS / 1000);
 	return amqp_send_method(conn, FAST_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) ==
@@ -977,8 +977,8 @@ static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, c
 	rc = declare_fast(w, conn);
 	if (rc != 0) {
 		if (rc < 0) {
-			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the fast lane",
-			                      errstr, errlen);
+			connect_describe_reply(amqp_get_rpc_reply(conn), "declaring the fast lane",
+			                       errstr, errlen);
 		}
 		return rc < 0 ? -1 : 0;
 	}
@@ -1010,7 +1010,7 @@ static int consume_lane(struct warren_worker *w, amqp_connection_state_t conn, u
 	int rc;
 
 	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(careful ? 1 : w->settings.prefetch), 0) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
+		connect_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
 		return -1;
 	}
 	if (lane == LANE_FAST) {
