@@ -86,7 +86,7 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/cli.c src/rpc/codec_msgp
               src/workers/breaker.c src/workers/daemon.c src/workers/forward.c \
               src/workers/handlerq.c src/workers/job.c src/workers/lane.c src/workers/metrics.c \
               src/workers/request.c src/workers/requeue.c src/workers/retry.c \
-              src/workers/sdnotify.c src/workers/timelimit.c src/workers/worker.c
+              src/workers/sdnotify.c src/workers/spare.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # Both libraries are made from one object, libwarren.o: the library's
 # objects linked together (ld -r), then every symbol -fvisibility=hidden

@@ -188,15 +188,15 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	/* Only checked (a passive declare): a caller needs no right to create
 	 * it (rabbitmq/definitions.json, or any worker, does). */
 	if (!wire_check_exchange(conn, 1, WIRE_EXCHANGE)) {
-		engine_describe_reply(amqp_get_rpc_reply(conn),
-		                      "exchange " WIRE_EXCHANGE
-		                      " (import rabbitmq/definitions.json)",
-		                      errstr, errlen);
+		connect_describe_reply(amqp_get_rpc_reply(conn),
+		                       "exchange " WIRE_EXCHANGE
+		                       " (import rabbitmq/definitions.json)",
+		                       errstr, errlen);
 		return -1;
 	}
 	if (fast_exchange_exists(conn, &c->fast_exchange) != 0) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "exchange " WIRE_FAST_EXCHANGE,
-		                      errstr, errlen);
+		connect_describe_reply(amqp_get_rpc_reply(conn), "exchange " WIRE_FAST_EXCHANGE,
+		                       errstr, errlen);
 		return -1;
 	}
 	if (!c->fast_exchange) {
@@ -207,8 +207,8 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	if (c->reply_mode == REPLY_QUEUE) {
 		queue = amqp_cstring_bytes(c->reply_queue);
 		if (!wire_declare_reply_queue(conn, 1, c->reply_queue)) {
-			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the reply queue",
-			                      errstr, errlen);
+			connect_describe_reply(amqp_get_rpc_reply(conn),
+			                       "declaring the reply queue", errstr, errlen);
 			return -1;
 		}
 	}
@@ -218,8 +218,8 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	 * its deadline). Direct reply-to can only be consumed without. */
 	if (amqp_basic_consume(conn, 1, queue, amqp_empty_bytes, 0, c->reply_mode == REPLY_DIRECT,
 	                       0, amqp_empty_table) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
-		                      errlen);
+		connect_describe_reply(amqp_get_rpc_reply(conn), "consuming replies", errstr,
+		                       errlen);
 		return -1;
 	}
 	pthread_mutex_lock(&c->stats_mu);

@@ -176,14 +176,6 @@ void engine_wake(struct engine *e);
 /* Drops the connection (it reconnects after back-off). */
 void engine_fail(struct engine *e, const char *why);
 
-/* Describes an rpc reply of rabbitmq-c ("404 NOT_FOUND - no queue 'x'"):
- * connect_describe_reply, under the name the owners' setup code calls. */
-static inline void engine_describe_reply(amqp_rpc_reply_t r, const char *what, char *errstr,
-                                         size_t errlen)
-{
-	connect_describe_reply(r, what, errstr, errlen);
-}
-
 /* Monotonic milliseconds. */
 int64_t engine_now(void);
 

@@ -96,7 +96,7 @@ int64_t breaker_tick(struct warren_worker *w, struct engine *e, int64_t now)
 	} else if (!open && w->breaker.paused) {
 		w->breaker.paused = false;
 		/* Isolating a suspect: its own tick consumes again once drained. */
-		if (!w->stopping && !w->draining && engine_connected(e)) {
+		if (!w->life.stopping && !w->careful.draining && engine_connected(e)) {
 			worker_consume(w, e);
 		}
 	}

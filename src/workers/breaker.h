@@ -2,9 +2,14 @@
  *
  * Lock rule: threshold, probe_ms, probe and probe_arg are set before the
  * worker starts and only read after. consecutive, probe_queued and
- * next_probe are under the worker's mu, with stats.breaker_* (handler
- * threads record outcomes and probes; the I/O thread reads them in its
- * tick). paused is the I/O thread's alone. */
+ * next_probe are under the worker's mu, by design: an outcome that opens
+ * the breaker sets them and stats.breaker_open/_trips/_error (metrics.h)
+ * in one step, so that warren_worker_get_stats and the tick never see one
+ * without the other; a lock of the breaker's own would have to be taken
+ * with mu anyway. Handler threads record outcomes and probes
+ * (breaker_record, breaker_probed); the I/O thread reads them in its tick
+ * (breaker_tick). paused is the I/O thread's alone. No other lock is
+ * taken while mu is held here. */
 #ifndef WARREN_BREAKER_H
 #define WARREN_BREAKER_H
 

@@ -65,9 +65,9 @@ void forward_free(struct forward *f)
 
 amqp_table_entry_t forward_str(const char *key, const char *value)
 {
-	return (amqp_table_entry_t){.key = amqp_cstring_bytes(key),
-	                            .value = {.kind = AMQP_FIELD_KIND_UTF8,
-	                                      .value.bytes = amqp_cstring_bytes(value)}};
+	return (amqp_table_entry_t){
+	    .key = amqp_cstring_bytes(key),
+	    .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(value)}};
 }
 
 amqp_table_entry_t forward_bytes(const char *key, const void *value, size_t len)

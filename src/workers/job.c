@@ -6,7 +6,6 @@
  * failures past the last attempt) is dead-lettered and its caller answered,
  * unless the request failed authentication: then nobody is answered. A
  * transient failure with attempts left waits in a delay tier for the next. */
-#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,59 +19,6 @@
 #include "retry.h"
 #include "seal.h"
 #include "worker_int.h"
-
-/* Large replies are recycled rather than freed and allocated again. On
- * glibc a burst of them grows the handler thread's arena, their frees (on
- * the I/O thread, once published) leave its top free and glibc gives it
- * back to the kernel, and the next burst faults every page in again: 10-11
- * page faults per call at 64 KiB, 128 in flight (tests/bench/PROFILE.md).
- * What is kept is what the last burst needed, within WORKER_SPARE_BYTES. */
-void *worker_spare_take(size_t n, void *arg)
-{
-	struct warren_worker *w = arg;
-	void *p = NULL;
-
-	if (n >= WORKER_SPARE_MIN) {
-		pthread_mutex_lock(&w->spare_mu);
-		for (size_t i = w->nspare; i-- > 0;) {
-			size_t size = malloc_usable_size(w->spare[i]);
-
-			if (size >= n) {
-				p = w->spare[i];
-				w->spare[i] = w->spare[--w->nspare];
-				w->spare_bytes -= size;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&w->spare_mu);
-	}
-	return p != NULL ? p : malloc(n);
-}
-
-void worker_spare_put(struct warren_worker *w, void *p)
-{
-	size_t size = p != NULL ? malloc_usable_size(p) : 0;
-
-	if (size >= WORKER_SPARE_MIN) {
-		pthread_mutex_lock(&w->spare_mu);
-		if (w->nspare < WORKER_SPARES && w->spare_bytes + size <= WORKER_SPARE_BYTES) {
-			w->spare[w->nspare++] = p;
-			w->spare_bytes += size;
-			p = NULL;
-		}
-		pthread_mutex_unlock(&w->spare_mu);
-	}
-	free(p);
-}
-
-void worker_spare_free(struct warren_worker *w)
-{
-	for (size_t i = 0; i < w->nspare; i++) {
-		free(w->spare[i]);
-	}
-	w->nspare = 0;
-	w->spare_bytes = 0;
-}
 
 void job_wrap_reply(struct job *j)
 {
@@ -124,7 +70,7 @@ static warren_value *dead_details(const struct warren_worker *w, const char *rea
 	warren_value *d = warren_map();
 
 	warren_map_set(d, "reason", warren_str(reason));
-	warren_map_set(d, "dlq", warren_str(w->dlq));
+	warren_map_set(d, "dlq", warren_str(w->topo.dlq));
 	return d;
 }
 
@@ -205,9 +151,9 @@ static bool retry_or_give_up(struct warren_worker *w, struct job *j, int status,
 {
 	char why[400];
 
-	if (j->meta.attempt < w->retry_attempts) {
-		j->retry_delay_ms =
-		    retry_delay_ms(w->retry_delay_ms, j->meta.attempt, randombytes_random());
+	if (j->meta.attempt < w->settings.retry_attempts) {
+		j->retry_delay_ms = retry_delay_ms(w->settings.retry_delay_ms, j->meta.attempt,
+		                                   randombytes_random());
 		if (j->meta.deadline_ms == 0 ||
 		    warren_now_ms() + j->retry_delay_ms < j->meta.deadline_ms) {
 			j->action = JOB_RETRY;
@@ -313,7 +259,7 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 	/* Handed out this often without ever being answered: it takes its
 	 * worker down with it. Do not run it again. Returns this worker caused
 	 * itself (a requeue, a lost connection) are no crash (requeue.c). */
-	if (w->crash_limit > 0 && requeue_crashes(w, j) >= w->crash_limit) {
+	if (w->settings.crash_limit > 0 && requeue_crashes(w, j) >= w->settings.crash_limit) {
 		snprintf(why, sizeof(why),
 		         "delivered %d times without an answer: it may crash its worker",
 		         j->meta.delivery_count + 1);
@@ -328,8 +274,8 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 	}
 	/* In place: the params live only for the handler's call (warren.h),
 	 * the body they point into until the job ends. */
-	if (envelope_decode_body_in_place(j->meta.format, body, len, w->max_size, params, why,
-	                                  sizeof(why)) != WARREN_OK) {
+	if (envelope_decode_body_in_place(j->meta.format, body, len, w->settings.max_size, params,
+	                                  why, sizeof(why)) != WARREN_OK) {
 		poison(w, j, WARREN_STATUS_INVALID_ARGUMENT, DL_R_UNDECODABLE, why);
 		return WARREN_ERR_DECODE;
 	}
@@ -345,14 +291,14 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 static bool refuse_too_large(struct warren_worker *w, struct job *j, bool envelope_ok)
 {
 	const struct engine_delivery *d = j->delivery;
-	size_t limit = w->max_size + (envelope_ok && j->meta.sealed ? SEAL_OVERHEAD : 0);
+	size_t limit = w->settings.max_size + (envelope_ok && j->meta.sealed ? SEAL_OVERHEAD : 0);
 	char why[200];
 
 	if (!d->too_large && d->message.body.len <= limit) {
 		return false;
 	}
 	snprintf(why, sizeof(why), "body of %llu bytes is larger than message.max_size (%zu)",
-	         (unsigned long long)d->body_size, w->max_size);
+	         (unsigned long long)d->body_size, w->settings.max_size);
 	/* Answered only when the request can be trusted to name its caller:
 	 * a readable envelope, and no signing (its signature is not checked). */
 	if (envelope_ok && w->sec == NULL) {

@@ -93,17 +93,17 @@ static void on_split_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		return;
 	}
 	settle_delivery(e, s->d, s->failed);
-	s->w->splitting--;
+	s->w->splits.splitting--;
 	engine_delivery_free(s->d);
 	free(s);
 }
 
-/* A redelivered batch waiting for room to be split (w->splits). */
+/* A redelivered batch waiting for room to be split (w->splits.waiting). */
 struct lane_wait {
 	struct engine_delivery *d;
 	struct batch *b;
 	int64_t count;                /* the batch's x-delivery-count, for rpc-crashes */
-	STAILQ_ENTRY(lane_wait) link; /* in w->splits */
+	STAILQ_ENTRY(lane_wait) link; /* in w->splits.waiting */
 };
 
 /* The entry's headers with rpc-crashes set to crashes (any it had is
@@ -140,7 +140,7 @@ static amqp_table_entry_t *carry_crashes(amqp_basic_properties_t *p, int64_t cra
  * whatever its method (one that is not the service's is then refused as
  * it would have been in the batch), carrying the batch's delivery count;
  * the batch is acked once all are confirmed, or given back whole if one
- * is not. Until then the worker counts as holding it (w->splitting), so
+ * is not. Until then the worker counts as holding it (w->splits.splitting), so
  * that a suspect among the entries does not run before the batch is
  * acked: a crash then would bring the batch back and split it again. */
 static void split_now(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
@@ -154,7 +154,7 @@ static void split_now(struct warren_worker *w, struct engine *e, struct engine_d
 		return;
 	}
 	*s = (struct lane_split){.w = w, .d = d, .pending = b->n};
-	w->splitting++;
+	w->splits.splitting++;
 	for (size_t i = 0; i < b->n; i++) {
 		const struct batch_entry *en = &b->entries[i];
 		amqp_basic_properties_t props = en->props;
@@ -163,7 +163,7 @@ static void split_now(struct warren_worker *w, struct engine *e, struct engine_d
 
 		direct_reply_to(d, &props);
 		if (headers != NULL) {
-			err = engine_publish(e, WIRE_DEFAULT_EXCHANGE, w->queue, true, &props,
+			err = engine_publish(e, WIRE_DEFAULT_EXCHANGE, w->topo.queue, true, &props,
 			                     en->body.bytes, en->body.len, on_split_confirm, s);
 		}
 		free(headers);
@@ -201,7 +201,7 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 {
 	struct lane_wait *lw;
 
-	if (STAILQ_EMPTY(&w->splits) && (!engine_connected(e) || split_writable(e, d))) {
+	if (STAILQ_EMPTY(&w->splits.waiting) && (!engine_connected(e) || split_writable(e, d))) {
 		split_now(w, e, d, b, count);
 		batch_free(b);
 		return;
@@ -214,19 +214,19 @@ static void split(struct warren_worker *w, struct engine *e, struct engine_deliv
 		return;
 	}
 	*lw = (struct lane_wait){.d = d, .b = b, .count = count};
-	STAILQ_INSERT_TAIL(&w->splits, lw, link);
+	STAILQ_INSERT_TAIL(&w->splits.waiting, lw, link);
 }
 
 void lane_tick(struct warren_worker *w, struct engine *e)
 {
 	struct lane_wait *lw;
 
-	while ((lw = STAILQ_FIRST(&w->splits)) != NULL) {
+	while ((lw = STAILQ_FIRST(&w->splits.waiting)) != NULL) {
 		if (lw->d->generation == engine_generation(e) && engine_connected(e) &&
 		    !split_writable(e, lw->d)) {
 			break; /* engine_writable has the loop turn again soon */
 		}
-		STAILQ_REMOVE_HEAD(&w->splits, link);
+		STAILQ_REMOVE_HEAD(&w->splits.waiting, link);
 		if (lw->d->generation == engine_generation(e)) {
 			split_now(w, e, lw->d, lw->b, lw->count);
 			batch_free(lw->b);
@@ -241,8 +241,8 @@ void lane_free(struct warren_worker *w)
 {
 	struct lane_wait *lw;
 
-	while ((lw = STAILQ_FIRST(&w->splits)) != NULL) {
-		STAILQ_REMOVE_HEAD(&w->splits, link);
+	while ((lw = STAILQ_FIRST(&w->splits.waiting)) != NULL) {
+		STAILQ_REMOVE_HEAD(&w->splits.waiting, link);
 		free_wait(lw);
 	}
 }
@@ -332,16 +332,16 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 	int64_t count = 0;
 
 	worker_count(w, &w->metrics.stats.request_batches, 1);
-	if (w->stopping) {
+	if (w->life.stopping) {
 		settle_delivery(e, d, true);
 		engine_delivery_free(d);
 		return false;
 	}
 	if (d->too_large ||
 	    batch_decode(&d->message.properties, d->message.body.bytes, d->message.body.len,
-	                 w->max_size, &b, why, sizeof(why)) != WARREN_OK) {
+	                 w->settings.max_size, &b, why, sizeof(why)) != WARREN_OK) {
 		/* Poison as a whole: the queue's policy dead-letters it. */
-		log_warn("malformed batch of requests rejected to %s: %s", w->dlq, why);
+		log_warn("malformed batch of requests rejected to %s: %s", w->topo.dlq, why);
 		worker_count(w, &w->metrics.stats.bad_batches, 1);
 		engine_reject(e, d->generation, d->delivery_tag, false);
 		engine_delivery_free(d);

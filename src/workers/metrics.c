@@ -28,7 +28,7 @@ void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
 	pthread_mutex_unlock(&w->mu);
 	out->io_loops = engine_turns(w->engine);
 	out->blocked_ms = (uint64_t)engine_blocked_ms(w->engine);
-	out->threads = w->threads;
+	out->threads = w->settings.threads;
 	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
 	 * the next reading however idle the connection is. */
 	if (w->engine != NULL) {
@@ -71,15 +71,15 @@ struct snapshot {
 
 static bool take_snapshot(struct warren_worker *w, struct snapshot *s)
 {
-	s->methods = calloc(w->nmethods > 0 ? w->nmethods : 1, sizeof(*s->methods));
+	s->methods = calloc(w->methods.n > 0 ? w->methods.n : 1, sizeof(*s->methods));
 	if (s->methods == NULL) {
 		return false;
 	}
 	warren_worker_get_stats(w, &s->stats);
 	pthread_mutex_lock(&w->mu);
 	memcpy(s->dead, w->metrics.dead_by_reason, sizeof(s->dead));
-	for (size_t i = 0; i < w->nmethods; i++) {
-		s->methods[i] = w->methods[i].metrics;
+	for (size_t i = 0; i < w->methods.n; i++) {
+		s->methods[i] = w->methods.list[i].metrics;
 	}
 	pthread_mutex_unlock(&w->mu);
 	return true;
@@ -88,7 +88,7 @@ static bool take_snapshot(struct warren_worker *w, struct snapshot *s)
 static void put_scalar(FILE *f, const struct warren_worker *w, const char *name, const char *type,
                        const char *help, uint64_t v)
 {
-	const struct prom_label l[] = {{"service", w->service}};
+	const struct prom_label l[] = {{"service", w->topo.service}};
 
 	prom_put_metric(f, name, type, help, l, 1, v);
 }
@@ -97,18 +97,18 @@ static void put_methods(FILE *f, const struct warren_worker *w, const struct sna
 {
 	prom_put_head(f, "warren_worker_requests_total", "counter",
 	              "Requests whose handler ended, by method and the status it answered.");
-	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service},
-		                               {"method", w->methods[i].name}};
+	for (size_t i = 0; i < w->methods.n; i++) {
+		const struct prom_label l[] = {{"service", w->topo.service},
+		                               {"method", w->methods.list[i].name}};
 
 		prom_put_by_status(f, "warren_worker_requests_total", l, 2,
 		                   s->methods[i].by_status);
 	}
 	prom_put_head(f, "warren_worker_request_duration_seconds", "histogram",
 	              "How long handlers ran, by method.");
-	for (size_t i = 0; i < w->nmethods; i++) {
-		const struct prom_label l[] = {{"service", w->service},
-		                               {"method", w->methods[i].name}};
+	for (size_t i = 0; i < w->methods.n; i++) {
+		const struct prom_label l[] = {{"service", w->topo.service},
+		                               {"method", w->methods.list[i].name}};
 
 		prom_put_histogram(f, "warren_worker_request_duration_seconds", l, 2,
 		                   &s->methods[i].duration);
@@ -120,7 +120,8 @@ static void put_dead_letters(FILE *f, const struct warren_worker *w, const struc
 	prom_put_head(f, "warren_worker_dead_letters_total", "counter",
 	              "Requests dead-lettered (confirmed), by reason.");
 	for (int i = 0; i < METRICS_NREASONS; i++) {
-		const struct prom_label l[] = {{"service", w->service}, {"reason", reasons[i]}};
+		const struct prom_label l[] = {{"service", w->topo.service},
+		                               {"reason", reasons[i]}};
 
 		prom_put_sample(f, "warren_worker_dead_letters_total", l, 2, s->dead[i]);
 	}

@@ -3,11 +3,15 @@
  * rendering the metrics server (metrics_http.h) shows at /metrics.
  *
  * Lock rule: stats, dead_by_reason and every method's method_metrics are
- * under the worker's mu (the same mutex as its in-progress count, which a
- * stop waits on); worker_count and the metrics_record_* functions take it,
- * any thread may call them. listen is set before the worker starts; http
- * is started and stopped by the owner's thread (warren_worker_start/free),
- * and its thread only renders snapshots taken under mu. */
+ * under the worker's mu, by design: stats.in_progress is the count a stop
+ * waits on (idle_cond, with mu), and stats.breaker_* change with the
+ * breaker's state (breaker.h) in one step; a snapshot (get_stats, a
+ * /metrics page) is then one consistent reading. Each record is a few
+ * additions under mu, no other lock taken while it is held; worker_count
+ * and the metrics_record_* functions take it, any thread may call them.
+ * listen is set before the worker starts; http is started and stopped by
+ * the owner's thread (warren_worker_start/free), and its thread only
+ * renders snapshots taken under mu. */
 #ifndef WARREN_METRICS_H
 #define WARREN_METRICS_H
 

@@ -21,9 +21,10 @@ bool requeue_init(struct warren_worker *w)
 {
 	/* Each lost connection returns at most prefetch requests: room for a
 	 * few rounds of them, the oldest overwritten after that. */
-	w->nnotes = (size_t)w->prefetch * 4 > NOTES_MIN ? (size_t)w->prefetch * 4 : NOTES_MIN;
-	w->notes = calloc(w->nnotes, sizeof(*w->notes));
-	return w->notes != NULL;
+	w->notes.n = (size_t)w->settings.prefetch * 4 > NOTES_MIN ? (size_t)w->settings.prefetch * 4
+	                                                          : NOTES_MIN;
+	w->notes.list = calloc(w->notes.n, sizeof(*w->notes.list));
+	return w->notes.list != NULL;
 }
 
 static void hash_field(crypto_generichash_state *st, bool present, amqp_bytes_t b)
@@ -61,19 +62,19 @@ void requeue_note_locked(struct warren_worker *w, struct job *j)
 {
 	uint64_t key;
 
-	if (j->delivery == NULL || j->noted || w->notes == NULL) {
+	if (j->delivery == NULL || j->noted || w->notes.list == NULL) {
 		return;
 	}
 	j->noted = true;
 	key = requeue_key(j->delivery);
-	for (size_t i = 0; i < w->nnotes; i++) {
-		if (w->notes[i].key == key) {
-			w->notes[i].count++;
+	for (size_t i = 0; i < w->notes.n; i++) {
+		if (w->notes.list[i].key == key) {
+			w->notes.list[i].count++;
 			return;
 		}
 	}
-	w->notes[w->next_note] = (struct requeue_note){.key = key, .count = 1};
-	w->next_note = (w->next_note + 1) % w->nnotes;
+	w->notes.list[w->notes.next] = (struct requeue_note){.key = key, .count = 1};
+	w->notes.next = (w->notes.next + 1) % w->notes.n;
 }
 
 void requeue_note(struct warren_worker *w, struct job *j)
@@ -88,14 +89,14 @@ static int unexplained(struct warren_worker *w, const struct engine_delivery *d,
 {
 	uint64_t key;
 
-	if (n <= 0 || w->notes == NULL) {
+	if (n <= 0 || w->notes.list == NULL) {
 		return n > 0 ? n : 0;
 	}
 	key = requeue_key(d);
 	pthread_mutex_lock(&w->mu);
-	for (size_t i = 0; i < w->nnotes; i++) {
-		if (w->notes[i].key == key) {
-			n -= w->notes[i].count;
+	for (size_t i = 0; i < w->notes.n; i++) {
+		if (w->notes.list[i].key == key) {
+			n -= w->notes.list[i].count;
 			break;
 		}
 	}
@@ -135,7 +136,8 @@ static int delivery_count(const amqp_basic_properties_t *p)
 bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d)
 {
 	/* crash_limit 0: crashes are left to the broker, nothing is isolated. */
-	return w->crash_limit > 0 && unexplained(w, d, delivery_count(&d->message.properties)) >= 1;
+	return w->settings.crash_limit > 0 &&
+	       unexplained(w, d, delivery_count(&d->message.properties)) >= 1;
 }
 
 bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d)
@@ -143,12 +145,12 @@ bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d)
 	uint64_t key = requeue_key(d);
 	bool noted = false;
 
-	if (w->notes == NULL) {
+	if (w->notes.list == NULL) {
 		return false;
 	}
 	pthread_mutex_lock(&w->mu);
-	for (size_t i = 0; i < w->nnotes && !noted; i++) {
-		noted = w->notes[i].key == key && w->notes[i].count > 0;
+	for (size_t i = 0; i < w->notes.n && !noted; i++) {
+		noted = w->notes.list[i].key == key && w->notes.list[i].count > 0;
 	}
 	pthread_mutex_unlock(&w->mu);
 	return noted;

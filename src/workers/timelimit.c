@@ -57,7 +57,7 @@ static void abandon(struct engine *e, struct job *j)
 	log_warn("%s (correlation_id=%s): answering DEADLINE_EXCEEDED and dead-lettering it", why,
 	         j->meta.correlation_id);
 	warren_map_set(details, "reason", warren_str(DL_R_HANDLER_TIMEOUT));
-	warren_map_set(details, "dlq", warren_str(w->dlq));
+	warren_map_set(details, "dlq", warren_str(w->topo.dlq));
 	j->status = WARREN_STATUS_DEADLINE_EXCEEDED;
 	j->dead_reason = DL_R_HANDLER_TIMEOUT;
 	snprintf(j->dead_error, sizeof(j->dead_error), "%s", why);

@@ -28,9 +28,9 @@ enum { LANE_SERVICE = 1u, LANE_BATCH = 2u, LANE_FAST = 4u };
 
 const struct method *worker_find_method(const struct warren_worker *w, const char *name)
 {
-	for (size_t i = 0; i < w->nmethods; i++) {
-		if (strcmp(w->methods[i].name, name) == 0) {
-			return &w->methods[i];
+	for (size_t i = 0; i < w->methods.n; i++) {
+		if (strcmp(w->methods.list[i].name, name) == 0) {
+			return &w->methods.list[i];
 		}
 	}
 	return NULL;
@@ -54,7 +54,7 @@ void job_free(struct job *j)
 	free(j);
 	pthread_mutex_lock(&w->mu);
 	w->metrics.stats.in_progress--;
-	w->suspects -= suspect;
+	w->careful.suspects -= suspect;
 	pthread_cond_broadcast(&w->idle_cond);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -161,7 +161,7 @@ struct reply_batch {
 
 static void queue_reply(struct warren_worker *w, struct job *j)
 {
-	TAILQ_INSERT_TAIL(&w->replies, j, reply_link);
+	TAILQ_INSERT_TAIL(&w->pending.replies, j, reply_link);
 }
 
 /* Each reply of the batch is confirmed (or not) as it would have been alone. */
@@ -283,7 +283,8 @@ static struct reply_batch *take_group(struct warren_worker *w, struct job_queue 
 {
 	struct reply_batch *b = malloc(sizeof(*b) + n * sizeof(b->jobs[0]));
 	const char *to = TAILQ_FIRST(list)->meta.reply_to;
-	size_t max = w->max_size < BATCH_MAX_BYTES ? w->max_size : BATCH_MAX_BYTES;
+	size_t max =
+	    w->settings.max_size < BATCH_MAX_BYTES ? w->settings.max_size : BATCH_MAX_BYTES;
 	size_t room = max > BATCH_OVERHEAD ? max - BATCH_OVERHEAD : 0;
 	struct job *j, *next;
 
@@ -319,7 +320,7 @@ static void flush_replies(struct warren_worker *w, struct engine *e)
 	struct job *j;
 	size_t n = 0;
 
-	TAILQ_CONCAT(&list, &w->replies, reply_link);
+	TAILQ_CONCAT(&list, &w->pending.replies, reply_link);
 	TAILQ_FOREACH(j, &list, reply_link)
 	{
 		n++;
@@ -354,7 +355,7 @@ static void flush_replies(struct warren_worker *w, struct engine *e)
 static void sent_link(struct warren_worker *w, struct job *j)
 {
 	j->returned = false;
-	LIST_INSERT_HEAD(&w->sent, j, sent_link);
+	LIST_INSERT_HEAD(&w->pending.sent, j, sent_link);
 	j->is_sent = true;
 }
 
@@ -386,7 +387,7 @@ static void worker_returned(struct engine *e, void *arg, const amqp_basic_proper
 
 	struct job *j;
 
-	LIST_FOREACH(j, &w->sent, sent_link)
+	LIST_FOREACH(j, &w->pending.sent, sent_link)
 	{
 		const amqp_basic_properties_t *p = &j->delivery->message.properties;
 
@@ -425,12 +426,12 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 		j->park_backoff =
 		    j->park_backoff * 2 > PARK_MAX_MS ? PARK_MAX_MS : j->park_backoff * 2;
 	}
-	if (now - j->parked_since >= w->consumer_timeout_ms / 2) {
+	if (now - j->parked_since >= w->settings.consumer_timeout_ms / 2) {
 		log_error(
 		    "no queue took the %s of correlation_id=%s for %lld s: giving the request "
 		    "back to %s",
 		    j->action == JOB_RETRY ? "retry" : "dead letter", j->meta.correlation_id,
-		    (long long)(now - j->parked_since) / 1000, w->queue);
+		    (long long)(now - j->parked_since) / 1000, w->topo.queue);
 		give_back(e, j, ENGINE_NACK);
 		job_free(j);
 		return;
@@ -441,7 +442,7 @@ static void park(struct warren_worker *w, struct engine *e, struct job *j)
 	          j->action == JOB_RETRY ? WIRE_DELAY_PREFIX "*" : WIRE_DLX,
 	          (long long)j->park_backoff);
 	j->park_until = now + j->park_backoff;
-	LIST_INSERT_HEAD(&w->parked, j, park_link);
+	LIST_INSERT_HEAD(&w->pending.parked, j, park_link);
 }
 
 static void finish_task(struct engine *e, struct engine_task *t);
@@ -502,7 +503,7 @@ static void on_retry_confirm(struct engine *e, void *ctx, enum engine_confirm ou
  * name, which the same bindings match. */
 static void route_key(const struct job *j, char *out, size_t n)
 {
-	const char *svc = j->worker->service;
+	const char *svc = j->worker->topo.service;
 	const char *cands[] = {j->meta.method, j->delivery->routing_key};
 	size_t slen = strlen(svc);
 
@@ -524,9 +525,9 @@ static warren_err publish_dead_letter(struct engine *e, struct job *j)
 	amqp_table_entry_t add[] = {
 	    forward_str(DL_H_REASON, j->dead_reason),
 	    forward_str(DL_H_ERROR, j->dead_error),
-	    forward_str(DL_H_WORKER, w->identity),
+	    forward_str(DL_H_WORKER, w->settings.identity),
 	    forward_int(DL_H_TIME, warren_now_ms()),
-	    forward_str(DL_H_QUEUE, j->fast ? w->fast_queue : w->queue),
+	    forward_str(DL_H_QUEUE, j->fast ? w->topo.fast_queue : w->topo.queue),
 	    forward_int("rpc-attempt", j->meta.attempt),
 	};
 	struct forward f;
@@ -617,7 +618,7 @@ static warren_err publish_move(struct engine *e, struct job *j)
 	route_key(j, key, sizeof(key));
 	log_warn("moving %s from %s to the durable lane: redelivered, its worker may have "
 	         "crashed",
-	         key, j->worker->fast_queue);
+	         key, j->worker->topo.fast_queue);
 	err = engine_publish(e, WIRE_EXCHANGE, key, true, &f.props, d->message.body.bytes,
 	                     d->message.body.len, on_move_confirm, j);
 	forward_free(&f);
@@ -785,9 +786,9 @@ static bool thread_exit(struct warren_worker *w, int index)
 	bool left_behind;
 
 	pthread_mutex_lock(&w->mu);
-	left_behind = w->thread_state[index] == THREAD_DETACHED;
+	left_behind = w->pool.state[index] == THREAD_DETACHED;
 	if (!left_behind) {
-		w->thread_state[index] = THREAD_EXITED;
+		w->pool.state[index] = THREAD_EXITED;
 	}
 	pthread_mutex_unlock(&w->mu);
 	if (left_behind) {
@@ -801,7 +802,9 @@ static void *handler_main(void *arg)
 	struct thread_start *ts = arg;
 	struct warren_worker *w = ts->w;
 	int index = ts->index;
-	void *data = w->thread_init != NULL ? w->thread_init(ts->index, w->thread_arg) : NULL;
+	void *data = w->methods.thread_init != NULL
+	                 ? w->methods.thread_init(ts->index, w->methods.thread_arg)
+	                 : NULL;
 	struct job *j;
 
 	free(ts);
@@ -818,8 +821,8 @@ static void *handler_main(void *arg)
 	if (!thread_exit(w, index)) {
 		return NULL;
 	}
-	if (w->thread_fini != NULL) {
-		w->thread_fini(data, w->thread_arg);
+	if (w->methods.thread_fini != NULL) {
+		w->methods.thread_fini(data, w->methods.thread_arg);
 	}
 	return NULL;
 }
@@ -835,7 +838,7 @@ static void enqueue(struct warren_worker *w, struct job *j, bool signal)
 		w->metrics.stats.received++;
 	}
 	w->metrics.stats.in_progress++;
-	w->suspects += j->suspect;
+	w->careful.suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	handlerq_push(&w->handlers, j, signal);
 }
@@ -853,7 +856,7 @@ static bool runs_inline(const struct warren_worker *w, const struct job *j)
 	const struct method *m;
 	char name[256];
 
-	if (w->ninline == 0 || j->action == JOB_PROBE) {
+	if (w->methods.ninline == 0 || j->action == JOB_PROBE) {
 		return false;
 	}
 	if ((p->_flags & AMQP_BASIC_TYPE_FLAG) && p->type.len > 0) {
@@ -880,7 +883,7 @@ void worker_start_job(struct warren_worker *w, struct engine *e, struct job *j)
 	pthread_mutex_lock(&w->mu);
 	w->metrics.stats.received++;
 	w->metrics.stats.in_progress++;
-	w->suspects += j->suspect;
+	w->careful.suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->on_io_thread = true;
 	answer = job_process(w, j, NULL);
@@ -902,10 +905,10 @@ static int declare_topology(struct warren_worker *w, amqp_connection_state_t con
 {
 	char what[200];
 
-	if (wire_declare_service(conn, 1, w->service, what, sizeof(what))) {
+	if (wire_declare_service(conn, 1, w->topo.service, what, sizeof(what))) {
 		return 0;
 	}
-	engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+	connect_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 	return -1;
 }
 
@@ -918,7 +921,7 @@ static int consume_queue(amqp_connection_state_t conn, const char *queue, char *
 
 	if (ok == NULL) {
 		snprintf(what, sizeof(what), "consuming %s", queue);
-		engine_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
+		connect_describe_reply(amqp_get_rpc_reply(conn), what, errstr, errlen);
 		return -1;
 	}
 	envelope_copy(tag, taglen, ok->consumer_tag);
@@ -943,7 +946,7 @@ static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
 	if (amqp_channel_open(conn, FAST_CHANNEL) == NULL) {
 		return -1;
 	}
-	if (wire_declare_fast_lane(conn, FAST_CHANNEL, w->service)) {
+	if (wire_declare_fast_lane(conn, FAST_CHANNEL, w->topo.service)) {
 		r = amqp_channel_close(conn, FAST_CHANNEL, AMQP_REPLY_SUCCESS);
 		return r.reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 	}
@@ -952,8 +955,8 @@ static int declare_fast(struct warren_worker *w, amqp_connection_state_t conn)
 	    r.reply.id != AMQP_CHANNEL_CLOSE_METHOD) {
 		return -1;
 	}
-	engine_describe_reply(r, "declaring the fast lane", why, sizeof(why));
-	log_warn("%s: serving the durable lane %s alone, trying again in %d s", why, w->queue,
+	connect_describe_reply(r, "declaring the fast lane", why, sizeof(why));
+	log_warn("%s: serving the durable lane %s alone, trying again in %d s", why, w->topo.queue,
 	         FAST_RETRY_MS / 1000);
 	return amqp_send_method(conn, FAST_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) ==
 	               AMQP_STATUS_OK
@@ -967,35 +970,36 @@ static int consume_fast(struct warren_worker *w, amqp_connection_state_t conn, c
 {
 	int rc;
 
-	if (w->fast_tag[0] != '\0') {
+	if (w->lanes.fast_tag[0] != '\0') {
 		return 0;
 	}
-	w->fast_retry_at = engine_now() + FAST_RETRY_MS;
+	w->lanes.fast_retry_at = engine_now() + FAST_RETRY_MS;
 	rc = declare_fast(w, conn);
 	if (rc != 0) {
 		if (rc < 0) {
-			engine_describe_reply(amqp_get_rpc_reply(conn), "declaring the fast lane",
-			                      errstr, errlen);
+			connect_describe_reply(amqp_get_rpc_reply(conn), "declaring the fast lane",
+			                       errstr, errlen);
 		}
 		return rc < 0 ? -1 : 0;
 	}
-	return consume_queue(conn, w->fast_queue, w->fast_tag, sizeof(w->fast_tag), errstr, errlen);
+	return consume_queue(conn, w->topo.fast_queue, w->lanes.fast_tag, sizeof(w->lanes.fast_tag),
+	                     errstr, errlen);
 }
 
 /* A lane's consumer tag (LANE_SERVICE, LANE_BATCH, LANE_FAST). */
 static char *lane_tag(struct warren_worker *w, unsigned lane)
 {
-	return lane == LANE_FAST    ? w->fast_tag
-	       : lane == LANE_BATCH ? w->batch_consumer_tag
-	                            : w->consumer_tag;
+	return lane == LANE_FAST    ? w->lanes.fast_tag
+	       : lane == LANE_BATCH ? w->lanes.batch_consumer_tag
+	                            : w->lanes.consumer_tag;
 }
 
 /* The lanes consumed now, as bits. */
 static unsigned lanes_consumed(struct warren_worker *w)
 {
-	return (w->consumer_tag[0] != '\0' ? LANE_SERVICE : 0u) |
-	       (w->batch_consumer_tag[0] != '\0' ? LANE_BATCH : 0u) |
-	       (w->fast_tag[0] != '\0' ? LANE_FAST : 0u);
+	return (w->lanes.consumer_tag[0] != '\0' ? LANE_SERVICE : 0u) |
+	       (w->lanes.batch_consumer_tag[0] != '\0' ? LANE_BATCH : 0u) |
+	       (w->lanes.fast_tag[0] != '\0' ? LANE_FAST : 0u);
 }
 
 /* Consumes one lane with prefetch 1 (careful: noted in careful_lanes) or
@@ -1005,21 +1009,21 @@ static int consume_lane(struct warren_worker *w, amqp_connection_state_t conn, u
 {
 	int rc;
 
-	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(careful ? 1 : w->prefetch), 0) == NULL) {
-		engine_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
+	if (amqp_basic_qos(conn, 1, 0, (uint16_t)(careful ? 1 : w->settings.prefetch), 0) == NULL) {
+		connect_describe_reply(amqp_get_rpc_reply(conn), "basic.qos", errstr, errlen);
 		return -1;
 	}
 	if (lane == LANE_FAST) {
 		rc = consume_fast(w, conn, errstr, errlen);
 	} else if (lane == LANE_BATCH) {
-		rc = consume_queue(conn, w->batch_queue, w->batch_consumer_tag,
-		                   sizeof(w->batch_consumer_tag), errstr, errlen);
+		rc = consume_queue(conn, w->topo.batch_queue, w->lanes.batch_consumer_tag,
+		                   sizeof(w->lanes.batch_consumer_tag), errstr, errlen);
 	} else {
-		rc = consume_queue(conn, w->queue, w->consumer_tag, sizeof(w->consumer_tag), errstr,
-		                   errlen);
+		rc = consume_queue(conn, w->topo.queue, w->lanes.consumer_tag,
+		                   sizeof(w->lanes.consumer_tag), errstr, errlen);
 	}
 	if (rc == 0 && careful && lane_tag(w, lane)[0] != '\0') {
-		w->careful_lanes |= lane;
+		w->careful.lanes |= lane;
 	}
 	return rc;
 }
@@ -1030,12 +1034,12 @@ static int consume_lane(struct warren_worker *w, amqp_connection_state_t conn, u
 static int consume(struct warren_worker *w, amqp_connection_state_t conn, char *errstr,
                    size_t errlen)
 {
-	w->careful_lanes = 0;
-	if (consume_lane(w, conn, LANE_SERVICE, w->careful, errstr, errlen) != 0 ||
-	    consume_lane(w, conn, LANE_BATCH, w->careful, errstr, errlen) != 0) {
+	w->careful.lanes = 0;
+	if (consume_lane(w, conn, LANE_SERVICE, w->careful.on, errstr, errlen) != 0 ||
+	    consume_lane(w, conn, LANE_BATCH, w->careful.on, errstr, errlen) != 0) {
 		return -1;
 	}
-	return consume_lane(w, conn, LANE_FAST, w->careful, errstr, errlen);
+	return consume_lane(w, conn, LANE_FAST, w->careful.on, errstr, errlen);
 }
 
 void worker_consume(struct warren_worker *w, struct engine *e)
@@ -1052,18 +1056,18 @@ static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
 {
 	char why[300];
 
-	if (!engine_connected(e) || w->stopping || w->breaker.paused ||
-	    w->consumer_tag[0] == '\0' || w->fast_tag[0] != '\0') {
+	if (!engine_connected(e) || w->life.stopping || w->breaker.paused ||
+	    w->lanes.consumer_tag[0] == '\0' || w->lanes.fast_tag[0] != '\0') {
 		return INT64_MAX;
 	}
-	if (now < w->fast_retry_at) {
-		return w->fast_retry_at;
+	if (now < w->lanes.fast_retry_at) {
+		return w->lanes.fast_retry_at;
 	}
-	if (consume_lane(w, engine_conn(e), LANE_FAST, w->careful, why, sizeof(why)) != 0) {
+	if (consume_lane(w, engine_conn(e), LANE_FAST, w->careful.on, why, sizeof(why)) != 0) {
 		engine_fail(e, why);
 		return INT64_MAX;
 	}
-	return w->fast_tag[0] != '\0' ? INT64_MAX : w->fast_retry_at;
+	return w->lanes.fast_tag[0] != '\0' ? INT64_MAX : w->lanes.fast_retry_at;
 }
 
 static void cancel_tag(struct engine *e, char *tag)
@@ -1077,9 +1081,9 @@ static void cancel_tag(struct engine *e, char *tag)
 
 void worker_cancel_consumer(struct warren_worker *w, struct engine *e)
 {
-	cancel_tag(e, w->consumer_tag);
-	cancel_tag(e, w->fast_tag);
-	cancel_tag(e, w->batch_consumer_tag);
+	cancel_tag(e, w->lanes.consumer_tag);
+	cancel_tag(e, w->lanes.fast_tag);
+	cancel_tag(e, w->lanes.batch_consumer_tag);
 }
 
 static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen)
@@ -1087,13 +1091,13 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	struct warren_worker *w = arg;
 	amqp_connection_state_t conn = engine_conn(e);
 
-	w->consumer_tag[0] = '\0';
+	w->lanes.consumer_tag[0] = '\0';
 	/* Whatever the last connection held is the broker's again (noted): a
 	 * new connection starts careful, as a new process does. */
-	w->careful = true;
-	w->draining = false;
-	w->fast_tag[0] = '\0';
-	w->batch_consumer_tag[0] = '\0';
+	w->careful.on = true;
+	w->careful.draining = false;
+	w->lanes.fast_tag[0] = '\0';
+	w->lanes.batch_consumer_tag[0] = '\0';
 	if (declare_topology(w, conn, errstr, errlen) != 0) {
 		return -1;
 	}
@@ -1101,7 +1105,7 @@ static int worker_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	w->metrics.stats.connected = true;
 	pthread_mutex_unlock(&w->mu);
 	/* Stopping, or the breaker is open: connected, but not consuming. */
-	if (w->stopping || w->breaker.paused) {
+	if (w->life.stopping || w->breaker.paused) {
 		return 0;
 	}
 	return consume(w, conn, errstr, errlen);
@@ -1129,8 +1133,8 @@ static bool holds_any(struct warren_worker *w)
 	pthread_mutex_lock(&w->mu);
 	held = w->metrics.stats.in_progress;
 	pthread_mutex_unlock(&w->mu);
-	return held > 0 || engine_held_first(w->engine) != NULL || !LIST_EMPTY(&w->sent) ||
-	       !LIST_EMPTY(&w->parked) || w->splitting > 0;
+	return held > 0 || engine_held_first(w->engine) != NULL || !LIST_EMPTY(&w->pending.sent) ||
+	       !LIST_EMPTY(&w->pending.parked) || w->splits.splitting > 0;
 }
 
 /* Suspects run alone. A request that was out with a worker process that
@@ -1154,7 +1158,7 @@ static bool holds_any(struct warren_worker *w)
  * once one has left, it is kept aside as above. */
 static bool all_careful(struct warren_worker *w)
 {
-	return w->careful && w->careful_lanes == lanes_consumed(w);
+	return w->careful.on && w->careful.lanes == lanes_consumed(w);
 }
 
 /* Whether a suspect is queued or running (of this connection or the
@@ -1164,7 +1168,7 @@ static bool holds_suspect(struct warren_worker *w)
 	int64_t n;
 
 	pthread_mutex_lock(&w->mu);
-	n = w->suspects;
+	n = w->careful.suspects;
 	pthread_mutex_unlock(&w->mu);
 	return n > 0;
 }
@@ -1173,13 +1177,14 @@ static bool holds_suspect(struct warren_worker *w)
  * no tag compared on the hot path). */
 static unsigned careful_lane(struct warren_worker *w, const struct engine_delivery *d, bool fast)
 {
-	if (!w->careful) {
+	if (!w->careful.on) {
 		return 0;
 	}
 	if (fast) {
 		return LANE_FAST;
 	}
-	return strcmp(d->consumer_tag, w->batch_consumer_tag) == 0 ? LANE_BATCH : LANE_SERVICE;
+	return strcmp(d->consumer_tag, w->lanes.batch_consumer_tag) == 0 ? LANE_BATCH
+	                                                                 : LANE_SERVICE;
 }
 
 /* A request that is no suspect came on lane while careful (beside:
@@ -1193,18 +1198,18 @@ static void relax(struct warren_worker *w, struct engine *e, unsigned lane, bool
 {
 	char why[300];
 
-	if (!w->careful || beside || !(w->careful_lanes & lane) || w->breaker.paused ||
-	    w->stopping || !engine_connected(e)) {
+	if (!w->careful.on || beside || !(w->careful.lanes & lane) || w->breaker.paused ||
+	    w->life.stopping || !engine_connected(e)) {
 		return;
 	}
 	cancel_tag(e, lane_tag(w, lane));
-	w->careful_lanes &= ~lane;
+	w->careful.lanes &= ~lane;
 	if (consume_lane(w, engine_conn(e), lane, false, why, sizeof(why)) != 0) {
 		engine_fail(e, why);
 		return;
 	}
-	if (w->careful_lanes == 0) {
-		w->careful = false;
+	if (w->careful.lanes == 0) {
+		w->careful.on = false;
 	}
 }
 
@@ -1212,14 +1217,14 @@ static void relax(struct warren_worker *w, struct engine *e, unsigned lane, bool
  * aside to run alone, any other is given back. */
 static void isolate(struct warren_worker *w, struct engine *e, struct job *j)
 {
-	if (w->isolated != NULL || w->draining) {
+	if (w->careful.isolated != NULL || w->careful.draining) {
 		give_back(e, j, ENGINE_NACK);
 		job_free_unqueued(j);
 		return;
 	}
-	w->isolated = j;
-	w->draining = true;
-	w->drained_ticks = 0;
+	w->careful.isolated = j;
+	w->careful.draining = true;
+	w->careful.drained_ticks = 0;
 	worker_cancel_consumer(w, e);
 }
 
@@ -1230,36 +1235,36 @@ static void isolate(struct warren_worker *w, struct engine *e, struct job *j)
 static bool drained(struct warren_worker *w)
 {
 	if (holds_any(w)) {
-		w->drained_ticks = 0;
+		w->careful.drained_ticks = 0;
 		return false;
 	}
-	return ++w->drained_ticks >= 2;
+	return ++w->careful.drained_ticks >= 2;
 }
 
 /* Every turn while draining: once drained, the suspect kept aside runs
  * alone; once it too has ended, consume again, careful. */
 static int64_t isolate_tick(struct warren_worker *w, struct engine *e, int64_t now)
 {
-	if (!w->draining) {
+	if (!w->careful.draining) {
 		return INT64_MAX;
 	}
 	if (!drained(w)) {
-		return w->drained_ticks > 0 ? now : now + 20;
+		return w->careful.drained_ticks > 0 ? now : now + 20;
 	}
-	if (w->stopping) {
+	if (w->life.stopping) {
 		return INT64_MAX; /* nothing new starts; the broker has it back */
 	}
-	if (w->isolated != NULL) {
-		struct job *j = w->isolated;
+	if (w->careful.isolated != NULL) {
+		struct job *j = w->careful.isolated;
 
-		w->isolated = NULL;
-		w->drained_ticks = 0;
+		w->careful.isolated = NULL;
+		w->careful.drained_ticks = 0;
 		worker_enqueue(w, j);
 		return now + 20;
 	}
-	w->draining = false;
-	w->careful = true;
-	if (!w->breaker.paused && !w->stopping && engine_connected(e)) {
+	w->careful.draining = false;
+	w->careful.on = true;
+	if (!w->breaker.paused && !w->life.stopping && engine_connected(e)) {
 		worker_consume(w, e);
 	}
 	return INT64_MAX;
@@ -1280,7 +1285,7 @@ static void move(struct warren_worker *w, struct engine *e, struct job *j)
 	pthread_mutex_lock(&w->mu);
 	w->metrics.stats.received++;
 	w->metrics.stats.in_progress++;
-	w->suspects += j->suspect;
+	w->careful.suspects += j->suspect;
 	pthread_mutex_unlock(&w->mu);
 	j->action = JOB_MOVE;
 	finish_task(e, &j->task);
@@ -1289,7 +1294,7 @@ static void move(struct warren_worker *w, struct engine *e, struct job *j)
 static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *d)
 {
 	struct warren_worker *w = arg;
-	bool fast = w->fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->fast_tag) == 0;
+	bool fast = w->lanes.fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->lanes.fast_tag) == 0;
 	struct job *j;
 	bool suspect;
 
@@ -1306,7 +1311,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		 * relaxes its lane (else a careful worker that gets only batches
 		 * would take one batch at a time on that lane), but not beside a
 		 * suspect still held (see relax). */
-		bool beside = w->careful && holds_suspect(w);
+		bool beside = w->careful.on && holds_suspect(w);
 
 		unsigned lane = careful_lane(w, d, fast);
 
@@ -1325,7 +1330,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	suspect = requeue_suspect(w, d);
 	j->suspect = suspect;
 	j->fast = fast;
-	if (w->stopping) {
+	if (w->life.stopping) {
 		/* Raced in after basic.cancel: give it back untouched. */
 		give_back(e, j, ENGINE_NACK);
 		engine_delivery_free(d);
@@ -1336,7 +1341,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		move(w, e, j);
 		return;
 	}
-	if (suspect && (!all_careful(w) || w->splitting > 0)) {
+	if (suspect && (!all_careful(w) || w->splits.splitting > 0)) {
 		/* Careful, a suspect still waits while a redelivered batch it may
 		 * come from is not acked yet: a crash now would bring the batch
 		 * back and split it again, its entries counted twice. */
@@ -1345,7 +1350,7 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 	}
 	if (!suspect) {
 		/* No crash is pending on this queue's head any more. */
-		relax(w, e, careful_lane(w, d, fast), w->careful && holds_suspect(w));
+		relax(w, e, careful_lane(w, d, fast), w->careful.on && holds_suspect(w));
 	}
 	worker_start_job(w, e, j);
 }
@@ -1393,7 +1398,7 @@ static void drop_stale_waiting(struct warren_worker *w, struct engine *e, uint64
 			job_free(j);
 		}
 	}
-	while ((j = LIST_FIRST(&w->parked)) != NULL) {
+	while ((j = LIST_FIRST(&w->pending.parked)) != NULL) {
 		LIST_REMOVE(j, park_link);
 		requeue_note(w, j);
 		job_free(j);
@@ -1413,17 +1418,17 @@ static void worker_lost(struct engine *e, void *arg, const char *why)
 
 	pthread_mutex_lock(&w->mu);
 	w->metrics.stats.connected = false;
-	if (!w->stopping) {
+	if (!w->life.stopping) {
 		w->metrics.stats.reconnects++;
 	}
 	take_stale_locked(w, gen, &stale);
 	pthread_mutex_unlock(&w->mu);
-	if (w->isolated != NULL) {
+	if (w->careful.isolated != NULL) {
 		/* The suspect kept aside is the broker's again: a return this
 		 * worker caused. */
-		requeue_note(w, w->isolated);
-		job_free_unqueued(w->isolated);
-		w->isolated = NULL;
+		requeue_note(w, w->careful.isolated);
+		job_free_unqueued(w->careful.isolated);
+		w->careful.isolated = NULL;
 	}
 	while ((j = TAILQ_FIRST(&stale)) != NULL) {
 		TAILQ_REMOVE(&stale, j, queued);
@@ -1439,7 +1444,7 @@ static int64_t release_parked(struct warren_worker *w, struct engine *e, int64_t
 	struct job *j, *after;
 	int64_t next = INT64_MAX;
 
-	for (j = LIST_FIRST(&w->parked); j != NULL; j = after) {
+	for (j = LIST_FIRST(&w->pending.parked); j != NULL; j = after) {
 		after = LIST_NEXT(j, park_link);
 		if (j->park_until <= now && engine_connected(e)) {
 			LIST_REMOVE(j, park_link);
@@ -1477,7 +1482,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
                               size_t errlen)
 {
 	const char *service = config_str(cfg, CFG_WORKER_SERVICE);
-	struct engine_config ec = engine_config_of(cfg, w->queue);
+	struct engine_config ec = engine_config_of(cfg, w->topo.queue);
 	struct engine_hooks hooks = {.arg = w,
 	                             .setup = worker_setup,
 	                             .deliver = worker_deliver,
@@ -1490,41 +1495,43 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 		snprintf(errstr, errlen, "worker.service is not set");
 		return WARREN_ERR_CONFIG;
 	}
-	snprintf(w->service, sizeof(w->service), "%s", service);
-	wire_service_queue(w->queue, sizeof(w->queue), service);
-	wire_dlq(w->dlq, sizeof(w->dlq), service);
-	wire_fast_queue(w->fast_queue, sizeof(w->fast_queue), service);
-	wire_binding(w->binding, sizeof(w->binding), service);
-	wire_batch_queue(w->batch_queue, sizeof(w->batch_queue), service);
-	w->threads = (int)config_int(cfg, CFG_WORKER_THREADS);
-	w->handlers.threads = w->threads;
-	w->prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
-	if (w->prefetch == 0) {
+	snprintf(w->topo.service, sizeof(w->topo.service), "%s", service);
+	wire_service_queue(w->topo.queue, sizeof(w->topo.queue), service);
+	wire_dlq(w->topo.dlq, sizeof(w->topo.dlq), service);
+	wire_fast_queue(w->topo.fast_queue, sizeof(w->topo.fast_queue), service);
+	wire_binding(w->topo.binding, sizeof(w->topo.binding), service);
+	wire_batch_queue(w->topo.batch_queue, sizeof(w->topo.batch_queue), service);
+	w->settings.threads = (int)config_int(cfg, CFG_WORKER_THREADS);
+	w->handlers.threads = w->settings.threads;
+	w->settings.prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
+	if (w->settings.prefetch == 0) {
 		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
-		w->prefetch = w->threads > PREFETCH_AUTO ? w->threads : PREFETCH_AUTO;
+		w->settings.prefetch =
+		    w->settings.threads > PREFETCH_AUTO ? w->settings.threads : PREFETCH_AUTO;
 	}
-	w->careful = true; /* see all_careful */
+	w->careful.on = true; /* see all_careful */
 	if (!requeue_init(w)) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
-	w->max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
+	w->settings.max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
 	/* A body above this is not even assembled (a sealed one may be the
 	 * seal's overhead larger); job.c refuses it as too-large. */
-	ec.max_body = w->max_size + SEAL_OVERHEAD;
-	w->retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
-	w->retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
-	w->crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
+	ec.max_body = w->settings.max_size + SEAL_OVERHEAD;
+	w->settings.retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
+	w->settings.retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
+	w->settings.crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
 	w->limits.default_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
 	w->limits.known = INT64_MAX;
-	w->consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
+	w->settings.consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
 	w->breaker.threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
 	w->breaker.probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
 	snprintf(w->metrics.listen, sizeof(w->metrics.listen), "%s",
 	         config_str(cfg, CFG_METRICS_LISTEN));
 	char host[128] = "?";
 	gethostname(host, sizeof(host) - 1);
-	snprintf(w->identity, sizeof(w->identity), "%s@%s:%ld", service, host, (long)getpid());
+	snprintf(w->settings.identity, sizeof(w->settings.identity), "%s@%s:%ld", service, host,
+	         (long)getpid());
 	if (security_load(cfg, &w->sec, errstr, errlen) != 0) {
 		return WARREN_ERR_CONFIG;
 	}
@@ -1551,9 +1558,9 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 	atomic_init(&w->refs, 1);
 	pthread_mutex_init(&w->mu, NULL);
 	handlerq_init(&w->handlers, 0); /* threads: from worker_init */
-	TAILQ_INIT(&w->replies);
-	STAILQ_INIT(&w->splits);
-	pthread_mutex_init(&w->spare_mu, NULL);
+	TAILQ_INIT(&w->pending.replies);
+	STAILQ_INIT(&w->splits.waiting);
+	spare_init(&w->spares);
 	pthread_cond_init(&w->idle_cond, NULL);
 	err = worker_init(w, cfg, errstr, errlen);
 	if (err != WARREN_OK) {
@@ -1567,31 +1574,31 @@ warren_err warren_worker_new(const warren_config *cfg, warren_worker **out, char
 static warren_err add_method(warren_worker *w, const char *method, warren_handler_fn fn, void *arg,
                              bool on_io_thread)
 {
-	size_t slen = strlen(w->service);
+	size_t slen = strlen(w->topo.service);
 	struct method *grown;
 
-	if (w->started || fn == NULL || method == NULL || strncmp(method, w->service, slen) != 0 ||
-	    method[slen] != '.' || method[slen + 1] == '\0' ||
-	    worker_find_method(w, method) != NULL) {
+	if (w->life.started || fn == NULL || method == NULL ||
+	    strncmp(method, w->topo.service, slen) != 0 || method[slen] != '.' ||
+	    method[slen + 1] == '\0' || worker_find_method(w, method) != NULL) {
 		return WARREN_ERR_INVALID;
 	}
-	grown = realloc(w->methods, (w->nmethods + 1) * sizeof(*grown));
+	grown = realloc(w->methods.list, (w->methods.n + 1) * sizeof(*grown));
 	if (grown == NULL) {
 		return WARREN_ERR_NOMEM;
 	}
-	w->methods = grown;
+	w->methods.list = grown;
 	/* realloc leaves the new entry's counters uninitialised. */
-	memset(&grown[w->nmethods], 0, sizeof(grown[w->nmethods]));
-	grown[w->nmethods].name = strdup(method);
-	if (grown[w->nmethods].name == NULL) {
+	memset(&grown[w->methods.n], 0, sizeof(grown[w->methods.n]));
+	grown[w->methods.n].name = strdup(method);
+	if (grown[w->methods.n].name == NULL) {
 		return WARREN_ERR_NOMEM;
 	}
-	grown[w->nmethods].fn = fn;
-	grown[w->nmethods].arg = arg;
-	grown[w->nmethods].timeout_ms = 0;
-	grown[w->nmethods].on_io_thread = on_io_thread;
-	w->nmethods++;
-	w->ninline += on_io_thread;
+	grown[w->methods.n].fn = fn;
+	grown[w->methods.n].arg = arg;
+	grown[w->methods.n].timeout_ms = 0;
+	grown[w->methods.n].on_io_thread = on_io_thread;
+	w->methods.n++;
+	w->methods.ninline += on_io_thread;
 	return WARREN_OK;
 }
 
@@ -1614,7 +1621,7 @@ warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64
 
 	/* An inline handler holds the I/O thread, which could not answer for
 	 * it past a limit. */
-	if (m == NULL || w->started || timeout_ms <= 0 || m->on_io_thread) {
+	if (m == NULL || w->life.started || timeout_ms <= 0 || m->on_io_thread) {
 		return WARREN_ERR_INVALID;
 	}
 	m->timeout_ms = timeout_ms;
@@ -1625,20 +1632,21 @@ warren_err warren_worker_set_timeout(warren_worker *w, const char *method, int64
  * consumer_timeout, which would close the whole channel. */
 static warren_err check_time_limits(const struct warren_worker *w, char *errstr, size_t errlen)
 {
-	if (w->limits.default_ms >= w->consumer_timeout_ms) {
+	if (w->limits.default_ms >= w->settings.consumer_timeout_ms) {
 		snprintf(errstr, errlen,
 		         "worker.handler_timeout (%lld ms) must be shorter than "
 		         "broker.consumer_timeout (%lld ms)",
-		         (long long)w->limits.default_ms, (long long)w->consumer_timeout_ms);
+		         (long long)w->limits.default_ms,
+		         (long long)w->settings.consumer_timeout_ms);
 		return WARREN_ERR_CONFIG;
 	}
-	for (size_t i = 0; i < w->nmethods; i++) {
-		if (w->methods[i].timeout_ms >= w->consumer_timeout_ms) {
+	for (size_t i = 0; i < w->methods.n; i++) {
+		if (w->methods.list[i].timeout_ms >= w->settings.consumer_timeout_ms) {
 			snprintf(errstr, errlen,
 			         "the time limit of %s (%lld ms) must be shorter than "
 			         "broker.consumer_timeout (%lld ms)",
-			         w->methods[i].name, (long long)w->methods[i].timeout_ms,
-			         (long long)w->consumer_timeout_ms);
+			         w->methods.list[i].name, (long long)w->methods.list[i].timeout_ms,
+			         (long long)w->settings.consumer_timeout_ms);
 			return WARREN_ERR_CONFIG;
 		}
 	}
@@ -1647,7 +1655,7 @@ static warren_err check_time_limits(const struct warren_worker *w, char *errstr,
 
 warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn fn, void *arg)
 {
-	if (w == NULL || w->started) {
+	if (w == NULL || w->life.started) {
 		return WARREN_ERR_INVALID;
 	}
 	w->breaker.probe = fn;
@@ -1658,24 +1666,24 @@ warren_err warren_worker_set_probe(warren_worker *w, warren_probe_fn fn, void *a
 warren_err warren_worker_on_thread(warren_worker *w, warren_thread_init_fn init,
                                    warren_thread_fini_fn fini, void *arg)
 {
-	if (w->started) {
+	if (w->life.started) {
 		return WARREN_ERR_INVALID;
 	}
-	w->thread_init = init;
-	w->thread_fini = fini;
-	w->thread_arg = arg;
+	w->methods.thread_init = init;
+	w->methods.thread_fini = fini;
+	w->methods.thread_arg = arg;
 	return WARREN_OK;
 }
 
 static warren_err start_handlers(struct warren_worker *w, char *errstr, size_t errlen)
 {
-	w->handler_threads = calloc((size_t)w->threads, sizeof(pthread_t));
-	w->thread_state = calloc((size_t)w->threads, sizeof(int));
-	if (w->handler_threads == NULL || w->thread_state == NULL) {
+	w->pool.ids = calloc((size_t)w->settings.threads, sizeof(pthread_t));
+	w->pool.state = calloc((size_t)w->settings.threads, sizeof(int));
+	if (w->pool.ids == NULL || w->pool.state == NULL) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
-	for (int i = 0; i < w->threads; i++) {
+	for (int i = 0; i < w->settings.threads; i++) {
 		struct thread_start *ts = malloc(sizeof(*ts));
 
 		if (ts == NULL) {
@@ -1683,13 +1691,13 @@ static warren_err start_handlers(struct warren_worker *w, char *errstr, size_t e
 			return WARREN_ERR_NOMEM;
 		}
 		*ts = (struct thread_start){.w = w, .index = i};
-		w->thread_state[i] = THREAD_RUNNING;
-		if (pthread_create(&w->handler_threads[i], NULL, handler_main, ts) != 0) {
+		w->pool.state[i] = THREAD_RUNNING;
+		if (pthread_create(&w->pool.ids[i], NULL, handler_main, ts) != 0) {
 			free(ts);
 			snprintf(errstr, errlen, "cannot start handler thread %d", i);
 			return WARREN_ERR_SYSTEM;
 		}
-		w->started_threads++;
+		w->pool.started++;
 	}
 	return WARREN_OK;
 }
@@ -1698,7 +1706,7 @@ warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen)
 {
 	warren_err err;
 
-	if (w->started) {
+	if (w->life.started) {
 		snprintf(errstr, errlen, "already started");
 		return WARREN_ERR_INVALID;
 	}
@@ -1714,7 +1722,7 @@ warren_err warren_worker_start(warren_worker *w, char *errstr, size_t errlen)
 			return err;
 		}
 	}
-	w->started = true;
+	w->life.started = true;
 	err = start_handlers(w, errstr, errlen);
 	if (err == WARREN_OK) {
 		err = engine_start(w->engine, errstr, errlen);
@@ -1733,7 +1741,7 @@ static void cancel_task(struct engine *e, struct engine_task *t)
 {
 	struct warren_worker *w = ((struct cancel_req *)t)->w;
 
-	w->stopping = true;
+	w->life.stopping = true;
 	worker_cancel_consumer(w, e);
 }
 
@@ -1793,16 +1801,16 @@ static int stop_handlers(struct warren_worker *w)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
-	for (int i = 0; i < w->started_threads; i++) {
-		if (pthread_timedjoin_np(w->handler_threads[i], NULL, &until) == 0) {
+	for (int i = 0; i < w->pool.started; i++) {
+		if (pthread_timedjoin_np(w->pool.ids[i], NULL, &until) == 0) {
 			continue;
 		}
 		bool detach;
 
 		pthread_mutex_lock(&w->mu);
-		detach = w->thread_state[i] == THREAD_RUNNING;
+		detach = w->pool.state[i] == THREAD_RUNNING;
 		if (detach) {
-			w->thread_state[i] = THREAD_DETACHED;
+			w->pool.state[i] = THREAD_DETACHED;
 			atomic_fetch_add(&w->refs, 1); /* the thread's, until it ends */
 			w->metrics.stats.detached_handlers++;
 			abandon_running_locked(w);
@@ -1810,12 +1818,12 @@ static int stop_handlers(struct warren_worker *w)
 		}
 		pthread_mutex_unlock(&w->mu);
 		if (detach) {
-			pthread_detach(w->handler_threads[i]);
+			pthread_detach(w->pool.ids[i]);
 		} else {
-			pthread_join(w->handler_threads[i], NULL); /* it was ending */
+			pthread_join(w->pool.ids[i], NULL); /* it was ending */
 		}
 	}
-	w->started_threads = 0;
+	w->pool.started = 0;
 	if (left > 0) {
 		log_error(
 		    "%d handler thread(s) still running %d ms after the stop's grace (stuck past "
@@ -1831,10 +1839,10 @@ warren_err warren_worker_stop(warren_worker *w, int grace_ms)
 	bool idle;
 	int left;
 
-	if (w == NULL || !w->started || w->stopped) {
+	if (w == NULL || !w->life.started || w->life.stopped) {
 		return WARREN_OK;
 	}
-	w->stopped = true;
+	w->life.stopped = true;
 	if (engine_submit(w->engine, &cancel.task)) {
 		/* The task is on the stack: wait for the I/O thread to have run it. */
 		idle = wait_idle(w, engine_now() + (grace_ms > 0 ? grace_ms : 0));
@@ -1876,26 +1884,25 @@ static void worker_destroy(struct warren_worker *w)
 		TAILQ_REMOVE(&queued, j, queued);
 		free_unacked(j);
 	}
-	while ((j = LIST_FIRST(&w->parked)) != NULL) {
+	while ((j = LIST_FIRST(&w->pending.parked)) != NULL) {
 		LIST_REMOVE(j, park_link);
 		free_unacked(j);
 	}
-	free_unacked(w->isolated);
-	while ((j = TAILQ_FIRST(&w->replies)) != NULL) {
-		TAILQ_REMOVE(&w->replies, j, reply_link);
+	free_unacked(w->careful.isolated);
+	while ((j = TAILQ_FIRST(&w->pending.replies)) != NULL) {
+		TAILQ_REMOVE(&w->pending.replies, j, reply_link);
 		free_unacked(j);
 	}
 	lane_free(w);
-	for (size_t i = 0; i < w->nmethods; i++) {
-		free(w->methods[i].name);
+	for (size_t i = 0; i < w->methods.n; i++) {
+		free(w->methods.list[i].name);
 	}
-	free(w->methods);
-	free(w->handler_threads);
-	free(w->thread_state);
-	free(w->notes);
+	free(w->methods.list);
+	free(w->pool.ids);
+	free(w->pool.state);
+	free(w->notes.list);
 	security_free(w->sec);
 	worker_spare_free(w);
-	pthread_mutex_destroy(&w->spare_mu);
 	pthread_mutex_destroy(&w->mu);
 	handlerq_destroy(&w->handlers);
 	pthread_cond_destroy(&w->idle_cond);

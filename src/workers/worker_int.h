@@ -13,6 +13,7 @@
 #include "handlerq.h"
 #include "metrics.h"
 #include "security.h"
+#include "spare.h"
 #include "timelimit.h"
 
 struct warren_request {
@@ -64,20 +65,20 @@ struct job {
 	int64_t retry_delay_ms;  /* JOB_RETRY */
 	struct engine_held hold; /* held by the engine while its publish must wait (worker.c) */
 	/* I/O thread only. A dead letter or retry published and not yet
-	 * confirmed is in w->sent (sent_link, is_sent); returned: the broker
+	 * confirmed is in w->pending.sent (sent_link, is_sent); returned: the broker
 	 * returned it unroutable (basic.return comes before the confirm). */
 	LIST_ENTRY(job) sent_link;
 	bool is_sent;
 	bool returned;
-	/* I/O thread only: parked in w->parked after an unroutable dead letter
+	/* I/O thread only: parked in w->pending.parked after an unroutable dead letter
 	 * or retry, published again at park_until; parked_since: the first. */
 	LIST_ENTRY(job) park_link;
 	int64_t park_until, parked_since, park_backoff;
 	bool noted;                  /* its requeue is noted for the crash count (requeue.c) */
 	bool on_io_thread;           /* run by worker_start_job: no time limit */
-	bool suspect;                /* requeue_suspect: counted in w->suspects */
+	bool suspect;                /* requeue_suspect: counted in w->careful.suspects */
 	bool fast;                   /* it came from the fast lane, rpc.<service>.fast */
-	TAILQ_ENTRY(job) reply_link; /* I/O thread: in w->replies, its reply not yet sent */
+	TAILQ_ENTRY(job) reply_link; /* I/O thread: in w->pending.replies, its reply not yet sent */
 	struct lane_batch *lane;     /* an entry of this batch of requests (lane.c), or NULL */
 };
 
@@ -109,86 +110,149 @@ struct requeue_note {
 	int count;
 };
 
-/* Reply buffers of at least WORKER_SPARE_MIN bytes are recycled, up to
- * WORKER_SPARES of them and WORKER_SPARE_BYTES in all (job.c). */
-#define WORKER_SPARE_MIN   (16 * 1024)
-#define WORKER_SPARES      64
-#define WORKER_SPARE_BYTES (8 * 1024 * 1024) /* at most, in all */
-
-struct warren_worker {
-	struct engine *engine;
-	char service[65];
-	char queue[80], dlq[84], binding[70];
-	char fast_queue[85]; /* rpc.<service>.fast, the fast lane's classic queue */
+/* Read from the configuration once, by warren_worker_new, before any
+ * thread of the worker runs; read-only after, by any thread. */
+struct worker_settings {
 	int threads, prefetch;
 	size_t max_size;
 	char identity[200]; /* rpc-dead-worker: service@host:pid */
 	int retry_attempts, crash_limit;
 	int64_t retry_delay_ms;
 	int64_t consumer_timeout_ms;
-	struct security *sec;    /* NULL: nothing signed or checked */
-	struct timelimit limits; /* handler time limits (timelimit.h: its lock rule) */
+};
 
-	struct breaker breaker; /* the circuit breaker (breaker.h: its lock rule) */
+/* The broker names of the service (wire.h), made by warren_worker_new;
+ * read-only after, by any thread. */
+struct worker_topology {
+	char service[65];
+	char queue[80], dlq[84], binding[70];
+	char fast_queue[85];  /* rpc.<service>.fast, the fast lane's classic queue */
+	char batch_queue[90]; /* rpc.<service>.batch: batches of requests */
+};
 
-	/* I/O thread only: replies ready this turn whose callers take batches
-	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
-	struct job_queue replies;
-	/* Redelivered batches whose split must wait for room in the socket
-	 * (lane.c; I/O thread): in order, published from the tick. */
-	struct lane_waits splits;
-	struct method *methods;
-	size_t nmethods;
+/* The registered methods and thread hooks: set by the owner's thread
+ * before warren_worker_start, read-only after (each method's
+ * method_metrics is under the worker's mu, metrics.h). */
+struct worker_methods {
+	struct method *list;
+	size_t n;
 	size_t ninline; /* methods that run on the I/O thread */
 	warren_thread_init_fn thread_init;
 	warren_thread_fini_fn thread_fini;
 	void *thread_arg;
+};
 
-	/* The jobs handed to the handler threads (handlerq.c: its own lock). */
-	struct handlerq handlers;
-	/* The counters, under mu. */
+/* The consumers of the lanes (worker.c): the I/O thread's alone. */
+struct worker_lanes {
+	char consumer_tag[256];
+	char fast_tag[256];    /* the fast lane's consumer; empty: not consumed */
+	int64_t fast_retry_at; /* engine_now() ms of the next try at it */
+	char batch_consumer_tag[256];
+};
+
+/* Redelivered batches whose entries are republished alone (lane.c): the
+ * I/O thread's alone. */
+struct lane_splits {
+	/* Splits that must wait for room in the socket: in order, published
+	 * from the tick (lane_tick). */
+	struct lane_waits waiting;
+	/* Batches being split: held, as far as draining is concerned, until
+	 * acked. */
+	int splitting;
+};
+
+/* Careful mode: suspects run alone (worker.c, set_careful). The I/O
+ * thread's alone, but for suspects, under the worker's mu (the handler
+ * threads lower it as a suspect's job ends). on: consuming with prefetch
+ * 1; draining: a suspect came while consuming with the full prefetch, the
+ * consumer is cancelled and the requests held are finishing; isolated: the
+ * suspect kept aside to run alone once they have; drained_ticks: turns
+ * seen with none held. */
+struct careful {
+	bool on, draining;
+	unsigned lanes; /* the lanes still consumed with prefetch 1 */
+	struct job *isolated;
+	int drained_ticks;
+	int64_t suspects; /* under mu: jobs of suspects queued or running */
+};
+
+/* Jobs whose publish the I/O thread still owes: the I/O thread's alone. */
+struct worker_pending {
+	/* Replies ready this turn whose callers take batches
+	 * (rpc-accept-batch), sent from the tick, batched by reply_to. */
+	struct job_queue replies;
+	/* Dead letters and retries awaiting their confirm, and those parked
+	 * after the broker returned them unroutable. */
+	struct job_list sent;
+	struct job_list parked;
+};
+
+/* The handler threads: ids and started are the owner's thread's
+ * (warren_worker_start/_stop/_free); state is under the worker's mu (a
+ * handler thread marks its own end). */
+struct worker_pool {
+	pthread_t *ids;
+	int *state; /* THREAD_* of each handler thread */
+	int started;
+};
+
+/* Requests given back to the queue by this worker (requeue.c): under the
+ * worker's mu. */
+struct requeue_notes {
+	struct requeue_note *list;
+	size_t n, next;
+};
+
+/* The worker's lifecycle flags. started and stopped: the owner's thread
+ * (warren_worker_start/_stop); stopping: the I/O thread's (no more
+ * consuming). */
+struct worker_life {
+	bool started, stopped;
+	bool stopping;
+};
+
+/* The worker: composed of its parts, each with its lock rule (above, and
+ * in the part's header).
+ *
+ * Locks: the worker's mu guards what the handler threads and the I/O
+ * thread share and must see in one step: the stats and metrics, the
+ * breaker's counts, the time limits and a job's run_state, the requeue
+ * notes, careful.suspects and pool.state. These parts keep no lock of their
+ * own by design (metrics.h, breaker.h, timelimit.h say why): each holds
+ * mu for a few assignments, and the stats tie them together. Two parts
+ * have their own lock, both innermost: the handler queue's (handlerq.h)
+ * and the spares' (spare.h). Lock order: mu, then handlers.mu or
+ * spares.mu; nothing takes mu while holding either, and neither is taken
+ * while holding the other, so there is no cycle. */
+struct warren_worker {
+	struct engine *engine; /* set by warren_worker_new */
+	struct security *sec;  /* set by warren_worker_new; NULL: nothing signed or checked */
+	struct worker_settings settings; /* read-only after warren_worker_new */
+	struct worker_topology topo;     /* read-only after warren_worker_new */
+	struct worker_methods methods;   /* read-only after warren_worker_start */
+
+	/* The worker's mutex: the in-progress count a stop waits on (stats),
+	 * and the parts that say "under mu". */
 	pthread_mutex_t mu;
 	pthread_cond_t idle_cond; /* in_progress fell */
-	int64_t suspects;         /* under mu: jobs of suspects queued or running (careful mode) */
 
-	struct worker_metrics metrics; /* stats and metrics (metrics.h: its lock rule) */
+	struct timelimit limits;       /* handler time limits (timelimit.h) */
+	struct breaker breaker;        /* the circuit breaker (breaker.h) */
+	struct worker_metrics metrics; /* stats and metrics (metrics.h) */
+	struct requeue_notes notes;    /* under mu (requeue.c) */
+	struct handlerq handlers;      /* jobs for the handler threads (handlerq.h: its own lock) */
+	struct spares spares;          /* recycled reply buffers (spare.h: its own lock) */
 
-	pthread_t *handler_threads;
-	int *thread_state; /* under mu: THREAD_* of each handler thread */
-	int started_threads;
+	struct worker_pending pending; /* I/O thread */
+	struct worker_lanes lanes;     /* I/O thread */
+	struct lane_splits splits;     /* I/O thread (lane.c) */
+	struct careful careful;        /* I/O thread; suspects under mu */
+
+	struct worker_pool pool; /* the handler threads */
+	struct worker_life life;
 	/* The owner's reference plus one per handler thread left behind; the
 	 * last one frees the worker (worker_release). */
 	atomic_int refs;
-	/* I/O thread only: dead letters and retries awaiting their confirm, and
-	 * those parked after the broker returned them unroutable. */
-	struct job_list sent;
-	struct job_list parked;
-	/* Under mu: requests given back to the queue by this worker (requeue.c). */
-	struct requeue_note *notes;
-	size_t nnotes, next_note;
-	bool started, stopped;
-	bool stopping; /* I/O thread: no more consuming */
-	/* I/O thread only: suspects run alone (worker.c, set_careful).
-	 * careful: consuming with prefetch 1; draining: a suspect came while
-	 * consuming with the full prefetch, the consumer is cancelled and the
-	 * requests held are finishing; isolated: the suspect kept aside to run
-	 * alone once they have; drained_ticks: turns seen with none held. */
-	bool careful, draining;
-	unsigned careful_lanes; /* the lanes still consumed with prefetch 1 (worker.c) */
-	struct job *isolated;
-	int drained_ticks;
-	/* Redelivered batches whose entries are being republished alone
-	 * (lane.c): held, as far as draining is concerned, until acked. */
-	int splitting;
-	char consumer_tag[256];
-	char fast_tag[256];    /* the fast lane's consumer; empty: not consumed */
-	int64_t fast_retry_at; /* I/O thread: engine_now() ms of the next try at it */
-	char batch_queue[90];  /* rpc.<service>.batch: batches of requests */
-	char batch_consumer_tag[256];
-	/* Large reply buffers kept for the next replies (job.c, worker_spare_*). */
-	pthread_mutex_t spare_mu;
-	void *spare[WORKER_SPARES];
-	size_t nspare, spare_bytes;
 };
 
 /* The two transient statuses: retried, and counted by the breaker. */
@@ -201,15 +265,6 @@ struct warren_worker {
 bool job_process(struct warren_worker *w, struct job *j, void *thread_data);
 /* Drops one reference to the job; the last frees it. */
 void job_free(struct job *j);
-/* A reply buffer of n bytes (alloc for envelope_encode_body_alloc, arg the
- * worker): a spare one large enough, else malloc's. Any thread. */
-void *worker_spare_take(size_t n, void *arg);
-/* Frees a reply buffer (malloc'd, or from worker_spare_take), or keeps it
- * for worker_spare_take when it is large. Any thread; NULL-safe. */
-void worker_spare_put(struct warren_worker *w, void *p);
-/* Frees the spare buffers (the worker's end). */
-void worker_spare_free(struct warren_worker *w);
-
 /* Handler time limits (timelimit.c). Handler thread: begin before running
  * the handler, end after (false: abandoned meanwhile). I/O thread: check
  * answers for the handlers past their limit, returns the next limit. */

@@ -231,7 +231,7 @@ static void test_closing_while_stopping_or_disconnected_does_not_consume(void **
 	assert_true(w->breaker.paused);
 	breaker_probed(w, WARREN_STATUS_OK);
 	connected = true;
-	w->stopping = true;
+	w->life.stopping = true;
 	breaker_tick(w, e, now_ms);
 	assert_false(w->breaker.paused);
 	assert_int_equal(consumes, 0);

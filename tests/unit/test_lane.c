@@ -143,11 +143,11 @@ static struct warren_worker *worker(void)
 	struct warren_worker *w = calloc(1, sizeof(*w));
 
 	assert_non_null(w);
-	strcpy(w->service, "echo");
-	strcpy(w->queue, "rpc.echo");
-	strcpy(w->dlq, "rpc.echo.dlq");
-	w->max_size = 1024 * 1024;
-	STAILQ_INIT(&w->splits);
+	strcpy(w->topo.service, "echo");
+	strcpy(w->topo.queue, "rpc.echo");
+	strcpy(w->topo.dlq, "rpc.echo.dlq");
+	w->settings.max_size = 1024 * 1024;
+	STAILQ_INIT(&w->splits.waiting);
 	return w;
 }
 
@@ -169,14 +169,14 @@ static void assert_split(amqp_field_value_t count, int64_t want)
 	assert_false(lane_deliver(w, NULL, batch_delivery(&count)));
 	assert_int_equal(seen.jobs_asked, 0);
 	assert_int_equal(seen.published, ENTRIES);
-	assert_int_equal(w->splitting, 1);
+	assert_int_equal(w->splits.splitting, 1);
 	for (int i = 0; i < ENTRIES; i++) {
 		assert_string_equal(seen.routing_key[i], "rpc.echo");
 		assert_true(seen.crashes[i] == want);
 		seen.fn[i](NULL, seen.ctx[i], ENGINE_ACK);
 	}
 	assert_int_equal(seen.acked, 1);
-	assert_int_equal(w->splitting, 0);
+	assert_int_equal(w->splits.splitting, 0);
 	assert_int_equal(w->metrics.stats.batches_split, 1);
 	free(w);
 }

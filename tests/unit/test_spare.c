@@ -1,4 +1,4 @@
-/* test_spare.c: a worker's recycled reply buffers (job.c, worker_spare_*):
+/* test_spare.c: a worker's recycled reply buffers (spare.c, worker_spare_*):
  * a large buffer put back is what the next large reply gets, small ones
  * are freed, and what is kept is bounded in number and in bytes. */
 #include <setjmp.h>
@@ -19,7 +19,7 @@ static int setup(void **state)
 	struct warren_worker *w = calloc(1, sizeof(*w));
 
 	assert_non_null(w);
-	pthread_mutex_init(&w->spare_mu, NULL);
+	spare_init(&w->spares);
 	*state = w;
 	return 0;
 }
@@ -29,8 +29,7 @@ static int teardown(void **state)
 	struct warren_worker *w = *state;
 
 	worker_spare_free(w);
-	assert_int_equal(w->nspare, 0);
-	pthread_mutex_destroy(&w->spare_mu);
+	assert_int_equal(w->spares.n, 0);
 	free(w);
 	return 0;
 }
@@ -43,11 +42,11 @@ static void test_a_large_reply_buffer_is_reused_for_the_next_large_reply(void **
 	assert_non_null(p);
 	memset(p, 0xab, 65541);
 	worker_spare_put(w, p);
-	assert_int_equal(w->nspare, 1);
+	assert_int_equal(w->spares.n, 1);
 	q = worker_spare_take(65000, w); /* smaller fits too */
 	assert_ptr_equal(q, p);
-	assert_int_equal(w->nspare, 0);
-	assert_int_equal(w->spare_bytes, 0);
+	assert_int_equal(w->spares.n, 0);
+	assert_int_equal(w->spares.bytes, 0);
 	worker_spare_put(w, q);
 }
 
@@ -60,9 +59,9 @@ static void test_a_spare_too_small_is_left_for_a_smaller_reply(void **state)
 	big = worker_spare_take(65536, w);
 	assert_ptr_not_equal(big, small);
 	assert_true(malloc_usable_size(big) >= 65536);
-	assert_int_equal(w->nspare, 1);
+	assert_int_equal(w->spares.n, 1);
 	worker_spare_put(w, big);
-	assert_int_equal(w->nspare, 2);
+	assert_int_equal(w->spares.n, 2);
 }
 
 static void test_small_buffers_are_freed_not_kept(void **state)
@@ -72,8 +71,8 @@ static void test_small_buffers_are_freed_not_kept(void **state)
 	worker_spare_put(w, worker_spare_take(100, w));
 	worker_spare_put(w, malloc(WORKER_SPARE_MIN / 2));
 	worker_spare_put(w, NULL);
-	assert_int_equal(w->nspare, 0);
-	assert_int_equal(w->spare_bytes, 0);
+	assert_int_equal(w->spares.n, 0);
+	assert_int_equal(w->spares.bytes, 0);
 }
 
 static void test_the_spares_are_bounded_in_number_and_in_bytes(void **state)
@@ -83,15 +82,15 @@ static void test_the_spares_are_bounded_in_number_and_in_bytes(void **state)
 	for (int i = 0; i < WORKER_SPARES + 10; i++) {
 		worker_spare_put(w, malloc(65536));
 	}
-	assert_int_equal(w->nspare, WORKER_SPARES);
-	assert_true(w->spare_bytes <= WORKER_SPARE_BYTES);
+	assert_int_equal(w->spares.n, WORKER_SPARES);
+	assert_true(w->spares.bytes <= WORKER_SPARE_BYTES);
 	worker_spare_free(w);
 	for (int i = 0; i < 20; i++) {
 		worker_spare_put(w, malloc(1024 * 1024));
 	}
-	assert_true(w->nspare < 20);
-	assert_true(w->spare_bytes <= WORKER_SPARE_BYTES);
-	assert_true(w->spare_bytes + 1024 * 1024 > WORKER_SPARE_BYTES); /* filled up to it */
+	assert_true(w->spares.n < 20);
+	assert_true(w->spares.bytes <= WORKER_SPARE_BYTES);
+	assert_true(w->spares.bytes + 1024 * 1024 > WORKER_SPARE_BYTES); /* filled up to it */
 }
 
 int main(void)

@@ -62,7 +62,7 @@ static int setup(void **state)
 	w->engine = e;
 	w->limits.default_ms = 1000;
 	w->limits.known = INT64_MAX;
-	strcpy(w->dlq, "rpc.svc.dlq");
+	strcpy(w->topo.dlq, "rpc.svc.dlq");
 	memset(jobs, 0, sizeof(jobs));
 	for (int i = 0; i < 3; i++) {
 		jobs[i].worker = w;
