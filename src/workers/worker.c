@@ -1291,12 +1291,52 @@ static void move(struct warren_worker *w, struct engine *e, struct job *j)
 	finish_task(e, &j->task);
 }
 
+/* A batch delivered for the first time holds no suspect (one delivered
+ * again is split into single requests, which are judged one by one): like
+ * any request that is no suspect, it relaxes its lane (else a careful
+ * worker that gets only batches would take one batch at a time on that
+ * lane), but not beside a suspect still held (see relax). */
+static void deliver_batch(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
+                          bool fast)
+{
+	bool beside = w->careful.on && holds_suspect(w);
+	unsigned lane = careful_lane(w, d, fast);
+
+	if (lane_deliver(w, e, d)) {
+		relax(w, e, lane, beside);
+	}
+}
+
+/* The job of a single request, or NULL when it was given back (no memory,
+ * or the worker stopping). */
+static struct job *job_of(struct warren_worker *w, struct engine *e, struct engine_delivery *d,
+                          bool fast)
+{
+	struct job *j = worker_job_new(w);
+
+	if (j == NULL) {
+		engine_reject(e, d->generation, d->delivery_tag, true);
+		engine_delivery_free(d);
+		return NULL;
+	}
+	j->delivery = d;
+	j->suspect = requeue_suspect(w, d);
+	j->fast = fast;
+	if (w->life.stopping) {
+		/* Raced in after basic.cancel: give it back untouched. */
+		give_back(e, j, ENGINE_NACK);
+		engine_delivery_free(d);
+		free(j); /* never queued: not in progress */
+		return NULL;
+	}
+	return j;
+}
+
 static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *d)
 {
 	struct warren_worker *w = arg;
 	bool fast = w->lanes.fast_tag[0] != '\0' && strcmp(d->consumer_tag, w->lanes.fast_tag) == 0;
 	struct job *j;
-	bool suspect;
 
 	if (d->redelivered) {
 		worker_count(w, &w->metrics.stats.redelivered, 1);
@@ -1305,50 +1345,25 @@ static void worker_deliver(struct engine *e, void *arg, struct engine_delivery *
 		worker_count(w, &w->metrics.stats.fast_received, 1);
 	}
 	if (batch_is(&d->message.properties)) {
-		/* A batch delivered for the first time holds no suspect (one
-		 * delivered again is split into single requests, which are
-		 * judged one by one): like any request that is no suspect, it
-		 * relaxes its lane (else a careful worker that gets only batches
-		 * would take one batch at a time on that lane), but not beside a
-		 * suspect still held (see relax). */
-		bool beside = w->careful.on && holds_suspect(w);
-
-		unsigned lane = careful_lane(w, d, fast);
-
-		if (lane_deliver(w, e, d)) {
-			relax(w, e, lane, beside);
-		}
+		deliver_batch(w, e, d, fast);
 		return;
 	}
-	j = worker_job_new(w);
+	j = job_of(w, e, d, fast);
 	if (j == NULL) {
-		engine_reject(e, d->generation, d->delivery_tag, true);
-		engine_delivery_free(d);
-		return;
-	}
-	j->delivery = d;
-	suspect = requeue_suspect(w, d);
-	j->suspect = suspect;
-	j->fast = fast;
-	if (w->life.stopping) {
-		/* Raced in after basic.cancel: give it back untouched. */
-		give_back(e, j, ENGINE_NACK);
-		engine_delivery_free(d);
-		free(j); /* never queued: not in progress */
 		return;
 	}
 	if (crash_suspect(w, j)) {
 		move(w, e, j);
 		return;
 	}
-	if (suspect && (!all_careful(w) || w->splits.splitting > 0)) {
+	if (j->suspect && (!all_careful(w) || w->splits.splitting > 0)) {
 		/* Careful, a suspect still waits while a redelivered batch it may
 		 * come from is not acked yet: a crash now would bring the batch
 		 * back and split it again, its entries counted twice. */
 		isolate(w, e, j);
 		return;
 	}
-	if (!suspect) {
+	if (!j->suspect) {
 		/* No crash is pending on this queue's head any more. */
 		relax(w, e, careful_lane(w, d, fast), w->careful.on && holds_suspect(w));
 	}
@@ -1478,6 +1493,51 @@ static int64_t worker_tick(struct engine *e, void *arg, int64_t now)
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The broker names of service's queues (the wire contract's). */
+static void topology_init(struct worker_topology *t, const char *service)
+{
+	snprintf(t->service, sizeof(t->service), "%s", service);
+	wire_service_queue(t->queue, sizeof(t->queue), service);
+	wire_dlq(t->dlq, sizeof(t->dlq), service);
+	wire_fast_queue(t->fast_queue, sizeof(t->fast_queue), service);
+	wire_binding(t->binding, sizeof(t->binding), service);
+	wire_batch_queue(t->batch_queue, sizeof(t->batch_queue), service);
+}
+
+/* What the worker reads from the configuration once, and the engine's
+ * limits that follow from it. */
+static void settings_init(struct warren_worker *w, const warren_config *cfg, const char *service,
+                          struct engine_config *ec)
+{
+	char host[128] = "?";
+
+	w->settings.threads = (int)config_int(cfg, CFG_WORKER_THREADS);
+	w->handlers.threads = w->settings.threads;
+	w->settings.prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
+	if (w->settings.prefetch == 0) {
+		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
+		w->settings.prefetch =
+		    w->settings.threads > PREFETCH_AUTO ? w->settings.threads : PREFETCH_AUTO;
+	}
+	w->settings.max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
+	/* A body above this is not even assembled (a sealed one may be the
+	 * seal's overhead larger); job.c refuses it as too-large. */
+	ec->max_body = w->settings.max_size + SEAL_OVERHEAD;
+	w->settings.retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
+	w->settings.retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
+	w->settings.crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
+	w->limits.default_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
+	w->limits.known = INT64_MAX;
+	w->settings.consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
+	w->breaker.threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
+	w->breaker.probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
+	snprintf(w->metrics.listen, sizeof(w->metrics.listen), "%s",
+	         config_str(cfg, CFG_METRICS_LISTEN));
+	gethostname(host, sizeof(host) - 1);
+	snprintf(w->settings.identity, sizeof(w->settings.identity), "%s@%s:%ld", service, host,
+	         (long)getpid());
+}
+
 static warren_err worker_init(struct warren_worker *w, const warren_config *cfg, char *errstr,
                               size_t errlen)
 {
@@ -1495,43 +1555,13 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 		snprintf(errstr, errlen, "worker.service is not set");
 		return WARREN_ERR_CONFIG;
 	}
-	snprintf(w->topo.service, sizeof(w->topo.service), "%s", service);
-	wire_service_queue(w->topo.queue, sizeof(w->topo.queue), service);
-	wire_dlq(w->topo.dlq, sizeof(w->topo.dlq), service);
-	wire_fast_queue(w->topo.fast_queue, sizeof(w->topo.fast_queue), service);
-	wire_binding(w->topo.binding, sizeof(w->topo.binding), service);
-	wire_batch_queue(w->topo.batch_queue, sizeof(w->topo.batch_queue), service);
-	w->settings.threads = (int)config_int(cfg, CFG_WORKER_THREADS);
-	w->handlers.threads = w->settings.threads;
-	w->settings.prefetch = (int)config_int(cfg, CFG_WORKER_PREFETCH);
-	if (w->settings.prefetch == 0) {
-		/* Chosen by measurement (warren.conf(5), worker.prefetch). */
-		w->settings.prefetch =
-		    w->settings.threads > PREFETCH_AUTO ? w->settings.threads : PREFETCH_AUTO;
-	}
+	topology_init(&w->topo, service);
 	w->careful.on = true; /* see all_careful */
 	if (!requeue_init(w)) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;
 	}
-	w->settings.max_size = (size_t)config_int(cfg, CFG_MESSAGE_MAX_SIZE);
-	/* A body above this is not even assembled (a sealed one may be the
-	 * seal's overhead larger); job.c refuses it as too-large. */
-	ec.max_body = w->settings.max_size + SEAL_OVERHEAD;
-	w->settings.retry_attempts = (int)config_int(cfg, CFG_WORKER_RETRY_ATTEMPTS);
-	w->settings.retry_delay_ms = config_int(cfg, CFG_WORKER_RETRY_DELAY);
-	w->settings.crash_limit = (int)config_int(cfg, CFG_WORKER_CRASH_LIMIT);
-	w->limits.default_ms = config_int(cfg, CFG_WORKER_HANDLER_TIMEOUT);
-	w->limits.known = INT64_MAX;
-	w->settings.consumer_timeout_ms = config_int(cfg, CFG_BROKER_CONSUMER_TIMEOUT);
-	w->breaker.threshold = (int)config_int(cfg, CFG_WORKER_BREAKER_THRESHOLD);
-	w->breaker.probe_ms = config_int(cfg, CFG_WORKER_BREAKER_PROBE);
-	snprintf(w->metrics.listen, sizeof(w->metrics.listen), "%s",
-	         config_str(cfg, CFG_METRICS_LISTEN));
-	char host[128] = "?";
-	gethostname(host, sizeof(host) - 1);
-	snprintf(w->settings.identity, sizeof(w->settings.identity), "%s@%s:%ld", service, host,
-	         (long)getpid());
+	settings_init(w, cfg, service, &ec);
 	if (security_load(cfg, &w->sec, errstr, errlen) != 0) {
 		return WARREN_ERR_CONFIG;
 	}
