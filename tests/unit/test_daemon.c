@@ -111,6 +111,7 @@ static void test_help_and_version_answer_on_stdout_with_no_daemon(void **state)
 	assert_int_equal(new_daemon(&d, (const char *const[]){"-V", NULL}), WARREN_EXIT_OK);
 	assert_null(d);
 	assert_string_equal(out_cap.text, "svc " WARREN_VERSION "\n");
+	assert_string_equal(err_cap.text, "");
 }
 
 static void test_a_daemon_without_a_program_name_is_refused(void **state)

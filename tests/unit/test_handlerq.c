@@ -85,12 +85,22 @@ static void await_done(struct popper *p)
 	assert_true(atomic_load(&p->done));
 }
 
+/* Gives the popper time to block in handlerq_pop on the empty queue, and
+ * checks it has not come back: what follows then wakes a waiting handler,
+ * not one that has yet to look. */
+static void let_it_wait(struct popper *p)
+{
+	usleep(100000);
+	assert_false(atomic_load(&p->done));
+}
+
 static void a_waiting_handler_gets_the_job_queued_later(void **state)
 {
 	struct popper p = {.q = *state};
 	pthread_t t;
 
 	assert_int_equal(pthread_create(&t, NULL, pop_one, &p), 0);
+	let_it_wait(&p);
 	handlerq_push(p.q, &jobs[3], true);
 	await_done(&p);
 	pthread_join(t, NULL);
@@ -106,6 +116,7 @@ static void quit_ends_the_wait_and_leaves_the_queued_jobs(void **state)
 	pthread_t t;
 
 	assert_int_equal(pthread_create(&t, NULL, pop_one, &p), 0);
+	let_it_wait(&p);
 	handlerq_quit(p.q);
 	await_done(&p);
 	pthread_join(t, NULL);

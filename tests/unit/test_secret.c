@@ -163,6 +163,8 @@ static void test_a_secret_is_read_from_the_file_a_key_names(void **state)
 	assert_int_equal(warren_config_read_secret(cfg, "no.such", out, sizeof(out), why,
 	                                           sizeof(why)),
 	                 WARREN_ERR_INVALID);
+	assert_string_equal(why, "warren_config_read_secret: \"no.such\" is not a string key");
+	assert_string_equal(out, "");
 	unsetenv("CREDENTIALS_DIRECTORY");
 	warren_config_free(cfg);
 }
