@@ -42,6 +42,15 @@ check "the library's objects define functions" 0 '' '' -- \
 	test -s "$TMP/defined"
 check "the library's objects define no main" 1 '' '' -- \
 	grep -x main "$TMP/defined"
+# What the programs' objects define (every non-static function of their
+# own files and of their shared modules, main aside): none of it may be in
+# the library too.
+sed 's#^src/\(.*\)\.c$#'"$BUILD_DIR"'/obj/src/\1.o#' "$TMP/tool" "$TMP/prog" >"$TMP/prog-objs"
+# shellcheck disable=SC2046
+nm -g --defined-only $(cat "$TMP/prog-objs") 2>/dev/null | awk 'NF == 3 { print $3 }' |
+	grep -vx main | sort -u >"$TMP/prog-defined"
+check "the programs' objects define functions of their own" 0 '' '' -- \
+	test -s "$TMP/prog-defined"
 check "the library's objects define none of the programs' modules' functions" 1 '' '' -- \
-	grep -E '^(syncconn_|load_|dlq_)' "$TMP/defined"
+	grep -Fxf "$TMP/prog-defined" "$TMP/defined"
 summary
