@@ -397,13 +397,14 @@ void warren_client_free(warren_client *c)
 	}
 	atomic_store(&c->closing, true);
 	client_metrics_stop(&c->metrics); /* its server reads the client: first */
-	if (c->engine != NULL) {
-		engine_free(c->engine);
-	}
+	engine_stop(c->engine);
 	/* The I/O thread is gone, so this thread owns the table now. Calls still
-	 * in it (their connection was already down at shutdown) end here. */
+	 * in it (their connection was already down at shutdown) end here, and
+	 * a held one leaves the engine's hold queue: before the engine is
+	 * freed. */
 	fail_all(c, "the client is shutting down");
 	client_drop_queued(c);
+	engine_free(c->engine);
 	pending_destroy(&c->table);
 	pending_destroy(&c->retries);
 	security_free(c->sec);

@@ -101,6 +101,7 @@ static warren_err parse_urls(struct connect_target *t, const char *list, char *e
                              size_t errlen)
 {
 	char *copy = strdup(list != NULL ? list : ""), *save = NULL;
+	size_t len = copy != NULL ? strlen(copy) : 0; /* strtok_r cuts it with NULs */
 	warren_err err = WARREN_OK;
 
 	if (copy == NULL) {
@@ -115,7 +116,7 @@ static warren_err parse_urls(struct connect_target *t, const char *list, char *e
 		errstr_set(errstr, errlen, "broker.url: no URL given");
 		err = WARREN_ERR_CONFIG;
 	}
-	sodium_memzero(copy, strlen(copy));
+	sodium_memzero(copy, len);
 	free(copy);
 	return err;
 }

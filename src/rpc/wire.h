@@ -72,7 +72,6 @@ amqp_table_t wire_reply_queue_args(void);  /* x-expires */
  * does: true when the broker agreed; false with the broker's answer in
  * amqp_get_rpc_reply(conn) (a refusal closes ch). I/O thread of conn only. */
 bool wire_declare_exchange(amqp_connection_state_t conn, amqp_channel_t ch, const char *name);
-bool wire_declare_quorum_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name);
 bool wire_declare_fast_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name);
 bool wire_declare_reply_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name);
 bool wire_bind(amqp_connection_state_t conn, amqp_channel_t ch, const char *queue,

@@ -36,11 +36,6 @@ bool wire_check_exchange(amqp_connection_state_t conn, amqp_channel_t ch, const 
 	       NULL;
 }
 
-bool wire_declare_quorum_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
-{
-	return declare_queue_with(conn, ch, name, true, wire_quorum_queue_args());
-}
-
 bool wire_declare_fast_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *name)
 {
 	return declare_queue_with(conn, ch, name, true, wire_fast_queue_args());

@@ -79,6 +79,14 @@ int64_t timelimit_check(struct warren_worker *w, struct engine *e, int64_t now)
 	int64_t earliest = INT64_MAX;
 
 	pthread_mutex_lock(&w->mu);
+	if (now < w->limits.known) {
+		/* known is never later than the earliest limit of a running job
+		 * (timelimit_begin lowers it, an ending job only removes one):
+		 * none is overdue, and the walk below is not needed every turn. */
+		earliest = w->limits.known;
+		pthread_mutex_unlock(&w->mu);
+		return earliest;
+	}
 	for (j = LIST_FIRST(&w->limits.running); j != NULL; j = next) {
 		next = LIST_NEXT(j, run_link);
 		if (j->limit_at <= now) {

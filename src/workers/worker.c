@@ -1500,7 +1500,6 @@ static void topology_init(struct worker_topology *t, const char *service)
 	wire_service_queue(t->queue, sizeof(t->queue), service);
 	wire_dlq(t->dlq, sizeof(t->dlq), service);
 	wire_fast_queue(t->fast_queue, sizeof(t->fast_queue), service);
-	wire_binding(t->binding, sizeof(t->binding), service);
 	wire_batch_queue(t->batch_queue, sizeof(t->batch_queue), service);
 }
 

@@ -125,7 +125,7 @@ struct worker_settings {
  * read-only after, by any thread. */
 struct worker_topology {
 	char service[65];
-	char queue[80], dlq[84], binding[70];
+	char queue[80], dlq[84];
 	char fast_queue[85];  /* rpc.<service>.fast, the fast lane's classic queue */
 	char batch_queue[90]; /* rpc.<service>.batch: batches of requests */
 };
