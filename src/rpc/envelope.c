@@ -205,6 +205,26 @@ static bool int_or_stamp(const amqp_field_value_t *v, int64_t *out)
 	return envelope_field_int(v, out);
 }
 
+/* Header key as a count: 0 when absent, odd or outside 0..INT32_MAX. */
+static int count_header(const amqp_basic_properties_t *p, const char *key)
+{
+	const amqp_field_value_t *v = wire_header(p, key);
+	int64_t n;
+
+	if (v == NULL || !int_or_stamp(v, &n) || n < 0 || n > INT32_MAX) {
+		return 0;
+	}
+	return (int)n;
+}
+
+int envelope_delivery_count(const amqp_basic_properties_t *p)
+{
+	int n = count_header(p, WIRE_H_DELIVERY_COUNT);
+	int carried = count_header(p, BATCH_CRASHES_HEADER);
+
+	return carried <= INT32_MAX - n ? n + carried : n;
+}
+
 /* WARREN_OK with *out set, or left alone when absent; DECODE when ill-typed
  * or outside min..max. */
 static warren_err read_int_header(const amqp_basic_properties_t *p, const char *key, int64_t min,
@@ -361,20 +381,7 @@ static warren_err read_headers(const amqp_basic_properties_t *p, struct envelope
 	}
 	m->attempt = (int)attempt;
 	m->status = (int)status;
-	/* The broker's own count of earlier deliveries (quorum queues): never
-	 * the caller's error, so an odd value is just ignored. */
-	const amqp_field_value_t *dc = wire_header(p, WIRE_H_DELIVERY_COUNT);
-	int64_t count = 0;
-	if (dc != NULL && int_or_stamp(dc, &count) && count >= 0 && count <= INT32_MAX) {
-		m->delivery_count = (int)count;
-	}
-	/* Deliveries of the batch it came in, before a worker republished it
-	 * alone (lane.c): they count as its own. */
-	const amqp_field_value_t *bc = wire_header(p, BATCH_CRASHES_HEADER);
-	if (bc != NULL && int_or_stamp(bc, &count) && count > 0 &&
-	    count <= INT32_MAX - m->delivery_count) {
-		m->delivery_count += (int)count;
-	}
+	m->delivery_count = envelope_delivery_count(p);
 	/* An offer, not an instruction: one this end cannot read is as none
 	 * (single replies), never the caller's error. */
 	const amqp_field_value_t *ab = wire_header(p, BATCH_ACCEPT_HEADER);

@@ -97,6 +97,13 @@ void envelope_error_parse(const warren_value *v, const char **message,
  * timestamp included) and for a uint64 above INT64_MAX. */
 bool envelope_field_int(const amqp_field_value_t *v, int64_t *out);
 
+/* Earlier deliveries of a message: the broker's x-delivery-count (quorum
+ * queues) plus the deliveries of the batch it was republished from
+ * (rpc-crashes, batch.h). Integers of any width or timestamps; an odd,
+ * negative or absent value counts 0: the broker's count is never the
+ * caller's error. */
+int envelope_delivery_count(const amqp_basic_properties_t *p);
+
 /* Copies at most cap-1 bytes and a NUL; returns false if src was longer. */
 bool envelope_copy(char *dst, size_t cap, amqp_bytes_t src);
 

@@ -249,19 +249,6 @@ void lane_free(struct warren_worker *w)
 
 /* ------------------------------------------------------------ first delivery */
 
-/* The broker's x-delivery-count (quorum queues): earlier deliveries; 0
- * when absent or not an integer. */
-static int64_t delivery_count(const amqp_basic_properties_t *p)
-{
-	const amqp_field_value_t *v = wire_header(p, WIRE_H_DELIVERY_COUNT);
-	int64_t n = 0;
-
-	if (v == NULL || !envelope_field_int(v, &n)) {
-		return 0;
-	}
-	return n;
-}
-
 /* An entry as a delivery of its own: its properties point into the
  * batch, its body is its own (engine_delivery_free frees it). */
 static struct engine_delivery *entry_delivery(const struct engine_delivery *d,
@@ -347,7 +334,7 @@ bool lane_deliver(struct warren_worker *w, struct engine *e, struct engine_deliv
 		engine_delivery_free(d);
 		return false;
 	}
-	count = delivery_count(&d->message.properties);
+	count = envelope_delivery_count(&d->message.properties);
 	if (d->redelivered || count >= 1) {
 		/* Its entries' crashes: the batch's returns less one. A batch is
 		 * held whole while one entry runs at a time: it comes back from

@@ -11,7 +11,6 @@
 
 #include <sodium.h>
 
-#include "batch.h"
 #include "worker_int.h"
 #include "wire.h"
 
@@ -109,35 +108,11 @@ int requeue_crashes(struct warren_worker *w, const struct job *j)
 	return unexplained(w, j->delivery, j->meta.delivery_count);
 }
 
-/* Header key as an integer of any width; 0 when absent, odd or outside
- * 0..INT32_MAX. */
-static int int_header(const amqp_basic_properties_t *p, const char *key)
-{
-	const amqp_field_value_t *v = wire_header(p, key);
-	int64_t n;
-
-	if (v == NULL || !envelope_field_int(v, &n) || n < 0 || n > INT32_MAX) {
-		return 0;
-	}
-	return (int)n;
-}
-
-/* x-delivery-count as the broker wrote it, plus the deliveries of the batch
- * the request was republished from (rpc-crashes), as envelope_read reads
- * them. */
-static int delivery_count(const amqp_basic_properties_t *p)
-{
-	int n = int_header(p, WIRE_H_DELIVERY_COUNT);
-	int carried = int_header(p, BATCH_CRASHES_HEADER);
-
-	return carried <= INT32_MAX - n ? n + carried : n;
-}
-
 bool requeue_suspect(struct warren_worker *w, const struct engine_delivery *d)
 {
 	/* crash_limit 0: crashes are left to the broker, nothing is isolated. */
 	return w->settings.crash_limit > 0 &&
-	       unexplained(w, d, delivery_count(&d->message.properties)) >= 1;
+	       unexplained(w, d, envelope_delivery_count(&d->message.properties)) >= 1;
 }
 
 bool requeue_noted(struct warren_worker *w, const struct engine_delivery *d)

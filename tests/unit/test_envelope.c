@@ -114,6 +114,61 @@ static void test_any_integer_kind_is_accepted_for_a_header(void **state)
 	assert_int_equal(m.attempt, 7);
 }
 
+static amqp_basic_properties_t with_headers(amqp_table_entry_t *h, int n)
+{
+	amqp_basic_properties_t p = with_header(h);
+
+	p.headers.num_entries = n;
+	return p;
+}
+
+/* Earlier deliveries: the broker's x-delivery-count plus the deliveries of
+ * the batch a request was republished from (rpc-crashes); the worker's
+ * read of a request, its crash isolation and its batch lane all ask this. */
+static void test_the_delivery_count_adds_the_batchs_crashes_to_the_brokers_count(void **state)
+{
+	amqp_table_entry_t h[] = {
+	    {.key = amqp_cstring_bytes("x-delivery-count"),
+	     .value = {.kind = AMQP_FIELD_KIND_I64, .value.i64 = 3}},
+	    {.key = amqp_cstring_bytes("rpc-crashes"),
+	     .value = {.kind = AMQP_FIELD_KIND_U8, .value.u8 = 2}},
+	};
+	amqp_basic_properties_t p = with_headers(h, 2);
+	struct envelope_meta m;
+
+	assert_int_equal(envelope_delivery_count(&p), 5);
+	assert_int_equal(envelope_read(&p, &m, NULL, 0), WARREN_OK);
+	assert_int_equal(m.delivery_count, 5);
+}
+
+/* Integer headers may come as timestamps (as rpc-deadline may): the
+ * count is read the same way wherever it is asked. */
+static void test_a_delivery_count_sent_as_a_timestamp_counts(void **state)
+{
+	amqp_table_entry_t h = {.key = amqp_cstring_bytes("x-delivery-count"),
+	                        .value = {.kind = AMQP_FIELD_KIND_TIMESTAMP, .value.u64 = 4}};
+	amqp_basic_properties_t p = with_header(&h);
+
+	assert_int_equal(envelope_delivery_count(&p), 4);
+}
+
+/* The broker's count is never the caller's error: an odd one is none. */
+static void test_an_odd_delivery_count_is_taken_as_none(void **state)
+{
+	amqp_table_entry_t h[] = {
+	    {.key = amqp_cstring_bytes("x-delivery-count"),
+	     .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = -1}},
+	    {.key = amqp_cstring_bytes("rpc-crashes"),
+	     .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("2")}},
+	};
+	amqp_basic_properties_t p = with_headers(h, 2);
+
+	assert_int_equal(envelope_delivery_count(&p), 0);
+	h[0].value = (amqp_field_value_t){.kind = AMQP_FIELD_KIND_I64, .value.i64 = INT32_MAX};
+	h[1].value = (amqp_field_value_t){.kind = AMQP_FIELD_KIND_I64, .value.i64 = 5};
+	assert_int_equal(envelope_delivery_count(&p), INT32_MAX);
+}
+
 static void test_status_out_of_range_is_refused(void **state)
 {
 	amqp_table_entry_t h = {.key = amqp_cstring_bytes("rpc-status"),
@@ -416,6 +471,9 @@ int main(void)
 	    cmocka_unit_test(test_reply_properties_carry_status_and_correlation_id),
 	    cmocka_unit_test(test_wrongly_typed_deadline_is_a_clear_error_after_the_ids),
 	    cmocka_unit_test(test_any_integer_kind_is_accepted_for_a_header),
+	    cmocka_unit_test(test_the_delivery_count_adds_the_batchs_crashes_to_the_brokers_count),
+	    cmocka_unit_test(test_a_delivery_count_sent_as_a_timestamp_counts),
+	    cmocka_unit_test(test_an_odd_delivery_count_is_taken_as_none),
 	    cmocka_unit_test(test_status_out_of_range_is_refused),
 	    cmocka_unit_test(test_attempt_zero_is_refused),
 	    cmocka_unit_test(test_traceparent_must_be_a_string),
