@@ -296,18 +296,16 @@ static void *stop_main(void *arg)
 	return NULL;
 }
 
-/* SIGTERM: stop consuming and let handlers finish within the grace; a
- * second SIGTERM ends at once. Either way nothing unacked is lost: the
- * broker requeues it when the connection closes. _exit, not exit: handler
- * threads still running must not see the process torn down under them. */
-static int drain(warren_daemon *d)
+/* What systemd is asked for beyond worker.grace at a drain: the stop's
+ * own work after the grace (closing the connection, freeing). */
+#define DRAIN_MARGIN_MS 5000
+
+/* The drain's wait for the stopper, in 50 ms steps: a second SIGTERM ends
+ * at once, a SIGHUP reloads, the watchdog is fed as while serving. */
+static void await_stopped(warren_daemon *d, int64_t wd_ms)
 {
-	sdnotify_send("STOPPING=1\nSTATUS=draining");
-	log_info("stopping: finishing in-flight requests, grace %lld ms",
-	         (long long)config_int(d->cfg, CFG_WORKER_GRACE));
-	if (pthread_create(&d->stopper, NULL, stop_main, d) != 0) {
-		return EXITCODE_INTERNAL;
-	}
+	int64_t next_wd = mono_ms() + wd_ms;
+
 	while (!atomic_load(&d->stopped)) {
 		int sig = wait_signal(d, 50);
 
@@ -316,7 +314,40 @@ static int drain(warren_daemon *d)
 			    "second signal: exiting now; unfinished requests go back to the queue");
 			_exit(EXITCODE_FAILED);
 		}
+		if (sig == SIGHUP) {
+			sdnotify_send("RELOADING=1");
+			reload(d);
+			sdnotify_send("STOPPING=1");
+		}
+		if (wd_ms > 0 && mono_ms() >= next_wd) {
+			if (making_progress(d)) {
+				sdnotify_send("WATCHDOG=1");
+			}
+			next_wd = mono_ms() + wd_ms;
+		}
 	}
+}
+
+/* SIGTERM: stop consuming and let handlers finish within the grace; a
+ * second SIGTERM ends at once. Either way nothing unacked is lost: the
+ * broker requeues it when the connection closes. systemd is asked for the
+ * grace (EXTEND_TIMEOUT_USEC: a TimeoutStopSec= shorter than worker.grace
+ * no longer kills the drain) and the watchdog is fed while the drain
+ * makes progress. _exit, not exit: handler threads still running must not
+ * see the process torn down under them. */
+static int drain(warren_daemon *d)
+{
+	int64_t grace = config_int(d->cfg, CFG_WORKER_GRACE);
+	uint64_t wd_usec = sdnotify_watchdog_usec();
+
+	sdnotify_send("STOPPING=1\nSTATUS=draining");
+	sdnotify_sendf("EXTEND_TIMEOUT_USEC=%llu",
+	               (unsigned long long)(grace + DRAIN_MARGIN_MS) * 1000ULL);
+	log_info("stopping: finishing in-flight requests, grace %lld ms", (long long)grace);
+	if (pthread_create(&d->stopper, NULL, stop_main, d) != 0) {
+		return EXITCODE_INTERNAL;
+	}
+	await_stopped(d, wd_usec > 0 ? (int64_t)(wd_usec / 2000) : 0);
 	pthread_join(d->stopper, NULL);
 	if (d->stop_result != WARREN_OK) {
 		log_warn("grace expired: exiting; unfinished requests go back to the queue");

@@ -395,6 +395,58 @@ static void test_a_second_sigterm_exits_1_and_the_request_is_answered_by_the_nex
 	stop_while_held(2);
 }
 
+/* A drain can outlast TimeoutStopSec= and WatchdogSec=: at SIGTERM the
+ * daemon asks systemd for its grace and a margin (EXTEND_TIMEOUT_USEC),
+ * and feeds the watchdog while it drains, so that systemd neither kills
+ * it at the stop timeout nor as wedged while a handler finishes. A
+ * SIGHUP meanwhile is served (it was dropped). */
+static void test_a_draining_daemon_asks_for_its_grace_and_feeds_the_watchdog(void **state)
+{
+	pid_t pid = spawn_daemon((const char *const[]){"-o", conninfo_arg(), "-o", "worker.threads=2",
+	                                               "-o", "worker.grace=20s", NULL},
+	                         400, NULL);
+	warren_client *c = client();
+	PGconn *db = PQconnectdb(testenv_db());
+	warren_value *params = NULL;
+	struct done d = {0};
+	char json[256];
+	int64_t id;
+	int status = 0;
+	PGresult *res;
+
+	assert_true(await_note("READY=1", 20000));
+	id = create_user(c, "drain");
+	hold_row(db, id);
+	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"Drained\"}", (long long)id);
+	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(c, "user.update", params,
+	                                   &(warren_call_opts){.timeout_ms = 30000}, on_done, &d,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	warren_value_free(params);
+	usleep(500000); /* the handler is now waiting for the row */
+
+	kill(pid, SIGTERM);
+	assert_true(await_note("EXTEND_TIMEOUT_USEC=25000000", 5000));
+	assert_non_null(strstr(notes, "STOPPING=1"));
+	/* Draining, one handler held, the other thread free: fed. */
+	assert_true(count_notes("WATCHDOG=1", 1500) >= 3);
+	kill(pid, SIGHUP);
+	assert_true(await_note("RELOADING=1", 5000));
+	assert_int_equal(kill(pid, 0), 0); /* still draining */
+
+	res = PQexec(db, "ROLLBACK");
+	PQclear(res);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(atomic_load(&d.n), 1);
+	assert_int_equal(atomic_load(&d.status), WARREN_STATUS_OK);
+	assert_non_null(strstr(read_stderr(), "configuration reloaded"));
+	PQfinish(db);
+	warren_client_free(c);
+}
+
 static void pg(const char *what)
 {
 	char cmd[600];
@@ -628,6 +680,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_watchdog_stops_while_the_only_handler_is_stuck, kill_daemon),
 		cmocka_unit_test_teardown(test_grace_expired_exits_1_and_the_request_is_answered_by_the_next_daemon, kill_daemon),
 		cmocka_unit_test_teardown(test_a_second_sigterm_exits_1_and_the_request_is_answered_by_the_next_daemon, kill_daemon),
+		cmocka_unit_test_teardown(test_a_draining_daemon_asks_for_its_grace_and_feeds_the_watchdog, kill_daemon),
 		cmocka_unit_test_teardown(test_a_database_that_stays_down_pauses_consuming_instead_of_dead_lettering, database_up),
 		cmocka_unit_test_teardown(test_sighup_reloads_the_log_level_and_refuses_a_bad_file, kill_daemon),
 		cmocka_unit_test_teardown(test_the_connection_string_comes_from_the_credentials_directory, kill_daemon),
