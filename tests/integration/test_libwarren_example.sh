@@ -59,16 +59,13 @@ ln -s "$ROOT/src/rpc/warren.h" "$tmp/include/warren/warren.h"
 # The libraries the Makefile links its programs with, and the sanitizers of
 # a SANITIZE=1 build, whose objects need their runtime.
 read -ra dep_libs <<<"$(sed -n 's/^DEP_LIBS *:= *//p' "$ROOT/Makefile")"
-san=()
-if nm "$LIB" 2>/dev/null | grep __asan_init >/dev/null; then
-	san=("-fsanitize=address,undefined")
-fi
+sanitizers_of "$LIB"
 
 compile() {
 	local name=$1
 	check "the page's $name compiles without a warning" 0 '' '' -- \
 		cc -std=c11 -pedantic -Wall -Wextra -Wshadow -Wstrict-prototypes -Wwrite-strings \
-		-Wmissing-prototypes -Werror "${san[@]}" -I"$tmp/include" -o "$tmp/$name" \
+		-Wmissing-prototypes -Werror "${SAN[@]}" -I"$tmp/include" -o "$tmp/$name" \
 		"$tmp/$name.c" "$LIB" "${dep_libs[@]}" -pthread
 }
 
@@ -115,7 +112,7 @@ check "the caller reports a bad WARREN_URL" 1 '' \
 
 # The page's service: the standard options of every daemon.
 svc=$tmp/echo-service
-VERSION=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' "$ROOT/src/rpc/warren.h")
+VERSION=$(warren_version "$ROOT")
 check "the page's service answers -h with its usage on stdout" 0 \
 	'usage: echo-service [-c FILE] [-o key=value]... [-h] [-V]' '' -- "$svc" -h
 check "the page's service answers --version" 0 "echo-service $VERSION" '' -- "$svc" --version

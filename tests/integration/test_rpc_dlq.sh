@@ -112,7 +112,7 @@ $USAGE" -- dlq import example -n 3
 check "purge without a terminal and without --yes refuses" 2 '' \
 	'rpc-dlq: purge: standard input is not a terminal to confirm on: give --yes to purge without asking' -- \
 	bash -c "'$BIN/rpc-dlq' purge example </dev/null"
-check "-V prints the version" 0 "rpc-dlq $(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' "$ROOT/src/rpc/warren.h")" '' -- dlq -V
+check "-V prints the version" 0 "rpc-dlq $(warren_version "$ROOT")" '' -- dlq -V
 check "-h prints the commands" 0 'usage: rpc-dlq [-c FILE] [-o key=value]... COMMAND SERVICE [OPTIONS]' '' -- \
 	bash -c "'$BIN/rpc-dlq' -h | head -n 1"
 

@@ -59,3 +59,29 @@ summary() {
 	echo "$passed passed, $failed failed"
 	[ "$failed" = 0 ]
 }
+
+# warren_version ROOT: the version warren.h defines (WARREN_VERSION).
+warren_version() {
+	sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' "$1/src/rpc/warren.h"
+}
+
+# sanitizers_of LIBWARREN_A: sets SAN to the flags a program linked with
+# that archive needs (a SANITIZE=1 build's objects need the sanitizers'
+# runtime), empty for a plain build; a sanitized one also has ASAN_OPTIONS
+# leave leaks alone. (nm's output is read whole before grep -q: with
+# pipefail, a writer cut short by grep -q's early exit would fail.)
+sanitizers_of() {
+	# shellcheck disable=SC2034 # the caller's
+	SAN=()
+	if grep -q __asan_ <<<"$(nm "$1" 2>/dev/null)"; then
+		# shellcheck disable=SC2034
+		SAN=("-fsanitize=address,undefined")
+		export ASAN_OPTIONS=detect_leaks=0
+	fi
+}
+
+# as_public_include FILE: FILE on stdout, its #include "warren.h" as a
+# program outside the tree writes it, <warren/warren.h>.
+as_public_include() {
+	sed 's|^#include "warren.h"$|#include <warren/warren.h>|' "$1"
+}

@@ -10,12 +10,12 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2
-# The version, from the one place it is written.
-VERSION=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' src/rpc/warren.h)
-TMP=$(mktemp -d /tmp/warren-install.XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
 # shellcheck source=tests/lib/check.sh
 . "$ROOT/tests/lib/check.sh"
+# The version, from the one place it is written.
+VERSION=$(warren_version .)
+TMP=$(mktemp -d /tmp/warren-install.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
 
 # The build directory the tests were built in: $WARREN_BUILD (the test
 # runner's), else the first one holding a built user-service.
@@ -182,13 +182,7 @@ P=/opt/warren-pc
 L=$D$P/lib
 CC=${CC:-cc}
 # A build made with SANITIZE=1 needs the sanitizers in every program it links.
-# (Outputs are read whole before grep -q: with pipefail, a writer cut short by
-# grep -q's early exit would fail the pipeline.)
-SAN=()
-if grep -q __asan_ <<<"$(nm "$BUILD/lib/libwarren.a" 2>/dev/null)"; then
-	SAN=("-fsanitize=address,undefined")
-	export ASAN_OPTIONS=detect_leaks=0
-fi
+sanitizers_of "$BUILD/lib/libwarren.a"
 # pc ARGS...: pkg-config on the installed warren.pc; pcd: with DESTDIR as the sysroot.
 pc() { env -u PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_PATH="$L/pkgconfig" pkg-config --print-errors "$@" warren; }
 pcd() { PKG_CONFIG_SYSROOT_DIR=$D PKG_CONFIG_PATH="$L/pkgconfig" pkg-config --print-errors "$@" warren; }
@@ -243,7 +237,7 @@ else
 	flunk "pkg-config --static --libs warren: missing${missing:- -lwarren} (DEP_LIBS: $deps)" "$slibs"
 fi
 
-sed 's|^#include "warren.h"$|#include <warren/warren.h>|' src/client/notify-user/notify-user.c >"$TMP/notify-user.c"
+as_public_include src/client/notify-user/notify-user.c >"$TMP/notify-user.c"
 if grep -qx '#include <warren/warren.h>' "$TMP/notify-user.c" && ! grep -q '^#include "' "$TMP/notify-user.c"; then
 	pass "notify-user.c includes <warren/warren.h> and no header of the source tree"
 else

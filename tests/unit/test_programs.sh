@@ -12,7 +12,7 @@ cd "$ROOT" || exit 2
 # shellcheck source=tests/lib/check.sh
 . "$ROOT/tests/lib/check.sh"
 BIN=$ROOT/${WARREN_BUILD:-build}/bin
-VERSION=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' src/rpc/warren.h)
+VERSION=$(warren_version .)
 
 declare -A usage help
 usage[rpc-call]='usage: rpc-call [-c FILE] [-o key=value]... [-t SECONDS] [-m MESSAGE_ID]

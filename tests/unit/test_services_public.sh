@@ -30,11 +30,7 @@ if [ -z "$BUILD" ]; then
 	summary
 	exit 1
 fi
-SAN=()
-if grep -q __asan_ <<<"$(nm "$BUILD/lib/libwarren.a" 2>/dev/null)"; then
-	SAN=("-fsanitize=address,undefined")
-	export ASAN_OPTIONS=detect_leaks=0
-fi
+sanitizers_of "$BUILD/lib/libwarren.a"
 
 D=$TMP/dest
 P=/opt/warren-svc
@@ -57,7 +53,7 @@ build() {
 	shift 2
 	mkdir -p "$out"
 	for f in "$dir"/*.[ch]; do
-		sed 's|^#include "warren.h"$|#include <warren/warren.h>|' "$f" >"$out/${f##*/}"
+		as_public_include "$f" >"$out/${f##*/}"
 	done
 	# Every quoted include left names a header of the service's own.
 	local foreign=()
@@ -81,7 +77,7 @@ build() {
 build example-service src/workers/example
 build user-service src/workers/user "${pq[@]}"
 
-VERSION=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' src/rpc/warren.h)
+VERSION=$(warren_version .)
 for name in example-service user-service; do
 	check "$name built outside the tree answers -V" 0 "$name $VERSION" '' -- \
 		env LD_LIBRARY_PATH="$L" "$TMP/$name" -V

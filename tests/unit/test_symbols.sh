@@ -20,14 +20,8 @@ CC=${CC:-cc}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# A build made with SANITIZE=1 needs the sanitizers in every program it
-# links. (nm's output is read whole before grep -q: with pipefail, a writer
-# cut short by grep -q's early exit would fail the pipeline.)
-SAN=()
-if grep -q __asan_ <<<"$(nm "$LIB/libwarren.a" 2>/dev/null)"; then
-	SAN=("-fsanitize=address,undefined")
-	export ASAN_OPTIONS=detect_leaks=0
-fi
+# A build made with SANITIZE=1 needs the sanitizers in every program it links.
+sanitizers_of "$LIB/libwarren.a"
 # The libraries libwarren needs, as the Makefile links them.
 # shellcheck disable=SC2016 # $(DEP_LIBS) is for make
 read -ra DEP_LIBS <<<"$(env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s --no-print-directory \

@@ -14,7 +14,7 @@ BUILD_DIR=${WARREN_BUILD:-build}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-header=$(sed -n 's/^#define WARREN_VERSION "\(.*\)"$/\1/p' src/rpc/warren.h)
+header=$(warren_version .)
 if [[ $header =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
 	pass "warren.h defines WARREN_VERSION as X.Y.Z ($header)"
 else
