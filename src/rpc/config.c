@@ -226,6 +226,7 @@ static const config_check config_checks[CFG__COUNT] = {
 struct config_slot {
 	char *text;  /* owned; never NULL once the config is built */
 	int64_t num; /* ms, bytes, enum index, 0/1, or the integer; 0 for strings */
+	bool given;  /* by a file or warren_config_set(_arg), not the default */
 };
 
 /* A key a program added (warren_config_add_key): its row, whose strings
@@ -728,6 +729,7 @@ warren_err config_reload(warren_config *cfg, const warren_config *fresh, char *c
 		free(slot->text);
 		slot->text = text;
 		slot->num = now->num;
+		slot->given = now->given;
 		list_key(changed, clen, d->key);
 	}
 	return WARREN_OK;
@@ -798,6 +800,15 @@ warren_config *warren_config_new(void)
 	return cfg;
 }
 
+/* A set that succeeded marks its key given; err is passed on. */
+static warren_err given(warren_config *cfg, int id, warren_err err)
+{
+	if (err == WARREN_OK) {
+		slot_of(cfg, id)->given = true;
+	}
+	return err;
+}
+
 warren_err warren_config_set(warren_config *cfg, const char *key, const char *value, char *errstr,
                              size_t errlen)
 {
@@ -812,7 +823,7 @@ warren_err warren_config_set(warren_config *cfg, const char *key, const char *va
 		errstr_set(errstr, errlen, "unknown key \"%s\"", key);
 		return WARREN_ERR_CONFIG;
 	}
-	return set_id(cfg, id, value, errstr, errlen);
+	return given(cfg, id, set_id(cfg, id, value, errstr, errlen));
 }
 
 /* The value is everything after the first '=', so it may hold '=' itself. */
@@ -835,7 +846,14 @@ warren_err warren_config_set_arg(warren_config *cfg, const char *arg, char *errs
 		errstr_set(errstr, errlen, "unknown key \"%.*s\"", (int)(eq - arg), arg);
 		return WARREN_ERR_CONFIG;
 	}
-	return set_id(cfg, id, eq + 1, errstr, errlen);
+	return given(cfg, id, set_id(cfg, id, eq + 1, errstr, errlen));
+}
+
+bool warren_config_is_set(const warren_config *cfg, const char *key)
+{
+	int id = cfg == NULL || key == NULL ? -1 : lookup_n(cfg, key, strlen(key));
+
+	return id >= 0 && cslot_of(cfg, id)->given;
 }
 
 const char *warren_config_get(const warren_config *cfg, const char *key)
@@ -1156,6 +1174,7 @@ warren_config *config_dup(const warren_config *src)
 		struct config_slot *slot = slot_of(cfg, i);
 
 		slot->num = cslot_of(src, i)->num;
+		slot->given = cslot_of(src, i)->given;
 		slot->text = strdup(cslot_of(src, i)->text);
 		if (slot->text == NULL) {
 			warren_config_free(cfg);

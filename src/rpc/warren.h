@@ -173,6 +173,11 @@ WARREN_API warren_err warren_config_set_arg(warren_config *cfg, const char *arg,
  * unknown key. Valid until the key is next set or cfg is freed. */
 WARREN_API const char *warren_config_get(const warren_config *cfg, const char *key);
 
+/* Whether key was given: by a file, -o or warren_config_set, even empty or
+ * as its default value; false for one left at its default, for an
+ * unknown key and for a NULL cfg. Tells "left out" from "given empty". */
+WARREN_API bool warren_config_is_set(const warren_config *cfg, const char *key);
+
 /* The current value of an INT, BOOL (0 or 1), DURATION (ms), SIZE (bytes)
  * or ENUM (the index of its name) key in *out. WARREN_ERR_INVALID for an
  * unknown key or a STRING one (use warren_config_get). */

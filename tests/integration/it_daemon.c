@@ -583,12 +583,48 @@ static int run_to_exit(const char *const *args, const char *creds, char **err)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* Neither db.conninfo nor db.conninfo_file: the daemon connects as psql
+ * does, here with the PG* environment scripts/run-tests.sh exports (and
+ * waits for the database when that environment names none that answers). */
+static void test_with_no_conninfo_the_daemon_connects_as_libpq_does(void **state)
+{
+	const char *port = getenv("PGPORT");
+	char saved[32];
+	warren_client *c;
+	pid_t pid;
+
+	assert_non_null(getenv("PGHOST"));
+	assert_non_null(port);
+	snprintf(saved, sizeof(saved), "%s", port);
+	setenv("PGPORT", "1", 1);
+	pid = spawn_daemon((const char *const[]){NULL}, 0, NULL);
+	setenv("PGPORT", saved, 1);
+	for (int64_t end = testenv_mono_ms() + 10000;
+	     strstr(notes, "STATUS=waiting for the database") == NULL && testenv_mono_ms() < end;) {
+		await_note(NULL, 200);
+	}
+	assert_non_null(strstr(notes, "STATUS=waiting for the database"));
+	assert_null(strstr(notes, "READY=1"));
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+
+	pid = spawn_daemon((const char *const[]){NULL}, 0, NULL);
+	assert_true(await_note("READY=1", 20000));
+	c = client();
+	assert_true(create_user(c, "libpq") > 0);
+	warren_client_free(c);
+	assert_int_equal(testenv_stop(pid, SIGTERM), 0);
+	assert_non_null(strstr(read_stderr(), "no db.conninfo: connecting with libpq's defaults"));
+}
+
 static void test_start_up_errors_are_clear_and_have_their_exit_status(void **state)
 {
 	char *err, want[600];
 
-	assert_int_equal(run_to_exit((const char *const[]){NULL}, NULL, &err), 3);
-	assert_string_equal(err, "user-service: no database: set db.conninfo_file or db.conninfo\n");
+	assert_int_equal(run_to_exit((const char *const[]){"-o", "db.conninfo=", NULL}, NULL, &err),
+	                 3);
+	assert_string_equal(err, "user-service: db.conninfo is empty: leave it out to connect with "
+	                         "libpq's defaults (the PG* environment, the service file, the "
+	                         "local socket)\n");
 
 	assert_int_equal(
 	    run_to_exit((const char *const[]){"-o", "db.conninfo_file=nope", NULL}, dir, &err), 3);
@@ -685,6 +721,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_sighup_reloads_the_log_level_and_refuses_a_bad_file, kill_daemon),
 		cmocka_unit_test_teardown(test_the_connection_string_comes_from_the_credentials_directory, kill_daemon),
 		cmocka_unit_test_teardown(test_start_up_errors_are_clear_and_have_their_exit_status, kill_daemon),
+		cmocka_unit_test_teardown(test_with_no_conninfo_the_daemon_connects_as_libpq_does, kill_daemon),
 		cmocka_unit_test_teardown(test_a_schema_newer_than_the_daemon_stops_it_with_status_3,
 		                          forget_schema_999),
 		cmocka_unit_test_teardown(test_sigterm_while_waiting_for_the_database_stops_cleanly, kill_daemon),

@@ -165,6 +165,32 @@ static void test_typed_getters_return_ms_bytes_indexes_and_strings(void **state)
 
 /* -------------------------------------------------------------- durations */
 
+/* Whether a key was given (a file, -o or warren_config_set), even empty
+ * or as its default: a program tells "left out" from "given empty" so
+ * (user-service's db.conninfo). A failed set gives nothing. */
+static void test_a_key_is_set_once_given_even_empty_and_not_by_its_default(void **state)
+{
+	warren_config *cfg = warren_config_new();
+	char path[32], why[300];
+
+	assert_false(warren_config_is_set(cfg, "client.transient"));
+	assert_false(warren_config_is_set(cfg, "client.timeout"));
+	assert_false(warren_config_is_set(cfg, "client.timout"));
+	assert_false(warren_config_is_set(NULL, "client.timeout"));
+	assert_int_equal(warren_config_set(cfg, "client.transient", "", NULL, 0), WARREN_OK);
+	assert_true(warren_config_is_set(cfg, "client.transient"));
+	assert_int_equal(warren_config_set_arg(cfg, "client.timeout=30s", NULL, 0), WARREN_OK);
+	assert_true(warren_config_is_set(cfg, "client.timeout"));
+	assert_int_equal(warren_config_set(cfg, "client.max_in_flight", "lots", NULL, 0),
+	                 WARREN_ERR_CONFIG);
+	assert_false(warren_config_is_set(cfg, "client.max_in_flight"));
+	assert_int_equal(load_text(cfg, "[log]\nlevel = info\n", path, why, sizeof(why)),
+	                 WARREN_OK);
+	assert_true(warren_config_is_set(cfg, "log.level"));
+	assert_true(warren_config_is_set(cfg, "client.timeout")); /* kept across a load */
+	warren_config_free(cfg);
+}
+
 static void test_durations_take_ms_s_m_h_or_bare_seconds(void **state)
 {
 	assert_set_reads_back("client.timeout", "250ms", "250ms");
@@ -654,6 +680,7 @@ int main(void)
 	    cmocka_unit_test(test_every_row_sits_at_its_id_and_is_documented),
 	    cmocka_unit_test(test_only_the_grace_and_log_level_are_reloadable),
 	    cmocka_unit_test(test_typed_getters_return_ms_bytes_indexes_and_strings),
+	    cmocka_unit_test(test_a_key_is_set_once_given_even_empty_and_not_by_its_default),
 	    cmocka_unit_test(test_durations_take_ms_s_m_h_or_bare_seconds),
 	    cmocka_unit_test(test_a_word_is_not_a_duration),
 	    cmocka_unit_test(test_a_duration_must_come_to_whole_milliseconds),

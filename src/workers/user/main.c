@@ -15,8 +15,11 @@
 #define PROG "user-service"
 
 /* The connection string: from db.conninfo_file (a secret file, perhaps a
- * systemd credential) or db.conninfo. WARREN_EXIT_OK, or
- * WARREN_EXIT_CONFIG after the reason on stderr. */
+ * systemd credential) or db.conninfo; with neither given, "": libpq's
+ * defaults (the PG* environment, PGSERVICE and the service file, the
+ * local socket), as psql. One given empty is a mistake, not a wish for
+ * the defaults. WARREN_EXIT_OK, or WARREN_EXIT_CONFIG after the reason on
+ * stderr. */
 static int read_conninfo(const warren_config *cfg, char *conninfo, size_t cap)
 {
 	const char *service = warren_config_get(cfg, "worker.service");
@@ -35,9 +38,21 @@ static int read_conninfo(const warren_config *cfg, char *conninfo, size_t cap)
 	if (conninfo[0] == '\0') {
 		snprintf(conninfo, cap, "%s", warren_config_get(cfg, "db.conninfo"));
 	}
+	for (const char *const *key =
+	         (const char *const[]){"db.conninfo_file", "db.conninfo", NULL};
+	     conninfo[0] == '\0' && *key != NULL; key++) {
+		if (warren_config_is_set(cfg, *key)) {
+			fprintf(stderr,
+			        PROG ": %s is empty: leave it out to connect with libpq's defaults "
+			             "(the PG* environment, the service file, the local socket)\n",
+			        *key);
+			return WARREN_EXIT_CONFIG;
+		}
+	}
 	if (conninfo[0] == '\0') {
-		fprintf(stderr, PROG ": no database: set db.conninfo_file or db.conninfo\n");
-		return WARREN_EXIT_CONFIG;
+		warren_log(WARREN_LOG_INFO,
+		           "no db.conninfo: connecting with libpq's defaults (the PG* "
+		           "environment, the service file, the local socket)");
 	}
 	return WARREN_EXIT_OK;
 }
