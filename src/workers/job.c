@@ -284,19 +284,23 @@ static warren_err admit(struct warren_worker *w, struct job *j, const struct met
 
 /* A body above message.max_size (the seal's overhead more when sealed) is
  * refused before anything else is done with it: no signature check, no
- * opening, no decoding. Above the engine's limit it was not even kept
- * (engine_delivery.too_large): the dead letter carries the request's
- * properties and an empty body. Its sender is unknown when the worker
- * checks signatures, and when its envelope is bad: then no reply. */
+ * opening, no decoding. The dead letter carries the request's properties
+ * and an empty body: above the engine's limit the body was not even kept
+ * (engine_delivery.too_large), and one within the seal's overhead the
+ * engine did assemble is dropped here, so that every too-large dead letter
+ * is alike (warren(7)). Its sender is unknown when the worker checks
+ * signatures, and when its envelope is bad: then no reply. */
 static bool refuse_too_large(struct warren_worker *w, struct job *j, bool envelope_ok)
 {
-	const struct engine_delivery *d = j->delivery;
+	struct engine_delivery *d = j->delivery;
 	size_t limit = w->settings.max_size + (envelope_ok && j->meta.sealed ? SEAL_OVERHEAD : 0);
 	char why[200];
 
 	if (!d->too_large && d->message.body.len <= limit) {
 		return false;
 	}
+	amqp_bytes_free(d->message.body);
+	d->message.body = amqp_empty_bytes;
 	snprintf(why, sizeof(why), "body of %llu bytes is larger than message.max_size (%zu)",
 	         (unsigned long long)d->body_size, w->settings.max_size);
 	/* Answered only when the request can be trusted to name its caller:

@@ -281,6 +281,24 @@ static const char *take_dead_reason(size_t *body_len)
 	return reason;
 }
 
+/* A body just above message.max_size, within the seal's overhead the
+ * engine still assembles, is dead-lettered without its body as well: the
+ * dead letter of any too-large request is empty (warren(7)); it kept the
+ * body, as the conformance kit found. */
+static void test_a_request_just_above_max_size_is_dead_lettered_without_its_body(void **state)
+{
+	char body[1025];
+	amqp_basic_properties_t p = props("big-2", "example.echo");
+	size_t len = 1;
+
+	start_worker((const char *const[]){"message.max_size=1k", NULL});
+	memset(body, 0, sizeof(body));
+	assert_int_equal(raw_publish(raw, "example.echo", &p, body, sizeof(body)), 0);
+	assert_string_equal(take_dead_reason(&len), "too-large");
+	assert_int_equal(len, 0);
+	assert_int_equal(atomic_load(&echoes), 0);
+}
+
 /* ------------------------------------------------------------ 7: routing dead letters */
 
 /* Requests that reached rpc.example through the default exchange (routing
@@ -585,6 +603,8 @@ int main(void)
 	                                    rebind_tiers),
 	    cmocka_unit_test_setup_teardown(
 	        test_a_request_above_max_size_is_dead_lettered_too_large_unrun, fresh, done),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_request_just_above_max_size_is_dead_lettered_without_its_body, fresh, done),
 	    cmocka_unit_test_setup_teardown(
 	        test_freeing_a_worker_with_a_stuck_handler_ends_within_grace_and_a_bound, fresh,
 	        done),
