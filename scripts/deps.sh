@@ -11,6 +11,7 @@ PACKAGES=(
 	rabbitmq-server postgresql mandoc amqp-tools openssl
 	systemd # systemd-analyze, for tests/unit/test_units.sh
 	clang libclang-rt-14-dev # the libFuzzer targets, tests/fuzz/
+	python3-pika python3-msgpack # the conformance kit, tests/conformance/
 )
 
 missing=()
