@@ -10,6 +10,8 @@ PACKAGES=(
 	libjansson-dev libinih-dev libmicrohttpd-dev
 	rabbitmq-server postgresql mandoc amqp-tools openssl
 	systemd # systemd-analyze, for tests/unit/test_units.sh
+	prometheus # promtool and a private Prometheus: tests/unit/test_prometheus_rules.sh,
+	#            tests/integration/test_prometheus.sh (its own service is not started)
 	clang libclang-rt-14-dev # the libFuzzer targets, tests/fuzz/
 )
 
