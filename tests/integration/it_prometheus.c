@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -333,6 +334,35 @@ static void assert_value(const char *expr, double want)
 	}
 }
 
+/* Waits until Prometheus answers /-/ready with 200; fails at once, its log
+ * printed, when the process has ended (not installed: scripts/deps.sh). */
+static void assert_prometheus_ready(void)
+{
+	int64_t until = testenv_mono_ms() + WAIT_MS;
+	int status, code = -1;
+	char *body = NULL;
+
+	if (prom_pid <= 0) {
+		fail_msg("prometheus is not running");
+	}
+	while (code != 200 && testenv_mono_ms() < until) {
+		if (waitpid(prom_pid, &status, WNOHANG) == prom_pid) {
+			prom_pid = 0;
+			fail_msg(
+			    "prometheus exited (status %d) before it was ready: its log follows",
+			    status);
+		}
+		usleep(250000);
+		free(body);
+		code = http_get("/-/ready", &body);
+	}
+	free(body);
+	if (code != 200) {
+		fail_msg("prometheus on 127.0.0.1:%d: not ready after %d s (%d)", prom_port,
+		         WAIT_MS / 1000, code);
+	}
+}
+
 /* ------------------------------------------------------------ the load */
 
 struct load_loop {
@@ -398,6 +428,7 @@ static void test_prometheus_scrapes_a_worker_and_a_caller_under_load(void **stat
 
 	/* Ready, both targets scraped, before any call: every count below is
 	 * this test's own. */
+	assert_prometheus_ready();
 	assert_value("up{job=\"worker\"}", 1);
 	assert_value("up{job=\"caller\"}", 1);
 	assert_value("warren_worker_connected{" W "}", 1);
@@ -476,6 +507,7 @@ static void test_every_alerting_rule_loads_and_evaluates_without_error(void **st
 	json_t *j = NULL;
 
 	assert_true(want >= 15);
+	assert_prometheus_ready();
 	while (testenv_mono_ms() < until) {
 		json_decref(j);
 		j = api_get("/api/v1/rules?type=alert");
