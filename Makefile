@@ -275,6 +275,7 @@ $(BUILD)/tests/unit/test_config_docs: $(call objs,src/workers/user/keys.c)
 $(BUILD)/tests/unit/test_dlq_json: $(call objs,src/client/rpc-dlq/dlq_json.c src/client/rpc-dlq/dlq_letter.c)
 $(BUILD)/tests/unit/test_dlq_letter: $(call objs,src/client/rpc-dlq/dlq_letter.c)
 $(BUILD)/tests/integration/it_client_metrics: $(call objs,src/client/rpc-call/load.c)
+$(BUILD)/tests/integration/it_prometheus: $(call objs,src/client/rpc-call/load.c)
 
 $(BUILD)/tests/fault/%: $(BUILD)/obj/tests/fault/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)

@@ -10,6 +10,8 @@ PACKAGES=(
 	libjansson-dev libinih-dev libmicrohttpd-dev
 	rabbitmq-server postgresql mandoc amqp-tools openssl
 	systemd # systemd-analyze, for tests/unit/test_units.sh
+	prometheus # promtool (tests/unit/test_prometheus_rules.sh) and the Prometheus
+	#            tests/integration/it_prometheus.c starts on a private port
 	clang libclang-rt-14-dev # the libFuzzer targets, tests/fuzz/
 	python3-pika python3-msgpack # the conformance kit, tests/conformance/
 )
