@@ -91,8 +91,7 @@ static void wall_text(int64_t mono, int64_t now, char *buf, size_t cap)
 /* Why a call reached its deadline without a reply, when the client knows
  * better than "no reply": not connected, or the broker refuses publishes,
  * since when and for how long; "" otherwise. */
-static void deadline_reason(warren_client *c, struct engine *e, int64_t now, char *buf,
-                            size_t cap)
+static void deadline_reason(warren_client *c, struct engine *e, int64_t now, char *buf, size_t cap)
 {
 	const char *blocked = engine_blocked(e);
 	int64_t since = c->lost_since != 0 ? c->lost_since : c->blocked_since;
@@ -110,8 +109,9 @@ static void deadline_reason(warren_client *c, struct engine *e, int64_t now, cha
 		snprintf(buf, cap, "not connected to the broker since %s (for %.1f s): ", when,
 		         (double)(now - since) / 1000.0);
 	} else {
-		snprintf(buf, cap, "the broker refuses publishes (%s) since %s (for %.1f s): ",
-		         blocked, when, (double)(now - since) / 1000.0);
+		snprintf(buf, cap,
+		         "the broker refuses publishes (%s) since %s (for %.1f s): ", blocked, when,
+		         (double)(now - since) / 1000.0);
 	}
 }
 
