@@ -85,8 +85,8 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   "calls fail at once."},
     [CFG_CLIENT_RETRY_ATTEMPTS] = {"client.retry_attempts", CONFIG_INT, 1, 20, "3", false, NULL,
                                    "Publishes a call's request gets when the broker does not take "
-                                   "it (no queue bound yet, a nack, the connection lost before "
-                                   "the confirm), within the call's deadline. 1: no retry."},
+                                   "it (no queue bound yet, a nack), within the call's deadline; "
+                                   "waiting for a lost connection uses up none. 1: no retry."},
     [CFG_CLIENT_RETRY_DELAY] = {"client.retry_delay", CONFIG_DURATION, 10, 10 * SEC, "100ms",
                                 false, NULL,
                                 "Delay before a call's request is published again; each further "

@@ -204,6 +204,7 @@ static void test_a_call_made_while_the_broker_is_stopped_is_answered_after_it_st
 {
 	warren_client *c = client_with("it_reconnect_stopped", NULL);
 	struct outcome o = {0};
+	int64_t t0;
 
 	assert_int_equal(testenv_broker_ctl("stop_app"), 0);
 	assert_true(await_connected(c, false, 10000));
@@ -211,7 +212,11 @@ static void test_a_call_made_while_the_broker_is_stopped_is_answered_after_it_st
 	usleep(1500000);
 	assert_int_equal(ended(&o), 0);
 	assert_int_equal(testenv_broker_ctl("start_app"), 0);
+	t0 = testenv_mono_ms();
 	assert_int_equal(await_end(&o, 60000), 1);
+	printf("# a call made while the broker was stopped: answered %lld ms after start_app "
+	       "returned\n",
+	       (long long)(testenv_mono_ms() - t0));
 	assert_int_equal(o.err, WARREN_OK);
 	assert_string_equal(o.result, "{\"n\":7}");
 	assert_true(stats(c).reconnects >= 1);
@@ -349,6 +354,7 @@ static void test_a_named_reply_queue_call_is_answered_through_a_broker_restart(v
 	warren_client *c = client_with("it_reconnect_queue",
 	                               (const char *const[]){"client.reply_mode=queue", NULL});
 	struct outcome in_flight = {0}, during = {0};
+	int64_t t0;
 
 	call_async(c, "example.sleep", "{\"ms\":6000}", 40000, &in_flight);
 	usleep(300000); /* confirmed; the handler sleeps */
@@ -358,7 +364,11 @@ static void test_a_named_reply_queue_call_is_answered_through_a_broker_restart(v
 	call_async(c, "example.echo", "{\"k\":\"v\"}", 40000, &during);
 	usleep(500000);
 	assert_int_equal(testenv_broker_ctl("start_app"), 0);
+	t0 = testenv_mono_ms();
 	assert_int_equal(await_end(&in_flight, 45000), 1);
+	printf("# reply_mode=queue: the call in flight at stop_app answered %lld ms after "
+	       "start_app returned\n",
+	       (long long)(testenv_mono_ms() - t0));
 	if (in_flight.err != WARREN_OK) {
 		fail_msg("err %d: %s", (int)in_flight.err, in_flight.msg);
 	}
