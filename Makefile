@@ -259,6 +259,8 @@ FAKE_OPEN_WRAPS := amqp_socket_open_noblock amqp_login_with_properties amqp_chan
 WRAP_test_engine_hold := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock
 WRAP_test_engine_deliver := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock \
               amqp_simple_wait_frame amqp_bytes_malloc
+# test_engine_failover scripts its brokers' opens itself, by port.
+WRAP_test_engine_failover := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock
 $(BUILD)/tests/unit/test_engine_hold $(BUILD)/tests/unit/test_engine_deliver: \
               $(call objs,tests/unit/fake_open.c)
 

@@ -227,14 +227,19 @@ static int client_setup(struct engine *e, void *arg, char *errstr, size_t errlen
 	c->stats.connected = true;
 	pthread_mutex_unlock(&c->stats_mu);
 	c->first_connect_done = true;
+	/* The calls held meanwhile are released after this, by the engine:
+	 * the reply queue exists again before anything is sent. */
+	c->lost_since = 0;
+	c->up_since = engine_now();
 	return 0;
 }
 
-/* The calls a lost connection ends: those whose request the broker had
- * confirmed (their reply path is gone); the others are not the broker's
- * yet, and their confirm (LOST), their retry or their hold decides. At
- * shutdown, all. */
-static void collect_failing(struct pending_entry *entry, void *arg)
+/* The calls whose request the broker had confirmed when the connection
+ * was lost: their reply path is gone (direct reply-to), or may be (a named
+ * queue a restarted broker lost). The others are not the broker's yet:
+ * their confirm (LOST), their retry or their hold decides. At shutdown,
+ * all. */
+static void collect_confirmed(struct pending_entry *entry, void *arg)
 {
 	struct collect *col = arg;
 	struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
@@ -244,20 +249,55 @@ static void collect_failing(struct pending_entry *entry, void *arg)
 	}
 }
 
-/* Ends every call still in the table with the connection's loss. */
-static void fail_all(warren_client *c, const char *why)
+/* The calls of the table, collected (all, or those confirmed), as ending
+ * or holding one reshapes the table; NULL when none or out of memory. */
+static struct call **collect(warren_client *c, bool all, size_t *k)
 {
-	size_t k = 0, n = pending_count(&c->table);
+	size_t n = pending_count(&c->table);
 	struct call **calls = malloc(sizeof(*calls) * (n > 0 ? n : 1));
-	struct collect col = {calls, &k, atomic_load(&c->closing)};
+	struct collect col = {calls, k, all};
 
-	if (calls == NULL) {
-		return;
+	*k = 0;
+	if (calls != NULL) {
+		pending_each(&c->table, collect_confirmed, &col);
 	}
-	/* Collected first, as finishing reshapes the table. */
-	pending_each(&c->table, collect_failing, &col);
-	for (size_t i = 0; i < k; i++) {
-		client_finish(calls[i], client_lost_err(c), NULL, "reply path lost: %s", why);
+	return calls;
+}
+
+/* At shutdown: every call still in the table ends, at once. */
+static void fail_all(warren_client *c)
+{
+	size_t k;
+	struct call **calls = collect(c, true, &k);
+
+	for (size_t i = 0; calls != NULL && i < k; i++) {
+		client_finish(calls[i], WARREN_ERR_CLOSED, NULL, "the client is shutting down");
+	}
+	free(calls);
+}
+
+/* The connection is lost: a confirmed call that client.resend names is
+ * held to be sent again once it is back (same message_id, same attempt,
+ * to the new reply path). Another fails now in direct reply-to mode, its
+ * reply path gone; with a queue of its own it keeps waiting, for the
+ * queue may have outlived the connection. */
+static void resend_or_fail(warren_client *c, const char *why)
+{
+	size_t k;
+	struct call **calls = collect(c, false, &k);
+
+	for (size_t i = 0; calls != NULL && i < k; i++) {
+		struct call *call = calls[i];
+
+		if (call->resend) {
+			call->resending = true;
+			client_hold(c, call);
+		} else if (c->reply_mode == REPLY_DIRECT) {
+			client_finish(call, WARREN_ERR_TRANSPORT, NULL,
+			              "reply path lost: %s; not sent again: client.resend does not "
+			              "match %s",
+			              why, call->out->meta.method);
+		}
 	}
 	free(calls);
 }
@@ -269,12 +309,12 @@ static void client_lost(struct engine *e, void *arg, const char *why)
 	pthread_mutex_lock(&c->stats_mu);
 	c->stats.connected = false;
 	pthread_mutex_unlock(&c->stats_mu);
-	/* A named reply queue outlives the connection: its calls keep waiting
-	 * (to their deadlines) unless we are shutting down. */
-	if (c->reply_mode == REPLY_QUEUE && !atomic_load(&c->closing)) {
+	if (atomic_load(&c->closing)) {
+		fail_all(c);
 		return;
 	}
-	fail_all(c, why);
+	c->lost_since = engine_now();
+	resend_or_fail(c, why);
 }
 
 static int64_t client_tick(struct engine *e, void *arg, int64_t now)
@@ -282,26 +322,29 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 	warren_client *c = arg;
 	struct pending_entry *entry;
 	struct engine_held *held;
+	int64_t next, due;
 
+	client_note_blocked(c, e, now);
 	client_flush_requests(c, e); /* this turn's: before any of them can expire */
 	while ((entry = pending_pop_expired(&c->table, now)) != NULL) {
 		struct call *call = (struct call *)((char *)entry - offsetof(struct call, entry));
 
 		call->in_table = false;
-		client_finish(call, WARREN_ERR_TIMEOUT, NULL, "no reply within %lld ms",
-		              (long long)call->timeout_ms);
+		client_timeout(c, e, call);
 	}
 	client_republish_due(c, e, now);
 	client_expire_held(c, e, now);
 	client_flush_requests(c, e);
 	entry = pending_first(&c->table);
-	int64_t next = entry != NULL ? entry->deadline : INT64_MAX;
+	next = entry != NULL ? entry->deadline : INT64_MAX;
 	held = engine_held_first(e);
-	if (held != NULL && held->since + c->blocked_timeout_ms < next) {
-		next = held->since + c->blocked_timeout_ms;
+	due = held != NULL ? client_blocked_due(c, e, held->since) : INT64_MAX;
+	if (due < next) {
+		next = due;
 	}
-	if (c->blocked_since != 0 && c->blocked_since + c->blocked_timeout_ms < next) {
-		next = c->blocked_since + c->blocked_timeout_ms;
+	due = c->blocked_since != 0 ? client_blocked_due(c, e, 0) : INT64_MAX;
+	if (due < next) {
+		next = due;
 	}
 	entry = pending_first(&c->retries);
 	if (entry != NULL && entry->deadline < next) {
@@ -342,7 +385,8 @@ static warren_err client_init(warren_client *c, const warren_config *cfg, const 
 	c->transient = strdup(config_str(cfg, CFG_CLIENT_TRANSIENT));
 	c->batch_replies = config_int(cfg, CFG_CLIENT_BATCH_REPLIES) != 0;
 	c->batch = strdup(config_str(cfg, CFG_CLIENT_BATCH));
-	if (c->transient == NULL || c->batch == NULL ||
+	c->resend = strdup(config_str(cfg, CFG_CLIENT_RESEND));
+	if (c->transient == NULL || c->batch == NULL || c->resend == NULL ||
 	    pending_init(&c->table, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0 ||
 	    pending_init(&c->retries, (size_t)config_int(cfg, CFG_CLIENT_MAX_IN_FLIGHT)) != 0) {
 		snprintf(errstr, errlen, "out of memory");
@@ -402,7 +446,7 @@ void warren_client_free(warren_client *c)
 	 * in it (their connection was already down at shutdown) end here, and
 	 * a held one leaves the engine's hold queue: before the engine is
 	 * freed. */
-	fail_all(c, "the client is shutting down");
+	fail_all(c);
 	client_drop_queued(c);
 	engine_free(c->engine);
 	pending_destroy(&c->table);
@@ -412,5 +456,6 @@ void warren_client_free(warren_client *c)
 	pthread_mutex_destroy(&c->stats_mu);
 	free(c->transient);
 	free(c->batch);
+	free(c->resend);
 	free(c);
 }

@@ -81,6 +81,18 @@ static bool unqueue(struct call *call)
 	return true;
 }
 
+/* A batch no queue took: each of its requests goes alone, as its first
+ * delivery (no worker saw the batch), so not counted as republished. */
+static void publish_returned(warren_client *c, struct engine *e, struct req_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		if (unqueue(b->calls[i])) {
+			b->calls[i]->sent = false;
+			client_publish_one(c, e, b->calls[i]);
+		}
+	}
+}
+
 static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
 	struct req_batch *b = ctx;
@@ -98,11 +110,7 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		log_info("no fast-lane queue for %s: %zu requests sent on the durable lane; that "
 		         "service's transient calls take it for %d s",
 		         b->service, b->n, LANE_DOWN_MS / 1000);
-		for (size_t i = 0; i < b->n; i++) {
-			if (unqueue(b->calls[i])) {
-				client_publish_one(c, e, b->calls[i]);
-			}
-		}
+		publish_returned(c, e, b);
 	} else if (outcome == ENGINE_ACK && b->returned) {
 		/* No batch lane for this service: its workers do not take batches. */
 		lanes_note(&c->lane_off, b->service, strlen(b->service),
@@ -110,11 +118,7 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		STAT_ADD(c, batch_fallbacks, 1);
 		log_info("service %s takes no batches (no queue on %s): single requests for %d s",
 		         b->service, WIRE_BATCH_EXCHANGE, LANE_OFF_MS / 1000);
-		for (size_t i = 0; i < b->n; i++) {
-			if (unqueue(b->calls[i])) {
-				client_publish_one(c, e, b->calls[i]);
-			}
-		}
+		publish_returned(c, e, b);
 	} else {
 		for (size_t i = 0; i < b->n; i++) {
 			b->calls[i]->queued = false;
@@ -198,13 +202,13 @@ static warren_err send_batch(warren_client *c, struct engine *e, struct req_batc
 	                      true, &props, body, len, on_batch_confirm, b);
 }
 
-/* b could not be published: each of its calls is retried or ends. */
+/* b could not be published (the connection is gone): each of its calls
+ * waits for the next one. */
 static void batch_not_sent(warren_client *c, struct req_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		if (unqueue(b->calls[i])) {
-			client_retry_or_finish(b->calls[i], client_lost_err(c),
-			                       "publish failed: connection lost");
+			client_await_connection(c, b->calls[i]);
 		}
 	}
 	free(b);
@@ -216,6 +220,7 @@ static void batch_sent(warren_client *c, struct req_batch *b)
 	for (size_t i = 0; i < b->n; i++) {
 		b->calls[i]->returned = false;
 		b->calls[i]->on_fast = b->fast;
+		client_note_sent(c, b->calls[i]);
 	}
 	if (b->fast) {
 		STAT_ADD(c, fast_sent, b->n);
@@ -341,7 +346,7 @@ void client_drop_queued(warren_client *c)
 
 	while ((call = TAILQ_FIRST(&c->outq)) != NULL) {
 		TAILQ_REMOVE(&c->outq, call, out_link);
-		client_finish(call, WARREN_ERR_TRANSPORT, NULL, "the client is shutting down");
+		client_finish(call, WARREN_ERR_CLOSED, NULL, "the client is shutting down");
 		unqueue(call);
 	}
 }

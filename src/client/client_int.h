@@ -66,8 +66,15 @@ struct call {
 	bool returned;         /* basic.return came for the current publish */
 	bool fast;             /* transient: sent on the fast lane while it has a queue */
 	bool on_fast;          /* the current publish went to rpc.fast */
+	/* client.resend names its method: its request is kept until the call
+	 * ends, to be sent again when the reply path is lost after the
+	 * broker confirmed it. */
+	bool resend;
+	bool sent;      /* published at least once: a later publish is signed afresh */
+	bool resending; /* confirmed before a lost connection, held to be sent again */
 	/* Held by the engine while its publish cannot be made (hold.on), since
-	 * hold.since: client.blocked_timeout counts from there. */
+	 * hold.since: not connected, blocked, or no room in the socket. The
+	 * deadline ends it; client.blocked_timeout, when set, a blocked one. */
 	struct engine_held hold;
 	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
 	struct client_method *metrics;
@@ -104,6 +111,8 @@ struct warren_client {
 	int64_t retry_delay_ms;
 	int64_t blocked_timeout_ms;
 	int64_t blocked_since; /* engine_now() when the tick first saw the block; 0: not blocked */
+	int64_t lost_since;    /* engine_now() when the connection was lost; 0: connected */
+	int64_t up_since;      /* engine_now() when the connection (and its setup) came up */
 	enum reply_mode reply_mode;
 	char reply_queue[128];
 	char prefix[17]; /* this client's half of every correlation id */
@@ -116,6 +125,7 @@ struct warren_client {
 	struct lanes_slot down_slot[LANE_DOWN_SLOTS];
 	bool batch_replies; /* client.batch_replies: requests offer rpc-accept-batch */
 	char *batch;        /* client.batch: methods whose requests may go batched */
+	char *resend;       /* client.resend: methods whose calls are sent again after a loss */
 	/* I/O thread only: requests queued this turn for a batch, batches
 	 * published and not yet confirmed, services without a batch lane. */
 	struct call_tailq outq;
@@ -181,6 +191,11 @@ warren_err client_start_call(warren_client *c, const char *method, const warren_
 /* client_publish.c */
 void client_release_call(struct engine *e, struct engine_held *h);
 void client_hold(warren_client *c, struct call *call);
+void client_await_connection(warren_client *c, struct call *call);
+void client_timeout(warren_client *c, struct engine *e, struct call *call);
+void client_note_sent(warren_client *c, struct call *call);
+void client_note_blocked(warren_client *c, struct engine *e, int64_t now);
+int64_t client_blocked_due(const warren_client *c, struct engine *e, int64_t since);
 warren_err client_lost_err(const warren_client *c);
 void client_retry_or_finish(struct call *call, warren_err err, const char *what);
 void client_on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome);

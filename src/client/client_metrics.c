@@ -185,6 +185,10 @@ static void put_stats(FILE *f, const char *app, const warren_client_stats *st)
 	     "Requests published again: no route, a nack, or the connection lost before the "
 	     "confirm.",
 	     st->republished},
+	    {"warren_client_resent_total", "counter",
+	     "Requests sent again because the connection was lost after the broker confirmed "
+	     "them (client.resend).",
+	     st->resent},
 	    {"warren_client_fast_sent_total", "counter",
 	     "Requests published on the fast lane (rpc.fast); the others took the durable lane.",
 	     st->fast_sent},

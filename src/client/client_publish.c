@@ -34,28 +34,107 @@
 
 #include "client_int.h"
 
-/* The engine's go-ahead for a held call: its publish is made now. */
+/* The engine's go-ahead for a held call: its publish is made now, alone.
+ * A released call never joins this turn's batch of requests: there it
+ * could be held again, behind calls held after it. One whose deadline
+ * passed while it was held ends instead. */
 void client_release_call(struct engine *e, struct engine_held *h)
 {
 	struct call *call = (struct call *)((char *)h - offsetof(struct call, hold));
+	warren_client *c = call->client;
 
-	client_publish_task(e, &call->task);
+	call->hold.since = 0; /* a later hold counts from its own start */
+	if (engine_now() >= call->entry.deadline) {
+		client_timeout(c, e, call);
+		return;
+	}
+	client_publish_one(c, e, call);
 }
 
 /* The engine holds the call's publish until it can be made
- * (client_release_call). A call held again (released, then batched into
- * more than the socket takes) keeps its first since: client.blocked_timeout
- * counts from when it first had to wait. */
+ * (client_release_call). */
 void client_hold(warren_client *c, struct call *call)
 {
 	call->hold.len = call->out->len;
 	engine_hold(c->engine, &call->hold);
 }
 
-/* A call whose connection went away: CLOSED when we are shutting down. */
-warren_err client_lost_err(const warren_client *c)
+/* A call whose request cannot be published for want of a connection: held
+ * until the connection, its setup included, is back, without using up
+ * client.retry_attempts. Its deadline ends it (client_timeout), or at once
+ * the client's shutdown. */
+void client_await_connection(warren_client *c, struct call *call)
 {
-	return atomic_load(&c->closing) ? WARREN_ERR_CLOSED : WARREN_ERR_TRANSPORT;
+	if (call->finished) {
+		return;
+	}
+	if (atomic_load(&c->closing)) {
+		client_finish(call, WARREN_ERR_CLOSED, NULL, "the client is shutting down");
+		return;
+	}
+	client_hold(c, call);
+}
+
+/* A monotonic time (engine_now) as UTC wall-clock text with ms. */
+static void wall_text(int64_t mono, int64_t now, char *buf, size_t cap)
+{
+	int64_t wall = warren_now_ms() - (now - mono);
+	time_t secs = (time_t)(wall / 1000);
+	struct tm tm;
+	char day[32] = "";
+
+	gmtime_r(&secs, &tm);
+	strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, cap, "%s.%03dZ", day, (int)(wall % 1000));
+}
+
+/* Why a call reached its deadline without a reply, when the client knows
+ * better than "no reply": not connected, or the broker refuses publishes,
+ * since when and for how long; "" otherwise. */
+static void deadline_reason(warren_client *c, struct engine *e, int64_t now, char *buf, size_t cap)
+{
+	const char *blocked = engine_blocked(e);
+	int64_t since = c->lost_since != 0 ? c->lost_since : c->blocked_since;
+	char when[48];
+
+	buf[0] = '\0';
+	if (c->lost_since == 0 && blocked == NULL) {
+		return;
+	}
+	if (since == 0 || since > now) {
+		since = now;
+	}
+	wall_text(since, now, when, sizeof(when));
+	if (c->lost_since != 0) {
+		snprintf(buf, cap, "not connected to the broker since %s (for %.1f s): ", when,
+		         (double)(now - since) / 1000.0);
+	} else {
+		snprintf(buf, cap,
+		         "the broker refuses publishes (%s) since %s (for %.1f s): ", blocked, when,
+		         (double)(now - since) / 1000.0);
+	}
+}
+
+/* Ends call at its deadline: DEADLINE_EXCEEDED, saying why when known. */
+void client_timeout(warren_client *c, struct engine *e, struct call *call)
+{
+	char why[256];
+
+	deadline_reason(c, e, engine_now(), why, sizeof(why));
+	client_finish(call, WARREN_ERR_TIMEOUT, NULL, "%sno reply within %lld ms", why,
+	              (long long)call->timeout_ms);
+}
+
+/* The call's request went out (again): a resend or a republish is counted. */
+void client_note_sent(warren_client *c, struct call *call)
+{
+	if (call->resending) {
+		call->resending = false;
+		STAT_ADD(c, resent, 1);
+	} else if (call->sent) {
+		STAT_ADD(c, republished, 1);
+	}
+	call->sent = true;
 }
 
 /* The broker did not take the request: publish it again after a back-off
@@ -97,29 +176,30 @@ void client_retry_or_finish(struct call *call, warren_err err, const char *what)
 void client_on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome)
 {
 	struct call *call = ctx;
-	const char *method = call->out != NULL ? call->out->meta.method : "";
 	char what[400];
 
 	/* awaiting_confirm stays set across client_finish, so finish cannot free the call. */
 	if (outcome == ENGINE_NACK) {
 		snprintf(what, sizeof(what), "the broker refused the request for %s (nack)",
-		         method);
+		         call->out->meta.method);
 		client_retry_or_finish(call, WARREN_ERR_BROKER, what);
 	} else if (outcome == ENGINE_LOST) {
-		snprintf(what, sizeof(what),
-		         "connection lost before the broker confirmed the request for %s", method);
-		client_retry_or_finish(call, client_lost_err(call->client), what);
+		/* Published again once the connection is back: the broker may or
+		 * may not have it, and the same message_id makes a second copy
+		 * harmless. */
+		client_await_connection(call->client, call);
 	} else if (call->one_way && !call->returned) {
 		client_finish(call, WARREN_OK, NULL, NULL);
 	}
 	call->awaiting_confirm = false;
 	if (call->finished) {
 		client_call_release(call);
-	} else if (call->out != NULL && !call->waiting_retry) {
-		/* Confirmed: the request is the broker's now. */
+	} else if (outcome == ENGINE_ACK && !call->waiting_retry && !call->resend) {
+		/* Confirmed, and never sent again: the request is the broker's
+		 * now (its meta stays, for the messages that name its method). */
 		free(call->out->body);
-		free(call->out);
-		call->out = NULL;
+		call->out->body = NULL;
+		call->out->len = 0;
 	}
 }
 
@@ -188,6 +268,13 @@ void client_publish_one(warren_client *c, struct engine *e, struct call *call)
 
 	call->returned = false;
 	call->on_fast = client_lane_fast(c, call, engine_now());
+	/* Signed afresh when sent again: the same request, but its first copy
+	 * may have been delivered and its signature taken by a worker's replay
+	 * filter; rpc-attempt stays, as only a worker's own retry raises it. */
+	if (call->sent && c->sec != NULL) {
+		security_sign_request(c->sec, &call->out->meta, call->out->body, call->out->len,
+		                      &call->out->sig);
+	}
 	envelope_request_props(&call->out->meta, &props);
 	if (c->sec != NULL) {
 		const struct signature *sig = &call->out->sig;
@@ -196,10 +283,11 @@ void client_publish_one(warren_client *c, struct engine *e, struct call *call)
 	if (engine_publish(e, call->on_fast ? WIRE_FAST_EXCHANGE : WIRE_EXCHANGE,
 	                   call->out->meta.method, true, &props.props, call->out->body,
 	                   call->out->len, client_on_confirm, call) != WARREN_OK) {
-		client_retry_or_finish(call, client_lost_err(c), "publish failed: connection lost");
+		client_await_connection(c, call);
 		return;
 	}
 	call->awaiting_confirm = true;
+	client_note_sent(c, call);
 	if (call->on_fast) {
 		STAT_ADD(c, fast_sent, 1);
 	}
@@ -215,8 +303,7 @@ void client_publish_task(struct engine *e, struct engine_task *t)
 		/* The deadline runs from the call (client_start_call), not from when this
 		 * thread first sees it: one that passed meanwhile ends here. */
 		if (engine_now() >= call->entry.deadline) {
-			client_finish(call, WARREN_ERR_TIMEOUT, NULL, "no reply within %lld ms",
-			              (long long)call->timeout_ms);
+			client_timeout(c, e, call);
 			return;
 		}
 		rc = pending_insert(&c->table, &call->entry);
@@ -229,7 +316,7 @@ void client_publish_task(struct engine *e, struct engine_task *t)
 		call->in_table = true;
 	}
 	if (!engine_connected(e)) {
-		client_retry_or_finish(call, client_lost_err(c), "not connected to the broker");
+		client_await_connection(c, call);
 		return;
 	}
 	if (engine_must_hold(e, call->out->len)) {
@@ -276,34 +363,58 @@ static void fail_blocked_unconfirmed(warren_client *c, const char *reason)
 	free(calls);
 }
 
-/* Held calls are published by the engine once the broker takes
- * publishes again (client_release_call); here they fail when they have waited
- * client.blocked_timeout. */
-void client_expire_held(warren_client *c, struct engine *e, int64_t now)
+/* Notes when the broker began to refuse publishes (0: it does not). */
+void client_note_blocked(warren_client *c, struct engine *e, int64_t now)
 {
-	const char *reason = engine_blocked(e);
-
-	if (reason == NULL) {
+	if (engine_blocked(e) == NULL) {
 		c->blocked_since = 0;
 	} else if (c->blocked_since == 0) {
 		c->blocked_since = now;
-	} else if (now - c->blocked_since >= c->blocked_timeout_ms) {
-		fail_blocked_unconfirmed(c, reason);
 	}
+}
 
+/* When client.blocked_timeout is set: the time from which it counts for a
+ * publish held since since (the block's start, or the connection's, when
+ * later). */
+static int64_t blocked_from(const warren_client *c, struct engine *e, int64_t since)
+{
+	int64_t from = engine_blocked(e) != NULL ? c->blocked_since : c->up_since;
+
+	return since > from ? since : from;
+}
+
+/* The time at which client.blocked_timeout ends a publish held since
+ * since; INT64_MAX when it does not apply (off, or not connected: the
+ * deadline decides). */
+int64_t client_blocked_due(const warren_client *c, struct engine *e, int64_t since)
+{
+	if (c->blocked_timeout_ms == 0 || !engine_connected(e)) {
+		return INT64_MAX;
+	}
+	return blocked_from(c, e, since) + c->blocked_timeout_ms;
+}
+
+/* Held calls are published by the engine once the broker takes publishes
+ * again (client_release_call); by default their deadline ends them. With
+ * client.blocked_timeout set, they fail once they have waited that long
+ * for a connected broker, and so do those whose publish the broker has
+ * not read since it blocked. */
+void client_expire_held(warren_client *c, struct engine *e, int64_t now)
+{
+	const char *reason = engine_blocked(e);
 	struct engine_held *h;
 
+	if (reason != NULL && now >= client_blocked_due(c, e, 0)) {
+		fail_blocked_unconfirmed(c, reason);
+	}
 	/* The oldest is not due: none is. */
-	while ((h = engine_held_first(e)) != NULL && now - h->since >= c->blocked_timeout_ms) {
+	while ((h = engine_held_first(e)) != NULL && now >= client_blocked_due(c, e, h->since)) {
 		struct call *call = (struct call *)((char *)h - offsetof(struct call, hold));
-		bool connected = engine_connected(e);
 
 		client_finish(call, WARREN_ERR_BROKER, NULL,
 		              "the broker refuses publishes (%s): not sent within %lld ms "
 		              "(client.blocked_timeout)",
-		              reason != NULL ? reason
-		              : connected    ? "it does not read the connection"
-		                             : "not connected",
+		              reason != NULL ? reason : "it does not read the connection",
 		              (long long)c->blocked_timeout_ms);
 	}
 }
@@ -325,18 +436,7 @@ void client_republish_due(warren_client *c, struct engine *e, int64_t now)
 				continue;
 			}
 		}
-		call->tries++;
-		/* Signed afresh: the same request, but its first copy may have
-		 * been delivered (the connection was lost before the confirm) and
-		 * its signature taken by a worker's replay filter; rpc-attempt
-		 * stays, as only a worker's own retry raises it. */
-		if (c->sec != NULL) {
-			security_sign_request(c->sec, &call->out->meta, call->out->body,
-			                      call->out->len, &call->out->sig);
-		}
-		pthread_mutex_lock(&c->stats_mu);
-		c->stats.republished++;
-		pthread_mutex_unlock(&c->stats_mu);
+		call->tries++; /* counted as republished, and signed afresh, as it goes */
 		client_publish_task(e, &call->task);
 	}
 }

@@ -165,6 +165,8 @@ static struct call *call_new(warren_client *c, const char *method, const warren_
 	call->hold.release = client_release_call;
 	*err = fill_meta(c, call, method, o, errstr, errlen);
 	if (*err == WARREN_OK) {
+		call->resend =
+		    !one_way && patterns_match(c->resend, call->out->meta.method, NULL, 0);
 		*err = encode_params(c, call, params, errstr, errlen);
 	}
 	if (*err == WARREN_OK && c->sec != NULL) {

@@ -85,18 +85,18 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   "calls fail at once."},
     [CFG_CLIENT_RETRY_ATTEMPTS] = {"client.retry_attempts", CONFIG_INT, 1, 20, "3", false, NULL,
                                    "Publishes a call's request gets when the broker does not take "
-                                   "it (no queue bound yet, a nack, the connection lost before "
-                                   "the confirm), within the call's deadline. 1: no retry."},
+                                   "it (no queue bound yet, a nack), within the call's deadline; "
+                                   "waiting for a lost connection uses up none. 1: no retry."},
     [CFG_CLIENT_RETRY_DELAY] = {"client.retry_delay", CONFIG_DURATION, 10, 10 * SEC, "100ms",
                                 false, NULL,
                                 "Delay before a call's request is published again; each further "
                                 "retry waits twice as long, with random jitter up to the same "
                                 "again."},
-    [CFG_CLIENT_BLOCKED_TIMEOUT] = {"client.blocked_timeout", CONFIG_DURATION, 0, HOUR, "5s",
+    [CFG_CLIENT_BLOCKED_TIMEOUT] = {"client.blocked_timeout", CONFIG_DURATION, 0, HOUR, "0",
                                     false, NULL,
-                                    "How long a new call waits while the broker refuses "
-                                    "publishes (a memory or disk alarm) before it fails with "
-                                    "UNAVAILABLE."},
+                                    "How long a call waits while the broker refuses publishes "
+                                    "(a memory or disk alarm) before it fails with UNAVAILABLE; "
+                                    "0: the call's deadline decides."},
     [CFG_CLIENT_METRICS_LISTEN] = {"client.metrics_listen", CONFIG_STRING, 0, 0, "", false, NULL,
                                    "HOST:PORT on which a caller serves Prometheus metrics at "
                                    "/metrics over HTTP; empty: no metrics server."},
@@ -112,6 +112,10 @@ const struct config_def config_defs[CFG__COUNT] = {
                           "Methods whose requests may travel batched (durable ones on "
                           "rpc.batch, transient ones on rpc.fast), comma-separated (a method may end in * or be "
                           "*); empty: every request alone."},
+    [CFG_CLIENT_RESEND] = {"client.resend", CONFIG_STRING, 0, 0, "*", false, NULL,
+                           "Methods whose calls are sent again (same message_id) when the "
+                           "connection is lost after the broker confirmed them, "
+                           "comma-separated (a method may end in * or be *); empty: none."},
     [CFG_WORKER_SERVICE] = {"worker.service", CONFIG_STRING, 0, 0, "", false, NULL,
                             "Name of the service a worker serves (a-z, 0-9, _ and -), the first "
                             "part of each of its methods."},

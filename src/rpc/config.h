@@ -29,6 +29,7 @@ typedef enum config_id {
 	CFG_CLIENT_TRANSIENT,       /* string: method patterns whose requests are not persisted */
 	CFG_CLIENT_BATCH_REPLIES,   /* bool: requests offer to take their replies batched */
 	CFG_CLIENT_BATCH,           /* string: method patterns whose requests may go batched */
+	CFG_CLIENT_RESEND,          /* string: method patterns whose calls are sent again after a loss */
 	CFG_WORKER_SERVICE,         /* string: service name, [a-z0-9_-]+ */
 	CFG_WORKER_THREADS,         /* int 1..1024 */
 	CFG_WORKER_PREFETCH,        /* int 0..65535, 0: 128 or the threads if more */

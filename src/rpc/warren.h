@@ -331,7 +331,8 @@ typedef struct warren_client_stats {
 	uint64_t timeouts;       /* calls ended at their deadline */
 	uint64_t unroutable;     /* calls ended by basic.return */
 	uint64_t failed;         /* calls ended by nack, connection loss or shutdown */
-	uint64_t republished;    /* requests published again (no route, nack, lost) */
+	uint64_t republished;    /* requests published again (no route, nack, lost before
+	                          * the confirm) */
 	uint64_t late_replies;   /* replies for a call that had already ended */
 	uint64_t unknown_replies;/* replies whose correlation id was never ours */
 	/* replies ignored as not from the service: with security.scheme set, a
@@ -350,6 +351,9 @@ typedef struct warren_client_stats {
 	uint64_t batch_fallbacks;/* batches returned: the service takes no batches, its
 	                          * requests went alone */
 	bool connected;          /* connected to the broker, the reply path set up */
+	/* requests sent again because the connection was lost after the broker
+	 * confirmed them (client.resend): same message_id, new reply path */
+	uint64_t resent;
 } warren_client_stats;
 WARREN_API void warren_client_get_stats(warren_client *c, warren_client_stats *out);
 

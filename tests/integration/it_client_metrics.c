@@ -230,6 +230,8 @@ static const struct want after_known_load[] = {
     {"warren_client_unknown_replies_total{" APP "}", 0},
     {"warren_client_untrusted_replies_total{" APP "}", 0},
     {"warren_client_republished_total{" APP "}", 2},
+    /* No connection was lost: nothing was sent again. */
+    {"warren_client_resent_total{" APP "}", 0},
     /* Every call of the load is durable: none took the fast lane. */
     {"warren_client_fast_sent_total{" APP "}", 0},
     {"warren_client_fast_fallbacks_total{" APP "}", 0},
@@ -281,8 +283,8 @@ static void test_the_scrape_counts_a_known_load_exactly(void **state)
 	assert_int_equal(count_lines(text, "warren_client_calls_total{"), 5);
 	assert_int_equal(count_lines(text, "warren_client_call_duration_seconds_count{"), 5);
 	/* Every family has its HELP and TYPE. */
-	assert_int_equal(count_lines(text, "# HELP warren_client_"), 12);
-	assert_int_equal(count_lines(text, "# TYPE warren_client_"), 12);
+	assert_int_equal(count_lines(text, "# HELP warren_client_"), 13);
+	assert_int_equal(count_lines(text, "# TYPE warren_client_"), 13);
 	assert_int_equal(count_lines(text, "# TYPE warren_client_call_duration_seconds histogram"),
 	                 1);
 	assert_non_null(strstr(text, "# TYPE warren_client_calls_total counter\n"));

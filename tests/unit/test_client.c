@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "batch.h"
 #include "engine.h"
@@ -47,7 +48,9 @@ static struct {
 	struct engine_task *tasks[MAX_TASKS];
 	int ntasks;
 	int64_t now;
-	bool full; /* engine_writable says no */
+	bool full;           /* engine_writable says no */
+	bool down;           /* not connected: publishes fail, nothing is released */
+	const char *blocked; /* connection.blocked's reason, or NULL */
 	/* Publishes held as the engine holds them (engine_hold), oldest first;
 	 * releasing: the turn's release of one is under way. */
 	struct engine_held *held[MAX_TASKS];
@@ -81,6 +84,7 @@ static struct {
 static struct {
 	int runs;
 	warren_err err;
+	char msg[512];
 } done_seen;
 
 struct engine *__wrap_engine_new(const struct engine_config *cfg, const struct engine_hooks *hooks,
@@ -123,6 +127,9 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
 	struct envelope_meta m;
 	char why[200];
 
+	if (eng.down) {
+		return WARREN_ERR_TRANSPORT;
+	}
 	if (eng.publishes < 4 && envelope_read(props, &m, why, sizeof(why)) == WARREN_OK) {
 		eng.attempts[eng.publishes] = m.attempt;
 		snprintf(eng.message_ids[eng.publishes], sizeof(eng.message_ids[0]), "%s",
@@ -152,12 +159,12 @@ warren_err __wrap_engine_publish(struct engine *e, const char *exchange, const c
 
 bool __wrap_engine_connected(const struct engine *e)
 {
-	return true;
+	return !eng.down;
 }
 
 const char *__wrap_engine_blocked(const struct engine *e)
 {
-	return NULL;
+	return eng.down ? NULL : eng.blocked;
 }
 
 int64_t __wrap_engine_blocked_ms(struct engine *e)
@@ -177,7 +184,10 @@ bool __wrap_engine_writable(struct engine *e, size_t len)
 
 bool __wrap_engine_must_hold(struct engine *e, size_t len)
 {
-	return eng.full || (eng.nheld > 0 && !eng.releasing);
+	if (eng.down) {
+		return eng.nheld > 0;
+	}
+	return eng.full || eng.blocked != NULL || (eng.nheld > 0 && !eng.releasing);
 }
 
 void __wrap_engine_hold(struct engine *e, struct engine_held *h)
@@ -230,6 +240,7 @@ static void on_done(warren_err err, warren_reply *reply, const char *msg, void *
 {
 	done_seen.runs++;
 	done_seen.err = err;
+	snprintf(done_seen.msg, sizeof(done_seen.msg), "%s", msg);
 	warren_reply_free(reply);
 }
 
@@ -264,7 +275,7 @@ static void confirm(enum engine_confirm outcome)
 static void tick_at(int64_t now)
 {
 	eng.now = now;
-	while (eng.nheld > 0 && !eng.full) {
+	while (eng.nheld > 0 && !eng.full && !eng.down && eng.blocked == NULL) {
 		struct engine_held *h = eng.held[0];
 
 		__wrap_engine_unhold((struct engine *)&eng.fake, h);
@@ -273,6 +284,29 @@ static void tick_at(int64_t now)
 		eng.releasing = false;
 	}
 	eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, now);
+}
+
+/* A client with the tests' settings, then kv (key, value, ..., NULL). */
+static warren_client *new_client_kv(const char *const *kv)
+{
+	warren_config *cfg = warren_config_new();
+	warren_client *c = NULL;
+	char err[256] = "";
+
+	memset(&eng, 0, sizeof(eng));
+	memset(&done_seen, 0, sizeof(done_seen));
+	eng.now = 1000000;
+	assert_int_equal(warren_config_set(cfg, "broker.url", "amqp://127.0.0.1:1", NULL, 0),
+	                 WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.retry_attempts", "5", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.retry_delay", "10ms", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cfg, "client.batch", "", NULL, 0), WARREN_OK);
+	for (size_t i = 0; kv[i] != NULL; i += 2) {
+		assert_int_equal(warren_config_set(cfg, kv[i], kv[i + 1], NULL, 0), WARREN_OK);
+	}
+	assert_int_equal(warren_client_new(cfg, "test", &c, err, sizeof(err)), WARREN_OK);
+	warren_config_free(cfg);
+	return c;
 }
 
 static warren_client *new_client_opts(const char *reply_mode, const char *batch_replies,
@@ -784,6 +818,368 @@ static void a_nacked_batch_retries_each_call(void **state)
 	warren_client_free(c);
 }
 
+/* ---- the connection lost and back (warren(7) GUARANTEES) */
+
+/* As the real engine loses its connection: not connected, every publish
+ * not yet confirmed LOST, then the owner's lost hook. */
+static void lose_connection(void)
+{
+	eng.down = true;
+	eng.confirm_fn = NULL;
+	while (eng.nunconfirmed > 0) {
+		eng.nunconfirmed--;
+		eng.unconfirmed[eng.nunconfirmed].fn(
+		    (struct engine *)&eng.fake, eng.unconfirmed[eng.nunconfirmed].ctx, ENGINE_LOST);
+	}
+	eng.hooks.lost((struct engine *)&eng.fake, eng.hooks.arg, "connection lost: test");
+}
+
+/* The connection is back (its setup done): the next turn releases. */
+static void connection_back(void)
+{
+	eng.down = false;
+	tick_at(eng.now + 1);
+}
+
+static warren_client_stats stats_of(warren_client *c)
+{
+	warren_client_stats st;
+
+	warren_client_get_stats(c, &st);
+	return st;
+}
+
+/* A call made while the client is not connected is held, for longer than
+ * client.retry_attempts with its back-off would last, and published once
+ * the connection is back. Before, it was retried 5 times 10 ms apart and
+ * failed with "not connected to the broker, after 5 attempts". */
+static void a_call_made_while_disconnected_waits_for_the_connection(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 30000};
+	char err[256] = "";
+
+	lose_connection();
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	for (int i = 0; i < 50; i++) {
+		tick_at(eng.now + 200); /* 10 s */
+	}
+	assert_int_equal(done_seen.runs, 0);
+	assert_int_equal(eng.publishes, 0);
+	connection_back();
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(eng.attempts[0], 1);
+	assert_int_equal(done_seen.runs, 0);
+	assert_int_equal(stats_of(c).republished, 0);
+	warren_client_free(c);
+}
+
+/* The time in a "since" message, as Unix ms; -1 when it is not one. */
+static int64_t since_ms(const char *text)
+{
+	struct tm tm = {0};
+	int ms = -1, n = 0;
+
+	if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms, &n) != 7 ||
+	    n != 24) {
+		return -1;
+	}
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+/* Whether msg is exactly PREFIX<UTC time with ms>SUFFIX, the time within
+ * 5 s of want_ms. */
+static void assert_since_message(const char *msg, const char *prefix, const char *suffix,
+                                 int64_t want_ms)
+{
+	size_t p = strlen(prefix), s = strlen(suffix), len = strlen(msg);
+	int64_t got;
+
+	if (len != p + 24 + s || strncmp(msg, prefix, p) != 0 ||
+	    strcmp(msg + p + 24, suffix) != 0) {
+		fail_msg("got \"%s\", want \"%s<time>%s\"", msg, prefix, suffix);
+	}
+	got = since_ms(msg + p);
+	if (got < want_ms - 5000 || got > want_ms + 5000) {
+		fail_msg("got %s, want about %lld ms since the epoch", msg, (long long)want_ms);
+	}
+}
+
+/* A call whose deadline passes while the client is not connected ends at
+ * its deadline with DEADLINE_EXCEEDED and says since when. */
+static void a_deadline_passed_while_disconnected_says_since_when(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 1500};
+	char err[256] = "";
+
+	lose_connection();
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	tick_at(eng.now + 1499);
+	assert_int_equal(done_seen.runs, 0);
+	tick_at(eng.now + 1);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	assert_int_equal(warren_err_status(done_seen.err), WARREN_STATUS_DEADLINE_EXCEEDED);
+	/* The loss was 1.5 s ago on the client's clock. */
+	assert_since_message(done_seen.msg, "not connected to the broker since ",
+	                     " (for 1.5 s): no reply within 1500 ms", warren_now_ms() - 1500);
+	warren_client_free(c);
+}
+
+/* A request the broker confirmed, whose connection is then lost: the call
+ * is not failed; after the reconnect the same request (message_id,
+ * correlation id, rpc-attempt 1) is published again, counted as resent.
+ * Before, the call failed at the loss with "reply path lost". */
+static void a_confirmed_call_is_resent_after_the_reconnect(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 10000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	confirm(ENGINE_ACK);
+	lose_connection();
+	tick_at(eng.now + 1000);
+	assert_int_equal(done_seen.runs, 0);
+	assert_int_equal(eng.publishes, 1);
+	connection_back();
+	assert_int_equal(eng.publishes, 2);
+	assert_string_equal(eng.message_ids[1], eng.message_ids[0]);
+	assert_string_equal(eng.correlation_ids[1], eng.correlation_ids[0]);
+	assert_int_equal(eng.attempts[1], 1);
+	assert_int_equal(stats_of(c).resent, 1);
+	assert_int_equal(stats_of(c).republished, 0);
+	assert_int_equal(done_seen.runs, 0);
+	/* Confirmed again and lost again: resent again. */
+	confirm(ENGINE_ACK);
+	lose_connection();
+	connection_back();
+	assert_int_equal(eng.publishes, 3);
+	assert_int_equal(stats_of(c).resent, 2);
+	warren_client_free(c);
+	assert_int_equal(done_seen.err, WARREN_ERR_CLOSED);
+}
+
+/* A resend waits for the connection within the call's deadline only. */
+static void a_resend_whose_deadline_passes_while_disconnected_is_not_sent(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 2000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	confirm(ENGINE_ACK);
+	tick_at(eng.now + 500);
+	lose_connection();
+	tick_at(eng.now + 1500);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	assert_since_message(done_seen.msg, "not connected to the broker since ",
+	                     " (for 1.5 s): no reply within 2000 ms", warren_now_ms() - 1500);
+	connection_back();
+	assert_int_equal(eng.publishes, 1);
+	assert_int_equal(stats_of(c).resent, 0);
+	warren_client_free(c);
+}
+
+/* With client.resend not naming the method, a confirmed call fails at the
+ * loss, as before, with the reason. */
+static void a_call_client_resend_does_not_name_fails_at_the_loss(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){"client.resend", "other.*", NULL});
+	warren_call_opts opts = {.timeout_ms = 10000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	confirm(ENGINE_ACK);
+	lose_connection();
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TRANSPORT);
+	assert_int_equal(warren_err_status(done_seen.err), WARREN_STATUS_UNAVAILABLE);
+	assert_string_equal(done_seen.msg,
+	                    "reply path lost: connection lost: test; not sent again: "
+	                    "client.resend does not match svc.m");
+	connection_back();
+	assert_int_equal(eng.publishes, 1);
+	warren_client_free(c);
+}
+
+/* With a reply queue of its own, a confirmed call is resent too: a broker
+ * restart deleted the queue (not durable), and a reply published before it
+ * was declared again is lost. Before, the call waited to its deadline. */
+static void a_confirmed_call_is_resent_in_queue_mode(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){"client.reply_mode", "queue", NULL});
+	warren_call_opts opts = {.timeout_ms = 10000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	confirm(ENGINE_ACK);
+	lose_connection();
+	assert_int_equal(done_seen.runs, 0);
+	connection_back();
+	assert_int_equal(eng.publishes, 2);
+	assert_string_equal(eng.message_ids[1], eng.message_ids[0]);
+	assert_int_equal(stats_of(c).resent, 1);
+	warren_client_free(c);
+}
+
+/* A request not yet confirmed when the connection is lost is published
+ * again once it is back, however many times that happens: waiting for the
+ * connection uses up none of client.retry_attempts (5 here). Before, the
+ * fifth loss failed the call. */
+static void unconfirmed_requests_lost_many_times_use_up_no_attempts(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 60000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	for (int i = 0; i < 8; i++) {
+		lose_connection();
+		tick_at(eng.now + 1000);
+		connection_back();
+	}
+	assert_int_equal(eng.publishes, 9);
+	assert_int_equal(done_seen.runs, 0);
+	assert_int_equal(stats_of(c).republished, 8);
+	assert_int_equal(stats_of(c).resent, 0);
+	assert_string_equal(eng.message_ids[3], eng.message_ids[0]);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 1);
+}
+
+/* Held calls released together each go alone, in the order held, and each
+ * once: a released call does not join the turn's batch (there it could be
+ * held again behind later calls). Before, the three went as one batch. */
+static void released_calls_publish_alone_each_once(void **state)
+{
+	warren_client *c = new_client_kv(
+	    (const char *const[]){"client.batch", "*", "client.blocked_timeout", "5s", NULL});
+	warren_call_opts opts = {.timeout_ms = 10000};
+	char ids[3][65];
+	char err[256] = "";
+
+	eng.full = true;
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(
+		    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)),
+		    WARREN_OK);
+	}
+	run_tasks();
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 0);
+	assert_int_equal(eng.nheld, 3);
+	eng.full = false;
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 3);
+	assert_false(eng.last_batch);
+	assert_int_equal(stats_of(c).request_batches, 0);
+	for (int i = 0; i < 3; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%s", eng.correlation_ids[i]);
+		for (int k = 0; k < i; k++) {
+			assert_string_not_equal(ids[k], ids[i]);
+		}
+	}
+	tick_at(eng.now + 10);
+	assert_int_equal(eng.publishes, 3);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 3);
+}
+
+/* Freeing the client while calls wait for the connection ends each of
+ * them at once with CLOSED (ASan: nothing touches the freed engine). */
+static void freeing_the_client_ends_held_calls_with_closed(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 30000};
+	char err[256] = "";
+
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	confirm(ENGINE_ACK);
+	lose_connection(); /* held to be resent */
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks(); /* held: not connected */
+	assert_int_equal(eng.nheld, 2);
+	warren_client_free(c);
+	assert_int_equal(done_seen.runs, 2);
+	assert_int_equal(done_seen.err, WARREN_ERR_CLOSED);
+	assert_string_equal(done_seen.msg, "the client is shutting down");
+}
+
+/* By default a call held while the broker refuses publishes waits to its
+ * deadline, which then says since when. Before, it failed after 5 s
+ * (client.blocked_timeout's old default) with UNAVAILABLE. */
+static void a_blocked_call_waits_to_its_deadline_by_default(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 8000};
+	char err[256] = "";
+
+	eng.blocked = "low on memory";
+	tick_at(eng.now); /* the client sees the block */
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	tick_at(eng.now + 6000);
+	assert_int_equal(done_seen.runs, 0);
+	assert_int_equal(eng.publishes, 0);
+	tick_at(eng.now + 2000);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_TIMEOUT);
+	assert_since_message(done_seen.msg, "the broker refuses publishes (low on memory) since ",
+	                     " (for 8.0 s): no reply within 8000 ms", warren_now_ms() - 8000);
+	warren_client_free(c);
+}
+
+/* client.blocked_timeout, when set, still ends a blocked call early; but
+ * never one that waits for the connection. */
+static void blocked_timeout_applies_to_blocks_not_to_lost_connections(void **state)
+{
+	warren_client *c =
+	    new_client_kv((const char *const[]){"client.blocked_timeout", "300ms", NULL});
+	warren_call_opts opts = {.timeout_ms = 5000};
+	char err[256] = "";
+
+	lose_connection();
+	assert_int_equal(
+	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
+	run_tasks();
+	tick_at(eng.now + 1000);
+	assert_int_equal(done_seen.runs, 0);
+	eng.down = false;
+	eng.blocked = "low on disk";
+	tick_at(eng.now + 1); /* connected, blocked: still held */
+	assert_int_equal(done_seen.runs, 0);
+	tick_at(eng.now + 300);
+	assert_int_equal(done_seen.runs, 1);
+	assert_int_equal(done_seen.err, WARREN_ERR_BROKER);
+	assert_string_equal(done_seen.msg, "the broker refuses publishes (low on disk): not sent "
+	                                   "within 300 ms (client.blocked_timeout)");
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -802,6 +1198,17 @@ int main(void)
 	    cmocka_unit_test(a_lone_call_and_transient_calls_go_alone),
 	    cmocka_unit_test(a_returned_batch_goes_alone_and_the_service_gets_singles_for_a_while),
 	    cmocka_unit_test(a_nacked_batch_retries_each_call),
+	    cmocka_unit_test(a_call_made_while_disconnected_waits_for_the_connection),
+	    cmocka_unit_test(a_deadline_passed_while_disconnected_says_since_when),
+	    cmocka_unit_test(a_confirmed_call_is_resent_after_the_reconnect),
+	    cmocka_unit_test(a_resend_whose_deadline_passes_while_disconnected_is_not_sent),
+	    cmocka_unit_test(a_call_client_resend_does_not_name_fails_at_the_loss),
+	    cmocka_unit_test(a_confirmed_call_is_resent_in_queue_mode),
+	    cmocka_unit_test(unconfirmed_requests_lost_many_times_use_up_no_attempts),
+	    cmocka_unit_test(released_calls_publish_alone_each_once),
+	    cmocka_unit_test(freeing_the_client_ends_held_calls_with_closed),
+	    cmocka_unit_test(a_blocked_call_waits_to_its_deadline_by_default),
+	    cmocka_unit_test(blocked_timeout_applies_to_blocks_not_to_lost_connections),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
