@@ -66,8 +66,11 @@ const struct config_def config_defs[CFG__COUNT] = {
                                   NULL,
                                   "First delay before reconnecting; it doubles after each failed "
                                   "attempt."},
-    [CFG_BROKER_RECONNECT_MAX] = {"broker.reconnect_max", CONFIG_DURATION, 100, HOUR, "30s", false,
-                                  NULL, "Longest delay between two reconnection attempts."},
+    [CFG_BROKER_RECONNECT_MAX] = {"broker.reconnect_max", CONFIG_DURATION, 100, HOUR, "1s", false,
+                                  NULL,
+                                  "Longest delay between two reconnection attempts: at most "
+                                  "this long after a broker comes back, its clients and "
+                                  "workers are connected again."},
     [CFG_BROKER_CONSUMER_TIMEOUT] = {"broker.consumer_timeout", CONFIG_DURATION, SEC, 7 * 24 * HOUR,
                                      "30m", false, NULL,
                                      "The broker's delivery acknowledgement timeout "

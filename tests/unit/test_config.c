@@ -78,7 +78,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"broker.tls_verify", "true"},
 	    {"broker.connect_timeout", "5000ms"},
 	    {"broker.reconnect_min", "500ms"},
-	    {"broker.reconnect_max", "30000ms"},
+	    {"broker.reconnect_max", "1000ms"},
 	    {"broker.consumer_timeout", "1800000ms"},
 	    {"client.timeout", "30000ms"},
 	    {"client.reply_mode", "direct"},
