@@ -1,0 +1,305 @@
+/* test_replycache.c: the worker's reply cache (replycache.c): a repeat is
+ * answered from it, within its TTL and its size (oldest first), by caller
+ * and message_id; a twin that comes while the first copy runs waits for
+ * that run's reply; without a message_id, or with size 0, nothing is kept.
+ * The clock is engine_now, wrapped. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "replycache.h"
+
+static int64_t now_ms = 1000;
+
+int64_t __wrap_engine_now(void);
+int64_t __wrap_engine_now(void)
+{
+	return now_ms;
+}
+
+static void *alloc(size_t n, void *arg)
+{
+	(void)arg;
+	return malloc(n);
+}
+
+/* A request parked on a run, and what it was answered. */
+struct twin {
+	struct replycache_waiter wt;
+	bool answered;
+	bool with_reply;
+	int status;
+	char body[32];
+};
+
+static void answer(struct replycache_waiter *wt, const struct replycache_reply *r, void *arg)
+{
+	struct twin *t = (struct twin *)wt;
+
+	(void)arg;
+	t->answered = true;
+	t->with_reply = r != NULL;
+	if (r != NULL) {
+		t->status = r->status;
+		memcpy(t->body, r->body,
+		       r->len < sizeof(t->body) - 1 ? r->len : sizeof(t->body) - 1);
+	}
+}
+
+static const struct replycache_reply reply_a = {.status = 0, .format = 1, .body = "a", .len = 1};
+
+/* Claims (who, id): the verdict; a run is finished at once with body. */
+static enum replycache_verdict run_once(struct replycache *c, const char *who, const char *id,
+                                        const char *body)
+{
+	struct replycache_entry *ticket;
+	struct replycache_reply hit = {0};
+	struct twin t = {0};
+	enum replycache_verdict v = replycache_claim(c, who, id, &t.wt, &ticket, alloc, NULL, &hit);
+
+	if (v == REPLYCACHE_RUN) {
+		struct replycache_reply r = {
+		    .status = 0, .format = 0, .body = body, .len = strlen(body)};
+
+		replycache_finish(c, ticket, &r, answer, NULL);
+	}
+	free((void *)hit.body);
+	return v;
+}
+
+static int setup(void **state)
+{
+	struct replycache *c;
+
+	now_ms = 1000;
+	assert_int_equal(replycache_new(&c, 3, 60000), 0);
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	replycache_free(*state, NULL, NULL);
+	return 0;
+}
+
+static void a_repeat_is_answered_from_the_cache_with_the_first_reply(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *ticket;
+	struct replycache_reply hit = {0};
+	struct twin t = {0};
+
+	assert_int_equal(run_once(c, "a:caller", "m1", "first"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_claim(c, "a:caller", "m1", &t.wt, &ticket, alloc, NULL, &hit),
+	                 REPLYCACHE_HIT);
+	assert_null(ticket);
+	assert_int_equal(hit.len, 5);
+	assert_memory_equal(hit.body, "first", 5);
+	assert_int_equal(replycache_hits(c), 1);
+	free((void *)hit.body);
+}
+
+static void a_new_message_id_is_a_miss_and_runs(void **state)
+{
+	struct replycache *c = *state;
+
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
+	assert_int_equal(run_once(c, "a:caller", "m2", "y"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_count(c), 2);
+	assert_int_equal(replycache_hits(c), 0);
+}
+
+static void a_reply_expires_after_its_ttl(void **state)
+{
+	struct replycache *c = *state;
+
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
+	now_ms += 59999; /* the last millisecond of its TTL */
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_HIT);
+	now_ms += 1;
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
+}
+
+static void a_full_cache_evicts_the_oldest_reply_first(void **state)
+{
+	struct replycache *c = *state;
+
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
+	now_ms += 10;
+	assert_int_equal(run_once(c, "a:caller", "m2", "x"), REPLYCACHE_RUN);
+	now_ms += 10;
+	assert_int_equal(run_once(c, "a:caller", "m3", "x"), REPLYCACHE_RUN);
+	now_ms += 10;
+	/* A hit on the oldest does not save it: eviction is in the order kept. */
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_HIT);
+	assert_int_equal(run_once(c, "a:caller", "m4", "x"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_count(c), 3);
+	assert_int_equal(run_once(c, "a:caller", "m2", "x"), REPLYCACHE_HIT);
+	assert_int_equal(run_once(c, "a:caller", "m3", "x"), REPLYCACHE_HIT);
+	assert_int_equal(run_once(c, "a:caller", "m4", "x"), REPLYCACHE_HIT);
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN); /* evicted m2 */
+}
+
+static void a_twin_parked_on_a_run_is_answered_when_it_finishes(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *ticket, *none;
+	struct replycache_reply hit = {0};
+	struct twin first = {0}, second = {0}, third = {0};
+
+	assert_int_equal(replycache_claim(c, "k:key1", "m1", &first.wt, &ticket, alloc, NULL, &hit),
+	                 REPLYCACHE_RUN);
+	assert_non_null(ticket);
+	assert_int_equal(replycache_claim(c, "k:key1", "m1", &second.wt, &none, alloc, NULL, &hit),
+	                 REPLYCACHE_PARKED);
+	assert_int_equal(replycache_claim(c, "k:key1", "m1", &third.wt, &none, alloc, NULL, &hit),
+	                 REPLYCACHE_PARKED);
+	assert_false(second.answered);
+	replycache_finish(c, ticket, &reply_a, answer, NULL);
+	assert_true(second.answered && second.with_reply);
+	assert_true(third.answered && third.with_reply);
+	assert_string_equal(second.body, "a");
+	assert_false(first.answered); /* the run answers itself */
+	assert_int_equal(replycache_hits(c), 2);
+	/* And the reply is kept for the next. */
+	assert_int_equal(run_once(c, "k:key1", "m1", "x"), REPLYCACHE_HIT);
+}
+
+static void a_twin_of_a_run_that_keeps_nothing_is_sent_back_to_run_alone(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *ticket, *none;
+	struct replycache_reply hit = {0};
+	struct twin first = {0}, second = {0};
+
+	replycache_claim(c, "a:x", "m1", &first.wt, &ticket, alloc, NULL, &hit);
+	assert_int_equal(replycache_claim(c, "a:x", "m1", &second.wt, &none, alloc, NULL, &hit),
+	                 REPLYCACHE_PARKED);
+	replycache_finish(c, ticket, NULL, answer, NULL); /* a retry, a time limit... */
+	assert_true(second.answered);
+	assert_false(second.with_reply);
+	assert_int_equal(replycache_count(c), 0);
+	assert_int_equal(run_once(c, "a:x", "m1", "x"), REPLYCACHE_RUN);
+}
+
+static void runs_are_never_evicted_and_a_full_cache_of_them_runs_uncached(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *t[3], *extra;
+	struct replycache_reply hit = {0};
+	struct twin w[4] = {0};
+	const char *ids[] = {"m1", "m2", "m3"};
+
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(
+		    replycache_claim(c, "a:x", ids[i], &w[i].wt, &t[i], alloc, NULL, &hit),
+		    REPLYCACHE_RUN);
+	}
+	assert_int_equal(replycache_claim(c, "a:x", "m4", &w[3].wt, &extra, alloc, NULL, &hit),
+	                 REPLYCACHE_RUN);
+	assert_null(extra);
+	replycache_finish(c, extra, &reply_a, answer, NULL); /* a NULL ticket: nothing */
+	for (int i = 0; i < 3; i++) {
+		replycache_finish(c, t[i], &reply_a, answer, NULL);
+	}
+	assert_int_equal(replycache_count(c), 3);
+}
+
+static void the_same_message_id_from_two_callers_is_two_entries(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *ticket;
+	struct replycache_reply hit = {0};
+	struct twin t = {0};
+
+	assert_int_equal(run_once(c, "a:billing", "m1", "for billing"), REPLYCACHE_RUN);
+	assert_int_equal(run_once(c, "a:notify", "m1", "for notify"), REPLYCACHE_RUN);
+	/* A signer named like an app_id is someone else again. */
+	assert_int_equal(run_once(c, "k:billing", "m1", "for the key"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_count(c), 3);
+	assert_int_equal(replycache_claim(c, "a:notify", "m1", &t.wt, &ticket, alloc, NULL, &hit),
+	                 REPLYCACHE_HIT);
+	assert_memory_equal(hit.body, "for notify", hit.len);
+	free((void *)hit.body);
+}
+
+static void a_request_without_a_message_id_is_never_cached(void **state)
+{
+	struct replycache *c = *state;
+
+	assert_int_equal(run_once(c, "a:caller", "", "x"), REPLYCACHE_RUN);
+	assert_int_equal(run_once(c, "a:caller", "", "x"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_count(c), 0);
+}
+
+static void size_zero_turns_the_cache_off(void **state)
+{
+	struct replycache *c;
+
+	(void)state;
+	assert_int_equal(replycache_new(&c, 0, 60000), 0);
+	assert_null(c);
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
+	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_count(c), 0);
+	assert_int_equal(replycache_hits(c), 0);
+	replycache_free(c, NULL, NULL);
+}
+
+static int dropped;
+
+static void drop(struct replycache_waiter *wt, void *arg)
+{
+	(void)wt;
+	(void)arg;
+	dropped++;
+}
+
+static void freeing_the_cache_drops_a_twin_still_parked(void **state)
+{
+	struct replycache *c;
+	struct replycache_entry *ticket, *none;
+	struct replycache_reply hit = {0};
+	struct twin first = {0}, second = {0};
+
+	(void)state;
+	assert_int_equal(replycache_new(&c, 4, 60000), 0);
+	replycache_claim(c, "a:x", "m1", &first.wt, &ticket, alloc, NULL, &hit);
+	replycache_claim(c, "a:x", "m1", &second.wt, &none, alloc, NULL, &hit);
+	dropped = 0;
+	replycache_free(c, drop, NULL);
+	assert_int_equal(dropped, 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(
+	        a_repeat_is_answered_from_the_cache_with_the_first_reply, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_new_message_id_is_a_miss_and_runs, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_reply_expires_after_its_ttl, setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_full_cache_evicts_the_oldest_reply_first, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(a_twin_parked_on_a_run_is_answered_when_it_finishes,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        a_twin_of_a_run_that_keeps_nothing_is_sent_back_to_run_alone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        runs_are_never_evicted_and_a_full_cache_of_them_runs_uncached, setup, teardown),
+	    cmocka_unit_test_setup_teardown(the_same_message_id_from_two_callers_is_two_entries,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_request_without_a_message_id_is_never_cached, setup,
+	                                    teardown),
+	    cmocka_unit_test(size_zero_turns_the_cache_off),
+	    cmocka_unit_test(freeing_the_cache_drops_a_twin_still_parked),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
