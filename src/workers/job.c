@@ -122,8 +122,8 @@ static bool repeated(struct warren_worker *w, struct job *j, warren_value *param
 	snprintf(who, sizeof(who), "%c:%s", j->signer[0] != '\0' ? 'k' : 'a',
 	         j->signer[0] != '\0' ? j->signer : j->meta.app_id);
 	atomic_fetch_add(&j->refs, 1); /* the run's, should j be parked */
-	v = replycache_claim(w->cache, who, j->meta.message_id, &j->cache_wait, &j->cache_run,
-	                     worker_spare_take, w, &hit);
+	v = replycache_claim(w->cache, who, j->meta.message_id, j->meta.method, &j->cache_wait,
+	                     &j->cache_run, worker_spare_take, w, &hit);
 	if (v != REPLYCACHE_PARKED) {
 		atomic_fetch_sub(&j->refs, 1);
 	}

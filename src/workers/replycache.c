@@ -1,7 +1,7 @@
 /* replycache.c: a worker's reply cache (replycache.h). The table is the
  * client's correlation table (src/client/pending.c: a chained hash plus a
  * min-heap by deadline, fixed at init), keyed by a BLAKE2b digest of the
- * caller's identity and the message id: a finished reply's deadline is the
+ * caller's identity, the message id and the method: a finished reply's deadline is the
  * end of its TTL, a running entry's is INT64_MAX, so the heap's first entry
  * is the oldest finished reply, the one that expires or is evicted first.
  * Eviction is in order of insertion, not LRU: the TTL is the documented
@@ -102,15 +102,18 @@ void replycache_free(struct replycache *c, void (*drop)(struct replycache_waiter
 	free(c);
 }
 
-/* The key: a digest of both parts, NUL-separated, as hex (pending's ids are text). */
-static void make_key(const char *identity, const char *message_id, char out[2 * KEY_BYTES + 1])
+/* The key: a digest of the parts, each NUL-terminated, as hex (pending's
+ * ids are text). */
+static void make_key(const char *identity, const char *message_id, const char *method,
+                     char out[2 * KEY_BYTES + 1])
 {
 	crypto_generichash_state st;
 	unsigned char h[KEY_BYTES];
 
 	crypto_generichash_init(&st, NULL, 0, sizeof(h));
 	crypto_generichash_update(&st, (const unsigned char *)identity, strlen(identity) + 1);
-	crypto_generichash_update(&st, (const unsigned char *)message_id, strlen(message_id));
+	crypto_generichash_update(&st, (const unsigned char *)message_id, strlen(message_id) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)method, strlen(method));
 	crypto_generichash_final(&st, h, sizeof(h));
 	sodium_bin2hex(out, 2 * KEY_BYTES + 1, h, sizeof(h));
 }
@@ -176,11 +179,10 @@ static void copy_hit(const struct replycache_entry *e, void *(*alloc)(size_t, vo
 	                                 .len = body != NULL ? e->len : 0};
 }
 
-enum replycache_verdict replycache_claim(struct replycache *c, const char *identity,
-                                         const char *message_id, struct replycache_waiter *w,
-                                         struct replycache_entry **ticket,
-                                         void *(*alloc)(size_t, void *), void *alloc_arg,
-                                         struct replycache_reply *hit)
+enum replycache_verdict
+replycache_claim(struct replycache *c, const char *identity, const char *message_id,
+                 const char *method, struct replycache_waiter *w, struct replycache_entry **ticket,
+                 void *(*alloc)(size_t, void *), void *alloc_arg, struct replycache_reply *hit)
 {
 	char key[2 * KEY_BYTES + 1];
 	struct replycache_entry *e;
@@ -190,7 +192,7 @@ enum replycache_verdict replycache_claim(struct replycache *c, const char *ident
 	if (c == NULL || message_id[0] == '\0') {
 		return REPLYCACHE_RUN; /* no key: every copy runs */
 	}
-	make_key(identity, message_id, key);
+	make_key(identity, message_id, method, key);
 	pthread_mutex_lock(&c->mu);
 	expire_locked(c, engine_now());
 	e = (struct replycache_entry *)pending_find(&c->table, key, strlen(key));

@@ -1,7 +1,7 @@
 /* replycache.h: a worker's reply cache. The encoded reply of each finished
  * request, keyed by its caller's identity and message_id, kept for a time
  * (worker.reply_cache_ttl) within a count (worker.reply_cache_size), so that
- * a repeated request is answered from memory and its handler does not run
+ * a repeated request (the same method) is answered from memory and its handler does not run
  * again; a repeat that comes while its twin still runs waits for that run.
  *
  * Lock rule: the cache has its own mutex; every function takes it and any
@@ -46,18 +46,19 @@ int replycache_new(struct replycache **out, size_t size, int64_t ttl_ms);
 void replycache_free(struct replycache *c, void (*drop)(struct replycache_waiter *, void *),
                      void *arg);
 
-/* Looks up (identity, message_id). Absent: a running entry is made and
+/* Looks up (identity, message_id, method): the method too, so that a
+ * message_id reused for another method is never answered with the other's
+ * reply (the service judges it, as user-service refuses it). Absent: a running entry is made and
  * *ticket names it (NULL when nothing is kept: no message_id, the cache off,
  * or full of running entries); replycache_finish must follow the run,
  * ticket NULL or not. Cached: *hit gets the reply, its body copied into
  * alloc(len, alloc_arg) (the caller owns it; NULL body when alloc failed,
  * or len is 0). Running: w is parked on the run and the caller must no
  * longer touch what holds it until the answer callback has it. */
-enum replycache_verdict replycache_claim(struct replycache *c, const char *identity,
-                                         const char *message_id, struct replycache_waiter *w,
-                                         struct replycache_entry **ticket,
-                                         void *(*alloc)(size_t, void *), void *alloc_arg,
-                                         struct replycache_reply *hit);
+enum replycache_verdict
+replycache_claim(struct replycache *c, const char *identity, const char *message_id,
+                 const char *method, struct replycache_waiter *w, struct replycache_entry **ticket,
+                 void *(*alloc)(size_t, void *), void *alloc_arg, struct replycache_reply *hit);
 /* The run of ticket ended. reply: its reply, kept (copied) for the next
  * repeats; NULL: nothing to keep (the entry goes). answer is then called,
  * without the cache's mutex, for every request parked on the run, with

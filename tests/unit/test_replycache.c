@@ -61,7 +61,8 @@ static enum replycache_verdict run_once(struct replycache *c, const char *who, c
 	struct replycache_entry *ticket;
 	struct replycache_reply hit = {0};
 	struct twin t = {0};
-	enum replycache_verdict v = replycache_claim(c, who, id, &t.wt, &ticket, alloc, NULL, &hit);
+	enum replycache_verdict v =
+	    replycache_claim(c, who, id, "example.echo", &t.wt, &ticket, alloc, NULL, &hit);
 
 	if (v == REPLYCACHE_RUN) {
 		struct replycache_reply r = {
@@ -97,7 +98,8 @@ static void a_repeat_is_answered_from_the_cache_with_the_first_reply(void **stat
 	struct twin t = {0};
 
 	assert_int_equal(run_once(c, "a:caller", "m1", "first"), REPLYCACHE_RUN);
-	assert_int_equal(replycache_claim(c, "a:caller", "m1", &t.wt, &ticket, alloc, NULL, &hit),
+	assert_int_equal(replycache_claim(c, "a:caller", "m1", "example.echo", &t.wt, &ticket,
+	                                  alloc, NULL, &hit),
 	                 REPLYCACHE_HIT);
 	assert_null(ticket);
 	assert_int_equal(hit.len, 5);
@@ -154,12 +156,15 @@ static void a_twin_parked_on_a_run_is_answered_when_it_finishes(void **state)
 	struct replycache_reply hit = {0};
 	struct twin first = {0}, second = {0}, third = {0};
 
-	assert_int_equal(replycache_claim(c, "k:key1", "m1", &first.wt, &ticket, alloc, NULL, &hit),
+	assert_int_equal(replycache_claim(c, "k:key1", "m1", "example.echo", &first.wt, &ticket,
+	                                  alloc, NULL, &hit),
 	                 REPLYCACHE_RUN);
 	assert_non_null(ticket);
-	assert_int_equal(replycache_claim(c, "k:key1", "m1", &second.wt, &none, alloc, NULL, &hit),
+	assert_int_equal(replycache_claim(c, "k:key1", "m1", "example.echo", &second.wt, &none,
+	                                  alloc, NULL, &hit),
 	                 REPLYCACHE_PARKED);
-	assert_int_equal(replycache_claim(c, "k:key1", "m1", &third.wt, &none, alloc, NULL, &hit),
+	assert_int_equal(replycache_claim(c, "k:key1", "m1", "example.echo", &third.wt, &none,
+	                                  alloc, NULL, &hit),
 	                 REPLYCACHE_PARKED);
 	assert_false(second.answered);
 	replycache_finish(c, ticket, &reply_a, answer, NULL);
@@ -179,9 +184,10 @@ static void a_twin_of_a_run_that_keeps_nothing_is_sent_back_to_run_alone(void **
 	struct replycache_reply hit = {0};
 	struct twin first = {0}, second = {0};
 
-	replycache_claim(c, "a:x", "m1", &first.wt, &ticket, alloc, NULL, &hit);
-	assert_int_equal(replycache_claim(c, "a:x", "m1", &second.wt, &none, alloc, NULL, &hit),
-	                 REPLYCACHE_PARKED);
+	replycache_claim(c, "a:x", "m1", "example.echo", &first.wt, &ticket, alloc, NULL, &hit);
+	assert_int_equal(
+	    replycache_claim(c, "a:x", "m1", "example.echo", &second.wt, &none, alloc, NULL, &hit),
+	    REPLYCACHE_PARKED);
 	replycache_finish(c, ticket, NULL, answer, NULL); /* a retry, a time limit... */
 	assert_true(second.answered);
 	assert_false(second.with_reply);
@@ -198,12 +204,13 @@ static void runs_are_never_evicted_and_a_full_cache_of_them_runs_uncached(void *
 	const char *ids[] = {"m1", "m2", "m3"};
 
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(
-		    replycache_claim(c, "a:x", ids[i], &w[i].wt, &t[i], alloc, NULL, &hit),
-		    REPLYCACHE_RUN);
+		assert_int_equal(replycache_claim(c, "a:x", ids[i], "example.echo", &w[i].wt, &t[i],
+		                                  alloc, NULL, &hit),
+		                 REPLYCACHE_RUN);
 	}
-	assert_int_equal(replycache_claim(c, "a:x", "m4", &w[3].wt, &extra, alloc, NULL, &hit),
-	                 REPLYCACHE_RUN);
+	assert_int_equal(
+	    replycache_claim(c, "a:x", "m4", "example.echo", &w[3].wt, &extra, alloc, NULL, &hit),
+	    REPLYCACHE_RUN);
 	assert_null(extra);
 	replycache_finish(c, extra, &reply_a, answer, NULL); /* a NULL ticket: nothing */
 	for (int i = 0; i < 3; i++) {
@@ -224,10 +231,25 @@ static void the_same_message_id_from_two_callers_is_two_entries(void **state)
 	/* A signer named like an app_id is someone else again. */
 	assert_int_equal(run_once(c, "k:billing", "m1", "for the key"), REPLYCACHE_RUN);
 	assert_int_equal(replycache_count(c), 3);
-	assert_int_equal(replycache_claim(c, "a:notify", "m1", &t.wt, &ticket, alloc, NULL, &hit),
+	assert_int_equal(replycache_claim(c, "a:notify", "m1", "example.echo", &t.wt, &ticket,
+	                                  alloc, NULL, &hit),
 	                 REPLYCACHE_HIT);
 	assert_memory_equal(hit.body, "for notify", hit.len);
 	free((void *)hit.body);
+}
+
+static void a_message_id_reused_for_another_method_is_not_answered_from_the_cache(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *ticket;
+	struct replycache_reply hit = {0};
+	struct twin t = {0};
+
+	assert_int_equal(run_once(c, "a:caller", "m1", "created"), REPLYCACHE_RUN);
+	assert_int_equal(
+	    replycache_claim(c, "a:caller", "m1", "user.update", &t.wt, &ticket, alloc, NULL, &hit),
+	    REPLYCACHE_RUN);
+	replycache_finish(c, ticket, NULL, answer, NULL);
 }
 
 static void a_request_without_a_message_id_is_never_cached(void **state)
@@ -271,8 +293,8 @@ static void freeing_the_cache_drops_a_twin_still_parked(void **state)
 
 	(void)state;
 	assert_int_equal(replycache_new(&c, 4, 60000), 0);
-	replycache_claim(c, "a:x", "m1", &first.wt, &ticket, alloc, NULL, &hit);
-	replycache_claim(c, "a:x", "m1", &second.wt, &none, alloc, NULL, &hit);
+	replycache_claim(c, "a:x", "m1", "example.echo", &first.wt, &ticket, alloc, NULL, &hit);
+	replycache_claim(c, "a:x", "m1", "example.echo", &second.wt, &none, alloc, NULL, &hit);
 	dropped = 0;
 	replycache_free(c, drop, NULL);
 	assert_int_equal(dropped, 1);
@@ -295,6 +317,9 @@ int main(void)
 	        runs_are_never_evicted_and_a_full_cache_of_them_runs_uncached, setup, teardown),
 	    cmocka_unit_test_setup_teardown(the_same_message_id_from_two_callers_is_two_entries,
 	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        a_message_id_reused_for_another_method_is_not_answered_from_the_cache, setup,
+	        teardown),
 	    cmocka_unit_test_setup_teardown(a_request_without_a_message_id_is_never_cached, setup,
 	                                    teardown),
 	    cmocka_unit_test(size_zero_turns_the_cache_off),
