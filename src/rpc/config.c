@@ -158,6 +158,11 @@ const struct config_def config_defs[CFG__COUNT] = {
     [CFG_WORKER_REPLY_CACHE_TTL] = {"worker.reply_cache_ttl", CONFIG_DURATION, SEC, 7 * 24 * HOUR,
                                     "5m", false, NULL,
                                     "How long a worker keeps each reply of its reply cache."},
+    [CFG_WORKER_REPLY_CACHE_BYTES] = {"worker.reply_cache_bytes", CONFIG_SIZE, 1, 64 * GIB, "64M",
+                                      false, NULL,
+                                      "Most bytes of reply bodies a worker's reply cache keeps in "
+                                      "all (k, M and G suffixes allowed); the oldest go first, and "
+                                      "a reply larger than this is not kept."},
     [CFG_MESSAGE_MAX_SIZE] = {"message.max_size", CONFIG_SIZE, 1, 128 * MIB, "1M", false, NULL,
                               "Largest message body sent or accepted, in bytes (k, M and G "
                               "suffixes allowed)."},

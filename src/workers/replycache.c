@@ -38,11 +38,12 @@ struct replycache {
 	pthread_mutex_t mu;
 	struct pending table;
 	size_t size;
+	size_t max_bytes, bytes; /* of the bodies kept: the bound, and now */
 	int64_t ttl_ms;
 	uint64_t hits;
 };
 
-int replycache_new(struct replycache **out, size_t size, int64_t ttl_ms)
+int replycache_new(struct replycache **out, size_t size, size_t max_bytes, int64_t ttl_ms)
 {
 	struct replycache *c;
 
@@ -57,6 +58,7 @@ int replycache_new(struct replycache **out, size_t size, int64_t ttl_ms)
 	}
 	pthread_mutex_init(&c->mu, NULL);
 	c->size = size;
+	c->max_bytes = max_bytes;
 	c->ttl_ms = ttl_ms;
 	*out = c;
 	return 0;
@@ -118,14 +120,38 @@ static void make_key(const char *identity, const char *message_id, const char *m
 	sodium_bin2hex(out, 2 * KEY_BYTES + 1, h, sizeof(h));
 }
 
+/* Under mu: e leaves the table and is freed. */
+static void remove_locked(struct replycache *c, struct replycache_entry *e)
+{
+	pending_remove(&c->table, &e->pe);
+	c->bytes -= e->len;
+	entry_free(e);
+}
+
 /* Under mu: the replies whose TTL has passed go. */
 static void expire_locked(struct replycache *c, int64_t now)
 {
 	struct pending_entry *pe;
 
-	while ((pe = pending_pop_expired(&c->table, now)) != NULL) {
-		entry_free((struct replycache_entry *)pe);
+	while ((pe = pending_first(&c->table)) != NULL && pe->deadline <= now) {
+		remove_locked(c, (struct replycache_entry *)pe);
 	}
+}
+
+/* Under mu: the oldest replies go until len more bytes fit; false when
+ * they cannot (only runs are left, which hold no bytes: len is too large). */
+static bool make_bytes_locked(struct replycache *c, size_t len)
+{
+	struct replycache_entry *oldest;
+
+	while (c->bytes + len > c->max_bytes) {
+		oldest = (struct replycache_entry *)pending_first(&c->table);
+		if (oldest == NULL || oldest->running) {
+			return false;
+		}
+		remove_locked(c, oldest);
+	}
+	return true;
 }
 
 /* Under mu: room for one more, the oldest reply evicted if need be; false
@@ -141,8 +167,7 @@ static bool make_room_locked(struct replycache *c)
 	if (oldest == NULL || oldest->running) {
 		return false;
 	}
-	pending_remove(&c->table, &oldest->pe);
-	entry_free(oldest);
+	remove_locked(c, oldest);
 	return true;
 }
 
@@ -211,11 +236,17 @@ replycache_claim(struct replycache *c, const char *identity, const char *message
 	return v;
 }
 
-/* Under mu: the run's reply is kept until its TTL ends; false when it could
- * not be copied (the entry then goes, as for a run with nothing to keep). */
+/* Under mu: the run's reply is kept until its TTL ends, older ones evicted
+ * for its bytes; false when it is larger than the whole bound or could not
+ * be copied: e is then out of the table, for the caller to free. */
 static bool keep_locked(struct replycache *c, struct replycache_entry *e,
                         const struct replycache_reply *r)
 {
+	/* Out of the table first: make_bytes_locked must not meet it. */
+	pending_remove(&c->table, &e->pe);
+	if (r->len > c->max_bytes || !make_bytes_locked(c, r->len)) {
+		return false;
+	}
 	if (r->len > 0) {
 		e->body = malloc(r->len);
 		if (e->body == NULL) {
@@ -224,11 +255,11 @@ static bool keep_locked(struct replycache *c, struct replycache_entry *e,
 		memcpy(e->body, r->body, r->len);
 	}
 	e->len = r->len;
+	c->bytes += r->len;
 	e->status = r->status;
 	e->format = r->format;
 	e->running = false;
-	/* Its place in the heap moves from the runs' end to the replies' newest. */
-	pending_remove(&c->table, &e->pe);
+	/* Back in the heap, from the runs' end to the replies' newest. */
 	e->pe.deadline = engine_now() + c->ttl_ms;
 	pending_insert(&c->table, &e->pe);
 	return true;
@@ -246,9 +277,10 @@ void replycache_finish(
 	pthread_mutex_lock(&c->mu);
 	parked = ticket->parked;
 	ticket->parked = NULL;
-	if (reply == NULL || !keep_locked(c, ticket, reply)) {
-		pending_remove(&c->table, &ticket->pe);
-		entry_free(ticket);
+	if (reply == NULL) {
+		remove_locked(c, ticket);
+	} else if (!keep_locked(c, ticket, reply)) {
+		entry_free(ticket); /* keep_locked took it out of the table */
 	}
 	for (struct replycache_waiter *w = parked; reply != NULL && w != NULL; w = w->next) {
 		c->hits++;
@@ -269,6 +301,19 @@ size_t replycache_count(struct replycache *c)
 	}
 	pthread_mutex_lock(&c->mu);
 	n = pending_count(&c->table);
+	pthread_mutex_unlock(&c->mu);
+	return n;
+}
+
+size_t replycache_bytes(struct replycache *c)
+{
+	size_t n;
+
+	if (c == NULL) {
+		return 0;
+	}
+	pthread_mutex_lock(&c->mu);
+	n = c->bytes;
 	pthread_mutex_unlock(&c->mu);
 	return n;
 }

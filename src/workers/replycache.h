@@ -37,10 +37,10 @@ enum replycache_verdict {
 struct replycache;
 struct replycache_entry;
 
-/* A cache of at most size replies kept ttl_ms each. size 0: *out is NULL,
- * the cache off (every function takes a NULL cache). 0, or -1 when out of
- * memory. */
-int replycache_new(struct replycache **out, size_t size, int64_t ttl_ms);
+/* A cache of at most size replies and max_bytes of their bodies in all,
+ * kept ttl_ms each. size 0: *out is NULL, the cache off (every function
+ * takes a NULL cache). 0, or -1 when out of memory. */
+int replycache_new(struct replycache **out, size_t size, size_t max_bytes, int64_t ttl_ms);
 /* Frees the cache and its replies; drop is called for any request still
  * parked (none when every run finished). NULL-safe. */
 void replycache_free(struct replycache *c, void (*drop)(struct replycache_waiter *, void *),
@@ -67,9 +67,11 @@ void replycache_finish(
     struct replycache *c, struct replycache_entry *ticket, const struct replycache_reply *reply,
     void (*answer)(struct replycache_waiter *, const struct replycache_reply *, void *), void *arg);
 
-/* The replies and runs held now, and the requests answered from the cache
- * (hits and parked twins answered) since it was made. */
+/* The replies and runs held now, the bytes of their bodies, and the
+ * requests answered from the cache (hits and parked twins answered) since
+ * it was made. */
 size_t replycache_count(struct replycache *c);
+size_t replycache_bytes(struct replycache *c);
 uint64_t replycache_hits(struct replycache *c);
 
 #endif

@@ -1565,6 +1565,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	}
 	settings_init(w, cfg, service, &ec);
 	if (replycache_new(&w->cache, (size_t)config_int(cfg, CFG_WORKER_REPLY_CACHE_SIZE),
+	                   (size_t)config_int(cfg, CFG_WORKER_REPLY_CACHE_BYTES),
 	                   config_int(cfg, CFG_WORKER_REPLY_CACHE_TTL)) != 0) {
 		snprintf(errstr, errlen, "out of memory");
 		return WARREN_ERR_NOMEM;

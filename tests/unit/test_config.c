@@ -102,6 +102,7 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"worker.handler_timeout", "300000ms"},
 	    {"worker.reply_cache_size", "10000"},
 	    {"worker.reply_cache_ttl", "300000ms"},
+	    {"worker.reply_cache_bytes", "67108864"},
 	    {"message.max_size", "1048576"},
 	    {"log.level", "info"},
 	    {"security.scheme", "none"},
@@ -232,6 +233,9 @@ static void test_the_reply_cache_keys_show_their_limits(void **state)
 	assert_set_reads_back("worker.reply_cache_ttl", "2m", "120000ms");
 	assert_set_fails("worker.reply_cache_ttl", "500ms",
 	                 "worker.reply_cache_ttl: \"500ms\" is out of range 1s..168h");
+	assert_set_reads_back("worker.reply_cache_bytes", "1G", "1073741824");
+	assert_set_fails("worker.reply_cache_bytes", "0",
+	                 "worker.reply_cache_bytes: \"0\" is out of range 1..64G");
 }
 
 static void test_heartbeat_takes_whole_seconds_and_zero_disables_it(void **state)

@@ -79,7 +79,7 @@ static int setup(void **state)
 	struct replycache *c;
 
 	now_ms = 1000;
-	assert_int_equal(replycache_new(&c, 3, 60000), 0);
+	assert_int_equal(replycache_new(&c, 3, 64, 60000), 0);
 	*state = c;
 	return 0;
 }
@@ -147,6 +147,41 @@ static void a_full_cache_evicts_the_oldest_reply_first(void **state)
 	assert_int_equal(run_once(c, "a:caller", "m3", "x"), REPLYCACHE_HIT);
 	assert_int_equal(run_once(c, "a:caller", "m4", "x"), REPLYCACHE_HIT);
 	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN); /* evicted m2 */
+}
+
+/* A cache of 64 bytes of bodies in all, and room for 10 replies. */
+static void the_bytes_bound_evicts_the_oldest_replies_and_refuses_a_larger_one(void **state)
+{
+	struct replycache *c;
+	char big[41], huge[66];
+
+	(void)state;
+	assert_int_equal(replycache_new(&c, 10, 64, 60000), 0);
+
+	memset(big, 'b', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	memset(huge, 'h', sizeof(huge) - 1);
+	huge[sizeof(huge) - 1] = '\0';
+	assert_int_equal(run_once(c, "a:x", "m1", "0123456789"), REPLYCACHE_RUN);
+	now_ms += 10;
+	assert_int_equal(run_once(c, "a:x", "m2", "0123456789"), REPLYCACHE_RUN);
+	now_ms += 10;
+	assert_int_equal(replycache_bytes(c), 20);
+	/* 40 more: 60 fits. */
+	assert_int_equal(run_once(c, "a:x", "m3", big), REPLYCACHE_RUN);
+	assert_int_equal(replycache_bytes(c), 60);
+	now_ms += 10;
+	/* 10 more would be 70: the oldest (m1) goes. */
+	assert_int_equal(run_once(c, "a:x", "m4", "0123456789"), REPLYCACHE_RUN);
+	assert_int_equal(replycache_bytes(c), 60);
+	assert_int_equal(run_once(c, "a:x", "m2", "x"), REPLYCACHE_HIT);
+	assert_int_equal(run_once(c, "a:x", "m1", "0123456789"), REPLYCACHE_RUN); /* m2 goes */
+	/* Larger than the whole bound: answered, never kept, nothing evicted. */
+	assert_int_equal(run_once(c, "a:x", "m5", huge), REPLYCACHE_RUN);
+	assert_int_equal(run_once(c, "a:x", "m5", huge), REPLYCACHE_RUN);
+	assert_int_equal(replycache_bytes(c), 60);
+	assert_int_equal(replycache_count(c), 3);
+	replycache_free(c, NULL, NULL);
 }
 
 static void a_twin_parked_on_a_run_is_answered_when_it_finishes(void **state)
@@ -266,7 +301,7 @@ static void size_zero_turns_the_cache_off(void **state)
 	struct replycache *c;
 
 	(void)state;
-	assert_int_equal(replycache_new(&c, 0, 60000), 0);
+	assert_int_equal(replycache_new(&c, 0, 64, 60000), 0);
 	assert_null(c);
 	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
 	assert_int_equal(run_once(c, "a:caller", "m1", "x"), REPLYCACHE_RUN);
@@ -292,7 +327,7 @@ static void freeing_the_cache_drops_a_twin_still_parked(void **state)
 	struct twin first = {0}, second = {0};
 
 	(void)state;
-	assert_int_equal(replycache_new(&c, 4, 60000), 0);
+	assert_int_equal(replycache_new(&c, 4, 64, 60000), 0);
 	replycache_claim(c, "a:x", "m1", "example.echo", &first.wt, &ticket, alloc, NULL, &hit);
 	replycache_claim(c, "a:x", "m1", "example.echo", &second.wt, &none, alloc, NULL, &hit);
 	dropped = 0;
@@ -309,6 +344,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(a_reply_expires_after_its_ttl, setup, teardown),
 	    cmocka_unit_test_setup_teardown(a_full_cache_evicts_the_oldest_reply_first, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(
+	        the_bytes_bound_evicts_the_oldest_replies_and_refuses_a_larger_one, setup,
+	        teardown),
 	    cmocka_unit_test_setup_teardown(a_twin_parked_on_a_run_is_answered_when_it_finishes,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
