@@ -116,7 +116,8 @@ static void settle_run(struct warren_worker *w, struct job *j, bool ours)
 static bool repeated(struct warren_worker *w, struct job *j, warren_value *params, bool *done)
 {
 	struct replycache_reply hit;
-	char who[sizeof(j->meta.app_id) + 2];
+	char who[2 + (sizeof(j->meta.app_id) > sizeof(j->signer) ? sizeof(j->meta.app_id)
+	                                                         : sizeof(j->signer))];
 	enum replycache_verdict v;
 
 	snprintf(who, sizeof(who), "%c:%s", j->signer[0] != '\0' ? 'k' : 'a',
