@@ -1,9 +1,12 @@
 /* replycache.c: a worker's reply cache (replycache.h). The table is the
  * client's correlation table (src/client/pending.c: a chained hash plus a
  * min-heap by deadline, fixed at init), keyed by a BLAKE2b digest of the
- * caller's identity, the message id and the method: a finished reply's deadline is the
- * end of its TTL, a running entry's is INT64_MAX, so the heap's first entry
- * is the oldest finished reply, the one that expires or is evicted first.
+ * caller's identity, the message id and the method. An entry's deadline is
+ * the end of its TTL, counted from the start of its run (so that a run costs
+ * one insertion, not a move in the heap when it ends): the heap's first
+ * entry is the oldest, the one that expires or is evicted first. A run
+ * still going is neither (its twins wait on it): it stops expiry until it
+ * ends, and a full cache whose oldest entry is a run keeps nothing new.
  * Eviction is in order of insertion, not LRU: the TTL is the documented
  * reach of the cache, and a hit that made a reply live longer would stretch
  * it; a repeat is mostly answered once (a caller's resend, a redelivery).
@@ -133,13 +136,14 @@ static void expire_locked(struct replycache *c, int64_t now)
 {
 	struct pending_entry *pe;
 
-	while ((pe = pending_first(&c->table)) != NULL && pe->deadline <= now) {
+	while ((pe = pending_first(&c->table)) != NULL && pe->deadline <= now &&
+	       !((struct replycache_entry *)pe)->running) {
 		remove_locked(c, (struct replycache_entry *)pe);
 	}
 }
 
 /* Under mu: the oldest replies go until len more bytes fit; false when
- * they cannot (only runs are left, which hold no bytes: len is too large). */
+ * they cannot (the oldest entry is a run, which holds no bytes). */
 static bool make_bytes_locked(struct replycache *c, size_t len)
 {
 	struct replycache_entry *oldest;
@@ -184,7 +188,7 @@ static struct replycache_entry *start_run_locked(struct replycache *c, const cha
 	}
 	snprintf(e->pe.id, sizeof(e->pe.id), "%s", key);
 	e->pe.id_len = strlen(key);
-	e->pe.deadline = INT64_MAX;
+	e->pe.deadline = engine_now() + c->ttl_ms;
 	e->running = true;
 	pending_insert(&c->table, &e->pe);
 	return e;
@@ -237,13 +241,11 @@ replycache_claim(struct replycache *c, const char *identity, const char *message
 }
 
 /* Under mu: the run's reply is kept until its TTL ends, older ones evicted
- * for its bytes; false when it is larger than the whole bound or could not
- * be copied: e is then out of the table, for the caller to free. */
+ * for its bytes; false when it is larger than the whole bound, no room can
+ * be made or it could not be copied (the caller then removes e). */
 static bool keep_locked(struct replycache *c, struct replycache_entry *e,
                         const struct replycache_reply *r)
 {
-	/* Out of the table first: make_bytes_locked must not meet it. */
-	pending_remove(&c->table, &e->pe);
 	if (r->len > c->max_bytes || !make_bytes_locked(c, r->len)) {
 		return false;
 	}
@@ -259,9 +261,6 @@ static bool keep_locked(struct replycache *c, struct replycache_entry *e,
 	e->status = r->status;
 	e->format = r->format;
 	e->running = false;
-	/* Back in the heap, from the runs' end to the replies' newest. */
-	e->pe.deadline = engine_now() + c->ttl_ms;
-	pending_insert(&c->table, &e->pe);
 	return true;
 }
 
@@ -277,10 +276,8 @@ void replycache_finish(
 	pthread_mutex_lock(&c->mu);
 	parked = ticket->parked;
 	ticket->parked = NULL;
-	if (reply == NULL) {
+	if (reply == NULL || !keep_locked(c, ticket, reply)) {
 		remove_locked(c, ticket);
-	} else if (!keep_locked(c, ticket, reply)) {
-		entry_free(ticket); /* keep_locked took it out of the table */
 	}
 	for (struct replycache_waiter *w = parked; reply != NULL && w != NULL; w = w->next) {
 		c->hits++;

@@ -38,6 +38,16 @@ static warren_status slow(warren_request *req, void *arg)
 	return count(req, arg);
 }
 
+/* cache.busy fails UNAVAILABLE after 500 ms: with worker.retry_attempts=1
+ * that is the answer, a transient one, which the cache does not keep. */
+static warren_status busy(warren_request *req, void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&runs, 1);
+	usleep(500000);
+	return warren_request_fail(req, WARREN_STATUS_UNAVAILABLE, NULL, "busy");
+}
+
 static int setup(void **state)
 {
 	warren_config *cfg =
@@ -48,6 +58,7 @@ static int setup(void **state)
 	if (warren_worker_new(cfg, &worker, why, sizeof(why)) != WARREN_OK ||
 	    warren_worker_handle(worker, "cache.count", count, NULL) != WARREN_OK ||
 	    warren_worker_handle(worker, "cache.slow", slow, NULL) != WARREN_OK ||
+	    warren_worker_handle(worker, "cache.busy", busy, NULL) != WARREN_OK ||
 	    warren_worker_start(worker, why, sizeof(why)) != WARREN_OK) {
 		fprintf(stderr, "worker: %s\n", why);
 		return -1;
@@ -165,6 +176,47 @@ static void a_twin_that_comes_while_the_first_runs_waits_for_its_reply(void **st
 	assert_int_equal(hits() - before, 1);
 }
 
+/* Waits for a reply with status; returns its correlation id. */
+static char *status_reply(const char *status)
+{
+	amqp_envelope_t env;
+	char *corr;
+
+	assert_int_equal(raw_wait(raw, 10000, &env), 0);
+	assert_string_equal(raw_header(&env.message.properties, "rpc-status"), status);
+	corr = strndup(env.message.properties.correlation_id.bytes,
+	               env.message.properties.correlation_id.len);
+	amqp_destroy_envelope(&env);
+	return corr;
+}
+
+static void a_twin_of_a_run_that_failed_transiently_goes_back_and_runs_itself(void **state)
+{
+	uint64_t before = hits();
+	warren_worker_stats st;
+	uint64_t redelivered;
+	char *a, *b;
+
+	(void)state;
+	warren_worker_get_stats(worker, &st);
+	redelivered = st.redelivered;
+	request("cache.busy", "c-busy-1", "m-busy", "it_replycache");
+	request("cache.busy", "c-busy-2", "m-busy", "it_replycache");
+	a = status_reply("14");
+	b = status_reply("14");
+	/* Each answered, whichever first: the twin waited, went back to the
+	 * queue, and ran on its own (UNAVAILABLE says the work was not done). */
+	assert_true((strcmp(a, "c-busy-1") == 0 && strcmp(b, "c-busy-2") == 0) ||
+	            (strcmp(a, "c-busy-2") == 0 && strcmp(b, "c-busy-1") == 0));
+	free(a);
+	free(b);
+	assert_int_equal(atomic_load(&runs), 2);
+	assert_int_equal(hits() - before, 0);
+	/* The twin's second delivery: it was given back, not run beside the first. */
+	warren_worker_get_stats(worker, &st);
+	assert_int_equal(st.redelivered - redelivered, 1);
+}
+
 static void the_same_message_id_from_another_caller_runs_again(void **state)
 {
 	char *a, *b;
@@ -202,6 +254,8 @@ int main(void)
 	                           reset),
 	    cmocka_unit_test_setup(a_twin_that_comes_while_the_first_runs_waits_for_its_reply,
 	                           reset),
+	    cmocka_unit_test_setup(
+	        a_twin_of_a_run_that_failed_transiently_goes_back_and_runs_itself, reset),
 	    cmocka_unit_test_setup(the_same_message_id_from_another_caller_runs_again, reset),
 	    cmocka_unit_test_setup(a_request_without_a_message_id_runs_every_time, reset),
 	};

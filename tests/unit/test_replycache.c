@@ -212,6 +212,24 @@ static void a_twin_parked_on_a_run_is_answered_when_it_finishes(void **state)
 	assert_int_equal(run_once(c, "k:key1", "m1", "x"), REPLYCACHE_HIT);
 }
 
+/* The TTL counts from the start of a run, but a run outlasting it stays:
+ * its twins still wait on it. */
+static void a_run_longer_than_the_ttl_is_not_expired_while_it_runs(void **state)
+{
+	struct replycache *c = *state;
+	struct replycache_entry *ticket, *none;
+	struct replycache_reply hit = {0};
+	struct twin first = {0}, second = {0};
+
+	replycache_claim(c, "a:x", "m1", "example.echo", &first.wt, &ticket, alloc, NULL, &hit);
+	now_ms += 120000;
+	assert_int_equal(
+	    replycache_claim(c, "a:x", "m1", "example.echo", &second.wt, &none, alloc, NULL, &hit),
+	    REPLYCACHE_PARKED);
+	replycache_finish(c, ticket, &reply_a, answer, NULL);
+	assert_true(second.answered && second.with_reply);
+}
+
 static void a_twin_of_a_run_that_keeps_nothing_is_sent_back_to_run_alone(void **state)
 {
 	struct replycache *c = *state;
@@ -348,6 +366,8 @@ int main(void)
 	        the_bytes_bound_evicts_the_oldest_replies_and_refuses_a_larger_one, setup,
 	        teardown),
 	    cmocka_unit_test_setup_teardown(a_twin_parked_on_a_run_is_answered_when_it_finishes,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(a_run_longer_than_the_ttl_is_not_expired_while_it_runs,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        a_twin_of_a_run_that_keeps_nothing_is_sent_back_to_run_alone, setup, teardown),
