@@ -50,8 +50,8 @@ static warren_status busy(warren_request *req, void *arg)
 
 static int setup(void **state)
 {
-	warren_config *cfg =
-	    testenv_config((const char *const[]){"worker.service=cache", "worker.threads=4", NULL});
+	warren_config *cfg = testenv_config((const char *const[]){
+	    "worker.service=cache", "worker.threads=4", "worker.retry_attempts=1", NULL});
 	char why[300];
 
 	(void)state;
