@@ -28,13 +28,18 @@
 
 #define KEY_BYTES 16 /* 128 bits: no two callers' keys collide by chance */
 
+/* Bodies up to this size live in their entry: no allocation per reply. */
+#define SMALL_BODY 200
+
 struct replycache_entry {
 	struct pending_entry pe; /* first: the table's entry (key, deadline) */
 	bool running;
 	struct replycache_waiter *parked; /* while running: its twins, last first */
 	int status, format;
-	void *body;
+	void *body; /* small, or malloc'd when larger */
 	size_t len;
+	struct replycache_entry *next_free;
+	unsigned char small[SMALL_BODY];
 };
 
 struct replycache {
@@ -44,6 +49,11 @@ struct replycache {
 	size_t max_bytes, bytes; /* of the bodies kept: the bound, and now */
 	int64_t ttl_ms;
 	uint64_t hits;
+	/* The entries, in memory fixed at init (as the table's): a request
+	 * allocates nothing but a large reply's copy. Those never used yet are
+	 * slab[nused..]; the others that left the table are on free. */
+	struct replycache_entry *slab, *free;
+	size_t nused;
 };
 
 int replycache_new(struct replycache **out, size_t size, size_t max_bytes, int64_t ttl_ms)
@@ -59,6 +69,12 @@ int replycache_new(struct replycache **out, size_t size, size_t max_bytes, int64
 		free(c);
 		return -1;
 	}
+	c->slab = calloc(size, sizeof(*c->slab));
+	if (c->slab == NULL) {
+		pending_destroy(&c->table);
+		free(c);
+		return -1;
+	}
 	pthread_mutex_init(&c->mu, NULL);
 	c->size = size;
 	c->max_bytes = max_bytes;
@@ -67,10 +83,34 @@ int replycache_new(struct replycache **out, size_t size, size_t max_bytes, int64
 	return 0;
 }
 
-static void entry_free(struct replycache_entry *e)
+static void body_free(struct replycache_entry *e)
 {
-	free(e->body);
-	free(e);
+	if (e->body != e->small) {
+		free(e->body);
+	}
+	e->body = NULL;
+	e->len = 0;
+}
+
+/* Under mu: e, out of the table, is free for the next run. */
+static void entry_put(struct replycache *c, struct replycache_entry *e)
+{
+	body_free(e);
+	e->next_free = c->free;
+	c->free = e;
+}
+
+/* Under mu: an entry for a run; there is one, as the table has room. */
+static struct replycache_entry *entry_get(struct replycache *c)
+{
+	struct replycache_entry *e = c->free;
+
+	if (e != NULL) {
+		c->free = e->next_free;
+	} else if (c->nused < c->size) {
+		e = &c->slab[c->nused++];
+	}
+	return e;
 }
 
 struct drop_ctx {
@@ -90,7 +130,7 @@ static void drop_entry(struct pending_entry *pe, void *arg)
 			d->drop(w, d->arg);
 		}
 	}
-	entry_free(e);
+	body_free(e);
 }
 
 void replycache_free(struct replycache *c, void (*drop)(struct replycache_waiter *, void *),
@@ -103,6 +143,7 @@ void replycache_free(struct replycache *c, void (*drop)(struct replycache_waiter
 	}
 	pending_each(&c->table, drop_entry, &d);
 	pending_destroy(&c->table);
+	free(c->slab);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -128,7 +169,7 @@ static void remove_locked(struct replycache *c, struct replycache_entry *e)
 {
 	pending_remove(&c->table, &e->pe);
 	c->bytes -= e->len;
-	entry_free(e);
+	entry_put(c, e);
 }
 
 /* Under mu: the replies whose TTL has passed go. */
@@ -182,10 +223,13 @@ static struct replycache_entry *start_run_locked(struct replycache *c, const cha
 	if (!make_room_locked(c)) {
 		return NULL;
 	}
-	e = calloc(1, sizeof(*e));
+	e = entry_get(c);
 	if (e == NULL) {
 		return NULL;
 	}
+	e->parked = NULL;
+	e->body = NULL;
+	e->len = 0;
 	snprintf(e->pe.id, sizeof(e->pe.id), "%s", key);
 	e->pe.id_len = strlen(key);
 	e->pe.deadline = engine_now() + c->ttl_ms;
@@ -250,7 +294,7 @@ static bool keep_locked(struct replycache *c, struct replycache_entry *e,
 		return false;
 	}
 	if (r->len > 0) {
-		e->body = malloc(r->len);
+		e->body = r->len <= sizeof(e->small) ? e->small : malloc(r->len);
 		if (e->body == NULL) {
 			return false;
 		}
