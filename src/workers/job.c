@@ -115,16 +115,17 @@ static void settle_run(struct warren_worker *w, struct job *j, bool ours)
  * job_free does not free it). Keyed by who sent it: the signer, else app_id. */
 static bool repeated(struct warren_worker *w, struct job *j, warren_value *params, bool *done)
 {
+	const bool signer = j->signer[0] != '\0';
+	const struct replycache_key k = {.signer = signer,
+	                                 .caller = signer ? j->signer : j->meta.app_id,
+	                                 .message_id = j->meta.message_id,
+	                                 .method = j->meta.method};
 	struct replycache_reply hit;
-	char who[2 + (sizeof(j->meta.app_id) > sizeof(j->signer) ? sizeof(j->meta.app_id)
-	                                                         : sizeof(j->signer))];
 	enum replycache_verdict v;
 
-	snprintf(who, sizeof(who), "%c:%s", j->signer[0] != '\0' ? 'k' : 'a',
-	         j->signer[0] != '\0' ? j->signer : j->meta.app_id);
 	atomic_fetch_add(&j->refs, 1); /* the run's, should j be parked */
-	v = replycache_claim(w->cache, who, j->meta.message_id, j->meta.method, &j->cache_wait,
-	                     &j->cache_run, worker_spare_take, w, &hit);
+	v = replycache_claim(w->cache, &k, &j->cache_wait, &j->cache_run, worker_spare_take, w,
+	                     &hit);
 	if (v != REPLYCACHE_PARKED) {
 		atomic_fetch_sub(&j->refs, 1);
 	}
