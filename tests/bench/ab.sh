@@ -6,7 +6,8 @@
 # medians of their calls/s and of the worker's CPU seconds per 1,000 calls
 # (wcpu). BENCH_BATCH=off as for bench.sh. AB_ENV_A and AB_ENV_B: settings
 # (NAME=VALUE ..., as env(1) takes them) for one side's worker and caller
-# alone, to compare one build with itself under two settings. Prints:
+# alone, to compare one build with itself under two settings. AB_MS: the
+# measured window of each run (1000 ms). Prints:
 #   MODE N in flight, T thread(s): A r1 r2... | B r1 r2... | medians A x B y
 #   worker cpu s/1k calls: A c1 c2... | B c1 c2... | medians A x B y
 # For example, to compare a commit with the working tree:
@@ -24,6 +25,7 @@ fi
 A=$1/tests/bench/bench_warren B=$2/tests/bench/bench_warren
 MODE=$3 INFL=$4 THR=$5
 REPS=${BENCH_REPS:-5}
+MS=${AB_MS:-1000}
 for bin in "$A" "$B"; do
 	[ -x "$bin" ] || { echo "ab.sh: $bin: not built (make tests)" >&2; exit 2; }
 done
@@ -50,7 +52,7 @@ run() {
 	read -r -a env <<<"$2"
 	start_responder env ${env[@]+"${env[@]}"} "$1" worker "$WARREN_TEST_URL" "$THR" 64 ||
 		{ echo "failed failed"; return; }
-	line=$(env ${env[@]+"${env[@]}"} "$1" caller "$WARREN_TEST_URL" "$MODE" "$INFL" 100 1000 250 \
+	line=$(env ${env[@]+"${env[@]}"} "$1" caller "$WARREN_TEST_URL" "$MODE" "$INFL" 100 "$MS" 250 \
 		"$RESPONDER" 2>>"$DIR/caller.err" || true)
 	stop_responder
 	echo "$(val "$line" rate) $(val "$line" wcpu)"
