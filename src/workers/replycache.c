@@ -103,7 +103,9 @@ static size_t buckets_for(size_t size)
 int replycache_new(struct replycache **out, size_t size, size_t max_bytes, int64_t ttl_ms)
 {
 	struct replycache *c;
-	size_t nb = buckets_for(size);
+	/* Twice the entries: a lookup that misses (most do) walks 0.3 entries
+	 * on average when full, each a cache miss (the profile's hot spot). */
+	size_t nb = buckets_for(2 * size);
 
 	*out = NULL;
 	if (size == 0) {
