@@ -6,8 +6,8 @@
  * failures past the last attempt) is dead-lettered and its caller answered,
  * unless the request failed authentication: then nobody is answered. A
  * transient failure with attempts left waits in a delay tier for the next. */
-#include <stddef.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
