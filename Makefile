@@ -85,7 +85,7 @@ LIB_SRC    := src/rpc/backoff.c src/rpc/batch.c src/rpc/cli.c src/rpc/codec_msgp
               src/client/lanes.c src/client/pending.c src/client/reply.c \
               src/workers/breaker.c src/workers/daemon.c src/workers/forward.c \
               src/workers/handlerq.c src/workers/job.c src/workers/lane.c src/workers/metrics.c \
-              src/workers/request.c src/workers/requeue.c src/workers/retry.c \
+              src/workers/replycache.c src/workers/request.c src/workers/requeue.c src/workers/retry.c \
               src/workers/sdnotify.c src/workers/spare.c src/workers/timelimit.c src/workers/worker.c
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 # Both libraries are made from one object, libwarren.o: the library's
@@ -245,6 +245,7 @@ WRAP_test_client := engine_new engine_start engine_free engine_submit engine_pub
                     engine_blocked engine_blocked_ms engine_now engine_writable engine_ack \
                     engine_must_hold engine_hold engine_unhold engine_held_first engine_held_next
 WRAP_test_params := warren_request_params warren_request_fail
+WRAP_test_replycache := engine_now
 WRAP_test_timelimit := engine_now engine_wake job_wrap_reply worker_dead_letter
 WRAP_test_breaker := engine_now engine_wake engine_connected worker_cancel_consumer worker_consume \
                      worker_job_new worker_enqueue

@@ -157,6 +157,19 @@ const struct config_def config_defs[CFG__COUNT] = {
                                     "Time limit of a handler (a method may set its own): past it "
                                     "the request is answered DEADLINE_EXCEEDED, dead-lettered and "
                                     "acknowledged, whatever the handler still does."},
+    [CFG_WORKER_REPLY_CACHE_SIZE] = {"worker.reply_cache_size", CONFIG_INT, 0, 1000000, "10000",
+                                     false, NULL,
+                                     "Most replies a worker process keeps, by caller and "
+                                     "message_id, to answer a repeated request without running "
+                                     "it again; the oldest goes first; 0: no reply cache."},
+    [CFG_WORKER_REPLY_CACHE_TTL] = {"worker.reply_cache_ttl", CONFIG_DURATION, SEC, 7 * 24 * HOUR,
+                                    "5m", false, NULL,
+                                    "How long a worker keeps each reply of its reply cache."},
+    [CFG_WORKER_REPLY_CACHE_BYTES] = {"worker.reply_cache_bytes", CONFIG_SIZE, 1, 64 * GIB, "64M",
+                                      false, NULL,
+                                      "Most bytes of reply bodies a worker's reply cache keeps in "
+                                      "all (k, M and G suffixes allowed); the oldest go first, and "
+                                      "a reply larger than this is not kept."},
     [CFG_MESSAGE_MAX_SIZE] = {"message.max_size", CONFIG_SIZE, 1, 128 * MIB, "1M", false, NULL,
                               "Largest message body sent or accepted, in bytes (k, M and G "
                               "suffixes allowed)."},

@@ -40,6 +40,9 @@ typedef enum config_id {
 	CFG_WORKER_BREAKER_THRESHOLD, /* int: consecutive transient failures opening the breaker */
 	CFG_WORKER_BREAKER_PROBE,   /* duration: probe interval while open */
 	CFG_WORKER_HANDLER_TIMEOUT, /* duration: a handler's time limit */
+	CFG_WORKER_REPLY_CACHE_SIZE, /* int: replies a worker keeps for repeats; 0: off */
+	CFG_WORKER_REPLY_CACHE_TTL,  /* duration: how long it keeps each */
+	CFG_WORKER_REPLY_CACHE_BYTES, /* size: the bodies it keeps, in all */
 	CFG_MESSAGE_MAX_SIZE,       /* size in bytes (accepts k/M suffixes) */
 	CFG_LOG_LEVEL,              /* enum: error | warn | info | debug */
 	CFG_SECURITY_SCHEME,        /* enum: none | mac | ed25519 */

@@ -481,6 +481,9 @@ typedef struct warren_worker_stats {
 	uint64_t batches_split;  /* batches of requests delivered again, republished
 	                          * as single requests instead of run */
 	uint64_t bad_batches;    /* batches of requests that could not be read, rejected */
+	uint64_t reply_cache_hits;    /* repeated requests answered from the reply cache
+	                               * (or by their twin's run), their handler not run */
+	uint64_t reply_cache_entries; /* replies (and runs) in the reply cache, now */
 	int threads;            /* handler threads of the pool */
 	bool connected;         /* connected to the broker */
 	bool breaker_open;      /* not consuming: a dependency keeps failing */

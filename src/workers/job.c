@@ -7,6 +7,7 @@
  * unless the request failed authentication: then nobody is answered. A
  * transient failure with attempts left waits in a delay tier for the next. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,108 @@ void job_wrap_reply(struct job *j)
 	}
 }
 
+/* ------------------------------------------------------------ reply cache */
+
+/* Whether j's outcome is kept for its repeats: an answer (or a one-way
+ * request's end) that says the work was done. A transient status says it
+ * was not: a repeat may succeed. */
+static bool keeps(const struct job *j)
+{
+	return (j->action == JOB_REPLY_THEN_ACK || j->action == JOB_ACK) && !TRANSIENT(j->status);
+}
+
+/* j is answered with body (taken: a worker_spare_take buffer, or NULL),
+ * the status and format of r, then sealed and signed for j itself (its own
+ * correlation id). */
+static void answer_with(struct job *j, void *body, const struct replycache_reply *r)
+{
+	worker_spare_put(j->worker, j->reply_body);
+	j->reply_body = body;
+	j->reply_len = body != NULL ? r->len : 0;
+	j->status = r->status;
+	j->meta.format = (enum envelope_format)r->format;
+	j->action = j->meta.reply_to[0] != '\0' ? JOB_REPLY_THEN_ACK : JOB_ACK;
+	job_wrap_reply(j);
+}
+
+/* A twin parked on a run that ended (replycache_finish's answer; the
+ * finishing thread): answered with its reply, or back to its queue when
+ * the run left none. */
+static void answer_twin(struct replycache_waiter *wt, const struct replycache_reply *r, void *arg)
+{
+	struct warren_worker *w = arg;
+	struct job *j = (struct job *)((char *)wt - offsetof(struct job, cache_wait));
+
+	if (r != NULL) {
+		void *body = r->len > 0 ? worker_spare_take(r->len, w) : NULL;
+
+		if (body != NULL) {
+			memcpy(body, r->body, r->len);
+		}
+		answer_with(j, body, r);
+	} else {
+		j->action = JOB_REQUEUE;
+	}
+	if (!engine_submit(w->engine, &j->task)) {
+		job_free(j); /* stopped: unacked, so the broker requeues it */
+	}
+}
+
+/* The run j claimed ended: its reply (the encoded body, before sealing) is
+ * kept if it says the work was done, and its parked twins answered. ours:
+ * j is this thread's to read (false once the time limit's answer took it:
+ * then nothing is kept). */
+static void settle_run(struct warren_worker *w, struct job *j, bool ours)
+{
+	struct replycache_reply r;
+
+	if (j->cache_run == NULL) {
+		return;
+	}
+	if (ours) {
+		r = (struct replycache_reply){.status = j->status,
+		                              .format = j->meta.format,
+		                              .body = j->reply_body,
+		                              .len = j->reply_len};
+	}
+	replycache_finish(w->cache, j->cache_run, ours && keeps(j) ? &r : NULL, answer_twin, w);
+	j->cache_run = NULL;
+}
+
+/* Before its handler: a repeat is answered from the reply cache, or parked
+ * on its twin's run. True when j must not run (params freed); *done is
+ * then job_process's result: false for a parked job, which belongs to its
+ * twin's run from then on (it holds its own reference, so the caller's
+ * job_free does not free it). Keyed by who sent it: the signer, else app_id. */
+static bool repeated(struct warren_worker *w, struct job *j, warren_value *params, bool *done)
+{
+	const bool signer = j->signer[0] != '\0';
+	const struct replycache_key k = {.signer = signer,
+	                                 .caller = signer ? j->signer : j->meta.app_id,
+	                                 .message_id = j->meta.message_id,
+	                                 .method = j->meta.method};
+	struct replycache_reply hit;
+	enum replycache_verdict v;
+
+	atomic_fetch_add(&j->refs, 1); /* the run's, should j be parked */
+	v = replycache_claim(w->cache, &k, &j->cache_wait, &j->cache_run, worker_spare_take, w,
+	                     &hit);
+	if (v != REPLYCACHE_PARKED) {
+		atomic_fetch_sub(&j->refs, 1);
+	}
+	if (v == REPLYCACHE_RUN) {
+		return false;
+	}
+	warren_value_free(params);
+	*done = v == REPLYCACHE_HIT;
+	if (v == REPLYCACHE_HIT) {
+		answer_with(j, (void *)hit.body, &hit);
+		log_debug("answered from the reply cache: message_id=%s correlation_id=%s",
+		          j->meta.message_id, j->meta.correlation_id);
+	}
+	return true;
+}
+
 static void encode_reply(struct job *j, int status, warren_value *body)
 {
 	char why[300];
@@ -61,6 +164,7 @@ static void encode_reply(struct job *j, int status, warren_value *body)
 		warren_value_free(err);
 	}
 	warren_value_free(body);
+	settle_run(j->worker, j, true); /* the plain body, before sealing */
 	job_wrap_reply(j);
 }
 
@@ -365,7 +469,12 @@ bool job_process(struct warren_worker *w, struct job *j, void *thread_data)
 	err = admit(w, j, &m, chk.body != NULL ? chk.body : msg->body.bytes,
 	            chk.body != NULL ? chk.len : msg->body.len, &params);
 	/* After the handler: the params may point into the opened body. */
-	done = err != WARREN_OK ? true : run_handler(w, j, m, params, thread_data);
+	if (err != WARREN_OK) {
+		done = true;
+	} else if (!repeated(w, j, params, &done)) {
+		done = run_handler(w, j, m, params, thread_data);
+		settle_run(w, j, done); /* a run with no reply to keep (a retry, a time limit) */
+	}
 	free(chk.body);
 	return done;
 }

@@ -29,6 +29,8 @@ void warren_worker_get_stats(warren_worker *w, warren_worker_stats *out)
 	out->io_loops = engine_turns(w->engine);
 	out->blocked_ms = (uint64_t)engine_blocked_ms(w->engine);
 	out->threads = w->settings.threads;
+	out->reply_cache_hits = replycache_hits(w->cache);
+	out->reply_cache_entries = replycache_count(w->cache);
 	/* Nudge the I/O thread: if it is alive, io_loops will have grown by
 	 * the next reading however idle the connection is. */
 	if (w->engine != NULL) {
@@ -171,6 +173,12 @@ static void put_stats(FILE *f, const struct warren_worker *w, const warren_worke
 	put_scalar(f, w, "warren_worker_detached_handlers_total", "counter",
 	           "Handler threads a stop left behind, stuck in their handler.",
 	           st->detached_handlers);
+	put_scalar(f, w, "warren_worker_reply_cache_hits_total", "counter",
+	           "Repeated requests (same caller, same message_id) answered from the reply cache "
+	           "or by their twin's run; their handler did not run.",
+	           st->reply_cache_hits);
+	put_scalar(f, w, "warren_worker_reply_cache_entries", "gauge",
+	           "Replies (and runs still going) in the reply cache.", st->reply_cache_entries);
 	put_scalar(f, w, "warren_worker_blocked_seconds_total", "counter",
 	           "Time the broker blocked this worker's publishes (memory or disk alarm).",
 	           st->blocked_ms / 1000);

@@ -640,7 +640,7 @@ void worker_dead_letter(struct engine *e, struct job *j)
 
 static bool publishes(const struct job *j)
 {
-	return j->action != JOB_ACK && j->action != JOB_PROBE;
+	return j->action != JOB_ACK && j->action != JOB_PROBE && j->action != JOB_REQUEUE;
 }
 
 /* The bytes j's publish writes: its reply, or its request as it came (a
@@ -755,6 +755,9 @@ static void run_job(struct engine *e, struct job *j)
 	case JOB_ACK:
 		job_ack(e, j);
 		worker_count(w, &w->metrics.stats.acked, 1);
+		break;
+	case JOB_REQUEUE:
+		give_back(e, j, ENGINE_NACK);
 		break;
 	case JOB_PROBE:
 		break;
@@ -1561,6 +1564,12 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 		return WARREN_ERR_NOMEM;
 	}
 	settings_init(w, cfg, service, &ec);
+	if (replycache_new(&w->cache, (size_t)config_int(cfg, CFG_WORKER_REPLY_CACHE_SIZE),
+	                   (size_t)config_int(cfg, CFG_WORKER_REPLY_CACHE_BYTES),
+	                   config_int(cfg, CFG_WORKER_REPLY_CACHE_TTL)) != 0) {
+		snprintf(errstr, errlen, "out of memory");
+		return WARREN_ERR_NOMEM;
+	}
 	if (security_load(cfg, &w->sec, errstr, errlen) != 0) {
 		return WARREN_ERR_CONFIG;
 	}
@@ -1892,6 +1901,14 @@ static void free_unacked(struct job *j)
 	}
 }
 
+/* A request still parked on a run when the worker ends (none once every
+ * run finished): unacked, the broker has it back. */
+static void drop_parked(struct replycache_waiter *wt, void *arg)
+{
+	(void)arg;
+	free_unacked((struct job *)((char *)wt - offsetof(struct job, cache_wait)));
+}
+
 /* The last reference is gone: no thread of the worker runs any more. */
 static void worker_destroy(struct warren_worker *w)
 {
@@ -1923,6 +1940,7 @@ static void worker_destroy(struct warren_worker *w)
 		free_unacked(j);
 	}
 	lane_free(w);
+	replycache_free(w->cache, drop_parked, NULL);
 	for (size_t i = 0; i < w->methods.n; i++) {
 		free(w->methods.list[i].name);
 	}

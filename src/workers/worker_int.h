@@ -12,6 +12,7 @@
 #include "envelope.h"
 #include "handlerq.h"
 #include "metrics.h"
+#include "replycache.h"
 #include "security.h"
 #include "spare.h"
 #include "timelimit.h"
@@ -39,6 +40,8 @@ enum job_action {
 	JOB_PROBE,          /* the breaker's probe: no delivery, nothing to send */
 	JOB_MOVE,           /* a crash suspect on the fast lane: publish it to rpc (the
 	                     * durable lane) as it came; ack once confirmed */
+	JOB_REQUEUE,        /* parked on a twin's run that left no reply to keep
+	                     * (replycache.h): back to its queue, judged again alone */
 };
 
 struct job {
@@ -80,6 +83,8 @@ struct job {
 	bool fast;                   /* it came from the fast lane, rpc.<service>.fast */
 	TAILQ_ENTRY(job) reply_link; /* I/O thread: in w->pending.replies, its reply not yet sent */
 	struct lane_batch *lane;     /* an entry of this batch of requests (lane.c), or NULL */
+	struct replycache_entry *cache_run;  /* the reply cache's run it claimed (job.c), or NULL */
+	struct replycache_waiter cache_wait; /* parked on its twin's run (job.c) */
 };
 
 /* The lists a job is on (sys/queue.h): the handler queue and the replies
@@ -219,11 +224,13 @@ struct worker_life {
  * breaker's counts, the time limits and a job's run_state, the requeue
  * notes, careful.suspects and pool.state. These parts keep no lock of their
  * own by design (metrics.h, breaker.h, timelimit.h say why): each holds
- * mu for a few assignments, and the stats tie them together. Two parts
- * have their own lock, both innermost: the handler queue's (handlerq.h)
- * and the spares' (spare.h). Lock order: mu, then handlers.mu or
- * spares.mu; nothing takes mu while holding either, and neither is taken
- * while holding the other, so there is no cycle. */
+ * mu for a few assignments, and the stats tie them together. Three parts
+ * have their own lock: the handler queue's (handlerq.h) and the spares'
+ * (spare.h), both innermost, and the reply cache's (replycache.h), taken
+ * with no other lock held (it may take the spares' inside it). Lock order:
+ * mu or the cache's, then handlers.mu or spares.mu; nothing takes mu while
+ * holding another, and no two of the others are held together but the
+ * cache's and the spares', so there is no cycle. */
 struct warren_worker {
 	struct engine *engine; /* set by warren_worker_new */
 	struct security *sec;  /* set by warren_worker_new; NULL: nothing signed or checked */
@@ -242,6 +249,8 @@ struct warren_worker {
 	struct requeue_notes notes;    /* under mu (requeue.c) */
 	struct handlerq handlers;      /* jobs for the handler threads (handlerq.h: its own lock) */
 	struct spares spares;          /* recycled reply buffers (spare.h: its own lock) */
+	struct replycache
+	    *cache; /* replies kept for repeats, NULL: off (replycache.h: its own lock) */
 
 	struct worker_pending pending; /* I/O thread */
 	struct worker_lanes lanes;     /* I/O thread */

@@ -140,6 +140,10 @@ static int worker(int argc, char **argv)
 	set(cfg, "worker.service", "bench");
 	set_int(cfg, "worker.threads", bench_arg(argv[3], "THREADS"));
 	set_int(cfg, "worker.prefetch", bench_arg(argv[4], "PREFETCH"));
+	/* BENCH_REPLY_CACHE=0 turns the worker's reply cache off, to measure its cost. */
+	if (getenv("BENCH_REPLY_CACHE") != NULL) {
+		set(cfg, "worker.reply_cache_size", getenv("BENCH_REPLY_CACHE"));
+	}
 	if (argc == 7) {
 		sign_as(cfg, argv[5], argv[6], "svc");
 	}

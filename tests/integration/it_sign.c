@@ -615,6 +615,46 @@ static void test_tampered_stale_and_replayed_requests_do_not_run_twice(void **st
 	warren_config_free(wc);
 }
 
+/* A caller's republish of a request (after a lost connection or a
+ * return, issue 16) carries the same correlation id, message id and
+ * rpc-attempt 1, signed afresh: a new signature, so the replay filter,
+ * which keys on the signature, lets it through. The worker's reply cache
+ * answers it: the handler runs once. With the cache off
+ * (worker.reply_cache_size 0) the same two copies run twice, which is
+ * what the cache is for. */
+static int republished_runs(const char *cache_size, warren_worker_stats *st)
+{
+	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
+	warren_worker *w;
+	struct raw *r = raw_connect();
+	int64_t at = warren_now_ms();
+
+	assert_int_equal(warren_config_set(wc, "worker.reply_cache_size", cache_size, NULL, 0),
+	                 WARREN_OK);
+	w = start_worker(wc);
+	atomic_store(&runs, 0);
+	raw_signed(r, "t-re", "m-re", at, "{\"a\":1}", "{\"a\":1}");
+	raw_signed(r, "t-re", "m-re", at + 5, "{\"a\":1}", "{\"a\":1}"); /* re-signed */
+	await_acked(w, 2, st);
+	raw_close(r);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	return atomic_load(&runs);
+}
+
+static void test_a_republish_signed_afresh_is_answered_from_the_reply_cache(void **state)
+{
+	warren_worker_stats st;
+
+	assert_int_equal(republished_runs("10000", &st), 1);
+	assert_int_equal(st.replays, 0);
+	assert_int_equal(st.unauthenticated, 0);
+	assert_int_equal(st.reply_cache_hits, 1);
+	assert_int_equal(republished_runs("0", &st), 2);
+	assert_int_equal(st.replays, 0);
+	assert_int_equal(st.reply_cache_hits, 0);
+}
+
 /* A reply the caller cannot verify is not known to come from the service:
  * it is ignored and counted, and the call waits on (here, to its deadline:
  * no other reply comes). It used to end the call with DECODE, which let
@@ -1271,7 +1311,8 @@ static void test_a_client_refuses_an_encrypt_list_it_cannot_follow(void **state)
 
 /* A caller that retries a call under the same message id, the idempotent
  * pattern of warren(7), makes a new call: it is answered, not taken for a
- * replay of the first. */
+ * replay of the first; from the worker's reply cache, its handler not run
+ * again (issue 16: the same signer, the same message id). */
 static void test_a_retry_under_the_same_message_id_is_answered(void **state)
 {
 	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
@@ -1293,9 +1334,10 @@ static void test_a_retry_under_the_same_message_id_is_answered(void **state)
 		assert_int_equal(warren_reply_status(reply), WARREN_STATUS_OK);
 		warren_reply_free(reply);
 	}
-	assert_int_equal(atomic_load(&runs), 2);
+	assert_int_equal(atomic_load(&runs), 1);
 	warren_worker_get_stats(w, &st);
 	assert_int_equal(st.replays, 0);
+	assert_int_equal(st.reply_cache_hits, 1);
 	warren_client_free(c);
 	warren_worker_free(w);
 	warren_config_free(wc);
@@ -1425,6 +1467,7 @@ int main(void)
 	        test_signed_calls_republished_after_a_lost_connection_succeed_with_ed25519),
 	    cmocka_unit_test(test_refusals_never_run_the_handler),
 	    cmocka_unit_test(test_tampered_stale_and_replayed_requests_do_not_run_twice),
+	    cmocka_unit_test(test_a_republish_signed_afresh_is_answered_from_the_reply_cache),
 	    cmocka_unit_test(test_a_caller_ignores_a_reply_it_cannot_verify),
 	    cmocka_unit_test(test_a_key_file_others_can_read_is_refused),
 	    cmocka_unit_test(test_an_encrypted_call_is_answered_with_mac),

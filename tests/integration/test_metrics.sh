@@ -88,6 +88,21 @@ check "nothing is in flight" 0 0 '' -- metric "warren_worker_in_flight{$svc}"
 check "the breaker is closed" 0 0 '' -- metric "warren_worker_breaker_open{$svc}"
 check "nothing was redelivered" 0 0 '' -- metric "warren_worker_redelivered_total{$svc}"
 check "the broker never blocked the worker" 0 0 '' -- metric "warren_worker_blocked_seconds_total{$svc}"
+check "the reply cache holds the 220 answered calls (the dead letter is not kept)" 0 220 '' -- \
+	metric "warren_worker_reply_cache_entries{$svc}"
+check "no request was answered from it yet" 0 0 '' -- \
+	metric "warren_worker_reply_cache_hits_total{$svc}"
+# The same call twice (rpc-call -m: one message id): the second copy is
+# answered from the cache, its handler not run.
+check "a call with a message id of its own answers OK" 0 '{"n":1}' '' -- \
+	"$BIN/rpc-call" -m metrics-repeat example.echo '{"n":1}'
+check "the same call again answers the same" 0 '{"n":1}' '' -- \
+	"$BIN/rpc-call" -m metrics-repeat example.echo '{"n":1}'
+curl -s -o "$tmp/scrape" "$base/metrics"
+check "the repeat was a hit" 0 1 '' -- metric "warren_worker_reply_cache_hits_total{$svc}"
+check "the echo handler ran once for both copies" 0 201 '' -- \
+	metric "warren_worker_requests_total{$svc,method=\"example.echo\",status=\"OK\"}"
+check "the cache holds one more reply" 0 221 '' -- metric "warren_worker_reply_cache_entries{$svc}"
 check "the content type is the text format 0.0.4" 0 \
 	'Content-Type: text/plain; version=0.0.4; charset=utf-8' '' -- \
 	bash -c "grep -i '^content-type:' '$tmp/headers' | tr -d '\r'"

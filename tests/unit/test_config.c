@@ -101,6 +101,9 @@ static void test_every_key_has_its_documented_default(void **state)
 	    {"worker.breaker_threshold", "10"},
 	    {"worker.breaker_probe", "5000ms"},
 	    {"worker.handler_timeout", "300000ms"},
+	    {"worker.reply_cache_size", "10000"},
+	    {"worker.reply_cache_ttl", "300000ms"},
+	    {"worker.reply_cache_bytes", "67108864"},
 	    {"message.max_size", "1048576"},
 	    {"log.level", "info"},
 	    {"security.scheme", "none"},
@@ -242,6 +245,24 @@ static void test_a_duration_out_of_range_shows_the_limits_in_units(void **state)
 	                 "broker.reconnect_min: \"2m\" is out of range 10ms..1m");
 	assert_set_fails("broker.heartbeat", "2h",
 	                 "broker.heartbeat: \"2h\" is out of range 0..1h");
+}
+
+/* worker.reply_cache_size 0 turns the cache off; a TTL under a second
+ * would expire a reply before a caller's resend could use it. */
+static void test_the_reply_cache_keys_show_their_limits(void **state)
+{
+	(void)state;
+	assert_set_reads_back("worker.reply_cache_size", "0", "0");
+	assert_set_fails("worker.reply_cache_size", "-1",
+	                 "worker.reply_cache_size: -1 is out of range 0..1000000");
+	assert_set_fails("worker.reply_cache_size", "1000001",
+	                 "worker.reply_cache_size: 1000001 is out of range 0..1000000");
+	assert_set_reads_back("worker.reply_cache_ttl", "2m", "120000ms");
+	assert_set_fails("worker.reply_cache_ttl", "500ms",
+	                 "worker.reply_cache_ttl: \"500ms\" is out of range 1s..168h");
+	assert_set_reads_back("worker.reply_cache_bytes", "1G", "1073741824");
+	assert_set_fails("worker.reply_cache_bytes", "0",
+	                 "worker.reply_cache_bytes: \"0\" is out of range 1..64G");
 }
 
 static void test_heartbeat_takes_whole_seconds_and_zero_disables_it(void **state)
@@ -678,6 +699,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_every_key_has_its_documented_default),
+	    cmocka_unit_test(test_the_reply_cache_keys_show_their_limits),
 	    cmocka_unit_test(test_every_row_sits_at_its_id_and_is_documented),
 	    cmocka_unit_test(test_only_the_grace_and_log_level_are_reloadable),
 	    cmocka_unit_test(test_typed_getters_return_ms_bytes_indexes_and_strings),
