@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# cluster.sh: the cluster scenario. Makes a three-node RabbitMQ cluster on
+# cluster.sh: the cluster scenarios. Makes a three-node RabbitMQ cluster on
 # this machine (separate node names, ports and data directories, one epmd),
 # imports the definitions so that every quorum queue has a member on each
-# node, and runs scenario.sh cluster_leader against the three URLs: the
-# node leading rpc.user is stopped under load and started again; then
-# scenario.sh cluster_fast: the node holding rpc.user.fast, the fast lane's
-# classic queue, is stopped while transient reads run.
+# node, and runs scenario.sh against the three URLs, one scenario after
+# another on the same cluster: cluster_leader (the node leading rpc.user is
+# stopped under load and started again), cluster_fast (the node holding
+# rpc.user.fast, the fast lane's classic queue, is stopped while transient
+# reads run), cluster_rolling (every node in turn stopped and started).
 #
-#   cluster.sh SECONDS [SCENARIO...]   (default: cluster_leader cluster_fast)
+#   cluster.sh SECONDS [SCENARIO...]
+#   (default: cluster_leader cluster_fast cluster_rolling)
 set -uo pipefail
 
 SECONDS_=${1:?usage: cluster.sh SECONDS}
@@ -44,7 +46,7 @@ if [ "$members" -ne 3 ]; then
 fi
 shift
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(cluster_leader cluster_fast)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(cluster_leader cluster_fast cluster_rolling)
 status=0
 for scenario in "${scenarios[@]}"; do
 	# Each scenario's output, then "SCENARIO: status N" (test_faults.sh reads it).
