@@ -28,12 +28,12 @@ field() {
 }
 
 # outage NAME RUN_SECONDS: what the fault is, as planned (scenario.sh: a
-# third of the run, kill -9 and close 7 times).
+# third of the run; kill -9 and close 7 times).
 outage() {
 	local third=$(($2 / 3 > 1 ? $2 / 3 : 1))
 	case $1 in
-	kill9) echo "kill -9 x7 in ${third} s" ;;
-	close_connections) echo "close all x7 in ${third} s" ;;
+	kill9) echo "kill -9 x7, 1.5 s apart" ;;
+	close_connections) echo "close all x7, 1.5 s apart" ;;
 	pg_restart) echo "PostgreSQL restart" ;;
 	slow_handler) echo "handlers held 3 s" ;;
 	resent_once) echo "1 call's connection closed" ;;
@@ -56,7 +56,7 @@ row() {
 	fi
 	ms=$(field "$line" outage_ms)
 	resent=$(field "$line" resent)
-	rows+=("| $1 | $(outage "$1" "$2") ($(awk -v m="$ms" 'BEGIN { printf "%.1f s", m / 1000 }')) \
+	rows+=("| $1 | $(outage "$1" "$2") ($(awk -v m="$ms" 'BEGIN { if (m < 0) print "-"; else printf "%.1f s", m / 1000 }')) \
 | $(field "$line" sent) | $(field "$line" ok) | $(field "$line" failed) \
 | $(field "$line" timeouts) | $(field "$line" lost) | $(field "$line" duplicated) \
 | $(field "$line" slowest_ok_ms) | $(field "$line" recovered_ms) \
@@ -78,12 +78,14 @@ for scenario in kill9 broker_restart broker_restart_noresend close_connections p
 	alarm slow_handler resent_once; do
 	# shellcheck disable=SC2053 # ONLY is a glob
 	[[ $scenario == $ONLY ]] || continue
+	start=$SECONDS
 	if [ "$scenario" = resent_once ]; then
 		out=$(bash tests/fault/resent_once.sh 2>&1)
 	else
 		out=$(bash tests/fault/scenario.sh "$scenario" "$LENGTH" 2>&1)
 	fi
 	judge "$scenario" "$LENGTH" $? "$out"
+	echo "# $scenario: $((SECONDS - start)) s"
 done
 # One cluster for all of its scenarios: the leader of rpc.user lost, the
 # node of the fast lane's rpc.user.fast lost while transient reads run,
@@ -94,7 +96,9 @@ for scenario in cluster_leader cluster_fast cluster_rolling; do
 	[[ $scenario == $ONLY ]] && clusters+=("$scenario")
 done
 if [ ${#clusters[@]} -gt 0 ]; then
+	start=$SECONDS
 	out=$(bash tests/fault/cluster.sh "$CLUSTER_LENGTH" "${clusters[@]}" 2>&1)
+	echo "# the cluster (${clusters[*]}): $((SECONDS - start)) s"
 	for scenario in "${clusters[@]}"; do
 		printf '%s\n' "$out" | grep -qx "$scenario: status 0"
 		judge "$scenario" "$CLUSTER_LENGTH" $? "$out"
