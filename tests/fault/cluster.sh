@@ -33,6 +33,7 @@ if ! { tests/lib/broker.sh bare "$dir/n1" && tests/lib/broker.sh start "$dir/n2"
 	tail -n 20 "$dir/setup.log"
 	exit 1
 fi
+echo "# the cluster formed in $SECONDS s"
 urls=
 for n in n1 n2 n3; do
 	# shellcheck disable=SC1091
@@ -53,6 +54,7 @@ for scenario in "${scenarios[@]}"; do
 	WARREN_TEST_URL=$urls WARREN_TEST_BROKER_DIR=$dir/n1 WARREN_CLUSTER_DIR=$dir \
 		bash tests/fault/scenario.sh "$scenario" "$SECONDS_"
 	st=$?
+	echo "# $scenario: done at $SECONDS s"
 	echo "$scenario: status $st"
 	[ $st -eq 0 ] || status=1
 done

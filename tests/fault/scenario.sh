@@ -83,7 +83,7 @@ seven() {
 		next=$(awk -v t="$EPOCHREALTIME" 'BEGIN { printf "%.3f", t + 1.5 }')
 		"$@"
 		[ "$i" -lt 7 ] && sleep "$(awk -v n="$next" -v t="$EPOCHREALTIME" \
-			'BEGIN { printf "%.3f", n > t ? n - t : 0 }')"
+			'BEGIN { printf "%.3f", (n > t ? n - t : 0) }')"
 	done
 }
 
