@@ -218,8 +218,11 @@ esac
 if [ "$status" -ne 0 ]; then
 	echo "--- ctl log (last lines)"
 	tail -n 15 "$tmp/ctl.log"
+	echo "--- service log: its messages, counted (times and ids left out)"
+	sed -E 's/time=[^ ]* //; s/(correlation_id|message_id)=[^ ]*/\1=*/g' "$tmp/service.log" |
+		sort | uniq -c | sort -rn | head -n 20
 	echo "--- service log (last lines)"
-	tail -n 15 "$tmp/service.log"
+	tail -n 8 "$tmp/service.log"
 fi
 # What the load said on stderr (the first message of each kind of failure),
 # then its figures: the last line, which test_faults.sh reads.
