@@ -5,7 +5,8 @@
 #   make check      install missing packages (as root), build, run every test
 #                   against a private RabbitMQ node (and PostgreSQL when needed)
 #   make check-unit unit tests only (no broker)
-#   make check-faults  the fault-injection kit, each fault under load for 30 s
+#   make check-faults  the fault-injection kit, each fault under load for 30 s,
+#                   then a table of its figures, one row per scenario
 #   make fuzz       each libFuzzer target (tests/fuzz/) for FUZZ_SECONDS (300)
 #   make demo       the system working end to end, from a fresh machine
 #   make bench      warren against a hand-written rabbitmq-c baseline, side by
