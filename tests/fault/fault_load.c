@@ -352,29 +352,43 @@ static void print_report(const struct tally *t, const warren_client_stats *st)
 	       (unsigned long long)st->fast_sent, (unsigned long long)st->fast_fallbacks);
 }
 
-/* The guarantees. Rows between the OK writes and all writes: a write that
- * timed out may still have been applied, once. Then what the scenario asks
- * for (FAULT_NO_FAILED, FAULT_WORST_MARGIN_MS), each failure said why. */
+/* held &= ok; when not, says why on stderr. */
+static void require(bool *held, bool ok, const char *why)
+{
+	if (!ok) {
+		fprintf(stderr, "fault_load: %s\n", why);
+		*held = false;
+	}
+}
+
+/* The guarantees, each failure said on stderr. Rows between the OK writes
+ * and all writes: a write that timed out may still have been applied, once.
+ * Then what the scenario asks for (FAULT_NO_FAILED, FAULT_WORST_MARGIN_MS). */
 static bool guarantees_held(const struct tally *t)
 {
 	const char *no_failed = getenv("FAULT_NO_FAILED");
 	const char *margin = getenv("FAULT_WORST_MARGIN_MS");
-	bool held =
-	    t->lost == 0 && t->late == 0 && t->dup == 0 && t->missing == 0 &&
-	    t->rows >= t->ok_writes && t->rows <= t->writes &&
-	    (atomic_load(&fault_over) == 0 || once || (t->recovered >= 0 && t->recovered < 10000));
+	bool held = true;
+	char why[200];
 
-	if (no_failed != NULL && no_failed[0] == '1' && t->errors + t->timeouts > 0) {
-		fprintf(stderr, "fault_load: %d calls failed, none may\n", t->errors + t->timeouts);
-		held = false;
-	}
-	if (margin != NULL && t->outage >= 0 && t->slowest > t->outage + atoll(margin)) {
-		fprintf(stderr,
-		        "fault_load: the slowest call took %lld ms, past the fault's %lld ms "
-		        "and %s ms\n",
-		        (long long)t->slowest, (long long)t->outage, margin);
-		held = false;
-	}
+	require(&held, t->lost == 0, "calls lost: they never ended");
+	require(&held, t->late == 0, "timeouts more than 100 ms after their deadline");
+	require(&held, t->dup == 0, "writes answered ALREADY_EXISTS: made twice");
+	require(&held, t->missing == 0, "writes answered OK without their row");
+	require(&held, t->rows >= t->ok_writes && t->rows <= t->writes,
+	        "rows outside [OK writes, writes]");
+	require(&held,
+	        atomic_load(&fault_over) == 0 || once ||
+	            (t->recovered >= 0 && t->recovered < 10000),
+	        "no call sent after the fault ended OK within 10 s of its end");
+	snprintf(why, sizeof(why), "%d calls failed, none may", t->errors + t->timeouts);
+	require(&held, no_failed == NULL || no_failed[0] != '1' || t->errors + t->timeouts == 0,
+	        why);
+	snprintf(why, sizeof(why),
+	         "the slowest call took %lld ms, past the fault's %lld ms and %s ms",
+	         (long long)t->slowest, (long long)t->outage, margin != NULL ? margin : "");
+	require(&held, margin == NULL || t->outage < 0 || t->slowest <= t->outage + atoll(margin),
+	        why);
 	return held;
 }
 
