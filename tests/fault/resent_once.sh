@@ -77,9 +77,13 @@ wait_for() {
 
 port=$(free_port) || fail "no free port for the metrics"
 metrics() { curl -sf "http://127.0.0.1:$port/metrics"; }
-# metric NAME: the sum of NAME's samples matching the rest of the line.
-metric() { metrics | awk -v k="$1" -v f="${2:-}" 'index($1, k) == 1 && index($1, f) { s += $2; n++ }
-	END { if (n) print s; else print "-" }'; }
+# metric NAME [LABEL]: the sum of NAME's samples (those with LABEL), "-"
+# when the worker serves none.
+metric() {
+	metrics | awk -v k="$1" -v f="${2:-}" '
+		(index($1, k "{") == 1 || $1 == k) && (f == "" || index($1, f)) { s += $2; n++ }
+		END { if (n) print s; else print "-" }'
+}
 connected() { metrics | grep -q '^warren_worker_connected{service="user"} 1$'; }
 locked() {
 	[ "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
@@ -101,7 +105,8 @@ ctl set_permissions -p / "$caller" '.*' '.*' '.*' || fail "cannot give $caller i
 svc=$!
 wait_for 30 connected || fail "user-service did not connect"
 
-# 2. The lock, held by a psql session that waits on its input.
+# 2. The lock, held by a psql session that waits on its input; taken
+# before the call is made, so that its handler cannot pass it.
 mkfifo "$tmp/lock"
 psql -q -v ON_ERROR_STOP=1 <"$tmp/lock" >>"$tmp/ctl.log" 2>&1 &
 lockpid=$!
@@ -110,7 +115,8 @@ echo "BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;" >&3
 wait_for 10 locked || fail "the lock on users was not taken"
 
 # 1. The caller, its broker URL with its own user; it reconnects at most
-# 1 s apart, so that it comes back soon after step 5.
+# 1 s apart, so that it comes back soon after step 5. Its call reaches the
+# handler, which waits on the lock.
 url=$(printf '%s' "$WARREN_TEST_URL" | sed "s#://[^@]*@#://$caller:$secret@#")
 WARREN_TEST_URL=$url FAULT_NO_FAILED=1 \
 	FAULT_CLIENT_OPTS="broker.reconnect_max=1s ${FAULT_CLIENT_OPTS:-}" \

@@ -31,6 +31,7 @@ cd "$ROOT" || exit 2
 BIN=${WARREN_BIN:?run through scripts/run-tests.sh}
 LOAD=${WARREN_BUILD:?run through scripts/run-tests.sh}/tests/fault/fault_load
 tmp=$(mktemp -d /tmp/warren-fault.XXXXXX)
+: >"$tmp/ctl.log"
 HEARTBEAT=2s
 [ "$NAME" = slow_handler ] && HEARTBEAT=1s
 DEADLINE_MS=30000
