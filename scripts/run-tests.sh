@@ -8,7 +8,8 @@
 # (tests/lib/postgres.sh), runs tests/integration/it_* and *.sh against them,
 # then the fault kit (tests/fault/test_faults.sh, short runs), and stops
 # both, whatever happened.
-# faults: only the fault kit, each scenario FAULT_SECONDS (default 30) long.
+# faults: only the fault kit, each scenario FAULT_SECONDS (default 30) long
+# (FAULT_ONLY=GLOB: only those scenarios), then its table of figures.
 # WARREN_ONLY=GLOB (integration): only the integration tests whose names
 # match (it_sign, 'it_*', test_rpc_dlq.sh), without the fault kit.
 set -uo pipefail
@@ -178,6 +179,9 @@ faults)
 	export FAULT_SECONDS=${FAULT_SECONDS:-30}
 	export SKIP_OTHERS=1
 	run_integration
+	# Its table of figures, one row per scenario.
+	echo
+	sed -n '/^Fault kit, /,/^$/p' "$LOGS/test_faults.sh.log"
 	;;
 all)
 	run_unit

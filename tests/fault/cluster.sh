@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# cluster.sh: the cluster scenario. Makes a three-node RabbitMQ cluster on
+# cluster.sh: the cluster scenarios. Makes a three-node RabbitMQ cluster on
 # this machine (separate node names, ports and data directories, one epmd),
 # imports the definitions so that every quorum queue has a member on each
-# node, and runs scenario.sh cluster_leader against the three URLs: the
-# node leading rpc.user is stopped under load and started again; then
-# scenario.sh cluster_fast: the node holding rpc.user.fast, the fast lane's
-# classic queue, is stopped while transient reads run.
+# node, and runs scenario.sh against the three URLs, one scenario after
+# another on the same cluster: cluster_leader (the node leading rpc.user is
+# stopped under load and started again), cluster_fast (the node holding
+# rpc.user.fast, the fast lane's classic queue, is stopped while transient
+# reads run), cluster_rolling (every node in turn stopped and started).
 #
-#   cluster.sh SECONDS [SCENARIO...]   (default: cluster_leader cluster_fast)
+#   cluster.sh SECONDS [SCENARIO...]
+#   (default: cluster_leader cluster_fast cluster_rolling)
 set -uo pipefail
 
 SECONDS_=${1:?usage: cluster.sh SECONDS}
@@ -31,6 +33,7 @@ if ! { tests/lib/broker.sh bare "$dir/n1" && tests/lib/broker.sh start "$dir/n2"
 	tail -n 20 "$dir/setup.log"
 	exit 1
 fi
+echo "# the cluster formed in $SECONDS s"
 urls=
 for n in n1 n2 n3; do
 	# shellcheck disable=SC1091
@@ -44,13 +47,14 @@ if [ "$members" -ne 3 ]; then
 fi
 shift
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(cluster_leader cluster_fast)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(cluster_leader cluster_fast cluster_rolling)
 status=0
 for scenario in "${scenarios[@]}"; do
 	# Each scenario's output, then "SCENARIO: status N" (test_faults.sh reads it).
 	WARREN_TEST_URL=$urls WARREN_TEST_BROKER_DIR=$dir/n1 WARREN_CLUSTER_DIR=$dir \
 		bash tests/fault/scenario.sh "$scenario" "$SECONDS_"
 	st=$?
+	echo "# $scenario: done at $SECONDS s"
 	echo "$scenario: status $st"
 	[ $st -eq 0 ] || status=1
 done

@@ -11,6 +11,7 @@
 #   broker.sh bare DIR      start a node without importing the definitions
 #                           (the first node of a cluster)
 #   broker.sh ctl DIR ARGS  rabbitmqctl against that node
+#   broker.sh diag DIR ARGS rabbitmq-diagnostics against that node
 #   broker.sh stop DIR      stop the node and its epmd
 set -euo pipefail
 
@@ -45,6 +46,15 @@ ctl() {
 	. "$dir/env"
 	node_env "$dir"
 	"$RMQ/rabbitmqctl" -n "$WARREN_TEST_NODE" "$@"
+}
+
+diag() {
+	local dir=$1
+	shift
+	# shellcheck disable=SC1091
+	. "$dir/env"
+	node_env "$dir"
+	"$RMQ/rabbitmq-diagnostics" -n "$WARREN_TEST_NODE" "$@"
 }
 
 # A CA, a server certificate for "localhost" and a client certificate, all
@@ -147,7 +157,7 @@ stop() {
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-	echo "usage: broker.sh start|bare|stop|ctl DIR [ARGS...]" >&2
+	echo "usage: broker.sh start|bare|stop|ctl|diag DIR [ARGS...]" >&2
 	exit 2
 fi
 shift 2
@@ -156,6 +166,7 @@ start) start "$dir" "${1:-}" ;;
 bare) start "$dir" "" no ;;
 stop) stop "$dir" ;;
 ctl) ctl "$dir" "$@" ;;
+diag) diag "$dir" "$@" ;;
 *)
 	echo "broker.sh: unknown command $cmd" >&2
 	exit 2
