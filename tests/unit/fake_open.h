@@ -2,7 +2,9 @@
  * that script the engine's connection with -Wl,--wrap: the socket opens,
  * the login, channel.open and confirm.select succeed, and the closes are
  * answered. A test links fake_open.o and puts $(FAKE_OPEN_WRAPS) in its
- * WRAP_ variable (the Makefile); it scripts the frames itself. */
+ * WRAP_ variable (the Makefile); it scripts the frames itself, and may
+ * script the opens with a __wrap_amqp_socket_open_noblock of its own
+ * (fake_open.c's is weak). */
 #ifndef WARREN_TEST_FAKE_OPEN_H
 #define WARREN_TEST_FAKE_OPEN_H
 

@@ -24,16 +24,10 @@
 #include "config.h"
 #include "engine.h"
 
-int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port,
-                                    const struct timeval *tv);
-amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,
-                                                   int channel_max, int frame_max, int heartbeat,
-                                                   const amqp_table_t *props,
-                                                   amqp_sasl_method_enum method, ...);
-amqp_channel_open_ok_t *__wrap_amqp_channel_open(amqp_connection_state_t c, amqp_channel_t ch);
-amqp_confirm_select_ok_t *__wrap_amqp_confirm_select(amqp_connection_state_t c, amqp_channel_t ch);
-amqp_rpc_reply_t __wrap_amqp_channel_close(amqp_connection_state_t c, amqp_channel_t ch, int code);
-amqp_rpc_reply_t __wrap_amqp_connection_close(amqp_connection_state_t c, int code);
+/* The login, channels and closes of fake_open.c; the opens are scripted
+ * here, by port. */
+#include "fake_open.h"
+
 int __wrap_amqp_simple_wait_frame_noblock(amqp_connection_state_t c, amqp_frame_t *f,
                                           const struct timeval *tv);
 
@@ -61,38 +55,6 @@ int __wrap_amqp_socket_open_noblock(amqp_socket_t *s, const char *host, int port
 		return AMQP_STATUS_SOCKET_ERROR;
 	}
 	return AMQP_STATUS_OK;
-}
-
-amqp_rpc_reply_t __wrap_amqp_login_with_properties(amqp_connection_state_t c, const char *vhost,
-                                                   int channel_max, int frame_max, int heartbeat,
-                                                   const amqp_table_t *props,
-                                                   amqp_sasl_method_enum method, ...)
-{
-	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
-}
-
-amqp_channel_open_ok_t *__wrap_amqp_channel_open(amqp_connection_state_t c, amqp_channel_t ch)
-{
-	static amqp_channel_open_ok_t ok;
-
-	return &ok;
-}
-
-amqp_confirm_select_ok_t *__wrap_amqp_confirm_select(amqp_connection_state_t c, amqp_channel_t ch)
-{
-	static amqp_confirm_select_ok_t ok;
-
-	return &ok;
-}
-
-amqp_rpc_reply_t __wrap_amqp_channel_close(amqp_connection_state_t c, amqp_channel_t ch, int code)
-{
-	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
-}
-
-amqp_rpc_reply_t __wrap_amqp_connection_close(amqp_connection_state_t c, int code)
-{
-	return (amqp_rpc_reply_t){.reply_type = AMQP_RESPONSE_NORMAL};
 }
 
 /* No frames; a socket error when the test drops the connection. */
