@@ -277,6 +277,28 @@ static void on_done(warren_err err, warren_reply *reply, const char *errmsg, voi
 	atomic_fetch_add(&d->n, 1);
 }
 
+/* Creates a user (tag), holds its row on db and calls user.update on it
+ * (name, 30 s) into d: the daemon's handler then waits for the row.
+ * Returns the user's id. */
+static int64_t update_held_row(warren_client *c, PGconn *db, const char *tag, const char *name,
+                               struct done *d)
+{
+	warren_value *params = NULL;
+	char json[256];
+	int64_t id = create_user(c, tag);
+
+	hold_row(db, id);
+	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"%s\"}", (long long)id, name);
+	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
+	assert_int_equal(warren_call_async(c, "user.update", params,
+	                                   &(warren_call_opts){.timeout_ms = 30000}, on_done, d,
+	                                   NULL, 0),
+	                 WARREN_OK);
+	warren_value_free(params);
+	usleep(500000); /* the handler is now waiting for the row */
+	return id;
+}
+
 static void test_watchdog_stops_while_the_only_handler_is_stuck(void **state)
 {
 	pid_t pid = spawn_daemon(
@@ -335,7 +357,6 @@ static void stop_while_held(int signals)
 	                         0, NULL);
 	warren_client *c = client();
 	PGconn *db = PQconnectdb(testenv_db());
-	warren_value *params = NULL;
 	struct done d = {0};
 	char json[256];
 	int64_t id, t0;
@@ -343,16 +364,7 @@ static void stop_while_held(int signals)
 	PGresult *res;
 
 	assert_true(await_note("READY=1", 20000));
-	id = create_user(c, signals == 1 ? "grace" : "twice");
-	hold_row(db, id);
-	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"After the restart\"}", (long long)id);
-	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
-	assert_int_equal(warren_call_async(c, "user.update", params,
-	                                   &(warren_call_opts){.timeout_ms = 30000}, on_done, &d,
-	                                   NULL, 0),
-	                 WARREN_OK);
-	warren_value_free(params);
-	usleep(500000); /* the handler is now waiting for the row */
+	id = update_held_row(c, db, signals == 1 ? "grace" : "twice", "After the restart", &d);
 
 	t0 = testenv_mono_ms();
 	kill(pid, SIGTERM);
@@ -407,24 +419,12 @@ static void test_a_draining_daemon_asks_for_its_grace_and_feeds_the_watchdog(voi
 	                         400, NULL);
 	warren_client *c = client();
 	PGconn *db = PQconnectdb(testenv_db());
-	warren_value *params = NULL;
 	struct done d = {0};
-	char json[256];
-	int64_t id;
 	int status = 0;
 	PGresult *res;
 
 	assert_true(await_note("READY=1", 20000));
-	id = create_user(c, "drain");
-	hold_row(db, id);
-	snprintf(json, sizeof(json), "{\"id\":%lld,\"name\":\"Drained\"}", (long long)id);
-	assert_int_equal(warren_value_from_json(json, strlen(json), &params, NULL, 0), WARREN_OK);
-	assert_int_equal(warren_call_async(c, "user.update", params,
-	                                   &(warren_call_opts){.timeout_ms = 30000}, on_done, &d,
-	                                   NULL, 0),
-	                 WARREN_OK);
-	warren_value_free(params);
-	usleep(500000); /* the handler is now waiting for the row */
+	update_held_row(c, db, "drain", "Drained", &d);
 
 	kill(pid, SIGTERM);
 	assert_true(await_note("EXTEND_TIMEOUT_USEC=25000000", 5000));
