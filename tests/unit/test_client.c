@@ -255,6 +255,17 @@ static void run_tasks(void)
 	}
 }
 
+/* Calls svc.m with opts, asynchronously into done_seen, and lets the I/O
+ * thread take the call. */
+static void call_svc_m(warren_client *c, const warren_call_opts *opts)
+{
+	char err[256] = "";
+
+	assert_int_equal(warren_call_async(c, "svc.m", NULL, opts, on_done, NULL, err, sizeof(err)),
+	                 WARREN_OK);
+	run_tasks();
+}
+
 static void confirm(enum engine_confirm outcome)
 {
 	engine_confirm_fn fn = eng.confirm_fn;
@@ -402,11 +413,8 @@ static void deadline_then_confirm(enum engine_confirm outcome)
 {
 	warren_client *c = new_client();
 	warren_call_opts opts = {.timeout_ms = 100};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	assert_int_equal(eng.publishes, 1);
 	assert_non_null(eng.confirm_fn);
 
@@ -445,11 +453,8 @@ static void live_call_is_republished_as_the_same_attempt(void **state)
 {
 	warren_client *c = new_client();
 	warren_call_opts opts = {.timeout_ms = 10000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	assert_int_equal(eng.publishes, 1);
 	confirm(ENGINE_NACK);
 	for (int i = 0; i < 20 && eng.publishes < 2; i++) {
@@ -489,12 +494,9 @@ static void a_call_waits_for_room_in_the_socket(void **state)
 {
 	warren_client *c = new_client();
 	warren_call_opts opts = {.timeout_ms = 1000};
-	char err[256] = "";
 
 	eng.full = true;
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	tick_at(eng.now + 10);
 	assert_int_equal(eng.publishes, 0);
 	eng.full = false;
@@ -857,12 +859,9 @@ static void a_call_made_while_disconnected_waits_for_the_connection(void **state
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 30000};
-	char err[256] = "";
 
 	lose_connection();
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	for (int i = 0; i < 50; i++) {
 		tick_at(eng.now + 200); /* 10 s */
 	}
@@ -916,12 +915,9 @@ static void a_deadline_passed_while_disconnected_says_since_when(void **state)
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 1500};
-	char err[256] = "";
 
 	lose_connection();
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	tick_at(eng.now + 1499);
 	assert_int_equal(done_seen.runs, 0);
 	tick_at(eng.now + 1);
@@ -942,11 +938,8 @@ static void a_confirmed_call_is_resent_after_the_reconnect(void **state)
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 10000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	confirm(ENGINE_ACK);
 	lose_connection();
 	tick_at(eng.now + 1000);
@@ -975,11 +968,8 @@ static void a_resend_whose_deadline_passes_while_disconnected_is_not_sent(void *
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 2000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	confirm(ENGINE_ACK);
 	tick_at(eng.now + 500);
 	lose_connection();
@@ -1000,11 +990,8 @@ static void a_call_client_resend_does_not_name_fails_at_the_loss(void **state)
 {
 	warren_client *c = new_client_kv((const char *const[]){"client.resend", "other.*", NULL});
 	warren_call_opts opts = {.timeout_ms = 10000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	confirm(ENGINE_ACK);
 	lose_connection();
 	assert_int_equal(done_seen.runs, 1);
@@ -1025,11 +1012,8 @@ static void a_confirmed_call_is_resent_in_queue_mode(void **state)
 {
 	warren_client *c = new_client_kv((const char *const[]){"client.reply_mode", "queue", NULL});
 	warren_call_opts opts = {.timeout_ms = 10000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	confirm(ENGINE_ACK);
 	lose_connection();
 	assert_int_equal(done_seen.runs, 0);
@@ -1048,11 +1032,8 @@ static void unconfirmed_requests_lost_many_times_use_up_no_attempts(void **state
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 60000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	for (int i = 0; i < 8; i++) {
 		lose_connection();
 		tick_at(eng.now + 1000);
@@ -1111,16 +1092,11 @@ static void freeing_the_client_ends_held_calls_with_closed(void **state)
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 30000};
-	char err[256] = "";
 
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	confirm(ENGINE_ACK);
 	lose_connection(); /* held to be resent */
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks(); /* held: not connected */
+	call_svc_m(c, &opts); /* held: not connected */
 	assert_int_equal(eng.nheld, 2);
 	warren_client_free(c);
 	assert_int_equal(done_seen.runs, 2);
@@ -1135,13 +1111,10 @@ static void a_blocked_call_waits_to_its_deadline_by_default(void **state)
 {
 	warren_client *c = new_client_kv((const char *const[]){NULL});
 	warren_call_opts opts = {.timeout_ms = 8000};
-	char err[256] = "";
 
 	eng.blocked = "low on memory";
 	tick_at(eng.now); /* the client sees the block */
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	tick_at(eng.now + 6000);
 	assert_int_equal(done_seen.runs, 0);
 	assert_int_equal(eng.publishes, 0);
@@ -1160,12 +1133,9 @@ static void blocked_timeout_applies_to_blocks_not_to_lost_connections(void **sta
 	warren_client *c =
 	    new_client_kv((const char *const[]){"client.blocked_timeout", "300ms", NULL});
 	warren_call_opts opts = {.timeout_ms = 5000};
-	char err[256] = "";
 
 	lose_connection();
-	assert_int_equal(
-	    warren_call_async(c, "svc.m", NULL, &opts, on_done, NULL, err, sizeof(err)), WARREN_OK);
-	run_tasks();
+	call_svc_m(c, &opts);
 	tick_at(eng.now + 1000);
 	assert_int_equal(done_seen.runs, 0);
 	eng.down = false;
