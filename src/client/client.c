@@ -342,8 +342,12 @@ static int64_t client_tick(struct engine *e, void *arg, int64_t now)
 	if (due < next) {
 		next = due;
 	}
+	/* The block's own due time, once past, has ended the unconfirmed
+	 * publishes it ends (client_expire_held), and none is written while it
+	 * lasts: it asks for no further turn (one in the past would spin the
+	 * I/O thread for as long as the block lasts). */
 	due = c->blocked_since != 0 ? client_blocked_due(c, e, 0) : INT64_MAX;
-	if (due < next) {
+	if (due > now && due < next) {
 		next = due;
 	}
 	entry = pending_first(&c->retries);

@@ -1150,6 +1150,27 @@ static void blocked_timeout_applies_to_blocks_not_to_lost_connections(void **sta
 	warren_client_free(c);
 }
 
+/* Once client.blocked_timeout has ended what it ends, a block that goes
+ * on asks for no tick before the next deadline: the I/O thread sleeps
+ * rather than turning again at once, and again (it did: the block's due
+ * time stayed in the past while the block lasted). */
+static void a_block_past_its_timeout_does_not_spin_the_io_thread(void **state)
+{
+	warren_client *c =
+	    new_client_kv((const char *const[]){"client.blocked_timeout", "300ms", NULL});
+	warren_call_opts opts = {.timeout_ms = 5000};
+	int64_t next;
+
+	eng.blocked = "low on disk";
+	tick_at(eng.now); /* the block is seen */
+	call_svc_m(c, &opts);
+	tick_at(eng.now + 300);
+	assert_int_equal(done_seen.runs, 1);
+	next = eng.hooks.tick((struct engine *)&eng.fake, eng.hooks.arg, eng.now + 1);
+	assert_true(next > eng.now + 1);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1179,6 +1200,7 @@ int main(void)
 	    cmocka_unit_test(freeing_the_client_ends_held_calls_with_closed),
 	    cmocka_unit_test(a_blocked_call_waits_to_its_deadline_by_default),
 	    cmocka_unit_test(blocked_timeout_applies_to_blocks_not_to_lost_connections),
+	    cmocka_unit_test(a_block_past_its_timeout_does_not_spin_the_io_thread),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
