@@ -662,6 +662,19 @@ static void on_return(struct engine *e, const amqp_frame_t *f)
 	amqp_destroy_message(&msg);
 }
 
+/* A consumer the broker cancelled: the owner's to judge, else the
+ * connection is set up again from scratch. */
+static void on_cancel(struct engine *e, const amqp_basic_cancel_t *m)
+{
+	char tag[256];
+
+	snprintf(tag, sizeof(tag), "%.*s", (int)m->consumer_tag.len,
+	         (const char *)m->consumer_tag.bytes);
+	if (e->hooks.cancelled == NULL || !e->hooks.cancelled(e, e->hooks.arg, tag)) {
+		engine_fail(e, "the broker cancelled the consumer (queue deleted or moved)");
+	}
+}
+
 /* The broker closed the channel or the connection: answered, and the
  * connection is dropped either way (channel 1 is the only one). */
 static void on_close(struct engine *e, const amqp_frame_t *f)
@@ -698,7 +711,7 @@ static void dispatch(struct engine *e, const amqp_frame_t *f)
 		on_return(e, f);
 		break;
 	case AMQP_BASIC_CANCEL_METHOD:
-		engine_fail(e, "the broker cancelled the consumer (queue deleted or moved)");
+		on_cancel(e, f->payload.method.decoded);
 		break;
 	case AMQP_CHANNEL_CLOSE_METHOD:
 	case AMQP_CONNECTION_CLOSE_METHOD:

@@ -55,6 +55,10 @@ struct engine_hooks {
 	                 int reply_code, const char *reply_text);
 	/* The connection is gone (after every pending confirm got ENGINE_LOST). */
 	void (*lost)(struct engine *e, void *arg, const char *why);
+	/* The broker cancelled a consumer of channel 1 (its queue deleted, or
+	 * its node gone). true: the owner carries on without it; false, or no
+	 * hook: the connection is dropped and set up again. */
+	bool (*cancelled)(struct engine *e, void *arg, const char *consumer_tag);
 	/* Timers: called every loop turn with the monotonic clock; returns the
 	 * next monotonic ms it wants to run at, or INT64_MAX. */
 	int64_t (*tick)(struct engine *e, void *arg, int64_t now);

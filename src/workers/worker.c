@@ -1073,6 +1073,28 @@ static int64_t fast_tick(struct warren_worker *w, struct engine *e, int64_t now)
 	return w->lanes.fast_tag[0] != '\0' ? INT64_MAX : w->lanes.fast_retry_at;
 }
 
+/* The broker cancelled a consumer: the fast lane's (its classic queue
+ * deleted, or its node down) is declared and consumed again after
+ * FAST_RETRY_MS, the durable lanes served meanwhile, the connection kept
+ * with every request it holds. Another lane's: false, the connection is
+ * set up again. */
+static bool worker_cancelled(struct engine *e, void *arg, const char *consumer_tag)
+{
+	struct warren_worker *w = arg;
+
+	if (w->lanes.fast_tag[0] == '\0' || strcmp(consumer_tag, w->lanes.fast_tag) != 0) {
+		return false;
+	}
+	w->lanes.fast_tag[0] = '\0';
+	w->careful.lanes &= ~(unsigned)LANE_FAST;
+	w->lanes.fast_retry_at = engine_now() + FAST_RETRY_MS;
+	log_warn("the broker cancelled the consumer of %s (deleted, or its node is down): serving "
+	         "the durable lane %s alone, trying again in %d s",
+	         w->topo.fast_queue, w->topo.queue, FAST_RETRY_MS / 1000);
+	engine_wake(e);
+	return true;
+}
+
 static void cancel_tag(struct engine *e, char *tag)
 {
 	if (engine_connected(e) && tag[0] != '\0' &&
@@ -1550,6 +1572,7 @@ static warren_err worker_init(struct warren_worker *w, const warren_config *cfg,
 	                             .deliver = worker_deliver,
 	                             .returned = worker_returned,
 	                             .lost = worker_lost,
+	                             .cancelled = worker_cancelled,
 	                             .tick = worker_tick};
 
 	ec.batch_acks = true; /* every request is acked or rejected through the engine */

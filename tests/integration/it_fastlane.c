@@ -456,9 +456,53 @@ static void test_a_worker_that_cannot_declare_its_fast_queue_still_serves_the_du
 	assert_non_null(amqp_queue_delete(conn, 1, amqp_cstring_bytes("rpc.odd.fast"), 0, 0));
 }
 
+/* The broker cancels the worker's fast-lane consumer (its queue deleted,
+ * or, in a cluster, its node gone): the worker keeps its connection and
+ * its durable lane, and declares and consumes the fast lane again a few
+ * seconds later. It dropped the whole connection, and with it every
+ * request it held, then set everything up again. */
+/* Consumers of queue, -1 when it does not exist, asked on a connection of
+ * its own (a passive declare of a missing queue closes its channel). */
+static long consumers_of(const char *queue)
+{
+	struct raw *r = raw_connect();
+	long n = raw_consumer_count(r, queue);
+
+	raw_close(r);
+	return n;
+}
+
+static void test_a_cancelled_fast_lane_consumer_costs_the_worker_no_reconnect(void **state)
+{
+	amqp_connection_state_t conn = raw_conn(raw);
+	warren_client *c = new_client(NULL);
+	warren_worker *w = start_worker("cancel");
+	warren_worker_stats ws;
+	struct outcome o;
+
+	assert_int_equal(raw_consumer_count(raw, "rpc.cancel.fast"), 1);
+	assert_non_null(amqp_queue_delete(conn, 1, amqp_cstring_bytes("rpc.cancel.fast"), 0, 0));
+	call_async(c, "cancel.echo", false, &o);
+	await_outcome(&o, WARREN_OK);
+	/* Declared and consumed again (FAST_RETRY_MS, 5 s, in worker.c). */
+	for (int i = 0; i < 300 && consumers_of("rpc.cancel.fast") != 1; i++) {
+		usleep(50000);
+	}
+	assert_int_equal(consumers_of("rpc.cancel.fast"), 1);
+	warren_worker_get_stats(w, &ws);
+	assert_int_equal(ws.reconnects, 0);
+	assert_true(ws.connected);
+	call_async(c, "cancel.echo", true, &o);
+	await_outcome(&o, WARREN_OK);
+	stop_worker(w);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(test_a_cancelled_fast_lane_consumer_costs_the_worker_no_reconnect,
+	                           purge),
 	    cmocka_unit_test_setup(
 	        test_a_transient_call_waits_in_the_fast_queue_and_is_answered_from_it, purge),
 	    cmocka_unit_test_setup(test_a_durable_call_still_goes_to_the_quorum_queue, purge),
