@@ -63,7 +63,6 @@ bool client_batchable(warren_client *c, const struct call *call)
 
 void client_queue_request(warren_client *c, struct call *call)
 {
-	call->queued = true;
 	call->awaiting_confirm = true; /* so that finish leaves it to the flush */
 	TAILQ_INSERT_TAIL(&c->outq, call, out_link);
 }
@@ -72,7 +71,6 @@ void client_queue_request(warren_client *c, struct call *call)
  * is then released). */
 static bool unqueue(struct call *call)
 {
-	call->queued = false;
 	call->awaiting_confirm = false;
 	if (call->finished) {
 		client_call_release(call);
@@ -121,7 +119,6 @@ static void on_batch_confirm(struct engine *e, void *ctx, enum engine_confirm ou
 		publish_returned(c, e, b);
 	} else {
 		for (size_t i = 0; i < b->n; i++) {
-			b->calls[i]->queued = false;
 			client_on_confirm(e, b->calls[i], outcome);
 		}
 	}

@@ -79,9 +79,8 @@ struct call {
 	/* Its method's metrics (NULL: client.metrics_listen is off), and when it began. */
 	struct client_method *metrics;
 	struct timespec started;
-	/* Queued this turn to go in a batch of requests (c->outq); the engine
-	 * is as good as holding it (awaiting_confirm is set meanwhile). */
-	bool queued;
+	/* Queued this turn to go in a batch of requests (c->outq), the engine
+	 * as good as holding it: awaiting_confirm is set meanwhile. */
 	TAILQ_ENTRY(call) out_link; /* in c->outq, then in flush_requests' list */
 };
 
@@ -196,7 +195,6 @@ void client_timeout(warren_client *c, struct engine *e, struct call *call);
 void client_note_sent(warren_client *c, struct call *call);
 void client_note_blocked(warren_client *c, struct engine *e, int64_t now);
 int64_t client_blocked_due(const warren_client *c, struct engine *e, int64_t since);
-warren_err client_lost_err(const warren_client *c);
 void client_retry_or_finish(struct call *call, warren_err err, const char *what);
 void client_on_confirm(struct engine *e, void *ctx, enum engine_confirm outcome);
 bool client_lane_fast(warren_client *c, const struct call *call, int64_t now);

@@ -59,13 +59,18 @@ void client_hold(warren_client *c, struct call *call)
 	engine_hold(c->engine, &call->hold);
 }
 
+/* A signature older than this is made again before its request goes out. */
+#define RESIGN_AFTER_MS 1000
+
 /* A call whose request cannot be published for want of a connection: held
  * until the connection, its setup included, is back, without using up
  * client.retry_attempts. Its deadline ends it (client_timeout), or at once
  * the client's shutdown. */
 void client_await_connection(warren_client *c, struct call *call)
 {
-	if (call->finished) {
+	/* One waiting for its retry goes then (held, when still not
+	 * connected): holding it too would publish it twice. */
+	if (call->finished || call->waiting_retry) {
 		return;
 	}
 	if (atomic_load(&c->closing)) {
@@ -248,7 +253,7 @@ bool client_fall_back(warren_client *c, struct call *call)
 		return false;
 	}
 	call->waiting_retry = true;
-	call->tries--; /* republish_due counts the republish: this one is free */
+	call->tries--; /* republish_due counts a try: this one is free */
 	log_info("no fast-lane queue for %s: sending correlation_id=%s on the durable lane; "
 	         "that service's transient calls take it for %d s",
 	         call->out->meta.method, call->out->meta.correlation_id, LANE_DOWN_MS / 1000);
@@ -270,8 +275,12 @@ void client_publish_one(warren_client *c, struct engine *e, struct call *call)
 	call->on_fast = client_lane_fast(c, call, engine_now());
 	/* Signed afresh when sent again: the same request, but its first copy
 	 * may have been delivered and its signature taken by a worker's replay
-	 * filter; rpc-attempt stays, as only a worker's own retry raises it. */
-	if (call->sent && c->sec != NULL) {
+	 * filter; rpc-attempt stays, as only a worker's own retry raises it.
+	 * Afresh too when it was signed more than RESIGN_AFTER_MS ago: a call
+	 * held through an outage must not go out past security.window.
+	 * (Signed requests never go batched: this is their one way out.) */
+	if (c->sec != NULL &&
+	    (call->sent || warren_now_ms() - call->out->sig.signed_at_ms > RESIGN_AFTER_MS)) {
 		security_sign_request(c->sec, &call->out->meta, call->out->body, call->out->len,
 		                      &call->out->sig);
 	}

@@ -123,6 +123,12 @@ static bool repeated(struct warren_worker *w, struct job *j, warren_value *param
 	struct replycache_reply hit;
 	enum replycache_verdict v;
 
+	/* Nothing to key on: the cache off, no message_id, or no caller (an
+	 * empty app_id would share its message_ids with every other caller
+	 * that leaves it out). */
+	if (w->cache == NULL || j->meta.message_id[0] == '\0' || k.caller[0] == '\0') {
+		return false;
+	}
 	atomic_fetch_add(&j->refs, 1); /* the run's, should j be parked */
 	v = replycache_claim(w->cache, &k, &j->cache_wait, &j->cache_run, worker_spare_take, w,
 	                     &hit);

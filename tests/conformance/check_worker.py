@@ -159,7 +159,7 @@ def a_request_past_its_deadline_is_dropped_unexecuted_and_unanswered(ctx):
 
 
 @check
-def a_one_way_request_is_run_and_not_answered(ctx):
+def a_one_way_request_is_consumed_and_not_answered(ctx):
     queue = "rpc.%s" % ctx.service
     before = ctx.peer.queue_count(queue)
     corr = ctx.peer.request(ctx.m("echo"), {"one": "way"}, reply=False)

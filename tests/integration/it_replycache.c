@@ -233,6 +233,23 @@ static void the_same_message_id_from_another_caller_runs_again(void **state)
 	assert_int_equal(atomic_load(&runs), 2);
 }
 
+/* Without an app_id (and no signature) a caller has no identity to key
+ * on: two callers that both leave it out and reuse a message_id would get
+ * each other's replies. Such a request is never cached. */
+static void a_request_without_a_caller_runs_every_time(void **state)
+{
+	char *a, *b;
+
+	(void)state;
+	request("cache.count", "c-nobody-1", "m-nobody", "");
+	a = reply("1");
+	request("cache.count", "c-nobody-2", "m-nobody", "");
+	b = reply("2");
+	free(a);
+	free(b);
+	assert_int_equal(atomic_load(&runs), 2);
+}
+
 static void a_request_without_a_message_id_runs_every_time(void **state)
 {
 	char *a, *b;
@@ -257,6 +274,7 @@ int main(void)
 	    cmocka_unit_test_setup(
 	        a_twin_of_a_run_that_failed_transiently_goes_back_and_runs_itself, reset),
 	    cmocka_unit_test_setup(the_same_message_id_from_another_caller_runs_again, reset),
+	    cmocka_unit_test_setup(a_request_without_a_caller_runs_every_time, reset),
 	    cmocka_unit_test_setup(a_request_without_a_message_id_runs_every_time, reset),
 	};
 

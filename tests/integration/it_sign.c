@@ -392,6 +392,39 @@ static void republished_after_a_lost_connection(const char *scheme, const char *
 	warren_config_free(cc);
 }
 
+/* A signed call held through an outage longer than the worker's
+ * security.window goes out signed afresh. Signed only when it was made,
+ * it was refused as outside the window (bad-signature, never answered)
+ * and ended at its deadline. */
+static void test_a_signed_call_held_longer_than_the_window_is_answered(void **state)
+{
+	warren_config *wc = side("mac", "svc", "svc.mac", "mac-svc", NULL);
+	warren_config *cc = side("mac", "app", "app.mac", "mac-app", NULL);
+	warren_reply *reply = NULL;
+	warren_worker *w;
+	warren_client *c;
+	char why[300] = "";
+
+	assert_int_equal(warren_config_set(wc, "security.window", "1s", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "broker.reconnect_min", "3s", NULL, 0), WARREN_OK);
+	assert_int_equal(warren_config_set(cc, "broker.reconnect_max", "3s", NULL, 0), WARREN_OK);
+	w = start_worker(wc);
+	c = start_client(cc);
+	assert_int_equal(testenv_broker_ctl("close_all_connections it_sign"), 0);
+	for (int t = 0; t < 500 && client_stats(c).connected; t++) {
+		usleep(5000);
+	}
+	assert_false(client_stats(c).connected);
+	assert_int_equal(warren_call(c, "secure.echo", NULL, &(warren_call_opts){.timeout_ms = 15000},
+	                             &reply, why, sizeof(why)),
+	                 WARREN_OK);
+	warren_reply_free(reply);
+	warren_client_free(c);
+	warren_worker_free(w);
+	warren_config_free(wc);
+	warren_config_free(cc);
+}
+
 static void test_signed_calls_republished_after_a_lost_connection_succeed_with_mac(void **state)
 {
 	republished_after_a_lost_connection("mac", "svc.mac", "mac-svc", "app.mac", "mac-app");
@@ -1465,6 +1498,7 @@ int main(void)
 	    cmocka_unit_test(test_a_signed_call_is_answered_with_ed25519),
 	    cmocka_unit_test(test_signed_calls_republished_after_a_return_succeed_with_mac),
 	    cmocka_unit_test(test_signed_calls_republished_after_a_return_succeed_with_ed25519),
+	    cmocka_unit_test(test_a_signed_call_held_longer_than_the_window_is_answered),
 	    cmocka_unit_test(
 	        test_signed_calls_republished_after_a_lost_connection_succeed_with_mac),
 	    cmocka_unit_test(

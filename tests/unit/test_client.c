@@ -1171,6 +1171,30 @@ static void a_block_past_its_timeout_does_not_spin_the_io_thread(void **state)
 	warren_client_free(c);
 }
 
+/* A call returned unroutable waits for its retry; the connection lost
+ * before that return's confirm does not also hold it: held and retried,
+ * it went out twice after the reconnect. */
+static void a_call_waiting_for_its_retry_is_not_held_too_at_a_loss(void **state)
+{
+	warren_client *c = new_client_kv((const char *const[]){NULL});
+	warren_call_opts opts = {.timeout_ms = 60000};
+	amqp_basic_properties_t rp = {._flags = AMQP_BASIC_CORRELATION_ID_FLAG};
+
+	call_svc_m(c, &opts);
+	assert_int_equal(eng.publishes, 1);
+	rp.correlation_id = amqp_cstring_bytes(eng.last_id);
+	eng.hooks.returned((struct engine *)&eng.fake, eng.hooks.arg, &rp, 312, "NO_ROUTE");
+	lose_connection(); /* its confirm: LOST */
+	connection_back();
+	tick_at(eng.now + 5000); /* past its retry's back-off */
+	assert_int_equal(eng.publishes, 2);
+	confirm(ENGINE_ACK); /* the retry's */
+	tick_at(eng.now + 5000);
+	assert_int_equal(eng.publishes, 2);
+	assert_int_equal(done_seen.runs, 0);
+	warren_client_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1201,6 +1225,7 @@ int main(void)
 	    cmocka_unit_test(a_blocked_call_waits_to_its_deadline_by_default),
 	    cmocka_unit_test(blocked_timeout_applies_to_blocks_not_to_lost_connections),
 	    cmocka_unit_test(a_block_past_its_timeout_does_not_spin_the_io_thread),
+	    cmocka_unit_test(a_call_waiting_for_its_retry_is_not_held_too_at_a_loss),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
